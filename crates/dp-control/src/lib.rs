@@ -1,0 +1,214 @@
+//! The control plane of dpservice-rs: the `dpdkironcore.v1.DPDKironcore` gRPC service,
+//! wire- and behaviour-compatible with ironcore dpservice, owning the authoritative
+//! configuration and publishing immutable [`dp_tables::Snapshot`]s for the packet path.
+//!
+//! # Using it from the daemon
+//!
+//! ```no_run
+//! use dp_control::{Config, ControlPlane};
+//! use dp_tables::{Publisher, Snapshot};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let publisher = Publisher::new(Snapshot::default());
+//! let reader = publisher.reader(); // hand clones of this to the workers
+//! # let _ = reader;
+//! let config = Config::new(
+//!     "fc00:1::1".parse()?,                                    // --ipv6
+//!     [("dtapvf_0", 2), ("dtapvf_1", 3)],                     // VF devices: name, PortId
+//!     [0, 1],                                                  // uplinks pf0, pf1
+//! );
+//! let control = ControlPlane::new(publisher, config);
+//!
+//! // Either let the control plane run the server (dpservice service + gRPC health,
+//! // HTTP/2 keepalive 15 s as dpservice sets it) ...
+//! let listener = tokio::net::TcpListener::bind("[::]:1337").await?;
+//! control.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//!
+//! // ... or add the services to a tonic server of your own:
+//! let (health_reporter, health) = dp_control::health_service();
+//! dp_control::set_serving(&health_reporter).await;
+//! tonic::transport::Server::builder()
+//!     .add_service(health)
+//!     .add_service(control.grpc_service())
+//!     .serve("[::]:1337".parse()?)
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Interfaces are bound by `device_name`: a VF's name from [`Config::vfs`] or dpservice's
+//! TAP-mode alias `net_tap<N>` (N = PortId; the uplinks' aliases answer ALREADY_EXISTS like
+//! dpservice's PF ports).
+//!
+//! # Behaviour (what is taken from dpservice)
+//!
+//! * Before `Initialize`, every RPC but `Initialize` fails with gRPC `ABORTED`
+//!   `"not initialized"` (`CheckInitialized` included: clients use it to detect a fresh
+//!   service). `Initialize` always succeeds, returns the instance UUID (random, upper case,
+//!   fixed for the process lifetime) and, when called again, resets every VNI's routes to the
+//!   interface routes (as dpservice does).
+//! * Malformed requests get gRPC `INVALID_ARGUMENT` with dpservice's message (e.g.
+//!   `"Invalid interface_id"`). Well-formed requests get gRPC OK and `status` = `{0,"Success"}`
+//!   or a dpservice error code and name (see [`DpError`]).
+//! * `GetVersion` reports [`Config::service_version`] (the crate version by default) as both
+//!   `service_protocol` and `service_version`, as dpservice reports one version for both.
+//! * Underlay addresses are generated as dpservice does (see [`underlay`]).
+//! * RPCs of later issues (NAT, VIP, loadbalancers, firewall, capture) answer gRPC
+//!   `UNIMPLEMENTED` `"not implemented yet in dpservice-rs"`.
+//!
+//! The operations themselves live in [`state::State`] (usable without gRPC), the gRPC
+//! conversion and validation in [`service`].
+
+pub mod errors;
+mod routes;
+pub mod service;
+pub mod state;
+pub mod underlay;
+
+use std::future::Future;
+use std::net::Ipv6Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dp_proto::v1::dpd_kironcore_server::DpdKironcoreServer;
+use dp_tables::{PortId, Publisher, Snapshot};
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::server::HealthReporter;
+
+pub use errors::DpError;
+pub use service::GrpcService;
+pub use state::{State, VfDevice};
+pub use underlay::UnderlayMode;
+
+/// HTTP/2 keepalive interval of the server (dpservice sets `GRPC_ARG_KEEPALIVE_TIME_MS` 15000).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// What the control plane needs to know about the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The host's underlay address (`--ipv6`); generated underlay addresses share its /64.
+    pub underlay_ipv6: Ipv6Addr,
+    /// The VF ports interfaces can be bound to.
+    pub vfs: Vec<VfDevice>,
+    /// The uplink (PF) ports.
+    pub uplinks: Vec<PortId>,
+    /// How underlay addresses are randomised (default: like a release dpservice build).
+    pub underlay_mode: UnderlayMode,
+    /// Reported by GetVersion (default: this crate's version).
+    pub service_version: String,
+}
+
+impl Config {
+    /// A configuration with the default underlay mode and version.
+    pub fn new<N: Into<String>>(
+        underlay_ipv6: Ipv6Addr,
+        vfs: impl IntoIterator<Item = (N, PortId)>,
+        uplinks: impl IntoIterator<Item = PortId>,
+    ) -> Self {
+        Config {
+            underlay_ipv6,
+            vfs: vfs
+                .into_iter()
+                .map(|(name, port)| VfDevice {
+                    name: name.into(),
+                    port,
+                })
+                .collect(),
+            uplinks: uplinks.into_iter().collect(),
+            underlay_mode: UnderlayMode::default(),
+            service_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// The control plane: a cheap-to-clone handle on the configuration and the gRPC service.
+#[derive(Clone, Debug)]
+pub struct ControlPlane {
+    shared: Arc<service::Shared>,
+}
+
+impl ControlPlane {
+    /// Takes over `publisher`; every successful change is published through it.
+    pub fn new(publisher: Publisher, config: Config) -> Self {
+        let state = State::new(
+            publisher,
+            config.underlay_ipv6,
+            config.underlay_mode,
+            config.vfs,
+            config.uplinks,
+        );
+        ControlPlane {
+            shared: Arc::new(service::Shared {
+                state: Mutex::new(state),
+                uuid: underlay::random_uuid(),
+                version: config.service_version,
+            }),
+        }
+    }
+
+    /// The instance UUID returned by Initialize / CheckInitialized.
+    pub fn uuid(&self) -> &str {
+        &self.shared.uuid
+    }
+
+    /// Whether a client has called Initialize.
+    pub fn is_initialized(&self) -> bool {
+        self.shared.lock().is_initialized()
+    }
+
+    /// The snapshot currently published.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.lock().snapshot()
+    }
+
+    /// Runs `f` on the configuration (e.g. to pre-configure it without gRPC, or to inspect it).
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.shared.lock())
+    }
+
+    /// The gRPC service, to be added to a tonic server.
+    pub fn grpc_service(&self) -> DpdKironcoreServer<GrpcService> {
+        DpdKironcoreServer::new(GrpcService {
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Serves the dpservice API and gRPC health (reporting SERVING) on `listener` until
+    /// `shutdown` completes.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let (reporter, health) = health_service();
+        set_serving(&reporter).await;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(grpc_server_address = %addr, "Server started and listening");
+        }
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .add_service(health)
+            .add_service(self.grpc_service())
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                shutdown,
+            )
+            .await
+    }
+}
+
+/// A gRPC health service (`grpc.health.v1.Health`) and its reporter.
+pub fn health_service() -> (HealthReporter, HealthServer<impl Health>) {
+    tonic_health::server::health_reporter()
+}
+
+/// Reports the server (`""`) and the dpservice service as SERVING, as dpservice does once its
+/// server runs.
+pub async fn set_serving(reporter: &HealthReporter) {
+    reporter
+        .set_serving::<DpdKironcoreServer<GrpcService>>()
+        .await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+}

@@ -1,0 +1,779 @@
+use super::*;
+use dp_tables::{Publisher, Snapshot};
+
+const VNI: Vni = 100;
+
+fn host() -> Ipv6Addr {
+    "fc00:1::1".parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn new_state() -> State {
+    let vfs = (0..4u16).map(|i| VfDevice {
+        name: format!("dtapvf_{i}"),
+        port: 2 + i,
+    });
+    let mut s = State::new(
+        Publisher::new(Snapshot::default()),
+        host(),
+        UnderlayMode::Static,
+        vfs,
+        [0, 1],
+    );
+    s.initialize();
+    s
+}
+
+fn spec(id: &str, device: &str, vni: Vni, ipv4: &str, ipv6: &str) -> InterfaceSpec {
+    InterfaceSpec {
+        id: id.into(),
+        vni,
+        ipv4: ipv4.parse().unwrap(),
+        ipv6: ipv6.parse().unwrap(),
+        device: device.into(),
+        pxe: None,
+        hostname: None,
+        preferred_underlay: None,
+    }
+}
+
+/// vm1 on dtapvf_0 and vm2 on dtapvf_1 in VNI 100, like dpservice's test set-up.
+fn with_two_vms() -> State {
+    let mut s = new_state();
+    s.create_interface(spec("vm1", "dtapvf_0", VNI, "10.100.1.1", "2000:100:1::1"))
+        .unwrap();
+    s.create_interface(spec("vm2", "dtapvf_1", VNI, "10.100.1.2", "2000:100:1::2"))
+        .unwrap();
+    s
+}
+
+/// Everything observable about the state, to prove that rejected calls change nothing.
+fn dump(s: &State) -> String {
+    let snap = s.snapshot();
+    let mut vnis: Vec<_> = snap.vnis.iter().collect();
+    vnis.sort_by_key(|(vni, _)| **vni);
+    let tables: Vec<_> = vnis
+        .iter()
+        .map(|(vni, t)| {
+            let mut r4: Vec<_> = t.v4.iter().map(|(a, l, v)| (a, l, *v)).collect();
+            let mut r6: Vec<_> = t.v6.iter().map(|(a, l, v)| (a, l, *v)).collect();
+            r4.sort_by_key(|x| (x.0, x.1));
+            r6.sort_by_key(|x| (x.0, x.1));
+            (**vni, r4, r6)
+        })
+        .collect();
+    let prefixes: Vec<_> = s
+        .list_interfaces()
+        .iter()
+        .map(|i| s.list_prefixes(&i.id).unwrap())
+        .collect();
+    let mut underlays: Vec<_> = s.underlays.iter().map(|(a, u)| (*a, *u)).collect();
+    underlays.sort_by_key(|x| x.0);
+    format!(
+        "{} {:?} {:?} {:?} {:?} {:?}",
+        snap.generation,
+        snap.ifaces_by_port,
+        tables,
+        s.list_interfaces(),
+        prefixes,
+        underlays
+    )
+}
+
+/// Runs a call that must fail with `err` and checks it left no trace.
+fn rejected<T: std::fmt::Debug>(
+    s: &mut State,
+    err: DpError,
+    f: impl FnOnce(&mut State) -> Result<T, DpError>,
+) {
+    let before = dump(s);
+    assert_eq!(f(s).unwrap_err(), err);
+    assert_eq!(dump(s), before, "a rejected call changed the state");
+}
+
+fn local(port: PortId) -> RouteTarget {
+    RouteTarget::Local { port }
+}
+
+// ----- interfaces -------------------------------------------------------------------------------
+
+#[test]
+fn create_interface_publishes_iface_and_routes() {
+    let mut s = new_state();
+    let g0 = s.snapshot().generation;
+    let mut sp = spec("vm1", "dtapvf_0", VNI, "10.100.1.1", "2000:100:1::1");
+    sp.hostname = Some("vm1-host".into());
+    sp.pxe = Some(Pxe {
+        next_server: ip("2001:dede::1"),
+        boot_filename: "ipxe".into(),
+    });
+    let created = s.create_interface(sp).unwrap();
+    assert_eq!(created.underlay, v6("fc00:1::d000:1:0:1"));
+    assert_eq!(created.vf_name, "dtapvf_0");
+
+    let snap = s.snapshot();
+    assert_eq!(snap.generation, g0 + 1);
+    let iface = snap.iface(2).unwrap();
+    assert_eq!(iface.id, "vm1");
+    assert_eq!((iface.vni, iface.port), (VNI, 2));
+    assert_eq!(iface.ipv4, Ipv4Addr::new(10, 100, 1, 1));
+    assert_eq!(iface.ipv6, v6("2000:100:1::1"));
+    assert_eq!(iface.underlay_ipv6, created.underlay);
+    assert_eq!(iface.hostname.as_deref(), Some("vm1-host"));
+    let pxe = iface.pxe.as_ref().unwrap();
+    assert_eq!(pxe.boot_filename, "ipxe");
+    assert_eq!(
+        pxe.next_server, None,
+        "IPv6 PXE servers cannot be published yet"
+    );
+    assert!(snap.iface(3).is_none());
+    let t = snap.vni(VNI).unwrap();
+    assert_eq!(t.lookup_v4("10.100.1.1".parse().unwrap()), Some(&local(2)));
+    assert_eq!(t.lookup_v6(v6("2000:100:1::1")), Some(&local(2)));
+    assert_eq!((t.v4.len(), t.v6.len()), (1, 1));
+    assert_eq!(
+        s.underlay_use(created.underlay),
+        Some(UnderlayUse::Interface { port: 2, vni: VNI })
+    );
+
+    let info = s.get_interface("vm1").unwrap();
+    assert_eq!(info.device, "dtapvf_0");
+    assert_eq!(info.underlay, created.underlay);
+    assert_eq!(info.hostname.as_deref(), Some("vm1-host"));
+
+    // The underlay counter goes on.
+    let second = s
+        .create_interface(spec("vm2", "dtapvf_1", VNI, "10.100.1.2", "::"))
+        .unwrap();
+    assert_eq!(second.underlay, v6("fc00:1::d000:1:0:2"));
+}
+
+#[test]
+fn single_stack_interfaces_get_one_route() {
+    let mut s = new_state();
+    s.create_interface(spec("v4only", "dtapvf_0", VNI, "10.0.0.1", "::"))
+        .unwrap();
+    s.create_interface(spec("v6only", "dtapvf_1", VNI, "0.0.0.0", "2000::1"))
+        .unwrap();
+    let snap = s.snapshot();
+    let t = snap.vni(VNI).unwrap();
+    assert_eq!((t.v4.len(), t.v6.len()), (1, 1));
+    assert_eq!(t.lookup_v4("10.0.0.1".parse().unwrap()), Some(&local(2)));
+    assert_eq!(t.lookup_v6(v6("2000::1")), Some(&local(3)));
+    assert!(t.lookup_v4(Ipv4Addr::UNSPECIFIED).is_none());
+    assert!(t.lookup_v6(Ipv6Addr::UNSPECIFIED).is_none());
+}
+
+#[test]
+fn devices_resolve_by_name_and_tap_alias() {
+    let mut s = new_state();
+    let c = s
+        .create_interface(spec("vm1", "net_tap3", VNI, "10.0.0.1", "::"))
+        .unwrap();
+    assert_eq!(c.vf_name, "dtapvf_1");
+    let i = s.get_interface("vm1").unwrap();
+    assert_eq!((i.port, i.device.as_str()), (3, "net_tap3"));
+    assert!(s.snapshot().iface(3).is_some());
+
+    // Unknown devices.
+    for dev in [
+        "invalid",
+        "net_tap9",
+        "net_tap03",
+        "net_tap",
+        "net_tap-2",
+        "dtapvf_9",
+    ] {
+        rejected(&mut s, DpError::NotFound, |s| {
+            s.create_interface(spec("vm2", dev, VNI, "10.0.0.2", "::"))
+        });
+    }
+    // Uplinks are never free (dpservice's PF ports are always allocated).
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_interface(spec("vm2", "net_tap0", VNI, "10.0.0.2", "::"))
+    });
+    // The VF is in use, whichever name is used.
+    for dev in ["net_tap3", "dtapvf_1"] {
+        rejected(&mut s, DpError::AlreadyExists, |s| {
+            s.create_interface(spec("vm2", dev, VNI, "10.0.0.2", "::"))
+        });
+    }
+    // Same id, same device: the device check comes first (dpservice answers 202).
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_interface(spec("vm1", "dtapvf_1", VNI, "10.0.0.1", "::"))
+    });
+}
+
+#[test]
+fn create_interface_errors_change_nothing() {
+    let mut s = with_two_vms();
+    // Same id on a free device.
+    rejected(&mut s, DpError::VmHandle, |s| {
+        s.create_interface(spec("vm1", "dtapvf_2", VNI, "10.100.1.9", "::"))
+    });
+    // Address routed already in the VNI (IPv4, then IPv6).
+    rejected(&mut s, DpError::RouteExists, |s| {
+        s.create_interface(spec("vm4", "dtapvf_2", VNI, "1.2.3.4", "2000:100:1::1"))
+    });
+    rejected(&mut s, DpError::RouteExists, |s| {
+        s.create_interface(spec("vm4", "dtapvf_2", VNI, "10.100.1.1", "1234::"))
+    });
+    // An external route for exactly the VM's /32 also conflicts.
+    s.create_route(VNI, ip("10.100.1.9"), 32, VNI, ip("fc00:2::1"))
+        .unwrap();
+    rejected(&mut s, DpError::RouteExists, |s| {
+        s.create_interface(spec("vm4", "dtapvf_2", VNI, "10.100.1.9", "::"))
+    });
+    // Rolled back properly: the same device and id work afterwards.
+    s.create_interface(spec("vm4", "dtapvf_2", VNI, "1.2.3.4", "1234::"))
+        .unwrap();
+    s.delete_interface("vm4").unwrap();
+    // The same addresses in another VNI are fine.
+    s.create_interface(spec(
+        "vm4",
+        "dtapvf_2",
+        VNI + 1,
+        "10.100.1.1",
+        "2000:100:1::1",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn preferred_underlay_addresses() {
+    let mut s = new_state();
+    let preferred = v6("fc00:1::8000:0:1");
+    let mut sp = spec("vm1", "dtapvf_0", VNI, "10.0.0.1", "::");
+    sp.preferred_underlay = Some(preferred);
+    assert_eq!(s.create_interface(sp).unwrap().underlay, preferred);
+    // `::` means "generate one"; the counter was not used by the preferred address.
+    let mut sp = spec("vm2", "dtapvf_1", VNI, "10.0.0.2", "::");
+    sp.preferred_underlay = Some(Ipv6Addr::UNSPECIFIED);
+    assert_eq!(
+        s.create_interface(sp).unwrap().underlay,
+        v6("fc00:1::d000:1:0:1")
+    );
+    // Taken by an interface, then by a prefix.
+    let mut sp = spec("vm3", "dtapvf_2", VNI, "10.0.0.3", "::");
+    sp.preferred_underlay = Some(preferred);
+    rejected(&mut s, DpError::VnfInsert, |s| {
+        s.create_interface(sp.clone())
+    });
+    let pfx_ul = v6("fc00:1::c000:0:2");
+    assert_eq!(
+        s.create_prefix("vm1", ip("1.2.3.0"), 24, Some(pfx_ul))
+            .unwrap(),
+        pfx_ul
+    );
+    sp.preferred_underlay = Some(pfx_ul);
+    rejected(&mut s, DpError::VnfInsert, |s| {
+        s.create_interface(sp.clone())
+    });
+    rejected(&mut s, DpError::VnfInsert, |s| {
+        s.create_prefix("vm2", ip("1.2.4.0"), 24, Some(preferred))
+    });
+    // Freed with its owner.
+    s.delete_prefix("vm1", ip("1.2.3.0"), 24).unwrap();
+    s.delete_interface("vm1").unwrap();
+    sp.preferred_underlay = Some(preferred);
+    assert_eq!(s.create_interface(sp).unwrap().underlay, preferred);
+    assert!(s.accepts_preferred_underlay(preferred));
+    assert!(!s.accepts_preferred_underlay(v6("fc00:2::8000:0:1")));
+}
+
+#[test]
+fn delete_interface_removes_everything_it_owns() {
+    let mut s = with_two_vms();
+    let ul1 = s.get_interface("vm1").unwrap().underlay;
+    let pfx_ul = s.create_prefix("vm1", ip("192.168.7.0"), 24, None).unwrap();
+    let pfx6_ul = s.create_prefix("vm1", ip("2000:aaaa::"), 64, None).unwrap();
+    s.create_route(VNI, ip("10.200.0.0"), 16, 200, ip("fc00:2::1"))
+        .unwrap();
+    let g = s.snapshot().generation;
+
+    let removed = s.delete_interface("vm1").unwrap();
+    assert_eq!(removed.port, 2);
+    let snap = s.snapshot();
+    assert_eq!(snap.generation, g + 1);
+    assert!(snap.iface(2).is_none());
+    let t = snap.vni(VNI).unwrap();
+    assert!(t.lookup_v4("10.100.1.1".parse().unwrap()).is_none());
+    assert!(t.lookup_v6(v6("2000:100:1::1")).is_none());
+    assert!(t.lookup_v4("192.168.7.1".parse().unwrap()).is_none());
+    assert!(t.lookup_v6(v6("2000:aaaa::1")).is_none());
+    // Others' routes stay.
+    assert_eq!(t.lookup_v4("10.100.1.2".parse().unwrap()), Some(&local(3)));
+    assert!(matches!(
+        t.lookup_v4("10.200.1.1".parse().unwrap()),
+        Some(RouteTarget::Remote { vni: 200, .. })
+    ));
+    for ul in [ul1, pfx_ul, pfx6_ul] {
+        assert_eq!(s.underlay_use(ul), None);
+    }
+    rejected(&mut s, DpError::NotFound, |s| s.delete_interface("vm1"));
+    rejected(&mut s, DpError::NotFound, |s| s.get_interface("vm1"));
+    // The port is free again.
+    s.create_interface(spec("vm1", "dtapvf_0", VNI, "10.100.1.1", "2000:100:1::1"))
+        .unwrap();
+}
+
+#[test]
+fn vni_lives_with_its_interfaces() {
+    let mut s = with_two_vms();
+    s.create_route(VNI, ip("0.0.0.0"), 0, VNI, ip("fc00::ffff"))
+        .unwrap();
+    assert_eq!(s.vni_in_use(VNI, VniType::Ipv4), Ok(true));
+    s.delete_interface("vm1").unwrap();
+    assert_eq!(s.vni_in_use(VNI, VniType::Ipv6), Ok(true));
+    s.delete_interface("vm2").unwrap();
+    assert_eq!(s.vni_in_use(VNI, VniType::Ipv4), Ok(false));
+    assert!(s.snapshot().vni(VNI).is_none());
+    // Its routes went with it (dpservice frees the tables).
+    s.create_interface(spec("vm1", "dtapvf_0", VNI, "10.100.1.1", "::"))
+        .unwrap();
+    assert_eq!(s.list_routes(VNI).unwrap(), vec![]);
+}
+
+#[test]
+fn interfaces_are_listed_in_port_order() {
+    let mut s = new_state();
+    s.create_interface(spec("b", "dtapvf_2", 7, "10.0.0.3", "::"))
+        .unwrap();
+    s.create_interface(spec("a", "dtapvf_0", 8, "10.0.0.1", "::"))
+        .unwrap();
+    s.create_interface(spec("c", "dtapvf_1", 7, "10.0.0.2", "::"))
+        .unwrap();
+    let ids: Vec<String> = s.list_interfaces().into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, ["a", "c", "b"]);
+    s.delete_interface("c").unwrap();
+    let ids: Vec<String> = s.list_interfaces().into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, ["a", "b"]);
+}
+
+// ----- alias prefixes ---------------------------------------------------------------------------
+
+#[test]
+fn prefixes_route_to_the_interface() {
+    let mut s = with_two_vms();
+    let ul = s.create_prefix("vm1", ip("1.2.3.0"), 24, None).unwrap();
+    assert_eq!(ul, v6("fc00:1::d000:1:0:3"));
+    let ul6 = s.create_prefix("vm1", ip("1234::"), 64, None).unwrap();
+    let snap = s.snapshot();
+    let t = snap.vni(VNI).unwrap();
+    assert_eq!(t.lookup_v4("1.2.3.77".parse().unwrap()), Some(&local(2)));
+    assert_eq!(t.lookup_v6(v6("1234::5")), Some(&local(2)));
+    let iface = snap.iface(2).unwrap();
+    assert_eq!(iface.prefixes_v4, vec![(Ipv4Addr::new(1, 2, 3, 0), 24)]);
+    assert_eq!(iface.prefixes_v6, vec![(v6("1234::"), 64)]);
+    assert!(iface.owns_source_v4("1.2.3.9".parse().unwrap()));
+    assert_eq!(
+        s.underlay_use(ul),
+        Some(UnderlayUse::Prefix {
+            port: 2,
+            vni: VNI,
+            addr: ip("1.2.3.0"),
+            len: 24
+        })
+    );
+    assert_eq!(
+        s.list_prefixes("vm1").unwrap(),
+        vec![
+            PrefixInfo {
+                addr: ip("1.2.3.0"),
+                len: 24,
+                underlay: ul
+            },
+            PrefixInfo {
+                addr: ip("1234::"),
+                len: 64,
+                underlay: ul6
+            },
+        ]
+    );
+    assert_eq!(s.list_prefixes("vm2").unwrap(), vec![]);
+    // Prefixes are no external routes.
+    assert_eq!(s.list_routes(VNI).unwrap(), vec![]);
+
+    s.delete_prefix("vm1", ip("1.2.3.0"), 24).unwrap();
+    let snap = s.snapshot();
+    assert!(snap
+        .vni(VNI)
+        .unwrap()
+        .lookup_v4("1.2.3.77".parse().unwrap())
+        .is_none());
+    assert!(snap.iface(2).unwrap().prefixes_v4.is_empty());
+    assert_eq!(s.underlay_use(ul), None);
+    assert_eq!(s.list_prefixes("vm1").unwrap().len(), 1);
+    // Re-create works (no residue).
+    s.create_prefix("vm1", ip("1.2.3.0"), 24, None).unwrap();
+}
+
+#[test]
+fn prefix_errors_change_nothing() {
+    let mut s = with_two_vms();
+    s.create_prefix("vm1", ip("1.2.3.0"), 24, None).unwrap();
+    rejected(&mut s, DpError::NoVm, |s| {
+        s.create_prefix("invalid_name", ip("1.2.3.0"), 24, None)
+    });
+    rejected(&mut s, DpError::NoVm, |s| s.list_prefixes("invalid_name"));
+    rejected(&mut s, DpError::NoVm, |s| {
+        s.delete_prefix("invalid_name", ip("1.2.3.0"), 24)
+    });
+    // Exists (also for another interface, also written with host bits).
+    rejected(&mut s, DpError::RouteExists, |s| {
+        s.create_prefix("vm1", ip("1.2.3.0"), 24, None)
+    });
+    rejected(&mut s, DpError::RouteExists, |s| {
+        s.create_prefix("vm2", ip("1.2.3.4"), 24, None)
+    });
+    // The VM's own address.
+    rejected(&mut s, DpError::RouteExists, |s| {
+        s.create_prefix("vm2", ip("10.100.1.2"), 32, None)
+    });
+    // Lengths beyond the family.
+    rejected(&mut s, DpError::RouteInsert, |s| {
+        s.create_prefix("vm1", ip("1.2.5.0"), 33, None)
+    });
+    rejected(&mut s, DpError::RouteInsert, |s| {
+        s.create_prefix("vm1", ip("1234::"), 129, None)
+    });
+    // Deleting what is not there / not ours.
+    rejected(&mut s, DpError::RouteNotFound, |s| {
+        s.delete_prefix("vm1", ip("1.2.9.0"), 24)
+    });
+    rejected(&mut s, DpError::RouteNotFound, |s| {
+        s.delete_prefix("vm1", ip("1.2.3.0"), 40)
+    });
+    rejected(&mut s, DpError::RouteBadPort, |s| {
+        s.delete_prefix("vm2", ip("1.2.3.0"), 24)
+    });
+    s.create_route(VNI, ip("5.5.0.0"), 16, VNI, ip("fc00:2::1"))
+        .unwrap();
+    rejected(&mut s, DpError::RouteBadPort, |s| {
+        s.delete_prefix("vm1", ip("5.5.0.0"), 16)
+    });
+    rejected(&mut s, DpError::RouteExists, |s| {
+        s.create_prefix("vm1", ip("5.5.0.0"), 16, None)
+    });
+    // Deleted twice.
+    s.delete_prefix("vm1", ip("1.2.3.0"), 24).unwrap();
+    rejected(&mut s, DpError::RouteNotFound, |s| {
+        s.delete_prefix("vm1", ip("1.2.3.0"), 24)
+    });
+}
+
+#[test]
+fn prefixes_keep_their_host_bits_in_listings() {
+    let mut s = with_two_vms();
+    let ul = s.create_prefix("vm1", ip("1.2.3.4"), 24, None).unwrap();
+    assert_eq!(
+        s.list_prefixes("vm1").unwrap(),
+        vec![PrefixInfo {
+            addr: ip("1.2.3.4"),
+            len: 24,
+            underlay: ul
+        }]
+    );
+    assert_eq!(
+        s.snapshot().iface(2).unwrap().prefixes_v4,
+        vec![(Ipv4Addr::new(1, 2, 3, 0), 24)]
+    );
+    s.delete_prefix("vm1", ip("1.2.3.0"), 24).unwrap();
+    assert_eq!(s.list_prefixes("vm1").unwrap(), vec![]);
+}
+
+// ----- routes -----------------------------------------------------------------------------------
+
+#[test]
+fn routes_are_stored_as_remote_targets() {
+    let mut s = with_two_vms();
+    let nh = v6("fc00:2::64:0:1");
+    s.create_route(VNI, ip("10.100.2.0"), 24, VNI, IpAddr::V6(nh))
+        .unwrap();
+    s.create_route(VNI, ip("2000:100:2::"), 104, 7, IpAddr::V6(nh))
+        .unwrap();
+    let snap = s.snapshot();
+    let t = snap.vni(VNI).unwrap();
+    assert_eq!(
+        t.lookup_v4("10.100.2.9".parse().unwrap()),
+        Some(&RouteTarget::Remote {
+            vni: VNI,
+            underlay: nh
+        })
+    );
+    assert_eq!(
+        t.lookup_v6(v6("2000:100:2::7")),
+        Some(&RouteTarget::Remote {
+            vni: 7,
+            underlay: nh
+        })
+    );
+    // The VM /32 still wins over a covering route.
+    s.create_route(VNI, ip("10.100.0.0"), 16, VNI, IpAddr::V6(nh))
+        .unwrap();
+    let snap = s.snapshot();
+    let t = snap.vni(VNI).unwrap();
+    assert_eq!(t.lookup_v4("10.100.1.1".parse().unwrap()), Some(&local(2)));
+
+    s.delete_route(VNI, ip("10.100.2.0"), 24).unwrap();
+    s.delete_route(VNI, ip("2000:100:2::"), 104).unwrap();
+    let snap = s.snapshot();
+    let t = snap.vni(VNI).unwrap();
+    assert!(matches!(
+        t.lookup_v4("10.100.2.9".parse().unwrap()),
+        Some(RouteTarget::Remote { .. })
+    ));
+    assert!(t.lookup_v6(v6("2000:100:2::7")).is_none());
+}
+
+#[test]
+fn route_errors_change_nothing() {
+    let mut s = with_two_vms();
+    let nh = ip("fc00:2::64:0:1");
+    s.create_route(999, ip("1.2.3.4"), 24, VNI, nh)
+        .expect_err("no VNI 999 yet");
+    s.create_interface(spec("vm4", "dtapvf_3", 999, "10.99.1.4", "2000:99:1::4"))
+        .unwrap();
+    s.create_route(999, ip("1.2.3.4"), 24, VNI, nh).unwrap();
+    rejected(&mut s, DpError::RouteExists, |s| {
+        s.create_route(999, ip("1.2.3.4"), 24, VNI, nh)
+    });
+    rejected(&mut s, DpError::RouteExists, |s| {
+        s.create_route(999, ip("1.2.3.255"), 24, VNI, nh)
+    });
+    s.create_route(999, ip("1.2.3.4"), 25, VNI, nh).unwrap();
+    s.delete_route(999, ip("1.2.3.4"), 25).unwrap();
+    s.delete_route(999, ip("1.2.3.4"), 24).unwrap();
+    rejected(&mut s, DpError::RouteNotFound, |s| {
+        s.delete_route(999, ip("1.2.3.4"), 24)
+    });
+    // Unknown VNI.
+    rejected(&mut s, DpError::NoVni, |s| {
+        s.create_route(300, ip("0.0.0.0"), 0, 0, ip("1234::"))
+    });
+    rejected(&mut s, DpError::NoVni, |s| s.list_routes(300));
+    rejected(&mut s, DpError::NoVni, |s| {
+        s.delete_route(300, ip("0.0.0.0"), 0)
+    });
+    // IPv4 next hop (checked before the VNI, as dpservice does).
+    rejected(&mut s, DpError::BadIpVer, |s| {
+        s.create_route(VNI, ip("4.5.6.7"), 32, 0, ip("1.2.3.4"))
+    });
+    rejected(&mut s, DpError::BadIpVer, |s| {
+        s.create_route(300, ip("4.5.6.7"), 32, 0, ip("1.2.3.4"))
+    });
+    // Lengths beyond the family.
+    rejected(&mut s, DpError::RouteInsert, |s| {
+        s.create_route(VNI, ip("4.5.6.7"), 33, 0, nh)
+    });
+    rejected(&mut s, DpError::RouteInsert, |s| {
+        s.create_route(VNI, ip("::"), 200, 0, nh)
+    });
+    rejected(&mut s, DpError::RouteNotFound, |s| {
+        s.delete_route(VNI, ip("10.100.1.1"), 40)
+    });
+    // Interface and prefix routes are not external routes.
+    rejected(&mut s, DpError::RouteBadPort, |s| {
+        s.delete_route(VNI, ip("10.100.1.1"), 32)
+    });
+    rejected(&mut s, DpError::RouteBadPort, |s| {
+        s.delete_route(VNI, ip("2000:100:1::2"), 128)
+    });
+    s.create_prefix("vm1", ip("7.7.7.0"), 24, None).unwrap();
+    rejected(&mut s, DpError::RouteBadPort, |s| {
+        s.delete_route(VNI, ip("7.7.7.0"), 24)
+    });
+    rejected(&mut s, DpError::RouteExists, |s| {
+        s.create_route(VNI, ip("7.7.7.0"), 24, 0, nh)
+    });
+}
+
+#[test]
+fn route_listing_matches_dpservice() {
+    let mut s = with_two_vms();
+    s.create_interface(spec("vm3", "dtapvf_2", 200, "10.200.1.3", "::"))
+        .unwrap();
+    let nh = v6("fc00:2::64:0:1");
+    let router = v6("fc00::ffff");
+    for (p, l) in [
+        ("192.168.30.0", 32),
+        ("10.100.2.0", 24),
+        ("0.0.0.0", 0),
+        ("10.0.0.0", 8),
+        ("10.100.0.0", 16),
+    ] {
+        s.create_route(VNI, ip(p), l, VNI, IpAddr::V6(nh)).unwrap();
+    }
+    s.create_route(VNI, ip("::"), 0, VNI, IpAddr::V6(router))
+        .unwrap();
+    s.create_route(VNI, ip("2000:100:2::"), 104, VNI, IpAddr::V6(nh))
+        .unwrap();
+    s.create_route(200, ip("0.0.0.0"), 0, 200, IpAddr::V6(router))
+        .unwrap();
+    s.create_prefix("vm1", ip("172.16.0.0"), 12, None).unwrap();
+
+    let routes = s.list_routes(VNI).unwrap();
+    let listed: Vec<(IpAddr, u8)> = routes.iter().map(|r| (r.addr, r.len)).collect();
+    // IPv4 external routes only, in rte_rib order; no interface, prefix or IPv6 routes.
+    assert_eq!(
+        listed,
+        vec![
+            (ip("0.0.0.0"), 0),
+            (ip("10.100.2.0"), 24),
+            (ip("10.100.0.0"), 16),
+            (ip("10.0.0.0"), 8),
+            (ip("192.168.30.0"), 32),
+        ]
+    );
+    assert!(routes.iter().all(|r| r.vni == VNI && r.nexthop_vni == VNI));
+    assert_eq!(routes[1].nexthop, nh);
+
+    let all = s.list_routes(0).unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[5].vni, 200);
+    assert_eq!(all[5].nexthop, router);
+}
+
+// ----- VNIs -------------------------------------------------------------------------------------
+
+#[test]
+fn vni_in_use_types() {
+    let s = with_two_vms();
+    assert_eq!(s.vni_in_use(VNI, VniType::Ipv4), Ok(true));
+    assert_eq!(s.vni_in_use(VNI, VniType::Ipv6), Ok(true));
+    assert_eq!(s.vni_in_use(999, VniType::Ipv4), Ok(false));
+    assert_eq!(s.vni_in_use(VNI, VniType::Both), Err(DpError::WrongType));
+}
+
+#[test]
+fn reset_vni_keeps_only_interface_routes() {
+    let mut s = with_two_vms();
+    s.create_interface(spec("vm3", "dtapvf_2", 200, "10.200.1.3", "::"))
+        .unwrap();
+    let nh = ip("fc00:2::1");
+    s.create_route(VNI, ip("0.0.0.0"), 0, VNI, nh).unwrap();
+    s.create_route(VNI, ip("::"), 0, VNI, nh).unwrap();
+    s.create_route(200, ip("0.0.0.0"), 0, 200, nh).unwrap();
+    let pfx_ul = s.create_prefix("vm1", ip("1.2.3.0"), 24, None).unwrap();
+
+    rejected(&mut s, DpError::WrongType, |s| {
+        s.reset_vni(VNI, VniType::Ipv4)
+    });
+    rejected(&mut s, DpError::WrongType, |s| {
+        s.reset_vni(VNI, VniType::Ipv6)
+    });
+    // An unknown VNI is no error and changes nothing.
+    let before = dump(&s);
+    s.reset_vni(4242, VniType::Both).unwrap();
+    assert_eq!(dump(&s), before);
+
+    s.reset_vni(VNI, VniType::Both).unwrap();
+    let snap = s.snapshot();
+    let t = snap.vni(VNI).unwrap();
+    assert_eq!((t.v4.len(), t.v6.len()), (2, 2));
+    assert_eq!(t.lookup_v4("10.100.1.1".parse().unwrap()), Some(&local(2)));
+    assert_eq!(t.lookup_v6(v6("2000:100:1::2")), Some(&local(3)));
+    assert!(t.lookup_v4("1.2.3.4".parse().unwrap()).is_none());
+    assert_eq!(s.list_routes(VNI).unwrap(), vec![]);
+    // Other VNIs are untouched.
+    assert_eq!(s.list_routes(200).unwrap().len(), 1);
+    // As in dpservice, the prefix registration survives (only its route is gone) ...
+    assert_eq!(s.list_prefixes("vm1").unwrap().len(), 1);
+    assert_eq!(snap.iface(2).unwrap().prefixes_v4.len(), 1);
+    // ... re-creating it replaces the registration ...
+    let new_ul = s.create_prefix("vm1", ip("1.2.3.0"), 24, None).unwrap();
+    assert_ne!(new_ul, pfx_ul);
+    assert_eq!(s.underlay_use(pfx_ul), None);
+    assert_eq!(s.list_prefixes("vm1").unwrap().len(), 1);
+    s.reset_vni(VNI, VniType::Both).unwrap();
+    // ... and deleting it removes the registration while reporting the missing route.
+    assert_eq!(
+        s.delete_prefix("vm1", ip("1.2.3.0"), 24),
+        Err(DpError::RouteNotFound)
+    );
+    assert_eq!(s.list_prefixes("vm1").unwrap(), vec![]);
+    assert_eq!(s.underlay_use(new_ul), None);
+    assert!(s.snapshot().iface(2).unwrap().prefixes_v4.is_empty());
+}
+
+#[test]
+fn initialize_resets_every_vni() {
+    let mut s = with_two_vms();
+    assert!(s.is_initialized());
+    s.create_interface(spec("vm3", "dtapvf_2", 200, "10.200.1.3", "::"))
+        .unwrap();
+    let nh = ip("fc00:2::1");
+    s.create_route(VNI, ip("0.0.0.0"), 0, VNI, nh).unwrap();
+    s.create_route(200, ip("0.0.0.0"), 0, 200, nh).unwrap();
+    s.initialize();
+    assert_eq!(s.list_routes(0).unwrap(), vec![]);
+    assert_eq!(s.list_interfaces().len(), 3);
+    let snap = s.snapshot();
+    assert_eq!(
+        snap.vni(200)
+            .unwrap()
+            .lookup_v4("10.200.1.3".parse().unwrap()),
+        Some(&local(4))
+    );
+
+    let fresh = State::new(
+        Publisher::new(Snapshot::default()),
+        host(),
+        UnderlayMode::Static,
+        [],
+        [],
+    );
+    assert!(!fresh.is_initialized());
+}
+
+// ----- publishing cost --------------------------------------------------------------------------
+
+#[test]
+fn many_route_changes_do_not_copy_tables() {
+    let publisher = Publisher::new(Snapshot::default());
+    let reader = publisher.reader();
+    let mut s = State::new(
+        publisher,
+        host(),
+        UnderlayMode::Static,
+        [VfDevice {
+            name: "dtapvf_0".into(),
+            port: 2,
+        }],
+        [0, 1],
+    );
+    s.initialize();
+    s.create_interface(spec("vm1", "dtapvf_0", VNI, "10.100.1.1", "::"))
+        .unwrap();
+    let nh = ip("fc00:2::1");
+    for i in 0..20_000u32 {
+        let addr = IpAddr::V4(Ipv4Addr::from((11 << 24) | (i << 8)));
+        s.create_route(VNI, addr, 24, VNI, nh).unwrap();
+        // A worker picks up the snapshot between batches.
+        let snap = reader.load();
+        assert!(snap
+            .vni(VNI)
+            .unwrap()
+            .lookup_v4(Ipv4Addr::from((11 << 24) | (i << 8) | 1))
+            .is_some());
+    }
+    assert_eq!(s.list_routes(VNI).unwrap().len(), 20_000);
+    assert!(
+        s.table_copies() <= 2,
+        "{} full table copies",
+        s.table_copies()
+    );
+    // A reader holding an old snapshot keeps seeing it unchanged.
+    let held: Arc<Snapshot> = Arc::clone(&reader.load());
+    s.delete_route(VNI, ip("11.0.0.0"), 24).unwrap();
+    s.delete_route(VNI, ip("11.0.1.0"), 24).unwrap();
+    assert_eq!(held.vni(VNI).unwrap().v4.len(), 20_001);
+    assert_eq!(reader.load().vni(VNI).unwrap().v4.len(), 19_999);
+}

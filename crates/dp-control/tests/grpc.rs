@@ -1,0 +1,773 @@
+//! The control plane over real gRPC: served on 127.0.0.1, driven with the generated client.
+
+use std::net::{IpAddr, SocketAddr};
+
+use dp_control::{Config, ControlPlane, UnderlayMode};
+use dp_proto::v1;
+use dp_proto::{ip_to_proto, DpdKironcoreClient};
+use dp_tables::{Publisher, RouteTarget, Snapshot};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::Code;
+
+type Client = DpdKironcoreClient<Channel>;
+
+struct Server {
+    control: ControlPlane,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let mut config = Config::new(
+            "fc00:1::1".parse().unwrap(),
+            [
+                ("dtapvf_0", 2),
+                ("dtapvf_1", 3),
+                ("dtapvf_2", 4),
+                ("dtapvf_3", 5),
+            ],
+            [0, 1],
+        );
+        config.underlay_mode = UnderlayMode::Static;
+        let control = ControlPlane::new(Publisher::new(Snapshot::default()), config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let c = control.clone();
+        let task = tokio::spawn(async move {
+            c.serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Server {
+            control,
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn client(&self) -> Client {
+        DpdKironcoreClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.unwrap();
+    }
+}
+
+fn ip(s: &str) -> v1::IpAddress {
+    ip_to_proto(s.parse::<IpAddr>().unwrap())
+}
+
+fn prefix(s: &str) -> v1::Prefix {
+    let (addr, len) = s.split_once('/').unwrap();
+    v1::Prefix {
+        ip: Some(ip(addr)),
+        length: len.parse().unwrap(),
+        underlay_route: Vec::new(),
+    }
+}
+
+fn iface_req(id: &str, device: &str, vni: u32, v4: &str, v6: &str) -> v1::CreateInterfaceRequest {
+    v1::CreateInterfaceRequest {
+        interface_id: id.as_bytes().to_vec(),
+        vni,
+        ipv4_config: Some(v1::IpConfig {
+            primary_address: v4.as_bytes().to_vec(),
+        }),
+        ipv6_config: Some(v1::IpConfig {
+            primary_address: v6.as_bytes().to_vec(),
+        }),
+        device_name: device.into(),
+        ..Default::default()
+    }
+}
+
+fn route_req(vni: u32, pfx: &str, nh_vni: u32, nh: &str) -> v1::CreateRouteRequest {
+    v1::CreateRouteRequest {
+        vni,
+        route: Some(v1::Route {
+            prefix: Some(prefix(pfx)),
+            nexthop_vni: nh_vni,
+            nexthop_address: Some(ip(nh)),
+            weight: 0,
+        }),
+    }
+}
+
+fn del_route_req(vni: u32, pfx: &str) -> v1::DeleteRouteRequest {
+    v1::DeleteRouteRequest {
+        vni,
+        route: Some(v1::Route {
+            prefix: Some(prefix(pfx)),
+            ..Default::default()
+        }),
+    }
+}
+
+fn code(s: &Option<v1::Status>) -> (u32, &str) {
+    let s = s.as_ref().expect("every response carries a status");
+    (s.code, s.message.as_str())
+}
+
+const OK: (u32, &str) = (0, "Success");
+
+async fn initialized_client(server: &Server) -> Client {
+    let mut c = server.client().await;
+    c.initialize(v1::InitializeRequest {}).await.unwrap();
+    c
+}
+
+#[tokio::test]
+async fn initialization_and_version() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+
+    // Everything but Initialize is refused before it.
+    let e = c
+        .check_initialized(v1::CheckInitializedRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Aborted, "not initialized"));
+    let e = c
+        .list_interfaces(v1::ListInterfacesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    let e = c
+        .create_interface(iface_req("vm1", "dtapvf_0", 100, "10.0.0.1", "::"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    let e = c.get_nat(v1::GetNatRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    assert!(!server.control.is_initialized());
+
+    let init = c
+        .initialize(v1::InitializeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&init.status), OK);
+    assert_eq!(init.uuid, server.control.uuid());
+    assert_eq!(init.uuid.len(), 36);
+    assert_eq!(init.uuid, init.uuid.to_uppercase());
+    let check = c
+        .check_initialized(v1::CheckInitializedRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&check.status), OK);
+    assert_eq!(check.uuid, init.uuid);
+    // Initialize again is accepted and keeps the UUID.
+    let again = c
+        .initialize(v1::InitializeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.uuid, init.uuid);
+
+    let v = c
+        .get_version(v1::GetVersionRequest {
+            client_protocol: "v0.3.2".into(),
+            client_name: "dpservice-cli".into(),
+            client_version: "1.0".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&v.status), OK);
+    assert_eq!(v.service_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(v.service_protocol, v.service_version);
+    let e = c
+        .get_version(v1::GetVersionRequest {
+            client_protocol: "".into(),
+            client_name: "x".into(),
+            client_version: "1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "Invalid client_protocol")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn interfaces() {
+    let server = Server::start().await;
+    let mut c = initialized_client(&server).await;
+
+    let mut req = iface_req("vm4", "net_tap5", 100, "10.100.1.4", "2000:100:1::4");
+    req.hostname = "vm4-host".into();
+    let created = c.create_interface(req.clone()).await.unwrap().into_inner();
+    assert_eq!(code(&created.status), OK);
+    assert_eq!(created.underlay_route, b"fc00:1::d000:1:0:1");
+    assert_eq!(created.vf.unwrap().name, "dtapvf_3");
+
+    let got = c
+        .get_interface(v1::GetInterfaceRequest {
+            interface_id: b"vm4".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&got.status), OK);
+    let i = got.interface.unwrap();
+    assert_eq!(
+        i,
+        v1::Interface {
+            id: b"vm4".to_vec(),
+            vni: 100,
+            primary_ipv4: b"10.100.1.4".to_vec(),
+            primary_ipv6: b"2000:100:1::4".to_vec(),
+            underlay_route: b"fc00:1::d000:1:0:1".to_vec(),
+            pci_name: "net_tap5".into(),
+            metering_params: Some(v1::MeteringParams::default()),
+            hostname: "vm4-host".into(),
+        }
+    );
+    // The packet path sees it.
+    let snap = server.control.snapshot();
+    assert_eq!(snap.iface(5).unwrap().id, "vm4");
+    assert_eq!(
+        snap.vni(100)
+            .unwrap()
+            .lookup_v4("10.100.1.4".parse().unwrap()),
+        Some(&RouteTarget::Local { port: 5 })
+    );
+
+    // Duplicate (same device) → 202.
+    let dup = c.create_interface(req.clone()).await.unwrap().into_inner();
+    assert_eq!(code(&dup.status), (202, "ALREADY_EXISTS"));
+    assert!(dup.underlay_route.is_empty() && dup.vf.is_none());
+    // Same id on another device → 402.
+    let dup = c
+        .create_interface(iface_req("vm4", "dtapvf_0", 100, "10.100.1.9", "::"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&dup.status), (402, "VM_HANDLE"));
+    // Unknown device → 201.
+    let r = c
+        .create_interface(iface_req("vm5", "invalid", 100, "10.100.1.5", "::"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (201, "NOT_FOUND"));
+    // Address in use → 301.
+    let r = c
+        .create_interface(iface_req(
+            "vm5",
+            "dtapvf_0",
+            100,
+            "1.2.3.4",
+            "2000:100:1::4",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (301, "ROUTE_EXISTS"));
+
+    // Malformed requests are gRPC errors with dpservice's messages.
+    let cases = [
+        (
+            iface_req("vm5", "dtapvf_0", 100, "0.0.0.0", "::"),
+            "Invalid ipv4_config.primary_address and ipv6_config.primary_address combination",
+        ),
+        (
+            iface_req("vm 5", "dtapvf_0", 100, "10.0.0.5", "::"),
+            "Invalid interface_id",
+        ),
+        (
+            iface_req(&"x".repeat(64), "dtapvf_0", 100, "10.0.0.5", "::"),
+            "Invalid interface_id",
+        ),
+        (
+            iface_req("", "dtapvf_0", 100, "10.0.0.5", "::"),
+            "Invalid interface_id",
+        ),
+        (
+            iface_req("vm5", "dtapvf_0", 100, "10.0.0.256", "::"),
+            "Invalid ipv4_config.primary_address",
+        ),
+        (
+            iface_req("vm5", "dtapvf_0", 100, "10.0.0.5", "1.2.3.4"),
+            "Invalid ipv6_config.primary_address",
+        ),
+        (
+            iface_req("vm5", "", 100, "10.0.0.5", "::"),
+            "Invalid device_name",
+        ),
+        (
+            v1::CreateInterfaceRequest {
+                preferred_underlay_route: b"fc00:1::d000:1:0:99".to_vec(),
+                ..iface_req("vm5", "dtapvf_0", 100, "10.0.0.5", "::")
+            },
+            "Invalid preferred_underlay_route",
+        ),
+        (
+            v1::CreateInterfaceRequest {
+                hostname: "h".repeat(64),
+                ..iface_req("vm5", "dtapvf_0", 100, "10.0.0.5", "::")
+            },
+            "Invalid hostname",
+        ),
+        (
+            v1::CreateInterfaceRequest {
+                pxe_config: Some(v1::PxeConfig {
+                    next_server: "2001:dede::1".into(),
+                    boot_filename: "ipxe".into(),
+                }),
+                ..iface_req("vm5", "dtapvf_0", 100, "10.0.0.5", "::")
+            },
+            "Invalid pxe_config.next_server",
+        ),
+        (
+            v1::CreateInterfaceRequest {
+                ipv4_config: None,
+                ..iface_req("vm5", "dtapvf_0", 100, "10.0.0.5", "2000::5")
+            },
+            "Invalid ipv4_config.primary_address",
+        ),
+    ];
+    let generation = server.control.snapshot().generation;
+    for (req, msg) in cases {
+        let e = c.create_interface(req).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+    assert_eq!(server.control.snapshot().generation, generation);
+
+    // A preferred underlay with the external flag in the host /64 is used as is.
+    let r = c
+        .create_interface(v1::CreateInterfaceRequest {
+            preferred_underlay_route: b"fc00:1::8000:0:1".to_vec(),
+            ..iface_req("vm1", "dtapvf_0", 100, "10.100.1.1", "2000:100:1::1")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    assert_eq!(r.underlay_route, b"fc00:1::8000:0:1");
+
+    let list = c
+        .list_interfaces(v1::ListInterfacesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&list.status), OK);
+    let ids: Vec<&[u8]> = list.interfaces.iter().map(|i| i.id.as_slice()).collect();
+    assert_eq!(ids, [&b"vm1"[..], b"vm4"]);
+    assert_eq!(list.interfaces[1], i);
+
+    let del = c
+        .delete_interface(v1::DeleteInterfaceRequest {
+            interface_id: b"vm4".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&del.status), OK);
+    assert!(server.control.snapshot().iface(5).is_none());
+    let del = c
+        .delete_interface(v1::DeleteInterfaceRequest {
+            interface_id: b"vm4".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&del.status), (201, "NOT_FOUND"));
+    let got = c
+        .get_interface(v1::GetInterfaceRequest {
+            interface_id: b"vm4".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&got.status), (201, "NOT_FOUND"));
+    assert!(got.interface.is_none());
+    let e = c
+        .get_interface(v1::GetInterfaceRequest {
+            interface_id: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "Invalid interface_id")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn routes_and_vnis() {
+    let server = Server::start().await;
+    let mut c = initialized_client(&server).await;
+    let nh = "fc00:2::64:0:1";
+
+    // No interface in the VNI yet.
+    let r = c
+        .create_route(route_req(999, "1.2.3.0/24", 100, nh))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (206, "NO_VNI"));
+    let r = c
+        .list_routes(v1::ListRoutesRequest { vni: 999 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (206, "NO_VNI"));
+    let v = c
+        .check_vni_in_use(v1::CheckVniInUseRequest {
+            vni: 999,
+            r#type: v1::VniType::VniIpv4 as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((code(&v.status), v.in_use), (OK, false));
+
+    c.create_interface(iface_req(
+        "vm4",
+        "dtapvf_3",
+        999,
+        "10.99.1.4",
+        "2000:99:1::4",
+    ))
+    .await
+    .unwrap();
+    let v = c
+        .check_vni_in_use(v1::CheckVniInUseRequest {
+            vni: 999,
+            r#type: v1::VniType::VniIpv6 as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((code(&v.status), v.in_use), (OK, true));
+    let v = c
+        .check_vni_in_use(v1::CheckVniInUseRequest {
+            vni: 999,
+            r#type: v1::VniType::VniBoth as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&v.status), (203, "WRONG_TYPE"));
+    let e = c
+        .check_vni_in_use(v1::CheckVniInUseRequest {
+            vni: 999,
+            r#type: 7,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "Invalid type")
+    );
+
+    for (pfx, want) in [
+        ("1.2.3.4/24", OK),
+        ("1.2.3.4/24", (301, "ROUTE_EXISTS")),
+        ("1.2.3.255/24", (301, "ROUTE_EXISTS")),
+        ("1.2.3.4/25", OK),
+        ("0.0.0.0/0", OK),
+        ("::/0", OK),
+        ("1.2.3.4/33", (303, "ROUTE_INSERT")),
+    ] {
+        let r = c
+            .create_route(route_req(999, pfx, 100, nh))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), want, "{pfx}");
+    }
+    let r = c
+        .create_route(route_req(999, "4.5.6.7/32", 0, "1.2.3.4"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (204, "BAD_IPVER"));
+    let e = c
+        .create_route(route_req(999, "4.5.6.7/256", 0, nh))
+        .await
+        .unwrap_err();
+    assert_eq!(e.message(), "Invalid route.prefix.length");
+    let mut bad = route_req(999, "4.5.6.7/32", 0, nh);
+    bad.route.as_mut().unwrap().prefix.as_mut().unwrap().ip = Some(v1::IpAddress {
+        ipver: v1::IpVersion::Ipv6 as i32,
+        address: b"4.5.6.7".to_vec(),
+    });
+    let e = c.create_route(bad).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "Invalid route.prefix.ip")
+    );
+    let mut bad = route_req(999, "4.5.6.7/32", 0, nh);
+    bad.route.as_mut().unwrap().nexthop_address = None;
+    let e = c.create_route(bad).await.unwrap_err();
+    assert_eq!(e.message(), "Invalid route.nexthop_address");
+
+    // Stored for the packet path as a remote target.
+    let snap = server.control.snapshot();
+    assert_eq!(
+        snap.vni(999)
+            .unwrap()
+            .lookup_v4("1.2.3.200".parse().unwrap()),
+        Some(&RouteTarget::Remote {
+            vni: 100,
+            underlay: nh.parse().unwrap()
+        })
+    );
+
+    // Listed: external IPv4 routes only, in dpservice's order.
+    let list = c
+        .list_routes(v1::ListRoutesRequest { vni: 999 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&list.status), OK);
+    let want = |p: &str| v1::Route {
+        prefix: Some(prefix(p)),
+        nexthop_vni: 100,
+        nexthop_address: Some(ip(nh)),
+        weight: 0,
+    };
+    assert_eq!(
+        list.routes,
+        vec![want("0.0.0.0/0"), want("1.2.3.0/25"), want("1.2.3.0/24")]
+    );
+    let all = c
+        .list_routes(v1::ListRoutesRequest { vni: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.routes, list.routes);
+
+    for (pfx, want) in [
+        ("1.2.3.4/25", OK),
+        ("1.2.3.4/24", OK),
+        ("1.2.3.4/24", (302, "ROUTE_NOT_FOUND")),
+        ("10.99.1.4/32", (304, "ROUTE_BAD_PORT")),
+    ] {
+        let r = c
+            .delete_route(del_route_req(999, pfx))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), want, "{pfx}");
+    }
+    let r = c
+        .delete_route(del_route_req(300, "0.0.0.0/0"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (206, "NO_VNI"));
+
+    // ResetVni: only type BOTH, clears the external routes, keeps the interface's.
+    let r = c
+        .reset_vni(v1::ResetVniRequest {
+            vni: 999,
+            r#type: v1::VniType::VniIpv4 as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (203, "WRONG_TYPE"));
+    let r = c
+        .reset_vni(v1::ResetVniRequest {
+            vni: 999,
+            r#type: v1::VniType::VniBoth as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let list = c
+        .list_routes(v1::ListRoutesRequest { vni: 999 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.routes.is_empty());
+    let snap = server.control.snapshot();
+    let t = snap.vni(999).unwrap();
+    assert_eq!((t.v4.len(), t.v6.len()), (1, 1));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn prefixes() {
+    let server = Server::start().await;
+    let mut c = initialized_client(&server).await;
+    c.create_interface(iface_req(
+        "vm1",
+        "dtapvf_0",
+        100,
+        "10.100.1.1",
+        "2000:100:1::1",
+    ))
+    .await
+    .unwrap();
+    let create = |id: &str, p: &str| v1::CreatePrefixRequest {
+        interface_id: id.as_bytes().to_vec(),
+        prefix: Some(prefix(p)),
+        preferred_underlay_route: Vec::new(),
+    };
+    let delete = |id: &str, p: &str| v1::DeletePrefixRequest {
+        interface_id: id.as_bytes().to_vec(),
+        prefix: Some(prefix(p)),
+    };
+
+    let r1 = c
+        .create_prefix(create("vm1", "1.2.3.0/24"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r1.status), OK);
+    assert_eq!(r1.underlay_route, b"fc00:1::d000:1:0:2");
+    let r = c
+        .create_prefix(create("vm1", "1.2.3.0/24"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (301, "ROUTE_EXISTS"));
+    let r2 = c
+        .create_prefix(v1::CreatePrefixRequest {
+            preferred_underlay_route: b"fc00:1::c000:0:2".to_vec(),
+            ..create("vm1", "1234::/64")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r2.underlay_route, b"fc00:1::c000:0:2");
+    let r = c
+        .create_prefix(create("invalid_name", "1.2.3.0/24"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (205, "NO_VM"));
+    let e = c
+        .create_prefix(v1::CreatePrefixRequest {
+            prefix: None,
+            ..create("vm1", "1.2.3.0/24")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.message(), "Invalid prefix.ip");
+
+    let snap = server.control.snapshot();
+    assert_eq!(
+        snap.vni(100).unwrap().lookup_v4("1.2.3.9".parse().unwrap()),
+        Some(&RouteTarget::Local { port: 2 })
+    );
+    assert_eq!(snap.iface(2).unwrap().prefixes_v6.len(), 1);
+
+    let list = c
+        .list_prefixes(v1::ListPrefixesRequest {
+            interface_id: b"vm1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&list.status), OK);
+    assert_eq!(
+        list.prefixes,
+        vec![
+            v1::Prefix {
+                underlay_route: b"fc00:1::d000:1:0:2".to_vec(),
+                ..prefix("1.2.3.0/24")
+            },
+            v1::Prefix {
+                underlay_route: b"fc00:1::c000:0:2".to_vec(),
+                ..prefix("1234::/64")
+            },
+        ]
+    );
+    let list = c
+        .list_prefixes(v1::ListPrefixesRequest {
+            interface_id: b"invalid_name".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&list.status), (205, "NO_VM"));
+
+    let r = c
+        .delete_prefix(delete("vm1", "1.2.3.0/24"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let r = c
+        .delete_prefix(delete("vm1", "1.2.3.0/24"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (302, "ROUTE_NOT_FOUND"));
+    let r = c
+        .delete_prefix(delete("invalid_name", "1.2.3.0/24"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (205, "NO_VM"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unimplemented_rpcs_and_health() {
+    let server = Server::start().await;
+    let mut c = initialized_client(&server).await;
+    let e = c
+        .create_vip(v1::CreateVipRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Unimplemented, "not implemented yet in dpservice-rs")
+    );
+    let e = c
+        .list_firewall_rules(v1::ListFirewallRulesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    let e = c
+        .capture_status(v1::CaptureStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ["", "dpdkironcore.v1.DPDKironcore"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    server.stop().await;
+}

@@ -1,0 +1,101 @@
+//! Zero-copy packet formats for the dataplane.
+//!
+//! Every protocol has a view `XxxPacket<T: AsRef<[u8]>>` over a borrowed (or owned) buffer with field
+//! accessors, in the style of smoltcp's `wire` module:
+//!
+//! * `new_checked` validates lengths once (header fits, length fields agree with the buffer); after that
+//!   every getter is a plain load.
+//! * `new_unchecked` skips validation (used when emitting into a fresh buffer). Accessors still never
+//!   panic: a getter reading past the end of a too-short buffer returns zero (or an empty slice) and a
+//!   setter writing past it does nothing.
+//! * Where a protocol has a small set of meaningful values, a `XxxRepr` can be `parse`d from a view and
+//!   `emit`ted into one; `emit_into(&mut [u8])` writes into a caller buffer and returns the length.
+//!
+//! Nothing in the parse and emit paths allocates. Errors are values ([`Error`]); unknown protocol numbers
+//! are kept as newtypes ([`EtherType`], [`IpProtocol`], ...), never lost.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+#![warn(missing_docs)]
+
+#[macro_use]
+mod macros;
+#[allow(dead_code)] // helpers land ahead of the modules that use them
+mod bytes;
+
+pub mod arp;
+pub mod checksum;
+pub mod dhcpv4;
+pub mod dhcpv6;
+pub mod ethernet;
+pub mod icmpv4;
+pub mod icmpv6;
+pub mod ip;
+pub mod ipv4;
+pub mod ipv6;
+pub mod ndisc;
+pub mod udp;
+
+pub use core::net::{Ipv4Addr, Ipv6Addr};
+
+pub use arp::{ArpOperation, ArpPacket, ArpRepr};
+pub use dhcpv4::{DhcpMessageType, DhcpOptions, DhcpPacket, OptionWriter as DhcpOptionWriter};
+pub use dhcpv6::{
+    Dhcpv6MessageType, Dhcpv6Options, Dhcpv6Packet, IaAddr, IaNa,
+    OptionWriter as Dhcpv6OptionWriter,
+};
+pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr};
+pub use icmpv4::{Icmpv4Packet, Icmpv4Repr, Icmpv4Type};
+pub use icmpv6::{Icmpv6Packet, Icmpv6Repr, Icmpv6Type};
+pub use ip::IpProtocol;
+pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Packet, Ipv6Repr};
+pub use ndisc::{NdiscOption, NdiscOptionType, NdiscOptions, NdiscRepr, PrefixInfo};
+pub use udp::{UdpPacket, UdpRepr};
+
+/// Why a buffer could not be parsed or emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Error {
+    /// The buffer is shorter than the header or than a length field says.
+    Truncated,
+    /// A field has a value the format forbids (bad version, length field too small, zero-length option).
+    Malformed,
+    /// The checksum does not verify.
+    Checksum,
+    /// Well-formed, but a variant this crate does not represent (e.g. ARP for non-Ethernet hardware).
+    Unsupported,
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Error::Truncated => "truncated packet",
+            Error::Malformed => "malformed packet",
+            Error::Checksum => "checksum mismatch",
+            Error::Unsupported => "unsupported packet",
+        })
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Result of parsing or emitting.
+pub type Result<T> = core::result::Result<T, Error>;
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    /// Decodes hex, ignoring whitespace (for captured packets kept as text).
+    pub fn hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        digits
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
+}

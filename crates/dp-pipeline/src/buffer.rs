@@ -1,0 +1,238 @@
+//! Packet buffers and the per-worker pool they come from.
+//!
+//! Buffers are allocated once, when the pool is made, and then move by value (a pointer and a few
+//! integers) between ports, nodes and the pool: nothing on the packet path allocates.
+
+use dp_tables::PortId;
+
+/// Bytes kept free in front of a received frame so a node can prepend headers (the 40-byte
+/// outer IPv6 header of an encapsulation) without moving the frame.
+pub const HEADROOM: usize = 128;
+
+/// Default room for frame data after the headroom: a 1500-byte MTU frame and then some;
+/// jumbo frames need a pool made with a larger size.
+pub const DEFAULT_DATA_ROOM: usize = 2048;
+
+/// Metadata that travels with a packet through the graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// The port the frame was received on.
+    pub in_port: PortId,
+    /// The port chosen for transmission, once a node has chosen one.
+    pub out_port: PortId,
+    /// Receive time in nanoseconds of the worker's clock.
+    pub rx_time_ns: u64,
+}
+
+/// One frame in a fixed-size buffer with headroom.
+#[derive(Debug)]
+pub struct PacketBuf {
+    storage: Box<[u8]>,
+    start: usize,
+    len: usize,
+    pub meta: PacketMeta,
+}
+
+impl PacketBuf {
+    /// A fresh buffer able to hold `data_room` bytes after the headroom.
+    pub fn new(data_room: usize) -> Self {
+        PacketBuf {
+            storage: vec![0u8; HEADROOM + data_room].into_boxed_slice(),
+            start: HEADROOM,
+            len: 0,
+            meta: PacketMeta::default(),
+        }
+    }
+
+    /// Makes the buffer empty with the standard headroom, as a port expects before a receive.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.start = HEADROOM;
+        self.len = 0;
+        self.meta = PacketMeta::default();
+    }
+
+    /// The frame.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        self.storage.get(self.start..self.start + self.len).unwrap_or(&[])
+    }
+
+    /// The frame, writable.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let end = self.start + self.len;
+        self.storage.get_mut(self.start..end).unwrap_or(&mut [])
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Free bytes in front of the frame.
+    #[inline]
+    pub fn headroom(&self) -> usize {
+        self.start
+    }
+
+    /// Free bytes after the frame.
+    #[inline]
+    pub fn tailroom(&self) -> usize {
+        self.storage.len() - self.start - self.len
+    }
+
+    /// Everything from the frame start to the end of the buffer, for a port to receive into;
+    /// follow with [`PacketBuf::set_len`].
+    #[inline]
+    pub fn receive_area(&mut self) -> &mut [u8] {
+        self.storage.get_mut(self.start..).unwrap_or(&mut [])
+    }
+
+    /// Sets the frame length; fails if it does not fit in the buffer.
+    #[inline]
+    pub fn set_len(&mut self, len: usize) -> Result<(), BufferError> {
+        if len > self.storage.len() - self.start {
+            return Err(BufferError::NoRoom);
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Grows the frame at the front by `n` bytes and returns them (uninitialised contents).
+    #[inline]
+    pub fn prepend(&mut self, n: usize) -> Result<&mut [u8], BufferError> {
+        if n > self.start {
+            return Err(BufferError::NoRoom);
+        }
+        self.start -= n;
+        self.len += n;
+        self.storage
+            .get_mut(self.start..self.start + n)
+            .ok_or(BufferError::NoRoom)
+    }
+
+    /// Removes `n` bytes from the front of the frame (a stripped header).
+    #[inline]
+    pub fn strip_front(&mut self, n: usize) -> Result<(), BufferError> {
+        if n > self.len {
+            return Err(BufferError::TooShort);
+        }
+        self.start += n;
+        self.len -= n;
+        Ok(())
+    }
+
+    /// Cuts the frame to `len` bytes (no-op when already shorter).
+    #[inline]
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Replaces the frame with `bytes` (tests and slow-path replies).
+    pub fn set_frame(&mut self, bytes: &[u8]) -> Result<(), BufferError> {
+        self.start = HEADROOM.min(self.storage.len());
+        let area = self
+            .storage
+            .get_mut(self.start..self.start + bytes.len())
+            .ok_or(BufferError::NoRoom)?;
+        area.copy_from_slice(bytes);
+        self.len = bytes.len();
+        Ok(())
+    }
+}
+
+/// Why a buffer operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferError {
+    NoRoom,
+    TooShort,
+}
+
+/// A worker's free buffers. Exhaustion is not an error: the port simply receives fewer frames.
+#[derive(Debug)]
+pub struct BufferPool {
+    free: Vec<PacketBuf>,
+    capacity: usize,
+    data_room: usize,
+}
+
+impl BufferPool {
+    /// Allocates `count` buffers of `data_room` bytes each, up front.
+    pub fn new(count: usize, data_room: usize) -> Self {
+        BufferPool {
+            free: (0..count).map(|_| PacketBuf::new(data_room)).collect(),
+            capacity: count,
+            data_room,
+        }
+    }
+
+    /// A reset buffer, or `None` when every buffer is in flight.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<PacketBuf> {
+        let mut buf = self.free.pop()?;
+        buf.reset();
+        Some(buf)
+    }
+
+    /// Returns a buffer to the pool. The free list never grows past the pool's capacity, so
+    /// this never allocates.
+    #[inline]
+    pub fn free(&mut self, buf: PacketBuf) {
+        if self.free.len() < self.capacity {
+            self.free.push(buf);
+        }
+    }
+
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn data_room(&self) -> usize {
+        self.data_room
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepend_and_strip_keep_bytes() {
+        let mut b = PacketBuf::new(64);
+        b.set_frame(&[1, 2, 3, 4]).unwrap();
+        b.prepend(2).unwrap().copy_from_slice(&[9, 8]);
+        assert_eq!(b.data(), &[9, 8, 1, 2, 3, 4]);
+        b.strip_front(3).unwrap();
+        assert_eq!(b.data(), &[2, 3, 4]);
+        assert_eq!(b.strip_front(4), Err(BufferError::TooShort));
+        assert_eq!(b.prepend(HEADROOM + 2).err(), Some(BufferError::NoRoom));
+        assert_eq!(b.set_len(64 + HEADROOM), Err(BufferError::NoRoom));
+        b.truncate(1);
+        assert_eq!(b.data(), &[2]);
+    }
+
+    #[test]
+    fn pool_recycles_without_growing() {
+        let mut pool = BufferPool::new(2, 128);
+        let a = pool.alloc().unwrap();
+        let b = pool.alloc().unwrap();
+        assert!(pool.alloc().is_none());
+        pool.free(a);
+        pool.free(b);
+        pool.free(PacketBuf::new(128)); // a stray buffer beyond capacity is dropped, not kept
+        assert_eq!(pool.available(), 2);
+        let c = pool.alloc().unwrap();
+        assert_eq!(c.len(), 0);
+        assert_eq!(c.headroom(), HEADROOM);
+    }
+}

@@ -1,0 +1,96 @@
+//! Why a packet was dropped: every drop has a reason, and every reason a counter.
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal, $doc:literal;)*) => {
+        /// The reason a packet left the graph without being sent.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The reason's name in metrics and stats (snake_case, stable).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+
+            /// A one-line explanation for operators.
+            pub const fn description(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $doc,)*
+                }
+            }
+
+            #[inline]
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    EthTruncated => "eth_truncated", "frame shorter than an Ethernet header";
+    EthNotForUs => "eth_not_for_us", "destination MAC neither ours, broadcast nor a multicast we serve";
+    EthBadSource => "eth_bad_source", "source MAC is multicast or broadcast";
+    UnknownEthertype => "unknown_ethertype", "ethertype not handled (VLAN tags included)";
+    ArpMalformed => "arp_malformed", "ARP packet truncated or not Ethernet/IPv4";
+    ArpNotForGateway => "arp_not_for_gateway", "ARP request for an address other than the gateway, or not a request";
+    Ipv4Malformed => "ipv4_malformed", "IPv4 header truncated, bad version, IHL or total length";
+    Ipv4BadChecksum => "ipv4_bad_checksum", "IPv4 header checksum wrong";
+    Ipv4Fragment => "ipv4_fragment", "IPv4 fragment where a full datagram is needed";
+    Ipv6Malformed => "ipv6_malformed", "IPv6 header truncated or payload length inconsistent";
+    Ipv6OverlayDisabled => "ipv6_overlay_disabled", "IPv6 from a VM while --enable-ipv6-overlay is off";
+    L4Malformed => "l4_malformed", "UDP/TCP/ICMP header truncated or length inconsistent";
+    L4BadChecksum => "l4_bad_checksum", "UDP/TCP/ICMP checksum wrong";
+    DhcpMalformed => "dhcp_malformed", "DHCPv4 message truncated or its options malformed";
+    DhcpUnhandled => "dhcp_unhandled", "DHCPv4 message type we do not answer (release, decline, inform)";
+    Dhcpv6Malformed => "dhcpv6_malformed", "DHCPv6 message truncated or its options malformed";
+    Dhcpv6Unhandled => "dhcpv6_unhandled", "DHCPv6 message type we do not answer";
+    NdMalformed => "nd_malformed", "neighbor discovery message malformed (hop limit, code, options)";
+    NdUnhandled => "nd_unhandled", "ICMPv6/ND message we do not answer";
+    NdNotForGateway => "nd_not_for_gateway", "neighbor solicitation for a target other than the gateway (DAD probes included)";
+    DhcpNoAddress => "dhcp_no_address", "DHCPv4 request from an interface without an IPv4 address";
+    IcmpUnhandled => "icmp_unhandled", "ICMP to the gateway that is not an echo request";
+    GatewayNotIcmp => "gateway_not_icmp", "TCP, UDP or other non-ICMP packet addressed to the gateway";
+    BadDestination => "bad_destination", "destination is multicast, broadcast, loopback, unspecified or link-local (other than the gateway)";
+    TtlExceeded => "ttl_exceeded", "TTL or hop limit would reach zero";
+    NoInterface => "no_interface", "packet from a VF port with no interface bound to it";
+    Spoofed => "spoofed", "source address is not the VM's own address or one of its prefixes";
+    NoVni => "no_vni", "the interface's VNI has no routing table";
+    NoRoute => "no_route", "no route for the destination in the VNI";
+    CrossVni => "cross_vni", "route points to an interface of another VNI";
+    RemoteUnsupported => "remote_unsupported", "route points to another hypervisor (underlay not yet available)";
+    FromUplink => "from_uplink", "packet from an uplink that is not for us";
+    DstPortDown => "dst_port_down", "destination port has no interface or is down";
+    NoPeerMac => "no_peer_mac", "destination VM's MAC address not known yet";
+    NoRoom => "no_room", "reply does not fit in the packet buffer";
+    QueueFull => "queue_full", "a node's input batch was full";
+    GraphLoop => "graph_loop", "a node sent a packet backwards in the graph (a bug)";
+    TxFailed => "tx_failed", "the port could not transmit the frame";
+    NoBuffer => "no_buffer", "no free packet buffer";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_indexed_in_order() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert!(!r.description().is_empty());
+        }
+    }
+}

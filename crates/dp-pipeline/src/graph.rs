@@ -1,0 +1,228 @@
+//! The packet graph: a fixed set of nodes, each with an input batch, run in topological order.
+//!
+//! A worker pushes received frames into the graph, calls [`Graph::run`], and then drains the
+//! per-port transmit batches. Nodes only pass packets forward (to a node later in [`NodeId::ORDER`]),
+//! so one pass over the nodes empties every batch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dp_tables::PortId;
+
+use crate::buffer::{BufferPool, PacketBuf};
+use crate::drop::DropReason;
+use crate::node::{Ctx, Node, Verdict};
+use crate::nodes::*;
+
+/// Most packets a node's batch holds; a port burst must not be larger.
+pub const BATCH_SIZE: usize = 256;
+
+macro_rules! node_ids {
+    ($($variant:ident => $field:ident : $ty:ty,)*) => {
+        /// Every node, in topological order.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum NodeId {
+            $($variant,)*
+        }
+
+        impl NodeId {
+            pub const ORDER: &'static [NodeId] = &[$(NodeId::$variant,)*];
+            pub const COUNT: usize = Self::ORDER.len();
+
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(NodeId::$variant => <$ty as Node>::NAME,)*
+                }
+            }
+
+            #[inline]
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+
+        /// The node instances (their per-worker state).
+        #[derive(Debug, Default)]
+        pub struct Nodes {
+            $(pub $field: $ty,)*
+        }
+
+        impl Graph {
+            /// Runs every node over its batch, in order.
+            pub fn run(&mut self, ctx: &Ctx<'_>, pool: &mut BufferPool) {
+                $(
+                    self.run_node(NodeId::$variant, ctx, pool, |nodes| &mut nodes.$field);
+                )*
+            }
+        }
+    };
+}
+
+node_ids! {
+    Classify => classify: Classify,
+    Arp => arp: Arp,
+    Dhcp => dhcp: Dhcp,
+    Dhcpv6 => dhcpv6: Dhcpv6,
+    Ipv6Nd => ipv6_nd: Ipv6Nd,
+    Ipv4Lookup => ipv4_lookup: Ipv4Lookup,
+    Ipv6Lookup => ipv6_lookup: Ipv6Lookup,
+    GatewayIcmp => gateway_icmp: GatewayIcmp,
+    L2Rewrite => l2_rewrite: L2Rewrite,
+}
+
+/// Counters of one worker's graph, readable from other threads (metrics, stats).
+#[derive(Debug)]
+pub struct GraphCounters {
+    pub node_packets: [AtomicU64; NodeId::COUNT],
+    pub drops: [AtomicU64; DropReason::COUNT],
+    pub tx_packets: AtomicU64,
+}
+
+impl Default for GraphCounters {
+    fn default() -> Self {
+        GraphCounters {
+            node_packets: std::array::from_fn(|_| AtomicU64::new(0)),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            tx_packets: AtomicU64::new(0),
+        }
+    }
+}
+
+impl GraphCounters {
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops
+            .get(reason.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    pub fn node_packets(&self, node: NodeId) -> u64 {
+        self.node_packets
+            .get(node.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// One worker's graph: nodes, their input batches and the transmit batches per port.
+#[derive(Debug)]
+pub struct Graph {
+    pub nodes: Nodes,
+    inputs: [Vec<PacketBuf>; NodeId::COUNT],
+    tx: Vec<Vec<PacketBuf>>,
+    counters: std::sync::Arc<GraphCounters>,
+}
+
+impl Graph {
+    /// A graph for `port_count` ports; all batches are allocated here, once.
+    pub fn new(port_count: usize, counters: std::sync::Arc<GraphCounters>) -> Self {
+        Graph {
+            nodes: Nodes::default(),
+            inputs: std::array::from_fn(|_| Vec::with_capacity(BATCH_SIZE)),
+            tx: (0..port_count)
+                .map(|_| Vec::with_capacity(BATCH_SIZE))
+                .collect(),
+            counters,
+        }
+    }
+
+    pub fn counters(&self) -> &std::sync::Arc<GraphCounters> {
+        &self.counters
+    }
+
+    /// Feeds a received packet to the first node. Returns it when the batch is full.
+    #[inline]
+    pub fn push_rx(&mut self, pkt: PacketBuf) -> Result<(), PacketBuf> {
+        push_bounded(&mut self.inputs[NodeId::Classify.index()], pkt)
+    }
+
+    /// Room left in the first node's batch.
+    #[inline]
+    pub fn rx_room(&self) -> usize {
+        BATCH_SIZE.saturating_sub(self.inputs[NodeId::Classify.index()].len())
+    }
+
+    /// The packets waiting to go out of `port`; the worker drains it after [`Graph::run`].
+    #[inline]
+    pub fn tx_batch(&mut self, port: PortId) -> Option<&mut Vec<PacketBuf>> {
+        self.tx.get_mut(usize::from(port))
+    }
+
+    /// Number of ports the graph transmits to.
+    pub fn port_count(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Counts and frees a packet dropped outside the nodes (by a port or the worker).
+    pub fn drop_packet(&self, pkt: PacketBuf, reason: DropReason, pool: &mut BufferPool) {
+        self.count_drop(reason);
+        pool.free(pkt);
+    }
+
+    #[inline]
+    fn count_drop(&self, reason: DropReason) {
+        if let Some(c) = self.counters.drops.get(reason.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn run_node<N: Node>(
+        &mut self,
+        id: NodeId,
+        ctx: &Ctx<'_>,
+        pool: &mut BufferPool,
+        select: impl Fn(&mut Nodes) -> &mut N,
+    ) {
+        let Some(input) = self.inputs.get_mut(id.index()) else {
+            return;
+        };
+        if input.is_empty() {
+            return;
+        }
+        // Take the batch out so the node's outputs can go into the other batches; the vector
+        // (and its capacity) is put back afterwards, so nothing is allocated.
+        let mut batch = std::mem::take(input);
+        if let Some(c) = self.counters.node_packets.get(id.index()) {
+            c.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        for mut pkt in batch.drain(..) {
+            let verdict = select(&mut self.nodes).process(&mut pkt, ctx);
+            self.dispatch(id, pkt, verdict, pool);
+        }
+        if let Some(slot) = self.inputs.get_mut(id.index()) {
+            *slot = batch;
+        }
+    }
+
+    #[inline]
+    fn dispatch(&mut self, from: NodeId, pkt: PacketBuf, verdict: Verdict, pool: &mut BufferPool) {
+        let result = match verdict {
+            Verdict::Next(next) if next.index() <= from.index() => Err((pkt, DropReason::GraphLoop)),
+            Verdict::Next(next) => match self.inputs.get_mut(next.index()) {
+                Some(batch) => push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull)),
+                None => Err((pkt, DropReason::GraphLoop)),
+            },
+            Verdict::Tx(port) => match self.tx.get_mut(usize::from(port)) {
+                Some(batch) => push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull)),
+                None => Err((pkt, DropReason::DstPortDown)),
+            },
+            Verdict::Drop(reason) => Err((pkt, reason)),
+        };
+        if let Err((pkt, reason)) = result {
+            self.drop_packet(pkt, reason, pool);
+        }
+    }
+}
+
+/// Pushes without ever growing the vector past its batch capacity.
+#[inline]
+fn push_bounded(batch: &mut Vec<PacketBuf>, pkt: PacketBuf) -> Result<(), PacketBuf> {
+    if batch.len() >= BATCH_SIZE {
+        return Err(pkt);
+    }
+    batch.push(pkt);
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! The packet pipeline: buffers and batches, and the graph of nodes that decides each packet's
+//! fate. Sans-IO: no sockets, no clock, no locks — ports and time are the worker's business.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
+pub mod buffer;
+pub mod config;
+pub mod drop;
+pub mod graph;
+pub mod node;
+pub mod nodes;
+pub mod port_table;
+
+pub use buffer::{BufferPool, PacketBuf, PacketMeta, DEFAULT_DATA_ROOM, HEADROOM};
+pub use config::{DpConfig, GATEWAY_IPV4, GATEWAY_IPV6};
+pub use drop::DropReason;
+pub use graph::{Graph, GraphCounters, NodeId, BATCH_SIZE};
+pub use node::{Ctx, Node, Verdict};
+pub use port_table::{PortEntry, PortKind, PortTable};

@@ -1,0 +1,40 @@
+//! The node seam: a node looks at one packet of its batch and says where it goes next.
+
+use dp_tables::{PortId, Snapshot};
+
+use crate::buffer::PacketBuf;
+use crate::config::DpConfig;
+use crate::drop::DropReason;
+use crate::graph::NodeId;
+use crate::port_table::PortTable;
+
+/// What a node decided for a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand the packet to a later node.
+    Next(NodeId),
+    /// Send the packet out of a port as it is now.
+    Tx(PortId),
+    /// Drop it, counted under the reason.
+    Drop(DropReason),
+}
+
+/// Read-only context of one graph run: the tables as of this batch, the settings, the ports and
+/// the time. Nodes never see a socket or the clock (sans-IO).
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub tables: &'a Snapshot,
+    pub config: &'a DpConfig,
+    pub ports: &'a PortTable,
+    pub now_ns: u64,
+}
+
+/// A graph node. The graph calls `process` for every packet of the node's batch in turn, so a
+/// node's code and data stay hot in cache for the whole batch (vector processing).
+pub trait Node {
+    /// The node's name in stats and traces.
+    const NAME: &'static str;
+
+    /// Decides the fate of one packet; may rewrite it in place.
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict;
+}

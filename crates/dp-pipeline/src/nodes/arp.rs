@@ -1,0 +1,75 @@
+//! Answers a VM's ARP requests for the gateway (169.254.0.1) with our MAC on its port.
+//!
+//! As dpservice's `arp_node`: only a *request* whose target is the gateway is answered, whatever the
+//! sender IP (an RFC 5227 probe with sender 0.0.0.0 included); the reply is the request rewritten in
+//! place and sent back out of the port it came from. Everything else (gratuitous ARP, requests for
+//! other addresses, replies) is dropped and counted. dpservice also uses ARP replies from the VM to
+//! learn its MAC; here [`Classify`](super::Classify) learns it from every frame, so those replies are
+//! simply dropped.
+
+use dp_packet::arp::ETHERNET_IPV4_LEN;
+use dp_packet::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, Ipv4Addr, MacAddr};
+
+use crate::buffer::PacketBuf;
+use crate::config::GATEWAY_IPV4;
+use crate::drop::DropReason;
+use crate::node::{Ctx, Node, Verdict};
+
+use super::common::{vm_port, ETH_HEADER_LEN};
+
+#[derive(Debug, Default)]
+pub struct Arp;
+
+impl Node for Arp {
+    const NAME: &'static str = "arp";
+
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+        let in_port = pkt.meta.in_port;
+        let port = match vm_port(ctx, in_port) {
+            Ok((port, _iface)) => port,
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        let request = {
+            let Some(l3) = pkt.data().get(ETH_HEADER_LEN..) else {
+                return Verdict::Drop(DropReason::ArpMalformed);
+            };
+            let Ok(arp) = ArpPacket::new_checked(l3) else {
+                return Verdict::Drop(DropReason::ArpMalformed);
+            };
+            match ArpRepr::parse(&arp) {
+                Ok(repr) => repr,
+                Err(_) => return Verdict::Drop(DropReason::ArpMalformed),
+            }
+        };
+        if !is_host_mac(request.source_hardware_addr) {
+            return Verdict::Drop(DropReason::ArpMalformed);
+        }
+        if request.operation != ArpOperation::REQUEST
+            || request.target_protocol_addr != GATEWAY_IPV4
+        {
+            return Verdict::Drop(DropReason::ArpNotForGateway);
+        }
+
+        let reply = ArpRepr {
+            operation: ArpOperation::REPLY,
+            source_hardware_addr: port.own_mac,
+            source_protocol_addr: GATEWAY_IPV4,
+            target_hardware_addr: request.source_hardware_addr,
+            target_protocol_addr: Ipv4Addr::from(request.source_protocol_addr),
+        };
+        // Short frames are padded by whoever sends them; the reply carries no padding of its own.
+        pkt.truncate(ETH_HEADER_LEN + ETHERNET_IPV4_LEN);
+        let mut frame = EthernetFrame::new_unchecked(pkt.data_mut());
+        frame.set_dst_addr(request.source_hardware_addr);
+        frame.set_src_addr(port.own_mac);
+        if reply.emit_into(frame.payload_mut()).is_err() {
+            return Verdict::Drop(DropReason::ArpMalformed);
+        }
+        Verdict::Tx(in_port)
+    }
+}
+
+/// A MAC a host can have: unicast and not all zeros.
+fn is_host_mac(mac: MacAddr) -> bool {
+    mac.is_unicast() && !mac.is_zero()
+}

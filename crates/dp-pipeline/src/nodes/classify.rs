@@ -1,0 +1,86 @@
+//! First node: checks the Ethernet header, learns the VM's MAC, and sorts packets by what must
+//! handle them (local responders, the IPv4 or IPv6 path). It peeks at just enough of the L3/L4
+//! headers to choose; the next node validates its own headers fully.
+
+use dp_packet::{EtherType, EthernetFrame, IpProtocol};
+
+use crate::buffer::PacketBuf;
+use crate::drop::DropReason;
+use crate::graph::NodeId;
+use crate::node::{Ctx, Node, Verdict};
+use crate::port_table::PortKind;
+
+const DHCP_SERVER_PORT: u16 = 67;
+const DHCPV6_SERVER_PORT: u16 = 547;
+const IPV6_HEADER_LEN: usize = 40;
+
+#[derive(Debug, Default)]
+pub struct Classify;
+
+impl Node for Classify {
+    const NAME: &'static str = "classify";
+
+    #[inline]
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+        let Ok(frame) = EthernetFrame::new_checked(pkt.data()) else {
+            return Verdict::Drop(DropReason::EthTruncated);
+        };
+        let Some(port) = ctx.ports.get(pkt.meta.in_port) else {
+            return Verdict::Drop(DropReason::NoInterface);
+        };
+        let src = frame.src_addr();
+        if !src.is_unicast() || src.is_zero() {
+            return Verdict::Drop(DropReason::EthBadSource);
+        }
+        let dst = frame.dst_addr();
+        if dst != port.own_mac && !dst.is_multicast() {
+            return Verdict::Drop(DropReason::EthNotForUs);
+        }
+        if port.kind == PortKind::Uplink {
+            return Verdict::Drop(DropReason::FromUplink);
+        }
+        // In tap mode the VM's MAC is whatever its kernel side uses; keep it current.
+        port.learn_peer_mac(src);
+
+        let l3 = frame.payload();
+        match frame.ethertype() {
+            EtherType::ARP => Verdict::Next(NodeId::Arp),
+            EtherType::IPV4 => Verdict::Next(classify_ipv4(l3)),
+            EtherType::IPV6 => Verdict::Next(classify_ipv6(l3)),
+            _ => Verdict::Drop(DropReason::UnknownEthertype),
+        }
+    }
+}
+
+fn be16(bytes: &[u8], at: usize) -> Option<u16> {
+    let b = bytes.get(at..at + 2)?;
+    Some(u16::from_be_bytes([*b.first()?, *b.get(1)?]))
+}
+
+fn classify_ipv4(l3: &[u8]) -> NodeId {
+    let (Some(&ver_ihl), Some(&proto)) = (l3.first(), l3.get(9)) else {
+        return NodeId::Ipv4Lookup; // too short: the lookup node validates and drops it
+    };
+    let ihl = usize::from(ver_ihl & 0x0f) * 4;
+    if IpProtocol(proto) == IpProtocol::UDP && be16(l3, ihl + 2) == Some(DHCP_SERVER_PORT) {
+        NodeId::Dhcp
+    } else {
+        NodeId::Ipv4Lookup
+    }
+}
+
+fn classify_ipv6(l3: &[u8]) -> NodeId {
+    // Extension headers are not walked: a VM's ND and DHCPv6 come without them.
+    match l3.get(6).map(|&nh| IpProtocol(nh)) {
+        Some(IpProtocol::ICMPV6) => match l3.get(IPV6_HEADER_LEN) {
+            // Router solicitation .. redirect: neighbor discovery, answered locally.
+            Some(133..=137) => NodeId::Ipv6Nd,
+            _ => NodeId::Ipv6Lookup,
+        },
+        Some(IpProtocol::UDP) if be16(l3, IPV6_HEADER_LEN + 2) == Some(DHCPV6_SERVER_PORT) => {
+            NodeId::Dhcpv6
+        }
+        _ => NodeId::Ipv6Lookup,
+    }
+}
+

@@ -1,0 +1,107 @@
+//! Small helpers the nodes share: finding the VM behind a port, and writing the fixed headers of the
+//! replies the dataplane builds in place.
+
+use dp_packet::{EtherType, EthernetFrame, IpProtocol, Ipv4Addr, Ipv4Packet, Ipv6Addr, Ipv6Packet, MacAddr};
+use dp_tables::{Iface, PortId};
+
+use crate::drop::DropReason;
+use crate::node::Ctx;
+use crate::port_table::PortEntry;
+
+pub(crate) const ETH_HEADER_LEN: usize = dp_packet::ethernet::HEADER_LEN;
+pub(crate) const IPV4_HEADER_LEN: usize = dp_packet::ipv4::HEADER_LEN;
+pub(crate) const IPV6_HEADER_LEN: usize = dp_packet::ipv6::HEADER_LEN;
+pub(crate) const UDP_HEADER_LEN: usize = dp_packet::udp::HEADER_LEN;
+
+/// TTL / hop limit of the packets the gateway originates (replies, errors).
+pub(crate) const REPLY_TTL: u8 = 64;
+
+/// The port a packet came in on and the VM interface bound to it.
+#[inline]
+pub(crate) fn vm_port<'a>(
+    ctx: &Ctx<'a>,
+    port: PortId,
+) -> Result<(&'a PortEntry, &'a Iface), DropReason> {
+    let entry = ctx.ports.get(port).ok_or(DropReason::NoInterface)?;
+    let iface = ctx.tables.iface(port).ok_or(DropReason::NoInterface)?;
+    Ok((entry, iface))
+}
+
+/// Writes an Ethernet header at the start of `frame` (which must hold at least 14 bytes).
+#[inline]
+pub(crate) fn write_eth(frame: &mut [u8], dst: MacAddr, src: MacAddr, ethertype: EtherType) {
+    let mut eth = EthernetFrame::new_unchecked(frame);
+    eth.set_dst_addr(dst);
+    eth.set_src_addr(src);
+    eth.set_ethertype(ethertype);
+}
+
+/// Writes a 20-byte IPv4 header (no options, not a fragment) with its checksum at the start of `buf`.
+/// `payload_len` is the length of what follows the header.
+pub(crate) fn write_ipv4(
+    buf: &mut [u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: IpProtocol,
+    payload_len: usize,
+) -> Result<(), DropReason> {
+    let total = u16::try_from(IPV4_HEADER_LEN + payload_len).map_err(|_| DropReason::NoRoom)?;
+    let header = buf.get_mut(..IPV4_HEADER_LEN).ok_or(DropReason::NoRoom)?;
+    header.fill(0);
+    let mut ip = Ipv4Packet::new_unchecked(header);
+    ip.set_version(4);
+    ip.set_header_len(IPV4_HEADER_LEN);
+    ip.set_total_len(total);
+    ip.set_ttl(REPLY_TTL);
+    ip.set_protocol(protocol);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    ip.fill_checksum();
+    Ok(())
+}
+
+/// Writes a 40-byte IPv6 header (traffic class and flow label zero) at the start of `buf`.
+pub(crate) fn write_ipv6(
+    buf: &mut [u8],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next_header: IpProtocol,
+    hop_limit: u8,
+    payload_len: usize,
+) -> Result<(), DropReason> {
+    let len = u16::try_from(payload_len).map_err(|_| DropReason::NoRoom)?;
+    let header = buf.get_mut(..IPV6_HEADER_LEN).ok_or(DropReason::NoRoom)?;
+    header.fill(0);
+    let mut ip = Ipv6Packet::new_unchecked(header);
+    ip.set_version(6);
+    ip.set_payload_len(len);
+    ip.set_next_header(next_header);
+    ip.set_hop_limit(hop_limit);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    Ok(())
+}
+
+/// Reads a big-endian u16 at `at`.
+#[inline]
+pub(crate) fn be16(bytes: &[u8], at: usize) -> Option<u16> {
+    let b = bytes.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([*b.first()?, *b.get(1)?]))
+}
+
+/// Reads a big-endian u32 at `at`.
+#[inline]
+pub(crate) fn be32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_be_bytes(b))
+}
+
+/// Writes `value` at `at`; `NoRoom` if it does not fit.
+#[inline]
+pub(crate) fn put(buf: &mut [u8], at: usize, value: &[u8]) -> Result<(), DropReason> {
+    let end = at.checked_add(value.len()).ok_or(DropReason::NoRoom)?;
+    buf.get_mut(at..end)
+        .ok_or(DropReason::NoRoom)?
+        .copy_from_slice(value);
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Routes an IPv4 packet from a VM inside its VNI.
+//!
+//! Order of checks: the header is validated in full (version, IHL, total length against the frame,
+//! header checksum); the source must be the VM's address or one of its alias prefixes
+//! (anti-spoofing); packets for the gateway go to [`GatewayIcmp`](super::GatewayIcmp); other
+//! multicast, broadcast, loopback, unspecified and link-local destinations are never routed; then the
+//! destination is looked up in the sender's VNI only (nothing crosses VNIs unless a route says so).
+//!
+//! Unlike dpservice, which rewrites only the Ethernet header, the TTL is decremented as a router would
+//! (the header checksum is patched incrementally); a packet that would leave with TTL 0 is answered
+//! with ICMP time exceeded from the gateway. Fragments are forwarded like any datagram: the local
+//! path never looks past the IP header (the gateway node refuses them).
+
+use dp_packet::{EthernetFrame, IpProtocol, Ipv4Addr, Ipv4Packet};
+use dp_tables::RouteTarget;
+
+use crate::buffer::PacketBuf;
+use crate::config::GATEWAY_IPV4;
+use crate::drop::DropReason;
+use crate::graph::NodeId;
+use crate::node::{Ctx, Node, Verdict};
+
+use super::common::{vm_port, ETH_HEADER_LEN};
+use super::icmp_error::{is_icmpv4_error, time_exceeded_v4, Offender4};
+
+#[derive(Debug, Default)]
+pub struct Ipv4Lookup;
+
+impl Node for Ipv4Lookup {
+    const NAME: &'static str = "ipv4_lookup";
+
+    #[inline]
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+        match route(pkt, ctx) {
+            Ok(verdict) => verdict,
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+}
+
+fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
+    let in_port = pkt.meta.in_port;
+    let (port, iface) = vm_port(ctx, in_port)?;
+
+    let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
+    let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4Malformed)?;
+    if !ip.verify_checksum() {
+        return Err(DropReason::Ipv4BadChecksum);
+    }
+    let src = ip.src_addr();
+    let dst = ip.dst_addr();
+    let total_len = usize::from(ip.total_len());
+    let ttl = ip.ttl();
+    if !iface.owns_source_v4(src) {
+        return Err(DropReason::Spoofed);
+    }
+    if dst == GATEWAY_IPV4 {
+        return Ok(Verdict::Next(NodeId::GatewayIcmp));
+    }
+    if !is_routable(dst) {
+        return Err(DropReason::BadDestination);
+    }
+    // ICMP errors are never sent about ICMP errors or non-first fragments.
+    let may_answer = ip.frag_offset() == 0
+        && !(ip.protocol() == IpProtocol::ICMP
+            && ip.payload().first().is_some_and(|&t| is_icmpv4_error(t)));
+
+    let table = ctx.tables.vni(iface.vni).ok_or(DropReason::NoVni)?;
+    let out_port = match table.lookup_v4(dst) {
+        None => return Err(DropReason::NoRoute),
+        Some(RouteTarget::Remote { .. }) => return Err(DropReason::RemoteUnsupported),
+        Some(&RouteTarget::Local { port }) => port,
+    };
+    // Defensive: the control plane only installs local routes to interfaces of the same VNI.
+    match ctx.tables.iface(out_port) {
+        None => return Err(DropReason::DstPortDown),
+        Some(target) if target.vni != iface.vni => return Err(DropReason::CrossVni),
+        Some(_) => {}
+    }
+
+    if ttl <= 1 {
+        if !may_answer {
+            return Err(DropReason::TtlExceeded);
+        }
+        let vm_mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+        let offender = Offender4 {
+            vm_mac,
+            own_mac: port.own_mac,
+            src,
+            datagram_len: total_len,
+        };
+        time_exceeded_v4(pkt, &offender)?;
+        return Ok(Verdict::Tx(in_port));
+    }
+
+    // Ethernet padding of short frames is not part of the datagram.
+    pkt.truncate(ETH_HEADER_LEN + total_len);
+    if let Some(l3) = pkt.data_mut().get_mut(ETH_HEADER_LEN..) {
+        Ipv4Packet::new_unchecked(l3).decrement_ttl();
+    }
+    pkt.meta.out_port = out_port;
+    Ok(Verdict::Next(NodeId::L2Rewrite))
+}
+
+/// Whether a router may forward to `dst` at all.
+fn is_routable(dst: Ipv4Addr) -> bool {
+    !(dst.is_multicast()
+        || dst.is_broadcast()
+        || dst.is_loopback()
+        || dst.is_link_local()
+        || dst.octets()[0] == 0)
+}

@@ -1,0 +1,410 @@
+//! Test harness: a graph on in-memory "ports" with two uplinks and a few VMs, and helpers to build
+//! frames (independently of dp-packet, so the nodes are checked against a second implementation).
+
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use dp_packet::MacAddr;
+use dp_pipeline::{
+    BufferPool, Ctx, DpConfig, DropReason, Graph, GraphCounters, PortEntry, PortKind, PortTable,
+};
+use dp_tables::{Iface, PortId, RouteTarget, Snapshot, VniTable};
+
+pub const PF0: PortId = 0;
+pub const PF1: PortId = 1;
+/// vm1: VNI 100, 10.100.1.1, 2000:100:1::1.
+pub const VM1: PortId = 2;
+/// vm2: VNI 100, 10.100.1.2, 2000:100:1::2.
+pub const VM2: PortId = 3;
+/// vm3: VNI 200, 10.200.1.1, 2000:200:1::1.
+pub const VM3: PortId = 4;
+/// vm4: VNI 100, 10.100.1.4, no IPv6 address.
+pub const VM4: PortId = 5;
+/// A VF port with no interface bound.
+pub const VF_UNBOUND: PortId = 6;
+
+pub const VF_COUNT: usize = 5;
+
+/// Our MAC on port `p` (the gateway MAC the VM sees).
+pub fn own_mac(p: PortId) -> [u8; 6] {
+    [0x22, 0x22, 0x22, 0x22, 0x22, p as u8]
+}
+
+/// The VM's MAC on port `p`.
+pub fn vm_mac(p: PortId) -> [u8; 6] {
+    [0x66, 0x66, 0x66, 0x66, 0x66, p as u8]
+}
+
+pub fn vm_ipv4(p: PortId) -> Ipv4Addr {
+    match p {
+        VM1 => Ipv4Addr::new(10, 100, 1, 1),
+        VM2 => Ipv4Addr::new(10, 100, 1, 2),
+        VM3 => Ipv4Addr::new(10, 200, 1, 1),
+        VM4 => Ipv4Addr::new(10, 100, 1, 4),
+        _ => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+pub fn vm_ipv6(p: PortId) -> Ipv6Addr {
+    match p {
+        VM1 => "2000:100:1::1".parse().unwrap(),
+        VM2 => "2000:100:1::2".parse().unwrap(),
+        VM3 => "2000:200:1::1".parse().unwrap(),
+        _ => Ipv6Addr::UNSPECIFIED,
+    }
+}
+
+pub fn vm_vni(p: PortId) -> u32 {
+    match p {
+        VM3 => 200,
+        _ => 100,
+    }
+}
+
+/// The VM's link-local address (EUI-64 of its MAC).
+pub fn vm_link_local(p: PortId) -> Ipv6Addr {
+    let m = vm_mac(p);
+    Ipv6Addr::from([
+        0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5],
+    ])
+}
+
+pub fn iface(p: PortId) -> Iface {
+    Iface {
+        id: format!("vm{}", p - 1),
+        vni: vm_vni(p),
+        port: p,
+        ipv4: vm_ipv4(p),
+        ipv6: vm_ipv6(p),
+        underlay_ipv6: format!("fc00:1::{p}").parse().unwrap(),
+        hostname: None,
+        pxe: None,
+        prefixes_v4: vec![],
+        prefixes_v6: vec![],
+    }
+}
+
+/// The graph, its ports, tables, settings and buffers.
+pub struct Harness {
+    pub ports: PortTable,
+    pub ifaces: Vec<Iface>,
+    pub config: DpConfig,
+    pub snapshot: Snapshot,
+    pub graph: Graph,
+    pub pool: BufferPool,
+    pub counters: Arc<GraphCounters>,
+    pub rx: u64,
+    pub tx: u64,
+}
+
+impl Harness {
+    /// The standard setup: every VM's MAC already learned, IPv6 overlay on.
+    pub fn new() -> Self {
+        Self::with(|_, _| {})
+    }
+
+    /// The standard setup after `tweak` changed interfaces or settings.
+    pub fn with(tweak: impl FnOnce(&mut Vec<Iface>, &mut DpConfig)) -> Self {
+        let mut entries = vec![
+            PortEntry::new(PortKind::Uplink, "pf0", MacAddr(own_mac(PF0))),
+            PortEntry::new(PortKind::Uplink, "pf1", MacAddr(own_mac(PF1))),
+        ];
+        for i in 0..=VF_COUNT {
+            let p = VM1 + i as PortId;
+            entries.push(PortEntry::new(PortKind::Vf, format!("vf{i}"), MacAddr(own_mac(p))));
+        }
+        let ports = PortTable::new(entries);
+        for p in VM1..=VM4 {
+            ports.get(p).unwrap().learn_peer_mac(MacAddr(vm_mac(p)));
+        }
+        let mut ifaces: Vec<Iface> = (VM1..=VM4).map(iface).collect();
+        let mut config = DpConfig {
+            underlay_ipv6: "fc00:1::1".parse().unwrap(),
+            dhcp_mtu: 1337,
+            ipv6_overlay: true,
+            ..DpConfig::default()
+        };
+        tweak(&mut ifaces, &mut config);
+        let snapshot = snapshot_of(&ifaces, ports.len());
+        let counters = Arc::new(GraphCounters::default());
+        let graph = Graph::new(ports.len(), Arc::clone(&counters));
+        Harness {
+            ports,
+            ifaces,
+            config,
+            snapshot,
+            graph,
+            pool: BufferPool::new(512, 2048),
+            counters,
+            rx: 0,
+            tx: 0,
+        }
+    }
+
+    /// Rebuilds the tables after `self.ifaces` changed.
+    pub fn republish(&mut self) {
+        self.snapshot = snapshot_of(&self.ifaces, self.ports.len());
+    }
+
+    /// Feeds frames into the graph, runs it once and returns what was transmitted, per port in
+    /// port order (within a port, in order of transmission).
+    pub fn run(&mut self, frames: &[(PortId, Vec<u8>)]) -> Vec<(PortId, Vec<u8>)> {
+        for (port, bytes) in frames {
+            let mut buf = self.pool.alloc().expect("pool exhausted");
+            buf.set_frame(bytes).expect("frame too large");
+            buf.meta.in_port = *port;
+            self.graph.push_rx(buf).expect("rx batch full");
+            self.rx += 1;
+        }
+        let ctx = Ctx {
+            tables: &self.snapshot,
+            config: &self.config,
+            ports: &self.ports,
+            now_ns: 0,
+        };
+        self.graph.run(&ctx, &mut self.pool);
+        let mut out = Vec::new();
+        for port in 0..self.graph.port_count() {
+            let port = port as PortId;
+            let batch = self.graph.tx_batch(port).unwrap();
+            let sent: Vec<_> = batch.drain(..).collect();
+            for buf in sent {
+                out.push((port, buf.data().to_vec()));
+                self.pool.free(buf);
+                self.tx += 1;
+            }
+        }
+        out
+    }
+
+    /// Runs one frame and returns what came out.
+    pub fn run1(&mut self, port: PortId, frame: Vec<u8>) -> Vec<(PortId, Vec<u8>)> {
+        self.run(&[(port, frame)])
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.counters.drops(reason)
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.counters.total_drops()
+    }
+
+    /// Every drop counter that is not zero.
+    pub fn nonzero_drops(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|&r| (r, self.drops(r)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    }
+
+    /// Asserts that exactly one frame was dropped in total since the start, for `reason`.
+    pub fn assert_single_drop(&self, reason: DropReason) {
+        assert_eq!(self.nonzero_drops(), vec![(reason, 1)]);
+    }
+
+    /// Every received frame was either sent or dropped, and every buffer went back to the pool.
+    pub fn assert_conservation(&self) {
+        assert_eq!(self.rx, self.tx + self.total_drops(), "rx = tx + drops");
+        assert_eq!(self.pool.available(), self.pool.capacity(), "buffers leaked");
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The tables as the control plane installs them: per VNI, a /32 and a /128 route per VM to its port.
+pub fn snapshot_of(ifaces: &[Iface], port_count: usize) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    snapshot.ifaces_by_port = vec![None; port_count];
+    let mut vnis: std::collections::HashMap<u32, VniTable> = Default::default();
+    for i in ifaces {
+        snapshot.ifaces_by_port[usize::from(i.port)] = Some(Arc::new(i.clone()));
+        let t = vnis.entry(i.vni).or_default();
+        let target = RouteTarget::Local { port: i.port };
+        if !i.ipv4.is_unspecified() {
+            t.v4.insert(u32::from(i.ipv4), 32, target).unwrap();
+        }
+        if !i.ipv6.is_unspecified() {
+            t.v6.insert(u128::from(i.ipv6), 128, target).unwrap();
+        }
+        for &(net, len) in &i.prefixes_v4 {
+            t.v4.insert(u32::from(net), len, target).unwrap();
+        }
+        for &(net, len) in &i.prefixes_v6 {
+            t.v6.insert(u128::from(net), len, target).unwrap();
+        }
+    }
+    snapshot.vnis = vnis.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    snapshot
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame builders (independent of dp-packet).
+
+pub const ETH_IPV4: u16 = 0x0800;
+pub const ETH_ARP: u16 = 0x0806;
+pub const ETH_IPV6: u16 = 0x86dd;
+pub const BROADCAST: [u8; 6] = [0xff; 6];
+
+/// RFC 1071 checksum of `parts` concatenated (each part of even length except maybe the last).
+pub fn inet_checksum(parts: &[&[u8]]) -> u16 {
+    let mut bytes = Vec::new();
+    for p in parts {
+        bytes.extend_from_slice(p);
+    }
+    if bytes.len() % 2 == 1 {
+        bytes.push(0);
+    }
+    let mut sum: u32 = 0;
+    for w in bytes.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An IPv4 packet with a 20-byte header (ident 1, DF clear) and a correct header checksum.
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let total = (20 + payload.len()) as u16;
+    let mut h = vec![0x45, 0];
+    h.extend_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&[0, 1, 0, 0, ttl, proto, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let c = inet_checksum(&[&h]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, hop_limit: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    h.push(next);
+    h.push(hop_limit);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.extend_from_slice(payload);
+    h
+}
+
+fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&[0, proto]);
+    p.extend_from_slice(&(len as u16).to_be_bytes());
+    p
+}
+
+fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, len: usize) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&(len as u32).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, next]);
+    p
+}
+
+pub fn udp_v4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = udp_header(sport, dport, payload);
+    let c = inet_checksum(&[&pseudo_v4(src, dst, 17, u.len()), &u]);
+    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    u
+}
+
+pub fn udp_v6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = udp_header(sport, dport, payload);
+    let c = inet_checksum(&[&pseudo_v6(src, dst, 17, u.len()), &u]);
+    u[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    u
+}
+
+fn udp_header(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+/// An ICMPv4 message with its checksum.
+pub fn icmpv4(ty: u8, code: u8, rest: [u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0];
+    m.extend_from_slice(&rest);
+    m.extend_from_slice(data);
+    let c = inet_checksum(&[&m]);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+/// An ICMPv6 message (type, code, body after the checksum) with its checksum.
+pub fn icmpv6(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, code: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0];
+    m.extend_from_slice(body);
+    let c = inet_checksum(&[&pseudo_v6(src, dst, 58, m.len()), &m]);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+/// A whole frame: VM `p` sends UDP over IPv4 to the gateway's MAC.
+pub fn vm_udp4(p: PortId, src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let u = udp_v4(src, dst, 40000, 5000, payload);
+    eth(own_mac(p), vm_mac(p), ETH_IPV4, &ipv4(src, dst, 17, ttl, &u))
+}
+
+/// A whole frame: VM `p` sends UDP over IPv6 to the gateway's MAC.
+pub fn vm_udp6(p: PortId, src: Ipv6Addr, dst: Ipv6Addr, hop: u8, payload: &[u8]) -> Vec<u8> {
+    let u = udp_v6(src, dst, 40000, 5000, payload);
+    eth(own_mac(p), vm_mac(p), ETH_IPV6, &ipv6(src, dst, 17, hop, &u))
+}
+
+/// Parses hex with optional whitespace.
+pub fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Hex of bytes, for assertion messages and for pasting.
+pub fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Asserts two frames are equal, showing both in hex when they are not.
+#[track_caller]
+pub fn assert_frame(got: &[u8], want: &[u8]) {
+    if got != want {
+        panic!(
+            "frame mismatch\n got: {}\nwant: {}\n(first difference at byte {})",
+            to_hex(got),
+            to_hex(want),
+            got.iter()
+                .zip(want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(want.len()))
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! Port backends: where frames enter and leave the dataplane.
+//!
+//! One trait, [`Port`], with bursts in and out of [`PacketBuf`]s from a worker's [`BufferPool`],
+//! a file descriptor for idle waits, link state, counters and the peer's MAC. Backends:
+//!
+//! - [`memory`]: in-process queues ([`MemoryPort`] + [`MemoryPortHandle`]) for tests, and a
+//!   lock-free replay mode ([`MemoryPort::replay`]) for benchmarks;
+//! - [`tap`]: a Linux TAP device ([`TapPort`]).
+//!
+//! Ports do not parse packets. Errors on the packet path are counted in [`PortCounters`], never
+//! returned or panicked; only creating a port can fail ([`PortError`]).
+//!
+//! # Who sets the packet metadata
+//! A port hands out buffers freshly allocated from the pool, so their [`PacketBuf::meta`] is the
+//! default (`in_port == 0`, `rx_time_ns == 0`). A port does not know its `PortId` nor
+//! the worker's clock: **the caller stamps `meta.in_port` and `meta.rx_time_ns`** on the frames
+//! appended by [`Port::rx_burst`] (`out[before..]`), in the same loop that hands them to the
+//! graph.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use dp_packet::MacAddr;
+pub use dp_pipeline::{BufferPool, PacketBuf};
+
+pub mod memory;
+pub mod tap;
+
+pub use memory::{MemoryPort, MemoryPortHandle};
+pub use tap::TapPort;
+
+/// A source and sink of Ethernet frames, owned and polled by one worker thread.
+///
+/// Contract shared by every backend:
+/// - nothing blocks: when there is nothing to receive or the other side cannot take more,
+///   the burst simply ends early;
+/// - nothing on the packet path allocates: buffers come from and return to the pool, and `out`
+///   must have spare capacity for `max` more buffers (ports never reserve);
+/// - failures are counted in [`Port::counters`], never returned.
+pub trait Port: Send {
+    /// The port's name (the TAP device name, or the memory port's label).
+    fn name(&self) -> &str;
+
+    /// Receives up to `max` frames into buffers allocated from `pool` and appends them to
+    /// `out`. Returns how many were appended. Stops early when no frame is waiting or the pool is
+    /// empty (counted in `rx_nombuf`). The appended buffers have default metadata: the caller
+    /// sets `meta.in_port` and `meta.rx_time_ns` (see the crate docs).
+    fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize;
+
+    /// Transmits every frame in `pkts`, leaving `pkts` empty; every buffer goes back to `pool`
+    /// whether sent or not. Returns how many were sent; the rest are counted in `tx_errors`
+    /// (the link is down or the write failed) or `tx_dropped` (the other side is full).
+    fn tx_burst(&mut self, pkts: &mut Vec<PacketBuf>, pool: &mut BufferPool) -> usize;
+
+    /// A file descriptor that is readable (level-triggered) while frames wait to be received,
+    /// for a worker's epoll-based idle wait; `None` when the port cannot provide one (then poll).
+    fn rx_fd(&self) -> Option<RawFd>;
+
+    /// Whether the link is up as far as the port can tell. May cost a few system calls (TAP):
+    /// poll it from a slow path (e.g. once a second), not per burst.
+    fn link_up(&self) -> bool;
+
+    /// The MAC address of the machine on the other side as known when the port was created
+    /// (for a TAP: the kernel side's address), the initial MAC of a VM.
+    fn mac(&self) -> MacAddr;
+
+    /// The port's counters; clone the `Arc` to read them from another thread.
+    fn counters(&self) -> &Arc<PortCounters>;
+
+    /// A snapshot of the counters.
+    fn stats(&self) -> PortStats {
+        self.counters().snapshot()
+    }
+}
+
+/// A snapshot of a port's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames received and handed out.
+    pub rx_packets: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Frames lost on receive: read errors, frames too large for a buffer, empty frames.
+    pub rx_errors: u64,
+    /// Times a receive burst stopped because the pool had no free buffer.
+    pub rx_nombuf: u64,
+    /// Frames transmitted.
+    pub tx_packets: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// Frames not transmitted because of an error (link down, write error, short write).
+    pub tx_errors: u64,
+    /// Frames not transmitted because the other side could not take more (would block, full).
+    pub tx_dropped: u64,
+}
+
+/// A port's live counters. Written only by the thread that owns the port (plain loads and
+/// stores, no locked instructions), readable from any thread.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    rx_errors: AtomicU64,
+    rx_nombuf: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_errors: AtomicU64,
+    tx_dropped: AtomicU64,
+}
+
+/// Single-writer increment: a load and a store, so no bus lock on the packet path.
+#[inline]
+fn bump(counter: &AtomicU64, n: u64) {
+    if n != 0 {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl PortCounters {
+    /// Fresh zeroed counters.
+    pub fn new() -> Arc<PortCounters> {
+        Arc::new(PortCounters::default())
+    }
+
+    /// Reads every counter (each one atomically; the set is not a consistent cut).
+    pub fn snapshot(&self) -> PortStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PortStats {
+            rx_packets: get(&self.rx_packets),
+            rx_bytes: get(&self.rx_bytes),
+            rx_errors: get(&self.rx_errors),
+            rx_nombuf: get(&self.rx_nombuf),
+            tx_packets: get(&self.tx_packets),
+            tx_bytes: get(&self.tx_bytes),
+            tx_errors: get(&self.tx_errors),
+            tx_dropped: get(&self.tx_dropped),
+        }
+    }
+
+    /// Adds a burst's worth of counts (one store per non-zero field). Backends only.
+    #[inline]
+    pub(crate) fn add(&self, d: &PortStats) {
+        bump(&self.rx_packets, d.rx_packets);
+        bump(&self.rx_bytes, d.rx_bytes);
+        bump(&self.rx_errors, d.rx_errors);
+        bump(&self.rx_nombuf, d.rx_nombuf);
+        bump(&self.tx_packets, d.tx_packets);
+        bump(&self.tx_bytes, d.tx_bytes);
+        bump(&self.tx_errors, d.tx_errors);
+        bump(&self.tx_dropped, d.tx_dropped);
+    }
+}
+
+/// Why a port could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("invalid interface name '{0}': must be 1 to 15 bytes, without '/', ':' or whitespace, and not '.' or '..'")]
+    InvalidName(String),
+    #[error("cannot use '{0}' as a TAP device: a network device of that name exists and is not a TAP device")]
+    NotTap(String),
+    #[error("cannot attach to '{0}': it is a TUN device or a TAP device with incompatible flags (e.g. multi-queue)")]
+    IncompatibleTap(String),
+    #[error("TAP device '{0}' is busy: another process has it open")]
+    Busy(String),
+    #[error("permission denied creating TAP device '{0}' (needs CAP_NET_ADMIN and access to /dev/net/tun)")]
+    PermissionDenied(String),
+    #[error("{what} for '{name}': {source}")]
+    Io {
+        name: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_and_snapshot() {
+        let c = PortCounters::new();
+        c.add(&PortStats {
+            rx_packets: 2,
+            rx_bytes: 120,
+            tx_dropped: 1,
+            ..PortStats::default()
+        });
+        c.add(&PortStats {
+            rx_packets: 1,
+            rx_bytes: 60,
+            ..PortStats::default()
+        });
+        let s = c.snapshot();
+        assert_eq!(s.rx_packets, 3);
+        assert_eq!(s.rx_bytes, 180);
+        assert_eq!(s.tx_dropped, 1);
+        assert_eq!(s.tx_packets, 0);
+    }
+}

@@ -1,0 +1,30 @@
+//! gRPC types and service stubs of the `dpdkironcore.v1` API, wire-compatible
+//! with ironcore dpservice, plus the dpservice status codes and conversions
+//! between the protocol's address messages and `std::net` types.
+//!
+//! The messages are generated from `proto/dpdk.proto` at build time (pure
+//! Rust, no `protoc` required).
+//!
+//! Wire conventions of dpservice that the proto does not show:
+//! * addresses in `bytes` fields are **text** (`b"10.0.0.1"`), see [`convert`];
+//! * every response carries a `Status`; failures are reported there with a
+//!   dpservice code (see [`status`]), the gRPC status itself stays OK.
+
+pub mod convert;
+pub mod status;
+
+/// Generated messages, client and server of package `dpdkironcore.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("dpdkironcore.v1");
+}
+
+pub use convert::{
+    ip_from_bytes, ip_from_proto, ip_to_bytes, ip_to_proto, ipv4_from_bytes, ipv6_from_bytes,
+    prefix_from_proto, prefix_to_proto, ConvError,
+};
+pub use v1::dpd_kironcore_client::DpdKironcoreClient;
+pub use v1::dpd_kironcore_server::{DpdKironcore, DpdKironcoreServer};
+
+/// Name of the gRPC service as it appears on the wire.
+pub const SERVICE_NAME: &str = "dpdkironcore.v1.DPDKironcore";

@@ -1,0 +1,24 @@
+//! Dataplane tables, the contract between the control plane and the packet path.
+//!
+//! The control plane owns the authoritative configuration and, after each change, publishes an
+//! immutable [`Snapshot`] through a [`Publisher`]. Workers load the current snapshot once per batch
+//! (one atomic load, no lock) and read it without synchronisation. Per-VNI tables are behind `Arc`s
+//! so that publishing a change copies only what changed.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod iface;
+mod lpm;
+mod snapshot;
+mod vni;
+
+pub use iface::{Iface, PxeConfig};
+pub use lpm::{Lpm, LpmKey};
+pub use snapshot::{Publisher, Snapshot, SnapshotReader};
+pub use vni::{RouteTarget, VniTable};
+
+/// Index of a port in the daemon's port list: pf0, pf1, then the VFs.
+pub type PortId = u16;
+
+/// A tenant network identifier (24 bits on the wire, held in a u32 as dpservice does).
+pub type Vni = u32;

@@ -1,0 +1,34 @@
+//! A tenant network's routing tables.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::lpm::Lpm;
+use crate::{PortId, Vni};
+
+/// Where a route sends matching packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// A VM on this host, reached through its VF port.
+    Local { port: PortId },
+    /// Another hypervisor: encapsulate towards `underlay` and deliver into `vni` there.
+    Remote { vni: Vni, underlay: Ipv6Addr },
+}
+
+/// The IPv4 and IPv6 routing tables of one VNI.
+#[derive(Clone, Debug, Default)]
+pub struct VniTable {
+    pub v4: Lpm<u32, RouteTarget>,
+    pub v6: Lpm<u128, RouteTarget>,
+}
+
+impl VniTable {
+    #[inline]
+    pub fn lookup_v4(&self, dst: Ipv4Addr) -> Option<&RouteTarget> {
+        self.v4.lookup(u32::from(dst))
+    }
+
+    #[inline]
+    pub fn lookup_v6(&self, dst: Ipv6Addr) -> Option<&RouteTarget> {
+        self.v6.lookup(u128::from(dst))
+    }
+}

@@ -1,0 +1,276 @@
+//! `dpservice-bench`: drives the real graph and worker loop on in-memory ports, one worker,
+//! and prints packets per second per path.
+//!
+//! Each case prints one machine-readable line:
+//! `BENCH path=<path> flows=<n> routes=<n> size=<bytes> mpps=<x> ns_per_pkt=<x> allocs_per_pkt=<x>`.
+//! A counting global allocator proves the packet path allocates nothing per packet.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dp_packet::checksum;
+use dp_packet::{IpProtocol, MacAddr};
+use dp_pipeline::{
+    BufferPool, DpConfig, Graph, GraphCounters, PacketBuf, PortEntry, PortKind, PortTable,
+    BATCH_SIZE, DEFAULT_DATA_ROOM,
+};
+use dp_ports::{MemoryPort, Port};
+use dp_tables::{Iface, Publisher, RouteTarget, Snapshot, VniTable};
+use dpservice::worker::Worker;
+
+/// Counts every heap allocation of the process.
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: defers to the system allocator; only counts.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+#[derive(Parser, Debug)]
+#[command(name = "dpservice-bench", about = "Packet-path benchmark on in-memory ports")]
+struct Args {
+    /// A short run of every case (for CI smoke tests).
+    #[arg(long)]
+    quick: bool,
+    /// Seconds per case (default 2, 0.2 with --quick).
+    #[arg(long)]
+    seconds: Option<f64>,
+}
+
+const VM1_MAC: MacAddr = MacAddr([0x66, 0x66, 0x66, 0x66, 0x66, 0x01]);
+const VM2_MAC: MacAddr = MacAddr([0x66, 0x66, 0x66, 0x66, 0x66, 0x02]);
+const GW_MAC: [MacAddr; 4] = [
+    MacAddr([0x02, 0, 0, 0, 0, 0x10]),
+    MacAddr([0x02, 0, 0, 0, 0, 0x11]),
+    MacAddr([0x02, 0, 0, 0, 0, 0x12]),
+    MacAddr([0x02, 0, 0, 0, 0, 0x13]),
+];
+const VM1_PORT: u16 = 2;
+const VM2_PORT: u16 = 3;
+const VNI: u32 = 100;
+
+struct Case {
+    path: &'static str,
+    flows: usize,
+    routes: usize,
+    size: usize,
+}
+
+fn main() {
+    let args = Args::parse();
+    let seconds = args.seconds.unwrap_or(if args.quick { 0.2 } else { 2.0 });
+    let mut cases = Vec::new();
+    for &size in &[64usize, 1400] {
+        for &flows in &[1usize, 100_000] {
+            for &routes in &[10usize, 100_000] {
+                cases.push(Case {
+                    path: "local",
+                    flows,
+                    routes,
+                    size,
+                });
+            }
+        }
+    }
+    if args.quick {
+        cases.retain(|c| c.flows == 1 || c.routes == 10);
+    }
+    println!(
+        "{:<8} {:>8} {:>8} {:>6} {:>10} {:>12} {:>14}",
+        "path", "flows", "routes", "size", "Mpps", "ns/packet", "allocs/packet"
+    );
+    let mut lines = Vec::new();
+    for case in &cases {
+        let r = run_case(case, Duration::from_secs_f64(seconds));
+        println!(
+            "{:<8} {:>8} {:>8} {:>6} {:>10.3} {:>12.1} {:>14.4}",
+            case.path, case.flows, case.routes, case.size, r.mpps, r.ns_per_pkt, r.allocs_per_pkt
+        );
+        lines.push(format!(
+            "BENCH path={} flows={} routes={} size={} mpps={:.3} ns_per_pkt={:.1} allocs_per_pkt={:.4}",
+            case.path, case.flows, case.routes, case.size, r.mpps, r.ns_per_pkt, r.allocs_per_pkt
+        ));
+    }
+    for line in lines {
+        println!("{line}");
+    }
+}
+
+struct Result {
+    mpps: f64,
+    ns_per_pkt: f64,
+    allocs_per_pkt: f64,
+}
+
+fn vm_iface(id: &str, port: u16, ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> Iface {
+    Iface {
+        id: id.into(),
+        vni: VNI,
+        port,
+        ipv4,
+        ipv6,
+        underlay_ipv6: Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0, port),
+        hostname: None,
+        pxe: None,
+        prefixes_v4: Vec::new(),
+        prefixes_v6: Vec::new(),
+    }
+}
+
+/// VM1 (10.100.1.1) on port 2 and VM2 (10.100.1.2, plus a /16 alias prefix so the 100k
+/// flows all reach it) on port 3, and `routes` extra remote routes in the VNI.
+fn snapshot(routes: usize) -> Snapshot {
+    let vm1 = vm_iface("vm1", VM1_PORT, Ipv4Addr::new(10, 100, 1, 1), "2000:100:1::1".parse().unwrap_or(Ipv6Addr::UNSPECIFIED));
+    let mut vm2 = vm_iface("vm2", VM2_PORT, Ipv4Addr::new(10, 100, 1, 2), "2000:100:1::2".parse().unwrap_or(Ipv6Addr::UNSPECIFIED));
+    vm2.prefixes_v4.push((Ipv4Addr::new(10, 101, 0, 0), 16));
+    let mut table = VniTable::default();
+    let _ = table.v4.insert(u32::from(vm1.ipv4), 32, RouteTarget::Local { port: VM1_PORT });
+    let _ = table.v4.insert(u32::from(vm2.ipv4), 32, RouteTarget::Local { port: VM2_PORT });
+    let _ = table.v4.insert(u32::from(Ipv4Addr::new(10, 101, 0, 0)), 16, RouteTarget::Local { port: VM2_PORT });
+    // Extra routes: /24s in 172.16.0.0/12 and beyond towards another hypervisor, plus some /20s,
+    // so lookups probe several prefix lengths.
+    for i in 0..routes {
+        let net = 0xAC10_0000u32.wrapping_add((i as u32) << 8);
+        let len = if i % 10 == 0 { 20 } else { 24 };
+        let _ = table.v4.insert(
+            net,
+            len,
+            RouteTarget::Remote { vni: VNI, underlay: Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1) },
+        );
+    }
+    let mut snap = Snapshot::default();
+    snap.ifaces_by_port = vec![None, None, Some(Arc::new(vm1)), Some(Arc::new(vm2))];
+    snap.vnis.insert(VNI, Arc::new(table));
+    snap
+}
+
+/// A UDP frame from VM1 to `dst` of `size` bytes (Ethernet included), checksums filled.
+fn udp_frame(dst: Ipv4Addr, src_port: u16, size: usize) -> Vec<u8> {
+    let size = size.max(14 + 20 + 8);
+    let mut f = vec![0u8; size];
+    f[0..6].copy_from_slice(&GW_MAC[usize::from(VM1_PORT)].0);
+    f[6..12].copy_from_slice(&VM1_MAC.0);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (size - 14) as u16;
+    let src = Ipv4Addr::new(10, 100, 1, 1);
+    {
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&src.octets());
+        ip[16..20].copy_from_slice(&dst.octets());
+        let c = checksum::finish(checksum::data(ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    let udp_len = ip_len - 20;
+    f[34..36].copy_from_slice(&src_port.to_be_bytes());
+    f[36..38].copy_from_slice(&9u16.to_be_bytes());
+    f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    let c = checksum::transport_v4(&src, &dst, IpProtocol::UDP, &f[34..]);
+    let c = if c == 0 { 0xffff } else { c };
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+fn frames(case: &Case) -> Vec<Vec<u8>> {
+    match case.flows {
+        1 => vec![udp_frame(Ipv4Addr::new(10, 100, 1, 2), 1000, case.size)],
+        n => (0..n)
+            .map(|i| {
+                let dst = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 101, 0, 0)) | (i as u32 & 0xffff));
+                udp_frame(dst, 1000 + (i >> 16) as u16, case.size)
+            })
+            .collect(),
+    }
+}
+
+fn run_case(case: &Case, duration: Duration) -> Result {
+    let publisher = Publisher::new(snapshot(case.routes));
+    let entries = (0..4u16)
+        .map(|p| {
+            let kind = if p < 2 { PortKind::Uplink } else { PortKind::Vf };
+            let e = PortEntry::new(kind, format!("p{p}"), GW_MAC[usize::from(p)]);
+            if p == VM1_PORT {
+                e.learn_peer_mac(VM1_MAC);
+            }
+            if p == VM2_PORT {
+                e.learn_peer_mac(VM2_MAC);
+            }
+            e
+        })
+        .collect();
+    let mut ports: Vec<Box<dyn Port>> = Vec::new();
+    for p in 0..4u16 {
+        let source = if p == VM1_PORT { frames(case) } else { Vec::new() };
+        ports.push(Box::new(MemoryPort::replay(format!("p{p}"), VM1_MAC, source)));
+    }
+    let counters = Arc::new(GraphCounters::default());
+    let mut worker = Worker {
+        ports,
+        graph: Graph::new(4, Arc::clone(&counters)),
+        pool: BufferPool::new(4 * BATCH_SIZE, DEFAULT_DATA_ROOM),
+        tables: publisher.reader(),
+        port_table: Arc::new(PortTable::new(entries)),
+        config: Arc::new(DpConfig {
+            underlay_ipv6: Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0, 1),
+            ..DpConfig::default()
+        }),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let mut rx: Vec<PacketBuf> = Vec::with_capacity(BATCH_SIZE);
+    // Warm up: caches, branch predictors, first-touch of buffers.
+    for _ in 0..200 {
+        worker.poll_once(&mut rx, 0);
+    }
+    let tx_before = counters.tx_packets.load(Ordering::Relaxed);
+    let allocs_before = ALLOCATIONS.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    while start.elapsed() < duration {
+        for _ in 0..64 {
+            worker.poll_once(&mut rx, rounds);
+            rounds += 1;
+        }
+    }
+    let elapsed = start.elapsed();
+    let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs_before;
+    let sent = counters.tx_packets.load(Ordering::Relaxed) - tx_before;
+    if sent == 0 {
+        eprintln!(
+            "warning: case path={} size={} forwarded nothing (drops: {})",
+            case.path,
+            case.size,
+            dpservice::stats::summary(std::slice::from_ref(&counters))
+        );
+    }
+    let pkts = sent.max(1) as f64;
+    Result {
+        mpps: sent as f64 / elapsed.as_secs_f64() / 1e6,
+        ns_per_pkt: elapsed.as_nanos() as f64 / pkts,
+        allocs_per_pkt: allocs as f64 / pkts,
+    }
+}

@@ -1,0 +1,151 @@
+//! `dpservice`: the dpservice-rs daemon.
+//!
+//! Start-up order matters for clear failures: options, then the gRPC port (a port in use fails
+//! before any device is touched), then the TAP devices, then the workers and the gRPC server.
+//! SIGINT/SIGTERM stop the server and the workers; the TAP devices vanish with their descriptors.
+
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dp_control::{Config, ControlPlane};
+use dp_pipeline::{BufferPool, DpConfig, Graph, GraphCounters, DEFAULT_DATA_ROOM};
+use dp_tables::{Publisher, Snapshot};
+
+use dpservice::options::Options;
+use dpservice::worker::Worker;
+use dpservice::{logging, ports, stats};
+
+/// Packet buffers per worker: enough for every batch in flight with room to spare.
+const BUFFERS_PER_WORKER: usize = 4096;
+/// How often the stats line is printed (unless `--no-stats`).
+const STATS_INTERVAL: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let opts = match Options::load() {
+        Ok(opts) => opts,
+        Err(e) => {
+            eprintln!("dpservice: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::init(opts.log_format, opts.color);
+    for warning in &opts.warnings {
+        tracing::warn!("{warning}");
+    }
+    match run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("dpservice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(opts: Options) -> Result<(), String> {
+    let underlay = opts
+        .ipv6
+        .ok_or("--ipv6 is required: the host's underlay IPv6 address")?;
+    if opts.workers > 1 {
+        tracing::warn!("--workers {} requested; this build runs one worker", opts.workers);
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("dp-grpc")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the gRPC runtime: {e}"))?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind((
+            std::net::Ipv6Addr::UNSPECIFIED,
+            opts.grpc_port,
+        )))
+        .or_else(|_| {
+            runtime.block_on(tokio::net::TcpListener::bind((
+                std::net::Ipv4Addr::UNSPECIFIED,
+                opts.grpc_port,
+            )))
+        })
+        .map_err(|e| format!("cannot listen for gRPC on port {}: {e}", opts.grpc_port))?;
+
+    let ports = ports::create(&opts, underlay)?;
+    let config = Arc::new(DpConfig {
+        underlay_ipv6: underlay,
+        dhcp_mtu: opts.dhcp_mtu,
+        dhcp_dns: opts.dhcp_dns.clone(),
+        dhcpv6_dns: opts.dhcpv6_dns.clone(),
+        ipv6_overlay: opts.enable_ipv6_overlay,
+    });
+
+    let publisher = Publisher::new(Snapshot::default());
+    let reader = publisher.reader();
+    let control = ControlPlane::new(
+        publisher,
+        Config::new(underlay, ports.vf_devices(), ports.uplink_ids()),
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(GraphCounters::default());
+    let worker = Worker {
+        graph: Graph::new(ports.list.len(), Arc::clone(&counters)),
+        pool: BufferPool::new(BUFFERS_PER_WORKER, DEFAULT_DATA_ROOM),
+        tables: reader,
+        port_table: Arc::clone(&ports.table),
+        config,
+        stop: Arc::clone(&stop),
+        ports: ports.list,
+    };
+    let worker_thread = std::thread::Builder::new()
+        .name("dp-worker-0".into())
+        .spawn(move || worker.run())
+        .map_err(|e| format!("cannot start the worker thread: {e}"))?;
+    tracing::info!(
+        ports = ports.table.len(),
+        grpc_port = opts.grpc_port,
+        "dpservice-rs {} running",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let stats_enabled = opts.stats_enabled();
+    let served = runtime.block_on(async {
+        if stats_enabled {
+            let counters = Arc::clone(&counters);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(STATS_INTERVAL);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    println!("{}", stats::summary(std::slice::from_ref(&counters)));
+                }
+            });
+        }
+        control.serve(listener, shutdown_signal()).await
+    });
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = worker_thread.join();
+    tracing::info!("{}", stats::summary(std::slice::from_ref(&counters)));
+    tracing::info!("dpservice-rs stopped");
+    served.map_err(|e| format!("gRPC server failed: {e}"))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,1066 @@
+//! The daemon's options: dpservice's command line and config file, plus a few of our own.
+//!
+//! Names, argument forms, defaults and ranges follow dpservice (`dp_conf.json`,
+//! `dp_conf.c`, `dp_argparse.c`), so its deployments keep working:
+//!
+//! # Sources and precedence
+//! 1. The **config file** is read first: `$DP_CONF` if set, else `/run/dpservice/dpservice.conf`.
+//!    A missing default file is fine; a file named by `DP_CONF` must exist; `DP_CONF=""`
+//!    disables the file. One `key value` per line, the keys being the long options without `--`
+//!    (`no-stats` for a flag). Lines starting with `#` and blank lines are ignored. The first bad
+//!    line (unknown key, missing or invalid value) stops start-up with its line number.
+//! 2. The **command line** comes second and wins for single-valued options.
+//! 3. The repeatable options (`--dhcp-dns`, `--dhcpv6-dns`, `--udp-virtsvc`, `--tcp-virtsvc`)
+//!    **append**: command-line values are added after the config file's, as in dpservice (both
+//!    feed the same list there).
+//!
+//! # DPDK EAL arguments
+//! dpservice is started as `dpservice-bin EAL-ARGS -- OPTIONS`. Everything before the first `--`
+//! is taken as EAL arguments and ignored (listed in [`Options::warnings`]); without a `--`,
+//! every argument is ours. The config-file keys `a-pf0`/`a-pf1` (EAL `-a` device arguments for
+//! Mellanox NICs) are accepted and ignored the same way.
+//!
+//! # Where we differ from dpservice, on purpose
+//! - `--nic-type` defaults to `tap` and `tap` is the only supported value for now; `mellanox`
+//!   and `bluefield2` (dpservice's default) are refused with an error naming what is supported.
+//! - `--graphtrace-loglevel` and `--flow-timeout` are always available (dpservice only has them
+//!   in test builds); `--udp-virtsvc`/`--tcp-virtsvc` are parsed and checked as dpservice does
+//!   but not implemented yet (a warning says so).
+//! - Config file: lines of only whitespace count as blank, a `#` after leading whitespace starts
+//!   a comment, a trailing `\r` is ignored, and words after the value are ignored with a
+//!   warning (dpservice ignores them silently); a value given to a flag (`no-stats false`) is
+//!   ignored — the flag is set, as in dpservice — with a warning. An unreadable default file is
+//!   an error (dpservice ignores any failure to open it; we only ignore its absence).
+//! - IPv4 addresses must be dotted quads (dpservice's `inet_aton` also takes legacy forms such
+//!   as `10.1`).
+//! - Ours: `--vf-count`, `--workers`, `--router` (also usable as config-file keys).
+//!
+//! [`Options::load`] prints help or the version and exits on `-h`/`-v`; every other problem is
+//! one line in its `Err`.
+
+// The daemon adopts this API piece by piece; unused parts must not fail its builds meanwhile.
+#![allow(dead_code)]
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
+
+/// The config file read when `DP_CONF` is not set.
+pub const DEFAULT_CONF_FILE: &str = "/run/dpservice/dpservice.conf";
+
+/// Longest interface name (IF_NAMESIZE - 1).
+const IFNAME_MAX: usize = 15;
+/// Longest `--active-lockfile` path (dpservice's buffer is 256 bytes with the NUL).
+const LOCKFILE_MAX: usize = 255;
+/// DHCP option lengths are one byte: at most 63 IPv4 and 15 IPv6 addresses (RFC 2132).
+const DHCP_DNS_MAX: usize = 255 / 4;
+const DHCPV6_DNS_MAX: usize = 255 / 16;
+/// dpservice's DP_VIRTSVC_MAX.
+const VIRTSVC_MAX: usize = 256;
+
+/// The daemon's options; see the module docs for sources and precedence.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "dpservice",
+    version,
+    about = "dpservice-rs: a hypervisor dataplane, drop-in for ironcore's dpservice",
+    after_help = "Arguments before a '--' are DPDK EAL arguments and are ignored. \
+                  The config file ($DP_CONF, default /run/dpservice/dpservice.conf) takes \
+                  'key value' lines with the long option names; the command line wins.",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    args_override_self = true,
+    infer_long_args = true
+)]
+pub struct Options {
+    /// display this help and exit
+    #[arg(short = 'h', long = "help", action = ArgAction::Help)]
+    help: Option<bool>,
+
+    /// display version and exit
+    #[arg(short = 'v', long = "version", action = ArgAction::Version)]
+    version: Option<bool>,
+
+    /// first physical interface (e.g. eth0)
+    #[arg(long, value_name = "IFNAME", value_parser = ifname)]
+    pub pf0: Option<String>,
+
+    /// second physical interface (e.g. eth1)
+    #[arg(long, value_name = "IFNAME", value_parser = ifname)]
+    pub pf1: Option<String>,
+
+    /// IPv6 underlay address
+    #[arg(long, value_name = "ADDR6", value_parser = ipv6)]
+    pub ipv6: Option<Ipv6Addr>,
+
+    /// virtual interface name pattern (e.g. 'eth1vf')
+    #[arg(long = "vf-pattern", value_name = "PATTERN", value_parser = ifname)]
+    pub vf_pattern: Option<String>,
+
+    /// set the mtu field in DHCP responses (68 - 1500)
+    #[arg(long = "dhcp-mtu", value_name = "SIZE", default_value = "1500",
+          value_parser = ranged::<u16>(68, 1500))]
+    pub dhcp_mtu: u16,
+
+    /// set the domain name server field in DHCP responses (can be used multiple times)
+    #[arg(long = "dhcp-dns", value_name = "IPv4", action = ArgAction::Append, value_parser = ipv4)]
+    pub dhcp_dns: Vec<Ipv4Addr>,
+
+    /// set the domain name server field in DHCPv6 responses (can be used multiple times)
+    #[arg(long = "dhcpv6-dns", value_name = "ADDR6", action = ArgAction::Append,
+          value_parser = ipv6)]
+    pub dhcpv6_dns: Vec<Ipv6Addr>,
+
+    /// map a VM-accessible IPv4 endpoint to an outside IPv6 UDP service (not implemented yet)
+    #[arg(long = "udp-virtsvc", value_name = "IPv4,port,IPv6,port", action = ArgAction::Append,
+          value_parser = VirtSvc::from_str)]
+    pub udp_virtsvc: Vec<VirtSvc>,
+
+    /// map a VM-accessible IPv4 endpoint to an outside IPv6 TCP service (not implemented yet)
+    #[arg(long = "tcp-virtsvc", value_name = "IPv4,port,IPv6,port", action = ArgAction::Append,
+          value_parser = VirtSvc::from_str)]
+    pub tcp_virtsvc: Vec<VirtSvc>,
+
+    /// weighted-cost-multipath percentage for pf0 (0 - 100)
+    #[arg(long, value_name = "PERCENTAGE", default_value = "100",
+          value_parser = ranged::<u8>(0, 100))]
+    pub wcmp: u8,
+
+    /// NIC type to use: 'tap' (the only one supported by dpservice-rs for now)
+    #[arg(long = "nic-type", value_name = "NICTYPE", default_value = "tap",
+          value_parser = NicType::from_str)]
+    pub nic_type: NicType,
+
+    /// do not print periodic statistics to stdout
+    #[arg(long = "no-stats")]
+    pub no_stats: bool,
+
+    /// enable IPv6 overlay addresses
+    #[arg(long = "enable-ipv6-overlay")]
+    pub enable_ipv6_overlay: bool,
+
+    /// disable traffic offloading
+    #[arg(long = "no-offload")]
+    pub no_offload: bool,
+
+    /// verbosity level of packet traversing the graph framework (0 - 2)
+    #[arg(long = "graphtrace-loglevel", value_name = "LEVEL", default_value = "0",
+          value_parser = ranged::<u8>(0, 2))]
+    pub graphtrace_loglevel: u8,
+
+    /// output colorization mode
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = ColorMode::Never)]
+    pub color: ColorMode,
+
+    /// set the format of individual log lines (on standard output)
+    #[arg(long = "log-format", value_name = "FORMAT", value_enum,
+          default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// listen for gRPC clients on this port (1024 - 65535)
+    #[arg(long = "grpc-port", value_name = "PORT", default_value = "1337",
+          value_parser = ranged::<u16>(1024, 65535))]
+    pub grpc_port: u16,
+
+    /// inactive flow timeout (except TCP established flows) (1 - 300)
+    #[arg(long = "flow-timeout", value_name = "SECONDS", default_value = "30",
+          value_parser = ranged::<u32>(1, 300))]
+    pub flow_timeout: u32,
+
+    /// run on NIC configured in multiport e-switch mode
+    #[arg(long = "multiport-eswitch")]
+    pub multiport_eswitch: bool,
+
+    /// file to be locked before starting packet processing
+    #[arg(long = "active-lockfile", value_name = "PATH", value_parser = lockfile)]
+    pub active_lockfile: Option<PathBuf>,
+
+    /// TAP device to use for dpservice-ha synchronization
+    #[arg(long = "sync-tap", value_name = "IFNAME", value_parser = ifname)]
+    pub sync_tap: Option<String>,
+
+    /// Change /proc/self/coredump-flags to 0x7f for complete core-dumps
+    #[arg(long = "debug-coredumps")]
+    pub debug_coredumps: bool,
+
+    /// number of VM ports (VFs) to create (0 - 256) [dpservice-rs]
+    #[arg(long = "vf-count", value_name = "N", default_value = "4",
+          value_parser = ranged::<u16>(0, 256))]
+    pub vf_count: u16,
+
+    /// number of packet-processing worker threads (1 - 64) [dpservice-rs]
+    #[arg(long, value_name = "N", default_value = "1", value_parser = ranged::<u16>(1, 64))]
+    pub workers: u16,
+
+    /// IPv6 address of the underlay router [dpservice-rs]
+    #[arg(long, value_name = "ADDR6", value_parser = ipv6)]
+    pub router: Option<Ipv6Addr>,
+
+    /// Things worth logging once logging is up (ignored EAL arguments, unimplemented options).
+    #[arg(skip)]
+    pub warnings: Vec<String>,
+}
+
+impl Default for Options {
+    /// Every option at its default, no config file.
+    fn default() -> Options {
+        Options::parse_from(["dpservice"])
+    }
+}
+
+/// The kind of NIC ports are made on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicType {
+    /// Linux TAP devices.
+    Tap,
+}
+
+impl FromStr for NicType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<NicType, String> {
+        match s {
+            "tap" => Ok(NicType::Tap),
+            "mellanox" | "bluefield2" => Err(format!(
+                "'{s}' is not supported by dpservice-rs (supported: 'tap')"
+            )),
+            _ => Err(format!(
+                "invalid choice '{s}' (supported: 'tap'; dpservice also knows 'mellanox' and \
+                 'bluefield2')"
+            )),
+        }
+    }
+}
+
+/// `--color`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorMode {
+    Never,
+    Always,
+    Auto,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A virtual service: `IPv4,port,IPv6,port` — a VM-visible IPv4 endpoint mapped to an IPv6
+/// service outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtSvc {
+    pub virtual_addr: Ipv4Addr,
+    pub virtual_port: u16,
+    pub service_addr: Ipv6Addr,
+    pub service_port: u16,
+}
+
+impl FromStr for VirtSvc {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<VirtSvc, String> {
+        let mut parts = s.split(',').filter(|p| !p.is_empty());
+        let mut next = |what: &str| parts.next().ok_or_else(|| format!("missing {what}"));
+        let port = |p: &str, what: &str| match p.parse::<u16>() {
+            Ok(n) if n != 0 => Ok(n),
+            _ => Err(format!("invalid {what} port '{p}'")),
+        };
+        let v4 = next("IPv4 address")?;
+        let virtual_addr = v4
+            .parse()
+            .map_err(|_| format!("invalid IPv4 address '{v4}'"))?;
+        let virtual_port = port(next("IPv4 port")?, "IPv4")?;
+        let v6 = next("IPv6 address")?;
+        let service_addr = v6
+            .parse()
+            .map_err(|_| format!("invalid IPv6 address '{v6}'"))?;
+        let service_port = port(next("IPv6 port")?, "IPv6")?;
+        Ok(VirtSvc {
+            virtual_addr,
+            virtual_port,
+            service_addr,
+            service_port,
+        })
+    }
+}
+
+impl fmt::Display for VirtSvc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{},{},{},{}",
+            self.virtual_addr, self.virtual_port, self.service_addr, self.service_port
+        )
+    }
+}
+
+/// Why [`Options::load_from`] did not produce options.
+#[derive(Debug)]
+pub enum LoadError {
+    /// `-h` or `-v`: print this (`clap::Error::exit` does) and exit successfully.
+    Exit(clap::Error),
+    /// Bad options: one line saying what and where.
+    Invalid(String),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Exit(e) => write!(f, "{e}"),
+            LoadError::Invalid(msg) => f.write_str(msg),
+        }
+    }
+}
+
+/// Where the config file comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// No config file (`DP_CONF=""`).
+    None,
+    /// The default file: fine if it does not exist.
+    Default(PathBuf),
+    /// A file named by `DP_CONF`: must exist.
+    Required(PathBuf),
+}
+
+impl ConfigSource {
+    /// dpservice's rule for the value of `DP_CONF`.
+    pub fn from_env(dp_conf: Option<&OsStr>) -> ConfigSource {
+        match dp_conf {
+            None => ConfigSource::Default(PathBuf::from(DEFAULT_CONF_FILE)),
+            Some(v) if v.is_empty() => ConfigSource::None,
+            Some(v) => ConfigSource::Required(PathBuf::from(v)),
+        }
+    }
+
+    /// The file's text, if there is one to read.
+    fn read(&self) -> Result<Option<(String, &Path)>, String> {
+        let (path, required) = match self {
+            ConfigSource::None => return Ok(None),
+            ConfigSource::Default(p) => (p.as_path(), false),
+            ConfigSource::Required(p) => (p.as_path(), true),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Some((text, path))),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!(
+                "Error opening config file '{}': {e}",
+                path.display()
+            )),
+        }
+    }
+}
+
+impl Options {
+    /// Loads the options of this process: the config file named by `DP_CONF` (or the default),
+    /// then `std::env::args_os()`. On `-h`/`--help` or `-v`/`--version`, prints and exits 0.
+    pub fn load() -> Result<Options, String> {
+        let source = ConfigSource::from_env(std::env::var_os("DP_CONF").as_deref());
+        match Options::load_from(&source, std::env::args_os()) {
+            Ok(opts) => Ok(opts),
+            Err(LoadError::Exit(e)) => e.exit(),
+            Err(LoadError::Invalid(msg)) => Err(msg),
+        }
+    }
+
+    /// [`Options::load`] with the config source and the arguments (program name first) given.
+    pub fn load_from<I, T>(source: &ConfigSource, args: I) -> Result<Options, LoadError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let file = source.read().map_err(LoadError::Invalid)?;
+        let file = file.as_ref().map(|(text, path)| (text.as_str(), *path));
+        Options::parse_sources(file, args)
+    }
+
+    /// Parses a config file's text (with the path used in messages), then the arguments
+    /// (program name first).
+    pub fn parse_sources<I, T>(config: Option<(&str, &Path)>, args: I) -> Result<Options, LoadError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let mut warnings = Vec::new();
+        let mut argv: Vec<OsString> = Vec::new();
+        let mut args = args.into_iter().map(Into::into);
+        argv.push(args.next().unwrap_or_else(|| OsString::from("dpservice")));
+
+        if let Some((text, path)) = config {
+            argv.extend(config_args(text, path, &mut warnings)?);
+        }
+
+        let rest: Vec<OsString> = args.collect();
+        match rest.iter().position(|a| a == "--") {
+            Some(sep) => {
+                if sep > 0 {
+                    let eal: Vec<_> = rest[..sep].iter().map(|a| a.to_string_lossy()).collect();
+                    warnings.push(format!("ignoring DPDK EAL arguments: {}", eal.join(" ")));
+                }
+                argv.extend(rest.into_iter().skip(sep + 1));
+            }
+            None => argv.extend(rest),
+        }
+
+        let mut opts = match Options::command().try_get_matches_from(argv) {
+            Ok(m) => Options::from_arg_matches(&m).map_err(|e| LoadError::Invalid(one_line(&e)))?,
+            Err(e) => {
+                return Err(match e.kind() {
+                    clap::error::ErrorKind::DisplayHelp
+                    | clap::error::ErrorKind::DisplayVersion => LoadError::Exit(e),
+                    _ => LoadError::Invalid(one_line(&e)),
+                })
+            }
+        };
+        opts.help = None;
+        opts.version = None;
+        opts.validate(&mut warnings).map_err(LoadError::Invalid)?;
+        opts.warnings = warnings;
+        Ok(opts)
+    }
+
+    /// Checks that span several values, and notes what is accepted but not done.
+    fn validate(&self, warnings: &mut Vec<String>) -> Result<(), String> {
+        if self.dhcp_dns.len() > DHCP_DNS_MAX {
+            return Err(format!(
+                "Too many DHCP DNS addresses specified (at most {DHCP_DNS_MAX})"
+            ));
+        }
+        if self.dhcpv6_dns.len() > DHCPV6_DNS_MAX {
+            return Err(format!(
+                "Too many DHCPv6 DNS addresses specified (at most {DHCPV6_DNS_MAX})"
+            ));
+        }
+        if self.udp_virtsvc.len() + self.tcp_virtsvc.len() > VIRTSVC_MAX {
+            return Err(format!(
+                "Number of virtual services is limited to {VIRTSVC_MAX}"
+            ));
+        }
+        for (proto, list) in [("udp", &self.udp_virtsvc), ("tcp", &self.tcp_virtsvc)] {
+            for (i, svc) in list.iter().enumerate() {
+                for earlier in &list[..i] {
+                    if (earlier.virtual_addr, earlier.virtual_port)
+                        == (svc.virtual_addr, svc.virtual_port)
+                    {
+                        return Err(format!(
+                            "--{proto}-virtsvc: IPv4 specification already used for '{svc}'"
+                        ));
+                    }
+                    if (earlier.service_addr, earlier.service_port)
+                        == (svc.service_addr, svc.service_port)
+                    {
+                        return Err(format!(
+                            "--{proto}-virtsvc: IPv6 specification already used for '{svc}'"
+                        ));
+                    }
+                }
+            }
+            if !list.is_empty() {
+                warnings.push(format!(
+                    "--{proto}-virtsvc is accepted but virtual services are not implemented \
+                     yet: {} entr{} ignored",
+                    list.len(),
+                    if list.len() == 1 { "y" } else { "ies" }
+                ));
+            }
+        }
+        // dpservice refuses this before starting, whatever the NIC.
+        if self.multiport_eswitch && !self.no_offload {
+            return Err(
+                "HW offloading is currently not supported for multi-port eswitch mode \
+                 (add --no-offload)"
+                    .into(),
+            );
+        }
+        if self.multiport_eswitch {
+            warnings.push("--multiport-eswitch has no effect with TAP ports".into());
+        }
+        Ok(())
+    }
+
+    /// Whether periodic statistics are printed (dpservice's `stats_enabled`).
+    pub fn stats_enabled(&self) -> bool {
+        !self.no_stats
+    }
+
+    /// Whether offloading is on (dpservice's `offload_enabled`); TAP ports never offload.
+    pub fn offload_enabled(&self) -> bool {
+        !self.no_offload
+    }
+
+    /// Whether WCMP is in use (dpservice: a pf0 share below 100%).
+    pub fn wcmp_enabled(&self) -> bool {
+        self.wcmp < 100
+    }
+}
+
+/// Turns config-file lines into `--key=value` / `--flag` arguments, each checked on its own so
+/// errors name the line.
+fn config_args(
+    text: &str,
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<OsString>, LoadError> {
+    let cmd = Options::command();
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let lineno = i + 1;
+        let at = || format!("Config file '{}' line {lineno}", path.display());
+        let mut words = raw.split([' ', '\t', '\r']).filter(|w| !w.is_empty());
+        let Some(key) = words.next() else { continue };
+        if key.starts_with('#') {
+            continue;
+        }
+        let value = words.next();
+        if let Some(extra) = words.next() {
+            if !extra.starts_with('#') {
+                warnings.push(format!(
+                    "{}: ignoring '{extra}' and anything after it",
+                    at()
+                ));
+            }
+        }
+
+        if key == "a-pf0" || key == "a-pf1" {
+            if value.is_none() {
+                return Err(LoadError::Invalid(format!(
+                    "{}: value required for key '{key}'",
+                    at()
+                )));
+            }
+            warnings.push(format!(
+                "{}: '{key}' (a DPDK EAL device argument) is ignored",
+                at()
+            ));
+            continue;
+        }
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key) && !matches!(key, "help" | "version"));
+        let Some(arg) = arg else {
+            return Err(LoadError::Invalid(format!("{}: unknown key '{key}'", at())));
+        };
+        let is_flag = matches!(arg.get_action(), ArgAction::SetTrue);
+        let token = match (is_flag, value) {
+            (true, Some(v)) => {
+                warnings.push(format!(
+                    "{}: value '{v}' for flag '{key}' ignored (the flag is set)",
+                    at()
+                ));
+                format!("--{key}")
+            }
+            (true, None) => format!("--{key}"),
+            (false, Some(v)) => format!("--{key}={v}"),
+            (false, None) => {
+                return Err(LoadError::Invalid(format!(
+                    "{}: value required for key '{key}'",
+                    at()
+                )))
+            }
+        };
+        // Check the value now, so the error names the line.
+        Options::command()
+            .try_get_matches_from(["dpservice", token.as_str()])
+            .map_err(|e| LoadError::Invalid(format!("{}: {}", at(), one_line(&e))))?;
+        out.push(OsString::from(token));
+    }
+    Ok(out)
+}
+
+/// The first line of a clap error, without its "error: " prefix.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
+/// An integer in `min..=max`, parsed as dpservice does (decimal, sign allowed).
+fn ranged<T>(min: i64, max: i64) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync
+where
+    T: TryFrom<i64>,
+{
+    move |s: &str| {
+        let n: i64 = s.parse().map_err(|_| format!("'{s}' is not an integer"))?;
+        if n < min || n > max {
+            return Err(format!("'{s}' is out of range ({min}-{max})"));
+        }
+        T::try_from(n).map_err(|_| format!("'{s}' is out of range ({min}-{max})"))
+    }
+}
+
+fn ifname(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("an interface name must not be empty".into());
+    }
+    if s.len() > IFNAME_MAX {
+        return Err(format!("'{s}' is too long (max {IFNAME_MAX} characters)"));
+    }
+    Ok(s.to_string())
+}
+
+fn lockfile(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("the path must not be empty".into());
+    }
+    if s.len() > LOCKFILE_MAX {
+        return Err(format!(
+            "the path is too long (max {LOCKFILE_MAX} characters)"
+        ));
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
+    s.parse().map_err(|_| format!("invalid IPv4 address '{s}'"))
+}
+
+fn ipv6(s: &str) -> Result<Ipv6Addr, String> {
+    s.parse().map_err(|_| format!("invalid IPv6 address '{s}'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<Options, LoadError> {
+        let argv = std::iter::once("dpservice").chain(args.iter().copied());
+        Options::parse_sources(None, argv)
+    }
+
+    fn with_file(text: &str, args: &[&str]) -> Result<Options, LoadError> {
+        let argv = std::iter::once("dpservice").chain(args.iter().copied());
+        Options::parse_sources(Some((text, Path::new("/test.conf"))), argv)
+    }
+
+    fn err(r: Result<Options, LoadError>) -> String {
+        match r {
+            Err(LoadError::Invalid(msg)) => {
+                assert!(!msg.contains('\n'), "one line: {msg:?}");
+                msg
+            }
+            Err(LoadError::Exit(e)) => panic!("unexpected exit: {e}"),
+            Ok(o) => panic!("unexpectedly valid: {o:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Options::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        assert_eq!(Options::default(), cli(&[]).unwrap());
+        let o = cli(&[]).unwrap();
+        assert_eq!(o.pf0, None);
+        assert_eq!(o.pf1, None);
+        assert_eq!(o.ipv6, None);
+        assert_eq!(o.vf_pattern, None);
+        assert_eq!(o.dhcp_mtu, 1500);
+        assert!(o.dhcp_dns.is_empty() && o.dhcpv6_dns.is_empty());
+        assert!(o.udp_virtsvc.is_empty() && o.tcp_virtsvc.is_empty());
+        assert_eq!(o.wcmp, 100);
+        assert!(!o.wcmp_enabled());
+        assert_eq!(o.nic_type, NicType::Tap);
+        assert!(o.stats_enabled() && o.offload_enabled());
+        assert!(!o.enable_ipv6_overlay && !o.multiport_eswitch && !o.debug_coredumps);
+        assert_eq!(o.graphtrace_loglevel, 0);
+        assert_eq!(o.color, ColorMode::Never);
+        assert_eq!(o.log_format, LogFormat::Text);
+        assert_eq!(o.grpc_port, 1337);
+        assert_eq!(o.flow_timeout, 30);
+        assert_eq!(o.active_lockfile, None);
+        assert_eq!(o.sync_tap, None);
+        assert_eq!(o.vf_count, 4);
+        assert_eq!(o.workers, 1);
+        assert_eq!(o.router, None);
+        assert!(o.warnings.is_empty());
+    }
+
+    #[test]
+    fn dpservice_test_command_line_parses() {
+        // As dpservice's test/local/dp_service.py starts it (TAP mode), EAL arguments included.
+        let o = cli(&[
+            "-l",
+            "0,1",
+            "--log-level=user*:8",
+            "--no-pci",
+            "--vdev=net_tap0,iface=dtap0,mac=\"22:22:22:22:22:00\"",
+            "--",
+            "--pf0=dtap0",
+            "--pf1=dtap1",
+            "--vf-pattern=dtapvf_",
+            "--nic-type=tap",
+            "--ipv6=2001:db8:fefe::1",
+            "--enable-ipv6-overlay",
+            "--dhcp-mtu=1450",
+            "--dhcp-dns=8.8.4.4",
+            "--dhcp-dns=8.8.8.8",
+            "--dhcpv6-dns=2001:4860:4860::6464",
+            "--dhcpv6-dns=2001:4860:4860::64",
+            "--grpc-port=1337",
+            "--no-stats",
+            "--color=auto",
+            "--graphtrace-loglevel=1",
+            "--no-offload",
+            "--wcmp=50",
+            "--flow-timeout=1",
+            "--udp-virtsvc=1.2.3.4,53,2a00:da8:fff6::1,53",
+            "--tcp-virtsvc=1.2.3.4,443,2a00:da8:fff6::1,443",
+            "--active-lockfile=/tmp/dp_lock",
+            "--sync-tap=dtapsync",
+        ])
+        .unwrap();
+        assert_eq!(o.pf0.as_deref(), Some("dtap0"));
+        assert_eq!(o.vf_pattern.as_deref(), Some("dtapvf_"));
+        assert_eq!(o.ipv6, Some("2001:db8:fefe::1".parse().unwrap()));
+        assert_eq!(o.dhcp_mtu, 1450);
+        assert_eq!(
+            o.dhcp_dns,
+            vec![Ipv4Addr::new(8, 8, 4, 4), Ipv4Addr::new(8, 8, 8, 8)]
+        );
+        assert_eq!(o.dhcpv6_dns.len(), 2);
+        assert!(o.no_stats && o.no_offload && o.enable_ipv6_overlay);
+        assert_eq!(o.color, ColorMode::Auto);
+        assert_eq!((o.graphtrace_loglevel, o.wcmp, o.flow_timeout), (1, 50, 1));
+        assert!(o.wcmp_enabled());
+        assert_eq!(
+            o.udp_virtsvc,
+            vec![VirtSvc {
+                virtual_addr: Ipv4Addr::new(1, 2, 3, 4),
+                virtual_port: 53,
+                service_addr: "2a00:da8:fff6::1".parse().unwrap(),
+                service_port: 53,
+            }]
+        );
+        assert_eq!(o.tcp_virtsvc[0].service_port, 443);
+        assert_eq!(o.active_lockfile, Some(PathBuf::from("/tmp/dp_lock")));
+        assert_eq!(o.sync_tap.as_deref(), Some("dtapsync"));
+        assert!(o
+            .warnings
+            .iter()
+            .any(|w| w.contains("EAL") && w.contains("-l 0,1")));
+        assert!(o.warnings.iter().any(|w| w.contains("--udp-virtsvc")));
+        assert!(o.warnings.iter().any(|w| w.contains("--tcp-virtsvc")));
+    }
+
+    #[test]
+    fn space_separated_values_and_our_options() {
+        let o = cli(&[
+            "--pf0",
+            "eth0",
+            "--vf-count",
+            "8",
+            "--workers",
+            "2",
+            "--router",
+            "fc00::ffff",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(o.pf0.as_deref(), Some("eth0"));
+        assert_eq!((o.vf_count, o.workers), (8, 2));
+        assert_eq!(o.router, Some("fc00::ffff".parse().unwrap()));
+        assert_eq!(o.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn long_options_may_be_abbreviated_like_getopt() {
+        assert_eq!(cli(&["--grpc=2000"]).unwrap().grpc_port, 2000);
+        assert!(err(cli(&["--dhcp=1"])).contains("--dhcp"));
+    }
+
+    #[test]
+    fn ranges() {
+        for (arg, ok) in [
+            ("--dhcp-mtu=67", false),
+            ("--dhcp-mtu=68", true),
+            ("--dhcp-mtu=1500", true),
+            ("--dhcp-mtu=1501", false),
+            ("--wcmp=0", true),
+            ("--wcmp=100", true),
+            ("--wcmp=101", false),
+            ("--wcmp=-1", false),
+            ("--grpc-port=1023", false),
+            ("--grpc-port=1024", true),
+            ("--grpc-port=65535", true),
+            ("--grpc-port=65536", false),
+            ("--flow-timeout=0", false),
+            ("--flow-timeout=300", true),
+            ("--flow-timeout=301", false),
+            ("--graphtrace-loglevel=2", true),
+            ("--graphtrace-loglevel=3", false),
+            ("--workers=0", false),
+            ("--vf-count=0", true),
+            ("--vf-count=257", false),
+        ] {
+            assert_eq!(cli(&[arg]).is_ok(), ok, "{arg}");
+        }
+        let msg = err(cli(&["--dhcp-mtu=2000"]));
+        assert!(
+            msg.contains("--dhcp-mtu") && msg.contains("out of range (68-1500)"),
+            "{msg}"
+        );
+        let msg = err(cli(&["--wcmp=half"]));
+        assert!(msg.contains("not an integer"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values() {
+        for args in [
+            &["--ipv6=10.0.0.1"][..],
+            &["--dhcp-dns=fe80::1"],
+            &["--dhcp-dns=1.2.3"],
+            &["--dhcpv6-dns=1.2.3.4"],
+            &["--pf0=sixteen-chars-xx"],
+            &["--pf0="],
+            &["--color=sometimes"],
+            &["--log-format=xml"],
+            &["--udp-virtsvc=1.2.3.4,53,2a00::1"],
+            &["--udp-virtsvc=1.2.3.4,0,2a00::1,53"],
+            &["--tcp-virtsvc=1.2.3.4,80,1.2.3.5,80"],
+            &["--no-stats=1"],
+            &["--unknown"],
+            &["--pf0"],
+            &["stray"],
+        ] {
+            err(cli(args));
+        }
+        let msg = err(cli(&["--pf0=sixteen-chars-xx"]));
+        assert!(msg.contains("too long (max 15 characters)"), "{msg}");
+    }
+
+    #[test]
+    fn nic_type_names_what_is_supported() {
+        assert_eq!(cli(&["--nic-type=tap"]).unwrap().nic_type, NicType::Tap);
+        for other in ["mellanox", "bluefield2", "virtio"] {
+            let msg = err(cli(&["--nic-type", other]));
+            assert!(msg.contains("--nic-type") && msg.contains(other), "{msg}");
+            assert!(msg.contains("supported") && msg.contains("'tap'"), "{msg}");
+        }
+        let msg = err(with_file("nic-type mellanox\n", &[]));
+        assert!(msg.contains("line 1") && msg.contains("'tap'"), "{msg}");
+    }
+
+    #[test]
+    fn help_and_version_exit() {
+        for a in ["-h", "--help", "-v", "--version"] {
+            match cli(&[a]) {
+                Err(LoadError::Exit(_)) => {}
+                other => panic!("{a}: {other:?}"),
+            }
+        }
+        match cli(&["-v"]) {
+            Err(LoadError::Exit(e)) => assert!(e.to_string().contains(env!("CARGO_PKG_VERSION"))),
+            other => panic!("{other:?}"),
+        }
+        match cli(&["--help"]) {
+            Err(LoadError::Exit(e)) => {
+                let help = e.to_string();
+                for opt in [
+                    "--pf0",
+                    "--dhcp-dns",
+                    "--nic-type",
+                    "--grpc-port",
+                    "--vf-count",
+                ] {
+                    assert!(help.contains(opt), "{opt} missing from help");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_file_parsing() {
+        let text = "\
+# This has been generated by prepare.sh
+no-stats
+
+   \t
+  # indented comment
+pf0 eth0
+pf1\teth1   # trailing comment
+vf-pattern eth1vf\r
+ipv6 fc00:1::1
+a-pf0 0000:3b:00.0,class=rxq_cqe_comp_en=0,rx_vec_en=1
+dhcp-dns 1.1.1.1
+dhcp-dns 8.8.8.8
+grpc-port 1400
+enable-ipv6-overlay
+vf-count 2
+";
+        let o = with_file(text, &[]).unwrap();
+        assert!(o.no_stats && o.enable_ipv6_overlay);
+        assert_eq!(o.pf0.as_deref(), Some("eth0"));
+        assert_eq!(o.pf1.as_deref(), Some("eth1"));
+        assert_eq!(o.vf_pattern.as_deref(), Some("eth1vf"));
+        assert_eq!(o.ipv6, Some("fc00:1::1".parse().unwrap()));
+        assert_eq!(o.dhcp_dns.len(), 2);
+        assert_eq!(o.grpc_port, 1400);
+        assert_eq!(o.vf_count, 2);
+        assert!(o
+            .warnings
+            .iter()
+            .any(|w| w.contains("line 10") && w.contains("a-pf0")));
+        assert_eq!(o.warnings.len(), 1, "{:?}", o.warnings);
+    }
+
+    #[test]
+    fn config_file_errors_name_the_line() {
+        let msg = err(with_file("pf0 eth0\nbogus 1\n", &[]));
+        assert!(
+            msg.contains("/test.conf")
+                && msg.contains("line 2")
+                && msg.contains("unknown key 'bogus'"),
+            "{msg}"
+        );
+        let msg = err(with_file("# c\ndhcp-mtu 9000\n", &[]));
+        assert!(
+            msg.contains("line 2") && msg.contains("out of range"),
+            "{msg}"
+        );
+        let msg = err(with_file("pf0\n", &[]));
+        assert!(
+            msg.contains("line 1") && msg.contains("value required"),
+            "{msg}"
+        );
+        let msg = err(with_file("ipv6 nonsense\n", &[]));
+        assert!(
+            msg.contains("line 1") && msg.contains("invalid IPv6"),
+            "{msg}"
+        );
+        for key in ["help", "version", "a-pf1"] {
+            err(with_file(&format!("{key}\n"), &[]));
+        }
+        // Keys are exact: no abbreviations in the file.
+        assert!(err(with_file("grpc 2000\n", &[])).contains("unknown key 'grpc'"));
+    }
+
+    #[test]
+    fn config_file_oddities_are_warned() {
+        let o = with_file("no-stats false\ndhcp-dns 1.1.1.1 8.8.8.8\n", &[]).unwrap();
+        assert!(
+            o.no_stats,
+            "dpservice sets a flag whatever value follows it"
+        );
+        assert_eq!(o.dhcp_dns, vec![Ipv4Addr::new(1, 1, 1, 1)]);
+        assert_eq!(o.warnings.len(), 2, "{:?}", o.warnings);
+    }
+
+    #[test]
+    fn command_line_wins_and_lists_append() {
+        let text = "pf0 eth0\ngrpc-port 1400\nno-stats\ndhcp-dns 1.1.1.1\ndhcpv6-dns fc00::53\n";
+        let o = with_file(
+            text,
+            &[
+                "--pf0=eth9",
+                "--no-stats",
+                "--dhcp-dns=8.8.8.8",
+                "--dhcp-dns=9.9.9.9",
+                "--dhcpv6-dns=fc00::54",
+            ],
+        )
+        .unwrap();
+        assert_eq!(o.pf0.as_deref(), Some("eth9"));
+        assert_eq!(o.grpc_port, 1400, "kept from the file");
+        assert!(o.no_stats);
+        assert_eq!(
+            o.dhcp_dns,
+            vec![
+                Ipv4Addr::new(1, 1, 1, 1),
+                Ipv4Addr::new(8, 8, 8, 8),
+                Ipv4Addr::new(9, 9, 9, 9)
+            ]
+        );
+        assert_eq!(
+            o.dhcpv6_dns,
+            vec![
+                "fc00::53".parse::<Ipv6Addr>().unwrap(),
+                "fc00::54".parse().unwrap()
+            ]
+        );
+        // The same option twice on the command line: the last one wins.
+        assert_eq!(cli(&["--wcmp=10", "--wcmp=20"]).unwrap().wcmp, 20);
+    }
+
+    #[test]
+    fn repeated_dns_limits() {
+        let v4: Vec<String> = (0..64).map(|i| format!("--dhcp-dns=10.0.0.{i}")).collect();
+        let v4: Vec<&str> = v4.iter().map(String::as_str).collect();
+        assert_eq!(cli(&v4[..63]).unwrap().dhcp_dns.len(), 63);
+        assert!(err(cli(&v4)).contains("Too many DHCP DNS"));
+        let v6: Vec<String> = (0..16).map(|i| format!("--dhcpv6-dns=fc00::{i}")).collect();
+        let v6: Vec<&str> = v6.iter().map(String::as_str).collect();
+        assert_eq!(cli(&v6[..15]).unwrap().dhcpv6_dns.len(), 15);
+        assert!(err(cli(&v6)).contains("Too many DHCPv6 DNS"));
+        // The limit counts the file's and the command line's together.
+        let file: String = (0..60).map(|i| format!("dhcp-dns 10.1.0.{i}\n")).collect();
+        assert!(err(with_file(&file, &v4[..4])).contains("Too many"));
+    }
+
+    #[test]
+    fn virtsvc_duplicates_and_eswitch_rule() {
+        let msg = err(cli(&[
+            "--udp-virtsvc=1.2.3.4,53,fc00::1,53",
+            "--udp-virtsvc=1.2.3.4,53,fc00::2,53",
+        ]));
+        assert!(msg.contains("IPv4 specification already used"), "{msg}");
+        // Same endpoints on different protocols are fine.
+        cli(&[
+            "--udp-virtsvc=1.2.3.4,53,fc00::1,53",
+            "--tcp-virtsvc=1.2.3.4,53,fc00::1,53",
+        ])
+        .unwrap();
+        assert!(err(cli(&["--multiport-eswitch"])).contains("--no-offload"));
+        cli(&["--multiport-eswitch", "--no-offload"]).unwrap();
+    }
+
+    #[test]
+    fn eal_separator() {
+        // Without '--' everything is ours; with it, only what follows.
+        assert!(cli(&["-l", "0,1"]).is_err());
+        let o = cli(&["-l", "0,1", "--", "--pf0=x"]).unwrap();
+        assert_eq!(o.pf0.as_deref(), Some("x"));
+        let o = cli(&["--", "--pf0=x"]).unwrap();
+        assert!(o.warnings.is_empty());
+    }
+
+    #[test]
+    fn config_source_rules() {
+        assert_eq!(
+            ConfigSource::from_env(None),
+            ConfigSource::Default(PathBuf::from(DEFAULT_CONF_FILE))
+        );
+        assert_eq!(
+            ConfigSource::from_env(Some(OsStr::new(""))),
+            ConfigSource::None
+        );
+        let dir = std::env::temp_dir().join(format!("dps-opts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.conf");
+        // A missing default file is fine; a missing DP_CONF file is not.
+        Options::load_from(&ConfigSource::Default(missing.clone()), ["dpservice"]).unwrap();
+        let e = Options::load_from(&ConfigSource::Required(missing), ["dpservice"]).unwrap_err();
+        assert!(e.to_string().contains("Error opening config file"), "{e}");
+        let conf = dir.join("dpservice.conf");
+        std::fs::write(&conf, "grpc-port 2000\n").unwrap();
+        let o = Options::load_from(&ConfigSource::Required(conf.clone()), ["dpservice"]).unwrap();
+        assert_eq!(o.grpc_port, 2000);
+        let o = Options::load_from(
+            &ConfigSource::Default(conf),
+            ["dpservice", "--grpc-port=3000"],
+        )
+        .unwrap();
+        assert_eq!(o.grpc_port, 3000);
+        assert!(Options::load_from(&ConfigSource::None, ["dpservice"]).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

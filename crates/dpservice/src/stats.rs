@@ -1,0 +1,41 @@
+//! Periodic statistics on standard output (off with `--no-stats`).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use dp_pipeline::{DropReason, GraphCounters, NodeId};
+
+/// One line: per-node packet counts and every non-zero drop counter, summed over workers.
+pub fn summary(workers: &[Arc<GraphCounters>]) -> String {
+    let mut line = String::from("stats:");
+    let rx: u64 = workers.iter().map(|c| c.node_packets(NodeId::Classify)).sum();
+    let tx: u64 = workers
+        .iter()
+        .map(|c| c.tx_packets.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    let _ = write!(line, " rx={rx} tx={tx}");
+    for &reason in DropReason::ALL {
+        let n: u64 = workers.iter().map(|c| c.drops(reason)).sum();
+        if n > 0 {
+            let _ = write!(line, " drop.{}={n}", reason.name());
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn summary_sums_workers_and_lists_nonzero_drops() {
+        let a = Arc::new(GraphCounters::default());
+        let b = Arc::new(GraphCounters::default());
+        a.node_packets[NodeId::Classify.index()].store(3, Ordering::Relaxed);
+        b.node_packets[NodeId::Classify.index()].store(4, Ordering::Relaxed);
+        b.tx_packets.store(5, Ordering::Relaxed);
+        b.drops[DropReason::Spoofed.index()].store(2, Ordering::Relaxed);
+        assert_eq!(summary(&[a, b]), "stats: rx=7 tx=5 drop.spoofed=2");
+    }
+}

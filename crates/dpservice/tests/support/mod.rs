@@ -1,0 +1,339 @@
+//! Helpers for the system tests: the real `dpservice` daemon on TAP ports, VMs as
+//! network namespaces, stock DHCP clients and `ping`.
+//!
+//! Rules every helper follows:
+//! * every wait is bounded (a timeout of seconds, then an error that says what was awaited);
+//! * everything created is owned by a guard whose `Drop` removes it, on success and on panic;
+//! * names are unique per run (`Names`), so parallel tests and leftovers of killed runs do not
+//!   collide; interface names stay within the kernel's 15 characters.
+#![allow(dead_code)]
+
+pub mod api;
+pub mod daemon;
+pub mod vm;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The daemon under test, built by cargo for this test target.
+pub const DAEMON: &str = env!("CARGO_BIN_EXE_dpservice");
+
+/// Skips the calling test (it passes, printing `SKIPPED`) unless we are root and every listed
+/// tool is installed. Use only at the very start of a test.
+macro_rules! skip_unless_ready {
+    ($test:expr, $tools:expr) => {
+        if let Some(reason) = $crate::support::skip_reason($tools) {
+            eprintln!("SKIPPED {}: {}", $test, reason);
+            return;
+        }
+    };
+}
+
+/// Why the system tests cannot run here, `None` if they can.
+/// `tools` are program names; `"udhcpc"` is also satisfied by busybox's applet.
+pub fn skip_reason(tools: &[&str]) -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("system tests need root (TAP devices, network namespaces)".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun is missing".into());
+    }
+    let mut missing = Vec::new();
+    for tool in tools {
+        let found = match *tool {
+            "udhcpc" => udhcpc_command().is_some(),
+            t => which(t).is_some(),
+        };
+        if !found {
+            missing.push(*tool);
+        }
+    }
+    if !missing.is_empty() {
+        return Some(format!(
+            "missing tools: {} (scripts/test.sh installs them)",
+            missing.join(", ")
+        ));
+    }
+    None
+}
+
+/// Full path of `prog` on PATH or in the sbin directories (non-login root shells may lack them).
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.is_file())
+}
+
+/// The command to run busybox's DHCP client: `udhcpc` or `busybox udhcpc`.
+pub fn udhcpc_command() -> Option<Vec<String>> {
+    if let Some(p) = which("udhcpc") {
+        return Some(vec![p.display().to_string()]);
+    }
+    let bb = which("busybox")?;
+    let applets = Command::new(&bb).arg("--list").output().ok()?;
+    String::from_utf8_lossy(&applets.stdout)
+        .lines()
+        .any(|l| l.trim() == "udhcpc")
+        .then(|| vec![bb.display().to_string(), "udhcpc".into()])
+}
+
+/// Names unique to one test of one run: `tag` is `d` + 5 hex digits of the pid + a counter +
+/// 2 characters of the clock, e.g. `d1f3a20k7` (≤ 10 chars, so `<tag>v0` etc. fit IFNAMSIZ).
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub tag: String,
+}
+
+impl Names {
+    pub fn new() -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        const B36: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed) as usize;
+        let clock = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_micros() as usize)
+            .unwrap_or(0);
+        let tag = format!(
+            "d{:05x}{}{}{}",
+            std::process::id() & 0xfffff,
+            B36[n % 36] as char,
+            B36[clock % 36] as char,
+            B36[(clock / 36) % 36] as char,
+        );
+        Names { tag }
+    }
+    pub fn pf0(&self) -> String {
+        format!("{}p0", self.tag)
+    }
+    pub fn pf1(&self) -> String {
+        format!("{}p1", self.tag)
+    }
+    /// `--vf-pattern`: the VF TAPs are `<vf_prefix>0 … <vf_prefix>N-1`.
+    pub fn vf_prefix(&self) -> String {
+        format!("{}v", self.tag)
+    }
+    pub fn vf(&self, i: usize) -> String {
+        format!("{}v{i}", self.tag)
+    }
+    /// All TAPs a daemon with `vf_count` VFs must create.
+    pub fn taps(&self, vf_count: usize) -> Vec<String> {
+        let mut t = vec![self.pf0(), self.pf1()];
+        t.extend((0..vf_count).map(|i| self.vf(i)));
+        t
+    }
+    pub fn netns(&self, vm: &str) -> String {
+        format!("dps-{}-{vm}", self.tag)
+    }
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Does a network interface of this name exist in the host (root) namespace?
+pub fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Host-namespace interfaces whose name starts with `prefix`.
+pub fn links_with_prefix(prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir("/sys/class/net")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A private temporary directory, removed on drop.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(names: &Names) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("dpservice-systest-{}", names.tag));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        Ok(Scratch { dir })
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    pub fn write(&self, name: &str, content: &str) -> Result<PathBuf, String> {
+        let p = self.path(name);
+        fs::write(&p, content).map_err(|e| format!("writing {}: {e}", p.display()))?;
+        Ok(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Result of a finished command.
+#[derive(Debug)]
+pub struct Out {
+    pub cmdline: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> bool {
+        self.status.success()
+    }
+    /// `Err` with the whole story unless the command succeeded.
+    pub fn check(self) -> Result<Out, String> {
+        if self.ok() {
+            Ok(self)
+        } else {
+            Err(format!("{self}"))
+        }
+    }
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` exited with {}\n--- stdout\n{}--- stderr\n{}---",
+            self.cmdline, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Human-readable command line.
+pub fn cmdline(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs `cmd` to completion, killing it after `timeout`. Output goes through files, not pipes,
+/// so a daemonizing grandchild cannot make us wait for EOF.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Out, String> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let line = cmdline(cmd);
+    let base = std::env::temp_dir().join(format!(
+        "dpservice-systest-out-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let (po, pe) = (base.with_extension("out"), base.with_extension("err"));
+    let fo = fs::File::create(&po).map_err(|e| format!("{}: {e}", po.display()))?;
+    let fe = fs::File::create(&pe).map_err(|e| format!("{}: {e}", pe.display()))?;
+    let spawned = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(fo))
+        .stderr(Stdio::from(fe))
+        .spawn();
+    let result = match spawned {
+        Err(e) => Err(format!("cannot run `{line}`: {e}")),
+        Ok(mut child) => {
+            let deadline = Instant::now() + timeout;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break Ok(status),
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break Err(format!("`{line}` did not finish within {timeout:?}"));
+                    }
+                    Ok(None) => thread::sleep(Duration::from_millis(20)),
+                    Err(e) => break Err(format!("waiting for `{line}`: {e}")),
+                }
+            }
+        }
+    };
+    let stdout = fs::read_to_string(&po).unwrap_or_default();
+    let stderr = fs::read_to_string(&pe).unwrap_or_default();
+    let _ = fs::remove_file(&po);
+    let _ = fs::remove_file(&pe);
+    match result {
+        Ok(status) => Ok(Out {
+            cmdline: line,
+            status,
+            stdout,
+            stderr,
+        }),
+        Err(e) => Err(format!("{e}\n--- stdout\n{stdout}--- stderr\n{stderr}---")),
+    }
+}
+
+/// `run` of a program with arguments.
+pub fn run_args<S: AsRef<std::ffi::OsStr>>(
+    prog: &str,
+    args: &[S],
+    timeout: Duration,
+) -> Result<Out, String> {
+    run(Command::new(prog).args(args), timeout)
+}
+
+/// Polls `f` every 100 ms until it returns `Ok`, for at most `timeout`.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "timed out after {timeout:?} waiting for {what}; last state: {e}"
+                ))
+            }
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A TCP port that was free a moment ago (the kernel's choice of an ephemeral port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(41337)
+}
+
+/// The last `n` lines of a file (for failure reports).
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| format!("<{}: {e}>", path.display()));
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let mut s = lines[start..].join("\n");
+    s.push('\n');
+    s
+}
+
+/// Sends `sig` to `pid` (a process this test started).
+pub fn signal(pid: u32, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) with a pid we own; failure (already gone) is harmless.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
