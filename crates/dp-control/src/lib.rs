@@ -71,7 +71,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dp_proto::v1::dpd_kironcore_server::DpdKironcoreServer;
-use dp_tables::{PortId, Publisher, Snapshot};
+use dp_tables::{PortId, Publisher, Snapshot, SnapshotReader};
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
@@ -151,6 +151,11 @@ impl ControlPlane {
         &self.shared.uuid
     }
 
+    /// A reader of the published snapshots, for the workers.
+    pub fn reader(&self) -> SnapshotReader {
+        self.shared.lock().reader()
+    }
+
     /// Whether a client has called Initialize.
     pub fn is_initialized(&self) -> bool {
         self.shared.lock().is_initialized()
@@ -190,7 +195,7 @@ impl ControlPlane {
             .add_service(health)
             .add_service(self.grpc_service())
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use dp_proto::v1::{self, dpd_kironcore_server::DpdKironcore};
 use dp_proto::{ip_to_bytes, ip_to_proto};
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::errors::{ok_status, DpError};
 use crate::state::{InterfaceInfo, InterfaceSpec, Pxe, State, VniType};
@@ -232,7 +232,7 @@ impl DpdKironcore for GrpcService {
         let _state = self.initialized()?;
         let r = request.into_inner();
         const WHAT: &str = "GetVersion";
-        info!(
+        debug!(
             client_protocol = %r.client_protocol,
             client_name = %r.client_name,
             client_version = %r.client_version,
@@ -300,7 +300,7 @@ impl DpdKironcore for GrpcService {
         const WHAT: &str = "CreateInterface";
         let mut state = self.initialized()?;
         let r = request.into_inner();
-        info!(
+        debug!(
             interface_id = %String::from_utf8_lossy(&r.interface_id),
             vni = r.vni,
             device = %r.device_name,

@@ -3,7 +3,9 @@
 //! Every operation validates completely before it changes anything, so a rejected request
 //! leaves the configuration (and the published snapshot) untouched. Every successful change
 //! publishes a new [`Snapshot`]; the cost of a publish is proportional to the number of ports
-//! and VNIs plus the size of the change, never to the number of routes (see [`crate::routes`]).
+//! and VNIs plus the size of the change, never to the number of routes:
+//! each VNI's table is double-buffered, so a change is applied to the unpublished copy and
+//! only that copy is touched (see [`State::table_copies`]).
 //!
 //! The semantics follow dpservice's worker-side handlers (`src/grpc/dp_grpc_impl.c`,
 //! `src/dp_lpm.c`, `src/dp_vni.c`, `src/dp_iface.c`, `src/dp_vnf.c`):
@@ -25,7 +27,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use dp_tables::{
-    Iface, LpmKey, PortId, Publisher, PxeConfig, RouteTarget, Snapshot, Vni, VniTable,
+    Iface, LpmKey, PortId, Publisher, PxeConfig, RouteTarget, Snapshot, SnapshotReader, Vni,
+    VniTable,
 };
 
 use crate::errors::DpError;
@@ -297,6 +300,11 @@ impl State {
     /// The snapshot currently published.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.publisher.current()
+    }
+
+    /// A reader of the published snapshots (for workers).
+    pub fn reader(&self) -> SnapshotReader {
+        self.publisher.reader()
     }
 
     /// Whether Initialize has been called.

@@ -771,3 +771,86 @@ async fn unimplemented_rpcs_and_health() {
     }
     server.stop().await;
 }
+
+/// `cargo test --release -p dp-control --test grpc -- --ignored --nocapture route_rate`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn route_rate() {
+    const ROUTES: u32 = 100_000;
+    const IN_FLIGHT: u32 = 64;
+    let server = Server::start().await;
+    let mut c = initialized_client(&server).await;
+    c.create_interface(iface_req("vm1", "dtapvf_0", 100, "10.100.1.1", "::"))
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..IN_FLIGHT {
+        let mut c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = t;
+            while i < ROUTES {
+                let p = format!("{}.{}.{}.0/24", 11 + (i >> 16), (i >> 8) & 0xff, i & 0xff);
+                let r = c
+                    .create_route(route_req(100, &p, 100, "fc00:2::1"))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(code(&r.status), OK);
+                i += IN_FLIGHT;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{ROUTES} routes in {secs:.2} s: {:.0} CreateRoute/s, {} full table copies",
+        f64::from(ROUTES) / secs,
+        server.control.with_state(|s| s.table_copies())
+    );
+    let list = c
+        .list_routes(v1::ListRoutesRequest { vni: 100 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.routes.len(), ROUTES as usize);
+    server.stop().await;
+}
+
+/// The state operation alone (no gRPC), for comparison with `route_rate`.
+#[test]
+#[ignore = "benchmark"]
+fn route_rate_state_only() {
+    const ROUTES: u32 = 100_000;
+    let control = ControlPlane::new(
+        Publisher::new(Snapshot::default()),
+        Config::new("fc00:1::1".parse().unwrap(), [("dtapvf_0", 2)], [0, 1]),
+    );
+    control.with_state(|s| {
+        s.initialize();
+        let spec = dp_control::state::InterfaceSpec {
+            id: "vm1".into(),
+            vni: 100,
+            ipv4: "10.100.1.1".parse().unwrap(),
+            ipv6: "::".parse().unwrap(),
+            device: "dtapvf_0".into(),
+            pxe: None,
+            hostname: None,
+            preferred_underlay: None,
+        };
+        s.create_interface(spec).unwrap();
+    });
+    let nh: IpAddr = "fc00:2::1".parse().unwrap();
+    let start = std::time::Instant::now();
+    for i in 0..ROUTES {
+        let addr = IpAddr::V4(std::net::Ipv4Addr::from((11 << 24) + (i << 8)));
+        control.with_state(|s| s.create_route(100, addr, 24, 100, nh).unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{ROUTES} routes in {secs:.3} s: {:.0} ops/s",
+        f64::from(ROUTES) / secs
+    );
+}

@@ -41,7 +41,7 @@ pub const FIXED_HEADER_LEN: usize = field::ADDRESSES;
 pub const ETHERNET_IPV4_LEN: usize = 28;
 
 /// A view of an ARP packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArpPacket<T: AsRef<[u8]>> {
     buffer: T,
 }

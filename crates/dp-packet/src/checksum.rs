@@ -134,6 +134,23 @@ pub fn update_bytes(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
     !fold(u64::from(!checksum) + u64::from(!data(old)) + u64::from(data(new)))
 }
 
+/// Completes a checksum that offload left unfinished (virtio-net `NEEDS_CSUM`, Linux
+/// `CHECKSUM_PARTIAL`, frames from a veth or a TAP with a vnet header): the 16-bit field at
+/// `start + offset` already holds the pseudo-header sum; the data from `start` to the end of `packet`
+/// (field included) is summed and the complement stored. `packet` must end where the transport segment
+/// ends (no Ethernet padding). A UDP result of 0 is the caller's to turn into 0xffff.
+pub fn finish_partial(packet: &mut [u8], start: usize, offset: usize) -> crate::Result<()> {
+    let field_at = start.checked_add(offset).ok_or(crate::Error::Malformed)?;
+    let field_end = field_at.checked_add(2).ok_or(crate::Error::Malformed)?;
+    let region = packet.get(start..).ok_or(crate::Error::Truncated)?;
+    if packet.get(field_at..field_end).is_none() {
+        return Err(crate::Error::Truncated);
+    }
+    let check = finish(data(region));
+    crate::bytes::set_u16(packet, field_at..field_end, check);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +239,20 @@ mod tests {
             pseudo_header_v6(&src, &dst, IpProtocol::ICMPV6, 0x1_0020),
             naive(&bytes)
         );
+    }
+
+    #[test]
+    fn finish_partial_bounds() {
+        let mut buf = [0u8; 8];
+        assert_eq!(finish_partial(&mut buf, 0, 7), Err(crate::Error::Truncated));
+        assert_eq!(finish_partial(&mut buf, 9, 0), Err(crate::Error::Truncated));
+        assert_eq!(
+            finish_partial(&mut buf, usize::MAX, 1),
+            Err(crate::Error::Malformed)
+        );
+        buf = [0x12, 0x34, 0, 0, 0, 0, 0, 0];
+        finish_partial(&mut buf, 0, 2).unwrap();
+        assert_eq!(data(&buf), 0xffff);
     }
 
     proptest! {

@@ -133,7 +133,7 @@ mod field {
 const FLAG_BROADCAST: u16 = 0x8000;
 
 /// A view of a DHCPv4 message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DhcpPacket<T: AsRef<[u8]>> {
     buffer: T,
 }

@@ -115,7 +115,7 @@ pub const HEADER_LEN: usize = field::OPTIONS;
 pub const OPTION_HEADER_LEN: usize = 4;
 
 /// A view of a client/server DHCPv6 message (the UDP payload).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dhcpv6Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
@@ -338,7 +338,7 @@ mod ia_field {
 }
 
 /// A view of an IA_NA option's data: IAID, T1, T2, nested options.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IaNa<T: AsRef<[u8]>> {
     buffer: T,
 }
@@ -417,7 +417,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IaNa<T> {
 }
 
 /// A view of an IAADDR option's data: address, lifetimes, nested options.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IaAddr<T: AsRef<[u8]>> {
     buffer: T,
 }
@@ -612,9 +612,30 @@ mod tests {
         let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
         assert_eq!(ip.dst_addr(), ALL_RELAY_AGENTS_AND_SERVERS);
         let udp = UdpPacket::new_checked(ip.payload()).unwrap();
-        assert!(udp.verify_checksum_v6(&ip.src_addr(), &ip.dst_addr()));
         assert_eq!((udp.src_port(), udp.dst_port()), (CLIENT_PORT, SERVER_PORT));
         udp.payload().to_vec()
+    }
+
+    #[test]
+    fn captured_checksum_is_unfinished_offload() {
+        // dhclient sends through a UDP socket on a veth, which leaves the checksum to "hardware": the
+        // captured field holds only the pseudo-header sum (CHECKSUM_PARTIAL). Verify must reject it,
+        // and finishing it gives what scapy computes for the full checksum (0x5ce5).
+        let mut frame = hex(include_str!("../testdata/dhclient6_solicit.hex"));
+        let ip = Ipv6Packet::new_checked(&frame[14..]).unwrap();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        let udp_len = u32::from(udp.len());
+        assert_eq!(
+            udp.checksum(),
+            crate::checksum::pseudo_header_v6(&src, &dst, crate::IpProtocol::UDP, udp_len)
+        );
+        assert!(!udp.verify_checksum_v6(&src, &dst));
+        crate::checksum::finish_partial(&mut frame[14 + 40..], 0, 6).unwrap();
+        let ip = Ipv6Packet::new_checked(&frame[14..]).unwrap();
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(udp.checksum(), 0x5ce5);
+        assert!(udp.verify_checksum_v6(&src, &dst));
     }
 
     const CLIENT_DUID: [u8; 14] = [

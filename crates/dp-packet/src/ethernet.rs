@@ -132,7 +132,7 @@ mod field {
 pub const HEADER_LEN: usize = field::PAYLOAD;
 
 /// A view of an Ethernet II frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EthernetFrame<T: AsRef<[u8]>> {
     buffer: T,
 }

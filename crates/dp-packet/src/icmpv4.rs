@@ -61,7 +61,7 @@ mod field {
 pub const HEADER_LEN: usize = field::DATA;
 
 /// A view of an ICMPv4 message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Icmpv4Packet<T: AsRef<[u8]>> {
     buffer: T,
 }

@@ -87,7 +87,7 @@ pub const MIN_LEN: usize = 4;
 pub const HEADER_LEN: usize = field::DATA;
 
 /// A view of an ICMPv6 message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Icmpv6Packet<T: AsRef<[u8]>> {
     buffer: T,
 }

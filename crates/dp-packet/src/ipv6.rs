@@ -56,7 +56,7 @@ pub fn is_solicited_node(addr: &Ipv6Addr) -> bool {
 }
 
 /// A view of an IPv6 packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv6Packet<T: AsRef<[u8]>> {
     buffer: T,
 }

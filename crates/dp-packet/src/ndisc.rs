@@ -207,7 +207,7 @@ pub fn emit_prefix_info(buf: &mut [u8], info: &PrefixInfo) -> Result<usize> {
 macro_rules! ndisc_view {
     ($(#[$meta:meta])* $name:ident, $options_at:expr) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub struct $name<T: AsRef<[u8]>> {
             buffer: T,
         }
@@ -814,6 +814,62 @@ mod tests {
     const RS: [u8; 16] = [
         0x85, 0x00, 0x71, 0xb5, 0, 0, 0, 0, 0x01, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56,
     ];
+
+    #[test]
+    fn truncated_prefixes_of_every_view() {
+        for len in 0..8 {
+            assert_eq!(
+                RouterSolicit::new_checked(&RS[..len]).unwrap_err(),
+                Error::Truncated
+            );
+        }
+        for len in 0..16 {
+            assert_eq!(
+                RouterAdvert::new_checked(&RA[..len]).unwrap_err(),
+                Error::Truncated
+            );
+        }
+        for len in 0..24 {
+            assert_eq!(
+                NeighborAdvert::new_checked(&NA[..len]).unwrap_err(),
+                Error::Truncated
+            );
+            assert_eq!(
+                NeighborSolicit::new_checked(&NS[..len]).unwrap_err(),
+                Error::Truncated
+            );
+        }
+        // A prefix that cuts an option in the middle is caught by the option walk.
+        let view = RouterAdvert::new_checked(&RA[..60]).unwrap();
+        assert_eq!(view.options().validate(), Err(Error::Malformed));
+        let packet = Icmpv6Packet::new_checked(&RA[..60]).unwrap();
+        assert_eq!(NdiscRepr::parse(&packet), Err(Error::Malformed));
+    }
+
+    #[test]
+    fn option_emitters_refuse_short_buffers() {
+        let mut buf = [0u8; 31];
+        assert_eq!(
+            emit_source_lladdr(&mut buf[..7], VM_MAC),
+            Err(Error::Truncated)
+        );
+        assert_eq!(
+            emit_target_lladdr(&mut buf[..7], VM_MAC),
+            Err(Error::Truncated)
+        );
+        assert_eq!(emit_mtu(&mut buf[..7], 1500), Err(Error::Truncated));
+        let info = PrefixInfo {
+            prefix_len: 64,
+            on_link: true,
+            autonomous: false,
+            valid_lifetime: 1,
+            preferred_lifetime: 1,
+            prefix: Ipv6Addr::UNSPECIFIED,
+        };
+        assert_eq!(emit_prefix_info(&mut buf, &info), Err(Error::Truncated));
+        assert_eq!(emit_mtu(&mut buf, 9000), Ok(8));
+        assert_eq!(buf[..8], [5, 1, 0, 0, 0, 0, 0x23, 0x28]);
+    }
 
     #[test]
     fn option_iterator_rejects_zero_and_overlong() {

@@ -20,7 +20,7 @@ mod field {
 pub const HEADER_LEN: usize = 8;
 
 /// A view of a UDP datagram.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpPacket<T: AsRef<[u8]>> {
     buffer: T,
 }

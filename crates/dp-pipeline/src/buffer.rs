@@ -55,7 +55,9 @@ impl PacketBuf {
     /// The frame.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        self.storage.get(self.start..self.start + self.len).unwrap_or(&[])
+        self.storage
+            .get(self.start..self.start + self.len)
+            .unwrap_or(&[])
     }
 
     /// The frame, writable.

@@ -135,13 +135,18 @@ impl Graph {
     /// Feeds a received packet to the first node. Returns it when the batch is full.
     #[inline]
     pub fn push_rx(&mut self, pkt: PacketBuf) -> Result<(), PacketBuf> {
-        push_bounded(&mut self.inputs[NodeId::Classify.index()], pkt)
+        match self.inputs.get_mut(NodeId::Classify.index()) {
+            Some(batch) => push_bounded(batch, pkt),
+            None => Err(pkt),
+        }
     }
 
     /// Room left in the first node's batch.
     #[inline]
     pub fn rx_room(&self) -> usize {
-        BATCH_SIZE.saturating_sub(self.inputs[NodeId::Classify.index()].len())
+        self.inputs
+            .get(NodeId::Classify.index())
+            .map_or(0, |batch| BATCH_SIZE.saturating_sub(batch.len()))
     }
 
     /// The packets waiting to go out of `port`; the worker drains it after [`Graph::run`].
@@ -200,7 +205,9 @@ impl Graph {
     #[inline]
     fn dispatch(&mut self, from: NodeId, pkt: PacketBuf, verdict: Verdict, pool: &mut BufferPool) {
         let result = match verdict {
-            Verdict::Next(next) if next.index() <= from.index() => Err((pkt, DropReason::GraphLoop)),
+            Verdict::Next(next) if next.index() <= from.index() => {
+                Err((pkt, DropReason::GraphLoop))
+            }
             Verdict::Next(next) => match self.inputs.get_mut(next.index()) {
                 Some(batch) => push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull)),
                 None => Err((pkt, DropReason::GraphLoop)),

@@ -26,12 +26,10 @@ fn request_for_gateway_is_answered_in_place() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, VM1);
     // who-has 169.254.0.1 → 169.254.0.1 is-at 22:22:22:22:22:02, to 66:66:66:66:66:02.
-    let want = hex(
-        "666666666602 222222222202 0806
+    let want = hex("666666666602 222222222202 0806
          0001 0800 06 04 0002
          222222222202 a9fe0001
-         666666666602 0a640101",
-    );
+         666666666602 0a640101");
     assert_frame(&out[0].1, &want);
     h.assert_conservation();
     assert_eq!(h.total_drops(), 0);
@@ -50,12 +48,10 @@ fn padded_probe_from_unconfigured_sender_is_answered_without_padding() {
     );
     req.resize(60, 0xaa);
     let out = h.run1(VM2, req);
-    let want = hex(
-        "666666666603 222222222203 0806
+    let want = hex("666666666603 222222222203 0806
          0001 0800 06 04 0002
          222222222203 a9fe0001
-         666666666603 00000000",
-    );
+         666666666603 00000000");
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, VM2);
     assert_frame(&out[0].1, &want);
@@ -81,7 +77,13 @@ fn other_arp_is_dropped() {
         ),
         (
             "reply about the gateway",
-            arp(2, vm_mac(VM1), [169, 254, 0, 1], own_mac(VM1), [169, 254, 0, 1]),
+            arp(
+                2,
+                vm_mac(VM1),
+                [169, 254, 0, 1],
+                own_mac(VM1),
+                [169, 254, 0, 1],
+            ),
             DropReason::ArpNotForGateway,
         ),
         (
@@ -91,7 +93,13 @@ fn other_arp_is_dropped() {
         ),
         (
             "multicast sender hardware address",
-            arp(1, [1, 0, 0x5e, 0, 0, 1], [10, 100, 1, 1], [0; 6], [169, 254, 0, 1]),
+            arp(
+                1,
+                [1, 0, 0x5e, 0, 0, 1],
+                [10, 100, 1, 1],
+                [0; 6],
+                [169, 254, 0, 1],
+            ),
             DropReason::ArpMalformed,
         ),
         (
@@ -134,7 +142,11 @@ fn truncated_arp_is_malformed_at_every_length() {
         let mut h = Harness::new();
         let out = h.run1(VM1, eth(BROADCAST, vm_mac(VM1), ETH_ARP, &full[..len]));
         assert!(out.is_empty(), "len {len}");
-        assert_eq!(h.nonzero_drops(), vec![(DropReason::ArpMalformed, 1)], "len {len}");
+        assert_eq!(
+            h.nonzero_drops(),
+            vec![(DropReason::ArpMalformed, 1)],
+            "len {len}"
+        );
     }
 }
 
@@ -163,7 +175,13 @@ fn arp_from_uplink_is_dropped() {
             BROADCAST,
             [0x52, 0x54, 0, 0, 0, 1],
             ETH_ARP,
-            &arp(1, [0x52, 0x54, 0, 0, 0, 1], [192, 168, 0, 1], [0; 6], [169, 254, 0, 1]),
+            &arp(
+                1,
+                [0x52, 0x54, 0, 0, 0, 1],
+                [192, 168, 0, 1],
+                [0; 6],
+                [169, 254, 0, 1],
+            ),
         ),
     );
     assert!(out.is_empty());

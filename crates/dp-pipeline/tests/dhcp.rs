@@ -6,7 +6,7 @@ use common::*;
 use dp_pipeline::DropReason;
 use dp_tables::PxeConfig;
 
-// Reference replies, built with Debian's scapy 2.5 (see the report for the script):
+// Reference replies, built with Debian's scapy 2.5 by tests/scapy/dhcp.py:
 // Ether/IP(src=169.254.0.1, ttl=64, id=0)/UDP(67→68)/BOOTP(op=2, ...)/DHCP(options=[...]), padded to
 // a 300-byte BOOTP message.
 /// scapy-built reference (OFFER).
@@ -48,7 +48,11 @@ fn bootp_request(p: u16, flags: u16, ciaddr: Ipv4Addr, options: &[u8]) -> Vec<u8
 /// The frame carrying a BOOTREQUEST: broadcast from 0.0.0.0:68 (or unicast from `ciaddr`).
 fn dhcp_frame(p: u16, src: Ipv4Addr, dst: Ipv4Addr, bootp: &[u8]) -> Vec<u8> {
     let u = udp_v4(src, dst, 68, 67, bootp);
-    let dst_mac = if dst.is_broadcast() { BROADCAST } else { own_mac(p) };
+    let dst_mac = if dst.is_broadcast() {
+        BROADCAST
+    } else {
+        own_mac(p)
+    };
     eth(dst_mac, vm_mac(p), ETH_IPV4, &ipv4(src, dst, 17, 64, &u))
 }
 
@@ -56,7 +60,12 @@ fn discover(p: u16, extra: &[u8]) -> Vec<u8> {
     let mut opts = vec![53, 1, 1, 55, 8, 1, 3, 6, 12, 15, 26, 28, 121, 61, 7, 1];
     opts.extend_from_slice(&vm_mac(p));
     opts.extend_from_slice(extra);
-    dhcp_frame(p, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, &bootp_request(p, 0, Ipv4Addr::UNSPECIFIED, &opts))
+    dhcp_frame(
+        p,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::BROADCAST,
+        &bootp_request(p, 0, Ipv4Addr::UNSPECIFIED, &opts),
+    )
 }
 
 fn request_selecting(p: u16, requested: Ipv4Addr, extra: &[u8]) -> Vec<u8> {
@@ -64,7 +73,12 @@ fn request_selecting(p: u16, requested: Ipv4Addr, extra: &[u8]) -> Vec<u8> {
     opts.extend_from_slice(&requested.octets());
     opts.extend_from_slice(&[54, 4, 169, 254, 0, 1]);
     opts.extend_from_slice(extra);
-    dhcp_frame(p, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, &bootp_request(p, 0, Ipv4Addr::UNSPECIFIED, &opts))
+    dhcp_frame(
+        p,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::BROADCAST,
+        &bootp_request(p, 0, Ipv4Addr::UNSPECIFIED, &opts),
+    )
 }
 
 fn exchange(h: &mut Harness, frame: Vec<u8>) -> Vec<u8> {
@@ -94,7 +108,10 @@ fn dpservice_style_request_without_address_gets_ack() {
     // dpservice's own test sends a REQUEST with nothing but the message type.
     let mut h = Harness::new();
     let bootp = bootp_request(VM1, 0, Ipv4Addr::UNSPECIFIED, &[53, 1, 3]);
-    let reply = exchange(&mut h, dhcp_frame(VM1, vm_ipv4(VM1), Ipv4Addr::new(169, 254, 0, 1), &bootp));
+    let reply = exchange(
+        &mut h,
+        dhcp_frame(VM1, vm_ipv4(VM1), Ipv4Addr::new(169, 254, 0, 1), &bootp),
+    );
     assert_frame(&reply, &hex(ACK));
 }
 
@@ -102,7 +119,10 @@ fn dpservice_style_request_without_address_gets_ack() {
 fn renewal_gets_ack_with_ciaddr() {
     let mut h = Harness::new();
     let bootp = bootp_request(VM1, 0, vm_ipv4(VM1), &[53, 1, 3]);
-    let reply = exchange(&mut h, dhcp_frame(VM1, vm_ipv4(VM1), Ipv4Addr::new(169, 254, 0, 1), &bootp));
+    let reply = exchange(
+        &mut h,
+        dhcp_frame(VM1, vm_ipv4(VM1), Ipv4Addr::new(169, 254, 0, 1), &bootp),
+    );
     assert_frame(&reply, &hex(ACK_RENEW));
 }
 
@@ -116,7 +136,7 @@ fn offer_with_dns_and_hostname() {
     assert_frame(&reply, &hex(OFFER_DNS_HOST));
 }
 
-fn with_pxe(ifaces: &mut Vec<dp_tables::Iface>) {
+fn with_pxe(ifaces: &mut [dp_tables::Iface]) {
     ifaces[0].pxe = Some(PxeConfig {
         next_server: Some(Ipv4Addr::new(192, 168, 100, 5)),
         boot_filename: "/boot.ipxe".into(),
@@ -137,7 +157,10 @@ fn pxe_rom_gets_ipxe_loader_over_tftp() {
 #[test]
 fn ipxe_gets_http_boot_file() {
     let mut h = Harness::with(|ifaces, _| with_pxe(ifaces));
-    let reply = exchange(&mut h, request_selecting(VM1, vm_ipv4(VM1), &[77, 4, b'i', b'P', b'X', b'E']));
+    let reply = exchange(
+        &mut h,
+        request_selecting(VM1, vm_ipv4(VM1), &[77, 4, b'i', b'P', b'X', b'E']),
+    );
     assert_frame(&reply, &hex(ACK_IPXE));
 }
 
@@ -161,19 +184,33 @@ fn broadcast_flag_is_honoured() {
     let mut opts = vec![53, 1, 1, 55, 8, 1, 3, 6, 12, 15, 26, 28, 121, 61, 7, 1];
     opts.extend_from_slice(&vm_mac(VM1));
     let bootp = bootp_request(VM1, 0x8000, Ipv4Addr::UNSPECIFIED, &opts);
-    let reply = exchange(&mut h, dhcp_frame(VM1, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, &bootp));
+    let reply = exchange(
+        &mut h,
+        dhcp_frame(VM1, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, &bootp),
+    );
     assert_frame(&reply, &hex(OFFER_BCAST));
 }
 
 #[test]
 fn request_for_another_address_gets_nak() {
     let mut h = Harness::new();
-    let reply = exchange(&mut h, request_selecting(VM1, Ipv4Addr::new(10, 100, 1, 99), &[]));
+    let reply = exchange(
+        &mut h,
+        request_selecting(VM1, Ipv4Addr::new(10, 100, 1, 99), &[]),
+    );
     assert_frame(&reply, &hex(NAK));
     // A renewal of another address too.
     let mut h = Harness::new();
     let bootp = bootp_request(VM1, 0, Ipv4Addr::new(10, 9, 9, 9), &[53, 1, 3]);
-    let reply = exchange(&mut h, dhcp_frame(VM1, Ipv4Addr::new(10, 9, 9, 9), Ipv4Addr::new(169, 254, 0, 1), &bootp));
+    let reply = exchange(
+        &mut h,
+        dhcp_frame(
+            VM1,
+            Ipv4Addr::new(10, 9, 9, 9),
+            Ipv4Addr::new(169, 254, 0, 1),
+            &bootp,
+        ),
+    );
     assert_frame(&reply, &hex(NAK));
 }
 
@@ -225,24 +262,81 @@ fn unhandled_and_malformed_dhcp_is_dropped() {
         let mut u = udp_v4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67, &bootp);
         u[6] = 0;
         u[7] = 0;
-        eth(BROADCAST, vm_mac(VM1), ETH_IPV4, &ipv4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 17, 64, &u))
+        eth(
+            BROADCAST,
+            vm_mac(VM1),
+            ETH_IPV4,
+            &ipv4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 17, 64, &u),
+        )
     };
     no_udp_sum[0] = 0xff; // still broadcast; a zero UDP checksum means "none" and is accepted
     let cases: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
         ("zero UDP checksum is accepted", no_udp_sum, None),
-        ("release", bcast(&base(&[53, 1, 7])), Some(DropReason::DhcpUnhandled)),
-        ("decline", bcast(&base(&[53, 1, 4])), Some(DropReason::DhcpUnhandled)),
-        ("inform", bcast(&base(&[53, 1, 8])), Some(DropReason::DhcpUnhandled)),
-        ("unknown type", bcast(&base(&[53, 1, 42])), Some(DropReason::DhcpUnhandled)),
-        ("no message type", bcast(&base(&[12, 1, b'a'])), Some(DropReason::DhcpMalformed)),
-        ("message type of length 2", bcast(&base(&[53, 2, 1, 1])), Some(DropReason::DhcpMalformed)),
-        ("requested IP of length 3", bcast(&base(&[53, 1, 3, 50, 3, 10, 100, 1])), Some(DropReason::DhcpMalformed)),
-        ("option running past the end", bcast(&base(&[53, 1, 1, 12, 200, b'a'])), Some(DropReason::DhcpMalformed)),
-        ("bad magic cookie", bcast(&bad_magic), Some(DropReason::DhcpMalformed)),
-        ("BOOTREPLY from a VM", bcast(&reply_op), Some(DropReason::DhcpMalformed)),
-        ("non-Ethernet hardware type", bcast(&htype), Some(DropReason::DhcpMalformed)),
-        ("hardware length 16", bcast(&hlen), Some(DropReason::DhcpMalformed)),
-        ("truncated BOOTP header", bcast(&base(&[])[..200]), Some(DropReason::DhcpMalformed)),
+        (
+            "release",
+            bcast(&base(&[53, 1, 7])),
+            Some(DropReason::DhcpUnhandled),
+        ),
+        (
+            "decline",
+            bcast(&base(&[53, 1, 4])),
+            Some(DropReason::DhcpUnhandled),
+        ),
+        (
+            "inform",
+            bcast(&base(&[53, 1, 8])),
+            Some(DropReason::DhcpUnhandled),
+        ),
+        (
+            "unknown type",
+            bcast(&base(&[53, 1, 42])),
+            Some(DropReason::DhcpUnhandled),
+        ),
+        (
+            "no message type",
+            bcast(&base(&[12, 1, b'a'])),
+            Some(DropReason::DhcpMalformed),
+        ),
+        (
+            "message type of length 2",
+            bcast(&base(&[53, 2, 1, 1])),
+            Some(DropReason::DhcpMalformed),
+        ),
+        (
+            "requested IP of length 3",
+            bcast(&base(&[53, 1, 3, 50, 3, 10, 100, 1])),
+            Some(DropReason::DhcpMalformed),
+        ),
+        (
+            "option running past the end",
+            bcast(&base(&[53, 1, 1, 12, 200, b'a'])),
+            Some(DropReason::DhcpMalformed),
+        ),
+        (
+            "bad magic cookie",
+            bcast(&bad_magic),
+            Some(DropReason::DhcpMalformed),
+        ),
+        (
+            "BOOTREPLY from a VM",
+            bcast(&reply_op),
+            Some(DropReason::DhcpMalformed),
+        ),
+        (
+            "non-Ethernet hardware type",
+            bcast(&htype),
+            Some(DropReason::DhcpMalformed),
+        ),
+        (
+            "hardware length 16",
+            bcast(&hlen),
+            Some(DropReason::DhcpMalformed),
+        ),
+        (
+            "truncated BOOTP header",
+            bcast(&base(&[])[..200]),
+            Some(DropReason::DhcpMalformed),
+        ),
         ("bad UDP checksum", bad_udp, Some(DropReason::L4BadChecksum)),
     ];
     for (what, frame, reason) in cases {

@@ -5,7 +5,7 @@ use std::net::Ipv6Addr;
 use common::*;
 use dp_pipeline::DropReason;
 
-// Reference frames built with Debian's scapy 2.5: Ether/IPv6(src=fe80::1, hlim=64)/UDP(547→546)/
+// Reference frames built with Debian's scapy 2.5 (tests/scapy/dhcp6.py): Ether/IPv6(src=fe80::1, hlim=64)/UDP(547→546)/
 // DHCP6_*(trid=0xabcdef)/DHCP6OptServerId(DUID_LL(22:22:22:22:22:xx))/DHCP6OptClientId(...)/
 // DHCP6OptIA_NA(iaid=0x18702501, T1=T2=inf, [IAAddress(addr, inf, inf, [StatusCode(0)])])/...
 // SOLICIT is scapy's rendering of the request the tests build (a cross-check of the builder).
@@ -23,7 +23,10 @@ const TRID: u32 = 0xabcdef;
 const IAID: u32 = 0x1870_2501;
 
 fn dns() -> Vec<Ipv6Addr> {
-    vec!["2001:4860:4860::6464".parse().unwrap(), "2002:4861:4861::6464".parse().unwrap()]
+    vec![
+        "2001:4860:4860::6464".parse().unwrap(),
+        "2002:4861:4861::6464".parse().unwrap(),
+    ]
 }
 
 fn opt(code: u16, data: &[u8]) -> Vec<u8> {
@@ -64,7 +67,12 @@ fn dhcp6_frame(p: u16, msg_type: u8, options: &[u8]) -> Vec<u8> {
     msg.extend_from_slice(&TRID.to_be_bytes()[1..]);
     msg.extend_from_slice(options);
     let u = udp_v6(src, dst, 546, 547, &msg);
-    eth([0x33, 0x33, 0, 1, 0, 2], vm_mac(p), ETH_IPV6, &ipv6(src, dst, 17, 1, &u))
+    eth(
+        [0x33, 0x33, 0, 1, 0, 2],
+        vm_mac(p),
+        ETH_IPV6,
+        &ipv6(src, dst, 17, 1, &u),
+    )
 }
 
 fn solicit(p: u16, extra: &[u8]) -> Vec<u8> {
@@ -211,30 +219,92 @@ fn unhandled_and_malformed_dhcpv6_is_dropped() {
         let mut msg = vec![1, 0xab, 0xcd, 0xef];
         msg.extend(client_id(VM1));
         let u = udp_v6(Ipv6Addr::UNSPECIFIED, dst, 546, 547, &msg);
-        eth([0x33, 0x33, 0, 1, 0, 2], vm_mac(VM1), ETH_IPV6, &ipv6(Ipv6Addr::UNSPECIFIED, dst, 17, 1, &u))
+        eth(
+            [0x33, 0x33, 0, 1, 0, 2],
+            vm_mac(VM1),
+            ETH_IPV6,
+            &ipv6(Ipv6Addr::UNSPECIFIED, dst, 17, 1, &u),
+        )
     };
     let mut o_long = opt(1, &[7; 131]);
     o_long.extend(ia_na(IAID, &[]));
     let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
-        ("decline", dhcp6_frame(VM1, 9, &client_id(VM1)), DropReason::Dhcpv6Unhandled),
-        ("advertise from a client", dhcp6_frame(VM1, 2, &client_id(VM1)), DropReason::Dhcpv6Unhandled),
-        ("reply from a client", dhcp6_frame(VM1, 7, &client_id(VM1)), DropReason::Dhcpv6Unhandled),
-        ("relay-forward", dhcp6_frame(VM1, 12, &[0; 30]), DropReason::Dhcpv6Unhandled),
-        ("unknown type", dhcp6_frame(VM1, 200, &[]), DropReason::Dhcpv6Unhandled),
+        (
+            "decline",
+            dhcp6_frame(VM1, 9, &client_id(VM1)),
+            DropReason::Dhcpv6Unhandled,
+        ),
+        (
+            "advertise from a client",
+            dhcp6_frame(VM1, 2, &client_id(VM1)),
+            DropReason::Dhcpv6Unhandled,
+        ),
+        (
+            "reply from a client",
+            dhcp6_frame(VM1, 7, &client_id(VM1)),
+            DropReason::Dhcpv6Unhandled,
+        ),
+        (
+            "relay-forward",
+            dhcp6_frame(VM1, 12, &[0; 30]),
+            DropReason::Dhcpv6Unhandled,
+        ),
+        (
+            "unknown type",
+            dhcp6_frame(VM1, 200, &[]),
+            DropReason::Dhcpv6Unhandled,
+        ),
         ("bad UDP checksum", bad_sum, DropReason::L4BadChecksum),
         ("zero UDP checksum", zero_sum, DropReason::L4BadChecksum),
-        ("truncated option header", dhcp6_frame(VM1, 1, &[0, 1, 0]), DropReason::Dhcpv6Malformed),
-        ("option longer than message", dhcp6_frame(VM1, 1, &[0, 1, 0, 10, 1, 2]), DropReason::Dhcpv6Malformed),
-        ("empty client id", dhcp6_frame(VM1, 1, &opt(1, &[])), DropReason::Dhcpv6Malformed),
-        ("client id of 131 bytes", dhcp6_frame(VM1, 1, &o_long), DropReason::Dhcpv6Malformed),
-        ("short IA_NA", dhcp6_frame(VM1, 1, &opt(3, &[0; 11])), DropReason::Dhcpv6Malformed),
-        ("rapid commit with data", dhcp6_frame(VM1, 1, &opt(14, &[1])), DropReason::Dhcpv6Malformed),
-        ("message shorter than its header", {
-            let (src, dst) = (vm_link_local(VM1), "ff02::1:2".parse().unwrap());
-            let u = udp_v6(src, dst, 546, 547, &[1, 0xab, 0xcd]);
-            eth([0x33, 0x33, 0, 1, 0, 2], vm_mac(VM1), ETH_IPV6, &ipv6(src, dst, 17, 1, &u))
-        }, DropReason::Dhcpv6Malformed),
-        ("unspecified source", from_unspecified, DropReason::Dhcpv6Malformed),
+        (
+            "truncated option header",
+            dhcp6_frame(VM1, 1, &[0, 1, 0]),
+            DropReason::Dhcpv6Malformed,
+        ),
+        (
+            "option longer than message",
+            dhcp6_frame(VM1, 1, &[0, 1, 0, 10, 1, 2]),
+            DropReason::Dhcpv6Malformed,
+        ),
+        (
+            "empty client id",
+            dhcp6_frame(VM1, 1, &opt(1, &[])),
+            DropReason::Dhcpv6Malformed,
+        ),
+        (
+            "client id of 131 bytes",
+            dhcp6_frame(VM1, 1, &o_long),
+            DropReason::Dhcpv6Malformed,
+        ),
+        (
+            "short IA_NA",
+            dhcp6_frame(VM1, 1, &opt(3, &[0; 11])),
+            DropReason::Dhcpv6Malformed,
+        ),
+        (
+            "rapid commit with data",
+            dhcp6_frame(VM1, 1, &opt(14, &[1])),
+            DropReason::Dhcpv6Malformed,
+        ),
+        (
+            "message shorter than its header",
+            {
+                let (src, dst) = (vm_link_local(VM1), "ff02::1:2".parse().unwrap());
+                let u = udp_v6(src, dst, 546, 547, &[1, 0xab, 0xcd]);
+                eth(
+                    [0x33, 0x33, 0, 1, 0, 2],
+                    vm_mac(VM1),
+                    ETH_IPV6,
+                    &ipv6(src, dst, 17, 1, &u),
+                )
+            },
+            DropReason::Dhcpv6Malformed,
+        ),
+        (
+            "unspecified source",
+            from_unspecified,
+            DropReason::Dhcpv6Malformed,
+        ),
     ];
     for (what, frame, reason) in cases {
         let mut h = with_dns();

@@ -1,3 +1,4 @@
+// Reference replies: tests/scapy/icmp.py.
 mod common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -97,20 +98,57 @@ fn other_traffic_to_gateway_is_dropped() {
     }]);
     frag[24..26].copy_from_slice(&c.to_be_bytes());
     let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
-        ("echo reply v4", echo4(VM1, vm_ipv4(VM1), GW4, 0, 0), DropReason::IcmpUnhandled),
-        ("echo request code 1", echo4(VM1, vm_ipv4(VM1), GW4, 8, 1), DropReason::IcmpUnhandled),
-        ("timestamp v4", echo4(VM1, vm_ipv4(VM1), GW4, 13, 0), DropReason::IcmpUnhandled),
+        (
+            "echo reply v4",
+            echo4(VM1, vm_ipv4(VM1), GW4, 0, 0),
+            DropReason::IcmpUnhandled,
+        ),
+        (
+            "echo request code 1",
+            echo4(VM1, vm_ipv4(VM1), GW4, 8, 1),
+            DropReason::IcmpUnhandled,
+        ),
+        (
+            "timestamp v4",
+            echo4(VM1, vm_ipv4(VM1), GW4, 13, 0),
+            DropReason::IcmpUnhandled,
+        ),
         ("bad ICMP checksum", bad4, DropReason::L4BadChecksum),
         ("fragmented echo", frag, DropReason::Ipv4Fragment),
-        ("UDP to gateway", vm_udp4(VM1, vm_ipv4(VM1), GW4, 64, b"x"), DropReason::GatewayNotIcmp),
-        ("spoofed echo", echo4(VM1, vm_ipv4(VM2), GW4, 8, 0), DropReason::Spoofed),
-        ("echo reply v6", echo6(VM1, vm_ipv6(VM1), GW6, 129, 0), DropReason::IcmpUnhandled),
+        (
+            "UDP to gateway",
+            vm_udp4(VM1, vm_ipv4(VM1), GW4, 64, b"x"),
+            DropReason::GatewayNotIcmp,
+        ),
+        (
+            "spoofed echo",
+            echo4(VM1, vm_ipv4(VM2), GW4, 8, 0),
+            DropReason::Spoofed,
+        ),
+        (
+            "echo reply v6",
+            echo6(VM1, vm_ipv6(VM1), GW6, 129, 0),
+            DropReason::IcmpUnhandled,
+        ),
         ("bad ICMPv6 checksum", bad6, DropReason::L4BadChecksum),
-        ("UDP to gateway v6", vm_udp6(VM1, vm_ipv6(VM1), GW6, 64, b"x"), DropReason::GatewayNotIcmp),
-        ("spoofed echo v6", echo6(VM1, vm_ipv6(VM2), GW6, 128, 0), DropReason::Spoofed),
+        (
+            "UDP to gateway v6",
+            vm_udp6(VM1, vm_ipv6(VM1), GW6, 64, b"x"),
+            DropReason::GatewayNotIcmp,
+        ),
+        (
+            "spoofed echo v6",
+            echo6(VM1, vm_ipv6(VM2), GW6, 128, 0),
+            DropReason::Spoofed,
+        ),
         (
             "truncated ICMP",
-            eth(own_mac(VM1), vm_mac(VM1), ETH_IPV4, &ipv4(vm_ipv4(VM1), GW4, 1, 64, &[8, 0, 0xf7, 0xff])),
+            eth(
+                own_mac(VM1),
+                vm_mac(VM1),
+                ETH_IPV4,
+                &ipv4(vm_ipv4(VM1), GW4, 1, 64, &[8, 0, 0xf7, 0xff]),
+            ),
             DropReason::L4Malformed,
         ),
     ];
@@ -166,9 +204,19 @@ fn time_exceeded_quotes_at_most_576_bytes() {
 fn no_time_exceeded_for_icmp_errors() {
     let mut h = Harness::new();
     let err = icmpv4(3, 3, [0; 4], &[0x45; 28]);
-    let frame = eth(own_mac(VM1), vm_mac(VM1), ETH_IPV4, &ipv4(vm_ipv4(VM1), vm_ipv4(VM2), 1, 1, &err));
+    let frame = eth(
+        own_mac(VM1),
+        vm_mac(VM1),
+        ETH_IPV4,
+        &ipv4(vm_ipv4(VM1), vm_ipv4(VM2), 1, 1, &err),
+    );
     let err6 = icmpv6(vm_ipv6(VM1), vm_ipv6(VM2), 1, 4, &[0; 44]);
-    let frame6 = eth(own_mac(VM1), vm_mac(VM1), ETH_IPV6, &ipv6(vm_ipv6(VM1), vm_ipv6(VM2), 58, 1, &err6));
+    let frame6 = eth(
+        own_mac(VM1),
+        vm_mac(VM1),
+        ETH_IPV6,
+        &ipv6(vm_ipv6(VM1), vm_ipv6(VM2), 58, 1, &err6),
+    );
     let out = h.run(&[(VM1, frame), (VM1, frame6)]);
     assert!(out.is_empty());
     assert_eq!(h.nonzero_drops(), vec![(DropReason::TtlExceeded, 2)]);

@@ -1,3 +1,4 @@
+// Reference replies: tests/scapy/nd.py.
 mod common;
 
 use std::net::Ipv6Addr;
@@ -97,7 +98,14 @@ fn unicast_solicitation_without_option_is_answered() {
     let mut h = Harness::new();
     let src = vm_link_local(VM1);
     let body = ns_body(GW6, &[]);
-    let frame = nd_frame(VM1, own_mac(VM1), src, GW6, 255, &icmpv6(src, GW6, 135, 0, &body));
+    let frame = nd_frame(
+        VM1,
+        own_mac(VM1),
+        src,
+        GW6,
+        255,
+        &icmpv6(src, GW6, 135, 0, &body),
+    );
     let out = h.run1(VM1, frame);
     assert_eq!(out.len(), 1);
     assert_frame(
@@ -131,7 +139,10 @@ fn duplicate_address_detection_for_gateway_is_defended_to_all_nodes() {
 #[test]
 fn router_solicitation_gets_advertisement() {
     let mut h = Harness::new();
-    let out = h.run1(VM1, rs_frame(VM1, vm_link_local(VM1), &lladdr_opt(1, vm_mac(VM1))));
+    let out = h.run1(
+        VM1,
+        rs_frame(VM1, vm_link_local(VM1), &lladdr_opt(1, vm_mac(VM1))),
+    );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, VM1);
     // scapy: ICMPv6ND_RA(chlim=255, M=1, O=1, routerlifetime=65535, reachabletime=0, retranstimer=0, prf=0)/
@@ -176,14 +187,29 @@ fn malformed_and_unhandled_nd_is_dropped() {
     let sn = gw_solicited();
     let good_ns = ns_frame(VM1, GW6);
     let ns_with = |src: Ipv6Addr, dst: Ipv6Addr, code: u8, body: &[u8]| {
-        nd_frame(VM1, [0x33, 0x33, 0xff, 0, 0, 1], src, dst, 255, &icmpv6(src, dst, 135, code, body))
+        nd_frame(
+            VM1,
+            [0x33, 0x33, 0xff, 0, 0, 1],
+            src,
+            dst,
+            255,
+            &icmpv6(src, dst, 135, code, body),
+        )
     };
     let mut bad_sum = good_ns.clone();
     let last = bad_sum.len() - 1;
     bad_sum[last] ^= 1;
     let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
-        ("NS with hop limit 64", with_hop(&good_ns, 64), DropReason::NdMalformed),
-        ("NS with hop limit 254", with_hop(&good_ns, 254), DropReason::NdMalformed),
+        (
+            "NS with hop limit 64",
+            with_hop(&good_ns, 64),
+            DropReason::NdMalformed,
+        ),
+        (
+            "NS with hop limit 254",
+            with_hop(&good_ns, 254),
+            DropReason::NdMalformed,
+        ),
         (
             "RS with hop limit 1",
             with_hop(&rs_frame(VM1, ll, &[]), 1),
@@ -217,12 +243,22 @@ fn malformed_and_unhandled_nd_is_dropped() {
         ),
         (
             "DAD NS with a source link-layer option",
-            ns_with(Ipv6Addr::UNSPECIFIED, sn, 0, &ns_body(GW6, &lladdr_opt(1, vm_mac(VM1)))),
+            ns_with(
+                Ipv6Addr::UNSPECIFIED,
+                sn,
+                0,
+                &ns_body(GW6, &lladdr_opt(1, vm_mac(VM1))),
+            ),
             DropReason::NdMalformed,
         ),
         (
             "DAD NS not to a solicited-node group",
-            ns_with(Ipv6Addr::UNSPECIFIED, "ff02::1".parse().unwrap(), 0, &ns_body(GW6, &[])),
+            ns_with(
+                Ipv6Addr::UNSPECIFIED,
+                "ff02::1".parse().unwrap(),
+                0,
+                &ns_body(GW6, &[]),
+            ),
             DropReason::NdMalformed,
         ),
         (
@@ -242,7 +278,12 @@ fn malformed_and_unhandled_nd_is_dropped() {
         ),
         (
             "NS for another VM",
-            ns_with(ll, "ff02::1:ff00:2".parse().unwrap(), 0, &ns_body(vm_ipv6(VM2), &[])),
+            ns_with(
+                ll,
+                "ff02::1:ff00:2".parse().unwrap(),
+                0,
+                &ns_body(vm_ipv6(VM2), &[]),
+            ),
             DropReason::NdNotForGateway,
         ),
         (
@@ -269,7 +310,13 @@ fn malformed_and_unhandled_nd_is_dropped() {
                 ll,
                 "ff02::1".parse().unwrap(),
                 255,
-                &icmpv6(ll, "ff02::1".parse().unwrap(), 134, 0, &[64, 0, 0, 30, 0, 0, 0, 0, 0, 0, 0, 0]),
+                &icmpv6(
+                    ll,
+                    "ff02::1".parse().unwrap(),
+                    134,
+                    0,
+                    &[64, 0, 0, 30, 0, 0, 0, 0, 0, 0, 0, 0],
+                ),
             ),
             DropReason::NdUnhandled,
         ),
@@ -303,7 +350,10 @@ fn nd_is_not_answered_without_ipv6_overlay() {
         (VM1, rs_frame(VM1, vm_link_local(VM1), &[])),
     ]);
     assert!(out.is_empty());
-    assert_eq!(h.nonzero_drops(), vec![(DropReason::Ipv6OverlayDisabled, 2)]);
+    assert_eq!(
+        h.nonzero_drops(),
+        vec![(DropReason::Ipv6OverlayDisabled, 2)]
+    );
 }
 
 #[test]

@@ -26,5 +26,9 @@ pub use convert::{
 pub use v1::dpd_kironcore_client::DpdKironcoreClient;
 pub use v1::dpd_kironcore_server::{DpdKironcore, DpdKironcoreServer};
 
+/// The protocol version this implementation speaks, exchanged by
+/// `GetVersion` (`client_protocol` / `service_protocol`).
+pub const PROTOCOL_VERSION: &str = concat!("dpservice-rs-", env!("CARGO_PKG_VERSION"));
+
 /// Name of the gRPC service as it appears on the wire.
 pub const SERVICE_NAME: &str = "dpdkironcore.v1.DPDKironcore";

@@ -126,11 +126,12 @@ pub fn code_of(name: &str) -> Option<u32> {
 }
 
 impl v1::Status {
-    /// A success status (code 0, empty message, as dpservice sends it).
+    /// A success status: code 0 with message `"Success"`, which dpservice
+    /// puts into every successful response.
     pub fn ok() -> Self {
         Self {
             code: OK,
-            message: String::new(),
+            message: message(OK).to_owned(),
         }
     }
 

@@ -5,7 +5,10 @@
 //! (one atomic load, no lock) and read it without synchronisation. Per-VNI tables are behind `Arc`s
 //! so that publishing a change copies only what changed.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod iface;
 mod lpm;

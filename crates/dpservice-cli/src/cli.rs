@@ -15,20 +15,6 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::CliError;
 use crate::types::Prefix;
 
-pub const INTERFACE_ALIASES: &[&str] = &["interface", "interfaces", "iface", "ifaces"];
-pub const PREFIX_ALIASES: &[&str] = &["prefix", "prefixes", "prfx", "prfxs"];
-pub const ROUTE_ALIASES: &[&str] = &["route", "routes", "rt", "rts"];
-pub const VIRTUALIP_ALIASES: &[&str] = &["virtualip", "virtualips", "vip", "vips"];
-pub const LOADBALANCER_ALIASES: &[&str] = &["loadbalancer", "loadbalancers", "lbs", "lb"];
-pub const LBPREFIX_ALIASES: &[&str] =
-    &["loadbalancer-prefix", "loadbalancer-prefixes", "lbprefix", "lbprfx", "lbprfxs"];
-pub const LBTARGET_ALIASES: &[&str] =
-    &["loadbalancer-target", "loadbalancer-targets", "lbtrgt", "lbtrgts", "lbtarget"];
-pub const NAT_ALIASES: &[&str] = &["nat", "translation"];
-pub const NEIGHBORNAT_ALIASES: &[&str] = &["nnat", "ngbnat", "neighnat"];
-pub const FIREWALLRULE_ALIASES: &[&str] =
-    &["firewallrule", "fwrule", "fw-rule", "firewallrules", "fwrules", "fw-rules"];
-
 #[derive(Debug, Parser)]
 #[command(
     name = "dpservice-cli",
@@ -96,7 +82,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct CreateCmd {
     /// Filename, directory, or URL to file to use to create the resource
-    #[arg(short = 'f', long = "filename", value_delimiter = ',', value_name = "strings")]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_delimiter = ',',
+        value_name = "strings"
+    )]
     pub filename: Vec<String>,
     #[command(subcommand)]
     pub what: Option<CreateWhat>,
@@ -105,7 +96,12 @@ pub struct CreateCmd {
 #[derive(Debug, Args)]
 pub struct DeleteCmd {
     /// Filename, directory, or URL to file to use to delete the resource
-    #[arg(short = 'f', long = "filename", value_delimiter = ',', value_name = "strings")]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_delimiter = ',',
+        value_name = "strings"
+    )]
     pub filename: Vec<String>,
     #[command(subcommand)]
     pub what: Option<DeleteWhat>,
@@ -667,12 +663,19 @@ pub struct CaptureStart {
 
 /// cobra's check of required flags: all missing ones, sorted, one message.
 pub fn require(flags: &[(&str, bool)]) -> Result<(), CliError> {
-    let mut missing: Vec<&str> = flags.iter().filter(|(_, set)| !set).map(|(n, _)| *n).collect();
+    let mut missing: Vec<&str> = flags
+        .iter()
+        .filter(|(_, set)| !set)
+        .map(|(n, _)| *n)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     missing.sort_unstable();
-    Err(CliError::msg(format!("required flag(s) \"{}\" not set", missing.join("\", \""))))
+    Err(CliError::msg(format!(
+        "required flag(s) \"{}\" not set",
+        missing.join("\", \"")
+    )))
 }
 
 // ------------------------------------------------------------ value parsers
@@ -687,7 +690,9 @@ pub fn go_quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -703,11 +708,11 @@ pub fn parse_addr(s: &str) -> Result<IpAddr, String> {
 /// `netip.ParseAddr`
 pub fn parse_addr_strict(t: &str) -> Result<IpAddr, String> {
     t.parse::<IpAddr>().map_err(|_| {
-        let why = if t.is_empty() {
-            "unable to parse IP"
-        } else if t.contains(':') {
-            "unable to parse IP"
-        } else if t.split('.').count() == 4 && t.split('.').any(|p| p.parse::<u32>().is_ok_and(|v| v > 255)) {
+        let ipv4_overflow = !t.contains(':')
+            && t.split('.').count() == 4
+            && t.split('.')
+                .any(|p| p.parse::<u32>().is_ok_and(|v| v > 255));
+        let why = if ipv4_overflow {
             "IPv4 field has value >255"
         } else {
             "unable to parse IP"
@@ -723,9 +728,14 @@ pub fn parse_prefix(s: &str) -> Result<Prefix, String> {
     let Some((a, bits)) = t.rsplit_once('/') else {
         return Err(err("no '/'".into()));
     };
-    let ip: IpAddr = a.parse().map_err(|_| err(format!("ParseAddr({}): unable to parse IP", go_quote(a))))?;
+    let ip: IpAddr = a
+        .parse()
+        .map_err(|_| err(format!("ParseAddr({}): unable to parse IP", go_quote(a))))?;
     let bad_bits = || err(format!("bad bits after slash: {}", go_quote(bits)));
-    if bits.is_empty() || !bits.bytes().all(|b| b.is_ascii_digit()) || (bits.len() > 1 && bits.starts_with('0')) {
+    if bits.is_empty()
+        || !bits.bytes().all(|b| b.is_ascii_digit())
+        || (bits.len() > 1 && bits.starts_with('0'))
+    {
         return Err(bad_bits());
     }
     let n: u32 = bits.parse().map_err(|_| bad_bits())?;
@@ -738,7 +748,11 @@ pub fn parse_prefix(s: &str) -> Result<Prefix, String> {
 
 /// Go's `strconv.ParseUint(s, 0, bits)` / `ParseInt(s, 0, bits)`.
 fn go_parse_integer(s: &str, signed: bool, bits: u32) -> Result<i128, String> {
-    let func = if signed { "strconv.ParseInt" } else { "strconv.ParseUint" };
+    let func = if signed {
+        "strconv.ParseInt"
+    } else {
+        "strconv.ParseUint"
+    };
     let syntax = || format!("{func}: parsing {}: invalid syntax", go_quote(s));
     let range = || format!("{func}: parsing {}: value out of range", go_quote(s));
     let (neg, body) = match s.as_bytes().first() {
@@ -808,7 +822,10 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("strconv.ParseBool: parsing {}: invalid syntax", go_quote(s))),
+        _ => Err(format!(
+            "strconv.ParseBool: parsing {}: invalid syntax",
+            go_quote(s)
+        )),
     }
 }
 
@@ -831,14 +848,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     let mut total = 0f64;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let num = &rest[..num_end];
         if num.is_empty() || num == "." {
             return Err(invalid());
         }
         let value: f64 = num.parse().map_err(|_| invalid())?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         if unit.is_empty() {
             return Err(format!("time: missing unit in duration {}", go_quote(s)));
@@ -850,7 +871,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            _ => return Err(format!("time: unknown unit {} in duration {}", go_quote(unit), go_quote(s))),
+            _ => {
+                return Err(format!(
+                    "time: unknown unit {} in duration {}",
+                    go_quote(unit),
+                    go_quote(s)
+                ))
+            }
         };
         total += value * scale;
         rest = &rest[unit_end..];
@@ -865,6 +892,300 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    // The alias lists of the Go CLI (cmd/common.go).
+    const INTERFACE_ALIASES: &[&str] = &["interface", "interfaces", "iface", "ifaces"];
+    const PREFIX_ALIASES: &[&str] = &["prefix", "prefixes", "prfx", "prfxs"];
+    const ROUTE_ALIASES: &[&str] = &["route", "routes", "rt", "rts"];
+    const VIRTUALIP_ALIASES: &[&str] = &["virtualip", "virtualips", "vip", "vips"];
+    const LOADBALANCER_ALIASES: &[&str] = &["loadbalancer", "loadbalancers", "lbs", "lb"];
+    const LBPREFIX_ALIASES: &[&str] = &[
+        "loadbalancer-prefix",
+        "loadbalancer-prefixes",
+        "lbprefix",
+        "lbprfx",
+        "lbprfxs",
+    ];
+    const LBTARGET_ALIASES: &[&str] = &[
+        "loadbalancer-target",
+        "loadbalancer-targets",
+        "lbtrgt",
+        "lbtrgts",
+        "lbtarget",
+    ];
+    const NAT_ALIASES: &[&str] = &["nat", "translation"];
+    const NEIGHBORNAT_ALIASES: &[&str] = &["nnat", "ngbnat", "neighnat"];
+    const FIREWALLRULE_ALIASES: &[&str] = &[
+        "firewallrule",
+        "fwrule",
+        "fw-rule",
+        "firewallrules",
+        "fwrules",
+        "fw-rules",
+    ];
+
+    fn p(line: &str) -> Result<Cli, Early> {
+        let mut args = vec!["dpservice-cli".to_owned()];
+        args.extend(line.split_whitespace().map(str::to_owned));
+        parse_args(args)
+    }
+
+    fn err(line: &str) -> String {
+        match p(line) {
+            Err(Early::Error { error, .. }) => error.text().to_owned(),
+            other => panic!("{line}: expected an error, got {other:?}"),
+        }
+    }
+
+    fn cmd(line: &str) -> Command {
+        match p(line) {
+            Ok(cli) => cli.command.unwrap_or_else(|| panic!("{line}: no command")),
+            Err(e) => panic!("{line}: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn every_go_alias_resolves() {
+        let groups: &[(&str, &[&str], &str)] = &[
+            ("create", INTERFACE_ALIASES, "Interface"),
+            ("create", PREFIX_ALIASES, "Prefix"),
+            ("create", ROUTE_ALIASES, "Route"),
+            ("create", VIRTUALIP_ALIASES, "Virtualip"),
+            ("create", LOADBALANCER_ALIASES, "Loadbalancer"),
+            ("create", LBPREFIX_ALIASES, "Lbprefix"),
+            ("create", LBTARGET_ALIASES, "Lbtarget"),
+            ("create", NAT_ALIASES, "Nat"),
+            ("create", NEIGHBORNAT_ALIASES, "Neighbornat"),
+            ("create", FIREWALLRULE_ALIASES, "Firewallrule"),
+            ("delete", INTERFACE_ALIASES, "Interface"),
+            ("delete", PREFIX_ALIASES, "Prefix"),
+            ("delete", ROUTE_ALIASES, "Route"),
+            ("delete", VIRTUALIP_ALIASES, "Virtualip"),
+            ("delete", LOADBALANCER_ALIASES, "Loadbalancer"),
+            ("delete", LBPREFIX_ALIASES, "Lbprefix"),
+            ("delete", LBTARGET_ALIASES, "Lbtarget"),
+            ("delete", NAT_ALIASES, "Nat"),
+            ("delete", NEIGHBORNAT_ALIASES, "Neighbornat"),
+            ("delete", FIREWALLRULE_ALIASES, "Firewallrule"),
+            ("get", INTERFACE_ALIASES, "Interface"),
+            ("get", VIRTUALIP_ALIASES, "Virtualip"),
+            ("get", LOADBALANCER_ALIASES, "Loadbalancer"),
+            ("get", NAT_ALIASES, "Nat"),
+            ("get", FIREWALLRULE_ALIASES, "Firewallrule"),
+            ("get", LBPREFIX_ALIASES, "Lbprefix"),
+            ("get", LBTARGET_ALIASES, "Lbtarget"),
+            ("get", PREFIX_ALIASES, "Prefix"),
+            ("get", ROUTE_ALIASES, "Route"),
+            ("list", FIREWALLRULE_ALIASES, "Firewallrules"),
+            ("list", INTERFACE_ALIASES, "Interfaces"),
+            ("list", PREFIX_ALIASES, "Prefixes"),
+            ("list", LBPREFIX_ALIASES, "Lbprefixes"),
+            ("list", ROUTE_ALIASES, "Routes"),
+            ("list", LBTARGET_ALIASES, "Lbtargets"),
+            ("list", NAT_ALIASES, "Nats"),
+            ("list", LOADBALANCER_ALIASES, "Loadbalancers"),
+            ("reset", NAT_ALIASES, "Vni"),
+        ];
+        for (group, aliases, variant) in groups {
+            for alias in *aliases {
+                let c = cmd(&format!("{group} {alias}"));
+                let dbg = format!("{c:?}");
+                assert!(
+                    dbg.contains(&format!("({variant}(")) || dbg.contains(&format!("({variant})")),
+                    "{group} {alias} -> {dbg}"
+                );
+            }
+        }
+        // the list commands' own names
+        for name in [
+            "firewallrules",
+            "interfaces",
+            "prefixes",
+            "lbprefixes",
+            "routes",
+            "lbtargets",
+            "nats",
+            "loadbalancers",
+        ] {
+            assert!(matches!(
+                cmd(&format!("list {name}")),
+                Command::List(ListCmd { what: Some(_) })
+            ));
+        }
+        assert!(matches!(cmd("reset vni --vni 1"), Command::Reset(_)));
+        assert!(matches!(
+            cmd("get vni --vni 1"),
+            Command::Get(GetCmd {
+                what: Some(GetWhat::Vni(_))
+            })
+        ));
+        assert!(matches!(
+            cmd("get version"),
+            Command::Get(GetCmd {
+                what: Some(GetWhat::Version)
+            })
+        ));
+        assert!(matches!(
+            cmd("get init"),
+            Command::Get(GetCmd {
+                what: Some(GetWhat::Init)
+            })
+        ));
+        assert!(matches!(cmd("init"), Command::Init));
+        assert!(matches!(cmd("capture status"), Command::Capture(_)));
+    }
+
+    #[test]
+    fn add_and_del_and_case_insensitivity() {
+        assert!(matches!(
+            cmd("add interface"),
+            Command::Create(CreateCmd {
+                what: Some(CreateWhat::Interface(_)),
+                ..
+            })
+        ));
+        assert!(matches!(
+            cmd("del route"),
+            Command::Delete(DeleteCmd {
+                what: Some(DeleteWhat::Route(_)),
+                ..
+            })
+        ));
+        assert!(
+            matches!(cmd("GET Interface --id=VM1"), Command::Get(GetCmd { what: Some(GetWhat::Interface(OptIdArg { ref id })) }) if id == "VM1")
+        );
+        assert!(matches!(
+            cmd("List IFACES"),
+            Command::List(ListCmd {
+                what: Some(ListWhat::Interfaces(_))
+            })
+        ));
+        // a flag value that looks like a command is not rewritten
+        match cmd("add prefix --interface-id Route --prefix 10.0.0.0/8") {
+            Command::Create(CreateCmd {
+                what: Some(CreateWhat::Prefix(a)),
+                ..
+            }) => {
+                assert_eq!(a.interface_id.as_deref(), Some("Route"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_interface_flags() {
+        let c = cmd("add interface --id=vm1 --vni 0x64 --ipv4=10.0.0.1 --device tap0 --total-meter-rate=1000 --hostname h");
+        let Command::Create(CreateCmd {
+            what: Some(CreateWhat::Interface(o)),
+            ..
+        }) = c
+        else {
+            panic!()
+        };
+        assert_eq!(o.id.as_deref(), Some("vm1"));
+        assert_eq!(o.vni, Some(100));
+        assert_eq!(o.ipv4, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(o.ipv6, None, "defaults to :: in the command");
+        assert_eq!(o.device.as_deref(), Some("tap0"));
+        assert_eq!(o.total_meter_rate, 1000);
+        assert_eq!(o.public_meter_rate, 0);
+        assert_eq!(o.hostname, "h");
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let cli = p("-o json --address 10.0.0.1:1234 list interfaces --pretty -w=false --connect-timeout 250ms").unwrap();
+        assert_eq!(cli.global.output.as_deref(), Some("json"));
+        assert_eq!(cli.global.address.as_deref(), Some("10.0.0.1:1234"));
+        assert_eq!(cli.global.pretty, Some(true));
+        assert_eq!(cli.global.wide, Some(false));
+        assert_eq!(cli.global.connect_timeout, Some(Duration::from_millis(250)));
+        let cli = p("get vni --vni 1 --vni-type 0 --output=yaml").unwrap();
+        assert_eq!(cli.global.output.as_deref(), Some("yaml"));
+        assert!(p("-v").unwrap().version);
+        assert!(p("--version").unwrap().version);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_readably() {
+        assert_eq!(
+            err("add interface --id vm1 --ipv4 10.0.0.256"),
+            "invalid argument \"10.0.0.256\" for \"--ipv4\" flag: ParseAddr(\"10.0.0.256\"): IPv4 field has value >255"
+        );
+        assert_eq!(
+            err("add route --next-hop-ip nonsense"),
+            "invalid argument \"nonsense\" for \"--next-hop-ip\" flag: ParseAddr(\"nonsense\"): unable to parse IP"
+        );
+        assert_eq!(
+            err("add prefix --prefix 10.0.0.0/33"),
+            "invalid argument \"10.0.0.0/33\" for \"--prefix\" flag: netip.ParsePrefix(\"10.0.0.0/33\"): prefix length out of range"
+        );
+        assert_eq!(
+            err("add prefix --prefix=fc00::/129"),
+            "invalid argument \"fc00::/129\" for \"--prefix\" flag: netip.ParsePrefix(\"fc00::/129\"): prefix length out of range"
+        );
+        assert_eq!(
+            err("del route --prefix 10.0.0.1"),
+            "invalid argument \"10.0.0.1\" for \"--prefix\" flag: netip.ParsePrefix(\"10.0.0.1\"): no '/'"
+        );
+        assert_eq!(
+            err("list routes --vni=abc"),
+            "invalid argument \"abc\" for \"--vni\" flag: strconv.ParseUint: parsing \"abc\": invalid syntax"
+        );
+        assert_eq!(
+            err("get vni --vni-type 300"),
+            "invalid argument \"300\" for \"--vni-type\" flag: strconv.ParseUint: parsing \"300\": value out of range"
+        );
+        assert_eq!(
+            err("list interfaces -w=maybe"),
+            "invalid argument \"maybe\" for \"-w, --wide\" flag: strconv.ParseBool: parsing \"maybe\": invalid syntax"
+        );
+        assert_eq!(
+            err("list interfaces --connect-timeout 5"),
+            "invalid argument \"5\" for \"--connect-timeout\" flag: time: missing unit in duration \"5\""
+        );
+    }
+
+    #[test]
+    fn usage_errors_like_cobra() {
+        assert_eq!(err("list interfaces --foo"), "unknown flag: --foo");
+        assert_eq!(
+            err("list interfaces -x"),
+            "unknown shorthand flag: 'x' in -x"
+        );
+        assert_eq!(
+            err("get nothing"),
+            "unknown command \"nothing\" for \"dpservice-cli get\""
+        );
+        assert_eq!(err("list interfaces extra"), "accepts 0 arg(s), received 1");
+        match p("get") {
+            Err(Early::Error {
+                error,
+                help: Some(help),
+            }) => {
+                assert_eq!(error.text(), "subcommand is required");
+                assert!(help.contains("interface"), "{help}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(p(""), Err(Early::Error { .. })));
+        assert!(matches!(p("--help"), Err(Early::Print(_))));
+        assert!(matches!(p("list routes -h"), Err(Early::Print(_))));
+    }
+
+    #[test]
+    fn error_output_format_from_raw_args() {
+        let v = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(manual_parse_output(&v("get init")), "name");
+        assert_eq!(manual_parse_output(&v("-o json get init")), "json");
+        assert_eq!(manual_parse_output(&v("get init --output=yaml")), "yaml");
+        assert_eq!(manual_parse_output(&v("get init -o=table")), "table");
+        assert_eq!(
+            manual_parse_output(&v("get init -ojson")),
+            "name",
+            "as in the Go CLI"
+        );
+    }
+
     #[test]
     fn integers_follow_go() {
         assert_eq!(parse_u32("100"), Ok(100));
@@ -877,12 +1198,24 @@ mod tests {
             parse_u32("4294967296"),
             Err("strconv.ParseUint: parsing \"4294967296\": value out of range".into())
         );
-        assert_eq!(parse_u32("-1"), Err("strconv.ParseUint: parsing \"-1\": invalid syntax".into()));
-        assert_eq!(parse_u32("abc"), Err("strconv.ParseUint: parsing \"abc\": invalid syntax".into()));
-        assert_eq!(parse_u8("256"), Err("strconv.ParseUint: parsing \"256\": value out of range".into()));
+        assert_eq!(
+            parse_u32("-1"),
+            Err("strconv.ParseUint: parsing \"-1\": invalid syntax".into())
+        );
+        assert_eq!(
+            parse_u32("abc"),
+            Err("strconv.ParseUint: parsing \"abc\": invalid syntax".into())
+        );
+        assert_eq!(
+            parse_u8("256"),
+            Err("strconv.ParseUint: parsing \"256\": value out of range".into())
+        );
         assert_eq!(parse_i32("-1"), Ok(-1));
         assert_eq!(parse_i32("+5"), Ok(5));
-        assert_eq!(parse_i32("2147483648"), Err("strconv.ParseInt: parsing \"2147483648\": value out of range".into()));
+        assert_eq!(
+            parse_i32("2147483648"),
+            Err("strconv.ParseInt: parsing \"2147483648\": value out of range".into())
+        );
         assert_eq!(parse_u64("18446744073709551615"), Ok(u64::MAX));
     }
 
@@ -890,10 +1223,23 @@ mod tests {
     fn addresses_and_prefixes() {
         assert_eq!(parse_addr(" 10.0.0.1 "), Ok("10.0.0.1".parse().unwrap()));
         assert_eq!(parse_addr("fc00::1"), Ok("fc00::1".parse().unwrap()));
-        assert_eq!(parse_addr("10.0.0.256"), Err("ParseAddr(\"10.0.0.256\"): IPv4 field has value >255".into()));
-        assert_eq!(parse_addr("foo"), Err("ParseAddr(\"foo\"): unable to parse IP".into()));
-        assert_eq!(parse_prefix("10.0.0.0/24"), Ok(Prefix::new("10.0.0.0".parse().unwrap(), 24)));
-        assert_eq!(parse_prefix("10.0.0.1/24").unwrap().text(), "10.0.0.1/24", "not masked");
+        assert_eq!(
+            parse_addr("10.0.0.256"),
+            Err("ParseAddr(\"10.0.0.256\"): IPv4 field has value >255".into())
+        );
+        assert_eq!(
+            parse_addr("foo"),
+            Err("ParseAddr(\"foo\"): unable to parse IP".into())
+        );
+        assert_eq!(
+            parse_prefix("10.0.0.0/24"),
+            Ok(Prefix::new("10.0.0.0".parse().unwrap(), 24))
+        );
+        assert_eq!(
+            parse_prefix("10.0.0.1/24").unwrap().text(),
+            "10.0.0.1/24",
+            "not masked"
+        );
         assert_eq!(parse_prefix("fc00::/64").unwrap().bits(), 64);
         assert_eq!(
             parse_prefix("10.0.0.0/33"),
@@ -903,14 +1249,20 @@ mod tests {
             parse_prefix("fc00::/129"),
             Err("netip.ParsePrefix(\"fc00::/129\"): prefix length out of range".into())
         );
-        assert_eq!(parse_prefix("10.0.0.0"), Err("netip.ParsePrefix(\"10.0.0.0\"): no '/'".into()));
+        assert_eq!(
+            parse_prefix("10.0.0.0"),
+            Err("netip.ParsePrefix(\"10.0.0.0\"): no '/'".into())
+        );
         assert_eq!(
             parse_prefix("10.0.0.0/024"),
             Err("netip.ParsePrefix(\"10.0.0.0/024\"): bad bits after slash: \"024\"".into())
         );
         assert_eq!(
             parse_prefix("10.0.0/24"),
-            Err("netip.ParsePrefix(\"10.0.0/24\"): ParseAddr(\"10.0.0\"): unable to parse IP".into())
+            Err(
+                "netip.ParsePrefix(\"10.0.0/24\"): ParseAddr(\"10.0.0\"): unable to parse IP"
+                    .into()
+            )
         );
     }
 
@@ -921,9 +1273,18 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("4"), Err("time: missing unit in duration \"4\"".into()));
-        assert_eq!(parse_duration("4x"), Err("time: unknown unit \"x\" in duration \"4x\"".into()));
-        assert_eq!(parse_duration("x"), Err("time: invalid duration \"x\"".into()));
+        assert_eq!(
+            parse_duration("4"),
+            Err("time: missing unit in duration \"4\"".into())
+        );
+        assert_eq!(
+            parse_duration("4x"),
+            Err("time: unknown unit \"x\" in duration \"4x\"".into())
+        );
+        assert_eq!(
+            parse_duration("x"),
+            Err("time: invalid duration \"x\"".into())
+        );
         assert_eq!(parse_bool("false"), Ok(false));
         assert_eq!(parse_bool("T"), Ok(true));
         assert!(parse_bool("yes").is_err());
@@ -933,7 +1294,14 @@ mod tests {
     fn required_flags_message_is_sorted() {
         assert_eq!(require(&[("id", true)]), Ok(()));
         assert_eq!(
-            require(&[("id", false), ("vni", false), ("ipv4", true), ("device", false)]).unwrap_err().text(),
+            require(&[
+                ("id", false),
+                ("vni", false),
+                ("ipv4", true),
+                ("device", false)
+            ])
+            .unwrap_err()
+            .text(),
             "required flag(s) \"device\", \"id\", \"vni\" not set"
         );
     }
@@ -948,7 +1316,10 @@ pub enum Early {
     Print(String),
     /// A usage error; `help` is printed before the error (cobra prints the
     /// help of a command group that was given no subcommand).
-    Error { error: CliError, help: Option<String> },
+    Error {
+        error: CliError,
+        help: Option<String>,
+    },
 }
 
 /// Parses the command line like cobra/pflag would, including its error
@@ -974,7 +1345,8 @@ pub fn parse_args(mut args: Vec<String>) -> Result<Cli, Early> {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                     return Err(Early::Print(e.render().to_string()));
                 }
-                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                | ErrorKind::MissingSubcommand => {
                     return Err(Early::Error {
                         error: CliError::msg("subcommand is required"),
                         help: Some(help_of(&root, &path)),
@@ -982,13 +1354,21 @@ pub fn parse_args(mut args: Vec<String>) -> Result<Cli, Early> {
                 }
                 ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
                     let arg = ctx_str(ContextKind::InvalidArg).unwrap_or_default();
-                    let flag = arg.split([' ', '=']).next().unwrap_or("").to_owned();
+                    let flag = arg
+                        .split([' ', '=', '[', '<'])
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
                     let flag = go_flag_name(&root, &path, &flag);
                     let value = ctx_str(ContextKind::InvalidValue).unwrap_or_default();
-                    let why = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| {
-                        first_line(&e.render().to_string())
-                    });
-                    format!("invalid argument {} for {} flag: {why}", go_quote(&value), go_quote(&flag))
+                    let why = std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| first_line(&e.render().to_string()));
+                    format!(
+                        "invalid argument {} for {} flag: {why}",
+                        go_quote(&value),
+                        go_quote(&flag)
+                    )
                 }
                 ErrorKind::UnknownArgument => {
                     let arg = ctx_str(ContextKind::InvalidArg).unwrap_or_default();
@@ -998,7 +1378,11 @@ pub fn parse_args(mut args: Vec<String>) -> Result<Cli, Early> {
                         let c = short.chars().next().unwrap_or('-');
                         format!("unknown shorthand flag: '{c}' in {arg}")
                     } else if path.len() <= 1 || is_group(&path) {
-                        format!("unknown command {} for {}", go_quote(&arg), go_quote(&path_str))
+                        format!(
+                            "unknown command {} for {}",
+                            go_quote(&arg),
+                            go_quote(&path_str)
+                        )
                     } else {
                         let n = count_positionals(&args);
                         format!("accepts 0 arg(s), received {n}")
@@ -1006,16 +1390,39 @@ pub fn parse_args(mut args: Vec<String>) -> Result<Cli, Early> {
                 }
                 ErrorKind::InvalidSubcommand => {
                     let arg = ctx_str(ContextKind::InvalidSubcommand).unwrap_or_default();
-                    format!("unknown command {} for {}", go_quote(&arg), go_quote(&path_str))
+                    format!(
+                        "unknown command {} for {}",
+                        go_quote(&arg),
+                        go_quote(&path_str)
+                    )
                 }
                 ErrorKind::NoEquals | ErrorKind::InvalidUtf8 | ErrorKind::TooManyValues => {
                     first_line(&e.render().to_string())
                 }
                 _ => first_line(&e.render().to_string()),
             };
-            return Err(Early::Error { error: CliError::msg(msg), help: None });
+            return Err(Early::Error {
+                error: CliError::msg(msg),
+                help: None,
+            });
         }
     };
+    // command groups run without a subcommand print their help and fail
+    // (`create`/`delete` alone read objects from files instead)
+    let group_missing = match &cli.command {
+        None => !cli.version,
+        Some(Command::Get(c)) => c.what.is_none(),
+        Some(Command::List(c)) => c.what.is_none(),
+        Some(Command::Reset(c)) => c.what.is_none(),
+        Some(Command::Capture(c)) => c.what.is_none(),
+        _ => false,
+    };
+    if group_missing {
+        return Err(Early::Error {
+            error: CliError::msg("subcommand is required"),
+            help: Some(help_of(&root, &path)),
+        });
+    }
     Ok(cli)
 }
 
@@ -1026,13 +1433,20 @@ fn first_line(s: &str) -> String {
 
 fn is_group(path: &[String]) -> bool {
     path.len() == 2
-        && matches!(path[1].as_str(), "create" | "delete" | "get" | "list" | "reset" | "capture")
+        && matches!(
+            path[1].as_str(),
+            "create" | "delete" | "get" | "list" | "reset" | "capture"
+        )
 }
 
 fn count_positionals(args: &[String]) -> usize {
     // everything after the leaf that is not a flag (approximation of cobra's
     // count of extra arguments)
-    args.iter().skip(1).filter(|a| !a.starts_with('-')).count().saturating_sub(2)
+    args.iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .count()
+        .saturating_sub(2)
 }
 
 /// The Go flag name for error messages: `--vni`, or `-w, --wide` when the
@@ -1047,7 +1461,8 @@ fn go_flag_name(root: &clap::Command, path: &[String], flag: &str) -> String {
         }
     }
     let found = cmd.get_arguments().find(|a| {
-        a.get_long() == Some(long) || (long.len() == 1 && a.get_short().map(|c| c.to_string()) == Some(long.to_owned()))
+        a.get_long() == Some(long)
+            || (long.len() == 1 && a.get_short().map(|c| c.to_string()) == Some(long.to_owned()))
     });
     match found {
         Some(a) => match (a.get_short(), a.get_long()) {
@@ -1099,14 +1514,18 @@ fn normalize_case(root: &clap::Command, args: &mut [String]) -> Vec<String> {
             let lower = a.to_lowercase();
             let sub = cmd.get_subcommands().find(|s| {
                 s.get_name().eq_ignore_ascii_case(&lower)
-                    || s.get_all_aliases().any(|al| al.eq_ignore_ascii_case(&lower))
+                    || s.get_all_aliases()
+                        .any(|al| al.eq_ignore_ascii_case(&lower))
             });
             match sub {
                 Some(s) => {
                     args[i] = if s.get_name().eq_ignore_ascii_case(&lower) {
                         s.get_name().to_owned()
                     } else {
-                        s.get_all_aliases().find(|al| al.eq_ignore_ascii_case(&lower)).unwrap_or(&a).to_owned()
+                        s.get_all_aliases()
+                            .find(|al| al.eq_ignore_ascii_case(&lower))
+                            .unwrap_or(&a)
+                            .to_owned()
                     };
                     path.push(s.get_name().to_owned());
                     cmd = s;
@@ -1121,6 +1540,26 @@ fn normalize_case(root: &clap::Command, args: &mut [String]) -> Vec<String> {
 
 fn takes_value(cmd: &clap::Command, pred: impl Fn(&clap::Arg) -> bool) -> bool {
     cmd.get_arguments().find(|a| pred(a)).is_some_and(|a| {
-        a.get_action().takes_values() && !a.get_num_args().is_some_and(|n| n.min_values() == 0)
+        a.get_action().takes_values() && !matches!(a.get_num_args(), Some(n) if n.min_values() == 0)
     })
+}
+
+/// The Go CLI's `manualParseOutput`: the output format used to report
+/// errors, taken from the raw arguments (default `name`).
+pub fn manual_parse_output(args: &[String]) -> String {
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--output" || a == "-o" {
+            if let Some(v) = args.get(i + 1) {
+                return v.clone();
+            }
+        } else if let Some(v) = a.strip_prefix("--output=") {
+            return v.to_owned();
+        } else if let Some(v) = a.strip_prefix("-o=") {
+            return v.to_owned();
+        }
+        i += 1;
+    }
+    "name".to_owned()
 }

@@ -25,7 +25,10 @@ pub struct CliError {
 impl CliError {
     /// A client-side error with this message.
     pub fn msg(text: impl Into<String>) -> Self {
-        CliError { text: text.into(), grpc_code: None }
+        CliError {
+            text: text.into(),
+            grpc_code: None,
+        }
     }
 
     /// A dpservice status error (`[error code N] MSG`, or `error code N`
@@ -42,7 +45,11 @@ impl CliError {
     pub fn grpc(status: &tonic::Status) -> Self {
         let code = status.code();
         CliError {
-            text: format!("rpc error: code = {} desc = {}", go_code_name(code), status.message()),
+            text: format!(
+                "rpc error: code = {} desc = {}",
+                go_code_name(code),
+                status.message()
+            ),
             grpc_code: Some(code as i32),
         }
     }
@@ -60,7 +67,8 @@ impl CliError {
     /// How the Go CLI's `main` reports this error.
     pub fn report(&self) -> Report {
         if self.text.contains("Unimplemented desc") {
-            let text = "error in gRPC, client and server are probably using different proto version";
+            let text =
+                "error in gRPC, client and server are probably using different proto version";
             return Report {
                 source: "client",
                 code: 1000,
@@ -69,12 +77,26 @@ impl CliError {
                 exit_code: SERVER_ERROR,
             };
         }
-        let exit_code = if self.text.contains("error code") { SERVER_ERROR } else { CLIENT_ERROR };
+        let exit_code = if self.text.contains("error code") {
+            SERVER_ERROR
+        } else {
+            CLIENT_ERROR
+        };
         let (source, code, message) = match self.parse() {
             Some(p) => p,
-            None => ("client", 999, format!("could not parse error: {}", self.text)),
+            None => (
+                "client",
+                999,
+                format!("could not parse error: {}", self.text),
+            ),
         };
-        Report { source, code, message, text: self.text.clone(), exit_code }
+        Report {
+            source,
+            code,
+            message,
+            text: self.text.clone(),
+            exit_code,
+        }
     }
 
     /// Go's `parseError`.
@@ -92,7 +114,10 @@ impl CliError {
                 let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
                 if !digits.is_empty() {
                     if let Some(msg) = rest[digits.len()..].strip_prefix("] ") {
-                        return digits.parse().ok().map(|code| ("server", code, msg.to_owned()));
+                        return digits
+                            .parse()
+                            .ok()
+                            .map(|code| ("server", code, msg.to_owned()));
                     }
                 }
                 from = pos;
@@ -173,9 +198,15 @@ mod tests {
     #[test]
     fn server_error_is_parsed_and_exits_2() {
         let e = CliError::status(202, "ALREADY_EXISTS").context("error creating interface");
-        assert_eq!(e.text(), "error creating interface: [error code 202] ALREADY_EXISTS");
+        assert_eq!(
+            e.text(),
+            "error creating interface: [error code 202] ALREADY_EXISTS"
+        );
         let r = e.report();
-        assert_eq!((r.source, r.code, r.message.as_str(), r.exit_code), ("server", 202, "ALREADY_EXISTS", 2));
+        assert_eq!(
+            (r.source, r.code, r.message.as_str(), r.exit_code),
+            ("server", 202, "ALREADY_EXISTS", 2)
+        );
     }
 
     #[test]
@@ -195,16 +226,24 @@ mod tests {
             "error checking initialization status: rpc error: code = Aborted desc = not initialized"
         );
         let r = e.report();
-        assert_eq!((r.source, r.code, r.message.as_str(), r.exit_code), ("grpc", 10, "not initialized", 1));
+        assert_eq!(
+            (r.source, r.code, r.message.as_str(), r.exit_code),
+            ("grpc", 10, "not initialized", 1)
+        );
     }
 
     #[test]
     fn unimplemented_is_a_protocol_mismatch() {
-        let r = CliError::grpc(&tonic::Status::unimplemented("")).context("error getting nat").report();
+        let r = CliError::grpc(&tonic::Status::unimplemented(""))
+            .context("error getting nat")
+            .report();
         assert_eq!(r.source, "client");
         assert_eq!(r.code, 1000);
         assert_eq!(r.exit_code, 2);
-        assert_eq!(r.text, "error in gRPC, client and server are probably using different proto version");
+        assert_eq!(
+            r.text,
+            "error in gRPC, client and server are probably using different proto version"
+        );
     }
 
     #[test]

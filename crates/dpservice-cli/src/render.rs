@@ -41,7 +41,11 @@ pub struct RenderOpts {
 impl RenderOpts {
     /// `RendererOptions.RenderObject` / `RenderList`: renders into a string;
     /// a non-zero status in the object becomes an error after printing.
-    pub fn render<R: Renderable + ?Sized>(&self, operation: &str, obj: &R) -> (String, Result<(), CliError>) {
+    pub fn render<R: Renderable + ?Sized>(
+        &self,
+        operation: &str,
+        obj: &R,
+    ) -> (String, Result<(), CliError>) {
         let mut operation = operation.to_owned();
         let mut output = self.output.clone();
         let st = obj.status();
@@ -58,18 +62,30 @@ impl RenderOpts {
             "table" | "" => match obj.table(self.wide) {
                 Ok(t) => t.render(),
                 Err(e) => {
-                    let kind = obj.objects().first().map(|o| o.kind().to_owned()).unwrap_or_default();
-                    return (String::new(), Err(CliError::msg(format!("error rendering {kind}: {e}"))));
+                    let kind = obj
+                        .objects()
+                        .first()
+                        .map(|o| o.kind().to_owned())
+                        .unwrap_or_default();
+                    return (
+                        String::new(),
+                        Err(CliError::msg(format!("error rendering {kind}: {e}"))),
+                    );
                 }
             },
             other => {
                 return (
                     String::new(),
-                    Err(CliError::msg(format!("unknown renderer \"{other}\"")).context("error creating renderer")),
+                    Err(CliError::msg(format!("unknown renderer \"{other}\""))
+                        .context("error creating renderer")),
                 )
             }
         };
-        let res = if st.code != 0 { Err(CliError::status(st.code, &st.message)) } else { Ok(()) };
+        let res = if st.code != 0 {
+            Err(CliError::status(st.code, &st.message))
+        } else {
+            Ok(())
+        };
         (text, res)
     }
 }
@@ -77,7 +93,11 @@ impl RenderOpts {
 /// Go's `encoding/json` output: HTML-sensitive characters escaped, one
 /// document per line (indented by two spaces with `--pretty`).
 pub fn render_json<T: Serialize + ?Sized>(v: &T, pretty: bool) -> String {
-    let s = if pretty { serde_json::to_string_pretty(v) } else { serde_json::to_string(v) };
+    let s = if pretty {
+        serde_json::to_string_pretty(v)
+    } else {
+        serde_json::to_string(v)
+    };
     let mut s = go_escape(&s.unwrap_or_default());
     s.push('\n');
     s
@@ -173,17 +193,34 @@ api_object!(Route, |s| format!(
     go_opt(s.spec.prefix.as_ref()),
     s.spec.next_hop.as_ref().map(|n| n.vni).unwrap_or(0)
 ));
-api_object!(VirtualIp, |s| format!("on interface: {}", s.metadata.interface_id));
+api_object!(VirtualIp, |s| format!(
+    "on interface: {}",
+    s.metadata.interface_id
+));
 api_object!(LoadBalancer, |s| s.metadata.id.clone());
-api_object!(LoadBalancerTarget, |s| format!("on loadbalancer: {}", s.metadata.loadbalancer_id));
+api_object!(LoadBalancerTarget, |s| format!(
+    "on loadbalancer: {}",
+    s.metadata.loadbalancer_id
+));
 api_object!(LoadBalancerPrefix, |s| s.spec.prefix.to_string());
 api_object!(Nat, |s| s.metadata.interface_id.clone());
 api_object!(NeighborNat, |s| go_opt(s.metadata.nat_ip.as_ref()));
-api_object!(FirewallRule, |s| format!("{}/{}", s.metadata.interface_id, s.spec.id));
+api_object!(FirewallRule, |s| format!(
+    "{}/{}",
+    s.metadata.interface_id, s.spec.id
+));
 api_object!(Initialized, |_s| "initialized".to_owned());
 api_object!(Vni, |s| s.metadata.vni.to_string());
-api_object!(Version, |s| format!("{}-{}", s.metadata.client_name, s.metadata.client_protocol));
-api_object!(CaptureStart, |s| go_opt(s.metadata.capture_config.as_ref().and_then(|c| c.sink_node_ip.as_ref())));
+api_object!(Version, |s| format!(
+    "{}-{}",
+    s.metadata.client_name, s.metadata.client_protocol
+));
+api_object!(CaptureStart, |s| go_opt(
+    s.metadata
+        .capture_config
+        .as_ref()
+        .and_then(|c| c.sink_node_ip.as_ref())
+));
 api_object!(CaptureStop, |_s| "capture stopped".to_owned());
 api_object!(CaptureStatus, |_s| "get capture status".to_owned());
 
@@ -211,7 +248,11 @@ macro_rules! renderable_list {
                 &self.status
             }
             fn objects(&self) -> Vec<&dyn ApiObject> {
-                self.items.iter().flatten().map(|i| i as &dyn ApiObject).collect()
+                self.items
+                    .iter()
+                    .flatten()
+                    .map(|i| i as &dyn ApiObject)
+                    .collect()
             }
             fn list_type(&self) -> Option<&'static str> {
                 Some($tname)
@@ -312,8 +353,12 @@ fn route_table(routes: &[Route]) -> TableData {
 fn lb_table(lbs: &[LoadBalancer]) -> TableData {
     let mut t = TableData::new(&["ID", "VNI", "LbVipIP", "Lbports", "UnderlayRoute"]);
     for lb in lbs {
-        let ports: Vec<String> =
-            lb.spec.loadbalanced_ports.iter().map(|p| format!("{}/{}", protocol_name(p.protocol), p.port)).collect();
+        let ports: Vec<String> = lb
+            .spec
+            .loadbalanced_ports
+            .iter()
+            .map(|p| format!("{}/{}", protocol_name(p.protocol), p.port))
+            .collect();
         t.row(vec![
             Cell::text(&lb.metadata.id),
             Cell::num(lb.spec.vni),
@@ -333,17 +378,39 @@ fn lb_target_table(targets: &[LoadBalancerTarget]) -> TableData {
             _ => "IPV4",
         };
         // proto.IpVersion is an int32: go-pretty counts it as a number
-        t.row(vec![Cell { text: ver.to_owned(), numeric: true }, Cell::text(opt_addr(&lt.spec.target_ip))]);
+        t.row(vec![
+            Cell {
+                text: ver.to_owned(),
+                numeric: true,
+            },
+            Cell::text(opt_addr(&lt.spec.target_ip)),
+        ]);
     }
     t
 }
 
 fn nat_table(nats: &[Nat]) -> TableData {
-    let single = nats.first().is_some_and(|n| !n.metadata.interface_id.is_empty());
+    let single = nats
+        .first()
+        .is_some_and(|n| !n.metadata.interface_id.is_empty());
     let mut t = if single {
-        TableData::new(&["InterfaceID", "NatIP", "MinPort", "MaxPort", "UnderlayRoute"])
+        TableData::new(&[
+            "InterfaceID",
+            "NatIP",
+            "MinPort",
+            "MaxPort",
+            "UnderlayRoute",
+        ])
     } else {
-        TableData::new(&["VNI", "IP", "MinPort", "MaxPort", "UnderlayRoute", "NatIP", "NatType"])
+        TableData::new(&[
+            "VNI",
+            "IP",
+            "MinPort",
+            "MaxPort",
+            "UnderlayRoute",
+            "NatIP",
+            "NatType",
+        ])
     };
     for n in nats {
         if single {
@@ -355,7 +422,11 @@ fn nat_table(nats: &[Nat]) -> TableData {
                 Cell::text(opt_addr(&n.spec.underlay_route)),
             ]);
         } else {
-            let nat_type = if n.spec.underlay_route.is_none() { "Local" } else { "Neighbor" };
+            let nat_type = if n.spec.underlay_route.is_none() {
+                "Local"
+            } else {
+                "Neighbor"
+            };
             t.row(vec![
                 Cell::num(n.spec.vni),
                 Cell::text(opt_addr(&n.spec.nat_ip)),
@@ -371,7 +442,16 @@ fn nat_table(nats: &[Nat]) -> TableData {
 }
 
 fn fwrule_table(rules: &[FirewallRule]) -> TableData {
-    let mut t = TableData::new(&["InterfaceID", "RuleID", "Direction", "Src", "Dst", "Action", "Protocol", "Priority"]);
+    let mut t = TableData::new(&[
+        "InterfaceID",
+        "RuleID",
+        "Direction",
+        "Src",
+        "Dst",
+        "Action",
+        "Protocol",
+        "Priority",
+    ]);
     for r in rules {
         t.row(vec![
             Cell::text(&r.metadata.interface_id),
@@ -380,7 +460,13 @@ fn fwrule_table(rules: &[FirewallRule]) -> TableData {
             Cell::text(go_opt(r.spec.source_prefix.as_ref())),
             Cell::text(go_opt(r.spec.destination_prefix.as_ref())),
             Cell::text(&r.spec.action),
-            Cell::text(r.spec.protocol_filter.as_ref().map(|p| p.to_string()).unwrap_or_default()),
+            Cell::text(
+                r.spec
+                    .protocol_filter
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+            ),
             Cell::num(r.spec.priority),
         ]);
     }
@@ -390,17 +476,29 @@ fn fwrule_table(rules: &[FirewallRule]) -> TableData {
 fn capture_ifaces(ifaces: &[CaptureInterface]) -> (String, String) {
     let (mut pf, mut vf) = (String::new(), String::new());
     for i in ifaces {
-        let s = if i.interface_type == "pf" { &mut pf } else { &mut vf };
+        let s = if i.interface_type == "pf" {
+            &mut pf
+        } else {
+            &mut vf
+        };
         s.push_str(&i.interface_info);
         s.push(' ');
     }
     (pf, vf)
 }
 
-renderable_object!(Interface, |s, wide| interface_table(std::slice::from_ref(s), wide));
-renderable_list!(InterfaceList, "interfacelist", |s, wide| interface_table(items(&s.items), wide));
+renderable_object!(Interface, |s, wide| interface_table(
+    std::slice::from_ref(s),
+    wide
+));
+renderable_list!(InterfaceList, "interfacelist", |s, wide| interface_table(
+    items(&s.items),
+    wide
+));
 renderable_object!(PrefixObj, |s, _w| prefix_table(std::slice::from_ref(s)));
-renderable_list!(PrefixList, "prefixlist", |s, _w| prefix_table(items(&s.items)));
+renderable_list!(PrefixList, "prefixlist", |s, _w| prefix_table(items(
+    &s.items
+)));
 impl Renderable for LoadBalancerPrefix {
     fn status(&self) -> &Status {
         &self.status
@@ -425,9 +523,15 @@ renderable_object!(VirtualIp, |s, _w| {
     t
 });
 renderable_object!(LoadBalancer, |s, _w| lb_table(std::slice::from_ref(s)));
-renderable_list!(LoadBalancerList, "loadbalancerlist", |s, _w| lb_table(items(&s.items)));
-renderable_object!(LoadBalancerTarget, |s, _w| lb_target_table(std::slice::from_ref(s)));
-renderable_list!(LoadBalancerTargetList, "loadbalancertargetlist", |s, _w| lb_target_table(items(&s.items)));
+renderable_list!(LoadBalancerList, "loadbalancerlist", |s, _w| lb_table(
+    items(&s.items)
+));
+renderable_object!(LoadBalancerTarget, |s, _w| lb_target_table(
+    std::slice::from_ref(s)
+));
+renderable_list!(LoadBalancerTargetList, "loadbalancertargetlist", |s, _w| {
+    lb_target_table(items(&s.items))
+});
 renderable_object!(Nat, |s, _w| nat_table(std::slice::from_ref(s)));
 renderable_list!(NatList, "natlist", |s, _w| nat_table(items(&s.items)));
 renderable_object!(NeighborNat, |s, _w| {
@@ -442,7 +546,9 @@ renderable_object!(NeighborNat, |s, _w| {
     t
 });
 renderable_object!(FirewallRule, |s, _w| fwrule_table(std::slice::from_ref(s)));
-renderable_list!(FirewallRuleList, "firewallrulelist", |s, _w| fwrule_table(items(&s.items)));
+renderable_list!(FirewallRuleList, "firewallrulelist", |s, _w| fwrule_table(
+    items(&s.items)
+));
 renderable_object!(Initialized, |s, _w| {
     let mut t = TableData::new(&["UUID"]);
     t.row(vec![Cell::text(&s.spec.uuid)]);
@@ -450,11 +556,21 @@ renderable_object!(Initialized, |s, _w| {
 });
 renderable_object!(Vni, |s, _w| {
     let mut t = TableData::new(&["VNI", "VniType", "inUse"]);
-    t.row(vec![Cell::num(s.metadata.vni), Cell::num(s.metadata.vni_type), Cell::text(s.spec.in_use.to_string())]);
+    t.row(vec![
+        Cell::num(s.metadata.vni),
+        Cell::num(s.metadata.vni_type),
+        Cell::text(s.spec.in_use.to_string()),
+    ]);
     t
 });
 renderable_object!(Version, |s, _w| {
-    let mut t = TableData::new(&["ServiceProto", "ServiceVersion", "ClientName", "ClientProto", "ClientVersion"]);
+    let mut t = TableData::new(&[
+        "ServiceProto",
+        "ServiceVersion",
+        "ClientName",
+        "ClientProto",
+        "ClientVersion",
+    ]);
     t.row(vec![
         Cell::text(&s.spec.service_protocol),
         Cell::text(&s.spec.service_version),
@@ -465,7 +581,13 @@ renderable_object!(Version, |s, _w| {
     t
 });
 renderable_object!(CaptureStart, |s, _w| {
-    let mut t = TableData::new(&["SinkNodeIP", "UdpSrcPort", "UdpDstPort", "PF Interfaces", "VF Interfaces"]);
+    let mut t = TableData::new(&[
+        "SinkNodeIP",
+        "UdpSrcPort",
+        "UdpDstPort",
+        "PF Interfaces",
+        "VF Interfaces",
+    ]);
     let cfg = s.metadata.capture_config.clone().unwrap_or_default();
     let (pf, vf) = capture_ifaces(&s.spec.interfaces);
     t.row(vec![
@@ -503,7 +625,32 @@ renderable_object!(CaptureStatus, |s, _w| {
             Cell::text(vf),
         ]);
     } else {
-        t.row(["NOT_ACTIVE", "", "", "", "", ""].into_iter().map(Cell::text).collect());
+        t.row(
+            ["NOT_ACTIVE", "", "", "", "", ""]
+                .into_iter()
+                .map(Cell::text)
+                .collect(),
+        );
     }
     t
 });
+
+/// How the Go CLI prints a failed command (`RenderError`): an `Error`
+/// document for `json`/`yaml`, else `<source> error: <text>`.
+pub fn render_error(r: &crate::error::Report, output: &str) -> String {
+    let obj = ErrorObj {
+        kind: kind::ERROR.into(),
+        spec: ErrorSpec {
+            source: r.source.into(),
+        },
+        status: Status {
+            code: r.code,
+            message: r.message.clone(),
+        },
+    };
+    match output {
+        "json" => format!("{}\n", marshal_json(&obj)),
+        "yaml" => render_yaml(&obj),
+        _ => format!("{} error: {}\n", r.source, r.text),
+    }
+}

@@ -75,7 +75,9 @@ impl Prefix {
     }
 
     pub fn text(&self) -> String {
-        self.0.map(|(ip, l)| format!("{ip}/{l}")).unwrap_or_default()
+        self.0
+            .map(|(ip, l)| format!("{ip}/{l}"))
+            .unwrap_or_default()
     }
 }
 
@@ -116,7 +118,11 @@ pub struct Status {
 
 impl Status {
     pub fn from_proto(s: Option<&dp_proto::v1::Status>) -> Self {
-        s.map(|s| Status { code: s.code, message: s.message.clone() }).unwrap_or_default()
+        s.map(|s| Status {
+            code: s.code,
+            message: s.message.clone(),
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -497,7 +503,10 @@ impl ProtocolFilter {
     pub fn from_proto(p: &dp_proto::v1::ProtocolFilter) -> Self {
         use dp_proto::v1::protocol_filter::Filter;
         let filter = p.filter.as_ref().map(|f| match f {
-            Filter::Icmp(i) => FilterKind::Icmp(IcmpFilter { icmp_type: i.icmp_type, icmp_code: i.icmp_code }),
+            Filter::Icmp(i) => FilterKind::Icmp(IcmpFilter {
+                icmp_type: i.icmp_type,
+                icmp_code: i.icmp_code,
+            }),
             Filter::Tcp(t) => FilterKind::Tcp(PortFilter {
                 src_port_lower: t.src_port_lower,
                 src_port_upper: t.src_port_upper,
@@ -518,7 +527,10 @@ impl ProtocolFilter {
         use dp_proto::v1::protocol_filter::Filter;
         use dp_proto::v1::{IcmpFilter as PIcmp, TcpFilter, UdpFilter};
         let filter = self.filter.as_ref().map(|f| match f {
-            FilterKind::Icmp(i) => Filter::Icmp(PIcmp { icmp_type: i.icmp_type, icmp_code: i.icmp_code }),
+            FilterKind::Icmp(i) => Filter::Icmp(PIcmp {
+                icmp_type: i.icmp_type,
+                icmp_code: i.icmp_code,
+            }),
             FilterKind::Tcp(p) => Filter::Tcp(TcpFilter {
                 src_port_lower: p.src_port_lower,
                 src_port_upper: p.src_port_upper,
@@ -540,8 +552,11 @@ impl fmt::Display for ProtocolFilter {
     /// The protobuf text format Go's `String()` prints (single-spaced).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn fields(f: &mut fmt::Formatter<'_>, kv: &[(&str, i32)]) -> fmt::Result {
-            let parts: Vec<String> =
-                kv.iter().filter(|(_, v)| *v != 0).map(|(k, v)| format!("{k}:{v}")).collect();
+            let parts: Vec<String> = kv
+                .iter()
+                .filter(|(_, v)| *v != 0)
+                .map(|(k, v)| format!("{k}:{v}"))
+                .collect();
             write!(f, "{}", parts.join(" "))
         }
         match &self.filter {
@@ -552,7 +567,11 @@ impl fmt::Display for ProtocolFilter {
                 f.write_str("}")
             }
             Some(FilterKind::Tcp(p)) | Some(FilterKind::Udp(p)) => {
-                let name = if matches!(self.filter, Some(FilterKind::Tcp(_))) { "tcp" } else { "udp" };
+                let name = if matches!(self.filter, Some(FilterKind::Tcp(_))) {
+                    "tcp"
+                } else {
+                    "udp"
+                };
                 write!(f, "{name}:{{")?;
                 fields(
                     f,
@@ -742,7 +761,8 @@ pub struct ErrorObj {
 
 /// Go's `fmt.Sprint` of a pointer to a `Stringer`: `<nil>` for nil.
 pub fn go_opt<T: fmt::Display>(v: Option<&T>) -> String {
-    v.map(|v| v.to_string()).unwrap_or_else(|| "<nil>".to_owned())
+    v.map(|v| v.to_string())
+        .unwrap_or_else(|| "<nil>".to_owned())
 }
 
 /// Kind names (Go: `reflect.TypeOf(T{}).Name()`).

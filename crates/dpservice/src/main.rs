@@ -4,7 +4,6 @@
 //! before any device is touched), then the TAP devices, then the workers and the gRPC server.
 //! SIGINT/SIGTERM stop the server and the workers; the TAP devices vanish with their descriptors.
 
-
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,7 +49,10 @@ fn run(opts: Options) -> Result<(), String> {
         .ipv6
         .ok_or("--ipv6 is required: the host's underlay IPv6 address")?;
     if opts.workers > 1 {
-        tracing::warn!("--workers {} requested; this build runs one worker", opts.workers);
+        tracing::warn!(
+            "--workers {} requested; this build runs one worker",
+            opts.workers
+        );
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -32,10 +32,9 @@ impl Ports {
 /// Our MAC on a port: locally administered, unique per host (from the underlay address) and port.
 fn own_mac(underlay: Ipv6Addr, port: PortId) -> MacAddr {
     // FNV-1a over the address: two hosts on one link get different MACs.
-    let hash = underlay
-        .octets()
-        .iter()
-        .fold(0x811c_9dc5_u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let hash = underlay.octets().iter().fold(0x811c_9dc5_u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     let [h0, h1, h2, _] = hash.to_be_bytes();
     let [hi, lo] = port.to_be_bytes();
     MacAddr([0x02, h0, h1, h2 ^ hi, lo, 0x01])

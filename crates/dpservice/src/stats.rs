@@ -8,7 +8,10 @@ use dp_pipeline::{DropReason, GraphCounters, NodeId};
 /// One line: per-node packet counts and every non-zero drop counter, summed over workers.
 pub fn summary(workers: &[Arc<GraphCounters>]) -> String {
     let mut line = String::from("stats:");
-    let rx: u64 = workers.iter().map(|c| c.node_packets(NodeId::Classify)).sum();
+    let rx: u64 = workers
+        .iter()
+        .map(|c| c.node_packets(NodeId::Classify))
+        .sum();
     let tx: u64 = workers
         .iter()
         .map(|c| c.tx_packets.load(std::sync::atomic::Ordering::Relaxed))

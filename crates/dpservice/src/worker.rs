@@ -122,7 +122,9 @@ impl Epoll {
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
         let mut any = false;
         for (i, port) in ports.iter().enumerate() {
-            let Some(port_fd) = port.rx_fd() else { continue };
+            let Some(port_fd) = port.rx_fd() else {
+                continue;
+            };
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: i as u64,

@@ -19,7 +19,7 @@ use support::vm::Vm;
 use support::{links_with_prefix, run, run_args, wait_until, Names, Scratch, DAEMON};
 
 /// Tools the DHCP/ping scenario needs.
-const SCENARIO_TOOLS: &[&str] = &["ip", "udhcpc", "dhclient", "ping", "unshare"];
+const SCENARIO_TOOLS: &[&str] = &["ip", "udhcpc", "dhclient", "ping", "unshare", "ipv6"];
 /// Tools the daemon-only tests need.
 const DAEMON_TOOLS: &[&str] = &["ip"];
 
@@ -62,7 +62,6 @@ impl Lab {
             .find(|v| v.name == name)
             .unwrap_or_else(|| panic!("no VM {name}"))
     }
-
 
     /// Daemon output and the state of every VM, for failure messages.
     fn report(&self) -> String {
@@ -109,6 +108,11 @@ fn run_in_lab(lab: &mut Lab, f: impl FnOnce(&mut Lab) -> Result<(), String>) {
     }
 }
 
+/// Progress on stderr (shown with `--nocapture` and on failure).
+macro_rules! step {
+    ($($arg:tt)*) => { eprintln!("[system] {}", format!($($arg)*)) };
+}
+
 fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
     if cond {
         Ok(())
@@ -134,21 +138,21 @@ const VMS: [VmDef; 3] = [
         name: "vm1",
         vni: 100,
         ipv4: Ipv4Addr::new(10, 100, 1, 1),
-        ipv6: Ipv6Addr::new(0x2000, 100, 1, 0, 0, 0, 0, 1),
+        ipv6: Ipv6Addr::new(0x2000, 0x100, 1, 0, 0, 0, 0, 1), // 2000:100:1::1 (VNI as text)
         hostname: Some("vm1-host"),
     },
     VmDef {
         name: "vm2",
         vni: 100,
         ipv4: Ipv4Addr::new(10, 100, 1, 2),
-        ipv6: Ipv6Addr::new(0x2000, 100, 1, 0, 0, 0, 0, 2),
+        ipv6: Ipv6Addr::new(0x2000, 0x100, 1, 0, 0, 0, 0, 2),
         hostname: None,
     },
     VmDef {
         name: "vm3",
         vni: 200,
         ipv4: Ipv4Addr::new(10, 200, 1, 3),
-        ipv6: Ipv6Addr::new(0x2000, 200, 1, 0, 0, 0, 0, 3),
+        ipv6: Ipv6Addr::new(0x2000, 0x200, 1, 0, 0, 0, 0, 3),
         hostname: None,
     },
 ];
@@ -159,11 +163,10 @@ fn def(name: &str) -> &'static VmDef {
 
 #[test]
 fn vms_get_addresses_reach_each_other_within_a_vni_only() {
-    skip_unless_ready!("vms_get_addresses_reach_each_other_within_a_vni_only", SCENARIO_TOOLS);
-    if !Path::new("/proc/sys/net/ipv6").exists() {
-        eprintln!("SKIPPED vms_get_addresses_reach_each_other_within_a_vni_only: IPv6 disabled");
-        return;
-    }
+    skip_unless_ready!(
+        "vms_get_addresses_reach_each_other_within_a_vni_only",
+        SCENARIO_TOOLS
+    );
     let mut lab = Lab::start(VMS.len()).unwrap_or_else(|e| panic!("{e}"));
     run_in_lab(&mut lab, scenario);
 }
@@ -171,6 +174,7 @@ fn vms_get_addresses_reach_each_other_within_a_vni_only() {
 fn scenario(lab: &mut Lab) -> Result<(), String> {
     let mut api = Api::connect(lab.daemon().port)?;
     api.init()?;
+    step!("daemon up: {}", lab.daemon().cmdline);
 
     // Interfaces over gRPC; each gets an underlay address inside the host's --ipv6 /64.
     let mut underlays = Vec::new();
@@ -184,15 +188,21 @@ fn scenario(lab: &mut Lab) -> Result<(), String> {
             device: &device,
             hostname: d.hostname,
         })?;
-        let ul = dp_proto::ipv6_from_bytes(&r.underlay_route).map_err(|e| {
-            format!("CreateInterface {}: bad underlay_route: {e}", d.name)
-        })?;
+        let ul = dp_proto::ipv6_from_bytes(&r.underlay_route)
+            .map_err(|e| format!("CreateInterface {}: bad underlay_route: {e}", d.name))?;
         ensure(ul.segments()[..4] == [0xfc00, 1, 0, 0], || {
             format!("{}: underlay {ul} is not inside fc00:1::/64", d.name)
         })?;
         ensure(!underlays.contains(&ul), || {
             format!("{}: underlay {ul} given twice", d.name)
         })?;
+        step!(
+            "created {} (VNI {}, {}, {}) on {device}: underlay {ul}",
+            d.name,
+            d.vni,
+            d.ipv4,
+            d.ipv6
+        );
         underlays.push(ul);
     }
     check_listed(&mut api, lab, &["vm1", "vm2", "vm3"])?;
@@ -206,18 +216,26 @@ fn scenario(lab: &mut Lab) -> Result<(), String> {
     // IPv4 by DHCP: udhcpc for vm1, dhclient for vm2 and vm3.
     let opts = lab.vm("vm1").udhcpc(&lab.scratch)?;
     let opt = |k: &str| opts.get(k).cloned().unwrap_or_default();
-    ensure(opt("ip") == "10.100.1.1", || format!("udhcpc got ip {:?}: {opts:?}", opt("ip")))?;
-    ensure(opt("mask") == "32", || format!("udhcpc got mask {:?}: {opts:?}", opt("mask")))?;
-    ensure(opt("mtu") == MTU.to_string(), || format!("udhcpc got mtu {:?}", opt("mtu")))?;
+    ensure(opt("ip") == "10.100.1.1", || {
+        format!("udhcpc got ip {:?}: {opts:?}", opt("ip"))
+    })?;
+    ensure(opt("mask") == "32", || {
+        format!("udhcpc got mask {:?}: {opts:?}", opt("mask"))
+    })?;
+    ensure(opt("mtu") == MTU.to_string(), || {
+        format!("udhcpc got mtu {:?}", opt("mtu"))
+    })?;
     ensure(opt("hostname") == "vm1-host", || {
         format!("udhcpc got hostname {:?}", opt("hostname"))
     })?;
     ensure(opt("dns").split_whitespace().any(|d| d == DNS4), || {
         format!("udhcpc got dns {:?}", opt("dns"))
     })?;
-    ensure(opt("staticroutes").contains("0.0.0.0/0 169.254.0.1"), || {
-        format!("udhcpc got staticroutes {:?}", opt("staticroutes"))
-    })?;
+    ensure(
+        opt("staticroutes").contains("0.0.0.0/0 169.254.0.1"),
+        || format!("udhcpc got staticroutes {:?}", opt("staticroutes")),
+    )?;
+    step!("vm1: udhcpc got {opts:?}");
     for name in ["vm2", "vm3"] {
         let ip = def(name).ipv4.to_string();
         let (vm, scratch) = vm_and_scratch(lab, name);
@@ -226,9 +244,15 @@ fn scenario(lab: &mut Lab) -> Result<(), String> {
         ensure(resolv.contains(&format!("nameserver {DNS4}")), || {
             format!("{name}: dhclient wrote resolv.conf {resolv:?}, want nameserver {DNS4}")
         })?;
+        step!("{name}: dhclient got {ip}, DNS {DNS4}");
     }
     for d in &VMS {
         check_ipv4_config(lab.vm(d.name), d)?;
+        step!(
+            "{}: {}/32, default via {V4_GATEWAY}, MTU {MTU}",
+            d.name,
+            d.ipv4
+        );
     }
 
     // IPv6 by DHCPv6 (dhclient -6, after link-local DAD), default route by RA.
@@ -241,20 +265,34 @@ fn scenario(lab: &mut Lab) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", d.name))?;
         let resolv = vm.ns.resolv_conf();
         ensure(resolv.contains(&format!("nameserver {DNS6}")), || {
-            format!("{}: dhclient -6 wrote resolv.conf {resolv:?}, want nameserver {DNS6}", d.name)
+            format!(
+                "{}: dhclient -6 wrote resolv.conf {resolv:?}, want nameserver {DNS6}",
+                d.name
+            )
         })?;
+        step!(
+            "{}: dhclient -6 got {ip}, RA default route via fe80::1, DNS {DNS6}",
+            d.name
+        );
     }
 
     // Same VNI: reachable both ways, both families.
     for (a, b) in [("vm1", "vm2"), ("vm2", "vm1")] {
         for dst in [def(b).ipv4.to_string(), def(b).ipv6.to_string()] {
             expect_ping(lab.vm(a), &dst)?;
+            step!("{a} -> {b} ({dst}): ping ok");
         }
     }
     // Other VNI: unreachable both ways, both families.
-    for (a, b) in [("vm3", "vm1"), ("vm3", "vm2"), ("vm1", "vm3"), ("vm2", "vm3")] {
+    for (a, b) in [
+        ("vm3", "vm1"),
+        ("vm3", "vm2"),
+        ("vm1", "vm3"),
+        ("vm2", "vm3"),
+    ] {
         for dst in [def(b).ipv4.to_string(), def(b).ipv6.to_string()] {
             expect_no_ping(lab.vm(a), &dst, &format!("{b} is in another VNI"))?;
+            step!("{a} -> {b} ({dst}): no reply, as it must be");
         }
     }
 
@@ -264,8 +302,10 @@ fn scenario(lab: &mut Lab) -> Result<(), String> {
     ensure(api.delete_interface("vm2").is_err(), || {
         "deleting vm2 a second time succeeded".to_string()
     })?;
+    step!("deleted vm2");
     for dst in [def("vm2").ipv4.to_string(), def("vm2").ipv6.to_string()] {
         expect_no_ping(lab.vm("vm1"), &dst, "vm2's interface was deleted")?;
+        step!("vm1 -> vm2 ({dst}) after delete: no reply, as it must be");
     }
     Ok(())
 }
@@ -278,7 +318,9 @@ fn check_listed(api: &mut Api, lab: &Lab, ids: &[&str]) -> Result<(), String> {
         .map(|i| String::from_utf8_lossy(&i.id).into_owned())
         .collect();
     got.sort();
-    ensure(got == ids, || format!("ListInterfaces: got {got:?}, want {ids:?}"))?;
+    ensure(got == ids, || {
+        format!("ListInterfaces: got {got:?}, want {ids:?}")
+    })?;
     for iface in &list {
         let id = String::from_utf8_lossy(&iface.id).into_owned();
         let (idx, d) = VMS
@@ -332,14 +374,16 @@ fn check_ipv4_config(vm: &Vm, d: &VmDef) -> Result<(), String> {
 
 fn expect_ping(vm: &Vm, dst: &str) -> Result<(), String> {
     let out = vm.ping(dst)?;
-    ensure(out.ok(), || format!("{} cannot ping {dst}:\n{out}", vm.name))
+    ensure(out.ok(), || {
+        format!("{} cannot ping {dst}:\n{out}", vm.name)
+    })
 }
 
 fn expect_no_ping(vm: &Vm, dst: &str, why: &str) -> Result<(), String> {
     let out = run(
-        &mut vm
-            .ns
-            .command(&["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "-w", "2", dst]),
+        &mut vm.ns.command(&[
+            "ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "-w", "2", dst,
+        ]),
         Duration::from_secs(8),
     )?;
     ensure(!out.ok(), || {
@@ -377,7 +421,11 @@ fn expect_startup_error(
         out.status.code().is_some(),
         "{test}: the daemon died of a signal:\n{out}"
     );
-    let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     assert_eq!(
         lines.len(),
         1,
@@ -594,14 +642,30 @@ fn cli_creates_lists_and_deletes_interfaces() {
 
     cli.ok(&["init"]);
     let out = cli.ok(&[
-        "create", "interface", "--id=c1", "--vni=100", "--ipv4=10.100.1.1",
-        "--ipv6=2000:100:1::1", &format!("--device={vf0}"), "--hostname=c1-host",
+        "create",
+        "interface",
+        "--id=c1",
+        "--vni=100",
+        "--ipv4=10.100.1.1",
+        "--ipv6=2000:100:1::1",
+        &format!("--device={vf0}"),
+        "--hostname=c1-host",
     ]);
     assert!(out.contains("c1"), "create interface output: {out}");
     // `add` is dpservice-cli's alias of `create`; flags also as separate words.
     cli.ok(&[
-        "add", "interface", "--id", "c2", "--vni", "200", "--ipv4", "10.200.1.2", "--ipv6",
-        "2000:200:1::2", "--device", &vf1,
+        "add",
+        "interface",
+        "--id",
+        "c2",
+        "--vni",
+        "200",
+        "--ipv4",
+        "10.200.1.2",
+        "--ipv6",
+        "2000:200:1::2",
+        "--device",
+        &vf1,
     ]);
 
     let list = cli.json(&["list", "interfaces"]);
@@ -616,7 +680,10 @@ fn cli_creates_lists_and_deletes_interfaces() {
     assert_eq!(c1["spec"]["primary_ipv6"], "2000:100:1::1", "{c1}");
     assert_eq!(c1["spec"]["hostname"], "c1-host", "{c1}");
     let ul = c1["spec"]["underlay_route"].as_str().unwrap_or_default();
-    assert!(ul.starts_with("fc00:1:"), "underlay not in fc00:1::/64: {c1}");
+    assert!(
+        ul.starts_with("fc00:1:"),
+        "underlay not in fc00:1::/64: {c1}"
+    );
     let c2 = by_id(&its, "c2");
     assert_eq!(c2["spec"]["vni"], 200, "{c2}");
     assert_eq!(c2["spec"]["device"], vf1.as_str(), "{c2}");
@@ -627,17 +694,29 @@ fn cli_creates_lists_and_deletes_interfaces() {
 
     // A server-side error (duplicate id) exits with 2, as dpservice-cli does.
     let dup = cli.run(&[
-        "create", "interface", "--id=c1", "--vni=100", "--ipv4=10.100.1.9",
-        "--ipv6=2000:100:1::9", &format!("--device={vf0}"),
+        "create",
+        "interface",
+        "--id=c1",
+        "--vni=100",
+        "--ipv4=10.100.1.9",
+        "--ipv6=2000:100:1::9",
+        &format!("--device={vf0}"),
     ]);
     assert_eq!(dup.status.code(), Some(2), "duplicate create:\n{dup}");
 
     cli.ok(&["delete", "interface", "--id=c1"]);
     cli.ok(&["del", "interface", "--id", "c2"]);
     let list = cli.json(&["list", "interfaces"]);
-    assert!(items(&list).is_empty(), "interfaces left after delete: {list}");
+    assert!(
+        items(&list).is_empty(),
+        "interfaces left after delete: {list}"
+    );
     let again = cli.run(&["delete", "interface", "--id=c1"]);
-    assert_eq!(again.status.code(), Some(2), "deleting a deleted interface:\n{again}");
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "deleting a deleted interface:\n{again}"
+    );
     drop(daemon);
 
     // No daemon there: a client-side error, exit code 1, within the connect timeout.

@@ -8,7 +8,7 @@
 //! simply dropped.
 
 use dp_packet::arp::ETHERNET_IPV4_LEN;
-use dp_packet::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, Ipv4Addr, MacAddr};
+use dp_packet::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, MacAddr};
 
 use crate::buffer::PacketBuf;
 use crate::config::GATEWAY_IPV4;
@@ -55,7 +55,7 @@ impl Node for Arp {
             source_hardware_addr: port.own_mac,
             source_protocol_addr: GATEWAY_IPV4,
             target_hardware_addr: request.source_hardware_addr,
-            target_protocol_addr: Ipv4Addr::from(request.source_protocol_addr),
+            target_protocol_addr: request.source_protocol_addr,
         };
         // Short frames are padded by whoever sends them; the reply carries no padding of its own.
         pkt.truncate(ETH_HEADER_LEN + ETHERNET_IPV4_LEN);

@@ -62,7 +62,12 @@ fn classify_ipv4(l3: &[u8]) -> NodeId {
         return NodeId::Ipv4Lookup; // too short: the lookup node validates and drops it
     };
     let ihl = usize::from(ver_ihl & 0x0f) * 4;
-    if IpProtocol(proto) == IpProtocol::UDP && be16(l3, ihl + 2) == Some(DHCP_SERVER_PORT) {
+    // Only a first fragment (or a whole datagram) has a UDP header to look at.
+    let first_fragment = be16(l3, 6).is_some_and(|flags_offset| flags_offset & 0x1fff == 0);
+    if IpProtocol(proto) == IpProtocol::UDP
+        && first_fragment
+        && be16(l3, ihl + 2) == Some(DHCP_SERVER_PORT)
+    {
         NodeId::Dhcp
     } else {
         NodeId::Ipv4Lookup
@@ -83,4 +88,3 @@ fn classify_ipv6(l3: &[u8]) -> NodeId {
         _ => NodeId::Ipv6Lookup,
     }
 }
-

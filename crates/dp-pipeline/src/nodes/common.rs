@@ -1,7 +1,9 @@
 //! Small helpers the nodes share: finding the VM behind a port, and writing the fixed headers of the
 //! replies the dataplane builds in place.
 
-use dp_packet::{EtherType, EthernetFrame, IpProtocol, Ipv4Addr, Ipv4Packet, Ipv6Addr, Ipv6Packet, MacAddr};
+use dp_packet::{
+    EtherType, EthernetFrame, IpProtocol, Ipv4Addr, Ipv4Packet, Ipv6Addr, Ipv6Packet, MacAddr,
+};
 use dp_tables::{Iface, PortId};
 
 use crate::drop::DropReason;
@@ -79,29 +81,5 @@ pub(crate) fn write_ipv6(
     ip.set_hop_limit(hop_limit);
     ip.set_src_addr(src);
     ip.set_dst_addr(dst);
-    Ok(())
-}
-
-/// Reads a big-endian u16 at `at`.
-#[inline]
-pub(crate) fn be16(bytes: &[u8], at: usize) -> Option<u16> {
-    let b = bytes.get(at..at.checked_add(2)?)?;
-    Some(u16::from_be_bytes([*b.first()?, *b.get(1)?]))
-}
-
-/// Reads a big-endian u32 at `at`.
-#[inline]
-pub(crate) fn be32(bytes: &[u8], at: usize) -> Option<u32> {
-    let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-    Some(u32::from_be_bytes(b))
-}
-
-/// Writes `value` at `at`; `NoRoom` if it does not fit.
-#[inline]
-pub(crate) fn put(buf: &mut [u8], at: usize, value: &[u8]) -> Result<(), DropReason> {
-    let end = at.checked_add(value.len()).ok_or(DropReason::NoRoom)?;
-    buf.get_mut(at..end)
-        .ok_or(DropReason::NoRoom)?
-        .copy_from_slice(value);
     Ok(())
 }

@@ -31,8 +31,8 @@ use core::fmt::Write as _;
 
 use dp_packet::dhcpv4::{self, option, DhcpOp, BOOTP_MIN_LEN, MIN_LEN as BOOTP_HEADER_LEN};
 use dp_packet::{
-    DhcpMessageType, DhcpOptionWriter, DhcpPacket, EtherType, EthernetFrame, IpProtocol,
-    Ipv4Addr, Ipv4Packet, MacAddr, UdpPacket,
+    DhcpMessageType, DhcpOptionWriter, DhcpPacket, EtherType, EthernetFrame, IpProtocol, Ipv4Addr,
+    Ipv4Packet, MacAddr, UdpPacket,
 };
 use dp_tables::Iface;
 
@@ -41,7 +41,9 @@ use crate::config::{DpConfig, GATEWAY_IPV4};
 use crate::drop::DropReason;
 use crate::node::{Ctx, Node, Verdict};
 
-use super::common::{vm_port, write_eth, write_ipv4, ETH_HEADER_LEN, IPV4_HEADER_LEN, UDP_HEADER_LEN};
+use super::common::{
+    vm_port, write_eth, write_ipv4, ETH_HEADER_LEN, IPV4_HEADER_LEN, UDP_HEADER_LEN,
+};
 
 /// Infinite lease, as dpservice hands out.
 const LEASE_INFINITE: u32 = 0xffff_ffff;
@@ -109,7 +111,9 @@ fn answer(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
     let reply_type = match req.msg_type {
         DhcpMessageType::DISCOVER => DhcpMessageType::OFFER,
         DhcpMessageType::REQUEST => {
-            let wanted = req.requested_ip.or(Some(req.ciaddr).filter(|a| !a.is_unspecified()));
+            let wanted = req
+                .requested_ip
+                .or(Some(req.ciaddr).filter(|a| !a.is_unspecified()));
             match wanted {
                 Some(addr) if addr != iface.ipv4 => DhcpMessageType::NAK,
                 _ => DhcpMessageType::ACK,
@@ -262,8 +266,8 @@ fn emit(
 
     // Options.
     let options = frame.get_mut(options_at..).ok_or(DropReason::NoRoom)?;
-    let options_len = write_options(options, config, iface, reply_type, pxe)
-        .map_err(|_| DropReason::NoRoom)?;
+    let options_len =
+        write_options(options, config, iface, reply_type, pxe).map_err(|_| DropReason::NoRoom)?;
     let bootp_len = BOOTP_HEADER_LEN + options_len;
     let udp_len = UDP_HEADER_LEN + bootp_len;
 

@@ -92,7 +92,10 @@ impl Request {
 /// What goes into the reply.
 enum Reply {
     /// Address (when the client asked for an IA_NA) and DNS servers.
-    Lease { msg_type: Dhcpv6MessageType, rapid_commit: bool },
+    Lease {
+        msg_type: Dhcpv6MessageType,
+        rapid_commit: bool,
+    },
     /// DNS servers only.
     Information,
     /// Just a status code.
@@ -159,7 +162,14 @@ fn answer(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
     udp.set_len(u16::try_from(udp_len).map_err(|_| DropReason::NoRoom)?);
     udp.fill_checksum_v6(&GATEWAY_IPV6, &req.client);
     let l3 = frame.get_mut(ETH_HEADER_LEN..).ok_or(DropReason::NoRoom)?;
-    write_ipv6(l3, GATEWAY_IPV6, req.client, IpProtocol::UDP, REPLY_TTL, udp_len)?;
+    write_ipv6(
+        l3,
+        GATEWAY_IPV6,
+        req.client,
+        IpProtocol::UDP,
+        REPLY_TTL,
+        udp_len,
+    )?;
     write_eth(frame, req.vm_mac, port.own_mac, EtherType::IPV6);
     pkt.truncate(udp_at + udp_len);
     Ok(())

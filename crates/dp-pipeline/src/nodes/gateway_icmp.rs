@@ -114,7 +114,14 @@ fn echo_v6(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
     let frame = pkt.data_mut();
     write_eth(frame, vm_mac, port.own_mac, EtherType::IPV6);
     let l3 = frame.get_mut(ETH_HEADER_LEN..).ok_or(DropReason::NoRoom)?;
-    write_ipv6(l3, GATEWAY_IPV6, src, IpProtocol::ICMPV6, REPLY_TTL, icmp_len)?;
+    write_ipv6(
+        l3,
+        GATEWAY_IPV6,
+        src,
+        IpProtocol::ICMPV6,
+        REPLY_TTL,
+        icmp_len,
+    )?;
     let msg = frame.get_mut(icmp_at..).ok_or(DropReason::NoRoom)?;
     let mut icmp = Icmpv6Packet::new_unchecked(msg);
     icmp.set_msg_type(Icmpv6Type::ECHO_REPLY);

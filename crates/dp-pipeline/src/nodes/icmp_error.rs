@@ -8,9 +8,7 @@
 
 use dp_packet::icmpv4::{self, Icmpv4Type};
 use dp_packet::icmpv6::{self, Icmpv6Type};
-use dp_packet::{
-    EtherType, IpProtocol, Icmpv4Packet, Icmpv6Packet, Ipv4Addr, Ipv6Addr, MacAddr,
-};
+use dp_packet::{EtherType, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Addr, Ipv6Addr, MacAddr};
 
 use crate::buffer::PacketBuf;
 use crate::config::{GATEWAY_IPV4, GATEWAY_IPV6};

@@ -8,9 +8,9 @@
 //! expiring packet answered with ICMPv6 time exceeded from fe80::1. Extension headers are not walked:
 //! forwarding does not need them.
 
+use dp_packet::icmpv6::Icmpv6Type;
 use dp_packet::ipv6::is_link_local;
 use dp_packet::{EthernetFrame, IpProtocol, Ipv6Addr, Ipv6Packet};
-use dp_packet::icmpv6::Icmpv6Type;
 use dp_tables::RouteTarget;
 
 use crate::buffer::PacketBuf;

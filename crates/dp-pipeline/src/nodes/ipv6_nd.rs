@@ -19,7 +19,7 @@
 
 use dp_packet::ipv6::{is_solicited_node, multicast_mac, ALL_NODES};
 use dp_packet::{
-    EtherType, EthernetFrame, Error, Icmpv6Packet, IpProtocol, Ipv6Packet, MacAddr, NdiscRepr,
+    Error, EtherType, EthernetFrame, Icmpv6Packet, IpProtocol, Ipv6Packet, MacAddr, NdiscRepr,
 };
 
 use crate::buffer::PacketBuf;

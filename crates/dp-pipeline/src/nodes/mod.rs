@@ -3,10 +3,10 @@
 mod arp;
 mod classify;
 mod common;
-mod icmp_error;
 mod dhcp;
 mod dhcpv6;
 mod gateway_icmp;
+mod icmp_error;
 mod ipv4_lookup;
 mod ipv6_lookup;
 mod ipv6_nd;

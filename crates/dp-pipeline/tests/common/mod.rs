@@ -67,7 +67,22 @@ pub fn vm_vni(p: PortId) -> u32 {
 pub fn vm_link_local(p: PortId) -> Ipv6Addr {
     let m = vm_mac(p);
     Ipv6Addr::from([
-        0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5],
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 2,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
     ])
 }
 
@@ -113,7 +128,11 @@ impl Harness {
         ];
         for i in 0..=VF_COUNT {
             let p = VM1 + i as PortId;
-            entries.push(PortEntry::new(PortKind::Vf, format!("vf{i}"), MacAddr(own_mac(p))));
+            entries.push(PortEntry::new(
+                PortKind::Vf,
+                format!("vf{i}"),
+                MacAddr(own_mac(p)),
+            ));
         }
         let ports = PortTable::new(entries);
         for p in VM1..=VM4 {
@@ -169,8 +188,7 @@ impl Harness {
         for port in 0..self.graph.port_count() {
             let port = port as PortId;
             let batch = self.graph.tx_batch(port).unwrap();
-            let sent: Vec<_> = batch.drain(..).collect();
-            for buf in sent {
+            for buf in batch.drain(..) {
                 out.push((port, buf.data().to_vec()));
                 self.pool.free(buf);
                 self.tx += 1;
@@ -209,7 +227,11 @@ impl Harness {
     /// Every received frame was either sent or dropped, and every buffer went back to the pool.
     pub fn assert_conservation(&self) {
         assert_eq!(self.rx, self.tx + self.total_drops(), "rx = tx + drops");
-        assert_eq!(self.pool.available(), self.pool.capacity(), "buffers leaked");
+        assert_eq!(
+            self.pool.available(),
+            self.pool.capacity(),
+            "buffers leaked"
+        );
     }
 }
 
@@ -221,8 +243,10 @@ impl Default for Harness {
 
 /// The tables as the control plane installs them: per VNI, a /32 and a /128 route per VM to its port.
 pub fn snapshot_of(ifaces: &[Iface], port_count: usize) -> Snapshot {
-    let mut snapshot = Snapshot::default();
-    snapshot.ifaces_by_port = vec![None; port_count];
+    let mut snapshot = Snapshot {
+        ifaces_by_port: vec![None; port_count],
+        ..Snapshot::default()
+    };
     let mut vnis: std::collections::HashMap<u32, VniTable> = Default::default();
     for i in ifaces {
         snapshot.ifaces_by_port[usize::from(i.port)] = Some(Arc::new(i.clone()));
@@ -370,13 +394,23 @@ pub fn icmpv6(src: Ipv6Addr, dst: Ipv6Addr, ty: u8, code: u8, body: &[u8]) -> Ve
 /// A whole frame: VM `p` sends UDP over IPv4 to the gateway's MAC.
 pub fn vm_udp4(p: PortId, src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec<u8> {
     let u = udp_v4(src, dst, 40000, 5000, payload);
-    eth(own_mac(p), vm_mac(p), ETH_IPV4, &ipv4(src, dst, 17, ttl, &u))
+    eth(
+        own_mac(p),
+        vm_mac(p),
+        ETH_IPV4,
+        &ipv4(src, dst, 17, ttl, &u),
+    )
 }
 
 /// A whole frame: VM `p` sends UDP over IPv6 to the gateway's MAC.
 pub fn vm_udp6(p: PortId, src: Ipv6Addr, dst: Ipv6Addr, hop: u8, payload: &[u8]) -> Vec<u8> {
     let u = udp_v6(src, dst, 40000, 5000, payload);
-    eth(own_mac(p), vm_mac(p), ETH_IPV6, &ipv6(src, dst, 17, hop, &u))
+    eth(
+        own_mac(p),
+        vm_mac(p),
+        ETH_IPV6,
+        &ipv6(src, dst, 17, hop, &u),
+    )
 }
 
 /// Parses hex with optional whitespace.
@@ -407,4 +441,126 @@ pub fn assert_frame(got: &[u8], want: &[u8]) {
                 .unwrap_or(got.len().min(want.len()))
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Valid frames of every kind a VM sends, for truncation tables and fuzzing.
+
+pub const GW4: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
+pub const GW6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+pub fn tmpl_arp(p: PortId) -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    a.extend_from_slice(&vm_mac(p));
+    a.extend_from_slice(&vm_ipv4(p).octets());
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&GW4.octets());
+    eth(BROADCAST, vm_mac(p), ETH_ARP, &a)
+}
+
+pub fn tmpl_echo4(p: PortId) -> Vec<u8> {
+    let m = icmpv4(8, 0, [0, 1, 0, 1], b"0123456789");
+    eth(
+        own_mac(p),
+        vm_mac(p),
+        ETH_IPV4,
+        &ipv4(vm_ipv4(p), GW4, 1, 64, &m),
+    )
+}
+
+pub fn tmpl_echo6(p: PortId) -> Vec<u8> {
+    let (src, dst) = (vm_ipv6(p), GW6);
+    let m = icmpv6(src, dst, 128, 0, b"\0\x01\0\x010123456789");
+    eth(own_mac(p), vm_mac(p), ETH_IPV6, &ipv6(src, dst, 58, 64, &m))
+}
+
+pub fn tmpl_dhcp(p: PortId) -> Vec<u8> {
+    let mut b = vec![1, 1, 6, 0, 1, 2, 3, 4, 0, 0, 0, 0];
+    b.extend_from_slice(&[0; 16]);
+    b.extend_from_slice(&vm_mac(p));
+    b.extend_from_slice(&[0; 10 + 64 + 128]);
+    b.extend_from_slice(&[0x63, 0x82, 0x53, 0x63, 53, 1, 1, 55, 3, 1, 3, 6, 77, 4]);
+    b.extend_from_slice(b"iPXE");
+    b.push(255);
+    let u = udp_v4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67, &b);
+    eth(
+        BROADCAST,
+        vm_mac(p),
+        ETH_IPV4,
+        &ipv4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 17, 64, &u),
+    )
+}
+
+pub fn tmpl_dhcpv6(p: PortId) -> Vec<u8> {
+    let src = vm_link_local(p);
+    let dst: Ipv6Addr = "ff02::1:2".parse().unwrap();
+    let mut m = vec![1, 0xab, 0xcd, 0xef, 0, 1, 0, 10, 0, 3, 0, 1];
+    m.extend_from_slice(&vm_mac(p));
+    m.extend_from_slice(&[0, 3, 0, 12, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 14, 0, 0]);
+    let u = udp_v6(src, dst, 546, 547, &m);
+    eth(
+        [0x33, 0x33, 0, 1, 0, 2],
+        vm_mac(p),
+        ETH_IPV6,
+        &ipv6(src, dst, 17, 1, &u),
+    )
+}
+
+pub fn tmpl_ns(p: PortId) -> Vec<u8> {
+    let src = vm_link_local(p);
+    let dst: Ipv6Addr = "ff02::1:ff00:1".parse().unwrap();
+    let mut body = vec![0; 4];
+    body.extend_from_slice(&GW6.octets());
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&vm_mac(p));
+    let m = icmpv6(src, dst, 135, 0, &body);
+    eth(
+        [0x33, 0x33, 0xff, 0, 0, 1],
+        vm_mac(p),
+        ETH_IPV6,
+        &ipv6(src, dst, 58, 255, &m),
+    )
+}
+
+pub fn tmpl_rs(p: PortId) -> Vec<u8> {
+    let src = vm_link_local(p);
+    let dst: Ipv6Addr = "ff02::2".parse().unwrap();
+    let mut body = vec![0; 4];
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&vm_mac(p));
+    let m = icmpv6(src, dst, 133, 0, &body);
+    eth(
+        [0x33, 0x33, 0, 0, 0, 2],
+        vm_mac(p),
+        ETH_IPV6,
+        &ipv6(src, dst, 58, 255, &m),
+    )
+}
+
+pub fn tmpl_udp4(p: PortId) -> Vec<u8> {
+    vm_udp4(p, vm_ipv4(p), vm_ipv4(VM2), 64, b"forward me")
+}
+
+pub fn tmpl_udp6(p: PortId) -> Vec<u8> {
+    vm_udp6(p, vm_ipv6(p), vm_ipv6(VM2), 64, b"forward me")
+}
+
+pub fn tmpl_ttl1(p: PortId) -> Vec<u8> {
+    vm_udp4(p, vm_ipv4(p), vm_ipv4(VM2), 1, b"expire me")
+}
+
+/// Every template with its name; each is answered or forwarded when sent by VM1 unchanged.
+pub fn templates(p: PortId) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("arp", tmpl_arp(p)),
+        ("echo4", tmpl_echo4(p)),
+        ("echo6", tmpl_echo6(p)),
+        ("dhcp", tmpl_dhcp(p)),
+        ("dhcpv6", tmpl_dhcpv6(p)),
+        ("ns", tmpl_ns(p)),
+        ("rs", tmpl_rs(p)),
+        ("udp4", tmpl_udp4(p)),
+        ("udp6", tmpl_udp6(p)),
+        ("ttl1", tmpl_ttl1(p)),
+    ]
 }

@@ -3,16 +3,16 @@
 //! (`dpservice-go/client`), including error wrapping, so that output and
 //! errors are the same.
 
-mod capture;
-mod firewall;
-mod init;
-mod interface;
-mod loadbalancer;
-mod nat;
-mod prefix;
-mod route;
-mod virtualip;
-mod vni;
+pub(crate) mod capture;
+pub(crate) mod firewall;
+pub(crate) mod init;
+pub(crate) mod interface;
+pub(crate) mod loadbalancer;
+pub(crate) mod nat;
+pub(crate) mod prefix;
+pub(crate) mod route;
+pub(crate) mod virtualip;
+pub(crate) mod vni;
 
 use std::time::{Duration, Instant};
 
@@ -39,9 +39,14 @@ impl Ctx {
     /// the connect timeout expires.
     pub async fn connect(&self) -> Result<Client, CliError> {
         let fail = || {
-            CliError::msg("context deadline exceeded").context(format!("error connecting to {}", self.address))
+            CliError::msg("context deadline exceeded")
+                .context(format!("error connecting to {}", self.address))
         };
-        let uri = if self.address.contains("://") { self.address.clone() } else { format!("http://{}", self.address) };
+        let uri = if self.address.contains("://") {
+            self.address.clone()
+        } else {
+            format!("http://{}", self.address)
+        };
         let endpoint = Endpoint::from_shared(uri).map_err(|_| fail())?;
         let deadline = Instant::now() + self.connect_timeout;
         loop {
@@ -49,11 +54,12 @@ impl Ctx {
             if left.is_zero() {
                 return Err(fail());
             }
-            let attempt = endpoint.clone().connect_timeout(left).connect();
-            match tokio::time::timeout(left, attempt).await {
+            let ep = endpoint.clone().connect_timeout(left);
+            match tokio::time::timeout(left, ep.connect()).await {
                 Ok(Ok(channel)) => return Ok(DpdKironcoreClient::new(channel)),
                 Ok(Err(_)) => {
-                    let pause = Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now()));
+                    let pause = Duration::from_millis(100)
+                        .min(deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(pause).await;
                 }
                 Err(_) => return Err(fail()),
@@ -72,7 +78,10 @@ impl Ctx {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let address = cli.global.address.clone().unwrap_or_else(|| {
-        let port = std::env::var("DP_GRPC_PORT").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "1337".into());
+        let port = std::env::var("DP_GRPC_PORT")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "1337".into());
         format!("localhost:{port}")
     });
     let connect_timeout = cli.global.connect_timeout.unwrap_or(Duration::from_secs(4));
@@ -87,12 +96,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         address,
         connect_timeout,
         render: RenderOpts {
-            output: cli.global.output.clone().unwrap_or_else(|| default_output.to_owned()),
+            output: cli
+                .global
+                .output
+                .clone()
+                .unwrap_or_else(|| default_output.to_owned()),
             pretty: cli.global.pretty.unwrap_or(false),
             wide: cli.global.wide.unwrap_or(false),
         },
     };
-    use cli::{CaptureWhat as Cap, CreateWhat as C, DeleteWhat as D, GetWhat as G, ListWhat as L, ResetWhat as R};
+    use cli::{
+        CaptureWhat as Cap, CreateWhat as C, DeleteWhat as D, GetWhat as G, ListWhat as L,
+        ResetWhat as R,
+    };
     match command {
         Command::Init => init::init(&ctx).await,
         Command::Create(c) => match c.what {
@@ -162,12 +178,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// `create`/`delete` without a subcommand: objects from files (`-f`).
 async fn from_files(ctx: &Ctx, files: &[String]) -> Result<(), CliError> {
-    ctx.connect().await.map_err(|e| e.context("error creating dpdk client"))?;
+    ctx.connect()
+        .await
+        .map_err(|e| e.context("error creating dpdk client"))?;
     if files.is_empty() {
         return Ok(());
     }
-    Err(CliError::msg("reading objects from files (-f) is not supported by this dpservice-cli")
-        .context("error collecting objects"))
+    Err(
+        CliError::msg("reading objects from files (-f) is not supported by this dpservice-cli")
+            .context("error collecting objects"),
+    )
 }
 
 // ------------------------------------------------------- shared conversions
@@ -183,7 +203,9 @@ pub fn check(status: &Option<v1::Status>) -> Result<(), CliError> {
 /// `netip.ParseAddr(string(b))`.
 pub fn parse_wire_addr(b: &[u8]) -> Result<Addr, CliError> {
     let s = String::from_utf8_lossy(b);
-    cli::parse_addr_strict(&s).map(Addr::ip).map_err(CliError::msg)
+    cli::parse_addr_strict(&s)
+        .map(Addr::ip)
+        .map_err(CliError::msg)
 }
 
 /// Like [`parse_wire_addr`], but an empty field is the zero address (the Go
@@ -202,7 +224,10 @@ pub fn ip_to_proto(a: &Addr) -> v1::IpAddress {
         Some(std::net::IpAddr::V6(_)) => v1::IpVersion::Ipv6,
         _ => v1::IpVersion::Ipv4,
     };
-    v1::IpAddress { ipver: ipver as i32, address: a.text().into_bytes() }
+    v1::IpAddress {
+        ipver: ipver as i32,
+        address: a.text().into_bytes(),
+    }
 }
 
 /// `api.NetIPAddrToByteSlice`: nothing for the zero address.
@@ -212,20 +237,24 @@ pub fn addr_bytes(a: &Addr) -> Vec<u8> {
 
 /// The `Prefix` message for a CLI prefix.
 pub fn prefix_to_proto(p: &crate::types::Prefix) -> v1::Prefix {
-    v1::Prefix { ip: Some(ip_to_proto(&p.addr())), length: p.bits().max(0) as u32, underlay_route: Vec::new() }
+    v1::Prefix {
+        ip: Some(ip_to_proto(&p.addr())),
+        length: p.bits().max(0) as u32,
+        underlay_route: Vec::new(),
+    }
 }
 
-/// Go's `sort.SliceStable` with a "less" function.
+/// Go's `sort.SliceStable` with a "less" function (an insertion sort, which
+/// is what Go runs for short lists; tolerant of inconsistent "less"
+/// functions, some of the Go CLI's are).
 pub fn stable_sort<T>(v: &mut [T], less: impl Fn(&T, &T) -> bool) {
-    v.sort_by(|a, b| {
-        if less(a, b) {
-            std::cmp::Ordering::Less
-        } else if less(b, a) {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && less(&v[j], &v[j - 1]) {
+            v.swap(j, j - 1);
+            j -= 1;
         }
-    });
+    }
 }
 
 #[cfg(test)]

@@ -12,11 +12,17 @@ pub struct Cell {
 
 impl Cell {
     pub fn text(s: impl Into<String>) -> Self {
-        Cell { text: s.into(), numeric: false }
+        Cell {
+            text: s.into(),
+            numeric: false,
+        }
     }
 
     pub fn num(n: impl std::fmt::Display) -> Self {
-        Cell { text: n.to_string(), numeric: true }
+        Cell {
+            text: n.to_string(),
+            numeric: true,
+        }
     }
 }
 
@@ -30,7 +36,10 @@ pub struct TableData {
 
 impl TableData {
     pub fn new(headers: &[&str]) -> Self {
-        TableData { headers: headers.iter().map(|h| (*h).to_owned()).collect(), rows: Vec::new() }
+        TableData {
+            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, cells: Vec<Cell>) {
@@ -39,7 +48,13 @@ impl TableData {
 
     /// The rendered table, newline-terminated.
     pub fn render(&self) -> String {
-        let ncols = self.rows.iter().map(Vec::len).chain([self.headers.len()]).max().unwrap_or(0);
+        let ncols = self
+            .rows
+            .iter()
+            .map(Vec::len)
+            .chain([self.headers.len()])
+            .max()
+            .unwrap_or(0);
         if ncols == 0 {
             return String::new();
         }
@@ -92,8 +107,16 @@ mod tests {
     #[test]
     fn alignment_and_padding() {
         let mut t = TableData::new(&["Prefix", "VNI", "NextHopIP"]);
-        t.row(vec![Cell::text("10.0.0.0/24"), Cell::num(100), Cell::text("fc00::1")]);
-        t.row(vec![Cell::text("192.168.0.0/16"), Cell::num(7), Cell::text("fc00::2")]);
+        t.row(vec![
+            Cell::text("10.0.0.0/24"),
+            Cell::num(100),
+            Cell::text("fc00::1"),
+        ]);
+        t.row(vec![
+            Cell::text("192.168.0.0/16"),
+            Cell::num(7),
+            Cell::text("fc00::2"),
+        ]);
         assert_eq!(
             t.render(),
             " Prefix          VNI  NextHopIP \n 10.0.0.0/24     100  fc00::1   \n 192.168.0.0/16    7  fc00::2   \n"

@@ -81,7 +81,9 @@ impl Emitter {
             self.scalar(k, indent, true);
             self.put(':');
             match &m[k.as_str()] {
-                Value::Object(sub) if !sub.is_empty() => self.block_map(sub, indent + BEST_INDENT, false),
+                Value::Object(sub) if !sub.is_empty() => {
+                    self.block_map(sub, indent + BEST_INDENT, false)
+                }
                 // a sequence in a mapping is "indentless"
                 Value::Array(items) if !items.is_empty() => self.block_seq(items, indent),
                 other => {
@@ -148,7 +150,12 @@ impl Emitter {
             if c == ' ' {
                 let next_is_space = chars.get(i + 1) == Some(&' ');
                 let position_ok = !quoted || (i > 0 && i + 1 < chars.len());
-                if allow_breaks && !spaces && self.column > BEST_WIDTH && position_ok && !next_is_space {
+                if allow_breaks
+                    && !spaces
+                    && self.column > BEST_WIDTH
+                    && position_ok
+                    && !next_is_space
+                {
                     self.newline(cont);
                 } else {
                     self.put(' ');
@@ -202,7 +209,12 @@ impl Emitter {
                 }
                 spaces = false;
             } else if c == ' ' {
-                if allow_breaks && !spaces && self.column > BEST_WIDTH && i > 0 && i + 1 < chars.len() {
+                if allow_breaks
+                    && !spaces
+                    && self.column > BEST_WIDTH
+                    && i > 0
+                    && i + 1 < chars.len()
+                {
                     self.newline(cont);
                     if chars[i + 1] == ' ' {
                         self.put('\\');
@@ -248,7 +260,11 @@ fn select_style(s: &str, simple_key: bool) -> Style {
     if s.contains('\n') {
         return Style::Double;
     }
-    let mut style = if can_use_plain { Style::Plain } else { Style::Double };
+    let mut style = if can_use_plain {
+        Style::Plain
+    } else {
+        Style::Double
+    };
     if style == Style::Plain && (!a.block_plain_allowed || (s.is_empty() && simple_key)) {
         style = Style::Single;
     }
@@ -266,7 +282,10 @@ struct Analysis {
 /// libyaml's `yaml_emitter_analyze_scalar`, reduced to block context.
 fn analyze(s: &str) -> Analysis {
     if s.is_empty() {
-        return Analysis { block_plain_allowed: true, single_quoted_allowed: true };
+        return Analysis {
+            block_plain_allowed: true,
+            single_quoted_allowed: true,
+        };
     }
     let chars: Vec<char> = s.chars().collect();
     let mut block_indicators = s.starts_with("---") || s.starts_with("...");
@@ -277,11 +296,12 @@ fn analyze(s: &str) -> Analysis {
     let mut preceded_by_whitespace = true;
     let is_blank = |c: Option<&char>| matches!(c, None | Some(' ') | Some('\t'));
     for (i, &c) in chars.iter().enumerate() {
-        let followed_by_whitespace = is_blank(chars.get(i + 1)) || chars.get(i + 1).is_some_and(|c| is_break(*c));
+        let followed_by_whitespace =
+            is_blank(chars.get(i + 1)) || chars.get(i + 1).is_some_and(|c| is_break(*c));
         if i == 0 {
             match c {
-                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%' | '@'
-                | '`' => block_indicators = true,
+                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"'
+                | '%' | '@' | '`' => block_indicators = true,
                 '?' | ':' | '-' if followed_by_whitespace => block_indicators = true,
                 _ => {}
             }
@@ -337,15 +357,19 @@ fn analyze(s: &str) -> Analysis {
     if previous_break || chars.iter().any(|c| is_break(*c)) {
         block_plain_allowed = false;
     }
-    Analysis { block_plain_allowed, single_quoted_allowed }
+    Analysis {
+        block_plain_allowed,
+        single_quoted_allowed,
+    }
 }
 
 /// Whether yaml.v2's `resolve` would read the plain string back as a string.
 fn resolves_to_str(s: &str) -> bool {
     const SPECIAL: &[&str] = &[
-        "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N", "no", "No", "NO",
-        "false", "False", "FALSE", "off", "Off", "OFF", "", "~", "null", "Null", "NULL", ".nan", ".NaN",
-        ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF", "<<",
+        "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N", "no",
+        "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "", "~", "null", "Null",
+        "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf",
+        "-.Inf", "-.INF", "<<",
     ];
     let Some(first) = s.chars().next() else {
         return false; // null
@@ -371,7 +395,10 @@ fn resolves_to_str(s: &str) -> bool {
             if go_parse_int(&plain).is_some() || yaml_style_float(&plain) {
                 return false;
             }
-            if let Some(b) = plain.strip_prefix("0b").or_else(|| plain.strip_prefix("-0b")) {
+            if let Some(b) = plain
+                .strip_prefix("0b")
+                .or_else(|| plain.strip_prefix("-0b"))
+            {
                 if !b.is_empty() && b.chars().all(|c| c == '0' || c == '1') {
                     return false;
                 }
@@ -385,11 +412,20 @@ fn resolves_to_str(s: &str) -> bool {
 /// Go's `strconv.ParseInt(s, 0, 64)` / `ParseUint(s, 0, 64)` acceptance.
 fn go_parse_int(s: &str) -> Option<()> {
     let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let (digits, radix) = if let Some(r) = unsigned.strip_prefix("0x").or_else(|| unsigned.strip_prefix("0X")) {
+    let (digits, radix) = if let Some(r) = unsigned
+        .strip_prefix("0x")
+        .or_else(|| unsigned.strip_prefix("0X"))
+    {
         (r, 16)
-    } else if let Some(r) = unsigned.strip_prefix("0o").or_else(|| unsigned.strip_prefix("0O")) {
+    } else if let Some(r) = unsigned
+        .strip_prefix("0o")
+        .or_else(|| unsigned.strip_prefix("0O"))
+    {
         (r, 8)
-    } else if let Some(r) = unsigned.strip_prefix("0b").or_else(|| unsigned.strip_prefix("0B")) {
+    } else if let Some(r) = unsigned
+        .strip_prefix("0b")
+        .or_else(|| unsigned.strip_prefix("0B"))
+    {
         (r, 2)
     } else if unsigned.len() > 1 && unsigned.starts_with('0') {
         (&unsigned[1..], 8)
@@ -540,12 +576,16 @@ fn key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
             }
             let mut ai = i;
             while ai < ar.len() && ar[ai].is_ascii_digit() {
-                an = an.wrapping_mul(10).wrapping_add(i64::from(ar[ai] as u8 - b'0'));
+                an = an
+                    .wrapping_mul(10)
+                    .wrapping_add(i64::from(ar[ai] as u8 - b'0'));
                 ai += 1;
             }
             let mut bi = i;
             while bi < br.len() && br[bi].is_ascii_digit() {
-                bn = bn.wrapping_mul(10).wrapping_add(i64::from(br[bi] as u8 - b'0'));
+                bn = bn
+                    .wrapping_mul(10)
+                    .wrapping_add(i64::from(br[bi] as u8 - b'0'));
                 bi += 1;
             }
             if an != bn {
@@ -609,7 +649,10 @@ status:
     #[test]
     fn empty_collections_and_null() {
         let v = json!({"metadata": {}, "items": null, "list": [], "b": true});
-        assert_eq!(to_yaml(&v), "b: true\nitems: null\nlist: []\nmetadata: {}\n");
+        assert_eq!(
+            to_yaml(&v),
+            "b: true\nitems: null\nlist: []\nmetadata: {}\n"
+        );
     }
 
     #[test]

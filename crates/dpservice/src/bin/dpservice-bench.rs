@@ -49,7 +49,10 @@ unsafe impl GlobalAlloc for CountingAlloc {
 static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[derive(Parser, Debug)]
-#[command(name = "dpservice-bench", about = "Packet-path benchmark on in-memory ports")]
+#[command(
+    name = "dpservice-bench",
+    about = "Packet-path benchmark on in-memory ports"
+)]
 struct Args {
     /// A short run of every case (for CI smoke tests).
     #[arg(long)]
@@ -142,13 +145,35 @@ fn vm_iface(id: &str, port: u16, ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> Iface {
 /// VM1 (10.100.1.1) on port 2 and VM2 (10.100.1.2, plus a /16 alias prefix so the 100k
 /// flows all reach it) on port 3, and `routes` extra remote routes in the VNI.
 fn snapshot(routes: usize) -> Snapshot {
-    let vm1 = vm_iface("vm1", VM1_PORT, Ipv4Addr::new(10, 100, 1, 1), "2000:100:1::1".parse().unwrap_or(Ipv6Addr::UNSPECIFIED));
-    let mut vm2 = vm_iface("vm2", VM2_PORT, Ipv4Addr::new(10, 100, 1, 2), "2000:100:1::2".parse().unwrap_or(Ipv6Addr::UNSPECIFIED));
+    let vm1 = vm_iface(
+        "vm1",
+        VM1_PORT,
+        Ipv4Addr::new(10, 100, 1, 1),
+        "2000:100:1::1".parse().unwrap_or(Ipv6Addr::UNSPECIFIED),
+    );
+    let mut vm2 = vm_iface(
+        "vm2",
+        VM2_PORT,
+        Ipv4Addr::new(10, 100, 1, 2),
+        "2000:100:1::2".parse().unwrap_or(Ipv6Addr::UNSPECIFIED),
+    );
     vm2.prefixes_v4.push((Ipv4Addr::new(10, 101, 0, 0), 16));
     let mut table = VniTable::default();
-    let _ = table.v4.insert(u32::from(vm1.ipv4), 32, RouteTarget::Local { port: VM1_PORT });
-    let _ = table.v4.insert(u32::from(vm2.ipv4), 32, RouteTarget::Local { port: VM2_PORT });
-    let _ = table.v4.insert(u32::from(Ipv4Addr::new(10, 101, 0, 0)), 16, RouteTarget::Local { port: VM2_PORT });
+    let _ = table.v4.insert(
+        u32::from(vm1.ipv4),
+        32,
+        RouteTarget::Local { port: VM1_PORT },
+    );
+    let _ = table.v4.insert(
+        u32::from(vm2.ipv4),
+        32,
+        RouteTarget::Local { port: VM2_PORT },
+    );
+    let _ = table.v4.insert(
+        u32::from(Ipv4Addr::new(10, 101, 0, 0)),
+        16,
+        RouteTarget::Local { port: VM2_PORT },
+    );
     // Extra routes: /24s in 172.16.0.0/12 and beyond towards another hypervisor, plus some /20s,
     // so lookups probe several prefix lengths.
     for i in 0..routes {
@@ -157,13 +182,17 @@ fn snapshot(routes: usize) -> Snapshot {
         let _ = table.v4.insert(
             net,
             len,
-            RouteTarget::Remote { vni: VNI, underlay: Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1) },
+            RouteTarget::Remote {
+                vni: VNI,
+                underlay: Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1),
+            },
         );
     }
-    let mut snap = Snapshot::default();
-    snap.ifaces_by_port = vec![None, None, Some(Arc::new(vm1)), Some(Arc::new(vm2))];
-    snap.vnis.insert(VNI, Arc::new(table));
-    snap
+    Snapshot {
+        ifaces_by_port: vec![None, None, Some(Arc::new(vm1)), Some(Arc::new(vm2))],
+        vnis: [(VNI, Arc::new(table))].into_iter().collect(),
+        generation: 0,
+    }
 }
 
 /// A UDP frame from VM1 to `dst` of `size` bytes (Ethernet included), checksums filled.
@@ -201,7 +230,8 @@ fn frames(case: &Case) -> Vec<Vec<u8>> {
         1 => vec![udp_frame(Ipv4Addr::new(10, 100, 1, 2), 1000, case.size)],
         n => (0..n)
             .map(|i| {
-                let dst = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 101, 0, 0)) | (i as u32 & 0xffff));
+                let dst =
+                    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 101, 0, 0)) | (i as u32 & 0xffff));
                 udp_frame(dst, 1000 + (i >> 16) as u16, case.size)
             })
             .collect(),
@@ -212,7 +242,11 @@ fn run_case(case: &Case, duration: Duration) -> Result {
     let publisher = Publisher::new(snapshot(case.routes));
     let entries = (0..4u16)
         .map(|p| {
-            let kind = if p < 2 { PortKind::Uplink } else { PortKind::Vf };
+            let kind = if p < 2 {
+                PortKind::Uplink
+            } else {
+                PortKind::Vf
+            };
             let e = PortEntry::new(kind, format!("p{p}"), GW_MAC[usize::from(p)]);
             if p == VM1_PORT {
                 e.learn_peer_mac(VM1_MAC);
@@ -225,8 +259,16 @@ fn run_case(case: &Case, duration: Duration) -> Result {
         .collect();
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
     for p in 0..4u16 {
-        let source = if p == VM1_PORT { frames(case) } else { Vec::new() };
-        ports.push(Box::new(MemoryPort::replay(format!("p{p}"), VM1_MAC, source)));
+        let source = if p == VM1_PORT {
+            frames(case)
+        } else {
+            Vec::new()
+        };
+        ports.push(Box::new(MemoryPort::replay(
+            format!("p{p}"),
+            VM1_MAC,
+            source,
+        )));
     }
     let counters = Arc::new(GraphCounters::default());
     let mut worker = Worker {

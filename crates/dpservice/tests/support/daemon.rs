@@ -102,7 +102,9 @@ impl Daemon {
 
     /// Exit status if the daemon has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits until every TAP exists and the gRPC port accepts connections; fails early (with

@@ -23,18 +23,31 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const DAEMON: &str = env!("CARGO_BIN_EXE_dpservice");
 
 /// Skips the calling test (it passes, printing `SKIPPED`) unless we are root and every listed
-/// tool is installed. Use only at the very start of a test.
+/// tool is installed. Use only at the very start of a test. With
+/// `DPSERVICE_REQUIRE_SYSTEM_TESTS=1` (scripts/test.sh as root, CI) a skip is a failure instead.
 macro_rules! skip_unless_ready {
     ($test:expr, $tools:expr) => {
         if let Some(reason) = $crate::support::skip_reason($tools) {
+            if $crate::support::system_tests_required() {
+                panic!(
+                    "{}: cannot run: {} (and DPSERVICE_REQUIRE_SYSTEM_TESTS=1 forbids skipping)",
+                    $test, reason
+                );
+            }
             eprintln!("SKIPPED {}: {}", $test, reason);
             return;
         }
     };
 }
 
+/// Whether skipping is forbidden (`DPSERVICE_REQUIRE_SYSTEM_TESTS=1`).
+pub fn system_tests_required() -> bool {
+    std::env::var("DPSERVICE_REQUIRE_SYSTEM_TESTS").is_ok_and(|v| v == "1")
+}
+
 /// Why the system tests cannot run here, `None` if they can.
-/// `tools` are program names; `"udhcpc"` is also satisfied by busybox's applet.
+/// `tools` are program names; `"udhcpc"` is also satisfied by busybox's applet, and the
+/// pseudo-tool `"ipv6"` asks for a kernel with IPv6 enabled.
 pub fn skip_reason(tools: &[&str]) -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -47,6 +60,7 @@ pub fn skip_reason(tools: &[&str]) -> Option<String> {
     for tool in tools {
         let found = match *tool {
             "udhcpc" => udhcpc_command().is_some(),
+            "ipv6" => Path::new("/proc/sys/net/ipv6").exists(),
             t => which(t).is_some(),
         };
         if !found {
@@ -65,11 +79,13 @@ pub fn skip_reason(tools: &[&str]) -> Option<String> {
 /// Full path of `prog` on PATH or in the sbin directories (non-login root shells may lack them).
 pub fn which(prog: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
+    let found = path
+        .split(':')
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(prog))
-        .find(|p| p.is_file())
+        .find(|p| p.is_file());
+    found
 }
 
 /// The command to run busybox's DHCP client: `udhcpc` or `busybox udhcpc`.

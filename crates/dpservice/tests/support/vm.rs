@@ -200,7 +200,10 @@ impl Vm {
 
     /// Everything useful for a failure message.
     pub fn report(&self) -> String {
-        let mut s = format!("=== VM {} (netns {}, {}):\n", self.name, self.ns.name, self.ifname);
+        let mut s = format!(
+            "=== VM {} (netns {}, {}):\n",
+            self.name, self.ns.name, self.ifname
+        );
         for args in [
             &["ip", "addr"][..],
             &["ip", "-4", "route"],
@@ -226,19 +229,20 @@ impl Vm {
         set_executable(&script)?;
         let dump = scratch.path(&format!("udhcpc-{}.env", self.name));
         let _ = fs::remove_file(&dump);
-        let mut args: Vec<String> = vec![
-            "env".into(),
-            format!("UDHCPC_DUMP={}", dump.display()),
-        ];
+        let mut args: Vec<String> = vec!["env".into(), format!("UDHCPC_DUMP={}", dump.display())];
         args.extend(udhcpc_command().ok_or("no udhcpc")?);
         args.extend(
             [
                 "-f", // foreground
                 "-q", // quit once bound
                 "-n", // fail if no lease
-                "-t", "5", // discover attempts
-                "-T", "2", // seconds between them
-                "-i", &self.ifname, "-s",
+                "-t",
+                "5", // discover attempts
+                "-T",
+                "2", // seconds between them
+                "-i",
+                &self.ifname,
+                "-s",
             ]
             .map(String::from),
         );
@@ -247,7 +251,10 @@ impl Vm {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = run(&mut self.ns.command(&argv), DHCP_TIMEOUT)?.check()?;
         let text = fs::read_to_string(&dump).map_err(|e| {
-            format!("udhcpc left no option dump ({}): {e}\n{out}", dump.display())
+            format!(
+                "udhcpc left no option dump ({}): {e}\n{out}",
+                dump.display()
+            )
         })?;
         Ok(text
             .lines()
@@ -261,7 +268,9 @@ impl Vm {
     pub fn dhclient4(&mut self, scratch: &Scratch, expect: &str) -> Result<(), String> {
         let want = format!("inet {expect}/");
         self.dhclient("4", DHCLIENT4_CONF, scratch, move |vm| {
-            let a = vm.ns.output(&["ip", "-4", "-o", "addr", "show", "dev", &vm.ifname])?;
+            let a = vm
+                .ns
+                .output(&["ip", "-4", "-o", "addr", "show", "dev", &vm.ifname])?;
             if a.contains(&want) {
                 Ok(())
             } else {
@@ -299,13 +308,27 @@ impl Vm {
         let lf = scratch.write(&format!("{base}.leases"), "")?;
         let pf = scratch.path(&format!("{base}.pid"));
         let log = scratch.path(&format!("{base}.log"));
-        let (cf, lf, pf) = (cf.display().to_string(), lf.display().to_string(), pf.display().to_string());
+        let (cf, lf, pf) = (
+            cf.display().to_string(),
+            lf.display().to_string(),
+            pf.display().to_string(),
+        );
         // `unshare --uts`: dhclient-script may set the hostname from DHCP; keep the host's.
         let mut cmd = self.ns.command(&[
-            "unshare", "--uts", "dhclient", &format!("-{family}"),
+            "unshare",
+            "--uts",
+            "dhclient",
+            &format!("-{family}"),
             "-d", // foreground: we own the process and kill it at the end
             "-1", // try once, exit 2 on failure
-            "-v", "-cf", &cf, "-lf", &lf, "-pf", &pf, &self.ifname,
+            "-v",
+            "-cf",
+            &cf,
+            "-lf",
+            &lf,
+            "-pf",
+            &pf,
+            &self.ifname,
         ]);
         let out = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
@@ -313,21 +336,27 @@ impl Vm {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
         let line = cmdline(&cmd);
-        let child = cmd.spawn().map_err(|e| format!("cannot run `{line}`: {e}"))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run `{line}`: {e}"))?;
         self.clients.push(Client {
             child: Some(child),
             cmdline: line.clone(),
             log: log.clone(),
         });
         let idx = self.clients.len() - 1;
-        let r = wait_until(&format!("`{line}` to configure {}", self.ifname), DHCP_TIMEOUT, || {
-            if let Some(c) = self.clients[idx].child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    return Ok(Err(format!("dhclient exited with {status}")));
+        let r = wait_until(
+            &format!("`{line}` to configure {}", self.ifname),
+            DHCP_TIMEOUT,
+            || {
+                if let Some(c) = self.clients[idx].child.as_mut() {
+                    if let Ok(Some(status)) = c.try_wait() {
+                        return Ok(Err(format!("dhclient exited with {status}")));
+                    }
                 }
-            }
-            configured(self).map(Ok)
-        });
+                configured(self).map(Ok)
+            },
+        );
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) | Err(e) => Err(format!("{e}\n{}", self.clients[idx].report())),
@@ -341,7 +370,15 @@ impl Vm {
             DAD_TIMEOUT,
             || {
                 let a = self.ns.output(&[
-                    "ip", "-6", "-o", "addr", "show", "dev", &self.ifname, "scope", "link",
+                    "ip",
+                    "-6",
+                    "-o",
+                    "addr",
+                    "show",
+                    "dev",
+                    &self.ifname,
+                    "scope",
+                    "link",
                 ])?;
                 match a.lines().find(|l| l.contains("inet6 fe80:")) {
                     Some(l) if l.contains("tentative") || l.contains("dadfailed") => {
@@ -367,13 +404,17 @@ impl Vm {
     }
 
     pub fn ipv4_addrs(&self) -> Result<String, String> {
-        self.ns.output(&["ip", "-4", "-o", "addr", "show", "dev", &self.ifname])
+        self.ns
+            .output(&["ip", "-4", "-o", "addr", "show", "dev", &self.ifname])
     }
     pub fn ipv4_routes(&self) -> Result<String, String> {
-        self.ns.output(&["ip", "-4", "route", "show", "dev", &self.ifname])
+        self.ns
+            .output(&["ip", "-4", "route", "show", "dev", &self.ifname])
     }
     pub fn mtu(&self) -> Result<u32, String> {
-        let l = self.ns.output(&["ip", "-o", "link", "show", "dev", &self.ifname])?;
+        let l = self
+            .ns
+            .output(&["ip", "-o", "link", "show", "dev", &self.ifname])?;
         let mut it = l.split_whitespace();
         it.find(|w| *w == "mtu")
             .and_then(|_| it.next())
@@ -384,9 +425,9 @@ impl Vm {
     /// `ping -c 3` (bounded: at most 5 s); `Ok` with the output iff replies came back.
     pub fn ping(&self, dst: &str) -> Result<Out, String> {
         run(
-            &mut self
-                .ns
-                .command(&["ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", "-w", "5", dst]),
+            &mut self.ns.command(&[
+                "ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", "-w", "5", dst,
+            ]),
             Duration::from_secs(10),
         )
     }
