@@ -236,7 +236,7 @@ results=()
 failed=0
 check() { # check <expect: ok|blocked> <from> <to-addr> <description>
     local expect=$1 vm=$2 dst=$3 what=$4 got
-    if vmx "$vm" timeout 10 ping -n -c 3 -i 0.2 -W 1 -w 3 "$dst" >"$TMP/ping.log" 2>&1; then got=ok; else got=blocked; fi
+    if vmx "$vm" timeout 10 ping -n -c 3 -i 0.2 -W 1 "$dst" >"$TMP/ping.log" 2>&1; then got=ok; else got=blocked; fi
     sed 's/^/    /' "$TMP/ping.log" | grep -E 'bytes from|transmitted' || true
     if [ "$got" = "$expect" ]; then
         results+=("PASS  $what: $got")

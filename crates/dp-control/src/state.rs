@@ -27,8 +27,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use dp_tables::{
-    Iface, LpmKey, PortId, Publisher, PxeConfig, RouteTarget, Snapshot, SnapshotReader, Vni,
-    VniTable,
+    Iface, LpmKey, PortId, Publisher, PxeConfig, RouteTarget, Snapshot, SnapshotReader,
+    UnderlayTarget, Vni, VniTable,
 };
 
 use crate::errors::DpError;
@@ -335,6 +335,16 @@ impl State {
                 .vnis
                 .iter()
                 .map(|(&vni, v)| (vni, v.routes.live()))
+                .collect(),
+            // Interfaces and alias prefixes alike deliver into the interface's port and VNI.
+            underlay: self
+                .underlays
+                .iter()
+                .map(|(&addr, used)| {
+                    let (UnderlayUse::Interface { port, vni }
+                    | UnderlayUse::Prefix { port, vni, .. }) = *used;
+                    (addr, UnderlayTarget::Iface { port, vni })
+                })
                 .collect(),
             generation: 0,
         };

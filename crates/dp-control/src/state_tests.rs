@@ -142,6 +142,11 @@ fn create_interface_publishes_iface_and_routes() {
         s.underlay_use(created.underlay),
         Some(UnderlayUse::Interface { port: 2, vni: VNI })
     );
+    assert_eq!(
+        snap.underlay_target(created.underlay),
+        Some(dp_tables::UnderlayTarget::Iface { port: 2, vni: VNI })
+    );
+    assert_eq!(snap.underlay.len(), 1);
 
     let info = s.get_interface("vm1").unwrap();
     assert_eq!(info.device, "dtapvf_0");
@@ -297,6 +302,13 @@ fn delete_interface_removes_everything_it_owns() {
     s.create_route(VNI, ip("10.200.0.0"), 16, 200, ip("fc00:2::1"))
         .unwrap();
     let g = s.snapshot().generation;
+    let before = s.snapshot();
+    for ul in [ul1, pfx_ul, pfx6_ul] {
+        assert_eq!(
+            before.underlay_target(ul),
+            Some(dp_tables::UnderlayTarget::Iface { port: 2, vni: VNI })
+        );
+    }
 
     let removed = s.delete_interface("vm1").unwrap();
     assert_eq!(removed.port, 2);
@@ -316,6 +328,7 @@ fn delete_interface_removes_everything_it_owns() {
     ));
     for ul in [ul1, pfx_ul, pfx6_ul] {
         assert_eq!(s.underlay_use(ul), None);
+        assert_eq!(snap.underlay_target(ul), None);
     }
     rejected(&mut s, DpError::NotFound, |s| s.delete_interface("vm1"));
     rejected(&mut s, DpError::NotFound, |s| s.get_interface("vm1"));

@@ -17,7 +17,7 @@ mod vni;
 
 pub use iface::{Iface, PxeConfig};
 pub use lpm::{Lpm, LpmKey};
-pub use snapshot::{Publisher, Snapshot, SnapshotReader};
+pub use snapshot::{Publisher, Snapshot, SnapshotReader, UnderlayTarget};
 pub use vni::{RouteTarget, VniTable};
 
 /// Index of a port in the daemon's port list: pf0, pf1, then the VFs.

@@ -1,18 +1,30 @@
 //! Immutable snapshots of the tables, swapped atomically (RCU style).
 
-use std::collections::HashMap;
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 
+use rustc_hash::FxHashMap;
+
 use crate::{Iface, PortId, Vni, VniTable};
+
+/// What an underlay (outer IPv6 destination) address of ours delivers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnderlayTarget {
+    /// A VM interface: decapsulated packets go to its port, in its VNI.
+    Iface { port: PortId, vni: Vni },
+}
 
 /// Everything the packet path reads, frozen at one instant.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Interfaces indexed by their port id (`None`: no interface bound to that port).
     pub ifaces_by_port: Vec<Option<Arc<Iface>>>,
-    pub vnis: HashMap<Vni, Arc<VniTable>>,
+    pub vnis: FxHashMap<Vni, Arc<VniTable>>,
+    /// Our underlay addresses (every interface's; later VIPs, NAT and load balancers) and what
+    /// packets arriving for them are delivered to. The host's own `--ipv6` is not in here.
+    pub underlay: FxHashMap<Ipv6Addr, UnderlayTarget>,
     /// Bumped on every publish; lets workers notice a change cheaply.
     pub generation: u64,
 }
@@ -28,6 +40,12 @@ impl Snapshot {
     #[inline]
     pub fn vni(&self, vni: Vni) -> Option<&VniTable> {
         self.vnis.get(&vni).map(|t| &**t)
+    }
+
+    /// What arrives for this underlay address, if it is one of ours.
+    #[inline]
+    pub fn underlay_target(&self, addr: Ipv6Addr) -> Option<UnderlayTarget> {
+        self.underlay.get(&addr).copied()
     }
 }
 

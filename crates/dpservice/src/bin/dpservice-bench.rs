@@ -191,7 +191,7 @@ fn snapshot(routes: usize) -> Snapshot {
     Snapshot {
         ifaces_by_port: vec![None, None, Some(Arc::new(vm1)), Some(Arc::new(vm2))],
         vnis: [(VNI, Arc::new(table))].into_iter().collect(),
-        generation: 0,
+        ..Snapshot::default()
     }
 }
 
