@@ -70,7 +70,7 @@ if [ ! -x "$DPSERVICE" ] || [ ! -x "$CLI" ]; then die "no binaries in $TARGET (b
 # ---------------------------------------------------------------------------------------------
 TAG=dm$(printf '%x' $$)                   # dm + pid in hex: interface names stay <= 15 chars
 NS_PREFIX=dps-demo-$$-
-TMP=$(mktemp -d /tmp/dpservice-demo.XXXXXX)
+TMP=/tmp/dpservice-demo-$$
 DAEMON_PID=
 VMS=(vm1 vm2 vm3)
 
@@ -102,7 +102,18 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Leftovers of demos that were killed without cleanup (their pid is gone).
+# Leftovers of demos that were killed without cleanup (their pid is gone): daemon,
+# namespaces and the processes in them, temporary directory.
+for dir in /tmp/dpservice-demo-*; do
+    [ -d "$dir" ] || continue
+    pid=${dir##*-}
+    kill -0 "$pid" 2>/dev/null && [ "$pid" != $$ ] && continue
+    dpid=$(cat "$dir/daemon.pid" 2>/dev/null || true)
+    if [ -n "$dpid" ] && [[ "$(readlink "/proc/$dpid/exe" 2>/dev/null)" == */dpservice* ]]; then
+        kill -9 "$dpid" 2>/dev/null || true
+    fi
+    rm -rf "$dir"
+done
 for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^dps-demo-' || true); do
     pid=${ns#dps-demo-}; pid=${pid%%-*}
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -111,6 +122,7 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^dps-demo-' || 
         rm -rf "/etc/netns/$ns"
     fi
 done
+mkdir -p "$TMP"
 
 # ---------------------------------------------------------------------------------------------
 # The daemon
@@ -125,6 +137,7 @@ DAEMON_ARGS=(--nic-type tap --pf0 "${TAG}p0" --pf1 "${TAG}p1" --vf-pattern "${TA
 say "starting: dpservice ${DAEMON_ARGS[*]}"
 "$DPSERVICE" "${DAEMON_ARGS[@]}" >"$TMP/dpservice.log" 2>&1 &
 DAEMON_PID=$!
+echo "$DAEMON_PID" >"$TMP/daemon.pid"
 ready=
 for _ in $(seq 100); do # 10 s
     kill -0 "$DAEMON_PID" 2>/dev/null || { cat "$TMP/dpservice.log" >&2; die "the daemon exited"; }

@@ -548,9 +548,10 @@ fn sigint_stops_cleanly_and_removes_taps() {
 // The CLI against the daemon (dpservice-cli grammar and exit codes).
 // ---------------------------------------------------------------------------------------
 
-/// `target/<profile>/dpservice-cli`, next to the daemon cargo built for this test. Cargo does
-/// not build another package's binary for our tests: scripts/test.sh runs
-/// `cargo build --workspace --bins` first. A missing or stale binary fails the test.
+/// `target/<profile>/dpservice-cli`, next to the daemon cargo built for this test. Cargo builds
+/// it for `cargo test --workspace` only because dpservice-cli has integration tests of its own;
+/// scripts/test.sh runs `cargo build --workspace --bins` first so as not to rely on that.
+/// A missing or stale binary fails the test.
 fn cli_binary() -> PathBuf {
     let cli = Path::new(DAEMON).with_file_name("dpservice-cli");
     let built = std::fs::metadata(&cli)
@@ -562,12 +563,13 @@ fn cli_binary() -> PathBuf {
                 cli.display()
             )
         });
-    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for src in ["dpservice-cli", "dp-proto"] {
-        let newest = newest_mtime(&crates.join(src));
+    // What the binary is built from (not the crates' tests, which do not relink it).
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for src in ["crates/dpservice-cli/src", "crates/dp-proto/src", "proto"] {
+        let newest = newest_mtime(&ws.join(src));
         assert!(
             newest <= built,
-            "{} is older than the sources of {src}: rebuild it \
+            "{} is older than {src}: rebuild it \
              (`cargo build --workspace --bins`; scripts/test.sh does)",
             cli.display()
         );

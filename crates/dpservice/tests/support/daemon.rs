@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{cmdline, link_exists, signal, tail, wait_until, Names, DAEMON};
+use super::{cmdline, die_with_parent, link_exists, signal, tail, wait_until, Names, DAEMON};
 
 /// How long the daemon may take to create its TAPs and open its gRPC port.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -66,6 +66,7 @@ impl Daemon {
         let out = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(DAEMON);
+        die_with_parent(&mut cmd);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

@@ -110,6 +110,8 @@ pub struct Names {
 
 impl Names {
     pub fn new() -> Self {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_stale);
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         const B36: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
         let n = COUNTER.fetch_add(1, Ordering::Relaxed) as usize;
@@ -145,14 +147,68 @@ impl Names {
         t.extend((0..vf_count).map(|i| self.vf(i)));
         t
     }
+    /// `dps-<pid>-<tag>-<vm>`: the pid lets a later run remove what a killed run left.
     pub fn netns(&self, vm: &str) -> String {
-        format!("dps-{}-{vm}", self.tag)
+        format!("{NETNS_PREFIX}{}-{}-{vm}", std::process::id(), self.tag)
     }
 }
 
 impl Default for Names {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+const NETNS_PREFIX: &str = "dps-";
+const SCRATCH_PREFIX: &str = "dpservice-systest-";
+
+/// The pid in `<prefix><pid>-…`, if the name is ours.
+fn owner_pid(name: &str, prefix: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?.split('-').next()?.parse().ok()
+}
+
+/// Removes namespaces and scratch directories left by test runs that were killed (their pid
+/// is gone), so leftovers never pile up. Only names of our own format are touched.
+fn sweep_stale() {
+    let alive = |pid: u32| Path::new("/proc").join(pid.to_string()).exists();
+    if let Ok(o) = run_args("ip", &["netns", "list"], Duration::from_secs(5)) {
+        for ns in o.stdout.lines().filter_map(|l| l.split_whitespace().next()) {
+            if owner_pid(ns, NETNS_PREFIX).is_some_and(|p| !alive(p)) {
+                if let Ok(p) = run_args("ip", &["netns", "pids", ns], Duration::from_secs(5)) {
+                    for pid in p.stdout.split_whitespace().filter_map(|p| p.parse().ok()) {
+                        signal(pid, libc::SIGKILL);
+                    }
+                }
+                let _ = run_args("ip", &["netns", "del", ns], Duration::from_secs(5));
+                let _ = fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+            }
+        }
+    }
+    if let Ok(rd) = fs::read_dir(std::env::temp_dir()) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if owner_pid(&name, SCRATCH_PREFIX).is_some_and(|p| !alive(p)) {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+            }
+        }
+    }
+}
+
+/// Makes the child get SIGTERM if the test thread that spawned it dies (a killed test run
+/// must not leave daemons or DHCP clients behind).
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
     }
 }
 
@@ -182,7 +238,11 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(names: &Names) -> Result<Self, String> {
-        let dir = std::env::temp_dir().join(format!("dpservice-systest-{}", names.tag));
+        let dir = std::env::temp_dir().join(format!(
+            "{SCRATCH_PREFIX}{}-{}",
+            std::process::id(),
+            names.tag
+        ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         Ok(Scratch { dir })
@@ -252,7 +312,7 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Out, String> {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let line = cmdline(cmd);
     let base = std::env::temp_dir().join(format!(
-        "dpservice-systest-out-{}-{}",
+        "{SCRATCH_PREFIX}{}-out-{}",
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{cmdline, run, run_args, signal, tail, udhcpc_command, wait_until, Out, Scratch};
+use super::{
+    cmdline, die_with_parent, run, run_args, signal, tail, udhcpc_command, wait_until, Out, Scratch,
+};
 
 const IP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lease acquisition (either family) may take this long.
@@ -332,6 +334,7 @@ impl Vm {
         ]);
         let out = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
+        die_with_parent(&mut cmd);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
