@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: every test of the workspace — unit, graph (memory ports) and, as root, the
 # system tests (crates/dpservice/tests/system.rs: the real daemon on TAP ports, VMs as network
-# namespaces, stock DHCP clients, ping). Fails if anything fails.
+# namespaces, stock DHCP clients, ping; crates/dpservice/tests/multihost.rs: two daemons behind a
+# router namespace, iperf3, tcpdump). Fails if anything fails.
 #
 # Usage: sudo scripts/test.sh [extra `cargo test` arguments, e.g. -- --nocapture]
 #
@@ -22,6 +23,8 @@ if [ "$(id -u)" = 0 ]; then
     have dhclient || need+=(isc-dhcp-client)
     have ping || need+=(iputils-ping)
     have unshare || need+=(util-linux)
+    have iperf3 || need+=(iperf3)
+    have tcpdump || need+=(tcpdump)
     if ((${#need[@]})); then
         echo "test.sh: installing ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive

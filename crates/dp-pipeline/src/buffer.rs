@@ -3,6 +3,8 @@
 //! Buffers are allocated once, when the pool is made, and then move by value (a pointer and a few
 //! integers) between ports, nodes and the pool: nothing on the packet path allocates.
 
+use std::net::Ipv6Addr;
+
 use dp_tables::PortId;
 
 /// Bytes kept free in front of a received frame so a node can prepend headers (the 40-byte
@@ -14,7 +16,7 @@ pub const HEADROOM: usize = 128;
 pub const DEFAULT_DATA_ROOM: usize = 2048;
 
 /// Metadata that travels with a packet through the graph.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketMeta {
     /// The port the frame was received on.
     pub in_port: PortId,
@@ -22,6 +24,20 @@ pub struct PacketMeta {
     pub out_port: PortId,
     /// Receive time in nanoseconds of the worker's clock.
     pub rx_time_ns: u64,
+    /// The next hop on the underlay (outer destination) of a packet routed to another
+    /// hypervisor, set by the lookup nodes for the encapsulation.
+    pub underlay_dst: Ipv6Addr,
+}
+
+impl Default for PacketMeta {
+    fn default() -> Self {
+        PacketMeta {
+            in_port: 0,
+            out_port: 0,
+            rx_time_ns: 0,
+            underlay_dst: Ipv6Addr::UNSPECIFIED,
+        }
+    }
 }
 
 /// One frame in a fixed-size buffer with headroom.

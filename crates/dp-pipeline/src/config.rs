@@ -6,6 +6,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub const GATEWAY_IPV4: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
 pub const GATEWAY_IPV6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
+/// The default `--underlay-mtu`: a plain Ethernet underlay.
+pub const DEFAULT_UNDERLAY_MTU: u16 = 1500;
+/// The smallest `--underlay-mtu`: an encapsulated IPv6 packet of the IPv6 minimum MTU (1280) must fit.
+pub const MIN_UNDERLAY_MTU: u16 = 1280 + 40;
+
 /// Settings from the command line and configuration file that shape replies and forwarding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DpConfig {
@@ -19,6 +24,23 @@ pub struct DpConfig {
     pub dhcpv6_dns: Vec<Ipv6Addr>,
     /// Forward IPv6 between VMs (`--enable-ipv6-overlay`).
     pub ipv6_overlay: bool,
+    /// Largest IPv6 packet (outer header included) an uplink may send (`--underlay-mtu`); an
+    /// overlay packet may be at most 40 bytes shorter.
+    pub underlay_mtu: u16,
+    /// Share of flows, in percent, sent out of pf0 when pf1 exists too (`--wcmp`); the rest go
+    /// out of pf1. 100 (dpservice's default): everything on pf0, pf1 only when pf0 is unusable.
+    pub wcmp_percent: u8,
+    /// The underlay router's address on every uplink link (`--router`), resolved by neighbor
+    /// discovery; without it, the router is whoever sends router advertisements.
+    pub router: Option<Ipv6Addr>,
+}
+
+impl DpConfig {
+    /// The longest overlay (inner) packet that fits in the underlay MTU once encapsulated.
+    #[inline]
+    pub fn overlay_mtu(&self) -> usize {
+        usize::from(self.underlay_mtu).saturating_sub(crate::nodes::OUTER_HEADER_LEN)
+    }
 }
 
 impl Default for DpConfig {
@@ -29,6 +51,9 @@ impl Default for DpConfig {
             dhcp_dns: Vec::new(),
             dhcpv6_dns: Vec::new(),
             ipv6_overlay: false,
+            underlay_mtu: DEFAULT_UNDERLAY_MTU,
+            wcmp_percent: 100,
+            router: None,
         }
     }
 }

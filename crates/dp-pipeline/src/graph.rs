@@ -3,6 +3,10 @@
 //! A worker pushes received frames into the graph, calls [`Graph::run`], and then drains the
 //! per-port transmit batches. Nodes only pass packets forward (to a node later in [`NodeId::ORDER`]),
 //! so one pass over the nodes empties every batch.
+//!
+//! Periodic work (neighbor discovery of the underlay router) is done by [`Graph::tick`], which the
+//! worker calls every [`TICK_INTERVAL_NS`] or so; it may queue frames of its own to the transmit
+//! batches, which the worker drains the same way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +19,12 @@ use crate::nodes::*;
 
 /// Most packets a node's batch holds; a port burst must not be larger.
 pub const BATCH_SIZE: usize = 256;
+
+/// Most extra packets a node may make out of one (see [`Node::process_alloc`]).
+pub const MAX_EXTRA_PACKETS: usize = 64;
+
+/// How often the worker should call [`Graph::tick`].
+pub const TICK_INTERVAL_NS: u64 = 100_000_000;
 
 macro_rules! node_ids {
     ($($variant:ident => $field:ident : $ty:ty,)*) => {
@@ -64,9 +74,12 @@ node_ids! {
     Dhcp => dhcp: Dhcp,
     Dhcpv6 => dhcpv6: Dhcpv6,
     Ipv6Nd => ipv6_nd: Ipv6Nd,
+    UnderlayNd => underlay_nd: UnderlayNd,
+    IpipDecap => ipip_decap: IpipDecap,
     Ipv4Lookup => ipv4_lookup: Ipv4Lookup,
     Ipv6Lookup => ipv6_lookup: Ipv6Lookup,
     GatewayIcmp => gateway_icmp: GatewayIcmp,
+    IpipEncap => ipip_encap: IpipEncap,
     L2Rewrite => l2_rewrite: L2Rewrite,
 }
 
@@ -75,7 +88,12 @@ node_ids! {
 pub struct GraphCounters {
     pub node_packets: [AtomicU64; NodeId::COUNT],
     pub drops: [AtomicU64; DropReason::COUNT],
+    /// Frames handed to the ports for transmission (counted by the worker).
     pub tx_packets: AtomicU64,
+    /// Frames the graph made itself rather than received: neighbor discovery probes, the
+    /// extra fragments of a fragmented packet. Every frame is received or originated, then
+    /// sent or dropped.
+    pub originated: AtomicU64,
 }
 
 impl Default for GraphCounters {
@@ -84,6 +102,7 @@ impl Default for GraphCounters {
             node_packets: std::array::from_fn(|_| AtomicU64::new(0)),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             tx_packets: AtomicU64::new(0),
+            originated: AtomicU64::new(0),
         }
     }
 }
@@ -104,6 +123,10 @@ impl GraphCounters {
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
+
+    pub fn originated(&self) -> u64 {
+        self.originated.load(Ordering::Relaxed)
+    }
 }
 
 /// One worker's graph: nodes, their input batches and the transmit batches per port.
@@ -112,6 +135,8 @@ pub struct Graph {
     pub nodes: Nodes,
     inputs: [Vec<PacketBuf>; NodeId::COUNT],
     tx: Vec<Vec<PacketBuf>>,
+    /// Extra packets a node made out of one, before they are dispatched.
+    extra: Vec<PacketBuf>,
     counters: std::sync::Arc<GraphCounters>,
 }
 
@@ -124,8 +149,29 @@ impl Graph {
             tx: (0..port_count)
                 .map(|_| Vec::with_capacity(BATCH_SIZE))
                 .collect(),
+            extra: Vec::with_capacity(MAX_EXTRA_PACKETS),
             counters,
         }
+    }
+
+    /// Periodic work at `ctx.now_ns`: probes for the underlay router on every uplink. Frames it
+    /// makes are queued to the transmit batches (drain them as after [`Graph::run`]).
+    pub fn tick(&mut self, ctx: &Ctx<'_>, pool: &mut BufferPool) {
+        let tx = &mut self.tx;
+        let counters = &self.counters;
+        self.nodes.underlay_nd.tick(ctx, pool, |port, pkt, pool| {
+            counters.originated.fetch_add(1, Ordering::Relaxed);
+            let result = match tx.get_mut(usize::from(port)) {
+                Some(batch) => push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull)),
+                None => Err((pkt, DropReason::DstPortDown)),
+            };
+            if let Err((pkt, reason)) = result {
+                if let Some(c) = counters.drops.get(reason.index()) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                pool.free(pkt);
+            }
+        });
     }
 
     pub fn counters(&self) -> &std::sync::Arc<GraphCounters> {
@@ -194,8 +240,24 @@ impl Graph {
             c.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
         for mut pkt in batch.drain(..) {
-            let verdict = select(&mut self.nodes).process(&mut pkt, ctx);
-            self.dispatch(id, pkt, verdict, pool);
+            if N::MAKES_PACKETS {
+                let verdict =
+                    select(&mut self.nodes).process_alloc(&mut pkt, ctx, pool, &mut self.extra);
+                self.dispatch(id, pkt, verdict, pool);
+                if !self.extra.is_empty() {
+                    let mut extra = std::mem::take(&mut self.extra);
+                    self.counters
+                        .originated
+                        .fetch_add(extra.len() as u64, Ordering::Relaxed);
+                    for pkt in extra.drain(..) {
+                        self.dispatch(id, pkt, verdict, pool);
+                    }
+                    self.extra = extra;
+                }
+            } else {
+                let verdict = select(&mut self.nodes).process(&mut pkt, ctx);
+                self.dispatch(id, pkt, verdict, pool);
+            }
         }
         if let Some(slot) = self.inputs.get_mut(id.index()) {
             *slot = batch;

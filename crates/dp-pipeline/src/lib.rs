@@ -20,8 +20,8 @@ pub mod nodes;
 pub mod port_table;
 
 pub use buffer::{BufferPool, PacketBuf, PacketMeta, DEFAULT_DATA_ROOM, HEADROOM};
-pub use config::{DpConfig, GATEWAY_IPV4, GATEWAY_IPV6};
+pub use config::{DpConfig, DEFAULT_UNDERLAY_MTU, GATEWAY_IPV4, GATEWAY_IPV6, MIN_UNDERLAY_MTU};
 pub use drop::DropReason;
-pub use graph::{Graph, GraphCounters, NodeId, BATCH_SIZE};
+pub use graph::{Graph, GraphCounters, NodeId, BATCH_SIZE, TICK_INTERVAL_NS};
 pub use node::{Ctx, Node, Verdict};
 pub use port_table::{PortEntry, PortKind, PortTable};

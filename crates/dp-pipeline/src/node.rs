@@ -2,7 +2,7 @@
 
 use dp_tables::{PortId, Snapshot};
 
-use crate::buffer::PacketBuf;
+use crate::buffer::{BufferPool, PacketBuf};
 use crate::config::DpConfig;
 use crate::drop::DropReason;
 use crate::graph::NodeId;
@@ -35,6 +35,25 @@ pub trait Node {
     /// The node's name in stats and traces.
     const NAME: &'static str;
 
+    /// Whether the node may turn one packet into several; only then does the graph call
+    /// [`Node::process_alloc`] instead of [`Node::process`].
+    const MAKES_PACKETS: bool = false;
+
     /// Decides the fate of one packet; may rewrite it in place.
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict;
+
+    /// [`Node::process`] for a node that may make more packets out of one (IPv4 fragmentation):
+    /// the extra packets, allocated from `pool`, are pushed to `extra` and go where the verdict
+    /// sends `pkt`, right after it. `extra` never grows past its capacity (pushing beyond it
+    /// would allocate): a node that needs more gives up and drops.
+    fn process_alloc(
+        &mut self,
+        pkt: &mut PacketBuf,
+        ctx: &Ctx<'_>,
+        pool: &mut BufferPool,
+        extra: &mut Vec<PacketBuf>,
+    ) -> Verdict {
+        let _ = (pool, extra);
+        self.process(pkt, ctx)
+    }
 }

@@ -1,5 +1,9 @@
-//! What the packet path knows about each port: its role, our MAC on it, and the MAC of the
-//! machine on the other side (learned from its frames, so it is shared and lock-free).
+//! What the packet path knows about each port: its role, our MAC on it, the MAC of the machine on
+//! the other side and the link state — shared by the workers and lock-free (atomics).
+//!
+//! The peer is the VM on a VF (its MAC learned from its frames) and the underlay router on an
+//! uplink (its MAC learned by neighbor discovery, with the time it was last confirmed so that a
+//! router that stopped answering is forgotten: see [`UnderlayNd`](crate::nodes::UnderlayNd)).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -22,8 +26,11 @@ pub struct PortEntry {
     pub name: String,
     /// Our MAC on this port: the gateway MAC the VM learns by ARP/ND.
     pub own_mac: MacAddr,
-    /// The peer's MAC (the VM's, on a VF) packed into the low 48 bits; 0 while unknown.
+    /// The peer's MAC (the VM's on a VF, the router's on an uplink) packed into the low 48 bits;
+    /// 0 while unknown.
     peer_mac: AtomicU64,
+    /// When the peer's MAC was last confirmed (worker clock, ns); meaningful while it is known.
+    peer_confirmed_ns: AtomicU64,
     link_up: AtomicBool,
 }
 
@@ -34,6 +41,7 @@ impl PortEntry {
             name: name.into(),
             own_mac,
             peer_mac: AtomicU64::new(0),
+            peer_confirmed_ns: AtomicU64::new(0),
             link_up: AtomicBool::new(true),
         }
     }
@@ -56,13 +64,32 @@ impl PortEntry {
         }
     }
 
+    /// Records the peer's MAC as confirmed at `now_ns` (a neighbor or router advertisement).
+    #[inline]
+    pub fn confirm_peer(&self, mac: MacAddr, now_ns: u64) {
+        self.peer_confirmed_ns.store(now_ns, Ordering::Relaxed);
+        self.learn_peer_mac(mac);
+    }
+
+    /// When the peer's MAC was last confirmed (only meaningful while it is known).
+    #[inline]
+    pub fn peer_confirmed_ns(&self) -> u64 {
+        self.peer_confirmed_ns.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the peer's MAC: nothing is sent to the peer until it is learned again.
+    pub fn forget_peer(&self) {
+        self.peer_mac.store(0, Ordering::Relaxed);
+    }
+
     #[inline]
     pub fn link_up(&self) -> bool {
         self.link_up.load(Ordering::Relaxed)
     }
 
-    pub fn set_link_up(&self, up: bool) {
-        self.link_up.store(up, Ordering::Relaxed);
+    /// Records the link state; returns the previous one.
+    pub fn set_link_up(&self, up: bool) -> bool {
+        self.link_up.swap(up, Ordering::Relaxed)
     }
 }
 
@@ -128,5 +155,19 @@ mod tests {
         let t = PortTable::new(vec![e]);
         assert_eq!(t.find("vf0"), Some(0));
         assert_eq!(t.find("vf1"), None);
+    }
+
+    #[test]
+    fn router_confirmation_and_link_state() {
+        let e = PortEntry::new(PortKind::Uplink, "pf0", MacAddr([2, 0, 0, 0, 0, 1]));
+        let r = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+        e.confirm_peer(r, 7);
+        assert_eq!((e.peer_mac(), e.peer_confirmed_ns()), (Some(r), 7));
+        e.forget_peer();
+        assert_eq!(e.peer_mac(), None);
+        assert!(e.link_up());
+        assert!(e.set_link_up(false));
+        assert!(!e.set_link_up(true));
+        assert!(e.link_up());
     }
 }

@@ -282,31 +282,6 @@ fn unroutable_destinations_are_dropped() {
 }
 
 #[test]
-fn remote_route_is_not_yet_supported() {
-    let mut h = Harness::new();
-    let mut table = (**h.snapshot.vnis.get(&100).unwrap()).clone();
-    table
-        .v4
-        .insert(
-            u32::from(Ipv4Addr::new(10, 100, 2, 0)),
-            24,
-            dp_tables::RouteTarget::Remote {
-                vni: 100,
-                underlay: "fc00:2::64:0:1".parse().unwrap(),
-            },
-        )
-        .unwrap();
-    h.snapshot.vnis.insert(100, std::sync::Arc::new(table));
-    assert_dropped(
-        &mut h,
-        VM1,
-        vm_udp4(VM1, vm_ipv4(VM1), Ipv4Addr::new(10, 100, 2, 1), 64, b"x"),
-        DropReason::RemoteUnsupported,
-        "remote",
-    );
-}
-
-#[test]
 fn ipv6_is_dropped_when_overlay_disabled() {
     let mut h = Harness::with(|_, c| c.ipv6_overlay = false);
     assert_dropped(

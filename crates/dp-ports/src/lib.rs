@@ -5,7 +5,10 @@
 //!
 //! - [`memory`]: in-process queues ([`MemoryPort`] + [`MemoryPortHandle`]) for tests, and a
 //!   lock-free replay mode ([`MemoryPort::replay`]) for benchmarks;
-//! - [`tap`]: a Linux TAP device ([`TapPort`]).
+//! - [`tap`]: a Linux TAP device ([`TapPort`]);
+//! - [`af_packet`]: an existing interface through `TPACKET_V3` rings ([`AfPacketPort`]);
+//! - [`af_xdp`]: an existing interface through an AF_XDP socket and a small XDP program
+//!   ([`AfXdpPort`]), without libbpf.
 //!
 //! Ports do not parse packets. Errors on the packet path are counted in [`PortCounters`], never
 //! returned or panicked; only creating a port can fail ([`PortError`]).
@@ -34,9 +37,14 @@ use std::sync::Arc;
 pub use dp_packet::MacAddr;
 pub use dp_pipeline::{BufferPool, PacketBuf};
 
+pub mod af_packet;
+pub mod af_xdp;
 pub mod memory;
+mod sys;
 pub mod tap;
 
+pub use af_packet::{AfPacketOptions, AfPacketPort};
+pub use af_xdp::{AfXdpOptions, AfXdpPort, XdpAttach, XdpMode};
 pub use memory::{MemoryPort, MemoryPortHandle};
 pub use tap::TapPort;
 

@@ -17,18 +17,21 @@
 //! the device down: it must be set up again inside the namespace.
 //!
 //! # Link state
-//! A TAP descriptor cannot read the kernel side's flags. [`Port::link_up`] therefore:
-//! - while the device is still in the namespace it was created in (checked with
-//!   `TUNGETDEVNETNS`, or by name and ifindex on kernels without it), reports its `IFF_UP`
-//!   (`SIOCGIFFLAGS`);
-//! - once it lives in another namespace, reports what the data path last saw: a `write` that
-//!   failed with `EIO` (the kernel's answer while the device is down) marks it down, a successful
-//!   `write` or `read` marks it up again. It starts up.
+//! A TAP descriptor cannot read the kernel side's flags. [`Port::link_up`] therefore reports the
+//! device's `IFF_UP` (`SIOCGIFFLAGS` by name) through a socket in the namespace the device lives
+//! in now:
+//! - in the namespace it was created in, the socket made at creation;
+//! - in another namespace (found with `TUNGETDEVNETNS`), a socket made there once — by a
+//!   short-lived helper thread that enters the namespace (`setns`), so the worker's own thread
+//!   never changes namespace — and kept until the device moves again.
 //!
-//! So a device that was taken down in a foreign namespace is only noticed on the next transmit.
-//! (Querying a foreign namespace by netlink with `IFLA_TARGET_NETNSID` would close that gap.)
+//! Where that is not possible (a kernel without `TUNGETDEVNETNS`, or no `CAP_SYS_ADMIN` for
+//! `setns`), it reports what the data path last saw once the device has left home: a `write`
+//! that failed with `EIO` (the kernel's answer while the device is down) marks it down, a
+//! successful `write` or `read` marks it up again; it starts up. A device taken down in a
+//! foreign namespace is then only noticed on the next transmit.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -104,6 +107,9 @@ pub struct TapPort {
     counters: Arc<PortCounters>,
     /// Set by a write that failed with EIO, cleared by any successful read or write.
     seen_down: Cell<bool>,
+    /// A datagram socket in the foreign namespace the device was last seen in, with that
+    /// namespace's (st_dev, st_ino); `None` until needed (or when it cannot be made).
+    foreign_ctl: RefCell<Option<((u64, u64), OwnedFd)>>,
 }
 
 impl TapPort {
@@ -224,6 +230,7 @@ impl TapPort {
             mac,
             counters: PortCounters::new(),
             seen_down: Cell::new(false),
+            foreign_ctl: RefCell::new(None),
         })
     }
 
@@ -256,10 +263,24 @@ impl TapPort {
         if !self.at_home() {
             return None;
         }
-        let mut ifr = ifreq_for(&self.current_name()?).ok()?;
-        ioctl_ifreq(self.ctl.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut ifr).ok()?;
-        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-        Some(unsafe { ifr.ifr_ifru.ifru_flags } as libc::c_int)
+        flags_by_name(&self.ctl, &self.current_name()?)
+    }
+
+    /// IFF_* flags of the device wherever it is: through the creation namespace's socket at
+    /// home, else through a socket in its current namespace (made on first need).
+    fn current_flags(&self) -> Option<libc::c_int> {
+        let Some((ns, id)) = device_netns_fd(&self.tun) else {
+            return self.home_flags();
+        };
+        if Some(id) == self.home_netns {
+            return flags_by_name(&self.ctl, &self.current_name()?);
+        }
+        let mut cached = self.foreign_ctl.try_borrow_mut().ok()?;
+        if cached.as_ref().map(|(cached_id, _)| *cached_id) != Some(id) {
+            *cached = socket_in_netns(&ns).map(|fd| (id, fd));
+        }
+        let (_, ctl) = cached.as_ref()?;
+        flags_by_name(ctl, &self.current_name()?)
     }
 }
 
@@ -372,7 +393,7 @@ impl Port for TapPort {
     }
 
     fn link_up(&self) -> bool {
-        match self.home_flags() {
+        match self.current_flags() {
             Some(flags) => flags & libc::IFF_UP != 0,
             None => !self.seen_down.get(),
         }
@@ -444,6 +465,11 @@ fn ifindex_by_name(ctl: &OwnedFd, name: &str) -> Option<libc::c_int> {
 /// (st_dev, st_ino) of the namespace the device currently lives in (`TUNGETDEVNETNS`, Linux
 /// 5.2+); `None` when unsupported or refused.
 fn device_netns(tun: &OwnedFd) -> Option<(u64, u64)> {
+    device_netns_fd(tun).map(|(_, id)| id)
+}
+
+/// A descriptor of the namespace the device currently lives in, and its (st_dev, st_ino).
+fn device_netns_fd(tun: &OwnedFd) -> Option<(OwnedFd, (u64, u64))> {
     // SAFETY: TUNGETDEVNETNS takes no argument and returns a new descriptor that we own.
     let ns = unsafe { libc::ioctl(tun.as_raw_fd(), TUNGETDEVNETNS as _) };
     if ns < 0 {
@@ -457,7 +483,41 @@ fn device_netns(tun: &OwnedFd) -> Option<(u64, u64)> {
     if unsafe { libc::fstat(ns.as_raw_fd(), &mut st) } < 0 {
         return None;
     }
-    Some((st.st_dev, st.st_ino))
+    Some((ns, (st.st_dev, st.st_ino)))
+}
+
+/// A datagram socket in the network namespace `ns`, made by a helper thread that enters it (a
+/// socket stays in the namespace it was made in; the calling thread's namespace is untouched).
+/// `None` without the privilege to enter it (`CAP_SYS_ADMIN`).
+fn socket_in_netns(ns: &OwnedFd) -> Option<OwnedFd> {
+    let ns = ns.as_raw_fd();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                // SAFETY: `ns` is a live namespace descriptor; setns only changes this
+                // short-lived thread's namespace.
+                if unsafe { libc::setns(ns, libc::CLONE_NEWNET) } < 0 {
+                    return None;
+                }
+                // SAFETY: socket() takes no pointers; on success we own the new descriptor.
+                let fd = unsafe {
+                    libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+                };
+                // SAFETY: a fresh descriptor owned by nobody else.
+                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+            })
+            .join()
+            .ok()
+            .flatten()
+    })
+}
+
+/// IFF_* flags of the device `name` in the namespace of the socket `ctl`.
+fn flags_by_name(ctl: &OwnedFd, name: &str) -> Option<libc::c_int> {
+    let mut ifr = ifreq_for(name).ok()?;
+    ioctl_ifreq(ctl.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut ifr).ok()?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    Some(unsafe { ifr.ifr_ifru.ifru_flags } as libc::c_int)
 }
 
 fn sockaddr_from_mac(mac: MacAddr) -> libc::sockaddr {

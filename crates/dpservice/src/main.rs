@@ -19,6 +19,8 @@ use dpservice::{logging, ports, stats};
 
 /// Packet buffers per worker: enough for every batch in flight with room to spare.
 const BUFFERS_PER_WORKER: usize = 4096;
+/// Ethernet header and a VLAN tag's worth of slack on top of the underlay MTU.
+const UNDERLAY_FRAME_EXTRA: usize = 18;
 /// How often the stats line is printed (unless `--no-stats`).
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -81,7 +83,31 @@ fn run(opts: Options) -> Result<(), String> {
         dhcp_dns: opts.dhcp_dns.clone(),
         dhcpv6_dns: opts.dhcpv6_dns.clone(),
         ipv6_overlay: opts.enable_ipv6_overlay,
+        underlay_mtu: opts.underlay_mtu,
+        wcmp_percent: opts.wcmp_percent(),
+        router: opts.router,
     });
+    if opts.wcmp_enabled() && opts.pf1.is_none() {
+        tracing::warn!(
+            "--wcmp {} has no effect without --pf1: every flow uses pf0",
+            opts.wcmp_percent()
+        );
+    }
+    if usize::from(opts.dhcp_mtu) > config.overlay_mtu() {
+        tracing::info!(
+            "--dhcp-mtu {} exceeds --underlay-mtu {} minus the 40-byte encapsulation: packets \
+             to other hypervisors above {} bytes get ICMP errors (path-MTU discovery)",
+            opts.dhcp_mtu,
+            opts.underlay_mtu,
+            config.overlay_mtu()
+        );
+    }
+    match opts.router {
+        Some(router) => tracing::info!(%router, "resolving the underlay router on every uplink"),
+        None => tracing::info!(
+            "no --router: the underlay router is whoever sends router advertisements on an uplink"
+        ),
+    }
 
     let publisher = Publisher::new(Snapshot::default());
     let reader = publisher.reader();
@@ -94,7 +120,11 @@ fn run(opts: Options) -> Result<(), String> {
     let counters = Arc::new(GraphCounters::default());
     let worker = Worker {
         graph: Graph::new(ports.list.len(), Arc::clone(&counters)),
-        pool: BufferPool::new(BUFFERS_PER_WORKER, DEFAULT_DATA_ROOM),
+        // Room for a whole underlay frame: decapsulation receives up to --underlay-mtu bytes.
+        pool: BufferPool::new(
+            BUFFERS_PER_WORKER,
+            DEFAULT_DATA_ROOM.max(usize::from(opts.underlay_mtu) + UNDERLAY_FRAME_EXTRA),
+        ),
         tables: reader,
         port_table: Arc::clone(&ports.table),
         config,

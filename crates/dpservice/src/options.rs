@@ -33,7 +33,14 @@
 //!   an error (dpservice ignores any failure to open it; we only ignore its absence).
 //! - IPv4 addresses must be dotted quads (dpservice's `inet_aton` also takes legacy forms such
 //!   as `10.1`).
-//! - Ours: `--vf-count`, `--workers`, `--router` (also usable as config-file keys).
+//! - Ours: `--vf-count`, `--workers`, `--router`, `--underlay-mtu` (also usable as config-file
+//!   keys).
+//! - `--wcmp` defaults to 50 when `--pf1` is given (flows spread evenly over both uplinks, each
+//!   the other's fail-over) and to 100 without it; dpservice defaults to 100 always.
+//!   `--wcmp 100` with both uplinks keeps every flow on pf0 and pf1 as the fail-over only.
+//! - `--nic-type` also takes `af_packet` and `af_xdp` (ours): the uplinks and VF ports are then
+//!   existing interfaces (e.g. veth ends) opened with AF_PACKET TPACKET_V3 rings or AF_XDP
+//!   sockets instead of TAP devices the daemon creates.
 //!
 //! [`Options::load`] prints help or the version and exits on `-h`/`-v`; every other problem is
 //! one line in its `Err`.
@@ -125,12 +132,12 @@ pub struct Options {
           value_parser = VirtSvc::from_str)]
     pub tcp_virtsvc: Vec<VirtSvc>,
 
-    /// weighted-cost-multipath percentage for pf0 (0 - 100)
-    #[arg(long, value_name = "PERCENTAGE", default_value = "100",
-          value_parser = ranged::<u8>(0, 100))]
-    pub wcmp: u8,
+    /// weighted-cost-multipath percentage for pf0 (0 - 100; default 50 with --pf1, else 100)
+    #[arg(long, value_name = "PERCENTAGE", value_parser = ranged::<u8>(0, 100))]
+    pub wcmp: Option<u8>,
 
-    /// NIC type to use: 'tap' (the only one supported by dpservice-rs for now)
+    /// NIC type to use: 'tap' (TAP devices created by the daemon), 'af_packet' or 'af_xdp'
+    /// (existing interfaces)
     #[arg(long = "nic-type", value_name = "NICTYPE", default_value = "tap",
           value_parser = NicType::from_str)]
     pub nic_type: NicType,
@@ -200,6 +207,12 @@ pub struct Options {
     #[arg(long, value_name = "ADDR6", value_parser = ipv6)]
     pub router: Option<Ipv6Addr>,
 
+    /// largest IPv6 packet the uplinks may send, encapsulation included (1320 - 9000)
+    /// [dpservice-rs]
+    #[arg(long = "underlay-mtu", value_name = "SIZE", default_value = "1500",
+          value_parser = ranged::<u16>(1320, 9000))]
+    pub underlay_mtu: u16,
+
     /// Things worth logging once logging is up (ignored EAL arguments, unimplemented options).
     #[arg(skip)]
     pub warnings: Vec<String>,
@@ -215,8 +228,12 @@ impl Default for Options {
 /// The kind of NIC ports are made on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NicType {
-    /// Linux TAP devices.
+    /// Linux TAP devices the daemon creates.
     Tap,
+    /// Existing interfaces through AF_PACKET TPACKET_V3 rings.
+    AfPacket,
+    /// Existing interfaces through AF_XDP sockets (copy mode; native XDP where the driver has it).
+    AfXdp,
 }
 
 impl FromStr for NicType {
@@ -225,12 +242,14 @@ impl FromStr for NicType {
     fn from_str(s: &str) -> Result<NicType, String> {
         match s {
             "tap" => Ok(NicType::Tap),
+            "af_packet" => Ok(NicType::AfPacket),
+            "af_xdp" => Ok(NicType::AfXdp),
             "mellanox" | "bluefield2" => Err(format!(
-                "'{s}' is not supported by dpservice-rs (supported: 'tap')"
+                "'{s}' is not supported by dpservice-rs (supported: 'tap', 'af_packet', 'af_xdp')"
             )),
             _ => Err(format!(
-                "invalid choice '{s}' (supported: 'tap'; dpservice also knows 'mellanox' and \
-                 'bluefield2')"
+                "invalid choice '{s}' (supported: 'tap', 'af_packet', 'af_xdp'; dpservice also \
+                 knows 'mellanox' and 'bluefield2')"
             )),
         }
     }
@@ -494,9 +513,15 @@ impl Options {
         !self.no_offload
     }
 
+    /// pf0's share of flows in percent: `--wcmp`, else 50 with two uplinks and 100 with one.
+    pub fn wcmp_percent(&self) -> u8 {
+        self.wcmp
+            .unwrap_or(if self.pf1.is_some() { 50 } else { 100 })
+    }
+
     /// Whether WCMP is in use (dpservice: a pf0 share below 100%).
     pub fn wcmp_enabled(&self) -> bool {
-        self.wcmp < 100
+        self.wcmp_percent() < 100
     }
 }
 
@@ -665,7 +690,8 @@ mod tests {
         assert_eq!(o.dhcp_mtu, 1500);
         assert!(o.dhcp_dns.is_empty() && o.dhcpv6_dns.is_empty());
         assert!(o.udp_virtsvc.is_empty() && o.tcp_virtsvc.is_empty());
-        assert_eq!(o.wcmp, 100);
+        assert_eq!(o.wcmp, None);
+        assert_eq!(o.wcmp_percent(), 100);
         assert!(!o.wcmp_enabled());
         assert_eq!(o.nic_type, NicType::Tap);
         assert!(o.stats_enabled() && o.offload_enabled());
@@ -680,6 +706,7 @@ mod tests {
         assert_eq!(o.vf_count, 4);
         assert_eq!(o.workers, 1);
         assert_eq!(o.router, None);
+        assert_eq!(o.underlay_mtu, 1500);
         assert!(o.warnings.is_empty());
     }
 
@@ -728,7 +755,10 @@ mod tests {
         assert_eq!(o.dhcpv6_dns.len(), 2);
         assert!(o.no_stats && o.no_offload && o.enable_ipv6_overlay);
         assert_eq!(o.color, ColorMode::Auto);
-        assert_eq!((o.graphtrace_loglevel, o.wcmp, o.flow_timeout), (1, 50, 1));
+        assert_eq!(
+            (o.graphtrace_loglevel, o.wcmp, o.flow_timeout),
+            (1, Some(50), 1)
+        );
         assert!(o.wcmp_enabled());
         assert_eq!(
             o.udp_virtsvc,
@@ -761,6 +791,8 @@ mod tests {
             "2",
             "--router",
             "fc00::ffff",
+            "--underlay-mtu",
+            "9000",
             "--log-format",
             "json",
         ])
@@ -768,6 +800,7 @@ mod tests {
         assert_eq!(o.pf0.as_deref(), Some("eth0"));
         assert_eq!((o.vf_count, o.workers), (8, 2));
         assert_eq!(o.router, Some("fc00::ffff".parse().unwrap()));
+        assert_eq!(o.underlay_mtu, 9000);
         assert_eq!(o.log_format, LogFormat::Json);
     }
 
@@ -786,6 +819,10 @@ mod tests {
             ("--dhcp-mtu=1501", false),
             ("--wcmp=0", true),
             ("--wcmp=100", true),
+            ("--underlay-mtu=1319", false),
+            ("--underlay-mtu=1320", true),
+            ("--underlay-mtu=9000", true),
+            ("--underlay-mtu=9001", false),
             ("--wcmp=101", false),
             ("--wcmp=-1", false),
             ("--grpc-port=1023", false),
@@ -840,6 +877,14 @@ mod tests {
     #[test]
     fn nic_type_names_what_is_supported() {
         assert_eq!(cli(&["--nic-type=tap"]).unwrap().nic_type, NicType::Tap);
+        assert_eq!(
+            cli(&["--nic-type=af_packet"]).unwrap().nic_type,
+            NicType::AfPacket
+        );
+        assert_eq!(
+            cli(&["--nic-type=af_xdp"]).unwrap().nic_type,
+            NicType::AfXdp
+        );
         for other in ["mellanox", "bluefield2", "virtio"] {
             let msg = err(cli(&["--nic-type", other]));
             assert!(msg.contains("--nic-type") && msg.contains(other), "{msg}");
@@ -988,7 +1033,14 @@ vf-count 2
             ]
         );
         // The same option twice on the command line: the last one wins.
-        assert_eq!(cli(&["--wcmp=10", "--wcmp=20"]).unwrap().wcmp, 20);
+        assert_eq!(cli(&["--wcmp=10", "--wcmp=20"]).unwrap().wcmp, Some(20));
+        // Two uplinks spread flows by default; one uplink takes them all.
+        assert_eq!(cli(&["--pf1=p1"]).unwrap().wcmp_percent(), 50);
+        assert_eq!(
+            cli(&["--pf1=p1", "--wcmp=100"]).unwrap().wcmp_percent(),
+            100
+        );
+        assert_eq!(cli(&[]).unwrap().wcmp_percent(), 100);
     }
 
     #[test]

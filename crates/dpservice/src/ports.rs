@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dp_packet::MacAddr;
 use dp_pipeline::{PortEntry, PortKind, PortTable};
-use dp_ports::{Port, TapPort};
+use dp_ports::{AfPacketOptions, AfPacketPort, AfXdpOptions, AfXdpPort, Port, TapPort};
 use dp_tables::PortId;
 
 use crate::options::{NicType, Options};
@@ -40,10 +40,27 @@ fn own_mac(underlay: Ipv6Addr, port: PortId) -> MacAddr {
     MacAddr([0x02, h0, h1, h2 ^ hi, lo, 0x01])
 }
 
+/// Opens one port of the configured kind: a TAP the daemon creates, or an existing interface.
+fn open_port(nic_type: NicType, name: &str) -> Result<Box<dyn Port>, String> {
+    Ok(match nic_type {
+        NicType::Tap => Box::new(
+            TapPort::create(name, None)
+                .map_err(|e| format!("cannot create TAP device '{name}': {e}"))?,
+        ),
+        NicType::AfPacket => Box::new(
+            AfPacketPort::open(name, &AfPacketOptions::default())
+                .map_err(|e| format!("cannot open '{name}' with AF_PACKET: {e}"))?,
+        ),
+        NicType::AfXdp => {
+            let port = AfXdpPort::open(name, &AfXdpOptions::default())
+                .map_err(|e| format!("cannot open '{name}' with AF_XDP: {e}"))?;
+            tracing::info!(device = %name, mode = ?port.xdp_mode(), zero_copy = port.zero_copy(), "AF_XDP socket bound");
+            Box::new(port)
+        }
+    })
+}
+
 pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
-    match opts.nic_type {
-        NicType::Tap => {}
-    }
     let mut wanted: Vec<(String, PortKind)> = Vec::new();
     if let Some(pf0) = &opts.pf0 {
         wanted.push((pf0.clone(), PortKind::Uplink));
@@ -64,19 +81,19 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
     let mut vfs = Vec::new();
     for (index, (name, kind)) in wanted.into_iter().enumerate() {
         let id = PortId::try_from(index).map_err(|_| "too many ports".to_string())?;
-        let tap = TapPort::create(&name, None)
-            .map_err(|e| format!("cannot create TAP device '{name}': {e}"))?;
+        let port = open_port(opts.nic_type, &name)?;
         let entry = PortEntry::new(kind, name.clone(), own_mac(underlay, id));
-        // The kernel side's MAC is the VM's until its own frames say otherwise.
+        // The kernel side's MAC is the VM's until its own frames say otherwise (a TAP's peer is
+        // its kernel side; an existing interface's MAC is only a placeholder until then).
         if kind == PortKind::Vf {
-            entry.learn_peer_mac(tap.mac());
+            entry.learn_peer_mac(port.mac());
             vfs.push((name.clone(), id));
         } else {
             uplinks.push(id);
         }
         tracing::info!(port = id, device = %name, kind = ?kind, mac = %entry.own_mac, "port created");
         entries.push(entry);
-        list.push(Box::new(tap));
+        list.push(port);
     }
     Ok(Ports {
         list,

@@ -16,7 +16,14 @@ pub fn summary(workers: &[Arc<GraphCounters>]) -> String {
         .iter()
         .map(|c| c.tx_packets.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
+    let originated: u64 = workers
+        .iter()
+        .map(|c| c.originated.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
     let _ = write!(line, " rx={rx} tx={tx}");
+    if originated > 0 {
+        let _ = write!(line, " originated={originated}");
+    }
     for &reason in DropReason::ALL {
         let n: u64 = workers.iter().map(|c| c.drops(reason)).sum();
         if n > 0 {

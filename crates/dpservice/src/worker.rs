@@ -1,19 +1,40 @@
 //! A worker thread: polls its ports in bursts, runs the graph, transmits — and sleeps in epoll
 //! when there is nothing to do, so an idle daemon leaves the CPU to others.
+//!
+//! Every [`TICK_INTERVAL_NS`] (100 ms), loaded or idle, the worker also does its slow-path
+//! housekeeping: it reads link states from the ports ([`Worker::poll_links`]: every uplink, and
+//! up to [`VF_LINKS_PER_TICK`] VFs in turn — reading may cost a few system calls) into the
+//! [`PortTable`], where the nodes see them at the next packet; then it runs [`Graph::tick`] (the
+//! underlay router's neighbor discovery) and sends what that made ([`Worker::tick`]). So a link
+//! that goes down moves its flows to the other uplink within ~100 ms of the port noticing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use dp_pipeline::{BufferPool, Ctx, DpConfig, DropReason, Graph, PortTable, BATCH_SIZE};
+use dp_packet::MacAddr;
+use dp_pipeline::{
+    BufferPool, Ctx, DpConfig, DropReason, Graph, PortKind, PortTable, BATCH_SIZE, TICK_INTERVAL_NS,
+};
 use dp_ports::Port;
 use dp_tables::{PortId, SnapshotReader};
 
 /// Polls without sleeping for this many empty rounds after the last packet before blocking
 /// in epoll: cheap latency under load, no spinning when idle.
 const SPIN_ROUNDS: u32 = 64;
-/// Longest epoll sleep: bounds how late a shutdown request is noticed.
+/// Longest epoll sleep: bounds how late a shutdown request (or a tick) is noticed.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// VF link states read per tick (round-robin): with up to this many VFs each is read every tick,
+/// with more, each is read every `VFs / VF_LINKS_PER_TICK` ticks.
+pub const VF_LINKS_PER_TICK: usize = 32;
+
+/// The workers' clock: nanoseconds since the first call in this process (monotonic, shared by
+/// every worker, so times stored in the shared port table compare across workers).
+pub fn clock_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// Everything one worker owns.
 pub struct Worker {
@@ -30,11 +51,18 @@ impl Worker {
     /// Runs until `stop` is set.
     pub fn run(mut self) {
         let epoll = Epoll::new(&self.ports);
-        let started = Instant::now();
         let mut rx = Vec::with_capacity(BATCH_SIZE);
         let mut idle_rounds = 0u32;
+        let mut housekeeping = Housekeeping::new(self.port_table.len());
+        let mut next_tick = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
-            let now_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let now_ns = clock_ns();
+            if now_ns >= next_tick {
+                self.poll_links(&mut housekeeping.vf_cursor);
+                self.tick(now_ns);
+                housekeeping.log_changes(&self.port_table);
+                next_tick = now_ns.saturating_add(TICK_INTERVAL_NS);
+            }
             let received = self.poll_once(&mut rx, now_ns);
             if received > 0 {
                 idle_rounds = 0;
@@ -42,14 +70,64 @@ impl Worker {
             }
             idle_rounds = idle_rounds.saturating_add(1);
             if idle_rounds > SPIN_ROUNDS {
+                // Sleep until a frame arrives, but not past the next tick.
+                let until_tick = Duration::from_nanos(next_tick.saturating_sub(clock_ns()))
+                    .clamp(Duration::from_millis(1), IDLE_WAIT);
                 match &epoll {
-                    Some(e) => e.wait(IDLE_WAIT),
+                    Some(e) => e.wait(until_tick),
                     None => std::thread::sleep(Duration::from_millis(1)),
                 }
             } else {
                 std::hint::spin_loop();
             }
         }
+    }
+
+    /// Reads the link state of every uplink and of up to [`VF_LINKS_PER_TICK`] VFs, from the
+    /// VF at `*vf_cursor` on (which then moves past them), into the port table.
+    pub fn poll_links(&mut self, vf_cursor: &mut usize) {
+        let count = self.ports.len();
+        let mut vf_budget = VF_LINKS_PER_TICK;
+        let mut vf_seen = 0;
+        for index in 0..count {
+            let port_id = PortId::try_from(index).unwrap_or(PortId::MAX);
+            let Some(entry) = self.port_table.get(port_id) else {
+                continue;
+            };
+            if entry.kind == PortKind::Vf {
+                // VFs in turn: only those at or after the cursor, within the budget.
+                let nth = vf_seen;
+                vf_seen += 1;
+                if nth < *vf_cursor || vf_budget == 0 {
+                    continue;
+                }
+                vf_budget -= 1;
+            }
+            let Some(port) = self.ports.get(index) else {
+                continue;
+            };
+            let up = port.link_up();
+            if entry.set_link_up(up) != up {
+                tracing::info!(port = %entry.name, "link {}", if up { "up" } else { "down" });
+            }
+        }
+        *vf_cursor += VF_LINKS_PER_TICK - vf_budget;
+        if *vf_cursor >= vf_seen {
+            *vf_cursor = 0;
+        }
+    }
+
+    /// The graph's periodic work at `now_ns`; the frames it makes are sent at once.
+    pub fn tick(&mut self, now_ns: u64) {
+        let tables = self.tables.load();
+        let ctx = Ctx {
+            tables: &tables,
+            config: &self.config,
+            ports: &self.port_table,
+            now_ns,
+        };
+        self.graph.tick(&ctx, &mut self.pool);
+        self.transmit();
     }
 
     /// One round: a burst from every port through the graph and out. Returns frames received.
@@ -84,6 +162,12 @@ impl Worker {
             now_ns,
         };
         self.graph.run(&ctx, &mut self.pool);
+        self.transmit();
+        received
+    }
+
+    /// Hands every port its transmit batch.
+    fn transmit(&mut self) {
         for (index, port) in self.ports.iter_mut().enumerate() {
             let port_id = PortId::try_from(index).unwrap_or(PortId::MAX);
             if let Some(batch) = self.graph.tx_batch(port_id) {
@@ -101,7 +185,41 @@ impl Worker {
                 }
             }
         }
-        received
+    }
+}
+
+/// What the run loop remembers between ticks: the next VF whose link to read, and, to log
+/// changes, the router MAC last seen on each uplink.
+struct Housekeeping {
+    vf_cursor: usize,
+    routers: Vec<Option<MacAddr>>,
+}
+
+impl Housekeeping {
+    fn new(ports: usize) -> Self {
+        Housekeeping {
+            vf_cursor: 0,
+            routers: vec![None; ports],
+        }
+    }
+
+    fn log_changes(&mut self, ports: &PortTable) {
+        for ((_, entry), seen) in ports.iter().zip(self.routers.iter_mut()) {
+            if entry.kind != PortKind::Uplink {
+                continue;
+            }
+            let now = entry.peer_mac();
+            if now != *seen {
+                match now {
+                    Some(mac) => tracing::info!(port = %entry.name, %mac, "underlay router found"),
+                    None => tracing::warn!(
+                        port = %entry.name,
+                        "underlay router lost: no answer to neighbor solicitations"
+                    ),
+                }
+                *seen = now;
+            }
+        }
     }
 }
 
@@ -155,5 +273,216 @@ impl Epoll {
                 ms,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dp_pipeline::{GraphCounters, PortEntry};
+    use dp_ports::{MemoryPort, MemoryPortHandle};
+    use dp_tables::{Iface, Publisher, RouteTarget, Snapshot, UnderlayTarget, VniTable};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const ROUTER: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0xff, 0]);
+    const VM_MAC: MacAddr = MacAddr([0x66, 0, 0, 0, 0, 2]);
+
+    fn own(p: u16) -> MacAddr {
+        MacAddr([0x02, 0, 0, 0, 1, p as u8])
+    }
+
+    /// A worker on memory ports: pf0, pf1, then `vfs` VFs; VF 0 (port 2) has an interface in
+    /// VNI 100 with a remote route for 10.100.2.0/24.
+    fn worker(vfs: u16) -> (Worker, Vec<MemoryPortHandle>, Publisher) {
+        let mut ports: Vec<Box<dyn Port>> = Vec::new();
+        let mut handles = Vec::new();
+        let mut entries = Vec::new();
+        for p in 0..2 + vfs {
+            let (port, handle) = MemoryPort::new(format!("p{p}"), VM_MAC);
+            ports.push(Box::new(port));
+            handles.push(handle);
+            let kind = if p < 2 {
+                PortKind::Uplink
+            } else {
+                PortKind::Vf
+            };
+            let e = PortEntry::new(kind, format!("p{p}"), own(p));
+            if kind == PortKind::Vf {
+                e.learn_peer_mac(VM_MAC);
+            }
+            entries.push(e);
+        }
+        let iface = Iface {
+            id: "vm1".into(),
+            vni: 100,
+            port: 2,
+            ipv4: Ipv4Addr::new(10, 100, 1, 1),
+            ipv6: Ipv6Addr::UNSPECIFIED,
+            underlay_ipv6: "fc00:1::2".parse().unwrap(),
+            hostname: None,
+            pxe: None,
+            prefixes_v4: vec![],
+            prefixes_v6: vec![],
+        };
+        let mut table = VniTable::default();
+        table
+            .v4
+            .insert(u32::from(iface.ipv4), 32, RouteTarget::Local { port: 2 })
+            .unwrap();
+        table
+            .v4
+            .insert(
+                u32::from(Ipv4Addr::new(10, 100, 2, 0)),
+                24,
+                RouteTarget::Remote {
+                    vni: 100,
+                    underlay: "fc00:2::2".parse().unwrap(),
+                },
+            )
+            .unwrap();
+        let mut ifaces_by_port = vec![None; usize::from(2 + vfs)];
+        ifaces_by_port[2] = Some(Arc::new(iface.clone()));
+        let publisher = Publisher::new(Snapshot {
+            ifaces_by_port,
+            vnis: [(100, Arc::new(table))].into_iter().collect(),
+            underlay: [(
+                iface.underlay_ipv6,
+                UnderlayTarget::Iface { port: 2, vni: 100 },
+            )]
+            .into_iter()
+            .collect(),
+            generation: 0,
+        });
+        let port_count = ports.len();
+        let w = Worker {
+            ports,
+            graph: Graph::new(port_count, Arc::new(GraphCounters::default())),
+            pool: BufferPool::new(256, 2048),
+            tables: publisher.reader(),
+            port_table: Arc::new(PortTable::new(entries)),
+            config: Arc::new(DpConfig {
+                underlay_ipv6: "fc00:1::1".parse().unwrap(),
+                router: Some("fe80::ffff".parse().unwrap()),
+                ..DpConfig::default()
+            }),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        (w, handles, publisher)
+    }
+
+    fn link_states(w: &Worker) -> Vec<bool> {
+        w.port_table.iter().map(|(_, e)| e.link_up()).collect()
+    }
+
+    #[test]
+    fn links_are_read_uplinks_every_tick_vfs_in_turn() {
+        let (mut w, handles, _p) = worker(40);
+        for h in &handles {
+            h.set_link_up(false);
+        }
+        let mut cursor = 0;
+        w.poll_links(&mut cursor);
+        let s = link_states(&w);
+        assert!(!s[0] && !s[1], "uplinks read");
+        assert_eq!(
+            s[2..].iter().filter(|&&up| !up).count(),
+            32,
+            "32 VFs per tick"
+        );
+        assert_eq!(cursor, 32);
+        w.poll_links(&mut cursor);
+        assert!(
+            link_states(&w).iter().all(|&up| !up),
+            "the other 8 next tick"
+        );
+        assert_eq!(cursor, 0, "and round again");
+        handles[0].set_link_up(true);
+        w.poll_links(&mut cursor);
+        assert!(link_states(&w)[0]);
+    }
+
+    /// A neighbor advertisement from the router (fe80::ffff) to our link-local on uplink `p`.
+    fn router_na(p: u16) -> Vec<u8> {
+        let src: Ipv6Addr = "fe80::ffff".parse().unwrap();
+        let dst = dp_pipeline::nodes::link_local(own(p));
+        let mut icmp = vec![136, 0, 0, 0, 0x60, 0, 0, 0];
+        icmp.extend_from_slice(&src.octets());
+        icmp.extend_from_slice(&[2, 1]);
+        icmp.extend_from_slice(&ROUTER.0);
+        let c = dp_packet::checksum::transport_v6(&src, &dst, dp_packet::IpProtocol::ICMPV6, &icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut f = own(p).0.to_vec();
+        f.extend_from_slice(&ROUTER.0);
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[58, 255]);
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(&dst.octets());
+        f.extend_from_slice(&icmp);
+        f
+    }
+
+    /// A UDP frame from the VM on port 2 to 10.100.2.1 (a remote route).
+    fn vm_to_remote() -> Vec<u8> {
+        let mut f = own(2).0.to_vec();
+        f.extend_from_slice(&VM_MAC.0);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = vec![
+            0x45, 0, 0, 29, 0, 1, 0, 0, 64, 17, 0, 0, 10, 100, 1, 1, 10, 100, 2, 1,
+        ];
+        let c = dp_packet::checksum::finish(dp_packet::checksum::data(&ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&[0x9c, 0x40, 0x13, 0x88, 0, 9, 0, 0, b'x']);
+        f
+    }
+
+    #[test]
+    fn router_discovery_and_uplink_fail_over_through_the_worker() {
+        let (mut w, handles, _p) = worker(1);
+        let mut rx = Vec::with_capacity(BATCH_SIZE);
+        let mut cursor = 0;
+        // No router yet: solicitations out of both uplinks, and VM traffic is not sent.
+        w.poll_links(&mut cursor);
+        w.tick(0);
+        for h in &handles[..2] {
+            let sent = h.take_sent();
+            assert_eq!(sent.len(), 1);
+            assert_eq!(
+                &sent[0][0..3],
+                &[0x33, 0x33, 0xff],
+                "solicited-node multicast"
+            );
+        }
+        handles[2].inject(&vm_to_remote());
+        w.poll_once(&mut rx, 1);
+        assert!(handles[0].take_sent().is_empty() && handles[1].take_sent().is_empty());
+        assert_eq!(w.graph.counters().drops(DropReason::NoRouterMac), 1);
+
+        // The router answers on both uplinks: encapsulated out of pf0 (--wcmp 100).
+        handles[0].inject(&router_na(0));
+        handles[1].inject(&router_na(1));
+        w.poll_once(&mut rx, 2);
+        handles[2].inject(&vm_to_remote());
+        w.poll_once(&mut rx, 3);
+        let out = handles[0].take_sent();
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0][0..6], &ROUTER.0);
+        assert_eq!(&out[0][12..14], &[0x86, 0xdd]);
+        assert_eq!(out[0][20], 4);
+
+        // pf0 goes down: the next link poll moves the flow to pf1.
+        handles[0].set_link_up(false);
+        w.poll_links(&mut cursor);
+        handles[2].inject(&vm_to_remote());
+        w.poll_once(&mut rx, 4);
+        assert!(handles[0].take_sent().is_empty());
+        assert_eq!(handles[1].take_sent().len(), 1);
+        // And back.
+        handles[0].set_link_up(true);
+        w.poll_links(&mut cursor);
+        handles[2].inject(&vm_to_remote());
+        w.poll_once(&mut rx, 5);
+        assert_eq!(handles[0].take_sent().len(), 1);
     }
 }

@@ -1,6 +1,12 @@
 //! First node: checks the Ethernet header, learns the VM's MAC, and sorts packets by what must
 //! handle them (local responders, the IPv4 or IPv6 path). It peeks at just enough of the L3/L4
 //! headers to choose; the next node validates its own headers fully.
+//!
+//! From an uplink only IPv6 is taken (as dpservice's `cls_node`): IPv4-in-IPv6 and IPv6-in-IPv6
+//! (next header 4 and 41) go to [`IpipDecap`](super::IpipDecap), ICMPv6 (neighbor discovery, echo)
+//! to [`UnderlayNd`](super::UnderlayNd); anything else is dropped and counted. Extension headers are
+//! not walked: encapsulating hypervisors never send them. The router's MAC is not learned from
+//! its frames (only from neighbor discovery, which says which address it belongs to).
 
 use dp_packet::{EtherType, EthernetFrame, IpProtocol};
 
@@ -9,6 +15,8 @@ use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 use crate::port_table::PortKind;
+
+use super::common::be16;
 
 const DHCP_SERVER_PORT: u16 = 67;
 const DHCPV6_SERVER_PORT: u16 = 547;
@@ -37,7 +45,7 @@ impl Node for Classify {
             return Verdict::Drop(DropReason::EthNotForUs);
         }
         if port.kind == PortKind::Uplink {
-            return Verdict::Drop(DropReason::FromUplink);
+            return classify_uplink(frame.ethertype(), frame.payload());
         }
         // In tap mode the VM's MAC is whatever its kernel side uses; keep it current.
         port.learn_peer_mac(src);
@@ -52,9 +60,19 @@ impl Node for Classify {
     }
 }
 
-fn be16(bytes: &[u8], at: usize) -> Option<u16> {
-    let b = bytes.get(at..at + 2)?;
-    Some(u16::from_be_bytes([*b.first()?, *b.get(1)?]))
+#[inline]
+fn classify_uplink(ethertype: EtherType, l3: &[u8]) -> Verdict {
+    if ethertype != EtherType::IPV6 {
+        return Verdict::Drop(DropReason::FromUplink);
+    }
+    if l3.len() < IPV6_HEADER_LEN {
+        return Verdict::Drop(DropReason::UnderlayMalformed);
+    }
+    match l3.get(6).map(|&nh| IpProtocol(nh)) {
+        Some(IpProtocol::IPV4_IN_IP | IpProtocol::IPV6_IN_IP) => Verdict::Next(NodeId::IpipDecap),
+        Some(IpProtocol::ICMPV6) => Verdict::Next(NodeId::UnderlayNd),
+        _ => Verdict::Drop(DropReason::UnderlayUnhandled),
+    }
 }
 
 fn classify_ipv4(l3: &[u8]) -> NodeId {

@@ -18,6 +18,41 @@ pub(crate) const UDP_HEADER_LEN: usize = dp_packet::udp::HEADER_LEN;
 /// TTL / hop limit of the packets the gateway originates (replies, errors).
 pub(crate) const REPLY_TTL: u8 = 64;
 
+/// What encapsulation adds in front of an overlay packet: the outer IPv6 header (the Ethernet
+/// header is replaced, not added).
+pub const OUTER_HEADER_LEN: usize = IPV6_HEADER_LEN;
+
+/// Our IPv6 link-local address on a port: fe80::/64 with the modified EUI-64 of our MAC there
+/// (RFC 4291 appendix A), as Linux would derive it for the same MAC.
+pub fn link_local(mac: MacAddr) -> Ipv6Addr {
+    let m = mac.0;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
+/// Reads a big-endian u16 at `at`, if it is there.
+#[inline]
+pub(crate) fn be16(bytes: &[u8], at: usize) -> Option<u16> {
+    let b = bytes.get(at..at + 2)?;
+    Some(u16::from_be_bytes([*b.first()?, *b.get(1)?]))
+}
+
 /// The port a packet came in on and the VM interface bound to it.
 #[inline]
 pub(crate) fn vm_port<'a>(

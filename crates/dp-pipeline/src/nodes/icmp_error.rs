@@ -1,10 +1,18 @@
-//! ICMP "time exceeded" errors from the gateway, built in place over the packet that caused them.
+//! ICMP errors from the gateway, built in place over the packet that caused them: "time exceeded"
+//! for a packet whose TTL/hop limit runs out, and "fragmentation needed" / "packet too big" for a
+//! packet that no longer fits the underlay once encapsulated (path-MTU discovery).
 //!
 //! dpservice never decrements the TTL (VM to VM looks like one L2 segment there), so it never sends
-//! these; this dataplane routes like a router (TTL/hop limit decremented), and answers an expiring
-//! packet so that `traceroute` from a VM shows the gateway as the first hop instead of a silent drop.
-//! The error goes back out of the port the packet came from, to the VM's MAC; the quoted datagram is
-//! moved forward in the buffer, nothing is allocated.
+//! time-exceeded errors; this dataplane routes like a router (TTL/hop limit decremented), and answers
+//! an expiring packet so that `traceroute` from a VM shows the gateway as the first hop instead of a
+//! silent drop. dpservice leaves the MTU to the NIC; here the encapsulation node checks it and
+//! answers as a router on the path would (RFC 1191, RFC 8201), so the VM's TCP lowers its segment
+//! size instead of seeing its large packets vanish.
+//!
+//! The error comes from the gateway (169.254.0.1, fe80::1) — the VM's first hop, and an address its
+//! kernel accepts errors from (Linux matches an error to a socket by the quoted header, whatever the
+//! error's source) — and goes back out of the port the packet came from, to the VM's MAC; the quoted
+//! datagram is moved forward in the buffer, nothing is allocated.
 
 use dp_packet::icmpv4::{self, Icmpv4Type};
 use dp_packet::icmpv6::{self, Icmpv6Type};
@@ -36,6 +44,38 @@ pub(crate) struct Offender4 {
 
 /// Turns the frame into an ICMP time exceeded (TTL exceeded in transit) for the VM.
 pub(crate) fn time_exceeded_v4(pkt: &mut PacketBuf, off: &Offender4) -> Result<(), DropReason> {
+    error_v4(
+        pkt,
+        off,
+        Icmpv4Type::TIME_EXCEEDED,
+        icmpv4::code::TTL_EXCEEDED,
+        0,
+    )
+}
+
+/// Turns the frame into an ICMP destination unreachable / fragmentation needed and DF set, with
+/// the next-hop MTU (RFC 1191), for the VM.
+pub(crate) fn frag_needed_v4(
+    pkt: &mut PacketBuf,
+    off: &Offender4,
+    mtu: u16,
+) -> Result<(), DropReason> {
+    error_v4(
+        pkt,
+        off,
+        Icmpv4Type::DEST_UNREACHABLE,
+        icmpv4::code::FRAG_NEEDED,
+        u32::from(mtu),
+    )
+}
+
+fn error_v4(
+    pkt: &mut PacketBuf,
+    off: &Offender4,
+    ty: Icmpv4Type,
+    code: u8,
+    rest: u32,
+) -> Result<(), DropReason> {
     let quote = off.datagram_len.min(ICMPV4_MAX_QUOTE);
     let icmp_at = ETH_HEADER_LEN + IPV4_HEADER_LEN;
     let quote_at = icmp_at + icmpv4::HEADER_LEN;
@@ -57,9 +97,9 @@ pub(crate) fn time_exceeded_v4(pkt: &mut PacketBuf, off: &Offender4) -> Result<(
     )?;
     let msg = frame.get_mut(icmp_at..).ok_or(DropReason::NoRoom)?;
     let mut icmp = Icmpv4Packet::new_unchecked(msg);
-    icmp.set_msg_type(Icmpv4Type::TIME_EXCEEDED);
-    icmp.set_msg_code(icmpv4::code::TTL_EXCEEDED);
-    icmp.set_rest_of_header(0);
+    icmp.set_msg_type(ty);
+    icmp.set_msg_code(code);
+    icmp.set_rest_of_header(rest);
     icmp.fill_checksum();
     Ok(())
 }
@@ -81,6 +121,31 @@ pub(crate) struct Offender6 {
 
 /// Turns the frame into an ICMPv6 time exceeded (hop limit exceeded in transit) for the VM.
 pub(crate) fn time_exceeded_v6(pkt: &mut PacketBuf, off: &Offender6) -> Result<(), DropReason> {
+    error_v6(
+        pkt,
+        off,
+        Icmpv6Type::TIME_EXCEEDED,
+        icmpv6::code::HOP_LIMIT_EXCEEDED,
+        0,
+    )
+}
+
+/// Turns the frame into an ICMPv6 packet too big with the MTU (RFC 4443 §3.2), for the VM.
+pub(crate) fn packet_too_big_v6(
+    pkt: &mut PacketBuf,
+    off: &Offender6,
+    mtu: u32,
+) -> Result<(), DropReason> {
+    error_v6(pkt, off, Icmpv6Type::PACKET_TOO_BIG, 0, mtu)
+}
+
+fn error_v6(
+    pkt: &mut PacketBuf,
+    off: &Offender6,
+    ty: Icmpv6Type,
+    code: u8,
+    rest: u32,
+) -> Result<(), DropReason> {
     let quote = off.packet_len.min(ICMPV6_MAX_QUOTE);
     let icmp_at = ETH_HEADER_LEN + IPV6_HEADER_LEN;
     let quote_at = icmp_at + icmpv6::HEADER_LEN;
@@ -103,9 +168,9 @@ pub(crate) fn time_exceeded_v6(pkt: &mut PacketBuf, off: &Offender6) -> Result<(
     )?;
     let msg = frame.get_mut(icmp_at..).ok_or(DropReason::NoRoom)?;
     let mut icmp = Icmpv6Packet::new_unchecked(msg);
-    icmp.set_msg_type(Icmpv6Type::TIME_EXCEEDED);
-    icmp.set_msg_code(icmpv6::code::HOP_LIMIT_EXCEEDED);
-    icmp.set_rest_of_header(0);
+    icmp.set_msg_type(ty);
+    icmp.set_msg_code(code);
+    icmp.set_rest_of_header(rest);
     icmp.fill_checksum(&GATEWAY_IPV6, &off.src);
     Ok(())
 }

@@ -10,6 +10,10 @@
 //! (the header checksum is patched incrementally); a packet that would leave with TTL 0 is answered
 //! with ICMP time exceeded from the gateway. Fragments are forwarded like any datagram: the local
 //! path never looks past the IP header (the gateway node refuses them).
+//!
+//! A local route hands the packet to [`L2Rewrite`](super::L2Rewrite); a route to another
+//! hypervisor (`Remote { vni, underlay }`, default routes included) to
+//! [`IpipEncap`](super::IpipEncap) with the next hop in [`PacketMeta::underlay_dst`](crate::PacketMeta).
 
 use dp_packet::{EthernetFrame, IpProtocol, Ipv4Addr, Ipv4Packet};
 use dp_tables::RouteTarget;
@@ -66,16 +70,14 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
             && ip.payload().first().is_some_and(|&t| is_icmpv4_error(t)));
 
     let table = ctx.tables.vni(iface.vni).ok_or(DropReason::NoVni)?;
-    let out_port = match table.lookup_v4(dst) {
-        None => return Err(DropReason::NoRoute),
-        Some(RouteTarget::Remote { .. }) => return Err(DropReason::RemoteUnsupported),
-        Some(&RouteTarget::Local { port }) => port,
-    };
-    // Defensive: the control plane only installs local routes to interfaces of the same VNI.
-    match ctx.tables.iface(out_port) {
-        None => return Err(DropReason::DstPortDown),
-        Some(target) if target.vni != iface.vni => return Err(DropReason::CrossVni),
-        Some(_) => {}
+    let target = *table.lookup_v4(dst).ok_or(DropReason::NoRoute)?;
+    if let RouteTarget::Local { port: out_port } = target {
+        // Defensive: the control plane only installs local routes to interfaces of the same VNI.
+        match ctx.tables.iface(out_port) {
+            None => return Err(DropReason::DstPortDown),
+            Some(t) if t.vni != iface.vni => return Err(DropReason::CrossVni),
+            Some(_) => {}
+        }
     }
 
     if ttl <= 1 {
@@ -98,8 +100,18 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
     if let Some(l3) = pkt.data_mut().get_mut(ETH_HEADER_LEN..) {
         Ipv4Packet::new_unchecked(l3).decrement_ttl();
     }
-    pkt.meta.out_port = out_port;
-    Ok(Verdict::Next(NodeId::L2Rewrite))
+    Ok(match target {
+        RouteTarget::Local { port } => {
+            pkt.meta.out_port = port;
+            Verdict::Next(NodeId::L2Rewrite)
+        }
+        // The next-hop VNI is not carried on the wire: the receiving hypervisor knows it from the
+        // outer destination (the target interface's underlay address), as in dpservice.
+        RouteTarget::Remote { underlay, .. } => {
+            pkt.meta.underlay_dst = underlay;
+            Verdict::Next(NodeId::IpipEncap)
+        }
+    })
 }
 
 /// Whether a router may forward to `dst` at all.

@@ -6,7 +6,7 @@
 //! handed to [`GatewayIcmp`](super::GatewayIcmp), multicast/link-local/loopback/unspecified
 //! destinations never routed, lookup in the sender's VNI only, hop limit decremented, and an
 //! expiring packet answered with ICMPv6 time exceeded from fe80::1. Extension headers are not walked:
-//! forwarding does not need them.
+//! forwarding does not need them. Remote routes go to [`IpipEncap`](super::IpipEncap).
 
 use dp_packet::icmpv6::Icmpv6Type;
 use dp_packet::ipv6::is_link_local;
@@ -70,15 +70,13 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
             .is_some_and(|&t| Icmpv6Type(t).is_error()));
 
     let table = ctx.tables.vni(iface.vni).ok_or(DropReason::NoVni)?;
-    let out_port = match table.lookup_v6(dst) {
-        None => return Err(DropReason::NoRoute),
-        Some(RouteTarget::Remote { .. }) => return Err(DropReason::RemoteUnsupported),
-        Some(&RouteTarget::Local { port }) => port,
-    };
-    match ctx.tables.iface(out_port) {
-        None => return Err(DropReason::DstPortDown),
-        Some(target) if target.vni != iface.vni => return Err(DropReason::CrossVni),
-        Some(_) => {}
+    let target = *table.lookup_v6(dst).ok_or(DropReason::NoRoute)?;
+    if let RouteTarget::Local { port: out_port } = target {
+        match ctx.tables.iface(out_port) {
+            None => return Err(DropReason::DstPortDown),
+            Some(t) if t.vni != iface.vni => return Err(DropReason::CrossVni),
+            Some(_) => {}
+        }
     }
 
     if hop_limit <= 1 {
@@ -100,8 +98,16 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
     if let Some(l3) = pkt.data_mut().get_mut(ETH_HEADER_LEN..) {
         Ipv6Packet::new_unchecked(l3).set_hop_limit(hop_limit - 1);
     }
-    pkt.meta.out_port = out_port;
-    Ok(Verdict::Next(NodeId::L2Rewrite))
+    Ok(match target {
+        RouteTarget::Local { port } => {
+            pkt.meta.out_port = port;
+            Verdict::Next(NodeId::L2Rewrite)
+        }
+        RouteTarget::Remote { underlay, .. } => {
+            pkt.meta.underlay_dst = underlay;
+            Verdict::Next(NodeId::IpipEncap)
+        }
+    })
 }
 
 /// Whether a router may forward to `dst` at all.

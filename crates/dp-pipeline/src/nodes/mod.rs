@@ -1,4 +1,4 @@
-//! The graph's nodes, one per file (as dpservice's `src/nodes/`).
+//! The graph's nodes, one per file (as dpservice's `src/nodes/`), and the helpers they share.
 
 mod arp;
 mod classify;
@@ -7,17 +7,27 @@ mod dhcp;
 mod dhcpv6;
 mod gateway_icmp;
 mod icmp_error;
+mod ipip_decap;
+mod ipip_encap;
 mod ipv4_lookup;
 mod ipv6_lookup;
 mod ipv6_nd;
 mod l2_rewrite;
+mod underlay_nd;
+mod uplink;
 
 pub use arp::Arp;
 pub use classify::Classify;
+pub use common::{link_local, OUTER_HEADER_LEN};
 pub use dhcp::Dhcp;
 pub use dhcpv6::Dhcpv6;
 pub use gateway_icmp::GatewayIcmp;
+pub use ipip_decap::IpipDecap;
+pub use ipip_encap::{IpipEncap, OUTER_HOP_LIMIT};
 pub use ipv4_lookup::Ipv4Lookup;
 pub use ipv6_lookup::Ipv6Lookup;
 pub use ipv6_nd::Ipv6Nd;
 pub use l2_rewrite::L2Rewrite;
+pub use underlay_nd::{
+    UnderlayNd, MAX_UNANSWERED, PROBE_INTERVAL_NS, REACHABLE_NS, RS_INTERVAL_NS,
+};

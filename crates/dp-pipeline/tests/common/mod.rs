@@ -10,7 +10,7 @@ use dp_packet::MacAddr;
 use dp_pipeline::{
     BufferPool, Ctx, DpConfig, DropReason, Graph, GraphCounters, PortEntry, PortKind, PortTable,
 };
-use dp_tables::{Iface, PortId, RouteTarget, Snapshot, VniTable};
+use dp_tables::{Iface, PortId, RouteTarget, Snapshot, UnderlayTarget, VniTable};
 
 pub const PF0: PortId = 0;
 pub const PF1: PortId = 1;
@@ -56,6 +56,53 @@ pub fn vm_ipv6(p: PortId) -> Ipv6Addr {
     }
 }
 
+/// The host's underlay address (`--ipv6`).
+pub fn host_underlay() -> Ipv6Addr {
+    "fc00:1::1".parse().unwrap()
+}
+
+/// The underlay address of the interface on VF port `p`.
+pub fn vm_underlay(p: PortId) -> Ipv6Addr {
+    format!("fc00:1::{p}").parse().unwrap()
+}
+
+/// The underlay router's MAC on pf0 and pf1, and its link-local address (`--router`).
+pub const ROUTER_MAC0: [u8; 6] = [0x52, 0x54, 0, 0, 0xff, 0x00];
+pub const ROUTER_MAC1: [u8; 6] = [0x52, 0x54, 0, 0, 0xff, 0x01];
+pub fn router_mac(p: PortId) -> [u8; 6] {
+    if p == PF0 {
+        ROUTER_MAC0
+    } else {
+        ROUTER_MAC1
+    }
+}
+pub fn router_ll() -> Ipv6Addr {
+    "fe80::ffff".parse().unwrap()
+}
+
+/// Our link-local address on port `p` (EUI-64 of our MAC there).
+pub fn own_link_local(p: PortId) -> Ipv6Addr {
+    let m = own_mac(p);
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 2,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
 pub fn vm_vni(p: PortId) -> u32 {
     match p {
         VM3 => 200,
@@ -93,7 +140,7 @@ pub fn iface(p: PortId) -> Iface {
         port: p,
         ipv4: vm_ipv4(p),
         ipv6: vm_ipv6(p),
-        underlay_ipv6: format!("fc00:1::{p}").parse().unwrap(),
+        underlay_ipv6: vm_underlay(p),
         hostname: None,
         pxe: None,
         prefixes_v4: vec![],
@@ -112,6 +159,8 @@ pub struct Harness {
     pub counters: Arc<GraphCounters>,
     pub rx: u64,
     pub tx: u64,
+    /// The worker clock passed to the graph.
+    pub now_ns: u64,
 }
 
 impl Harness {
@@ -140,9 +189,10 @@ impl Harness {
         }
         let mut ifaces: Vec<Iface> = (VM1..=VM4).map(iface).collect();
         let mut config = DpConfig {
-            underlay_ipv6: "fc00:1::1".parse().unwrap(),
+            underlay_ipv6: host_underlay(),
             dhcp_mtu: 1337,
             ipv6_overlay: true,
+            router: Some(router_ll()),
             ..DpConfig::default()
         };
         tweak(&mut ifaces, &mut config);
@@ -159,6 +209,7 @@ impl Harness {
             counters,
             rx: 0,
             tx: 0,
+            now_ns: 0,
         }
     }
 
@@ -181,9 +232,71 @@ impl Harness {
             tables: &self.snapshot,
             config: &self.config,
             ports: &self.ports,
-            now_ns: 0,
+            now_ns: self.now_ns,
         };
         self.graph.run(&ctx, &mut self.pool);
+        self.drain()
+    }
+
+    /// Runs the periodic work at the harness's clock and returns the frames it sent.
+    pub fn tick(&mut self) -> Vec<(PortId, Vec<u8>)> {
+        let ctx = Ctx {
+            tables: &self.snapshot,
+            config: &self.config,
+            ports: &self.ports,
+            now_ns: self.now_ns,
+        };
+        self.graph.tick(&ctx, &mut self.pool);
+        self.drain()
+    }
+
+    /// Advances the clock by `ms` milliseconds and ticks.
+    pub fn tick_after_ms(&mut self, ms: u64) -> Vec<(PortId, Vec<u8>)> {
+        self.now_ns += ms * 1_000_000;
+        self.tick()
+    }
+
+    /// Makes `mac` the known router MAC on uplink `port`, confirmed now.
+    pub fn learn_router(&self, port: PortId, mac: [u8; 6]) {
+        self.ports
+            .get(port)
+            .unwrap()
+            .confirm_peer(MacAddr(mac), self.now_ns);
+    }
+
+    /// Both uplinks' routers known (the usual state for the encapsulation tests).
+    pub fn with_routers(mut self) -> Self {
+        self.learn_router(PF0, ROUTER_MAC0);
+        self.learn_router(PF1, ROUTER_MAC1);
+        self.now_ns = 0;
+        self
+    }
+
+    /// Adds a route to the VNI's table.
+    pub fn add_route_v4(&mut self, vni: u32, net: Ipv4Addr, len: u8, target: RouteTarget) {
+        let mut table = self
+            .snapshot
+            .vnis
+            .get(&vni)
+            .map(|t| (**t).clone())
+            .unwrap_or_default();
+        table.v4.insert(u32::from(net), len, target).unwrap();
+        self.snapshot.vnis.insert(vni, Arc::new(table));
+    }
+
+    /// Adds a route to the VNI's table.
+    pub fn add_route_v6(&mut self, vni: u32, net: Ipv6Addr, len: u8, target: RouteTarget) {
+        let mut table = self
+            .snapshot
+            .vnis
+            .get(&vni)
+            .map(|t| (**t).clone())
+            .unwrap_or_default();
+        table.v6.insert(u128::from(net), len, target).unwrap();
+        self.snapshot.vnis.insert(vni, Arc::new(table));
+    }
+
+    fn drain(&mut self) -> Vec<(PortId, Vec<u8>)> {
         let mut out = Vec::new();
         for port in 0..self.graph.port_count() {
             let port = port as PortId;
@@ -224,9 +337,14 @@ impl Harness {
         assert_eq!(self.nonzero_drops(), vec![(reason, 1)]);
     }
 
-    /// Every received frame was either sent or dropped, and every buffer went back to the pool.
+    /// Every received (or originated) frame was either sent or dropped, and every buffer went
+    /// back to the pool.
     pub fn assert_conservation(&self) {
-        assert_eq!(self.rx, self.tx + self.total_drops(), "rx = tx + drops");
+        assert_eq!(
+            self.rx + self.counters.originated(),
+            self.tx + self.total_drops(),
+            "rx + originated = tx + drops"
+        );
         assert_eq!(
             self.pool.available(),
             self.pool.capacity(),
@@ -250,6 +368,13 @@ pub fn snapshot_of(ifaces: &[Iface], port_count: usize) -> Snapshot {
     let mut vnis: std::collections::HashMap<u32, VniTable> = Default::default();
     for i in ifaces {
         snapshot.ifaces_by_port[usize::from(i.port)] = Some(Arc::new(i.clone()));
+        snapshot.underlay.insert(
+            i.underlay_ipv6,
+            UnderlayTarget::Iface {
+                port: i.port,
+                vni: i.vni,
+            },
+        );
         let t = vnis.entry(i.vni).or_default();
         let target = RouteTarget::Local { port: i.port };
         if !i.ipv4.is_unspecified() {
@@ -411,6 +536,49 @@ pub fn vm_udp6(p: PortId, src: Ipv6Addr, dst: Ipv6Addr, hop: u8, payload: &[u8])
         ETH_IPV6,
         &ipv6(src, dst, 17, hop, &u),
     )
+}
+
+/// An outer IPv6 header + payload (traffic class and flow label given).
+pub fn ipv6_tc(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next: u8,
+    hop_limit: u8,
+    tc: u8,
+    label: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let vtc = (6u32 << 28) | (u32::from(tc) << 20) | (label & 0xfffff);
+    let mut h = vtc.to_be_bytes().to_vec();
+    h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    h.push(next);
+    h.push(hop_limit);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// A frame from the router on uplink `p`: outer IPv6 from `outer_src` to `outer_dst` with next
+/// header `next` around `inner`.
+pub fn from_underlay(
+    p: PortId,
+    outer_src: Ipv6Addr,
+    outer_dst: Ipv6Addr,
+    next: u8,
+    inner: &[u8],
+) -> Vec<u8> {
+    eth(
+        own_mac(p),
+        router_mac(p),
+        ETH_IPV6,
+        &ipv6_tc(outer_src, outer_dst, next, 62, 0, 0x12345, inner),
+    )
+}
+
+/// A remote hypervisor's underlay address.
+pub fn remote_underlay() -> Ipv6Addr {
+    "fc00:2::d000:1:0:1".parse().unwrap()
 }
 
 /// Parses hex with optional whitespace.

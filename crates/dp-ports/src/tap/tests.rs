@@ -333,6 +333,40 @@ fn frames_flow_with_the_kernel_side_in_another_netns() {
 }
 
 #[test]
+fn link_state_follows_the_kernel_side_in_another_netns_without_traffic() {
+    if !can_run("link_state_follows_the_kernel_side_in_another_netns_without_traffic") {
+        return;
+    }
+    let ns = Netns::new();
+    let name = unique("dpt");
+    let port = TapPort::create(&name, Some(KERNEL_MAC)).unwrap();
+    run(&["ip", "link", "set", &name, "netns", &ns.0]);
+    // Moving it brought it down; nothing was sent or received.
+    assert!(!port.link_up(), "down after the move");
+    ns.exec(&["ip", "link", "set", &name, "up"]);
+    assert!(port.link_up(), "up in the other namespace");
+    for _ in 0..3 {
+        ns.exec(&["ip", "link", "set", &name, "down"]);
+        assert!(!port.link_up());
+        ns.exec(&["ip", "link", "set", &name, "up"]);
+        assert!(port.link_up());
+    }
+    // Renamed there: still followed.
+    ns.exec(&["ip", "link", "set", &name, "down"]);
+    ns.exec(&["ip", "link", "set", &name, "name", "dptrenamed"]);
+    assert!(!port.link_up());
+    ns.exec(&["ip", "link", "set", "dptrenamed", "up"]);
+    assert!(port.link_up());
+    // Moved on to a second namespace: the socket follows it.
+    let ns2 = Netns::new();
+    ns.exec(&["ip", "link", "set", "dptrenamed", "netns", &ns2.0]);
+    assert!(!port.link_up());
+    ns2.exec(&["ip", "link", "set", "dptrenamed", "up"]);
+    assert!(port.link_up());
+    assert_eq!(port.stats(), PortStats::default(), "no frame was needed");
+}
+
+#[test]
 fn oversized_frame_is_counted_and_skipped() {
     if !can_run("oversized_frame_is_counted_and_skipped") {
         return;

@@ -4,6 +4,10 @@
 //! Each case prints one machine-readable line:
 //! `BENCH path=<path> flows=<n> routes=<n> size=<bytes> mpps=<x> ns_per_pkt=<x> allocs_per_pkt=<x>`.
 //! A counting global allocator proves the packet path allocates nothing per packet.
+//!
+//! Paths: `local` (VM → VM on this host), `encap` (VM → a remote route: IPv4-in-IPv6 out of pf0,
+//! the router's MAC known) and `decap` (IPv4-in-IPv6 from pf0 → a VM). `size` is the VM-side
+//! frame; on the underlay it is 40 bytes longer.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -19,7 +23,7 @@ use dp_pipeline::{
     BATCH_SIZE, DEFAULT_DATA_ROOM,
 };
 use dp_ports::{MemoryPort, Port};
-use dp_tables::{Iface, Publisher, RouteTarget, Snapshot, VniTable};
+use dp_tables::{Iface, Publisher, RouteTarget, Snapshot, UnderlayTarget, VniTable};
 use dpservice::worker::Worker;
 
 /// Counts every heap allocation of the process.
@@ -70,9 +74,14 @@ const GW_MAC: [MacAddr; 4] = [
     MacAddr([0x02, 0, 0, 0, 0, 0x12]),
     MacAddr([0x02, 0, 0, 0, 0, 0x13]),
 ];
+const ROUTER_MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0xff, 0x00]);
 const VM1_PORT: u16 = 2;
 const VM2_PORT: u16 = 3;
+const PF0_PORT: u16 = 0;
 const VNI: u32 = 100;
+/// 10.102.0.0/16 is routed to another hypervisor.
+const REMOTE_NET: Ipv4Addr = Ipv4Addr::new(10, 102, 0, 0);
+const REMOTE_HOST: Ipv6Addr = Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1);
 
 struct Case {
     path: &'static str,
@@ -85,15 +94,17 @@ fn main() {
     let args = Args::parse();
     let seconds = args.seconds.unwrap_or(if args.quick { 0.2 } else { 2.0 });
     let mut cases = Vec::new();
-    for &size in &[64usize, 1400] {
-        for &flows in &[1usize, 100_000] {
-            for &routes in &[10usize, 100_000] {
-                cases.push(Case {
-                    path: "local",
-                    flows,
-                    routes,
-                    size,
-                });
+    for path in ["local", "encap", "decap"] {
+        for &size in &[64usize, 1400] {
+            for &flows in &[1usize, 100_000] {
+                for &routes in &[10usize, 100_000] {
+                    cases.push(Case {
+                        path,
+                        flows,
+                        routes,
+                        size,
+                    });
+                }
             }
         }
     }
@@ -174,6 +185,14 @@ fn snapshot(routes: usize) -> Snapshot {
         16,
         RouteTarget::Local { port: VM2_PORT },
     );
+    let _ = table.v4.insert(
+        u32::from(REMOTE_NET),
+        16,
+        RouteTarget::Remote {
+            vni: VNI,
+            underlay: REMOTE_HOST,
+        },
+    );
     // Extra routes: /24s in 172.16.0.0/12 and beyond towards another hypervisor, plus some /20s,
     // so lookups probe several prefix lengths.
     for i in 0..routes {
@@ -188,9 +207,28 @@ fn snapshot(routes: usize) -> Snapshot {
             },
         );
     }
+    let underlay = [
+        (
+            vm1.underlay_ipv6,
+            UnderlayTarget::Iface {
+                port: VM1_PORT,
+                vni: VNI,
+            },
+        ),
+        (
+            vm2.underlay_ipv6,
+            UnderlayTarget::Iface {
+                port: VM2_PORT,
+                vni: VNI,
+            },
+        ),
+    ]
+    .into_iter()
+    .collect();
     Snapshot {
         ifaces_by_port: vec![None, None, Some(Arc::new(vm1)), Some(Arc::new(vm2))],
         vnis: [(VNI, Arc::new(table))].into_iter().collect(),
+        underlay,
         ..Snapshot::default()
     }
 }
@@ -225,16 +263,49 @@ fn udp_frame(dst: Ipv4Addr, src_port: u16, size: usize) -> Vec<u8> {
     f
 }
 
-fn frames(case: &Case) -> Vec<Vec<u8>> {
-    match case.flows {
-        1 => vec![udp_frame(Ipv4Addr::new(10, 100, 1, 2), 1000, case.size)],
+/// The destination of flow `i`: inside `net` (a /16), the flow's upper bits in the source port.
+fn flow_dst(net: Ipv4Addr, i: usize) -> (Ipv4Addr, u16) {
+    (
+        Ipv4Addr::from(u32::from(net) | (i as u32 & 0xffff)),
+        1000 + (i >> 16) as u16,
+    )
+}
+
+/// Wraps a VM1 → VM2 frame as the remote hypervisor would send it: from the router on pf0, to
+/// VM2's underlay address.
+fn encapsulated(inner_frame: &[u8]) -> Vec<u8> {
+    let inner = inner_frame.get(14..).unwrap_or(&[]);
+    let mut f = Vec::with_capacity(54 + inner.len());
+    f.extend_from_slice(&GW_MAC[usize::from(PF0_PORT)].0);
+    f.extend_from_slice(&ROUTER_MAC.0);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0x01, 0x23, 0x45]);
+    f.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[4, 63]);
+    f.extend_from_slice(&REMOTE_HOST.octets());
+    f.extend_from_slice(&Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0, VM2_PORT).octets());
+    f.extend_from_slice(inner);
+    f
+}
+
+/// The port the case's frames arrive on, and the frames.
+fn frames(case: &Case) -> (u16, Vec<Vec<u8>>) {
+    let local_net = Ipv4Addr::new(10, 101, 0, 0);
+    let one = |net: Ipv4Addr| match case.flows {
+        1 if net == local_net => vec![udp_frame(Ipv4Addr::new(10, 100, 1, 2), 1000, case.size)],
         n => (0..n)
             .map(|i| {
-                let dst =
-                    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 101, 0, 0)) | (i as u32 & 0xffff));
-                udp_frame(dst, 1000 + (i >> 16) as u16, case.size)
+                let (dst, sport) = flow_dst(net, i);
+                udp_frame(dst, sport, case.size)
             })
             .collect(),
+    };
+    match case.path {
+        "encap" => (VM1_PORT, one(REMOTE_NET)),
+        "decap" => (
+            PF0_PORT,
+            one(local_net).iter().map(|f| encapsulated(f)).collect(),
+        ),
+        _ => (VM1_PORT, one(local_net)),
     }
 }
 
@@ -248,6 +319,9 @@ fn run_case(case: &Case, duration: Duration) -> Result {
                 PortKind::Vf
             };
             let e = PortEntry::new(kind, format!("p{p}"), GW_MAC[usize::from(p)]);
+            if p == PF0_PORT {
+                e.confirm_peer(ROUTER_MAC, 0);
+            }
             if p == VM1_PORT {
                 e.learn_peer_mac(VM1_MAC);
             }
@@ -258,9 +332,10 @@ fn run_case(case: &Case, duration: Duration) -> Result {
         })
         .collect();
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
+    let (source_port, mut source_frames) = frames(case);
     for p in 0..4u16 {
-        let source = if p == VM1_PORT {
-            frames(case)
+        let source = if p == source_port {
+            std::mem::take(&mut source_frames)
         } else {
             Vec::new()
         };

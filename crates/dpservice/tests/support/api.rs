@@ -6,8 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use dp_proto::v1::{
-    CreateInterfaceRequest, CreateInterfaceResponse, DeleteInterfaceRequest, InitializeRequest,
-    Interface, IpConfig, ListInterfacesRequest, Status,
+    CreateInterfaceRequest, CreateInterfaceResponse, CreateRouteRequest, DeleteInterfaceRequest,
+    DeleteRouteRequest, InitializeRequest, Interface, IpConfig, ListInterfacesRequest,
+    ListRoutesRequest, Route, Status,
 };
 use dp_proto::DpdKironcoreClient;
 use tonic::transport::Channel;
@@ -44,7 +45,12 @@ fn check(what: &str, status: Option<Status>) -> Result<(), String> {
 
 impl Api {
     pub fn connect(port: u16) -> Result<Api, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // One background worker drives the connection between calls too: the daemon sends
+        // HTTP/2 keepalive pings every 15 s and closes a connection that leaves them
+        // unanswered, which a current-thread runtime (polled only inside calls) would do in
+        // a test that pauses longer than that.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .map_err(|e| format!("tokio runtime: {e}"))?;
@@ -120,5 +126,74 @@ impl Api {
         )?;
         check("ListInterfaces", r.status)?;
         Ok(r.interfaces)
+    }
+
+    /// `CreateRoute`: `prefix/len` in `vni` → next hop `(nexthop_vni, nexthop)` (an underlay
+    /// address, typically a remote interface's `underlay_route`).
+    pub fn create_route(
+        &mut self,
+        vni: u32,
+        prefix: IpAddr,
+        len: u8,
+        nexthop_vni: u32,
+        nexthop: Ipv6Addr,
+    ) -> Result<(), String> {
+        let what = format!("CreateRoute {prefix}/{len} vni {vni} -> {nexthop} vni {nexthop_vni}");
+        let req = CreateRouteRequest {
+            vni,
+            route: Some(Route {
+                prefix: Some(dp_proto::convert::prefix_to_proto(prefix, len)),
+                nexthop_vni,
+                nexthop_address: Some(dp_proto::convert::ip_to_proto(IpAddr::V6(nexthop))),
+                weight: 0,
+            }),
+        };
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.create_route(req))?;
+        check(&what, r.status)
+    }
+
+    /// `DeleteRoute` of `prefix/len` in `vni`. The error text names the dpservice status
+    /// (e.g. `ROUTE_NOT_FOUND`).
+    pub fn delete_route(&mut self, vni: u32, prefix: IpAddr, len: u8) -> Result<(), String> {
+        let what = format!("DeleteRoute {prefix}/{len} vni {vni}");
+        let req = DeleteRouteRequest {
+            vni,
+            route: Some(Route {
+                prefix: Some(dp_proto::convert::prefix_to_proto(prefix, len)),
+                ..Default::default()
+            }),
+        };
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.delete_route(req))?;
+        check(&what, r.status)
+    }
+
+    /// `ListRoutes` of `vni` as `(prefix, len, nexthop_vni, nexthop)`.
+    pub fn list_routes(&mut self, vni: u32) -> Result<Vec<(IpAddr, u8, u32, IpAddr)>, String> {
+        let what = format!("ListRoutes vni {vni}");
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.list_routes(ListRoutesRequest { vni }))?;
+        check(&what, r.status)?;
+        r.routes
+            .iter()
+            .map(|rt| {
+                let (addr, len) = rt
+                    .prefix
+                    .as_ref()
+                    .ok_or("route without prefix".to_string())
+                    .and_then(|p| {
+                        dp_proto::convert::prefix_from_proto(p).map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| format!("{what}: {e}"))?;
+                let nh = rt
+                    .nexthop_address
+                    .as_ref()
+                    .ok_or("route without next hop".to_string())
+                    .and_then(|a| dp_proto::convert::ip_from_proto(a).map_err(|e| e.to_string()))
+                    .map_err(|e| format!("{what}: {e}"))?;
+                Ok((addr, len, rt.nexthop_vni, nh))
+            })
+            .collect()
     }
 }

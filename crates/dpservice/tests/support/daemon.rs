@@ -45,6 +45,47 @@ pub fn standard_args(names: &Names, vf_count: usize, grpc_port: u16) -> Vec<Stri
     .collect()
 }
 
+/// The command line of one hypervisor of the multi-host tests (docs/multihost.md): TAP ports
+/// named after `names`, underlay address `ipv6` (e.g. `fc00:1::1`), the underlay router found by
+/// neighbor discovery of `router` (e.g. `fe80::ffff`) on each uplink, `--dhcp-mtu 1400` so
+/// encapsulated VM packets fit a 1500-byte underlay; `extra` is appended (e.g. `--wcmp 50`).
+pub fn hypervisor_args(
+    names: &Names,
+    vf_count: usize,
+    grpc_port: u16,
+    ipv6: &str,
+    router: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--nic-type",
+        "tap",
+        "--pf0",
+        &names.pf0(),
+        "--pf1",
+        &names.pf1(),
+        "--vf-pattern",
+        &names.vf_prefix(),
+        "--vf-count",
+        &vf_count.to_string(),
+        "--ipv6",
+        ipv6,
+        "--router",
+        router,
+        "--grpc-port",
+        &grpc_port.to_string(),
+        "--dhcp-mtu",
+        "1400",
+        "--enable-ipv6-overlay",
+        "--no-stats",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// A running daemon. Dropping it stops it: SIGTERM, then SIGKILL after `STOP_TIMEOUT`.
 pub struct Daemon {
     child: Option<Child>,
@@ -93,6 +134,19 @@ impl Daemon {
             names.taps(vf_count),
             log,
         )?;
+        d.wait_ready(READY_TIMEOUT)?;
+        Ok(d)
+    }
+
+    /// Starts `dpservice args…` (whose TAPs are `names.taps(vf_count)` and gRPC port `port`)
+    /// and waits until it is ready.
+    pub fn start(
+        args: &[String],
+        port: u16,
+        taps: Vec<String>,
+        log: PathBuf,
+    ) -> Result<Daemon, String> {
+        let mut d = Daemon::spawn(args, port, taps, log)?;
         d.wait_ready(READY_TIMEOUT)?;
         Ok(d)
     }

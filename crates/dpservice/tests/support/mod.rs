@@ -9,12 +9,15 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod capture;
+pub mod cli;
 pub mod daemon;
+pub mod underlay;
 pub mod vm;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -410,6 +413,113 @@ pub fn signal(pid: u32, sig: libc::c_int) {
         // SAFETY: kill(2) with a pid we own; failure (already gone) is harmless.
         unsafe {
             libc::kill(pid, sig);
+        }
+    }
+}
+
+/// A process running in the background (an iperf3 server, a long ping, tcpdump), its stdout
+/// and stderr going to files. Dropping it kills it (SIGKILL) and reaps it.
+pub struct Background {
+    child: Option<Child>,
+    pub cmdline: String,
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Background {
+    /// Starts `cmd`, output to `<base>.out` and `<base>.err`; it gets SIGTERM if the test
+    /// thread dies.
+    pub fn spawn(cmd: &mut Command, base: &Path) -> Result<Background, String> {
+        let stdout_path = base.with_extension("out");
+        let stderr_path = base.with_extension("err");
+        let fo = fs::File::create(&stdout_path)
+            .map_err(|e| format!("{}: {e}", stdout_path.display()))?;
+        let fe = fs::File::create(&stderr_path)
+            .map_err(|e| format!("{}: {e}", stderr_path.display()))?;
+        die_with_parent(cmd);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(fo))
+            .stderr(Stdio::from(fe));
+        let line = cmdline(cmd);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start `{line}`: {e}"))?;
+        Ok(Background {
+            child: Some(child),
+            cmdline: line,
+            stdout_path,
+            stderr_path,
+        })
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// `Some(status)` once it has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits (bounded) for it to exit by itself; on timeout kills it and fails.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Out, String> {
+        self.finish(None, timeout)
+    }
+
+    /// Sends `sig`, then waits (bounded) for the exit; kills it if it ignores the signal.
+    pub fn stop(&mut self, sig: libc::c_int, timeout: Duration) -> Result<Out, String> {
+        self.finish(Some(sig), timeout)
+    }
+
+    fn finish(&mut self, sig: Option<libc::c_int>, timeout: Duration) -> Result<Out, String> {
+        let Some(mut child) = self.child.take() else {
+            return Err(format!("`{}` was already reaped", self.cmdline));
+        };
+        if let Some(sig) = sig {
+            signal(child.id(), sig);
+        }
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Err(format!(
+                        "`{}` did not finish within {timeout:?}",
+                        self.cmdline
+                    ));
+                }
+                Ok(None) => thread::sleep(Duration::from_millis(20)),
+                Err(e) => break Err(format!("waiting for `{}`: {e}", self.cmdline)),
+            }
+        };
+        match status {
+            Ok(status) => Ok(Out {
+                cmdline: self.cmdline.clone(),
+                status,
+                stdout: self.stdout(),
+                stderr: self.stderr(),
+            }),
+            Err(e) => Err(format!(
+                "{e}\n--- stdout\n{}--- stderr\n{}---",
+                self.stdout(),
+                self.stderr()
+            )),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }

@@ -1,0 +1,379 @@
+//! Encapsulates a VM's packet routed to another hypervisor: IPv4-in-IPv6 (next header 4) or
+//! IPv6-in-IPv6 (next header 41), out of an uplink to the underlay router.
+//!
+//! As dpservice's `ipip_encap_node`, the VM's Ethernet header is stripped and an Ethernet + IPv6
+//! header prepended in the buffer's headroom (nothing is copied):
+//! * outer source: the sending interface's underlay address; outer destination: the route's next
+//!   hop ([`PacketMeta::underlay_dst`](crate::PacketMeta)). The next-hop VNI of the route is not
+//!   carried: the receiving hypervisor takes the VNI of the interface the outer destination
+//!   belongs to — which is how a route into another VNI (VNI peering) takes effect;
+//! * hop limit 64 (dpservice's `DP_IP6_HOP_LIMIT`);
+//! * traffic class: the inner DSCP and ECN bits (IPv4 TOS byte, IPv6 traffic class), where
+//!   dpservice sends 0 — the underlay can honour the VM's marking, and ECN works end to end
+//!   (RFC 6040 normal mode; the decapsulating side folds a CE mark back in);
+//! * flow label: 20 bits of the inner flow's hash, never 0 (RFC 6438), where dpservice sends 0 —
+//!   so an ECMP underlay spreads the tunnelled flows over its paths;
+//! * Ethernet: to the router's MAC on the chosen uplink, from ours there (see [`super::uplink`]
+//!   for the choice and fail-over).
+//!
+//! # MTU
+//! The outer packet may be at most `--underlay-mtu` bytes, so the inner one at most 40 bytes less.
+//! A larger packet gets, back from the gateway, ICMP "fragmentation needed" (IPv4 with DF) or
+//! ICMPv6 "packet too big" (IPv6) carrying that inner MTU, so the VM's path-MTU discovery adapts.
+//! An IPv4 packet without DF is fragmented here, as a router on the path would (RFC 791): every
+//! fragment is encapsulated on its own, with the same flow hash (hence uplink and flow label) as
+//! the whole datagram; options not marked "copied" go only in the first fragment. No error is
+//! sent about an ICMP error or a non-first fragment: those are dropped (`too_big`).
+
+use dp_packet::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Addr, Ipv6Packet, MacAddr};
+
+use crate::buffer::{BufferPool, PacketBuf};
+use crate::drop::DropReason;
+use crate::node::{Ctx, Node, Verdict};
+
+use super::common::{be16, vm_port, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
+use super::icmp_error::{frag_needed_v4, is_icmpv4_error, packet_too_big_v6, Offender4, Offender6};
+use super::uplink::{flow_hash_v4, flow_hash_v6, flow_label, select_uplink, Uplink};
+
+/// Hop limit of the outer header (dpservice's `DP_IP6_HOP_LIMIT`).
+pub const OUTER_HOP_LIMIT: u8 = 64;
+
+const NEXT_HEADER_IPV4: u8 = 4;
+const NEXT_HEADER_IPV6: u8 = 41;
+const ICMP: u8 = 1;
+const ICMPV6: u8 = 58;
+const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
+
+#[derive(Debug, Default)]
+pub struct IpipEncap;
+
+impl Node for IpipEncap {
+    const NAME: &'static str = "ipip_encap";
+    const MAKES_PACKETS: bool = true;
+
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+        // Without a pool nothing can be fragmented: what does not fit gets an ICMP error or is
+        // dropped. The graph calls `process_alloc`; this is for direct callers.
+        let mut none = Vec::new();
+        let mut pool = BufferPool::new(0, 0);
+        self.process_alloc(pkt, ctx, &mut pool, &mut none)
+    }
+
+    #[inline]
+    fn process_alloc(
+        &mut self,
+        pkt: &mut PacketBuf,
+        ctx: &Ctx<'_>,
+        pool: &mut BufferPool,
+        extra: &mut Vec<PacketBuf>,
+    ) -> Verdict {
+        match encap(pkt, ctx, pool, extra) {
+            Ok(verdict) => verdict,
+            Err(reason) => {
+                for p in extra.drain(..) {
+                    pool.free(p);
+                }
+                Verdict::Drop(reason)
+            }
+        }
+    }
+}
+
+/// What the outer header needs from the inner packet.
+struct Inner {
+    next_header: u8,
+    traffic_class: u8,
+    hash: u64,
+    /// Length of the inner IP packet (the frame after the Ethernet header, padding excluded).
+    len: usize,
+}
+
+#[inline]
+fn encap(
+    pkt: &mut PacketBuf,
+    ctx: &Ctx<'_>,
+    pool: &mut BufferPool,
+    extra: &mut Vec<PacketBuf>,
+) -> Result<Verdict, DropReason> {
+    let in_port = pkt.meta.in_port;
+    let (vm_entry, iface) = vm_port(ctx, in_port)?;
+    let outer_src = iface.underlay_ipv6;
+    let outer_dst = pkt.meta.underlay_dst;
+
+    let frame = pkt.data();
+    let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
+    let inner = match be16(frame, 12).map(EtherType) {
+        // The lookup nodes validated the header and cut the frame to the packet's length.
+        Some(EtherType::IPV4) => {
+            let ip = Ipv4Packet::new_unchecked(l3);
+            Inner {
+                next_header: NEXT_HEADER_IPV4,
+                traffic_class: ip.dscp_ecn(),
+                hash: flow_hash_v4(l3),
+                len: l3.len(),
+            }
+        }
+        Some(EtherType::IPV6) => {
+            let ip = Ipv6Packet::new_unchecked(l3);
+            Inner {
+                next_header: NEXT_HEADER_IPV6,
+                traffic_class: ip.traffic_class(),
+                hash: flow_hash_v6(l3),
+                len: l3.len(),
+            }
+        }
+        _ => return Err(DropReason::UnknownEthertype),
+    };
+    let uplink = select_uplink(ctx, inner.hash)?;
+
+    let mtu = ctx.config.overlay_mtu();
+    if inner.len > mtu {
+        let vm_mac = EthernetFrame::new_unchecked(frame).src_addr();
+        if inner.next_header == NEXT_HEADER_IPV6 {
+            return too_big_v6(pkt, vm_mac, vm_entry.own_mac, mtu);
+        }
+        let ip = Ipv4Packet::new_unchecked(l3);
+        if ip.dont_frag() {
+            return too_big_v4(pkt, vm_mac, vm_entry.own_mac, mtu);
+        }
+        fragment_v4(pkt, pool, extra, mtu)?;
+    }
+
+    write_outer(pkt, &uplink, outer_src, outer_dst, &inner)?;
+    for p in extra.iter_mut() {
+        write_outer(p, &uplink, outer_src, outer_dst, &inner)?;
+    }
+    Ok(Verdict::Tx(uplink.port))
+}
+
+/// Replaces the Ethernet header with Ethernet + outer IPv6, in the headroom. The frame must hold
+/// exactly the inner packet after its Ethernet header.
+#[inline]
+fn write_outer(
+    pkt: &mut PacketBuf,
+    uplink: &Uplink,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    inner: &Inner,
+) -> Result<(), DropReason> {
+    let payload_len =
+        u16::try_from(pkt.len().saturating_sub(ETH_HEADER_LEN)).map_err(|_| DropReason::TooBig)?;
+    pkt.strip_front(ETH_HEADER_LEN)
+        .map_err(|_| DropReason::EthTruncated)?;
+    let hdr = pkt
+        .prepend(ETH_HEADER_LEN + IPV6_HEADER_LEN)
+        .map_err(|_| DropReason::NoRoom)?;
+    let vtc_flow = (6u32 << 28) | (u32::from(inner.traffic_class) << 20) | flow_label(inner.hash);
+    let mut h = [0u8; ETH_HEADER_LEN + IPV6_HEADER_LEN];
+    write_mac(&mut h, 0, uplink.router_mac);
+    write_mac(&mut h, 6, uplink.own_mac);
+    put(&mut h, 12, &ETHERTYPE_IPV6);
+    put(&mut h, 14, &vtc_flow.to_be_bytes());
+    put(&mut h, 18, &payload_len.to_be_bytes());
+    put(&mut h, 20, &[inner.next_header, OUTER_HOP_LIMIT]);
+    put(&mut h, 22, &src.octets());
+    put(&mut h, 38, &dst.octets());
+    hdr.copy_from_slice(&h);
+    Ok(())
+}
+
+#[inline]
+fn write_mac(h: &mut [u8], at: usize, mac: MacAddr) {
+    put(h, at, &mac.0);
+}
+
+#[inline]
+fn put(h: &mut [u8], at: usize, bytes: &[u8]) {
+    if let Some(dst) = h.get_mut(at..at + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
+}
+
+fn too_big_v4(
+    pkt: &mut PacketBuf,
+    vm_mac: MacAddr,
+    own_mac: MacAddr,
+    mtu: usize,
+) -> Result<Verdict, DropReason> {
+    let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
+    let ip = Ipv4Packet::new_unchecked(l3);
+    let is_error =
+        ip.protocol().0 == ICMP && ip.payload().first().is_some_and(|&t| is_icmpv4_error(t));
+    if ip.frag_offset() != 0 || is_error {
+        return Err(DropReason::TooBig);
+    }
+    let offender = Offender4 {
+        vm_mac,
+        own_mac,
+        src: ip.src_addr(),
+        datagram_len: l3.len(),
+    };
+    frag_needed_v4(pkt, &offender, u16::try_from(mtu).unwrap_or(u16::MAX))?;
+    Ok(Verdict::Tx(pkt.meta.in_port))
+}
+
+fn too_big_v6(
+    pkt: &mut PacketBuf,
+    vm_mac: MacAddr,
+    own_mac: MacAddr,
+    mtu: usize,
+) -> Result<Verdict, DropReason> {
+    let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
+    let ip = Ipv6Packet::new_unchecked(l3);
+    let is_error =
+        ip.next_header().0 == ICMPV6 && ip.payload().first().is_some_and(|&t| t & 0x80 == 0);
+    if is_error {
+        return Err(DropReason::TooBig);
+    }
+    let offender = Offender6 {
+        vm_mac,
+        own_mac,
+        src: ip.src_addr(),
+        packet_len: l3.len(),
+    };
+    packet_too_big_v6(pkt, &offender, u32::try_from(mtu).unwrap_or(u32::MAX))?;
+    Ok(Verdict::Tx(pkt.meta.in_port))
+}
+
+/// Cuts an IPv4 datagram without DF into fragments of at most `mtu` bytes: the first stays in
+/// `pkt`, the others are allocated from `pool` into `extra` (each with the Ethernet header of
+/// `pkt`). On error, what was allocated stays in `extra` for the caller to free.
+fn fragment_v4(
+    pkt: &mut PacketBuf,
+    pool: &mut BufferPool,
+    extra: &mut Vec<PacketBuf>,
+    mtu: usize,
+) -> Result<(), DropReason> {
+    let frame = pkt.data();
+    let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
+    let ip = Ipv4Packet::new_unchecked(l3);
+    let ihl = ip.header_len();
+    let payload = ip.payload();
+    let base_offset = usize::from(ip.frag_offset());
+    let last_has_mf = ip.more_frags();
+
+    // The header of the later fragments: the fixed part and the options marked "copied".
+    let mut later_hdr = [0u8; 60];
+    let later_ihl = later_header(ip.header(), &mut later_hdr);
+    let first_chunk = mtu.saturating_sub(ihl) & !7;
+    let later_chunk = mtu.saturating_sub(later_ihl) & !7;
+    if first_chunk == 0 || later_chunk == 0 || first_chunk >= payload.len() {
+        return Err(DropReason::TooBig);
+    }
+
+    let mut at = first_chunk;
+    while at < payload.len() {
+        let chunk = later_chunk.min(payload.len() - at);
+        if extra.len() >= extra.capacity() {
+            return Err(DropReason::TooBig);
+        }
+        let mut frag = pool.alloc().ok_or(DropReason::NoBuffer)?;
+        frag.meta = pkt.meta;
+        let len = ETH_HEADER_LEN + later_ihl + chunk;
+        frag.set_len(len).map_err(|_| DropReason::NoRoom)?;
+        let offset = u16::try_from(base_offset + at).map_err(|_| DropReason::TooBig)?;
+        let more = at + chunk < payload.len() || last_has_mf;
+        {
+            let out = frag.data_mut();
+            let (eth, rest) = out.split_at_mut(ETH_HEADER_LEN.min(out.len()));
+            eth.copy_from_slice(frame.get(..ETH_HEADER_LEN).unwrap_or(&[0; ETH_HEADER_LEN]));
+            let (hdr, body) = rest.split_at_mut(later_ihl.min(rest.len()));
+            hdr.copy_from_slice(later_hdr.get(..later_ihl).unwrap_or(&[]));
+            let src = payload.get(at..at + chunk).ok_or(DropReason::TooBig)?;
+            body.copy_from_slice(src);
+            fix_fragment_header(hdr, later_ihl + chunk, offset, more)?;
+        }
+        extra.push(frag);
+        at += chunk;
+    }
+
+    pkt.truncate(ETH_HEADER_LEN + ihl + first_chunk);
+    let hdr = pkt
+        .data_mut()
+        .get_mut(ETH_HEADER_LEN..ETH_HEADER_LEN + ihl)
+        .ok_or(DropReason::TooBig)?;
+    let offset = u16::try_from(base_offset).map_err(|_| DropReason::TooBig)?;
+    fix_fragment_header(hdr, ihl + first_chunk, offset, true)
+}
+
+fn fix_fragment_header(
+    hdr: &mut [u8],
+    total: usize,
+    offset: u16,
+    more: bool,
+) -> Result<(), DropReason> {
+    let total = u16::try_from(total).map_err(|_| DropReason::TooBig)?;
+    let mut ip = Ipv4Packet::new_unchecked(hdr);
+    ip.set_total_len(total);
+    ip.set_frag_offset(offset);
+    ip.set_more_frags(more);
+    ip.fill_checksum();
+    Ok(())
+}
+
+/// Writes into `out` the header for fragments after the first: the fixed 20 bytes and the options
+/// whose "copied" bit is set (RFC 791), padded to a multiple of 4; returns its length.
+fn later_header(header: &[u8], out: &mut [u8; 60]) -> usize {
+    let fixed = header.get(..IPV4_HEADER_LEN).unwrap_or(&[]);
+    let mut len = fixed.len();
+    if let Some(dst) = out.get_mut(..len) {
+        dst.copy_from_slice(fixed);
+    }
+    let options = header.get(IPV4_HEADER_LEN..).unwrap_or(&[]);
+    let mut i = 0;
+    while let Some(&kind) = options.get(i) {
+        let opt_len = match kind {
+            0 => break, // end of options
+            1 => 1,     // no-operation
+            _ => match options.get(i + 1) {
+                Some(&l) if usize::from(l) >= 2 => usize::from(l),
+                _ => break, // malformed: copy nothing more
+            },
+        };
+        let Some(opt) = options.get(i..i + opt_len) else {
+            break;
+        };
+        if kind & 0x80 != 0 {
+            if let Some(dst) = out.get_mut(len..len + opt_len) {
+                dst.copy_from_slice(opt);
+                len += opt_len;
+            }
+        }
+        i += opt_len;
+    }
+    while len % 4 != 0 {
+        if let Some(b) = out.get_mut(len) {
+            *b = 0; // end of options
+        }
+        len += 1;
+    }
+    if let Some(b) = out.first_mut() {
+        *b = 0x40 | (len / 4) as u8;
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_fragments_keep_only_copied_options() {
+        let mut h = vec![
+            0x48, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        // Record route (7, not copied, length 7) + padding NOP, then security-ish (0x82, copied, length 4).
+        h.extend_from_slice(&[7, 7, 4, 0, 0, 0, 0, 1]);
+        h.extend_from_slice(&[0x82, 4, 0xaa, 0xbb]);
+        let mut out = [0u8; 60];
+        let len = later_header(&h, &mut out);
+        assert_eq!(len, 24);
+        assert_eq!(out[0], 0x46);
+        assert_eq!(&out[20..24], &[0x82, 4, 0xaa, 0xbb]);
+        // No options at all: just the fixed header.
+        let plain = &h[..20];
+        let mut out = [0u8; 60];
+        assert_eq!(later_header(plain, &mut out), 20);
+        assert_eq!(out[0], 0x45);
+    }
+}

@@ -1,0 +1,203 @@
+//! Choosing the uplink an encapsulated packet leaves by, and the flow hash behind that choice and
+//! behind the outer flow label.
+//!
+//! # Flow hash
+//! A 64-bit hash of the inner packet's flow: addresses, protocol and — for TCP, UDP, UDP-Lite and
+//! SCTP when the packet is not a fragment — ports. Fragments and other protocols hash on addresses
+//! and protocol only, so every piece of a datagram takes the same path. The hash is deterministic
+//! (no per-process seed): a flow keeps its uplink and its flow label across restarts and workers.
+//!
+//! # Uplink choice (dpservice's `dp_multipath_get_pf`, with finer steps)
+//! With one uplink everything goes out of pf0. With two, `--wcmp PERCENT` is pf0's share of the
+//! flows: a flow whose hash bucket (0..100, from the hash's low 32 bits) is below the percentage
+//! prefers pf0, the others pf1. dpservice rounds the share to tenths (a 10-entry table); here it
+//! is exact to the percent, and the same for every multiple of 10. 100, the default as in
+//! dpservice, keeps everything on pf0 with pf1 as the fail-over.
+//!
+//! An uplink is usable when its link is up and its router's MAC is known. A flow whose preferred
+//! uplink is unusable takes the other one; when neither is usable the packet is dropped as
+//! [`NoRouterMac`](DropReason::NoRouterMac) if some link is up (its router not resolved yet) or
+//! [`UplinkDown`](DropReason::UplinkDown) if none is. The state is read per packet from the
+//! [`PortTable`](crate::PortTable), so flows move as soon as the worker records a link change.
+
+use dp_packet::MacAddr;
+use dp_tables::PortId;
+
+use crate::drop::DropReason;
+use crate::node::Ctx;
+use crate::port_table::{PortEntry, PortKind};
+
+use super::common::be16;
+
+/// pf0 and pf1: the uplinks are ports 0 and 1 (see `docs/architecture.md`).
+pub(crate) const MAX_UPLINKS: usize = 2;
+
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const PROTO_SCTP: u8 = 132;
+const PROTO_UDPLITE: u8 = 136;
+
+#[inline]
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE)
+}
+
+#[inline]
+fn mix(h: u64, word: u64) -> u64 {
+    (h ^ word)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(29)
+}
+
+/// MurmurHash3's 64-bit finalizer: every input bit affects every output bit.
+#[inline]
+fn finish(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+#[inline]
+fn u32_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 4)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map_or(0, |a| u64::from(u32::from_be_bytes(a)))
+}
+
+#[inline]
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// The flow hash of an IPv4 packet (`ip` starts at its header, already validated).
+#[inline]
+pub(crate) fn flow_hash_v4(ip: &[u8]) -> u64 {
+    let proto = ip.get(9).copied().unwrap_or(0);
+    let ihl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
+    let fragment = be16(ip, 6).is_some_and(|f| f & 0x3fff != 0);
+    let ports = if has_ports(proto) && !fragment {
+        u32_at(ip, ihl)
+    } else {
+        0
+    };
+    let h = mix(0x0004, (u32_at(ip, 12) << 32) | u32_at(ip, 16));
+    finish(mix(h, (u64::from(proto) << 32) | ports))
+}
+
+/// The flow hash of an IPv6 packet (`ip` starts at its header, already validated). Extension
+/// headers are not walked: a packet with one hashes on addresses and its first next header.
+#[inline]
+pub(crate) fn flow_hash_v6(ip: &[u8]) -> u64 {
+    let proto = ip.get(6).copied().unwrap_or(0);
+    let ports = if has_ports(proto) { u32_at(ip, 40) } else { 0 };
+    let mut h = mix(0x0006, u64_at(ip, 8));
+    h = mix(h, u64_at(ip, 16));
+    h = mix(h, u64_at(ip, 24));
+    h = mix(h, u64_at(ip, 32));
+    finish(mix(h, (u64::from(proto) << 32) | ports))
+}
+
+/// The outer flow label of a flow (RFC 6437/6438: 20 bits, never zero for a tunnelled flow).
+#[inline]
+pub(crate) fn flow_label(hash: u64) -> u32 {
+    match (hash >> 44) as u32 & 0x000f_ffff {
+        0 => 1,
+        label => label,
+    }
+}
+
+/// The flow's bucket, 0..100, compared with `--wcmp`.
+#[inline]
+pub(crate) fn wcmp_bucket(hash: u64) -> u8 {
+    ((u64::from(hash as u32) * 100) >> 32) as u8
+}
+
+/// The uplink chosen for a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Uplink {
+    pub port: PortId,
+    /// Our MAC on it (the outer source).
+    pub own_mac: MacAddr,
+    /// The router's MAC on it (the outer destination).
+    pub router_mac: MacAddr,
+}
+
+#[inline]
+fn uplink_entry<'a>(ctx: &Ctx<'a>, port: PortId) -> Option<&'a PortEntry> {
+    ctx.ports.get(port).filter(|e| e.kind == PortKind::Uplink)
+}
+
+#[inline]
+fn usable(ctx: &Ctx<'_>, port: PortId) -> Option<Uplink> {
+    let e = uplink_entry(ctx, port)?;
+    if !e.link_up() {
+        return None;
+    }
+    Some(Uplink {
+        port,
+        own_mac: e.own_mac,
+        router_mac: e.peer_mac()?,
+    })
+}
+
+/// The uplink a flow with this hash leaves by (see the module docs).
+#[inline]
+pub(crate) fn select_uplink(ctx: &Ctx<'_>, hash: u64) -> Result<Uplink, DropReason> {
+    let has_pf1 = uplink_entry(ctx, 1).is_some();
+    let prefer_pf0 = !has_pf1 || wcmp_bucket(hash) < ctx.config.wcmp_percent;
+    let (first, second): (PortId, PortId) = if prefer_pf0 { (0, 1) } else { (1, 0) };
+    if let Some(u) = usable(ctx, first).or_else(|| usable(ctx, second)) {
+        return Ok(u);
+    }
+    let any_link_up = (0..MAX_UPLINKS as PortId)
+        .filter_map(|p| uplink_entry(ctx, p))
+        .any(|e| e.link_up());
+    Err(if any_link_up {
+        DropReason::NoRouterMac
+    } else {
+        DropReason::UplinkDown
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_nonzero_20_bit_and_buckets_below_100() {
+        for i in 0..10_000u64 {
+            let h = finish(mix(0, i));
+            let l = flow_label(h);
+            assert!(l != 0 && l < (1 << 20));
+            assert!(wcmp_bucket(h) < 100);
+        }
+        assert_eq!(flow_label(0), 1);
+        assert_eq!(wcmp_bucket(u64::MAX), 99);
+    }
+
+    #[test]
+    fn fragments_and_portless_protocols_ignore_ports() {
+        let mut udp = vec![
+            0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        udp.extend_from_slice(&[0x9c, 0x40, 0x13, 0x88, 0, 8, 0, 0]);
+        let base = flow_hash_v4(&udp);
+        let mut other_port = udp.clone();
+        other_port[21] ^= 1;
+        assert_ne!(flow_hash_v4(&other_port), base);
+        // As a first fragment (MF set) the ports no longer count.
+        let mut frag = udp.clone();
+        frag[6] = 0x20;
+        let mut frag_other = other_port.clone();
+        frag_other[6] = 0x20;
+        assert_eq!(flow_hash_v4(&frag), flow_hash_v4(&frag_other));
+        // DF alone is not a fragment.
+        let mut df = udp.clone();
+        df[6] = 0x40;
+        assert_eq!(flow_hash_v4(&df), base);
+    }
+}

@@ -1,0 +1,676 @@
+#!/usr/bin/env bash
+# dpservice-rs side-by-side benchmark (issue #4, "Side-by-side, one run").
+#
+# On the same kind of ports, one run measures:
+#
+#   (a) DPDK's dpdk-testpmd in io-forward mode between two vdev ports (net_tap, net_af_packet,
+#       net_af_xdp), versus
+#   (b) our daemon forwarding VM -> VM (one VNI) between the same kind of ports,
+#
+# with the same traffic: a 64-byte UDP flood (64 bytes of Ethernet frame, as dpservice-bench's
+# size=64) sent by trafgen (netsniff-ng) from the "VM A" namespace to "VM B", one forwarding
+# thread (pinned to CPU $FWD_CPU, the generator to CPU 0), counted as packets/s received by B's
+# interface over a fixed interval. B drops the flood at its ingress hook (nftables), the same
+# way in both cases. Port kinds:
+#
+#   tap        the forwarder creates two TAPs; their kernel sides are moved into A and B
+#   af_packet  two veth pairs: the forwarder opens the host ends, the other ends are in A and B
+#   af_xdp     the same veths, opened with AF_XDP (copy mode on veth)
+#
+#   (c) iperf3 TCP A -> B (one stream) through our daemon (TAP ports), through a Linux bridge
+#       (veth pairs into a bridge), and through Open vSwitch's userspace datapath
+#       (datapath_type=netdev, userspace-tso-enable=true, tap ports), its own ovsdb-server and
+#       ovs-vswitchd started here with a private run/db directory and stopped at the end.
+#
+# It prints one `RESULT ...` line per measurement and, per pair,
+#   COMPARE case=<name> ours=<x> theirs=<x> unit=<pps|Gbit/s> ratio=<ours/theirs>
+# (cases tap_64b_udp, af_packet_64b_udp, af_xdp_64b_udp, iperf3_tcp_vs_bridge, iperf3_tcp_vs_ovs).
+# A measurement that could not be made is a `FAIL ...` line (with its log) and exit status 1;
+# the others still run.
+#
+# Usage: sudo scripts/bench-compare.sh [options]
+#   --quick            short intervals (smoke run; numbers are rough)
+#   --cases LIST       comma-separated subset of: tap,af_packet,af_xdp,iperf3  (default: all)
+#   --side SIDE        ours | theirs | both (default both): "theirs" = testpmd, bridge, OVS
+#   --duration S       measuring interval of each pps case, seconds (default 10; quick 3)
+#   --iperf-time S     iperf3 -t (default 10; quick 4)
+#   --no-build         do not run `cargo build --release` (use target/release as it is)
+#   --install-deps     apt-get install the missing Debian packages first
+#   --rounds N         repeat every measurement N times, alternating sides (default 1); the
+#                      COMPARE lines use the medians
+#   --keep             keep the log directory (always kept when something failed)
+# Environment: FWD_CPU (default: the last CPU) for the forwarder; the generator uses CPU 0.
+#
+# Everything is hermetic: every namespace, interface, bridge and directory has a name unique to
+# this run; all traffic stays inside the namespaces created here (the forwarders run in a
+# private "hypervisor" namespace, the VMs are two more); every command is bounded by `timeout`;
+# a trap stops every process started here and removes everything, however the script ends.
+# Not part of CI (CI runs `dpservice-bench --quick`); needs root, Debian 12 packages:
+#   dpdk-dev librte-net-tap23 librte-net-af-packet23 librte-net-af-xdp23 netsniff-ng iperf3
+#   openvswitch-switch nftables jq ethtool iproute2 util-linux
+# shellcheck disable=SC2015,SC2030,SC2031,SC2317 # `a && b || fail`; per-case subshells; trap-run functions
+set -uo pipefail
+
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$PWD
+PROG=bench-compare
+
+# ---------------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------------
+ORIG_ARGS=$*
+QUICK=0
+CASES=tap,af_packet,af_xdp,iperf3
+SIDE=both
+DURATION=
+IPERF_TIME=
+BUILD=1
+INSTALL=0
+KEEP=0
+ROUNDS=1
+usage() { sed -n '2,/^# shellcheck disable/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while (($#)); do
+    case $1 in
+    --quick) QUICK=1 ;;
+    --cases) CASES=${2:?--cases needs a list}; shift ;;
+    --side) SIDE=${2:?--side needs ours|theirs|both}; shift ;;
+    --duration) DURATION=${2:?--duration needs seconds}; shift ;;
+    --iperf-time) IPERF_TIME=${2:?--iperf-time needs seconds}; shift ;;
+    --no-build) BUILD=0 ;;
+    --install-deps) INSTALL=1 ;;
+    --keep) KEEP=1 ;;
+    --rounds) ROUNDS=${2:?--rounds needs a count}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "$PROG: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "$PROG: --rounds needs a positive count" >&2; exit 2; }
+case $SIDE in ours | theirs | both) ;; *) echo "$PROG: --side must be ours, theirs or both" >&2; exit 2 ;; esac
+for c in ${CASES//,/ }; do
+    case $c in tap | af_packet | af_xdp | iperf3) ;; *) echo "$PROG: unknown case '$c'" >&2; exit 2 ;; esac
+done
+if ((QUICK)); then
+    WARMUP=1 DURATION=${DURATION:-3} IPERF_TIME=${IPERF_TIME:-4} IPERF_OMIT=1
+else
+    WARMUP=2 DURATION=${DURATION:-10} IPERF_TIME=${IPERF_TIME:-10} IPERF_OMIT=2
+fi
+want_case() { [[ ",$CASES," == *",$1,"* ]]; }
+want_side() { [ "$SIDE" = both ] || [ "$SIDE" = "$1" ]; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "$PROG: must run as root: it creates network namespaces, veths, TAPs and bridges and runs" \
+        "dpdk-testpmd, Open vSwitch and the daemon. Try: sudo $0 $ORIG_ARGS" >&2
+    exit 1
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Packages and binaries
+# ---------------------------------------------------------------------------------------------
+have() { command -v "$1" >/dev/null 2>&1; }
+pmd_present() { compgen -G "/usr/lib/*/dpdk/pmds-*/librte_net_$1.so*" >/dev/null; }
+missing=()
+have ip || missing+=(iproute2)
+have taskset || missing+=(util-linux)
+have timeout || missing+=(coreutils)
+have jq || missing+=(jq)
+have nft || missing+=(nftables)
+have ethtool || missing+=(ethtool)
+have trafgen || missing+=(netsniff-ng)
+have iperf3 || missing+=(iperf3)
+have dpdk-testpmd || missing+=(dpdk-dev)
+pmd_present tap || missing+=(librte-net-tap23)
+pmd_present af_packet || missing+=(librte-net-af-packet23)
+pmd_present af_xdp || missing+=(librte-net-af-xdp23)
+{ have ovs-vswitchd && have ovsdb-server && have ovs-vsctl && have ovsdb-tool; } || missing+=(openvswitch-switch)
+if ((${#missing[@]})); then
+    if ((INSTALL)); then
+        echo "# installing ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        timeout 300 apt-get update -qq &&
+            timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+            { echo "$PROG: apt-get install ${missing[*]} failed" >&2; exit 1; }
+    else
+        echo "$PROG: missing Debian packages: ${missing[*]} (apt-get install them, or run with" \
+            "--install-deps)" >&2
+        exit 1
+    fi
+fi
+
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
+DAEMON=$TARGET/dpservice
+CLI=$TARGET/dpservice-cli
+if want_side ours; then
+    if ((BUILD)); then
+        if ! have cargo && [ -f "$HOME/.cargo/env" ]; then
+            # shellcheck disable=SC1091
+            . "$HOME/.cargo/env"
+        fi
+        if have cargo; then
+            echo "# cargo build --release --bin dpservice --bin dpservice-cli" >&2
+            timeout 3600 cargo build --release --bin dpservice --bin dpservice-cli >&2 ||
+                { echo "$PROG: cargo build failed" >&2; exit 1; }
+        else
+            echo "# cargo not found: using the binaries in $TARGET as they are" >&2
+        fi
+    fi
+    [ -x "$DAEMON" ] && [ -x "$CLI" ] ||
+        { echo "$PROG: no $DAEMON / $CLI (build with cargo build --release)" >&2; exit 1; }
+fi
+
+NCPU=$(nproc)
+GEN_CPU=0 # trafgen binds its (single) worker to CPU 0 itself
+FWD_CPU=${FWD_CPU:-$((NCPU - 1))}
+((NCPU >= 2)) || echo "# warning: one CPU only: generator and forwarder share it" >&2
+
+# ---------------------------------------------------------------------------------------------
+# Names unique to this run; logs; results
+# ---------------------------------------------------------------------------------------------
+RID=bc$(printf '%04x' $((($$ ^ RANDOM) & 0xffff))) # interface names: RID + 2 chars <= 15
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-compare.$RID.XXXX") || exit 1
+RESULTS=$WORK/results
+: >"$RESULTS"
+FAILED=0
+CUR_CASE_PID=
+if want_side ours; then
+    # A private copy: a rebuild during the run (cargo replaces target/release/*) cannot mix
+    # versions between cases.
+    mkdir -p "$WORK/bin" && cp "$DAEMON" "$CLI" "$WORK/bin/" || { echo "$PROG: cannot copy the binaries" >&2; exit 1; }
+    note "daemon: $DAEMON ($(stat -c %y "$DAEMON" | cut -d. -f1)), copied to $WORK/bin"
+    DAEMON=$WORK/bin/dpservice CLI=$WORK/bin/dpservice-cli
+fi
+CASE_NO=0
+GRPC_PORT=1337 # inside a private namespace: no clash with anything on the host
+
+note() { printf '# %s\n' "$*" >&2; }
+emit() { printf '%s\n' "$*"; printf '%s\n' "$*" >>"$RESULTS"; }
+
+# Stops what is still running and removes everything named after this run.
+sweep() {
+    local ns pid
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$RID-"); do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+    done
+    sleep 0.3
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$RID-"); do
+        ip netns del "$ns" 2>/dev/null
+        rm -rf "/etc/netns/$ns"
+    done
+    rm -rf /var/run/dpdk/"$RID"-*
+}
+
+# shellcheck disable=SC2317 # invoked by the trap
+finish() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -n "$CUR_CASE_PID" ] && kill -0 "$CUR_CASE_PID" 2>/dev/null; then
+        kill -TERM "$CUR_CASE_PID" 2>/dev/null
+        for _ in $(seq 100); do kill -0 "$CUR_CASE_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$CUR_CASE_PID" 2>/dev/null
+    fi
+    sweep
+    if ((FAILED)) || ((KEEP)) || ((rc != 0)); then
+        note "logs kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for one case. A case runs in a subshell with its own cleanup (processes it started,
+# namespaces it made), so a failing case leaves nothing behind for the next.
+# ---------------------------------------------------------------------------------------------
+CASE_PIDS=()
+CASE_NS=()
+CASE_DIR=
+fail() { echo "$PROG: ${CASE:-?}: $*" >&2; exit 1; }
+nap() { sleep "$1" & wait $!; } # interruptible by the traps
+# nsx NS cmd...: a short command in a namespace (bounded).
+nsx() { local ns=$1; shift; timeout -k 2 20 ip netns exec "$ns" "$@"; }
+mkns() {
+    ip netns add "$1" || fail "ip netns add $1"
+    CASE_NS+=("$1")
+    ip -n "$1" link set lo up
+}
+# bg LOG SECONDS cmd...: starts cmd in the background, killed after SECONDS at the latest; sets
+# BG_PID (the `timeout` wrapper, which passes SIGTERM on).
+bg() {
+    local log=$1 secs=$2
+    shift 2
+    timeout -k 5 "$secs" "$@" >"$log" 2>&1 </dev/null &
+    BG_PID=$!
+    CASE_PIDS+=("$BG_PID")
+}
+# stop PID [SECONDS]: SIGTERM, then SIGKILL after SECONDS (default 8); reaps it.
+stop() {
+    local pid=$1 secs=${2:-8} i
+    kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+    for ((i = 0; i < secs * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+# shellcheck disable=SC2317 # invoked by the trap
+case_cleanup() {
+    local i ns pid
+    for ((i = ${#CASE_PIDS[@]} - 1; i >= 0; i--)); do stop "${CASE_PIDS[i]}" 5; done
+    for ns in "${CASE_NS[@]}"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+    done
+    for ns in "${CASE_NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
+    rm -rf /var/run/dpdk/"$RID"-*
+}
+# wait_for SECONDS WHAT cmd...: polls cmd until it succeeds.
+wait_for() {
+    local secs=$1 what=$2 i
+    shift 2
+    for ((i = 0; i < secs * 10; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    fail "timed out after ${secs}s waiting for $what"
+}
+alive() { kill -0 "$1" 2>/dev/null; }
+link_in() { ip -n "$1" link show "$2" >/dev/null 2>&1; }
+counter() { nsx "$1" cat "/sys/class/net/$2/statistics/$3"; }
+mac_of() { nsx "$1" cat "/sys/class/net/$2/address"; }
+now() { date +%s.%N; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# run_case NAME function args...: runs one case in a subshell; a failure is reported, not fatal.
+run_case() {
+    local name=$1 rc
+    shift
+    CASE_NO=$((CASE_NO + 1))
+    note "case $name ($*) — load average $(loadavg)"
+    (
+        CASE=$name
+        CASE_DIR=$WORK/$CASE_NO-$name
+        mkdir -p "$CASE_DIR"
+        N=$CASE_NO
+        trap case_cleanup EXIT
+        trap 'exit 143' TERM
+        trap 'exit 130' INT
+        "$@"
+    ) &
+    CUR_CASE_PID=$!
+    wait "$CUR_CASE_PID"
+    rc=$?
+    CUR_CASE_PID=
+    if ((rc != 0)); then
+        FAILED=1
+        emit "FAIL case=$name rc=$rc logs=$WORK/$CASE_NO-$name"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Topology pieces
+# ---------------------------------------------------------------------------------------------
+# Namespaces of case N: the hypervisor (forwarder) and the two VMs.
+names() {
+    HV=$RID-$N-hv
+    NA=$RID-$N-a
+    NB=$RID-$N-b
+    VF0=${RID}v0 VF1=${RID}v1 # the forwarder's VM ports (TAP names or host veth ends)
+    IFA=${RID}a IFB=${RID}b   # the VM ends of the veths
+    PF0=${RID}p0 PF1=${RID}p1
+}
+
+# veth pair HOST-END (in HV) <-> VM-END (in NS).
+veth_to_vm() {
+    ip -n "$HV" link add "$1" type veth peer name "$2" netns "$3" || fail "veth $1/$2"
+    ip -n "$HV" link set "$1" up
+    ip -n "$3" link set "$2" up
+}
+
+# Moves the TAP $1 (created in HV by the forwarder) into namespace $2 and brings it up.
+tap_to_vm() {
+    wait_for 20 "TAP $1 in $HV" link_in "$HV" "$1"
+    ip -n "$HV" link set "$1" netns "$2" || fail "cannot move $1 into $2"
+    ip -n "$2" link set "$1" up || fail "cannot bring $1 up in $2"
+}
+
+# Quiet VM interface for the flood: no IPv6 (no RS/MLD/DAD chatter).
+quiet() { nsx "$1" sysctl -qw "net.ipv6.conf.$2.disable_ipv6=1"; }
+
+# VM $1, interface $2, address $3/32, default route via the dataplane's gateway 169.254.0.1.
+vm_static() {
+    ip -n "$1" addr add "$3/32" dev "$2" &&
+        ip -n "$1" route add 169.254.0.1 dev "$2" &&
+        ip -n "$1" route add default via 169.254.0.1 dev "$2" || fail "addresses in $1"
+}
+
+# Our daemon in HV with nic-type $1, VM ports VF0/VF1 (+ uplinks PF0/PF1); waits for gRPC and
+# creates vm1 (VF0, 10.100.1.1) and vm2 (VF1, 10.100.1.2) in VNI 100. $2: taskset CPU list or "".
+start_daemon() {
+    local nic=$1 cpus=$2 pin=() rc i
+    [ -n "$cpus" ] && pin=(taskset -c "$cpus")
+    bg "$CASE_DIR/dpservice.log" 600 ip netns exec "$HV" "${pin[@]}" "$DAEMON" \
+        --nic-type "$nic" --pf0 "$PF0" --pf1 "$PF1" --vf-pattern "${RID}v" --vf-count 2 \
+        --ipv6 fc00:1::1 --grpc-port "$GRPC_PORT" --no-stats
+    DAEMON_PID=$BG_PID
+    echo "ip netns exec $HV ${pin[*]} $DAEMON --nic-type $nic --pf0 $PF0 --pf1 $PF1" \
+        "--vf-pattern ${RID}v --vf-count 2 --ipv6 fc00:1::1 --grpc-port $GRPC_PORT --no-stats" \
+        >"$CASE_DIR/dpservice.cmd"
+    for ((i = 0; i < 200; i++)); do
+        alive "$DAEMON_PID" || fail "the daemon exited: $(tail -5 "$CASE_DIR/dpservice.log")"
+        nsx "$HV" "$CLI" --address "localhost:$GRPC_PORT" init >>"$CASE_DIR/cli.log" 2>&1
+        rc=$?
+        ((rc == 0 || rc == 2)) && break
+        sleep 0.1
+    done
+    ((rc == 0 || rc == 2)) || fail "no gRPC answer from the daemon after 20 s"
+    nsx "$HV" "$CLI" --address "localhost:$GRPC_PORT" create interface --id vm1 --device "$VF0" \
+        --vni 100 --ipv4 10.100.1.1 --ipv6 2000:100:1::1 >>"$CASE_DIR/cli.log" 2>&1 &&
+        nsx "$HV" "$CLI" --address "localhost:$GRPC_PORT" create interface --id vm2 --device "$VF1" \
+            --vni 100 --ipv4 10.100.1.2 --ipv6 2000:100:1::2 >>"$CASE_DIR/cli.log" 2>&1 ||
+        fail "create interface failed: $(tail -3 "$CASE_DIR/cli.log")"
+}
+daemon_summary() { grep -o 'stats:.*' "$CASE_DIR/dpservice.log" | tail -1; }
+
+# Configures A and B as VMs of our daemon and checks A -> B forwarding (which also makes the
+# daemon learn both VMs' MACs). Sets GW_MAC (the gateway's MAC as A resolved it).
+vms_of_daemon() {
+    local ifa=$1 ifb=$2 i ok=0
+    vm_static "$NA" "$ifa" 10.100.1.1
+    vm_static "$NB" "$ifb" 10.100.1.2
+    for ((i = 0; i < 10; i++)); do
+        if nsx "$NA" ping -c 1 -W 1 10.100.1.2 >>"$CASE_DIR/ping.log" 2>&1; then ok=1; break; fi
+        alive "$DAEMON_PID" || fail "the daemon exited: $(tail -5 "$CASE_DIR/dpservice.log")"
+    done
+    ((ok)) || fail "VM A cannot ping VM B through the daemon (see $CASE_DIR/ping.log)"
+    GW_MAC=$(ip -n "$NA" neigh show 169.254.0.1 dev "$ifa" |
+        awk '{for (i = 1; i < NF; i++) if ($i == "lladdr") print $(i + 1)}')
+    [ -n "$GW_MAC" ] || fail "A has no neighbour entry for the gateway 169.254.0.1"
+}
+
+# B drops the flood (UDP to port 9) at its ingress hook: the receiver's cost is the same
+# whatever the frames' MAC (io-forward does not rewrite it) and nothing answers.
+sink() {
+    nsx "$1" nft -f - <<EOF || fail "nft in $1"
+table netdev bench {
+    chain in {
+        type filter hook ingress device "$2" priority 0; policy accept;
+        meta protocol ip ip protocol udp udp dport 9 counter drop
+    }
+}
+EOF
+}
+
+# flood A-IF B-IF DST-MAC: trafgen in A (CPU 0) for WARMUP + DURATION; measures B's rx rate
+# and A's offered rate; emits the RESULT line for $CASE with side $SIDE_NAME.
+flood() {
+    local ifa=$1 ifb=$2 dmac=$3 smac cfg=$CASE_DIR/trafgen.cfg gen r0 r1 t0 t1 o0 o1 pps offered
+    smac=$(mac_of "$NA" "$ifa") || fail "no MAC on $ifa"
+    cat >"$cfg" <<EOF
+/* 64-byte frame: Ethernet 14 + IPv4 20 + UDP 8 + 22 bytes of payload; checksums by trafgen */
+{
+  eth(da=$dmac, sa=$smac, type=0x0800),
+  ipv4(saddr=10.100.1.1, daddr=10.100.1.2, ttl=64, df),
+  udp(sp=4000, dp=9),
+  fill(0x00, 22)
+}
+EOF
+    sink "$NB" "$ifb"
+    # -P 1: one worker (bound to CPU 0 by trafgen); -Q: never touch IRQ affinities.
+    bg "$CASE_DIR/trafgen.log" $((WARMUP + DURATION + 10)) ip netns exec "$NA" \
+        taskset -c "$GEN_CPU" trafgen -o "$ifa" -c "$cfg" -P 1 -Q
+    gen=$BG_PID
+    nap "$WARMUP"
+    alive "$gen" || fail "trafgen exited: $(tail -5 "$CASE_DIR/trafgen.log")"
+    o0=$(tx_offered "$NA" "$ifa") r0=$(counter "$NB" "$ifb" rx_packets) t0=$(now)
+    nap "$DURATION"
+    o1=$(tx_offered "$NA" "$ifa") r1=$(counter "$NB" "$ifb" rx_packets) t1=$(now)
+    stop "$gen" 5
+    pps=$(awk -v a="$r0" -v b="$r1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
+    offered=$(awk -v a="$o0" -v b="$o1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
+    [ "$pps" -gt 0 ] || fail "B received nothing (offered $offered pps)"
+    emit "RESULT case=$CASE side=$SIDE_NAME tool=$TOOL pps=$pps offered_pps=$offered" \
+        "round=$ROUND interval_s=$DURATION loadavg=$(loadavg | tr ' ' /)"
+}
+# What A's interface was asked to send: sent + dropped at the device (a full TAP queue drops).
+tx_offered() {
+    local p d
+    p=$(counter "$1" "$2" tx_packets) d=$(counter "$1" "$2" tx_dropped)
+    echo $((p + d))
+}
+
+# ---------------------------------------------------------------------------------------------
+# (a) testpmd io-forward, (b) our daemon: 64-byte UDP flood A -> B
+# ---------------------------------------------------------------------------------------------
+vdev_args() { # kind port-index ifname
+    case $1 in
+    tap) echo "--vdev=net_tap$2,iface=$3" ;;
+    af_packet) echo "--vdev=net_af_packet$2,iface=$3" ;;
+    af_xdp) echo "--vdev=net_af_xdp$2,iface=$3,start_queue=0,queue_count=1" ;;
+    esac
+}
+
+pps_theirs() {
+    local kind=$1 pmd
+    names
+    SIDE_NAME=theirs TOOL=testpmd
+    mkns "$HV" && mkns "$NA" && mkns "$NB"
+    if [ "$kind" != tap ]; then
+        veth_to_vm "$VF0" "$IFA" "$NA"
+        veth_to_vm "$VF1" "$IFB" "$NB"
+    fi
+    # Two lcores (main + one forwarding) both on FWD_CPU: the main lcore only prints stats.
+    # shellcheck disable=SC2046
+    bg "$CASE_DIR/testpmd.log" $((WARMUP + DURATION + 60)) ip netns exec "$HV" dpdk-testpmd \
+        --lcores "0@$FWD_CPU,1@$FWD_CPU" --no-huge -m 512 --no-pci --file-prefix="$RID-$N" \
+        $(vdev_args "$kind" 0 "$VF0") $(vdev_args "$kind" 1 "$VF1") -- \
+        --forward-mode=io --nb-cores=1 --total-num-mbufs=16384 --stats-period=5 --auto-start
+    pmd=$BG_PID
+    wait_for 30 "testpmd to start forwarding" grep -q 'packet forwarding - ports=2' "$CASE_DIR/testpmd.log"
+    alive "$pmd" || fail "testpmd exited: $(tail -5 "$CASE_DIR/testpmd.log")"
+    if [ "$kind" = tap ]; then
+        tap_to_vm "$VF0" "$NA" && tap_to_vm "$VF1" "$NB"
+        IFA=$VF0 IFB=$VF1
+    fi
+    quiet "$NA" "$IFA"
+    quiet "$NB" "$IFB"
+    # io-forward does not look at the frame: the destination MAC is B's, as a switch would send it.
+    flood "$IFA" "$IFB" "$(mac_of "$NB" "$IFB")"
+    alive "$pmd" || fail "testpmd died during the run: $(tail -5 "$CASE_DIR/testpmd.log")"
+    stop "$pmd" 10
+    grep -A3 'Accumulated forward statistics' "$CASE_DIR/testpmd.log" | sed -n '2p' |
+        sed 's/^ */# testpmd total: /' >&2
+}
+
+pps_ours() {
+    local kind=$1
+    names
+    SIDE_NAME=ours TOOL=dpservice
+    mkns "$HV" && mkns "$NA" && mkns "$NB"
+    if [ "$kind" != tap ]; then
+        veth_to_vm "$VF0" "$IFA" "$NA"
+        veth_to_vm "$VF1" "$IFB" "$NB"
+        veth_to_vm "$PF0" "${RID}q0" "$HV" # uplinks: unused veth pairs
+        veth_to_vm "$PF1" "${RID}q1" "$HV"
+    fi
+    start_daemon "$kind" "$FWD_CPU"
+    if [ "$kind" = tap ]; then
+        tap_to_vm "$VF0" "$NA" && tap_to_vm "$VF1" "$NB"
+        IFA=$VF0 IFB=$VF1
+    fi
+    quiet "$NA" "$IFA"
+    quiet "$NB" "$IFB"
+    vms_of_daemon "$IFA" "$IFB"
+    flood "$IFA" "$IFB" "$GW_MAC"
+    alive "$DAEMON_PID" || fail "the daemon died during the run: $(tail -5 "$CASE_DIR/dpservice.log")"
+    stop "$DAEMON_PID" 10
+    note "dpservice $(daemon_summary)"
+}
+
+# The generator's own ceiling on a veth: A's veth end paired straight with B's (no forwarder).
+pps_ceiling() {
+    names
+    SIDE_NAME=none TOOL=direct-veth
+    mkns "$NA" && mkns "$NB"
+    ip -n "$NA" link add "$IFA" type veth peer name "$IFB" netns "$NB" || fail "veth"
+    ip -n "$NA" link set "$IFA" up && ip -n "$NB" link set "$IFB" up
+    quiet "$NA" "$IFA"
+    quiet "$NB" "$IFB"
+    flood "$IFA" "$IFB" "$(mac_of "$NB" "$IFB")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# (c) iperf3 TCP A -> B: our daemon (TAP) vs Linux bridge vs OVS userspace datapath
+# ---------------------------------------------------------------------------------------------
+# iperf A-IP B-IP: one TCP stream A -> B; emits the RESULT line (Gbit/s received by B).
+iperf() {
+    local srv gbps retr json=$CASE_DIR/iperf3.json
+    bg "$CASE_DIR/iperf3-server.log" $((IPERF_TIME + 60)) ip netns exec "$NB" iperf3 -s -1 -B "$2" -p 5201
+    srv=$BG_PID
+    wait_for 10 "iperf3 server" nsx "$NB" sh -c "ss -Hltn 'sport = :5201' | grep -q ."
+    timeout -k 5 $((IPERF_TIME + 30)) ip netns exec "$NA" iperf3 -c "$2" -p 5201 \
+        -t "$IPERF_TIME" -O "$IPERF_OMIT" -J >"$json" 2>"$CASE_DIR/iperf3-client.err" ||
+        fail "iperf3 failed: $(jq -r '.error // empty' "$json" 2>/dev/null) $(tail -3 "$CASE_DIR/iperf3-client.err")"
+    stop "$srv" 5
+    gbps=$(jq -r '.end.sum_received.bits_per_second / 1e9 | . * 100 | round / 100' "$json") ||
+        fail "no result in $json"
+    retr=$(jq -r '.end.sum_sent.retransmits // "?"' "$json")
+    emit "RESULT case=$CASE side=$SIDE_NAME tool=$TOOL gbit_s=$gbps retransmits=$retr" \
+        "round=$ROUND time_s=$IPERF_TIME loadavg=$(loadavg | tr ' ' /)"
+}
+
+iperf_ours() {
+    names
+    SIDE_NAME=ours TOOL=dpservice-tap
+    mkns "$HV" && mkns "$NA" && mkns "$NB"
+    start_daemon tap ""
+    tap_to_vm "$VF0" "$NA" && tap_to_vm "$VF1" "$NB"
+    vms_of_daemon "$VF0" "$VF1"
+    nsx "$NA" ethtool -k "$VF0" >"$CASE_DIR/offloads-a.txt" 2>&1
+    iperf 10.100.1.1 10.100.1.2
+    alive "$DAEMON_PID" || fail "the daemon died during the run: $(tail -5 "$CASE_DIR/dpservice.log")"
+    stop "$DAEMON_PID" 10
+    note "dpservice $(daemon_summary)"
+}
+
+iperf_bridge() {
+    names
+    SIDE_NAME=theirs TOOL=linux-bridge
+    mkns "$HV" && mkns "$NA" && mkns "$NB"
+    ip -n "$HV" link add "${RID}br" type bridge || fail "bridge"
+    ip -n "$HV" link set "${RID}br" up
+    veth_to_vm "$VF0" "$IFA" "$NA"
+    veth_to_vm "$VF1" "$IFB" "$NB"
+    ip -n "$HV" link set "$VF0" master "${RID}br" && ip -n "$HV" link set "$VF1" master "${RID}br" ||
+        fail "bridge ports"
+    ip -n "$NA" addr add 10.100.1.1/24 dev "$IFA" && ip -n "$NB" addr add 10.100.1.2/24 dev "$IFB" ||
+        fail "addresses"
+    wait_for 10 "A to reach B over the bridge" nsx "$NA" ping -c 1 -W 1 10.100.1.2
+    iperf 10.100.1.1 10.100.1.2
+}
+
+iperf_ovs() {
+    local odir=$CASE_DIR/ovs db vsctl
+    names
+    SIDE_NAME=theirs TOOL=ovs-netdev-tso
+    mkns "$HV" && mkns "$NA" && mkns "$NB"
+    mkdir -p "$odir"
+    # Everything OVS reads or writes stays in $odir (never /etc/openvswitch or /var/run).
+    export OVS_RUNDIR=$odir OVS_DBDIR=$odir OVS_LOGDIR=$odir OVS_SYSCONFDIR=$odir \
+        OVS_PKGDATADIR=/usr/share/openvswitch
+    db=unix:$odir/db.sock
+    vsctl=(timeout -k 2 30 ovs-vsctl "--db=$db" --timeout=20)
+    timeout 20 ovsdb-tool create "$odir/conf.db" /usr/share/openvswitch/vswitch.ovsschema ||
+        fail "ovsdb-tool create"
+    bg "$odir/ovsdb-server.out" 900 ip netns exec "$HV" ovsdb-server "$odir/conf.db" \
+        "--remote=punix:$odir/db.sock" "--unixctl=$odir/ovsdb-server.ctl" \
+        "--pidfile=$odir/ovsdb-server.pid" "--log-file=$odir/ovsdb-server.log" --no-chdir
+    wait_for 20 "ovsdb-server" test -S "$odir/db.sock"
+    "${vsctl[@]}" --no-wait init &&
+        "${vsctl[@]}" --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true ||
+        fail "ovs-vsctl init"
+    # --disable-system: no kernel datapath (none is touched, even if the module were loaded).
+    bg "$odir/ovs-vswitchd.out" 900 ip netns exec "$HV" ovs-vswitchd "$db" --disable-system \
+        --disable-system-route "--unixctl=$odir/ovs-vswitchd.ctl" \
+        "--pidfile=$odir/ovs-vswitchd.pid" "--log-file=$odir/ovs-vswitchd.log" --no-chdir
+    wait_for 20 "ovs-vswitchd" test -S "$odir/ovs-vswitchd.ctl"
+    "${vsctl[@]}" add-br "${RID}br" -- set bridge "${RID}br" datapath_type=netdev &&
+        "${vsctl[@]}" add-port "${RID}br" "$VF0" -- set Interface "$VF0" type=tap &&
+        "${vsctl[@]}" add-port "${RID}br" "$VF1" -- set Interface "$VF1" type=tap ||
+        fail "ovs-vsctl add-br/add-port: $(tail -5 "$odir/ovs-vswitchd.log")"
+    grep -q 'Userspace TCP Segmentation Offloading support enabled' "$odir/ovs-vswitchd.log" ||
+        fail "OVS did not enable userspace TSO"
+    ip -n "$HV" link set "${RID}br" up
+    # OVS's tap ports, moved into the VMs (OVS keeps their file descriptors; it logs warnings
+    # about ioctls by name that no longer find them in its namespace: harmless here).
+    tap_to_vm "$VF0" "$NA" && tap_to_vm "$VF1" "$NB"
+    ip -n "$NA" addr add 10.100.1.1/24 dev "$VF0" && ip -n "$NB" addr add 10.100.1.2/24 dev "$VF1" ||
+        fail "addresses"
+    wait_for 10 "A to reach B over OVS" nsx "$NA" ping -c 1 -W 1 10.100.1.2
+    nsx "$NA" ethtool -k "$VF0" >"$CASE_DIR/offloads-a.txt" 2>&1
+    iperf 10.100.1.1 10.100.1.2
+    "${vsctl[@]}" del-br "${RID}br" >/dev/null 2>&1
+    stop "${CASE_PIDS[1]}" 10 # ovs-vswitchd
+    stop "${CASE_PIDS[0]}" 10 # ovsdb-server
+}
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+note "bench-compare $RID: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $NCPU CPUs," \
+    "kernel $(uname -r); forwarder on CPU $FWD_CPU, generator on CPU $GEN_CPU;" \
+    "interval ${DURATION}s (warm-up ${WARMUP}s), iperf3 -t $IPERF_TIME; logs in $WORK"
+note "load average at start: $(loadavg) (other work on the machine skews every figure)"
+
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    ((ROUNDS > 1)) && note "round $ROUND of $ROUNDS"
+    for kind in tap af_packet af_xdp; do
+        want_case "$kind" || continue
+        want_side theirs && run_case "${kind}_64b_udp" pps_theirs "$kind"
+        want_side ours && run_case "${kind}_64b_udp" pps_ours "$kind"
+    done
+    if ((ROUND == 1)) && { want_case af_packet || want_case af_xdp; }; then
+        run_case veth_generator_ceiling pps_ceiling
+    fi
+    if want_case iperf3; then
+        want_side theirs && run_case iperf3_tcp_bridge iperf_bridge
+        want_side theirs && run_case iperf3_tcp_ovs iperf_ovs
+        want_side ours && run_case iperf3_tcp_ours iperf_ours
+    fi
+done
+
+# COMPARE lines from the RESULT lines.
+# value CASE SIDE FIELD: the median over the rounds of FIELD in the RESULT lines of CASE/SIDE.
+value() {
+    awk -v c="case=$1" -v s="side=$2" -v f="$3=" '
+        $1 == "RESULT" && $2 == c && $3 == s {
+            for (i = 1; i <= NF; i++) if (index($i, f) == 1) v[n++] = substr($i, length(f) + 1) + 0
+        }
+        END {
+            if (n == 0) exit
+            for (i = 1; i < n; i++) for (j = i; j > 0 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+            m = (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
+            print (f == "pps=") ? sprintf("%.0f", m) : sprintf("%.2f", m)
+        }' "$RESULTS"
+}
+compare() { # name ours theirs unit
+    if [ -n "$2" ] && [ -n "$3" ]; then
+        emit "COMPARE case=$1 ours=$2 theirs=$3 unit=$4 ratio=$(awk -v o="$2" -v t="$3" \
+            'BEGIN { printf (t > 0 ? "%.3f" : "n/a"), (t > 0 ? o / t : 0) }')"
+    else
+        emit "NOCOMPARE case=$1 ours=${2:-missing} theirs=${3:-missing} unit=$4"
+    fi
+}
+if [ "$SIDE" = both ]; then
+    for kind in tap af_packet af_xdp; do
+        want_case "$kind" || continue
+        compare "${kind}_64b_udp" "$(value "${kind}_64b_udp" ours pps)" "$(value "${kind}_64b_udp" theirs pps)" pps
+    done
+    if want_case iperf3; then
+        ours=$(value iperf3_tcp_ours ours gbit_s)
+        compare iperf3_tcp_vs_bridge "$ours" "$(value iperf3_tcp_bridge theirs gbit_s)" Gbit/s
+        compare iperf3_tcp_vs_ovs "$ours" "$(value iperf3_tcp_ovs theirs gbit_s)" Gbit/s
+    fi
+fi
+exit $((FAILED ? 1 : 0))
