@@ -38,6 +38,8 @@
 #   --install-deps     apt-get install the missing Debian packages first
 #   --rounds N         repeat every measurement N times, alternating sides (default 1); the
 #                      COMPARE lines use the medians
+#   --wait-idle S      before each case, wait up to S seconds for the machine to be idle
+#                      (>= 85% idle over 2 s; for shared machines: other load skews figures)
 #   --keep             keep the log directory (always kept when something failed)
 # Environment: FWD_CPU (default: the last CPU) for the forwarder; the generator uses CPU 0.
 #
@@ -69,6 +71,7 @@ BUILD=1
 INSTALL=0
 KEEP=0
 ROUNDS=1
+WAIT_IDLE=0
 usage() { sed -n '2,/^# shellcheck disable/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
@@ -81,11 +84,13 @@ while (($#)); do
     --install-deps) INSTALL=1 ;;
     --keep) KEEP=1 ;;
     --rounds) ROUNDS=${2:?--rounds needs a count}; shift ;;
+    --wait-idle) WAIT_IDLE=${2:?--wait-idle needs seconds}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "$PROG: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+[[ $WAIT_IDLE =~ ^[0-9]+$ ]] || { echo "$PROG: --wait-idle needs seconds" >&2; exit 2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "$PROG: --rounds needs a positive count" >&2; exit 2; }
 case $SIDE in ours | theirs | both) ;; *) echo "$PROG: --side must be ours, theirs or both" >&2; exit 2 ;; esac
 for c in ${CASES//,/ }; do
@@ -109,6 +114,7 @@ fi
 # Packages and binaries
 # ---------------------------------------------------------------------------------------------
 have() { command -v "$1" >/dev/null 2>&1; }
+note() { printf '# %s\n' "$*" >&2; }
 pmd_present() { compgen -G "/usr/lib/*/dpdk/pmds-*/librte_net_$1.so*" >/dev/null; }
 missing=()
 have ip || missing+=(iproute2)
@@ -183,7 +189,6 @@ fi
 CASE_NO=0
 GRPC_PORT=1337 # inside a private namespace: no clash with anything on the host
 
-note() { printf '# %s\n' "$*" >&2; }
 emit() { printf '%s\n' "$*"; printf '%s\n' "$*" >>"$RESULTS"; }
 
 # Stops what is still running and removes everything named after this run.
@@ -281,13 +286,31 @@ counter() { nsx "$1" cat "/sys/class/net/$2/statistics/$3"; }
 mac_of() { nsx "$1" cat "/sys/class/net/$2/address"; }
 now() { date +%s.%N; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# idle_pct SECONDS: how idle all CPUs were over the next SECONDS (percent, from /proc/stat).
+idle_pct() {
+    local a b
+    a=$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
+    sleep "$1"
+    b=$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        printf "%.0f", (y[2] > x[2]) ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 100 }'
+}
+# With --wait-idle: waits (bounded) for the machine to be >= 85% idle; sets IDLE_BEFORE.
+wait_idle() {
+    local deadline=$((SECONDS + WAIT_IDLE))
+    IDLE_BEFORE=$(idle_pct 2)
+    while ((WAIT_IDLE > 0 && IDLE_BEFORE < 85 && SECONDS < deadline)); do
+        IDLE_BEFORE=$(idle_pct 2)
+    done
+}
 
 # run_case NAME function args...: runs one case in a subshell; a failure is reported, not fatal.
 run_case() {
     local name=$1 rc
     shift
     CASE_NO=$((CASE_NO + 1))
-    note "case $name ($*) — load average $(loadavg)"
+    wait_idle
+    note "case $name ($*) — load average $(loadavg), ${IDLE_BEFORE}% idle before"
     (
         CASE=$name
         CASE_DIR=$WORK/$CASE_NO-$name
@@ -379,6 +402,9 @@ vms_of_daemon() {
     local ifa=$1 ifb=$2 i ok=0
     vm_static "$NA" "$ifa" 10.100.1.1
     vm_static "$NB" "$ifb" 10.100.1.2
+    # On an existing interface (veth) the daemon knows a VM's MAC only from the VM's own
+    # frames: let B speak first (ARP + ping to the gateway), or A's packets go to a placeholder.
+    nsx "$NB" ping -c 1 -W 1 169.254.0.1 >>"$CASE_DIR/ping.log" 2>&1
     for ((i = 0; i < 10; i++)); do
         if nsx "$NA" ping -c 1 -W 1 10.100.1.2 >>"$CASE_DIR/ping.log" 2>&1; then ok=1; break; fi
         alive "$DAEMON_PID" || fail "the daemon exited: $(tail -5 "$CASE_DIR/dpservice.log")"
@@ -431,7 +457,7 @@ EOF
     offered=$(awk -v a="$o0" -v b="$o1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
     [ "$pps" -gt 0 ] || fail "B received nothing (offered $offered pps)"
     emit "RESULT case=$CASE side=$SIDE_NAME tool=$TOOL pps=$pps offered_pps=$offered" \
-        "round=$ROUND interval_s=$DURATION loadavg=$(loadavg | tr ' ' /)"
+        "round=$ROUND interval_s=$DURATION idle_before=$IDLE_BEFORE loadavg=$(loadavg | tr ' ' /)"
 }
 # What A's interface was asked to send: sent + dropped at the device (a full TAP queue drops).
 tx_offered() {
@@ -523,9 +549,12 @@ pps_ceiling() {
 # ---------------------------------------------------------------------------------------------
 # (c) iperf3 TCP A -> B: our daemon (TAP) vs Linux bridge vs OVS userspace datapath
 # ---------------------------------------------------------------------------------------------
-# iperf A-IP B-IP: one TCP stream A -> B; emits the RESULT line (Gbit/s received by B).
+# iperf A-IP B-IP A-IF: one TCP stream A -> B; emits the RESULT line (Gbit/s received by B,
+# and whether A's interface offers TSO).
 iperf() {
-    local srv gbps retr json=$CASE_DIR/iperf3.json
+    local srv gbps retr tso json=$CASE_DIR/iperf3.json
+    nsx "$NA" ethtool -k "$3" >"$CASE_DIR/offloads-a.txt" 2>&1
+    tso=$(awk '$1 == "tcp-segmentation-offload:" { print $2 }' "$CASE_DIR/offloads-a.txt")
     bg "$CASE_DIR/iperf3-server.log" $((IPERF_TIME + 60)) ip netns exec "$NB" iperf3 -s -1 -B "$2" -p 5201
     srv=$BG_PID
     wait_for 10 "iperf3 server" nsx "$NB" sh -c "ss -Hltn 'sport = :5201' | grep -q ."
@@ -536,8 +565,8 @@ iperf() {
     gbps=$(jq -r '.end.sum_received.bits_per_second / 1e9 | . * 100 | round / 100' "$json") ||
         fail "no result in $json"
     retr=$(jq -r '.end.sum_sent.retransmits // "?"' "$json")
-    emit "RESULT case=$CASE side=$SIDE_NAME tool=$TOOL gbit_s=$gbps retransmits=$retr" \
-        "round=$ROUND time_s=$IPERF_TIME loadavg=$(loadavg | tr ' ' /)"
+    emit "RESULT case=$CASE side=$SIDE_NAME tool=$TOOL gbit_s=$gbps retransmits=$retr vm_tso=${tso:-?}" \
+        "round=$ROUND time_s=$IPERF_TIME idle_before=$IDLE_BEFORE loadavg=$(loadavg | tr ' ' /)"
 }
 
 iperf_ours() {
@@ -547,8 +576,7 @@ iperf_ours() {
     start_daemon tap ""
     tap_to_vm "$VF0" "$NA" && tap_to_vm "$VF1" "$NB"
     vms_of_daemon "$VF0" "$VF1"
-    nsx "$NA" ethtool -k "$VF0" >"$CASE_DIR/offloads-a.txt" 2>&1
-    iperf 10.100.1.1 10.100.1.2
+    iperf 10.100.1.1 10.100.1.2 "$VF0"
     alive "$DAEMON_PID" || fail "the daemon died during the run: $(tail -5 "$CASE_DIR/dpservice.log")"
     stop "$DAEMON_PID" 10
     note "dpservice $(daemon_summary)"
@@ -567,7 +595,7 @@ iperf_bridge() {
     ip -n "$NA" addr add 10.100.1.1/24 dev "$IFA" && ip -n "$NB" addr add 10.100.1.2/24 dev "$IFB" ||
         fail "addresses"
     wait_for 10 "A to reach B over the bridge" nsx "$NA" ping -c 1 -W 1 10.100.1.2
-    iperf 10.100.1.1 10.100.1.2
+    iperf 10.100.1.1 10.100.1.2 "$IFA"
 }
 
 iperf_ovs() {
@@ -608,8 +636,7 @@ iperf_ovs() {
     ip -n "$NA" addr add 10.100.1.1/24 dev "$VF0" && ip -n "$NB" addr add 10.100.1.2/24 dev "$VF1" ||
         fail "addresses"
     wait_for 10 "A to reach B over OVS" nsx "$NA" ping -c 1 -W 1 10.100.1.2
-    nsx "$NA" ethtool -k "$VF0" >"$CASE_DIR/offloads-a.txt" 2>&1
-    iperf 10.100.1.1 10.100.1.2
+    iperf 10.100.1.1 10.100.1.2 "$VF0"
     "${vsctl[@]}" del-br "${RID}br" >/dev/null 2>&1
     stop "${CASE_PIDS[1]}" 10 # ovs-vswitchd
     stop "${CASE_PIDS[0]}" 10 # ovsdb-server

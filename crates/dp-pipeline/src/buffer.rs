@@ -15,6 +15,10 @@ pub const HEADROOM: usize = 128;
 /// jumbo frames need a pool made with a larger size.
 pub const DEFAULT_DATA_ROOM: usize = 2048;
 
+/// Room of a pool's large buffers ([`BufferPool::with_large`]): a 64 KiB TCP superframe from a
+/// TAP with segmentation offload (IP length at most 65535, plus the Ethernet header and slack).
+pub const LARGE_DATA_ROOM: usize = 65536 + 64;
+
 /// Metadata that travels with a packet through the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketMeta {
@@ -27,6 +31,9 @@ pub struct PacketMeta {
     /// The next hop on the underlay (outer destination) of a packet routed to another
     /// hypervisor, set by the lookup nodes for the encapsulation.
     pub underlay_dst: Ipv6Addr,
+    /// The checksum/segmentation offload request that came with the frame (a TAP's virtio-net
+    /// header), to pass on or to finish in software; see [`crate::offload`].
+    pub offload: crate::offload::Offload,
 }
 
 impl Default for PacketMeta {
@@ -36,6 +43,7 @@ impl Default for PacketMeta {
             out_port: 0,
             rx_time_ns: 0,
             underlay_dst: Ipv6Addr::UNSPECIFIED,
+            offload: crate::offload::Offload::NONE,
         }
     }
 }
@@ -91,6 +99,12 @@ impl PacketBuf {
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Bytes the buffer can hold after the headroom (its data room).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.storage.len().saturating_sub(HEADROOM)
     }
 
     /// Free bytes in front of the frame.
@@ -173,11 +187,18 @@ pub enum BufferError {
 }
 
 /// A worker's free buffers. Exhaustion is not an error: the port simply receives fewer frames.
+///
+/// Optionally a second, smaller set of large buffers ([`BufferPool::with_large`]) for the TCP
+/// superframes of ports with segmentation offload; [`BufferPool::free`] sorts a buffer back into
+/// its set by size.
 #[derive(Debug)]
 pub struct BufferPool {
     free: Vec<PacketBuf>,
     capacity: usize,
     data_room: usize,
+    large: Vec<PacketBuf>,
+    large_capacity: usize,
+    large_room: usize,
 }
 
 impl BufferPool {
@@ -187,7 +208,47 @@ impl BufferPool {
             free: (0..count).map(|_| PacketBuf::new(data_room)).collect(),
             capacity: count,
             data_room,
+            large: Vec::new(),
+            large_capacity: 0,
+            large_room: 0,
         }
+    }
+
+    /// [`BufferPool::new`] plus `large_count` buffers of `large_room` bytes (more than
+    /// `data_room`), handed out only by [`BufferPool::alloc_large`]. Their memory is only touched
+    /// (made resident) when a frame that large is received into them.
+    pub fn with_large(
+        count: usize,
+        data_room: usize,
+        large_count: usize,
+        large_room: usize,
+    ) -> Self {
+        let mut pool = BufferPool::new(count, data_room);
+        if large_room > data_room {
+            pool.large = (0..large_count)
+                .map(|_| PacketBuf::new(large_room))
+                .collect();
+            pool.large_capacity = large_count;
+            pool.large_room = large_room;
+        }
+        pool
+    }
+
+    /// A reset large buffer, or `None` when the pool has none (left).
+    #[inline]
+    pub fn alloc_large(&mut self) -> Option<PacketBuf> {
+        let mut buf = self.large.pop()?;
+        buf.reset();
+        Some(buf)
+    }
+
+    /// Room of the large buffers (0 without).
+    pub fn large_room(&self) -> usize {
+        self.large_room
+    }
+
+    pub fn large_available(&self) -> usize {
+        self.large.len()
     }
 
     /// A reset buffer, or `None` when every buffer is in flight.
@@ -202,7 +263,11 @@ impl BufferPool {
     /// this never allocates.
     #[inline]
     pub fn free(&mut self, buf: PacketBuf) {
-        if self.free.len() < self.capacity {
+        if self.large_capacity != 0 && buf.capacity() > self.data_room {
+            if self.large.len() < self.large_capacity {
+                self.large.push(buf);
+            }
+        } else if self.free.len() < self.capacity {
             self.free.push(buf);
         }
     }
@@ -252,5 +317,19 @@ mod tests {
         let c = pool.alloc().unwrap();
         assert_eq!(c.len(), 0);
         assert_eq!(c.headroom(), HEADROOM);
+    }
+
+    #[test]
+    fn large_buffers_go_back_to_their_own_set() {
+        let mut pool = BufferPool::with_large(2, 128, 1, 4096);
+        let big = pool.alloc_large().unwrap();
+        assert_eq!(big.capacity(), 4096);
+        assert!(pool.alloc_large().is_none());
+        let small = pool.alloc().unwrap();
+        pool.free(big);
+        pool.free(small);
+        assert_eq!((pool.available(), pool.large_available()), (2, 1));
+        assert_eq!(pool.alloc_large().unwrap().capacity(), 4096);
+        assert_eq!(pool.alloc().unwrap().capacity(), 128);
     }
 }

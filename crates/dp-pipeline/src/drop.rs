@@ -87,6 +87,7 @@ drop_reasons! {
     GraphLoop => "graph_loop", "a node sent a packet backwards in the graph (a bug)";
     TxFailed => "tx_failed", "the port could not transmit the frame";
     NoBuffer => "no_buffer", "no free packet buffer";
+    OffloadInvalid => "offload_invalid", "a superframe whose offload request (virtio-net header) does not match its headers, so it cannot be segmented";
 }
 
 #[cfg(test)]

@@ -42,6 +42,18 @@ pub trait Node {
     /// Decides the fate of one packet; may rewrite it in place.
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict;
 
+    /// Decides the fate of every packet of a batch, in order: `verdicts[i]` for `pkts[i]`
+    /// (`verdicts` is at least as long as `pkts`). The graph calls this for nodes that do not
+    /// make packets; the default calls [`Node::process`] for each. A node overrides it to do
+    /// per-batch work once (e.g. look up the sender's tables once per run of packets from the
+    /// same port); the outcome must be what `process` would decide packet by packet.
+    #[inline]
+    fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
+        for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
+            *verdict = self.process(pkt, ctx);
+        }
+    }
+
     /// [`Node::process`] for a node that may make more packets out of one (IPv4 fragmentation):
     /// the extra packets, allocated from `pool`, are pushed to `extra` and go where the verdict
     /// sends `pkt`, right after it. `extra` never grows past its capacity (pushing beyond it

@@ -122,6 +122,9 @@ pub struct AfPacketOptions {
     pub promiscuous: bool,
     /// Send straight to the driver, skipping the interface's qdisc (`PACKET_QDISC_BYPASS`).
     pub qdisc_bypass: bool,
+    /// Join this `PACKET_FANOUT` group (hash mode): sockets of one group on one interface share
+    /// its received frames by flow hash (one socket per worker). `None`: receive everything.
+    pub fanout_group: Option<u16>,
 }
 
 impl Default for AfPacketOptions {
@@ -134,6 +137,7 @@ impl Default for AfPacketOptions {
             retire_timeout_ms: 1,
             promiscuous: true,
             qdisc_bypass: true,
+            fanout_group: None,
         }
     }
 }
@@ -302,6 +306,14 @@ impl AfPacketPort {
         };
         if rc < 0 {
             return Err(sys::os_error(name, "cannot bind to the interface"));
+        }
+
+        if let Some(group) = opts.fanout_group {
+            // PACKET_FANOUT_HASH with defragmentation: a flow's frames go to one socket.
+            let arg = u32::from(group)
+                | ((libc::PACKET_FANOUT_HASH | libc::PACKET_FANOUT_FLAG_DEFRAG) << 16);
+            sys::setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
+                .map_err(|e| sys::io_error(name, "cannot join the PACKET_FANOUT group", e))?;
         }
 
         if opts.promiscuous {

@@ -46,7 +46,7 @@ pub mod tap;
 pub use af_packet::{AfPacketOptions, AfPacketPort};
 pub use af_xdp::{AfXdpOptions, AfXdpPort, XdpAttach, XdpMode};
 pub use memory::{MemoryPort, MemoryPortHandle};
-pub use tap::TapPort;
+pub use tap::{TapOptions, TapPort};
 
 /// A source and sink of Ethernet frames, owned and polled by one worker thread.
 ///
@@ -74,6 +74,14 @@ pub trait Port: Send {
     /// A file descriptor that is readable (level-triggered) while frames wait to be received,
     /// for a worker's epoll-based idle wait; `None` when the port cannot provide one (then poll).
     fn rx_fd(&self) -> Option<RawFd>;
+
+    /// Whether the port takes frames with an offload request (`meta.offload`: a partial
+    /// checksum, a TCP superframe) and passes it on to the other side; when not, the worker
+    /// finishes checksums and segments superframes in software before transmitting. Default:
+    /// no.
+    fn offloads(&self) -> bool {
+        false
+    }
 
     /// Whether the link is up as far as the port can tell. May cost a few system calls (TAP):
     /// poll it from a slow path (e.g. once a second), not per burst.

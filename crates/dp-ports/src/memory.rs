@@ -31,7 +31,10 @@ pub struct MemoryPort {
 enum Mode {
     Queues(Arc<Shared>),
     Replay {
-        frames: Vec<Vec<u8>>,
+        /// Every frame back to back (one allocation, read sequentially: what a NIC's receive
+        /// ring would hand over), and where each one is in it.
+        bytes: Vec<u8>,
+        frames: Vec<std::ops::Range<usize>>,
         next: usize,
         link_up: bool,
     },
@@ -94,12 +97,22 @@ impl MemoryPort {
     /// (none when `frames` is empty; a frame too large for a pool buffer counts as an
     /// `rx_errors`). Transmit counts and frees. No [`Port::rx_fd`]: it always has frames.
     pub fn replay(name: impl Into<String>, mac: MacAddr, frames: Vec<Vec<u8>>) -> MemoryPort {
+        let mut bytes = Vec::with_capacity(frames.iter().map(Vec::len).sum());
+        let ranges = frames
+            .iter()
+            .map(|f| {
+                let start = bytes.len();
+                bytes.extend_from_slice(f);
+                start..bytes.len()
+            })
+            .collect();
         MemoryPort {
             name: name.into(),
             mac,
             counters: PortCounters::new(),
             mode: Mode::Replay {
-                frames,
+                bytes,
+                frames: ranges,
                 next: 0,
                 link_up: true,
             },
@@ -175,6 +188,7 @@ impl Port for MemoryPort {
                 }
             }
             Mode::Replay {
+                bytes,
                 frames,
                 next,
                 link_up,
@@ -187,7 +201,10 @@ impl Port for MemoryPort {
                         d.rx_nombuf += 1;
                         break;
                     };
-                    let frame = frames.get(*next).map(Vec::as_slice).unwrap_or(&[]);
+                    let frame = frames
+                        .get(*next)
+                        .and_then(|r| bytes.get(r.clone()))
+                        .unwrap_or(&[]);
                     *next = if *next + 1 >= frames.len() {
                         0
                     } else {

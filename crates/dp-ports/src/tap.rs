@@ -3,8 +3,24 @@
 //! [`TapPort::create`] opens `/dev/net/tun` and attaches to (or creates) a TAP device with
 //! `IFF_TAP | IFF_NO_PI`: every `read(2)` is one Ethernet frame the kernel side sent, every
 //! `write(2)` one frame the kernel side receives. The descriptor is non-blocking; `EAGAIN` ends a
-//! burst. (Issue #4 adds `IFF_VNET_HDR` for checksum/GSO offload metadata; until then frames
-//! carry no virtio-net header.)
+//! burst.
+//!
+//! # Offload ([`TapOptions::vnet_hdr`])
+//! With `IFF_VNET_HDR` every frame is preceded by a 10-byte `struct virtio_net_hdr`, and
+//! `TUNSETOFFLOAD` (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN`) tells the kernel we
+//! take partial checksums and TCP superframes of up to 64 KiB: the kernel side then sends them
+//! without segmenting or checksumming (as to a virtio-net guest). Received, the header goes into
+//! [`PacketMeta::offload`](dp_pipeline::PacketMeta); transmitted, it is written back from there
+//! (the kernel finishes or segments what the header asks). A superframe is received into one of
+//! the pool's large buffers ([`BufferPool::with_large`]): the read scatters into a normal buffer
+//! and the tail of a large one, and only a frame that overflows the normal buffer moves (its
+//! first part is copied over). Without large buffers a superframe is cut and counted in
+//! `rx_errors`. UDP segmentation offload (`TUN_F_USO4/6`) is not asked for: nothing here could
+//! segment a UDP superframe for a port that cannot take it.
+//!
+//! # Multi-queue ([`TapOptions::queues`] > 1)
+//! With `IFF_MULTI_QUEUE` the device is opened once per queue, each descriptor a [`TapPort`] of
+//! its own (one per worker): the kernel spreads what its side sends over the queues by flow hash.
 //!
 //! # Lifetime
 //! The device is **not** made persistent: it disappears when the port is dropped (or the
@@ -35,6 +51,8 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+
+use dp_pipeline::{Offload, VNET_HDR_LEN};
 
 use crate::{BufferPool, MacAddr, PacketBuf, Port, PortCounters, PortError, PortStats};
 
@@ -91,6 +109,33 @@ mod dir {
 const TUNSETIFF: u32 = ioc(dir::WRITE, b'T', 202, 4);
 const TUNGETIFF: u32 = ioc(dir::READ, b'T', 210, 4);
 const TUNGETDEVNETNS: u32 = ioc(dir::NONE, b'T', 227, 0);
+const TUNSETOFFLOAD: u32 = ioc(dir::WRITE, b'T', 208, 4);
+const TUNSETVNETHDRSZ: u32 = ioc(dir::WRITE, b'T', 216, 4);
+const IFF_VNET_HDR: libc::c_int = 0x4000;
+const IFF_MULTI_QUEUE: libc::c_int = 0x0100;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+const TUN_F_TSO_ECN: libc::c_uint = 0x08;
+
+/// How to open a TAP device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TapOptions {
+    /// Exchange a virtio-net header with every frame and take checksum and TCP segmentation
+    /// offload from the kernel side (see the module docs).
+    pub vnet_hdr: bool,
+    /// Queues (descriptors) to open; more than 1 opens the device with `IFF_MULTI_QUEUE`.
+    pub queues: u16,
+}
+
+impl Default for TapOptions {
+    fn default() -> Self {
+        TapOptions {
+            vnet_hdr: false,
+            queues: 1,
+        }
+    }
+}
 
 /// A TAP device; see the module docs.
 #[derive(Debug)]
@@ -110,6 +155,8 @@ pub struct TapPort {
     /// A datagram socket in the foreign namespace the device was last seen in, with that
     /// namespace's (st_dev, st_ino); `None` until needed (or when it cannot be made).
     foreign_ctl: RefCell<Option<((u64, u64), OwnedFd)>>,
+    /// Frames carry a virtio-net header (`IFF_VNET_HDR`).
+    vnet_hdr: bool,
 }
 
 impl TapPort {
@@ -121,6 +168,69 @@ impl TapPort {
     /// [`PortError::Busy`] when another process has the TAP open, and
     /// [`PortError::PermissionDenied`] without `CAP_NET_ADMIN`.
     pub fn create(ifname: &str, mac: Option<MacAddr>) -> Result<TapPort, PortError> {
+        let mut queues = Self::create_with(ifname, mac, &TapOptions::default())?;
+        queues.pop().ok_or_else(|| PortError::Io {
+            name: ifname.into(),
+            what: "no queue opened",
+            source: io::Error::from_raw_os_error(libc::EINVAL),
+        })
+    }
+
+    /// [`TapPort::create`] with options: one [`TapPort`] per queue (the first sets the device
+    /// up; all share the device and its counters are per queue), with or without offload.
+    pub fn create_with(
+        ifname: &str,
+        mac: Option<MacAddr>,
+        opts: &TapOptions,
+    ) -> Result<Vec<TapPort>, PortError> {
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
+        if opts.vnet_hdr {
+            flags |= IFF_VNET_HDR;
+        }
+        if opts.queues > 1 {
+            flags |= IFF_MULTI_QUEUE;
+        }
+        let first = Self::open_queue(ifname, mac, flags, true)?;
+        let name = first.name.clone();
+        let mut queues = vec![first];
+        for _ in 1..opts.queues.max(1) {
+            queues.push(Self::open_queue(&name, None, flags, false)?);
+        }
+        if opts.vnet_hdr {
+            if let Some(q) = queues.first() {
+                q.enable_offload()?;
+            }
+        }
+        Ok(queues)
+    }
+
+    /// Sets the virtio-net header size and the offloads we accept (device-wide).
+    fn enable_offload(&self) -> Result<(), PortError> {
+        let fd = self.tun.as_raw_fd();
+        let size: libc::c_int = dp_pipeline::VNET_HDR_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which points at `size`.
+        if unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ as _, &size as *const libc::c_int) } < 0 {
+            return Err(os_error(&self.name, "TUNSETVNETHDRSZ failed"));
+        }
+        let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+        // SAFETY: TUNSETOFFLOAD takes the flags as the argument value itself.
+        if unsafe { libc::ioctl(fd, TUNSETOFFLOAD as _, offloads as libc::c_ulong) } < 0 {
+            return Err(os_error(&self.name, "TUNSETOFFLOAD failed"));
+        }
+        Ok(())
+    }
+
+    /// Whether frames carry a virtio-net header (offload on).
+    pub fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
+    }
+
+    fn open_queue(
+        ifname: &str,
+        mac: Option<MacAddr>,
+        tun_flags: libc::c_int,
+        set_up: bool,
+    ) -> Result<TapPort, PortError> {
         let mut ifr = ifreq_for(ifname)?;
 
         // SAFETY: a NUL-terminated path literal; on success we own the new descriptor.
@@ -152,7 +262,7 @@ impl TapPort {
         // SAFETY: `ctl` was just created and is owned by nobody else.
         let ctl = unsafe { OwnedFd::from_raw_fd(ctl) };
 
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        ifr.ifr_ifru.ifru_flags = tun_flags as libc::c_short;
         if let Err(err) = ioctl_ifreq(tun.as_raw_fd(), TUNSETIFF as _, &mut ifr) {
             return Err(match err.raw_os_error() {
                 Some(libc::EINVAL) if ifindex_by_name(&ctl, ifname).is_some() => {
@@ -202,23 +312,25 @@ impl TapPort {
         let ifindex = ifindex_by_name(&ctl, &name)
             .ok_or_else(|| os_error(&name, "cannot read the ifindex"))?;
 
-        let mut flags = ifreq_for(&name)?;
-        ioctl_ifreq(ctl.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut flags).map_err(|e| {
-            PortError::Io {
-                name: name.clone(),
-                what: "cannot read the device flags",
-                source: e,
-            }
-        })?;
-        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-        unsafe { flags.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-        ioctl_ifreq(ctl.as_raw_fd(), libc::SIOCSIFFLAGS as _, &mut flags).map_err(|e| {
-            PortError::Io {
-                name: name.clone(),
-                what: "cannot bring the device up",
-                source: e,
-            }
-        })?;
+        if set_up {
+            let mut flags = ifreq_for(&name)?;
+            ioctl_ifreq(ctl.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut flags).map_err(|e| {
+                PortError::Io {
+                    name: name.clone(),
+                    what: "cannot read the device flags",
+                    source: e,
+                }
+            })?;
+            // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+            unsafe { flags.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+            ioctl_ifreq(ctl.as_raw_fd(), libc::SIOCSIFFLAGS as _, &mut flags).map_err(|e| {
+                PortError::Io {
+                    name: name.clone(),
+                    what: "cannot bring the device up",
+                    source: e,
+                }
+            })?;
+        }
 
         let home_netns = device_netns(&tun);
         Ok(TapPort {
@@ -231,6 +343,7 @@ impl TapPort {
             counters: PortCounters::new(),
             seen_down: Cell::new(false),
             foreign_ctl: RefCell::new(None),
+            vnet_hdr: tun_flags & IFF_VNET_HDR != 0,
         })
     }
 
@@ -293,29 +406,57 @@ impl Port for TapPort {
         let fd = self.tun.as_raw_fd();
         let mut d = PortStats::default();
         let mut got = 0;
+        let hdr_len = if self.vnet_hdr { VNET_HDR_LEN } else { 0 };
+        let use_large = self.vnet_hdr && pool.large_room() > 0;
+        // A large buffer whose tail catches what overflows the normal one (superframes).
+        let mut large: Option<PacketBuf> = None;
         while got < max {
+            if use_large && large.is_none() {
+                large = pool.alloc_large();
+                if large.is_none() {
+                    d.rx_nombuf += 1;
+                    break;
+                }
+            }
             let Some(mut buf) = pool.alloc() else {
                 d.rx_nombuf += 1;
                 break;
             };
+            let mut hdr = [0u8; VNET_HDR_LEN];
+            // The kernel cuts a frame longer than the buffers to fit: one spare byte behind them
+            // tells a cut frame from one that fills them exactly.
+            let mut spare = 0u8;
             let area = buf.receive_area();
             let room = area.len();
-            // The kernel cuts a frame longer than the buffer to fit: one spare byte behind the
-            // buffer tells a cut frame from one that fills the buffer exactly.
-            let mut spare = 0u8;
+            let (tail_ptr, tail_len) = match large.as_mut() {
+                Some(l) => match l.receive_area().get_mut(room..) {
+                    Some(t) if !t.is_empty() => (t.as_mut_ptr(), t.len()),
+                    _ => (&mut spare as *mut u8, 1),
+                },
+                None => (&mut spare as *mut u8, 1),
+            };
             let iov = [
+                libc::iovec {
+                    iov_base: hdr.as_mut_ptr().cast(),
+                    iov_len: hdr_len,
+                },
                 libc::iovec {
                     iov_base: area.as_mut_ptr().cast(),
                     iov_len: room,
                 },
                 libc::iovec {
+                    iov_base: tail_ptr.cast(),
+                    iov_len: tail_len,
+                },
+                libc::iovec {
                     iov_base: (&mut spare as *mut u8).cast(),
-                    iov_len: 1,
+                    iov_len: usize::from(tail_len > 1),
                 },
             ];
-            // SAFETY: both iovecs point at live, writable memory of the stated lengths (the
-            // buffer's receive area and `spare`), which nothing else borrows during the call.
-            let n = unsafe { libc::readv(fd, iov.as_ptr(), 2) };
+            // SAFETY: every iovec points at live, writable memory of the stated length (the
+            // header array, the buffer's receive area, the large buffer's area past `room` or
+            // `spare`), none of which anything else borrows during the call.
+            let n = unsafe { libc::readv(fd, iov.as_ptr(), 4) };
             if n < 0 {
                 let errno = io::Error::last_os_error().raw_os_error();
                 pool.free(buf);
@@ -324,17 +465,45 @@ impl Port for TapPort {
                 }
                 break;
             }
-            let n = n as usize;
-            // A frame longer than the buffer was cut: count it, do not pass it on.
-            if n == 0 || n > room || buf.set_len(n).is_err() {
+            let n = (n as usize).saturating_sub(hdr_len);
+            let capacity = room + if tail_len > 1 { tail_len } else { 0 };
+            // A frame longer than the buffers was cut: count it, do not pass it on.
+            if n == 0 || n > capacity {
                 d.rx_errors += 1;
                 pool.free(buf);
                 continue;
+            }
+            if n > room {
+                // A superframe: move the head into the large buffer, whose tail has the rest.
+                let Some(mut l) = large.take() else {
+                    d.rx_errors += 1;
+                    pool.free(buf);
+                    continue;
+                };
+                if let (Some(dst), Some(src)) = (
+                    l.receive_area().get_mut(..room),
+                    buf.receive_area().get(..room),
+                ) {
+                    dst.copy_from_slice(src);
+                }
+                pool.free(buf);
+                buf = l;
+            }
+            if buf.set_len(n).is_err() {
+                d.rx_errors += 1;
+                pool.free(buf);
+                continue;
+            }
+            if self.vnet_hdr {
+                buf.meta.offload = Offload::parse(&hdr);
             }
             d.rx_packets += 1;
             d.rx_bytes += n as u64;
             out.push(buf);
             got += 1;
+        }
+        if let Some(l) = large {
+            pool.free(l);
         }
         if got > 0 {
             self.seen_down.set(false);
@@ -355,8 +524,34 @@ impl Port for TapPort {
                 d.tx_dropped += 1;
             } else {
                 let data = pkt.data();
-                // SAFETY: writes the frame's own bytes.
-                let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+                let n = if self.vnet_hdr {
+                    let mut off = pkt.meta.offload;
+                    off.hdr_len = off
+                        .hdr_len
+                        .min(u16::try_from(data.len()).unwrap_or(u16::MAX));
+                    let hdr = off.emit();
+                    let iov = [
+                        libc::iovec {
+                            iov_base: hdr.as_ptr() as *mut libc::c_void,
+                            iov_len: VNET_HDR_LEN,
+                        },
+                        libc::iovec {
+                            iov_base: data.as_ptr() as *mut libc::c_void,
+                            iov_len: data.len(),
+                        },
+                    ];
+                    // SAFETY: both iovecs point at live memory of the stated lengths, which the
+                    // kernel only reads.
+                    let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+                    if n >= VNET_HDR_LEN as isize {
+                        n - VNET_HDR_LEN as isize
+                    } else {
+                        n.min(-1)
+                    }
+                } else {
+                    // SAFETY: writes the frame's own bytes.
+                    unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) }
+                };
                 if n >= 0 && n as usize == data.len() {
                     d.tx_packets += 1;
                     d.tx_bytes += data.len() as u64;
@@ -390,6 +585,10 @@ impl Port for TapPort {
 
     fn rx_fd(&self) -> Option<RawFd> {
         Some(self.tun.as_raw_fd())
+    }
+
+    fn offloads(&self) -> bool {
+        self.vnet_hdr
     }
 
     fn link_up(&self) -> bool {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dp_control::{Config, ControlPlane};
-use dp_pipeline::{BufferPool, DpConfig, Graph, GraphCounters, DEFAULT_DATA_ROOM};
+use dp_pipeline::{BufferPool, DpConfig, Graph, GraphCounters, DEFAULT_DATA_ROOM, LARGE_DATA_ROOM};
 use dp_tables::{Publisher, Snapshot};
 
 use dpservice::options::Options;
@@ -19,6 +19,9 @@ use dpservice::{logging, ports, stats};
 
 /// Packet buffers per worker: enough for every batch in flight with room to spare.
 const BUFFERS_PER_WORKER: usize = 4096;
+/// Large (64 KiB) buffers per worker for TCP superframes from VM TAPs with offload: a full
+/// receive burst's worth and some (~21 MiB of address space, resident only once used).
+const LARGE_BUFFERS_PER_WORKER: usize = 320;
 /// Ethernet header and a VLAN tag's worth of slack on top of the underlay MTU.
 const UNDERLAY_FRAME_EXTRA: usize = 18;
 /// How often the stats line is printed (unless `--no-stats`).
@@ -50,12 +53,6 @@ fn run(opts: Options) -> Result<(), String> {
     let underlay = opts
         .ipv6
         .ok_or("--ipv6 is required: the host's underlay IPv6 address")?;
-    if opts.workers > 1 {
-        tracing::warn!(
-            "--workers {} requested; this build runs one worker",
-            opts.workers
-        );
-    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -117,26 +114,39 @@ fn run(opts: Options) -> Result<(), String> {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let counters = Arc::new(GraphCounters::default());
-    let worker = Worker {
-        graph: Graph::new(ports.list.len(), Arc::clone(&counters)),
-        // Room for a whole underlay frame: decapsulation receives up to --underlay-mtu bytes.
-        pool: BufferPool::new(
-            BUFFERS_PER_WORKER,
-            DEFAULT_DATA_ROOM.max(usize::from(opts.underlay_mtu) + UNDERLAY_FRAME_EXTRA),
-        ),
-        tables: reader,
-        port_table: Arc::clone(&ports.table),
-        config,
-        stop: Arc::clone(&stop),
-        ports: ports.list,
+    // Room for a whole underlay frame: decapsulation receives up to --underlay-mtu bytes.
+    let data_room = DEFAULT_DATA_ROOM.max(usize::from(opts.underlay_mtu) + UNDERLAY_FRAME_EXTRA);
+    let large = if ports.any_offload() {
+        LARGE_BUFFERS_PER_WORKER
+    } else {
+        0
     };
-    let worker_thread = std::thread::Builder::new()
-        .name("dp-worker-0".into())
-        .spawn(move || worker.run())
-        .map_err(|e| format!("cannot start the worker thread: {e}"))?;
+    let port_count = ports.count();
+    let port_table = Arc::clone(&ports.table);
+    let mut all_counters = Vec::new();
+    let mut worker_threads = Vec::new();
+    for (index, list) in ports.per_worker.into_iter().enumerate() {
+        let counters = Arc::new(GraphCounters::default());
+        all_counters.push(Arc::clone(&counters));
+        let worker = Worker {
+            graph: Graph::new(port_count, counters),
+            pool: BufferPool::with_large(BUFFERS_PER_WORKER, data_room, large, LARGE_DATA_ROOM),
+            tables: reader.clone(),
+            port_table: Arc::clone(&port_table),
+            config: Arc::clone(&config),
+            stop: Arc::clone(&stop),
+            ports: list,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("dp-worker-{index}"))
+            .spawn(move || worker.run_as(index == 0))
+            .map_err(|e| format!("cannot start worker thread {index}: {e}"))?;
+        worker_threads.push(thread);
+    }
+    let counters = all_counters;
     tracing::info!(
-        ports = ports.table.len(),
+        ports = port_table.len(),
+        workers = worker_threads.len(),
         grpc_port = opts.grpc_port,
         "dpservice-rs {} running",
         env!("CARGO_PKG_VERSION")
@@ -145,13 +155,13 @@ fn run(opts: Options) -> Result<(), String> {
     let stats_enabled = opts.stats_enabled();
     let served = runtime.block_on(async {
         if stats_enabled {
-            let counters = Arc::clone(&counters);
+            let counters = counters.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(STATS_INTERVAL);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    println!("{}", stats::summary(std::slice::from_ref(&counters)));
+                    println!("{}", stats::summary(&counters));
                 }
             });
         }
@@ -159,8 +169,19 @@ fn run(opts: Options) -> Result<(), String> {
     });
 
     stop.store(true, Ordering::Relaxed);
-    let _ = worker_thread.join();
-    tracing::info!("{}", stats::summary(std::slice::from_ref(&counters)));
+    for thread in worker_threads {
+        let _ = thread.join();
+    }
+    if counters.len() > 1 {
+        for (index, c) in counters.iter().enumerate() {
+            tracing::info!(
+                worker = index,
+                "{}",
+                stats::summary(std::slice::from_ref(c))
+            );
+        }
+    }
+    tracing::info!("{}", stats::summary(&counters));
     tracing::info!("dpservice-rs stopped");
     served.map_err(|e| format!("gRPC server failed: {e}"))
 }

@@ -33,8 +33,10 @@
 //!   an error (dpservice ignores any failure to open it; we only ignore its absence).
 //! - IPv4 addresses must be dotted quads (dpservice's `inet_aton` also takes legacy forms such
 //!   as `10.1`).
-//! - Ours: `--vf-count`, `--workers`, `--router`, `--underlay-mtu` (also usable as config-file
-//!   keys).
+//! - Ours: `--vf-count`, `--workers`, `--router`, `--underlay-mtu`, `--no-tap-offload` (also
+//!   usable as config-file keys). `--no-offload` keeps dpservice's meaning (hardware flow
+//!   offload, which TAP ports never do); VM TAPs use virtio-net headers (checksum and TCP
+//!   segmentation offload from the VM's kernel) unless `--no-tap-offload` is given.
 //! - `--wcmp` defaults to 50 when `--pf1` is given (flows spread evenly over both uplinks, each
 //!   the other's fail-over) and to 100 without it; dpservice defaults to 100 always.
 //!   `--wcmp 100` with both uplinks keeps every flow on pf0 and pf1 as the fail-over only.
@@ -202,6 +204,11 @@ pub struct Options {
     /// number of packet-processing worker threads (1 - 64) [dpservice-rs]
     #[arg(long, value_name = "N", default_value = "1", value_parser = ranged::<u16>(1, 64))]
     pub workers: u16,
+
+    /// do not exchange virtio-net headers with VM TAP devices (no checksum/TSO offload from
+    /// the VMs' kernels) [dpservice-rs]
+    #[arg(long = "no-tap-offload")]
+    pub no_tap_offload: bool,
 
     /// IPv6 address of the underlay router [dpservice-rs]
     #[arg(long, value_name = "ADDR6", value_parser = ipv6)]
@@ -705,6 +712,7 @@ mod tests {
         assert_eq!(o.sync_tap, None);
         assert_eq!(o.vf_count, 4);
         assert_eq!(o.workers, 1);
+        assert!(!o.no_tap_offload);
         assert_eq!(o.router, None);
         assert_eq!(o.underlay_mtu, 1500);
         assert!(o.warnings.is_empty());

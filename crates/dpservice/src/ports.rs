@@ -1,19 +1,31 @@
 //! Creating the daemon's ports: uplinks pf0/pf1 and VF TAPs `<vf-pattern>0…N-1`, numbered in
 //! that order (pf0 = 0, pf1 = 1, VFs from 2).
+//!
+//! With `--workers N` every port is opened N times, one handle per worker, and the kernel shares
+//! the traffic among them by flow hash: a TAP with N queues (`IFF_MULTI_QUEUE`), an AF_PACKET
+//! interface with N sockets in one `PACKET_FANOUT` hash group. AF_XDP would need N hardware
+//! queues bound one per worker; not done, so N > 1 is refused for it.
+//!
+//! VM TAPs exchange virtio-net headers (checksum and TCP segmentation offload, see
+//! `dp_ports::tap`) unless `--no-tap-offload`. Uplink TAPs do not: nothing could be passed on
+//! to the underlay router in a virtio-net header (it has no GSO type for IP-in-IPv6), so the
+//! router's kernel segments and checksums before its frames reach us, and the worker segments
+//! and checksums what we send there.
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use dp_packet::MacAddr;
 use dp_pipeline::{PortEntry, PortKind, PortTable};
-use dp_ports::{AfPacketOptions, AfPacketPort, AfXdpOptions, AfXdpPort, Port, TapPort};
+use dp_ports::{AfPacketOptions, AfPacketPort, AfXdpOptions, AfXdpPort, Port, TapOptions, TapPort};
 use dp_tables::PortId;
 
 use crate::options::{NicType, Options};
 
-/// The ports in PortId order, and the shared table describing them.
+/// The ports in PortId order, once per worker, and the shared table describing them.
 pub struct Ports {
-    pub list: Vec<Box<dyn Port>>,
+    /// `per_worker[k]`: worker k's handle (queue) of every port, in PortId order.
+    pub per_worker: Vec<Vec<Box<dyn Port>>>,
     pub table: Arc<PortTable>,
     uplinks: Vec<PortId>,
     vfs: Vec<(String, PortId)>,
@@ -27,6 +39,28 @@ impl Ports {
     pub fn uplink_ids(&self) -> Vec<PortId> {
         self.uplinks.clone()
     }
+
+    /// Number of ports (per worker).
+    pub fn count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether any port takes offload requests (then workers need large buffers).
+    pub fn any_offload(&self) -> bool {
+        self.per_worker
+            .first()
+            .is_some_and(|ports| ports.iter().any(|p| p.offloads()))
+    }
+}
+
+/// How to open each port.
+#[derive(Clone, Copy, Debug)]
+struct OpenSpec {
+    nic_type: NicType,
+    workers: u16,
+    vnet_hdr: bool,
+    /// The PACKET_FANOUT group of this port (AF_PACKET with several workers).
+    fanout_group: u16,
 }
 
 /// Our MAC on a port: locally administered, unique per host (from the underlay address) and port.
@@ -40,24 +74,49 @@ fn own_mac(underlay: Ipv6Addr, port: PortId) -> MacAddr {
     MacAddr([0x02, h0, h1, h2 ^ hi, lo, 0x01])
 }
 
-/// Opens one port of the configured kind: a TAP the daemon creates, or an existing interface.
-fn open_port(nic_type: NicType, name: &str) -> Result<Box<dyn Port>, String> {
-    Ok(match nic_type {
-        NicType::Tap => Box::new(
-            TapPort::create(name, None)
-                .map_err(|e| format!("cannot create TAP device '{name}': {e}"))?,
-        ),
-        NicType::AfPacket => Box::new(
-            AfPacketPort::open(name, &AfPacketOptions::default())
-                .map_err(|e| format!("cannot open '{name}' with AF_PACKET: {e}"))?,
-        ),
+/// Opens one port of the configured kind, once per worker: a TAP the daemon creates, or an
+/// existing interface.
+fn open_port(spec: OpenSpec, name: &str) -> Result<Vec<Box<dyn Port>>, String> {
+    let n = usize::from(spec.workers.max(1));
+    let mut out: Vec<Box<dyn Port>> = Vec::with_capacity(n);
+    match spec.nic_type {
+        NicType::Tap => {
+            let opts = TapOptions {
+                vnet_hdr: spec.vnet_hdr,
+                queues: spec.workers.max(1),
+            };
+            for q in TapPort::create_with(name, None, &opts)
+                .map_err(|e| format!("cannot create TAP device '{name}': {e}"))?
+            {
+                out.push(Box::new(q));
+            }
+        }
+        NicType::AfPacket => {
+            let opts = AfPacketOptions {
+                fanout_group: (n > 1).then_some(spec.fanout_group),
+                ..AfPacketOptions::default()
+            };
+            for _ in 0..n {
+                out.push(Box::new(AfPacketPort::open(name, &opts).map_err(|e| {
+                    format!("cannot open '{name}' with AF_PACKET: {e}")
+                })?));
+            }
+        }
         NicType::AfXdp => {
+            if n > 1 {
+                return Err(format!(
+                    "--workers {n} with --nic-type af_xdp: each worker would need a queue of \
+                     '{name}' of its own, and this build binds AF_XDP to queue 0 only; use \
+                     --workers 1, or af_packet / tap"
+                ));
+            }
             let port = AfXdpPort::open(name, &AfXdpOptions::default())
                 .map_err(|e| format!("cannot open '{name}' with AF_XDP: {e}"))?;
             tracing::info!(device = %name, mode = ?port.xdp_mode(), zero_copy = port.zero_copy(), "AF_XDP socket bound");
-            Box::new(port)
+            out.push(Box::new(port));
         }
-    })
+    }
+    Ok(out)
 }
 
 pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
@@ -75,13 +134,33 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
         wanted.push((format!("{pattern}{i}"), PortKind::Vf));
     }
 
-    let mut list: Vec<Box<dyn Port>> = Vec::with_capacity(wanted.len());
+    let workers = opts.workers.max(1);
+    if workers > 1 && opts.nic_type == NicType::AfXdp {
+        return Err(format!(
+            "--workers {workers} is not supported with --nic-type af_xdp (one AF_XDP socket per \
+             interface queue 0 only); use --workers 1, or --nic-type af_packet / tap"
+        ));
+    }
+    let mut per_worker: Vec<Vec<Box<dyn Port>>> = (0..workers)
+        .map(|_| Vec::with_capacity(wanted.len()))
+        .collect();
+    // A fanout group id unique to this daemon and port (groups are per network namespace).
+    let fanout_base = (std::process::id() as u16).wrapping_mul(257);
     let mut entries = Vec::with_capacity(wanted.len());
     let mut uplinks = Vec::new();
     let mut vfs = Vec::new();
     for (index, (name, kind)) in wanted.into_iter().enumerate() {
         let id = PortId::try_from(index).map_err(|_| "too many ports".to_string())?;
-        let port = open_port(opts.nic_type, &name)?;
+        let spec = OpenSpec {
+            nic_type: opts.nic_type,
+            workers,
+            vnet_hdr: kind == PortKind::Vf && !opts.no_tap_offload,
+            fanout_group: fanout_base.wrapping_add(id),
+        };
+        let queues = open_port(spec, &name)?;
+        let Some(port) = queues.first() else {
+            return Err(format!("'{name}': no port opened"));
+        };
         let entry = PortEntry::new(kind, name.clone(), own_mac(underlay, id));
         // The kernel side's MAC is the VM's until its own frames say otherwise (a TAP's peer is
         // its kernel side; an existing interface's MAC is only a placeholder until then).
@@ -91,12 +170,15 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
         } else {
             uplinks.push(id);
         }
-        tracing::info!(port = id, device = %name, kind = ?kind, mac = %entry.own_mac, "port created");
+        tracing::info!(port = id, device = %name, kind = ?kind, mac = %entry.own_mac,
+            offload = port.offloads(), queues = queues.len(), "port created");
         entries.push(entry);
-        list.push(port);
+        for (worker, q) in per_worker.iter_mut().zip(queues) {
+            worker.push(q);
+        }
     }
     Ok(Ports {
-        list,
+        per_worker,
         table: Arc::new(PortTable::new(entries)),
         uplinks,
         vfs,

@@ -7,6 +7,26 @@
 //! [`PortTable`], where the nodes see them at the next packet; then it runs [`Graph::tick`] (the
 //! underlay router's neighbor discovery) and sends what that made ([`Worker::tick`]). So a link
 //! that goes down moves its flows to the other uplink within ~100 ms of the port noticing.
+//!
+//! # Several workers
+//! With `--workers N` each worker owns one queue of every port (the kernel hashes flows to
+//! queues), its own pool and graph; they share the tables and the port table. Only the
+//! *leader* (worker 0, [`Worker::run`]) does the housekeeping above — one set of router probes
+//! and link reads; the others ([`Worker::run_as`] with `leader = false`) only forward. A
+//! router's answer may reach any worker: what it teaches (the router MAC, when it was
+//! confirmed) is in the shared port table, where the leader's tick sees it.
+//!
+//! # Polling
+//! A worker busy-polls while traffic flows and for [`SPIN_ROUNDS`] empty rounds after the last
+//! frame, then sleeps in `epoll_wait` on its ports' descriptors until a frame arrives or the
+//! next tick is due (at most [`IDLE_WAIT`]). Idle, the leader wakes 10 times a second for its
+//! tick and the others once per [`IDLE_WAIT`]: well under 1% of a core (see BENCHMARKS.md).
+//!
+//! # Offload
+//! Frames from a TAP with virtio-net headers may carry an offload request (a partial checksum,
+//! a TCP superframe; see `dp_pipeline::offload`). A port that takes them gets them as they are;
+//! for any other the worker finishes the checksum or cuts the superframe into segments (from
+//! the pool) on transmit. The extra segments count as originated.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -48,8 +68,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Runs until `stop` is set.
-    pub fn run(mut self) {
+    /// Runs until `stop` is set, as the leader (with the periodic housekeeping).
+    pub fn run(self) {
+        self.run_as(true);
+    }
+
+    /// Runs until `stop` is set; only a `leader` polls links and runs the graph's tick.
+    pub fn run_as(mut self, leader: bool) {
         let epoll = Epoll::new(&self.ports);
         let mut rx = Vec::with_capacity(BATCH_SIZE);
         let mut idle_rounds = 0u32;
@@ -58,10 +83,16 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             let now_ns = clock_ns();
             if now_ns >= next_tick {
-                self.poll_links(&mut housekeeping.vf_cursor);
-                self.tick(now_ns);
-                housekeeping.log_changes(&self.port_table);
-                next_tick = now_ns.saturating_add(TICK_INTERVAL_NS);
+                if leader {
+                    self.poll_links(&mut housekeeping.vf_cursor);
+                    self.tick(now_ns);
+                    housekeeping.log_changes(&self.port_table);
+                }
+                next_tick = now_ns.saturating_add(if leader {
+                    TICK_INTERVAL_NS
+                } else {
+                    IDLE_WAIT.as_nanos() as u64
+                });
             }
             let received = self.poll_once(&mut rx, now_ns);
             if received > 0 {
@@ -127,12 +158,14 @@ impl Worker {
             now_ns,
         };
         self.graph.tick(&ctx, &mut self.pool);
-        self.transmit();
+        // Probes carry no offload request: no scratch needed.
+        self.transmit(&mut Vec::new(), false);
     }
 
     /// One round: a burst from every port through the graph and out. Returns frames received.
     pub fn poll_once(&mut self, rx: &mut Vec<dp_pipeline::PacketBuf>, now_ns: u64) -> usize {
         let mut received = 0;
+        let mut offload_seen = false;
         for (index, port) in self.ports.iter_mut().enumerate() {
             let room = self.graph.rx_room();
             if room == 0 {
@@ -144,6 +177,7 @@ impl Worker {
             for mut pkt in rx.drain(..) {
                 pkt.meta.in_port = port_id;
                 pkt.meta.rx_time_ns = now_ns;
+                offload_seen |= pkt.meta.offload.is_set();
                 if let Err(pkt) = self.graph.push_rx(pkt) {
                     self.graph
                         .drop_packet(pkt, DropReason::QueueFull, &mut self.pool);
@@ -162,14 +196,37 @@ impl Worker {
             now_ns,
         };
         self.graph.run(&ctx, &mut self.pool);
-        self.transmit();
+        // `rx` is empty again (drained into the graph): the scratch batch for segmentation.
+        self.transmit(rx, offload_seen);
         received
     }
 
-    /// Hands every port its transmit batch.
-    fn transmit(&mut self) {
+    /// Hands every port its transmit batch. When `offload_seen` (a received frame carried an
+    /// offload request), a port that does not take offload gets its batch through
+    /// [`software_offload`], with `scratch` (empty, capacity [`BATCH_SIZE`]) as the batch.
+    fn transmit(&mut self, scratch: &mut Vec<dp_pipeline::PacketBuf>, offload_seen: bool) {
         for (index, port) in self.ports.iter_mut().enumerate() {
             let port_id = PortId::try_from(index).unwrap_or(PortId::MAX);
+            if offload_seen && !port.offloads() {
+                let pending = match self.graph.tx_batch(port_id) {
+                    Some(b) if b.iter().any(|p| p.meta.offload.is_set()) => std::mem::take(b),
+                    _ => Vec::new(),
+                };
+                if pending.capacity() > 0 {
+                    let pending = software_offload(
+                        port.as_mut(),
+                        pending,
+                        scratch,
+                        &mut self.pool,
+                        self.graph.counters(),
+                    );
+                    // Put the (empty) batch back, capacity and all.
+                    if let Some(b) = self.graph.tx_batch(port_id) {
+                        *b = pending;
+                    }
+                    continue;
+                }
+            }
             if let Some(batch) = self.graph.tx_batch(port_id) {
                 if batch.is_empty() {
                     continue;
@@ -186,6 +243,78 @@ impl Worker {
             }
         }
     }
+}
+
+/// Transmits `pending` out of `port`, which does not take offload requests: partial checksums
+/// are finished, TCP superframes cut into segments (buffers from `pool`), and the result sent in
+/// batches of at most [`BATCH_SIZE`] through `scratch`. Returns `pending`, drained.
+fn software_offload(
+    port: &mut dyn Port,
+    mut pending: Vec<dp_pipeline::PacketBuf>,
+    scratch: &mut Vec<dp_pipeline::PacketBuf>,
+    pool: &mut BufferPool,
+    counters: &dp_pipeline::GraphCounters,
+) -> Vec<dp_pipeline::PacketBuf> {
+    let drop = |reason: DropReason, n: u64| {
+        if let Some(c) = counters.drops.get(reason.index()) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    };
+    let flush = |port: &mut dyn Port, scratch: &mut Vec<_>, pool: &mut BufferPool| {
+        let queued = scratch.len();
+        if queued == 0 {
+            return;
+        }
+        let sent = port.tx_burst(scratch, pool);
+        counters
+            .tx_packets
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        drop(DropReason::TxFailed, queued.saturating_sub(sent) as u64);
+    };
+    for mut pkt in pending.drain(..) {
+        let off = pkt.meta.offload;
+        if !off.is_gso() {
+            if let Err(reason) = dp_pipeline::offload::finish_checksum(&mut pkt) {
+                drop(reason, 1);
+                pool.free(pkt);
+                continue;
+            }
+            pkt.meta.offload = dp_pipeline::Offload::NONE;
+            if scratch.len() >= BATCH_SIZE {
+                flush(port, scratch, pool);
+            }
+            scratch.push(pkt);
+            continue;
+        }
+        match dp_pipeline::Segments::new(pkt.data(), &off) {
+            Err(reason) => drop(reason, 1),
+            Ok(segs) => {
+                let count = segs.count();
+                counters
+                    .originated
+                    .fetch_add(count.saturating_sub(1) as u64, Ordering::Relaxed);
+                for i in 0..count {
+                    if scratch.len() >= BATCH_SIZE {
+                        flush(port, scratch, pool);
+                    }
+                    let Some(mut seg) = pool.alloc() else {
+                        drop(DropReason::NoBuffer, (count - i) as u64);
+                        break;
+                    };
+                    match segs.write(i, &mut seg, pkt.meta) {
+                        Ok(()) => scratch.push(seg),
+                        Err(reason) => {
+                            drop(reason, 1);
+                            pool.free(seg);
+                        }
+                    }
+                }
+            }
+        }
+        pool.free(pkt);
+    }
+    flush(port, scratch, pool);
+    pending
 }
 
 /// What the run loop remembers between ticks: the next VF whose link to read, and, to log

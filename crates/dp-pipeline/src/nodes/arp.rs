@@ -24,6 +24,7 @@ impl Node for Arp {
     const NAME: &'static str = "arp";
 
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+        crate::offload::settle(pkt); // an answer goes back without the request's offload
         let in_port = pkt.meta.in_port;
         let port = match vm_port(ctx, in_port) {
             Ok((port, _iface)) => port,

@@ -118,3 +118,102 @@ pub(crate) fn write_ipv6(
     ip.set_dst_addr(dst);
     Ok(())
 }
+
+/// Whether the IPv4 header at the start of `l3` (already length-checked, `header_len` bytes)
+/// has a valid checksum: [`Ipv4Packet::verify_checksum`] with a fast path for the usual 20-byte
+/// header (five 32-bit words summed without a loop).
+#[inline]
+pub(crate) fn ipv4_checksum_ok(l3: &[u8], header_len: usize) -> bool {
+    if header_len == IPV4_HEADER_LEN {
+        if let Some(h) = l3.first_chunk::<IPV4_HEADER_LEN>() {
+            let (words, _) = h.as_chunks::<4>();
+            let sum: u64 = words
+                .iter()
+                .map(|w| u64::from(u32::from_ne_bytes(*w)))
+                .sum();
+            // Ones' complement sums are byte-order independent: all ones either way.
+            return fold_u64(sum) == 0xffff;
+        }
+    }
+    Ipv4Packet::new_unchecked(l3).verify_checksum()
+}
+
+/// [`dp_packet::checksum::fold`] for any u64, without a loop (four folds always suffice).
+#[inline(always)]
+fn fold_u64(sum: u64) -> u16 {
+    let s = (sum & 0xffff_ffff) + (sum >> 32); // < 2^33
+    let s = (s & 0xffff) + (s >> 16); // < 2^17 + 2^16
+    let s = (s & 0xffff) + (s >> 16); // ≤ 0xffff + 2
+    let s = (s & 0xffff) + (s >> 16); // ≤ 0xffff
+    s as u16
+}
+
+/// Decrements the TTL of the IPv4 header at the start of `l3` and patches its checksum
+/// incrementally: the same bytes as [`Ipv4Packet::decrement_ttl`] (RFC 1624 with the same
+/// arithmetic as [`dp_packet::checksum::update_u16`]), without the generic accessors.
+#[inline(always)]
+pub(crate) fn ipv4_decrement_ttl(l3: &mut [u8]) {
+    let Some(h) = l3.first_chunk_mut::<IPV4_HEADER_LEN>() else {
+        return;
+    };
+    let ttl = h[8];
+    let proto = h[9];
+    let new = ttl.saturating_sub(1);
+    let check = u16::from_be_bytes([h[10], h[11]]);
+    let old_word = u16::from_be_bytes([ttl, proto]);
+    let new_word = u16::from_be_bytes([new, proto]);
+    let sum = u64::from(!check) + u64::from(!old_word) + u64::from(new_word);
+    let [hi, lo] = (!fold_u64(sum)).to_be_bytes();
+    h[8] = new;
+    h[10] = hi;
+    h[11] = lo;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dp_packet::checksum;
+
+    fn header(seed: u32) -> [u8; 20] {
+        let mut h = [0u8; 20];
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        for b in h.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        h[0] = 0x45;
+        h
+    }
+
+    #[test]
+    fn fast_checksum_and_ttl_match_dp_packet() {
+        for seed in 0..20_000u32 {
+            let mut h = header(seed);
+            // Valid and invalid checksums alike.
+            if seed % 3 != 0 {
+                h[10] = 0;
+                h[11] = 0;
+                let c = checksum::finish(checksum::data(&h));
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            if seed % 7 == 0 {
+                h[8] = (seed % 3) as u8; // TTL 0, 1, 2
+            }
+            assert_eq!(
+                ipv4_checksum_ok(&h, 20),
+                Ipv4Packet::new_unchecked(&h[..]).verify_checksum(),
+                "seed {seed}"
+            );
+            let mut a = h;
+            let mut b = h;
+            ipv4_decrement_ttl(&mut a);
+            Ipv4Packet::new_unchecked(&mut b[..]).decrement_ttl();
+            assert_eq!(a, b, "seed {seed}");
+        }
+        for sum in [0u64, 0xffff, 0x1_0000, u64::MAX, 0xffff_ffff, 0x3_fffd] {
+            assert_eq!(fold_u64(sum), checksum::fold(sum));
+        }
+    }
+}

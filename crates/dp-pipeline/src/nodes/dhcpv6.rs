@@ -58,6 +58,7 @@ impl Node for Dhcpv6 {
     const NAME: &'static str = "dhcpv6";
 
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+        crate::offload::settle(pkt); // an answer goes back without the request's offload
         match answer(pkt, ctx) {
             Ok(()) => Verdict::Tx(pkt.meta.in_port),
             Err(reason) => Verdict::Drop(reason),

@@ -30,6 +30,7 @@ impl Node for GatewayIcmp {
     const NAME: &'static str = "gateway_icmp";
 
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+        crate::offload::settle(pkt); // an answer goes back without the request's offload
         let result = match EthernetFrame::new_unchecked(pkt.data()).ethertype() {
             EtherType::IPV4 => echo_v4(pkt, ctx),
             EtherType::IPV6 => echo_v6(pkt, ctx),

@@ -76,6 +76,7 @@ fn error_v4(
     code: u8,
     rest: u32,
 ) -> Result<(), DropReason> {
+    crate::offload::settle(pkt);
     let quote = off.datagram_len.min(ICMPV4_MAX_QUOTE);
     let icmp_at = ETH_HEADER_LEN + IPV4_HEADER_LEN;
     let quote_at = icmp_at + icmpv4::HEADER_LEN;
@@ -146,6 +147,7 @@ fn error_v6(
     code: u8,
     rest: u32,
 ) -> Result<(), DropReason> {
+    crate::offload::settle(pkt);
     let quote = off.packet_len.min(ICMPV6_MAX_QUOTE);
     let icmp_at = ETH_HEADER_LEN + IPV6_HEADER_LEN;
     let quote_at = icmp_at + icmpv6::HEADER_LEN;

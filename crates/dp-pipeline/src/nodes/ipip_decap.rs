@@ -29,7 +29,7 @@ use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 
-use super::common::{write_eth, ETH_HEADER_LEN, IPV6_HEADER_LEN};
+use super::common::{ipv4_checksum_ok, write_eth, ETH_HEADER_LEN, IPV6_HEADER_LEN};
 
 const NEXT_HEADER_IPV4: u8 = 4;
 const NEXT_HEADER_IPV6: u8 = 41;
@@ -71,7 +71,7 @@ fn decap(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
     let (ethertype, inner_len, inner_ecn) = match outer.next_header().0 {
         NEXT_HEADER_IPV4 => {
             let ip = Ipv4Packet::new_checked(inner).map_err(|_| DropReason::DecapInnerMalformed)?;
-            if !ip.verify_checksum() {
+            if !ipv4_checksum_ok(inner, ip.header_len()) {
                 return Err(DropReason::DecapInnerBadChecksum);
             }
             if !target.owns_source_v4(ip.dst_addr()) {

@@ -99,6 +99,12 @@ fn encap(
     let (vm_entry, iface) = vm_port(ctx, in_port)?;
     let outer_src = iface.underlay_ipv6;
     let outer_dst = pkt.meta.underlay_dst;
+    // No uplink takes a tunnelled offload request: a partial checksum is finished here, a TCP
+    // superframe is segmented by the worker on transmit (see `crate::offload`).
+    let gso = pkt.meta.offload.is_gso();
+    if !gso {
+        crate::offload::finish_checksum(pkt)?;
+    }
 
     let frame = pkt.data();
     let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
@@ -127,7 +133,11 @@ fn encap(
     let uplink = select_uplink(ctx, inner.hash)?;
 
     let mtu = ctx.config.overlay_mtu();
-    if inner.len > mtu {
+    let segments_fit =
+        gso && crate::offload::gso_segment_len(frame, &pkt.meta.offload).is_some_and(|l| l <= mtu);
+    // A superframe whose segments would not fit either is answered as one of them would be (the
+    // ICMP error forgets the offload request, and the sender's MSS shrinks).
+    if inner.len > mtu && !segments_fit {
         let vm_mac = EthernetFrame::new_unchecked(frame).src_addr();
         if inner.next_header == NEXT_HEADER_IPV6 {
             return too_big_v6(pkt, vm_mac, vm_entry.own_mac, mtu);
@@ -136,10 +146,16 @@ fn encap(
         if ip.dont_frag() {
             return too_big_v4(pkt, vm_mac, vm_entry.own_mac, mtu);
         }
+        if gso {
+            return Err(DropReason::TooBig);
+        }
         fragment_v4(pkt, pool, extra, mtu)?;
     }
 
     write_outer(pkt, &uplink, outer_src, outer_dst, &inner)?;
+    if gso {
+        pkt.meta.offload.shift(super::OUTER_HEADER_LEN)?;
+    }
     for p in extra.iter_mut() {
         write_outer(p, &uplink, outer_src, outer_dst, &inner)?;
     }

@@ -16,7 +16,7 @@
 //! [`IpipEncap`](super::IpipEncap) with the next hop in [`PacketMeta::underlay_dst`](crate::PacketMeta).
 
 use dp_packet::{EthernetFrame, IpProtocol, Ipv4Addr, Ipv4Packet};
-use dp_tables::RouteTarget;
+use dp_tables::{Iface, PortId, RouteTarget, VniTable};
 
 use crate::buffer::PacketBuf;
 use crate::config::GATEWAY_IPV4;
@@ -24,7 +24,7 @@ use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 
-use super::common::{vm_port, ETH_HEADER_LEN};
+use super::common::{ipv4_checksum_ok, ipv4_decrement_ttl, vm_port, ETH_HEADER_LEN};
 use super::icmp_error::{is_icmpv4_error, time_exceeded_v4, Offender4};
 
 #[derive(Debug, Default)]
@@ -35,20 +35,65 @@ impl Node for Ipv4Lookup {
 
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
-        match route(pkt, ctx) {
+        let sender = Sender::of(ctx, pkt.meta.in_port);
+        match sender.and_then(|s| route(pkt, ctx, &s)) {
             Ok(verdict) => verdict,
             Err(reason) => Verdict::Drop(reason),
         }
     }
+
+    /// The packets of a batch mostly come from few ports: the sender's port entry, interface
+    /// and VNI table are looked up once per run of packets from the same port.
+    #[inline]
+    fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
+        let mut cached: Option<(PortId, Result<Sender<'_>, DropReason>)> = None;
+        for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
+            let in_port = pkt.meta.in_port;
+            let sender = match &cached {
+                Some((port, sender)) if *port == in_port => *sender,
+                _ => {
+                    let sender = Sender::of(ctx, in_port);
+                    cached = Some((in_port, sender));
+                    sender
+                }
+            };
+            *verdict = match sender.and_then(|s| route(pkt, ctx, &s)) {
+                Ok(verdict) => verdict,
+                Err(reason) => Verdict::Drop(reason),
+            };
+        }
+    }
 }
 
-fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
+/// What the lookup needs about the sending VM: its port, its interface and its VNI's table (the
+/// last only checked when the packet gets that far).
+#[derive(Clone, Copy)]
+struct Sender<'a> {
+    port: &'a crate::port_table::PortEntry,
+    iface: &'a Iface,
+    table: Option<&'a VniTable>,
+}
+
+impl<'a> Sender<'a> {
+    #[inline]
+    fn of(ctx: &Ctx<'a>, in_port: PortId) -> Result<Sender<'a>, DropReason> {
+        let (port, iface) = vm_port(ctx, in_port)?;
+        Ok(Sender {
+            port,
+            iface,
+            table: ctx.tables.vni(iface.vni),
+        })
+    }
+}
+
+#[inline]
+fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verdict, DropReason> {
     let in_port = pkt.meta.in_port;
-    let (port, iface) = vm_port(ctx, in_port)?;
+    let (port, iface) = (sender.port, sender.iface);
 
     let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
     let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4Malformed)?;
-    if !ip.verify_checksum() {
+    if !ipv4_checksum_ok(l3, ip.header_len()) {
         return Err(DropReason::Ipv4BadChecksum);
     }
     let src = ip.src_addr();
@@ -69,7 +114,7 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
         && !(ip.protocol() == IpProtocol::ICMP
             && ip.payload().first().is_some_and(|&t| is_icmpv4_error(t)));
 
-    let table = ctx.tables.vni(iface.vni).ok_or(DropReason::NoVni)?;
+    let table = sender.table.ok_or(DropReason::NoVni)?;
     let target = *table.lookup_v4(dst).ok_or(DropReason::NoRoute)?;
     if let RouteTarget::Local { port: out_port } = target {
         // Defensive: the control plane only installs local routes to interfaces of the same VNI.
@@ -98,7 +143,7 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
     // Ethernet padding of short frames is not part of the datagram.
     pkt.truncate(ETH_HEADER_LEN + total_len);
     if let Some(l3) = pkt.data_mut().get_mut(ETH_HEADER_LEN..) {
-        Ipv4Packet::new_unchecked(l3).decrement_ttl();
+        ipv4_decrement_ttl(l3);
     }
     Ok(match target {
         RouteTarget::Local { port } => {

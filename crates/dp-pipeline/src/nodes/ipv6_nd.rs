@@ -42,6 +42,7 @@ impl Node for Ipv6Nd {
     const NAME: &'static str = "ipv6_nd";
 
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+        crate::offload::settle(pkt); // an answer goes back without the request's offload
         match answer(pkt, ctx) {
             Ok(()) => Verdict::Tx(pkt.meta.in_port),
             Err(reason) => Verdict::Drop(reason),

@@ -5,9 +5,22 @@
 //! `BENCH path=<path> flows=<n> routes=<n> size=<bytes> mpps=<x> ns_per_pkt=<x> allocs_per_pkt=<x>`.
 //! A counting global allocator proves the packet path allocates nothing per packet.
 //!
-//! Paths: `local` (VM → VM on this host), `encap` (VM → a remote route: IPv4-in-IPv6 out of pf0,
-//! the router's MAC known) and `decap` (IPv4-in-IPv6 from pf0 → a VM). `size` is the VM-side
-//! frame; on the underlay it is 40 bytes longer.
+//! Paths (`size` is the VM-side frame, Ethernet included; on the underlay it is 40 bytes longer):
+//! * `local`: VM1 → VM2 on this host (UDP; classify → ipv4_lookup → l2_rewrite → tx);
+//! * `encap`: VM1 → a remote route (IPv4-in-IPv6 out of pf0, the router's MAC known);
+//! * `decap`: IPv4-in-IPv6 from pf0 → VM2;
+//! * `dhcp`: a DHCPREQUEST (selecting) from VM1 answered in place with a DHCPACK (the slow path:
+//!   full UDP checksum, option parsing, a new reply). Its size is fixed at 342 bytes, what a
+//!   stock client's request is (BOOTP padded to 300 bytes); `flows` are distinct transaction ids;
+//! * `drop`: UDP from VM1 with a spoofed source address (10.100.9.9): parsed and fully validated
+//!   (Ethernet, IPv4 header and checksum), then dropped as `spoofed` by ipv4_lookup.
+//!
+//! `flows`: distinct frames replayed round-robin (destinations spread over a /16, the upper bits
+//! in the UDP source port). `routes`: routes in the VNI besides the VMs' own and the remote /16
+//! (a mix of /20 and /24 towards another hypervisor), so lookups probe several prefix lengths.
+//!
+//! Figures are per received packet: every received packet must meet its expected fate (sent, or
+//! dropped as `spoofed` on the drop path); a case where some do not prints a warning on stderr.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -19,8 +32,8 @@ use clap::Parser;
 use dp_packet::checksum;
 use dp_packet::{IpProtocol, MacAddr};
 use dp_pipeline::{
-    BufferPool, DpConfig, Graph, GraphCounters, PacketBuf, PortEntry, PortKind, PortTable,
-    BATCH_SIZE, DEFAULT_DATA_ROOM,
+    BufferPool, DpConfig, DropReason, Graph, GraphCounters, PacketBuf, PortEntry, PortKind,
+    PortTable, BATCH_SIZE, DEFAULT_DATA_ROOM,
 };
 use dp_ports::{MemoryPort, Port};
 use dp_tables::{Iface, Publisher, RouteTarget, Snapshot, UnderlayTarget, VniTable};
@@ -37,6 +50,11 @@ unsafe impl GlobalAlloc for CountingAlloc {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as ours.
@@ -61,9 +79,25 @@ struct Args {
     /// A short run of every case (for CI smoke tests).
     #[arg(long)]
     quick: bool,
-    /// Seconds per case (default 2, 0.2 with --quick).
+    /// Seconds per case (default 1, 0.1 with --quick).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Run exactly this many worker rounds (bursts of 256 packets) per case instead of a fixed
+    /// time: for instruction counting under `valgrind --tool=callgrind`.
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// Only these paths (comma-separated: encap, decap, local, dhcp, drop).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Only cases with this many flows.
+    #[arg(long)]
+    flows: Option<usize>,
+    /// Only cases with this many routes.
+    #[arg(long)]
+    routes: Option<usize>,
+    /// Only cases with this frame size.
+    #[arg(long)]
+    size: Option<usize>,
 }
 
 const VM1_MAC: MacAddr = MacAddr([0x66, 0x66, 0x66, 0x66, 0x66, 0x01]);
@@ -79,9 +113,22 @@ const VM1_PORT: u16 = 2;
 const VM2_PORT: u16 = 3;
 const PF0_PORT: u16 = 0;
 const VNI: u32 = 100;
+const VM1_IP: Ipv4Addr = Ipv4Addr::new(10, 100, 1, 1);
+const VM2_IP: Ipv4Addr = Ipv4Addr::new(10, 100, 1, 2);
+/// A source VM1 does not own (the drop path).
+const SPOOFED_IP: Ipv4Addr = Ipv4Addr::new(10, 100, 9, 9);
+/// 10.101.0.0/16 is VM2's alias prefix.
+const LOCAL_NET: Ipv4Addr = Ipv4Addr::new(10, 101, 0, 0);
 /// 10.102.0.0/16 is routed to another hypervisor.
 const REMOTE_NET: Ipv4Addr = Ipv4Addr::new(10, 102, 0, 0);
 const REMOTE_HOST: Ipv6Addr = Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1);
+/// Frame size of the DHCP request (Ethernet + IPv4 + UDP + a 300-byte BOOTP message).
+const DHCP_FRAME_LEN: usize = 14 + 20 + 8 + 300;
+
+const PATHS: [&str; 5] = ["encap", "decap", "local", "dhcp", "drop"];
+const FLOWS: [usize; 2] = [1, 100_000];
+const ROUTES: [usize; 2] = [10, 100_000];
+const SIZES: [usize; 2] = [64, 1400];
 
 struct Case {
     path: &'static str,
@@ -90,14 +137,17 @@ struct Case {
     size: usize,
 }
 
-fn main() {
-    let args = Args::parse();
-    let seconds = args.seconds.unwrap_or(if args.quick { 0.2 } else { 2.0 });
+fn cases(args: &Args) -> Vec<Case> {
     let mut cases = Vec::new();
-    for path in ["local", "encap", "decap"] {
-        for &size in &[64usize, 1400] {
-            for &flows in &[1usize, 100_000] {
-                for &routes in &[10usize, 100_000] {
+    for path in PATHS {
+        let sizes: &[usize] = if path == "dhcp" {
+            &[DHCP_FRAME_LEN]
+        } else {
+            &SIZES
+        };
+        for &size in sizes {
+            for flows in FLOWS {
+                for routes in ROUTES {
                     cases.push(Case {
                         path,
                         flows,
@@ -108,16 +158,36 @@ fn main() {
             }
         }
     }
-    if args.quick {
-        cases.retain(|c| c.flows == 1 || c.routes == 10);
+    cases.retain(|c| {
+        (args.only.is_empty() || args.only.iter().any(|p| p == c.path))
+            && args.flows.is_none_or(|f| f == c.flows)
+            && args.routes.is_none_or(|r| r == c.routes)
+            && args.size.is_none_or(|s| s == c.size)
+    });
+    cases
+}
+
+fn main() {
+    let args = Args::parse();
+    for p in &args.only {
+        if !PATHS.contains(&p.as_str()) {
+            eprintln!("unknown path {p:?}: one of {}", PATHS.join(", "));
+            std::process::exit(2);
+        }
     }
+    let seconds = args.seconds.unwrap_or(if args.quick { 0.1 } else { 1.0 });
+    let run = match args.rounds {
+        Some(n) => Run::Rounds(n),
+        None => Run::Time(Duration::from_secs_f64(seconds)),
+    };
+    let cases = cases(&args);
     println!(
         "{:<8} {:>8} {:>8} {:>6} {:>10} {:>12} {:>14}",
         "path", "flows", "routes", "size", "Mpps", "ns/packet", "allocs/packet"
     );
     let mut lines = Vec::new();
     for case in &cases {
-        let r = run_case(case, Duration::from_secs_f64(seconds));
+        let r = run_case(case, run);
         println!(
             "{:<8} {:>8} {:>8} {:>6} {:>10.3} {:>12.1} {:>14.4}",
             case.path, case.flows, case.routes, case.size, r.mpps, r.ns_per_pkt, r.allocs_per_pkt
@@ -130,6 +200,12 @@ fn main() {
     for line in lines {
         println!("{line}");
     }
+}
+
+#[derive(Clone, Copy)]
+enum Run {
+    Time(Duration),
+    Rounds(u64),
 }
 
 struct Result {
@@ -233,15 +309,15 @@ fn snapshot(routes: usize) -> Snapshot {
     }
 }
 
-/// A UDP frame from VM1 to `dst` of `size` bytes (Ethernet included), checksums filled.
-fn udp_frame(dst: Ipv4Addr, src_port: u16, size: usize) -> Vec<u8> {
+/// A UDP frame from VM1 (source address `src`) to `dst` of `size` bytes (Ethernet included),
+/// checksums filled.
+fn udp_frame(src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, size: usize) -> Vec<u8> {
     let size = size.max(14 + 20 + 8);
     let mut f = vec![0u8; size];
     f[0..6].copy_from_slice(&GW_MAC[usize::from(VM1_PORT)].0);
     f[6..12].copy_from_slice(&VM1_MAC.0);
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     let ip_len = (size - 14) as u16;
-    let src = Ipv4Addr::new(10, 100, 1, 1);
     {
         let ip = &mut f[14..34];
         ip[0] = 0x45;
@@ -287,29 +363,88 @@ fn encapsulated(inner_frame: &[u8]) -> Vec<u8> {
     f
 }
 
+/// A DHCPREQUEST (selecting state) from VM1 for its address, as a stock client sends it:
+/// broadcast, options 53, 50, 54, 55, 61, 12 and end, the BOOTP message padded to 300 bytes.
+fn dhcp_request(xid: u32) -> Vec<u8> {
+    let mut b = vec![1u8, 1, 6, 0];
+    b.extend_from_slice(&xid.to_be_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0]); // secs, flags
+    b.extend_from_slice(&[0; 16]); // ciaddr, yiaddr, siaddr, giaddr
+    b.extend_from_slice(&VM1_MAC.0);
+    b.extend_from_slice(&[0; 10 + 64 + 128]);
+    b.extend_from_slice(&[0x63, 0x82, 0x53, 0x63]);
+    b.extend_from_slice(&[53, 1, 3, 50, 4]);
+    b.extend_from_slice(&VM1_IP.octets());
+    b.extend_from_slice(&[54, 4, 169, 254, 0, 1]);
+    b.extend_from_slice(&[55, 8, 1, 3, 6, 12, 15, 26, 28, 121]);
+    b.extend_from_slice(&[61, 7, 1]);
+    b.extend_from_slice(&VM1_MAC.0);
+    b.extend_from_slice(&[12, 3, b'v', b'm', b'1']);
+    b.push(255);
+    b.resize(300, 0);
+
+    let src = Ipv4Addr::UNSPECIFIED;
+    let dst = Ipv4Addr::BROADCAST;
+    let mut f = vec![0u8; 14 + 20 + 8];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&VM1_MAC.0);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (20 + 8 + b.len()) as u16;
+    {
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&src.octets());
+        ip[16..20].copy_from_slice(&dst.octets());
+        let c = checksum::finish(checksum::data(ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    f[34..36].copy_from_slice(&68u16.to_be_bytes());
+    f[36..38].copy_from_slice(&67u16.to_be_bytes());
+    f[38..40].copy_from_slice(&(8 + b.len() as u16).to_be_bytes());
+    f.extend_from_slice(&b);
+    let c = checksum::transport_v4(&src, &dst, IpProtocol::UDP, &f[34..]);
+    let c = if c == 0 { 0xffff } else { c };
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
 /// The port the case's frames arrive on, and the frames.
 fn frames(case: &Case) -> (u16, Vec<Vec<u8>>) {
-    let local_net = Ipv4Addr::new(10, 101, 0, 0);
-    let one = |net: Ipv4Addr| match case.flows {
-        1 if net == local_net => vec![udp_frame(Ipv4Addr::new(10, 100, 1, 2), 1000, case.size)],
-        n => (0..n)
-            .map(|i| {
-                let (dst, sport) = flow_dst(net, i);
-                udp_frame(dst, sport, case.size)
-            })
-            .collect(),
+    let udp = |src: Ipv4Addr, net: Ipv4Addr| -> Vec<Vec<u8>> {
+        match case.flows {
+            1 if net == LOCAL_NET => vec![udp_frame(src, VM2_IP, 1000, case.size)],
+            n => (0..n)
+                .map(|i| {
+                    let (dst, sport) = flow_dst(net, i);
+                    udp_frame(src, dst, sport, case.size)
+                })
+                .collect(),
+        }
     };
     match case.path {
-        "encap" => (VM1_PORT, one(REMOTE_NET)),
+        "encap" => (VM1_PORT, udp(VM1_IP, REMOTE_NET)),
         "decap" => (
             PF0_PORT,
-            one(local_net).iter().map(|f| encapsulated(f)).collect(),
+            udp(VM1_IP, LOCAL_NET)
+                .iter()
+                .map(|f| encapsulated(f))
+                .collect(),
         ),
-        _ => (VM1_PORT, one(local_net)),
+        "dhcp" => (
+            VM1_PORT,
+            (0..case.flows)
+                .map(|i| dhcp_request(0x1000_0000 + i as u32))
+                .collect(),
+        ),
+        "drop" => (VM1_PORT, udp(SPOOFED_IP, LOCAL_NET)),
+        _ => (VM1_PORT, udp(VM1_IP, LOCAL_NET)),
     }
 }
 
-fn run_case(case: &Case, duration: Duration) -> Result {
+fn run_case(case: &Case, run: Run) -> Result {
     let publisher = Publisher::new(snapshot(case.routes));
     let entries = (0..4u16)
         .map(|p| {
@@ -359,34 +494,60 @@ fn run_case(case: &Case, duration: Duration) -> Result {
         stop: Arc::new(AtomicBool::new(false)),
     };
     let mut rx: Vec<PacketBuf> = Vec::with_capacity(BATCH_SIZE);
-    // Warm up: caches, branch predictors, first-touch of buffers.
-    for _ in 0..200 {
+    // Warm up: caches, branch predictors, first touch of the buffers and of every flow's frame.
+    let warm_rounds = match run {
+        Run::Rounds(_) => 2 + case.flows / BATCH_SIZE,
+        Run::Time(_) => 200.max(2 + case.flows / BATCH_SIZE),
+    };
+    for _ in 0..warm_rounds {
         worker.poll_once(&mut rx, 0);
     }
     let tx_before = counters.tx_packets.load(Ordering::Relaxed);
+    let spoofed_before = counters.drops(DropReason::Spoofed);
+    let drops_before = counters.total_drops();
     let allocs_before = ALLOCATIONS.load(Ordering::Relaxed);
     let start = Instant::now();
+    let mut received = 0u64;
     let mut rounds = 0u64;
-    while start.elapsed() < duration {
-        for _ in 0..64 {
-            worker.poll_once(&mut rx, rounds);
-            rounds += 1;
+    match run {
+        Run::Rounds(n) => {
+            while rounds < n {
+                received += worker.poll_once(&mut rx, rounds) as u64;
+                rounds += 1;
+            }
+        }
+        Run::Time(duration) => {
+            while start.elapsed() < duration {
+                for _ in 0..64 {
+                    received += worker.poll_once(&mut rx, rounds) as u64;
+                    rounds += 1;
+                }
+            }
         }
     }
     let elapsed = start.elapsed();
     let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs_before;
     let sent = counters.tx_packets.load(Ordering::Relaxed) - tx_before;
-    if sent == 0 {
+    let spoofed = counters.drops(DropReason::Spoofed) - spoofed_before;
+    let drops = counters.total_drops() - drops_before;
+    let expected = if case.path == "drop" {
+        spoofed == received && sent == 0
+    } else {
+        sent == received && drops == 0
+    };
+    if !expected || received == 0 {
         eprintln!(
-            "warning: case path={} size={} forwarded nothing (drops: {})",
+            "warning: case path={} flows={} routes={} size={}: {received} received, {sent} sent, {drops} dropped ({})",
             case.path,
+            case.flows,
+            case.routes,
             case.size,
             dpservice::stats::summary(std::slice::from_ref(&counters))
         );
     }
-    let pkts = sent.max(1) as f64;
+    let pkts = received.max(1) as f64;
     Result {
-        mpps: sent as f64 / elapsed.as_secs_f64() / 1e6,
+        mpps: received as f64 / elapsed.as_secs_f64() / 1e6,
         ns_per_pkt: elapsed.as_nanos() as f64 / pkts,
         allocs_per_pkt: allocs as f64 / pkts,
     }

@@ -68,7 +68,12 @@ impl Capture {
     }
 
     /// Stops tcpdump (SIGINT: it writes what it has and exits) and returns the captured frames.
-    pub fn stop(mut self) -> Result<Vec<Vec<u8>>, String> {
+    pub fn stop(self) -> Result<Vec<Vec<u8>>, String> {
+        Ok(self.stop_timed()?.into_iter().map(|(_, f)| f).collect())
+    }
+
+    /// [`Capture::stop`] with each frame's capture time (Unix seconds).
+    pub fn stop_timed(mut self) -> Result<Vec<(f64, Vec<u8>)>, String> {
         // Give the last packets of the test a moment to pass the interface.
         std::thread::sleep(Duration::from_millis(200));
         let out = self.bg.stop(libc::SIGINT, Duration::from_secs(5))?;
@@ -76,8 +81,9 @@ impl Capture {
     }
 }
 
-/// The frames of a classic pcap file (either byte order, micro- or nanosecond timestamps).
-pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+/// The frames of a classic pcap file (either byte order, micro- or nanosecond timestamps),
+/// each with its capture time in Unix seconds.
+pub fn read_pcap(path: &Path) -> Result<Vec<(f64, Vec<u8>)>, String> {
     let data = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if data.len() < 24 {
         return Err(format!(
@@ -87,9 +93,11 @@ pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>, String> {
         ));
     }
     let magic = [data[0], data[1], data[2], data[3]];
-    let le = match magic {
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+    let (le, nanos) = match magic {
+        [0xd4, 0xc3, 0xb2, 0xa1] => (true, false),
+        [0x4d, 0x3c, 0xb2, 0xa1] => (true, true),
+        [0xa1, 0xb2, 0xc3, 0xd4] => (false, false),
+        [0xa1, 0xb2, 0x3c, 0x4d] => (false, true),
         _ => {
             return Err(format!(
                 "{}: not a pcap file ({magic:02x?})",
@@ -121,7 +129,8 @@ pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>, String> {
         if end > data.len() {
             break; // a record cut short by the kill: ignore it
         }
-        frames.push(data[start..end].to_vec());
+        let frac = f64::from(u32_at(at + 4)) / if nanos { 1e9 } else { 1e6 };
+        frames.push((f64::from(u32_at(at)) + frac, data[start..end].to_vec()));
         at = end;
     }
     Ok(frames)

@@ -1,0 +1,664 @@
+//! Checksum and segmentation offload: the virtio-net header a TAP opened with `IFF_VNET_HDR`
+//! puts in front of every frame, carried through the graph in [`PacketMeta::offload`], and the
+//! software fallbacks for a port whose other side cannot take it.
+//!
+//! A VM's kernel (or a namespace's stack behind a TAP) hands us
+//! * frames whose TCP/UDP checksum is left *partial* ([`Offload::NEEDS_CSUM`]: the field at
+//!   `csum_start + csum_offset` holds the pseudo-header sum, the sum over `csum_start..` is still
+//!   to be done), and
+//! * TCP *superframes* up to 64 KiB ([`Offload::gso_type`] TCPv4/TCPv6, with `gso_size` = MSS):
+//!   one header and many segments' worth of payload, also with a partial checksum.
+//!
+//! Between two such TAPs (VM → VM on this host) the header is passed through unchanged: the
+//! receiving kernel segments or checksums only if it must, which is what makes local TCP fast.
+//! Towards the underlay it cannot be: no uplink takes a tunnelled superframe, so
+//! * [`ipip_encap`](crate::nodes::IpipEncap) finishes a partial checksum before encapsulating
+//!   ([`finish_checksum`]), and lets a superframe through the MTU check when its *segments* fit;
+//! * the worker cuts a superframe into MSS-sized segments when it hands it to a port that does
+//!   not accept offload ([`Segments`]), encapsulated or not: per segment the outer IPv6 payload
+//!   length, the inner IPv4 total length / identification / header checksum or IPv6 payload
+//!   length, the TCP sequence number, flags (FIN/PSH on the last only, CWR on the first only) and
+//!   the full TCP checksum.
+//!
+//! A node that answers a packet in place (ARP, DHCP, ND, gateway ICMP, ICMP errors) calls
+//! [`settle`] first: the partial checksum is finished (so a UDP checksum check passes) and the
+//! offload request dropped, so the answer does not go back with a stale one.
+//!
+//! Everything here is validated against the frame: a hostile `csum_start` or `gso_size` makes
+//! [`Segments::new`] fail (the packet is dropped), never a panic or an out-of-bounds write.
+
+use dp_packet::checksum;
+
+use crate::buffer::{PacketBuf, PacketMeta};
+use crate::drop::DropReason;
+
+/// Length of `struct virtio_net_hdr` (no `num_buffers`).
+pub const VNET_HDR_LEN: usize = 10;
+
+const ETH_HEADER_LEN: usize = 14;
+const IPV6_HEADER_LEN: usize = 40;
+const IPV4_MIN_HEADER_LEN: usize = 20;
+const TCP_MIN_HEADER_LEN: usize = 20;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const PROTO_TCP: u8 = 6;
+const NEXT_HEADER_IPV4: u8 = 4;
+const NEXT_HEADER_IPV6: u8 = 41;
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// A frame's offload request: the fields of `struct virtio_net_hdr` (`linux/virtio_net.h`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    pub flags: u8,
+    pub gso_type: u8,
+    /// Length of the headers (a hint; Linux sends the linear part's length).
+    pub hdr_len: u16,
+    /// Payload bytes per segment (the MSS) of a superframe.
+    pub gso_size: u16,
+    /// Where the checksummed region starts, from the start of the frame (Ethernet header).
+    pub csum_start: u16,
+    /// Where the checksum field is, from `csum_start`.
+    pub csum_offset: u16,
+}
+
+impl Offload {
+    /// No offload: a complete frame.
+    pub const NONE: Offload = Offload {
+        flags: 0,
+        gso_type: 0,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: 0,
+        csum_offset: 0,
+    };
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` is partial.
+    pub const NEEDS_CSUM: u8 = 1;
+    /// `VIRTIO_NET_HDR_F_DATA_VALID`: the receiver's checksum was checked (rx only).
+    pub const DATA_VALID: u8 = 2;
+    pub const GSO_NONE: u8 = 0;
+    pub const GSO_TCPV4: u8 = 1;
+    pub const GSO_UDP: u8 = 3;
+    pub const GSO_TCPV6: u8 = 4;
+    pub const GSO_UDP_L4: u8 = 5;
+    /// `VIRTIO_NET_HDR_GSO_ECN`: the flow uses ECN (CWR may be set in the first segment).
+    pub const GSO_ECN: u8 = 0x80;
+
+    /// Reads a virtio-net header (native byte order, as a TAP without `TUNSETVNETLE/BE` uses).
+    #[inline]
+    pub fn parse(h: &[u8; VNET_HDR_LEN]) -> Offload {
+        let [flags, gso_type, a, b, c, d, e, f, g, k] = *h;
+        let u16_at = |lo: u8, hi: u8| u16::from_ne_bytes([lo, hi]);
+        Offload {
+            flags,
+            gso_type,
+            hdr_len: u16_at(a, b),
+            gso_size: u16_at(c, d),
+            csum_start: u16_at(e, f),
+            csum_offset: u16_at(g, k),
+        }
+    }
+
+    /// The virtio-net header for this request.
+    #[inline]
+    pub fn emit(&self) -> [u8; VNET_HDR_LEN] {
+        let [a, b] = self.hdr_len.to_ne_bytes();
+        let [c, d] = self.gso_size.to_ne_bytes();
+        let [e, f] = self.csum_start.to_ne_bytes();
+        let [g, k] = self.csum_offset.to_ne_bytes();
+        [self.flags, self.gso_type, a, b, c, d, e, f, g, k]
+    }
+
+    /// Whether anything is asked of the receiver (a partial checksum or segmentation).
+    #[inline]
+    pub fn is_set(&self) -> bool {
+        self.needs_csum() || self.is_gso()
+    }
+
+    #[inline]
+    pub fn needs_csum(&self) -> bool {
+        self.flags & Self::NEEDS_CSUM != 0
+    }
+
+    /// Whether this is a superframe to be segmented.
+    #[inline]
+    pub fn is_gso(&self) -> bool {
+        self.gso_type & !Self::GSO_ECN != Self::GSO_NONE
+    }
+
+    /// Whether this is a TCP superframe (the only kind [`Segments`] cuts).
+    #[inline]
+    pub fn is_tcp_gso(&self) -> bool {
+        matches!(
+            self.gso_type & !Self::GSO_ECN,
+            Self::GSO_TCPV4 | Self::GSO_TCPV6
+        )
+    }
+
+    /// Moves the offsets by `n` bytes of headers put in front of the old frame start
+    /// (encapsulation). Fails if they would overflow.
+    #[inline]
+    pub fn shift(&mut self, n: usize) -> Result<(), DropReason> {
+        let n = u16::try_from(n).map_err(|_| DropReason::TooBig)?;
+        if self.needs_csum() {
+            self.csum_start = self.csum_start.checked_add(n).ok_or(DropReason::TooBig)?;
+        }
+        if self.hdr_len != 0 {
+            self.hdr_len = self.hdr_len.saturating_add(n);
+        }
+        Ok(())
+    }
+}
+
+/// Finishes a partial checksum in place (`pkt.meta.offload` NEEDS_CSUM) and clears the request.
+/// A packet without one is left alone. A superframe keeps its request (segment it instead).
+pub fn finish_checksum(pkt: &mut PacketBuf) -> Result<(), DropReason> {
+    let off = pkt.meta.offload;
+    if off.is_gso() || !off.needs_csum() {
+        return Ok(());
+    }
+    finish_partial(pkt.data_mut(), &off)?;
+    pkt.meta.offload = Offload::NONE;
+    Ok(())
+}
+
+/// For a node answering a packet in place: finishes a partial checksum (ignoring a request that
+/// does not fit the frame) and forgets the offload request.
+#[inline]
+pub fn settle(pkt: &mut PacketBuf) {
+    let off = pkt.meta.offload;
+    if off == Offload::NONE {
+        return;
+    }
+    if off.needs_csum() && !off.is_gso() {
+        let _ = finish_partial(pkt.data_mut(), &off);
+    }
+    pkt.meta.offload = Offload::NONE;
+}
+
+/// The checksum at `csum_start + csum_offset` over `frame[csum_start..]`, as a NIC does it
+/// (a zero result goes out as 0xffff, which is the same value in ones' complement; required
+/// for UDP).
+fn finish_partial(frame: &mut [u8], off: &Offload) -> Result<(), DropReason> {
+    let start = usize::from(off.csum_start);
+    let field = start + usize::from(off.csum_offset);
+    if field + 2 > frame.len() {
+        return Err(DropReason::L4BadChecksum);
+    }
+    checksum::finish_partial(frame, start, usize::from(off.csum_offset))
+        .map_err(|_| DropReason::L4BadChecksum)?;
+    if let Some(f) = frame.get_mut(field..field + 2) {
+        if f == [0, 0] {
+            f.copy_from_slice(&[0xff, 0xff]);
+        }
+    }
+    Ok(())
+}
+
+/// Length of one inner segment (IP header to end of payload) of a TCP superframe in `frame`
+/// (Ethernet first, encapsulated or not), or `None` when `off` does not describe one.
+pub fn gso_segment_len(frame: &[u8], off: &Offload) -> Option<usize> {
+    let layout = Layout::new(frame, off).ok()?;
+    Some(layout.l4 + layout.tcp_len - layout.inner + usize::from(off.gso_size))
+}
+
+/// Where the headers of a TCP superframe are.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// The outer IPv6 header of an IP-in-IPv6 encapsulated frame.
+    outer: Option<usize>,
+    /// The inner IP header.
+    inner: usize,
+    inner_v4: bool,
+    /// The TCP header.
+    l4: usize,
+    tcp_len: usize,
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    if let Some(f) = b.get_mut(at..at + 2) {
+        f.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    if let Some(f) = b.get_mut(at..at + 4) {
+        f.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+impl Layout {
+    /// Walks Ethernet, an optional outer IPv6 (next header 4 or 41), the inner IP header and
+    /// TCP, and checks them against the frame length and the request.
+    fn new(frame: &[u8], off: &Offload) -> Result<Layout, DropReason> {
+        let bad = DropReason::OffloadInvalid;
+        if !off.is_tcp_gso() || off.gso_size == 0 {
+            return Err(bad);
+        }
+        let (mut outer, mut inner, mut inner_v4) = (None, ETH_HEADER_LEN, false);
+        match be16(frame, 12).ok_or(bad)? {
+            ETHERTYPE_IPV4 => inner_v4 = true,
+            ETHERTYPE_IPV6 => match frame.get(ETH_HEADER_LEN + 6).copied().ok_or(bad)? {
+                NEXT_HEADER_IPV4 | NEXT_HEADER_IPV6 => {
+                    let nh = frame.get(ETH_HEADER_LEN + 6).copied().unwrap_or(0);
+                    outer = Some(ETH_HEADER_LEN);
+                    inner = ETH_HEADER_LEN + IPV6_HEADER_LEN;
+                    inner_v4 = nh == NEXT_HEADER_IPV4;
+                    let plen = usize::from(be16(frame, ETH_HEADER_LEN + 4).ok_or(bad)?);
+                    if inner + plen != frame.len() {
+                        return Err(bad);
+                    }
+                }
+                _ => {}
+            },
+            _ => return Err(bad),
+        }
+        let l4 = if inner_v4 {
+            let ver_ihl = *frame.get(inner).ok_or(bad)?;
+            let ihl = usize::from(ver_ihl & 0x0f) * 4;
+            let total = usize::from(be16(frame, inner + 2).ok_or(bad)?);
+            if ver_ihl >> 4 != 4
+                || ihl < IPV4_MIN_HEADER_LEN
+                || inner + total != frame.len()
+                || frame.get(inner + 9) != Some(&PROTO_TCP)
+                // A fragment cannot be segmented.
+                || be16(frame, inner + 6).ok_or(bad)? & 0x3fff != 0
+            {
+                return Err(bad);
+            }
+            inner + ihl
+        } else {
+            let plen = usize::from(be16(frame, inner + 4).ok_or(bad)?);
+            if frame.get(inner).map(|b| b >> 4) != Some(6)
+                || inner + IPV6_HEADER_LEN + plen != frame.len()
+                || frame.get(inner + 6) != Some(&PROTO_TCP)
+            {
+                return Err(bad);
+            }
+            inner + IPV6_HEADER_LEN
+        };
+        let tcp_len = usize::from(frame.get(l4 + 12).ok_or(bad)? >> 4) * 4;
+        if tcp_len < TCP_MIN_HEADER_LEN || l4 + tcp_len > frame.len() {
+            return Err(bad);
+        }
+        // The request must point at this TCP header's checksum (or not ask for one).
+        if off.needs_csum() && (usize::from(off.csum_start) != l4 || off.csum_offset != 16) {
+            return Err(bad);
+        }
+        Ok(Layout {
+            outer,
+            inner,
+            inner_v4,
+            l4,
+            tcp_len,
+        })
+    }
+}
+
+/// A TCP superframe cut into segments of at most `gso_size` payload bytes, each a complete frame
+/// with the headers of the superframe fixed up. Borrows the superframe; [`Segments::write`]
+/// writes segment `i` into a fresh buffer.
+#[derive(Debug)]
+pub struct Segments<'a> {
+    frame: &'a [u8],
+    layout: Layout,
+    mss: usize,
+    count: usize,
+}
+
+impl<'a> Segments<'a> {
+    /// Validates `frame` against `off` (a TCP superframe, Ethernet first, optionally IPv4- or
+    /// IPv6-in-IPv6 encapsulated). Fails with [`DropReason::OffloadInvalid`].
+    pub fn new(frame: &'a [u8], off: &Offload) -> Result<Segments<'a>, DropReason> {
+        let layout = Layout::new(frame, off)?;
+        let mss = usize::from(off.gso_size);
+        let payload = frame.len() - (layout.l4 + layout.tcp_len);
+        let count = payload.div_ceil(mss).max(1);
+        Ok(Segments {
+            frame,
+            layout,
+            mss,
+            count,
+        })
+    }
+
+    /// How many segments.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    fn headers_len(&self) -> usize {
+        self.layout.l4 + self.layout.tcp_len
+    }
+
+    /// Frame length of segment `i`.
+    pub fn len(&self, i: usize) -> usize {
+        let payload = self.frame.len() - self.headers_len();
+        let start = (i * self.mss).min(payload);
+        let end = ((i + 1) * self.mss).min(payload);
+        self.headers_len() + end - start
+    }
+
+    /// Whether there is no segment at all (never: a superframe has at least one).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes segment `i` into `buf` (replacing its frame; `meta` is the superframe's, with the
+    /// offload request cleared).
+    pub fn write(&self, i: usize, buf: &mut PacketBuf, meta: PacketMeta) -> Result<(), DropReason> {
+        let bad = DropReason::OffloadInvalid;
+        if i >= self.count {
+            return Err(bad);
+        }
+        let hl = self.headers_len();
+        let len = self.len(i);
+        let start = hl + i * self.mss;
+        buf.reset();
+        buf.set_len(len).map_err(|_| DropReason::NoRoom)?;
+        buf.meta = meta;
+        buf.meta.offload = Offload::NONE;
+        let out = buf.data_mut();
+        let (hdr, body) = out.split_at_mut(hl.min(out.len()));
+        hdr.copy_from_slice(self.frame.get(..hl).ok_or(bad)?);
+        body.copy_from_slice(self.frame.get(start..start + (len - hl)).ok_or(bad)?);
+        let Layout {
+            outer,
+            inner,
+            inner_v4,
+            l4,
+            tcp_len,
+        } = self.layout;
+        let last = i + 1 == self.count;
+
+        if let Some(o) = outer {
+            put16(out, o + 4, u16::try_from(len - inner).map_err(|_| bad)?);
+        }
+        let l4_len = len - l4;
+        let l4_len16 = u16::try_from(l4_len).map_err(|_| bad)?;
+        let pseudo = if inner_v4 {
+            let ihl = l4 - inner;
+            put16(out, inner + 2, u16::try_from(len - inner).map_err(|_| bad)?);
+            let id = be16(out, inner + 4).ok_or(bad)?.wrapping_add(i as u16);
+            put16(out, inner + 4, id);
+            put16(out, inner + 10, 0);
+            let hsum = checksum::finish(checksum::data(out.get(inner..l4).ok_or(bad)?));
+            put16(out, inner + 10, hsum);
+            let _ = ihl;
+            let a = out.get(inner + 12..inner + 20).ok_or(bad)?;
+            checksum::combine(&[checksum::data(a), u16::from(PROTO_TCP), l4_len16])
+        } else {
+            put16(out, inner + 4, l4_len16);
+            let a = out.get(inner + 8..inner + 40).ok_or(bad)?;
+            checksum::combine(&[checksum::data(a), u16::from(PROTO_TCP), l4_len16])
+        };
+        let seq = u32::from_be_bytes(
+            self.frame
+                .get(l4 + 4..l4 + 8)
+                .and_then(|s| <[u8; 4]>::try_from(s).ok())
+                .ok_or(bad)?,
+        );
+        put32(out, l4 + 4, seq.wrapping_add((i * self.mss) as u32));
+        let flags = out.get_mut(l4 + 13).ok_or(bad)?;
+        if !last {
+            *flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            *flags &= !TCP_CWR;
+        }
+        put16(out, l4 + 16, 0);
+        let _ = tcp_len;
+        let sum = checksum::combine(&[pseudo, checksum::data(out.get(l4..).ok_or(bad)?)]);
+        put16(out, l4 + 16, checksum::finish(sum));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::PacketBuf;
+
+    #[test]
+    fn vnet_header_parse_and_emit_round_trip() {
+        let off = Offload {
+            flags: Offload::NEEDS_CSUM,
+            gso_type: Offload::GSO_TCPV4 | Offload::GSO_ECN,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let h = off.emit();
+        // Native byte order; this machine (and every one the tests run on) is little-endian.
+        #[cfg(target_endian = "little")]
+        assert_eq!(h, [1, 0x81, 66, 0, 0xa8, 0x05, 34, 0, 16, 0]);
+        assert_eq!(Offload::parse(&h), off);
+        assert!(off.is_gso() && off.is_tcp_gso() && off.needs_csum() && off.is_set());
+        assert!(!Offload::NONE.is_set());
+        let mut s = off;
+        s.shift(40).unwrap();
+        assert_eq!((s.csum_start, s.hdr_len), (74, 106));
+    }
+
+    const SRC4: [u8; 4] = [10, 1, 1, 1];
+    const DST4: [u8; 4] = [10, 1, 1, 2];
+
+    /// Ethernet + IPv4 + TCP (20 bytes, flags ACK|PSH|FIN|CWR) + `payload`, with the TCP checksum
+    /// left partial (pseudo-header sum) as a sender with offload leaves it.
+    fn superframe_v4(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let total = (20 + 20 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+        put16(&mut f, 16, total);
+        f.extend_from_slice(&SRC4);
+        f.extend_from_slice(&DST4);
+        let c = checksum::finish(checksum::data(&f[14..34]));
+        put16(&mut f, 24, c);
+        // TCP: ports 1000 -> 2000, seq 0xfffffff0 (wraps), ack 1, data offset 5, flags.
+        f.extend_from_slice(&[0x03, 0xe8, 0x07, 0xd0, 0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0x50, 0x80 | 0x10 | 0x08 | 0x01, 0xff, 0xff, 0, 0, 0, 0]);
+        f.extend_from_slice(payload);
+        let tcp_len = (20 + payload.len()) as u32;
+        let pseudo = checksum::pseudo_header_v4(
+            &SRC4.into(),
+            &DST4.into(),
+            dp_packet::IpProtocol::TCP,
+            tcp_len,
+        );
+        put16(&mut f, 34 + 16, pseudo);
+        f
+    }
+
+    fn gso_v4(mss: u16) -> Offload {
+        Offload {
+            flags: Offload::NEEDS_CSUM,
+            gso_type: Offload::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: mss,
+            csum_start: 34,
+            csum_offset: 16,
+        }
+    }
+
+    /// The expected bytes of segment `i` built from scratch.
+    fn expected_v4(i: usize, chunk: &[u8], seq: u32, flags: u8) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34 + i as u8, 0x40, 0, 64, 6, 0, 0]);
+        put16(&mut f, 16, (40 + chunk.len()) as u16);
+        f.extend_from_slice(&SRC4);
+        f.extend_from_slice(&DST4);
+        let c = checksum::finish(checksum::data(&f[14..34]));
+        put16(&mut f, 24, c);
+        f.extend_from_slice(&[0x03, 0xe8, 0x07, 0xd0]);
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        f.extend_from_slice(chunk);
+        let c = checksum::transport_v4(
+            &SRC4.into(),
+            &DST4.into(),
+            dp_packet::IpProtocol::TCP,
+            &f[34..],
+        );
+        put16(&mut f, 50, c);
+        f
+    }
+
+    #[test]
+    fn three_segment_tcp_superframe_v4() {
+        let payload: Vec<u8> = (0..250u32).map(|i| (i * 7 + 3) as u8).collect();
+        let frame = superframe_v4(&payload);
+        let segs = Segments::new(&frame, &gso_v4(100)).unwrap();
+        assert_eq!(segs.count(), 3);
+        let mut got = Vec::new();
+        for i in 0..3 {
+            let mut b = PacketBuf::new(2048);
+            segs.write(i, &mut b, PacketMeta::default()).unwrap();
+            assert_eq!(b.meta.offload, Offload::NONE);
+            got.push(b.data().to_vec());
+        }
+        // ACK on all; CWR on the first only; PSH and FIN on the last only.
+        assert_eq!(got[0], expected_v4(0, &payload[..100], 0xfffffff0, 0x90));
+        assert_eq!(got[1], expected_v4(1, &payload[100..200], 0x54, 0x10));
+        assert_eq!(got[2], expected_v4(2, &payload[200..], 0xb8, 0x19));
+        assert_eq!(got[2].len(), 54 + 50);
+        // And the checksums verify independently.
+        for g in &got {
+            assert_eq!(checksum::data(&g[14..34]), 0xffff);
+            let tcp = &g[34..];
+            let pseudo = checksum::pseudo_header_v4(
+                &SRC4.into(),
+                &DST4.into(),
+                dp_packet::IpProtocol::TCP,
+                tcp.len() as u32,
+            );
+            assert_eq!(checksum::combine(&[pseudo, checksum::data(tcp)]), 0xffff);
+        }
+    }
+
+    #[test]
+    fn encapsulated_superframe_fixes_outer_length_too() {
+        let payload: Vec<u8> = (0..250u32).map(|i| i as u8).collect();
+        let inner = superframe_v4(&payload);
+        // Ethernet + outer IPv6 (next header 4) + the inner IP packet.
+        let mut f = vec![4, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 3, 0x86, 0xdd];
+        f.extend_from_slice(&[0x60, 0, 0, 1, 0, 0, 4, 64]);
+        put16(&mut f, 18, (inner.len() - 14) as u16);
+        f.extend_from_slice(&[0xfc; 16]);
+        f.extend_from_slice(&[0xfd; 16]);
+        f.extend_from_slice(&inner[14..]);
+        let mut off = gso_v4(100);
+        off.shift(40).unwrap();
+        assert_eq!(gso_segment_len(&f, &off), Some(140));
+        let segs = Segments::new(&f, &off).unwrap();
+        assert_eq!(segs.count(), 3);
+        for (i, (range, seq, flags)) in [
+            (0..100, 0xfffffff0u32, 0x90u8),
+            (100..200, 0x54, 0x10),
+            (200..250, 0xb8, 0x19),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut b = PacketBuf::new(2048);
+            segs.write(i, &mut b, PacketMeta::default()).unwrap();
+            let want = expected_v4(i, &payload[range], seq, flags);
+            assert_eq!(&b.data()[..14], &f[..14]);
+            assert_eq!(be16(b.data(), 18), Some((want.len() - 14) as u16));
+            assert_eq!(&b.data()[20..54], &f[20..54]);
+            assert_eq!(&b.data()[54..], &want[14..]);
+        }
+    }
+
+    #[test]
+    fn ipv6_superframe_and_hostile_requests() {
+        let src = [0x20u8; 16];
+        let dst = [0x21u8; 16];
+        let payload = [0xabu8; 30];
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 50, 6, 64]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&[
+            0, 1, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 1, 0, 0, 0, 0, 0,
+        ]);
+        f.extend_from_slice(&payload);
+        let off = Offload {
+            flags: Offload::NEEDS_CSUM,
+            gso_type: Offload::GSO_TCPV6,
+            hdr_len: 74,
+            gso_size: 16,
+            csum_start: 54,
+            csum_offset: 16,
+        };
+        let segs = Segments::new(&f, &off).unwrap();
+        assert_eq!((segs.count(), segs.len(0), segs.len(1)), (2, 90, 88));
+        for i in 0..2 {
+            let mut b = PacketBuf::new(2048);
+            segs.write(i, &mut b, PacketMeta::default()).unwrap();
+            let d = b.data();
+            assert_eq!(be16(d, 18), Some((d.len() - 54) as u16));
+            assert_eq!(d[54 + 13], if i == 0 { 0x10 } else { 0x18 });
+            let s: [u8; 16] = src;
+            let t: [u8; 16] = dst;
+            let c = checksum::combine(&[
+                checksum::pseudo_header_v6(
+                    &s.into(),
+                    &t.into(),
+                    dp_packet::IpProtocol::TCP,
+                    (d.len() - 54) as u32,
+                ),
+                checksum::data(&d[54..]),
+            ]);
+            assert_eq!(c, 0xffff);
+        }
+        // Hostile: checksum pointing elsewhere, zero MSS, wrong lengths, not TCP.
+        for bad in [
+            Offload {
+                csum_start: 20,
+                ..off
+            },
+            Offload { gso_size: 0, ..off },
+            Offload {
+                gso_type: Offload::GSO_UDP,
+                ..off
+            },
+        ] {
+            assert_eq!(
+                Segments::new(&f, &bad).err(),
+                Some(DropReason::OffloadInvalid)
+            );
+        }
+        assert!(Segments::new(&f[..f.len() - 1], &off).is_err());
+        assert!(Segments::new(&f[..40], &off).is_err());
+    }
+
+    #[test]
+    fn partial_checksum_is_finished_and_settled() {
+        let frame = superframe_v4(b"hello, world");
+        let mut b = PacketBuf::new(2048);
+        b.set_frame(&frame).unwrap();
+        b.meta.offload = Offload {
+            gso_type: 0,
+            gso_size: 0,
+            ..gso_v4(0)
+        };
+        finish_checksum(&mut b).unwrap();
+        assert_eq!(b.meta.offload, Offload::NONE);
+        let want = expected_v4(0, b"hello, world", 0xfffffff0, 0x99);
+        assert_eq!(&b.data()[50..52], &want[50..52]);
+        // settle() on a request beyond the frame only forgets it.
+        let mut b = PacketBuf::new(2048);
+        b.set_frame(&frame[..40]).unwrap();
+        b.meta.offload = gso_v4(0);
+        b.meta.offload.gso_type = 0;
+        settle(&mut b);
+        assert_eq!(b.meta.offload, Offload::NONE);
+        assert_eq!(b.data(), &frame[..40]);
+    }
+}
