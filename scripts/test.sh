@@ -45,5 +45,13 @@ fi
 # The system tests run target/<profile>/dpservice-cli, which `cargo test` does not build for
 # another package's tests: build every binary first (same profile, shared artifacts).
 cargo build --workspace --bins
-cargo test --workspace "$@"
-echo "test.sh: all tests passed"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo prints a "test result" line per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;/) p += $(i-1); if ($(i) ~ /^failed;/) f += $(i-1) } }
+     END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -26,6 +26,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use dp_tables::{
     Iface, LpmKey, PortId, Publisher, PxeConfig, RouteTarget, Snapshot, SnapshotReader,
     UnderlayTarget, Vni, VniTable,
@@ -251,10 +253,13 @@ pub struct State {
     uplinks: Vec<PortId>,
     initialized: bool,
     ifaces: HashMap<String, IfaceEntry>,
-    /// The published interfaces, indexed by port.
-    ifaces_by_port: Vec<Option<Arc<Iface>>>,
+    /// The published interfaces, indexed by port; shared with the snapshots until the next
+    /// interface change (copy on write), so publishing a route change does not copy it.
+    ifaces_by_port: Arc<Vec<Option<Arc<Iface>>>>,
     vnis: BTreeMap<Vni, VniEntry>,
     underlays: HashMap<Ipv6Addr, UnderlayUse>,
+    /// `underlays` as the packet path reads it, kept in step with it and shared likewise.
+    published_underlay: Arc<FxHashMap<u128, UnderlayTarget>>,
 }
 
 impl State {
@@ -291,9 +296,10 @@ impl State {
             uplinks,
             initialized: false,
             ifaces: HashMap::new(),
-            ifaces_by_port: vec![None; ports],
+            ifaces_by_port: Arc::new(vec![None; ports]),
             vnis: BTreeMap::new(),
             underlays: HashMap::new(),
+            published_underlay: Arc::default(),
         }
     }
 
@@ -329,26 +335,33 @@ impl State {
     }
 
     fn publish(&self) {
+        // O(VNIs): interfaces and underlay addresses are shared, route tables are per-VNI Arcs.
         let snapshot = Snapshot {
-            ifaces_by_port: self.ifaces_by_port.clone(),
+            ifaces_by_port: Arc::clone(&self.ifaces_by_port),
             vnis: self
                 .vnis
                 .iter()
                 .map(|(&vni, v)| (vni, v.routes.live()))
                 .collect(),
-            // Interfaces and alias prefixes alike deliver into the interface's port and VNI.
-            underlay: self
-                .underlays
-                .iter()
-                .map(|(&addr, used)| {
-                    let (UnderlayUse::Interface { port, vni }
-                    | UnderlayUse::Prefix { port, vni, .. }) = *used;
-                    (addr, UnderlayTarget::Iface { port, vni })
-                })
-                .collect(),
+            underlay: Arc::clone(&self.published_underlay),
             generation: 0,
         };
         self.publisher.publish(snapshot);
+    }
+
+    /// Registers an underlay address: interfaces and alias prefixes alike deliver into the
+    /// interface's port and VNI.
+    fn underlay_insert(&mut self, addr: Ipv6Addr, used: UnderlayUse) {
+        let (UnderlayUse::Interface { port, vni } | UnderlayUse::Prefix { port, vni, .. }) = used;
+        Arc::make_mut(&mut self.published_underlay)
+            .insert(u128::from(addr), UnderlayTarget::Iface { port, vni });
+        self.underlays.insert(addr, used);
+    }
+
+    fn underlay_remove(&mut self, addr: &Ipv6Addr) {
+        if self.underlays.remove(addr).is_some() {
+            Arc::make_mut(&mut self.published_underlay).remove(&u128::from(*addr));
+        }
     }
 
     fn resolve_device(&self, name: &str) -> Option<DeviceRef> {
@@ -397,7 +410,7 @@ impl State {
     fn republish_iface(&mut self, id: &str) {
         if let Some(e) = self.ifaces.get(id) {
             let port = usize::from(e.info.port);
-            if let Some(slot) = self.ifaces_by_port.get_mut(port) {
+            if let Some(slot) = Arc::make_mut(&mut self.ifaces_by_port).get_mut(port) {
                 *slot = Some(Arc::new(e.to_iface()));
             }
         }
@@ -486,7 +499,7 @@ impl State {
         let vni = self.vnis.entry(spec.vni).or_default();
         vni.ifaces += 1;
         vni.routes.commit(&ops);
-        self.underlays.insert(
+        self.underlay_insert(
             underlay,
             UnderlayUse::Interface {
                 port,
@@ -497,7 +510,7 @@ impl State {
             underlay,
             vf_name: entry.info.vf_name.clone(),
         };
-        if let Some(slot) = self.ifaces_by_port.get_mut(usize::from(port)) {
+        if let Some(slot) = Arc::make_mut(&mut self.ifaces_by_port).get_mut(usize::from(port)) {
             *slot = Some(Arc::new(entry.to_iface()));
         }
         self.ifaces.insert(spec.id, entry);
@@ -510,12 +523,12 @@ impl State {
     pub fn delete_interface(&mut self, id: &str) -> Result<InterfaceInfo, DpError> {
         let entry = self.ifaces.remove(id).ok_or(DpError::NotFound)?;
         let port = entry.info.port;
-        if let Some(slot) = self.ifaces_by_port.get_mut(usize::from(port)) {
+        if let Some(slot) = Arc::make_mut(&mut self.ifaces_by_port).get_mut(usize::from(port)) {
             *slot = None;
         }
-        self.underlays.remove(&entry.info.underlay);
+        self.underlay_remove(&entry.info.underlay);
         for p in &entry.prefixes {
-            self.underlays.remove(&p.underlay);
+            self.underlay_remove(&p.underlay);
         }
         let vni_id = entry.info.vni;
         if let Some(vni) = self.vnis.get_mut(&vni_id) {
@@ -602,9 +615,9 @@ impl State {
             });
         }
         if let Some(old) = stale {
-            self.underlays.remove(&old);
+            self.underlay_remove(&old);
         }
-        self.underlays.insert(
+        self.underlay_insert(
             underlay,
             UnderlayUse::Prefix {
                 port,
@@ -653,7 +666,7 @@ impl State {
         if let Some(i) = record {
             if let Some(e) = self.ifaces.get_mut(id) {
                 let removed = e.prefixes.remove(i);
-                self.underlays.remove(&removed.underlay);
+                self.underlay_remove(&removed.underlay);
             }
             self.republish_iface(id);
         }

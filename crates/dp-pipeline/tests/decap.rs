@@ -109,7 +109,7 @@ fn alias_prefixes_and_their_underlay_addresses_are_delivered() {
     });
     // An alias prefix has an underlay address of its own, delivering to the same interface.
     let prefix_ul: Ipv6Addr = "fc00:1::d000:1:0:9".parse().unwrap();
-    h.snapshot.underlay.insert(
+    h.snapshot.set_underlay(
         prefix_ul,
         UnderlayTarget::Iface {
             port: VM1,

@@ -336,7 +336,7 @@ fn destination_port_state_is_checked() {
     );
     // Route to a port whose interface has gone.
     let mut h = Harness::new();
-    h.snapshot.ifaces_by_port[usize::from(VM2)] = None;
+    h.snapshot.set_iface(VM2, None);
     assert_dropped(
         &mut h,
         VM1,

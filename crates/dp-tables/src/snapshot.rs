@@ -19,12 +19,17 @@ pub enum UnderlayTarget {
 /// Everything the packet path reads, frozen at one instant.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    /// Interfaces indexed by their port id (`None`: no interface bound to that port).
-    pub ifaces_by_port: Vec<Option<Arc<Iface>>>,
+    /// Interfaces indexed by their port id (`None`: no interface bound to that port). Shared
+    /// between snapshots until an interface changes, so a route change publishes in O(1) here.
+    pub ifaces_by_port: Arc<Vec<Option<Arc<Iface>>>>,
     pub vnis: FxHashMap<Vni, Arc<VniTable>>,
     /// Our underlay addresses (every interface's; later VIPs, NAT and load balancers) and what
     /// packets arriving for them are delivered to. The host's own `--ipv6` is not in here.
-    pub underlay: FxHashMap<Ipv6Addr, UnderlayTarget>,
+    ///
+    /// Keyed by the address as a `u128`: Fx hashing of `Ipv6Addr`'s bytes spreads sequential
+    /// addresses (a counter in the low bits) badly, the integer mixes well. Shared between
+    /// snapshots until an underlay address changes.
+    pub underlay: Arc<FxHashMap<u128, UnderlayTarget>>,
     /// Bumped on every publish; lets workers notice a change cheaply.
     pub generation: u64,
 }
@@ -45,7 +50,30 @@ impl Snapshot {
     /// What arrives for this underlay address, if it is one of ours.
     #[inline]
     pub fn underlay_target(&self, addr: Ipv6Addr) -> Option<UnderlayTarget> {
-        self.underlay.get(&addr).copied()
+        self.underlay.get(&u128::from(addr)).copied()
+    }
+
+    /// Whether this underlay address is one of ours (an interface's or a prefix's).
+    #[inline]
+    pub fn owns_underlay(&self, addr: Ipv6Addr) -> bool {
+        self.underlay.contains_key(&u128::from(addr))
+    }
+
+    /// Registers an underlay address (copies the map if another snapshot shares it).
+    pub fn set_underlay(&mut self, addr: Ipv6Addr, target: UnderlayTarget) {
+        Arc::make_mut(&mut self.underlay).insert(u128::from(addr), target);
+    }
+
+    /// Binds (or with `None` unbinds) an interface to its port, growing the table as needed.
+    pub fn set_iface(&mut self, port: PortId, iface: Option<Arc<Iface>>) {
+        let slots = Arc::make_mut(&mut self.ifaces_by_port);
+        let index = usize::from(port);
+        if slots.len() <= index {
+            slots.resize(index + 1, None);
+        }
+        if let Some(slot) = slots.get_mut(index) {
+            *slot = iface;
+        }
     }
 }
 
@@ -113,5 +141,20 @@ mod tests {
         assert_eq!(after.generation, 1);
         assert!(after.vni(100).is_some());
         assert!(after.iface(7).is_none());
+    }
+
+    #[test]
+    fn shared_parts_are_copied_on_write() {
+        let mut a = Snapshot::default();
+        let target = UnderlayTarget::Iface { port: 2, vni: 100 };
+        let ul: Ipv6Addr = "fc00:1::d000:1:0:1".parse().unwrap();
+        a.set_underlay(ul, target);
+        a.set_iface(3, None);
+        let b = a.clone();
+        assert!(Arc::ptr_eq(&a.underlay, &b.underlay));
+        a.set_underlay("fc00:1::d000:1:0:2".parse().unwrap(), target);
+        assert!(b.owns_underlay(ul) && !b.owns_underlay("fc00:1::d000:1:0:2".parse().unwrap()));
+        assert_eq!(a.underlay_target(ul), Some(target));
+        assert_eq!(a.ifaces_by_port.len(), 4);
     }
 }

@@ -471,17 +471,16 @@ mod tests {
             .unwrap();
         let mut ifaces_by_port = vec![None; usize::from(2 + vfs)];
         ifaces_by_port[2] = Some(Arc::new(iface.clone()));
-        let publisher = Publisher::new(Snapshot {
-            ifaces_by_port,
+        let mut snapshot = Snapshot {
+            ifaces_by_port: Arc::new(ifaces_by_port),
             vnis: [(100, Arc::new(table))].into_iter().collect(),
-            underlay: [(
-                iface.underlay_ipv6,
-                UnderlayTarget::Iface { port: 2, vni: 100 },
-            )]
-            .into_iter()
-            .collect(),
-            generation: 0,
-        });
+            ..Snapshot::default()
+        };
+        snapshot.set_underlay(
+            iface.underlay_ipv6,
+            UnderlayTarget::Iface { port: 2, vni: 100 },
+        );
+        let publisher = Publisher::new(snapshot);
         let port_count = ports.len();
         let w = Worker {
             ports,

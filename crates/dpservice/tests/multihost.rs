@@ -67,15 +67,15 @@ struct HvDef {
     extra: &'static [&'static str],
 }
 
-/// hv2 spreads flows over both uplinks (`--wcmp 50`) for the WCMP check; hv1 keeps the default
-/// (every flow on pf0, pf1 as fail-over) so the fail-over check knows which link carries the
-/// flow.
+/// hv2 spreads flows over both uplinks (`--wcmp 50`, the default with two uplinks, spelled out)
+/// for the WCMP check; hv1 runs `--wcmp 100` (every flow on pf0, pf1 as fail-over) so the
+/// fail-over check knows which link carries the flow.
 const HVS: [HvDef; 2] = [
     HvDef {
         name: "hv1",
         underlay: "fc00:1::1",
         prefix: "fc00:1::/64",
-        extra: &[],
+        extra: &["--wcmp", "100"],
     },
     HvDef {
         name: "hv2",
@@ -313,6 +313,8 @@ fn scenario(lab: &mut Lab) -> Result<(), String> {
     check_iperf3(lab)?;
     check_wcmp(lab)?;
     check_fail_over(lab)?;
+    check_default_routes(lab)?;
+    check_vni_peering(lab)?;
     check_route_delete(lab)?;
     Ok(())
 }
@@ -975,6 +977,47 @@ fn rfc3339_timestamps_parse() {
         Some(1_795_308_172_606_208)
     );
     assert_eq!(parse_rfc3339("garbage"), None);
+}
+
+/// Default routes work like any other: hv2 replaces its routes to vm1's prefixes by
+/// `0.0.0.0/0` and `::/0` via vm1's underlay address.
+fn check_default_routes(lab: &mut Lab) -> Result<(), String> {
+    let ul1 = lab.underlay("vm1");
+    for (prefix, len, default) in [("10.100.1.0", 24, "0.0.0.0"), ("2000:100:1::", 64, "::")] {
+        let p: IpAddr = prefix.parse().expect("valid");
+        let d: IpAddr = default.parse().expect("valid");
+        lab.hvs[1].api.delete_route(100, p, len)?;
+        lab.hvs[1].api.create_route(100, d, 0, 100, ul1)?;
+    }
+    for (a, b) in [("vm2", "vm1"), ("vm1", "vm2")] {
+        for dst in [def(b).ipv4.to_string(), def(b).ipv6.to_string()] {
+            expect_ping(lab.vm(a), &dst)?;
+        }
+    }
+    step!("hv2: 0.0.0.0/0 and ::/0 via vm1's underlay instead of its prefixes: vm1 <-> vm2 ok");
+    Ok(())
+}
+
+/// VNI peering: a route in VNI 200 on hv1 whose next hop is VNI 100 (vm2), and the way back
+/// in VNI 100 on hv2 to VNI 200 (vm3), let vm3 reach vm2; deleting them isolates again.
+fn check_vni_peering(lab: &mut Lab) -> Result<(), String> {
+    let (ul2, ul3) = (lab.underlay("vm2"), lab.underlay("vm3"));
+    let to_vm2: IpAddr = "10.100.2.0".parse().expect("valid");
+    let to_vm3: IpAddr = "10.200.1.0".parse().expect("valid");
+    lab.hvs[0].api.create_route(200, to_vm2, 24, 100, ul2)?;
+    lab.hvs[1].api.create_route(100, to_vm3, 24, 200, ul3)?;
+    expect_ping(lab.vm("vm3"), &def("vm2").ipv4.to_string())?;
+    expect_ping(lab.vm("vm2"), &def("vm3").ipv4.to_string())?;
+    step!("peering routes VNI 200 <-> VNI 100: vm3 <-> vm2 ping ok");
+    lab.hvs[0].api.delete_route(200, to_vm2, 24)?;
+    lab.hvs[1].api.delete_route(100, to_vm3, 24)?;
+    expect_no_ping(
+        lab.vm("vm3"),
+        &def("vm2").ipv4.to_string(),
+        "the peering routes were deleted",
+    )?;
+    step!("peering routes deleted: vm3 -> vm2 no reply again");
+    Ok(())
 }
 
 /// Deleting hv1's route to vm2 stops vm1 -> vm2 in that family only; the CLI deletes the IPv4

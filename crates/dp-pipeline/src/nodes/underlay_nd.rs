@@ -115,7 +115,7 @@ fn uplink_entry<'a>(ctx: &Ctx<'a>, port: PortId) -> Option<&'a PortEntry> {
 /// Whether `addr` is one of our addresses on the uplink `entry`.
 fn owns(ctx: &Ctx<'_>, entry: &PortEntry, addr: &Ipv6Addr) -> bool {
     (*addr == ctx.config.underlay_ipv6 && !addr.is_unspecified())
-        || ctx.tables.underlay.contains_key(addr)
+        || ctx.tables.owns_underlay(*addr)
         || *addr == link_local(entry.own_mac)
 }
 

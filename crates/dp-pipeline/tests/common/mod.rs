@@ -362,13 +362,13 @@ impl Default for Harness {
 /// The tables as the control plane installs them: per VNI, a /32 and a /128 route per VM to its port.
 pub fn snapshot_of(ifaces: &[Iface], port_count: usize) -> Snapshot {
     let mut snapshot = Snapshot {
-        ifaces_by_port: vec![None; port_count],
+        ifaces_by_port: Arc::new(vec![None; port_count]),
         ..Snapshot::default()
     };
     let mut vnis: std::collections::HashMap<u32, VniTable> = Default::default();
     for i in ifaces {
-        snapshot.ifaces_by_port[usize::from(i.port)] = Some(Arc::new(i.clone()));
-        snapshot.underlay.insert(
+        snapshot.set_iface(i.port, Some(Arc::new(i.clone())));
+        snapshot.set_underlay(
             i.underlay_ipv6,
             UnderlayTarget::Iface {
                 port: i.port,

@@ -285,14 +285,14 @@ fn snapshot(routes: usize) -> Snapshot {
     }
     let underlay = [
         (
-            vm1.underlay_ipv6,
+            u128::from(vm1.underlay_ipv6),
             UnderlayTarget::Iface {
                 port: VM1_PORT,
                 vni: VNI,
             },
         ),
         (
-            vm2.underlay_ipv6,
+            u128::from(vm2.underlay_ipv6),
             UnderlayTarget::Iface {
                 port: VM2_PORT,
                 vni: VNI,
@@ -302,9 +302,9 @@ fn snapshot(routes: usize) -> Snapshot {
     .into_iter()
     .collect();
     Snapshot {
-        ifaces_by_port: vec![None, None, Some(Arc::new(vm1)), Some(Arc::new(vm2))],
+        ifaces_by_port: Arc::new(vec![None, None, Some(Arc::new(vm1)), Some(Arc::new(vm2))]),
         vnis: [(VNI, Arc::new(table))].into_iter().collect(),
-        underlay,
+        underlay: Arc::new(underlay),
         ..Snapshot::default()
     }
 }

@@ -20,9 +20,11 @@
 //!
 //! Machine-readable lines:
 //! `CPBENCH phase=<interfaces|routes|total> ops=<n> secs=<x> ops_per_s=<x> rpc_p50_us=<x> rpc_p99_us=<x>`
-//! and, per phase, `CPBENCH forwarding phase=<p> worst_gap_us=<x> p99_gap_us=<x> batches=<n> mpps=<x>`,
-//! with the summary line `CPBENCH forwarding worst_gap_us=<x> p99_gap_us=<x> batches=<n>`
-//! (interfaces and routes phases together) and `CPBENCH check ... ok=<true|false>`.
+//! and, per phase, `CPBENCH forwarding phase=<p> worst_gap_us=<x> p99_gap_us=<x> ...
+//! worst_cpu_gap_us=<x> ... batches=<n> mpps=<x> mpps_per_cpu_s=<x>`, with the summary line
+//! `CPBENCH forwarding worst_gap_us=<x> p99_gap_us=<x> batches=<n> ...` (interfaces and routes
+//! phases together) and `CPBENCH check ... ok=<true|false>`. A CPU gap is the worker thread's
+//! CPU time over a gap: a long wall gap with a short CPU gap is the thread being descheduled.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
