@@ -125,6 +125,41 @@ fn failed(what: &'static str, e: DpError) -> v1::Status {
     e.to_status()
 }
 
+/// The request's `interface_id`, as dpservice copies it into its fixed-size buffer.
+fn interface_id(what: &'static str, b: &[u8]) -> Result<String, Status> {
+    fixed_str(b, IFACE_ID_SIZE).ok_or_else(|| invalid(what, "Invalid interface_id"))
+}
+
+/// An alias prefix (`prefix.ip`, then `prefix.length`).
+fn alias_prefix(what: &'static str, prefix: Option<v1::Prefix>) -> Result<(IpAddr, u8), Status> {
+    let prefix = prefix.unwrap_or_default();
+    let addr = parse_ip(&prefix.ip.unwrap_or_default())
+        .ok_or_else(|| invalid(what, "Invalid prefix.ip"))?;
+    let len = u8::try_from(prefix.length).map_err(|_| invalid(what, "Invalid prefix.length"))?;
+    Ok((addr, len))
+}
+
+/// A route's prefix (`route.prefix.length`, then `route.prefix.ip`).
+fn route_prefix(what: &'static str, prefix: Option<v1::Prefix>) -> Result<(IpAddr, u8), Status> {
+    let prefix = prefix.unwrap_or_default();
+    let len =
+        u8::try_from(prefix.length).map_err(|_| invalid(what, "Invalid route.prefix.length"))?;
+    let addr = parse_ip(&prefix.ip.unwrap_or_default())
+        .ok_or_else(|| invalid(what, "Invalid route.prefix.ip"))?;
+    Ok((addr, len))
+}
+
+/// The reply status of a state change: OK (after `on_ok`, which logs it) or the failure.
+fn outcome<T>(what: &'static str, res: Result<T, DpError>, on_ok: impl FnOnce(T)) -> v1::Status {
+    match res {
+        Ok(v) => {
+            on_ok(v);
+            ok_status()
+        }
+        Err(e) => failed(what, e),
+    }
+}
+
 fn text(ip: impl Into<IpAddr>) -> Vec<u8> {
     ip_to_bytes(ip.into())
 }
@@ -279,8 +314,7 @@ impl DpdKironcore for GrpcService {
         const WHAT: &str = "GetInterface";
         let state = self.initialized()?;
         let r = request.into_inner();
-        let id = fixed_str(&r.interface_id, IFACE_ID_SIZE)
-            .ok_or_else(|| invalid(WHAT, "Invalid interface_id"))?;
+        let id = interface_id(WHAT, &r.interface_id)?;
         Ok(Response::new(match state.get_interface(&id) {
             Ok(i) => v1::GetInterfaceResponse {
                 status: Some(ok_status()),
@@ -339,8 +373,7 @@ impl DpdKironcore for GrpcService {
         }
         let device = fixed_str(r.device_name.as_bytes(), DEVICE_NAME_SIZE)
             .ok_or_else(|| invalid(WHAT, "Invalid device_name"))?;
-        let id = fixed_str(&r.interface_id, IFACE_ID_SIZE)
-            .ok_or_else(|| invalid(WHAT, "Invalid interface_id"))?;
+        let id = interface_id(WHAT, &r.interface_id)?;
         let hostname = if r.hostname.is_empty() {
             None
         } else {
@@ -407,15 +440,10 @@ impl DpdKironcore for GrpcService {
         const WHAT: &str = "DeleteInterface";
         let mut state = self.initialized()?;
         let r = request.into_inner();
-        let id = fixed_str(&r.interface_id, IFACE_ID_SIZE)
-            .ok_or_else(|| invalid(WHAT, "Invalid interface_id"))?;
-        let status = match state.delete_interface(&id) {
-            Ok(i) => {
-                info!(interface_id = %id, vni = i.vni, port = i.port, "Interface removed");
-                ok_status()
-            }
-            Err(e) => failed(WHAT, e),
-        };
+        let id = interface_id(WHAT, &r.interface_id)?;
+        let status = outcome(WHAT, state.delete_interface(&id), |i| {
+            info!(interface_id = %id, vni = i.vni, port = i.port, "Interface removed");
+        });
         Ok(Response::new(v1::DeleteInterfaceResponse {
             status: Some(status),
         }))
@@ -430,8 +458,7 @@ impl DpdKironcore for GrpcService {
         const WHAT: &str = "ListPrefixes";
         let state = self.initialized()?;
         let r = request.into_inner();
-        let id = fixed_str(&r.interface_id, IFACE_ID_SIZE)
-            .ok_or_else(|| invalid(WHAT, "Invalid interface_id"))?;
+        let id = interface_id(WHAT, &r.interface_id)?;
         Ok(Response::new(match state.list_prefixes(&id) {
             Ok(list) => v1::ListPrefixesResponse {
                 status: Some(ok_status()),
@@ -458,13 +485,8 @@ impl DpdKironcore for GrpcService {
         const WHAT: &str = "CreatePrefix";
         let mut state = self.initialized()?;
         let r = request.into_inner();
-        let id = fixed_str(&r.interface_id, IFACE_ID_SIZE)
-            .ok_or_else(|| invalid(WHAT, "Invalid interface_id"))?;
-        let prefix = r.prefix.unwrap_or_default();
-        let addr = parse_ip(&prefix.ip.unwrap_or_default())
-            .ok_or_else(|| invalid(WHAT, "Invalid prefix.ip"))?;
-        let len =
-            u8::try_from(prefix.length).map_err(|_| invalid(WHAT, "Invalid prefix.length"))?;
+        let id = interface_id(WHAT, &r.interface_id)?;
+        let (addr, len) = alias_prefix(WHAT, r.prefix)?;
         let preferred = Self::preferred_underlay(&state, &r.preferred_underlay_route)
             .ok_or_else(|| invalid(WHAT, "Invalid preferred_underlay_route"))?;
         Ok(Response::new(
@@ -491,20 +513,11 @@ impl DpdKironcore for GrpcService {
         const WHAT: &str = "DeletePrefix";
         let mut state = self.initialized()?;
         let r = request.into_inner();
-        let id = fixed_str(&r.interface_id, IFACE_ID_SIZE)
-            .ok_or_else(|| invalid(WHAT, "Invalid interface_id"))?;
-        let prefix = r.prefix.unwrap_or_default();
-        let addr = parse_ip(&prefix.ip.unwrap_or_default())
-            .ok_or_else(|| invalid(WHAT, "Invalid prefix.ip"))?;
-        let len =
-            u8::try_from(prefix.length).map_err(|_| invalid(WHAT, "Invalid prefix.length"))?;
-        let status = match state.delete_prefix(&id, addr, len) {
-            Ok(()) => {
-                info!(interface_id = %id, prefix = %addr, len, "Alias prefix removed");
-                ok_status()
-            }
-            Err(e) => failed(WHAT, e),
-        };
+        let id = interface_id(WHAT, &r.interface_id)?;
+        let (addr, len) = alias_prefix(WHAT, r.prefix)?;
+        let status = outcome(WHAT, state.delete_prefix(&id, addr, len), |_| {
+            info!(interface_id = %id, prefix = %addr, len, "Alias prefix removed");
+        });
         Ok(Response::new(v1::DeletePrefixResponse {
             status: Some(status),
         }))
@@ -551,15 +564,13 @@ impl DpdKironcore for GrpcService {
         let mut state = self.initialized()?;
         let r = request.into_inner();
         let route = r.route.unwrap_or_default();
-        let prefix = route.prefix.unwrap_or_default();
-        let len = u8::try_from(prefix.length)
-            .map_err(|_| invalid(WHAT, "Invalid route.prefix.length"))?;
-        let addr = parse_ip(&prefix.ip.unwrap_or_default())
-            .ok_or_else(|| invalid(WHAT, "Invalid route.prefix.ip"))?;
+        let (addr, len) = route_prefix(WHAT, route.prefix)?;
         let nexthop = parse_ip(&route.nexthop_address.unwrap_or_default())
             .ok_or_else(|| invalid(WHAT, "Invalid route.nexthop_address"))?;
-        let status = match state.create_route(r.vni, addr, len, route.nexthop_vni, nexthop) {
-            Ok(()) => {
+        let status = outcome(
+            WHAT,
+            state.create_route(r.vni, addr, len, route.nexthop_vni, nexthop),
+            |_| {
                 info!(
                     vni = r.vni,
                     prefix = %addr,
@@ -568,10 +579,8 @@ impl DpdKironcore for GrpcService {
                     %nexthop,
                     "Route added"
                 );
-                ok_status()
-            }
-            Err(e) => failed(WHAT, e),
-        };
+            },
+        );
         Ok(Response::new(v1::CreateRouteResponse {
             status: Some(status),
         }))
@@ -584,18 +593,10 @@ impl DpdKironcore for GrpcService {
         const WHAT: &str = "DeleteRoute";
         let mut state = self.initialized()?;
         let r = request.into_inner();
-        let prefix = r.route.unwrap_or_default().prefix.unwrap_or_default();
-        let len = u8::try_from(prefix.length)
-            .map_err(|_| invalid(WHAT, "Invalid route.prefix.length"))?;
-        let addr = parse_ip(&prefix.ip.unwrap_or_default())
-            .ok_or_else(|| invalid(WHAT, "Invalid route.prefix.ip"))?;
-        let status = match state.delete_route(r.vni, addr, len) {
-            Ok(()) => {
-                info!(vni = r.vni, prefix = %addr, len, "Route removed");
-                ok_status()
-            }
-            Err(e) => failed(WHAT, e),
-        };
+        let (addr, len) = route_prefix(WHAT, r.route.unwrap_or_default().prefix)?;
+        let status = outcome(WHAT, state.delete_route(r.vni, addr, len), |_| {
+            info!(vni = r.vni, prefix = %addr, len, "Route removed");
+        });
         Ok(Response::new(v1::DeleteRouteResponse {
             status: Some(status),
         }))
@@ -631,13 +632,9 @@ impl DpdKironcore for GrpcService {
         let mut state = self.initialized()?;
         let r = request.into_inner();
         let ty = parse_vni_type(r.r#type).ok_or_else(|| invalid(WHAT, "Invalid type"))?;
-        let status = match state.reset_vni(r.vni, ty) {
-            Ok(()) => {
-                info!(vni = r.vni, "VNI reset");
-                ok_status()
-            }
-            Err(e) => failed(WHAT, e),
-        };
+        let status = outcome(WHAT, state.reset_vni(r.vni, ty), |_| {
+            info!(vni = r.vni, "VNI reset");
+        });
         Ok(Response::new(v1::ResetVniResponse {
             status: Some(status),
         }))

@@ -193,7 +193,7 @@ pub enum DeleteWhat {
     Nat(InterfaceIdArg),
     /// Delete neighbor nat
     #[command(aliases = ["nnat", "ngbnat", "neighnat"])]
-    Neighbornat(DeleteNeighborNat),
+    Neighbornat(NeighborNatKey),
     /// Delete firewall rule from interface
     #[command(aliases = ["fwrule", "fw-rule", "firewallrules", "fwrules", "fw-rules"])]
     Firewallrule(FirewallRuleIdArgs),
@@ -433,25 +433,17 @@ pub struct CreateNat {
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct CreateNeighborNat {
-    /// Neighbor NAT IP.
-    #[arg(long = "nat-ip", value_name = "ip", value_parser = parse_addr)]
-    pub nat_ip: Option<IpAddr>,
-    /// VNI of neighbor NAT.
-    #[arg(long, value_name = "uint32", value_parser = parse_u32)]
-    pub vni: Option<u32>,
-    /// MinPort of neighbor NAT.
-    #[arg(long, value_name = "uint32", value_parser = parse_u32)]
-    pub minport: Option<u32>,
-    /// MaxPort of neighbor NAT.
-    #[arg(long, value_name = "uint32", value_parser = parse_u32)]
-    pub maxport: Option<u32>,
+    #[command(flatten)]
+    pub key: NeighborNatKey,
     /// Underlay route of neighbor NAT.
     #[arg(long, value_name = "ip", value_parser = parse_addr)]
     pub underlayroute: Option<IpAddr>,
 }
 
+// The flags naming a neighbor NAT: all of `delete neighbornat`, the first ones of
+// `create neighbornat`. (No doc comment: clap would take it as the command's about.)
 #[derive(Debug, Clone, Default, Args)]
-pub struct DeleteNeighborNat {
+pub struct NeighborNatKey {
     /// Neighbor NAT IP.
     #[arg(long = "nat-ip", value_name = "ip", value_parser = parse_addr)]
     pub nat_ip: Option<IpAddr>,

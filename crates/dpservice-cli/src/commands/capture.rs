@@ -3,7 +3,7 @@
 use dp_proto::v1;
 use v1::captured_interface::Spec;
 
-use super::{check, ip_to_proto, loadbalancer::go_atoi, parse_wire_addr, Ctx};
+use super::{call, ip_to_proto, loadbalancer::go_atoi, parse_wire_addr, Ctx};
 use crate::cli::{require, CaptureStart as StartArgs};
 use crate::error::CliError;
 use crate::types::*;
@@ -28,10 +28,7 @@ pub async fn start(ctx: &Ctx, o: StartArgs) -> Result<(), CliError> {
         ("udp-src-port", o.udp_src_port.is_some()),
         ("udp-dst-port", o.udp_dst_port.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let mut ifaces = Vec::new();
     if !o.pf.is_empty() {
         for i in pf_indexes(&o.pf).map_err(|e| e.context("error converting PF indexes"))? {
@@ -81,19 +78,19 @@ pub async fn start(ctx: &Ctx, o: StartArgs) -> Result<(), CliError> {
         udp_dst_port: o.udp_dst_port.unwrap_or_default(),
     };
     let wrap = |e: CliError| e.context("error initializing packet capturing");
-    let res = client
-        .capture_start(v1::CaptureStartRequest {
+    let res = call(
+        client.capture_start(v1::CaptureStartRequest {
             capture_config: Some(v1::CaptureConfig {
                 sink_node_ip: Some(ip_to_proto(&sink)),
                 udp_src_port: cfg.udp_src_port,
                 udp_dst_port: cfg.udp_dst_port,
                 interfaces: wire,
             }),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let obj = CaptureStart {
         kind: kind::CAPTURE_START.into(),
         metadata: CaptureStartMeta {
@@ -106,17 +103,14 @@ pub async fn start(ctx: &Ctx, o: StartArgs) -> Result<(), CliError> {
 }
 
 pub async fn stop(ctx: &Ctx) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let wrap = |e: CliError| e.context("error stopping capturing");
-    let res = client
-        .capture_stop(v1::CaptureStopRequest {})
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+    let res = call(
+        client.capture_stop(v1::CaptureStopRequest {}),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let obj = CaptureStop {
         kind: String::new(),
         metadata: Empty {},
@@ -129,17 +123,14 @@ pub async fn stop(ctx: &Ctx) -> Result<(), CliError> {
 }
 
 pub async fn status(ctx: &Ctx) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let wrap = |e: CliError| e.context("error checking initialization status");
-    let res = client
-        .capture_status(v1::CaptureStatusRequest {})
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+    let res = call(
+        client.capture_status(v1::CaptureStatusRequest {}),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let mut spec = CaptureStatusSpec::default();
     if res.is_active {
         let cfg = res.capture_config.clone().unwrap_or_default();

@@ -2,7 +2,7 @@
 
 use dp_proto::v1;
 
-use super::{check, interface, prefix_to_proto, stable_sort, Client, Ctx};
+use super::{call, check, interface, prefix_to_proto, stable_sort, Client, Ctx};
 use crate::cli::{
     parse_prefix, require, CreateFirewallRule, FirewallRuleIdArgs, GetFirewallRule,
     ListFirewallRules,
@@ -100,10 +100,7 @@ pub async fn create(ctx: &Ctx, o: CreateFirewallRule) -> Result<(), CliError> {
         _ => {}
     }
     require(&flags)?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let ports = [
         src_min,
         o.src_port_max.unwrap_or(-1),
@@ -168,8 +165,8 @@ pub async fn create(ctx: &Ctx, o: CreateFirewallRule) -> Result<(), CliError> {
     let rule_id = o.rule_id.unwrap_or_default();
     let (src, dst) = (o.src.unwrap_or_default(), o.dst.unwrap_or_default());
     let pf = ProtocolFilter { filter };
-    let res = client
-        .create_firewall_rule(v1::CreateFirewallRuleRequest {
+    let res = call(
+        client.create_firewall_rule(v1::CreateFirewallRuleRequest {
             interface_id: id.clone().into_bytes(),
             rule: Some(v1::FirewallRule {
                 id: rule_id.clone().into_bytes(),
@@ -180,11 +177,11 @@ pub async fn create(ctx: &Ctx, o: CreateFirewallRule) -> Result<(), CliError> {
                 destination_prefix: Some(prefix_to_proto(&dst)),
                 protocol_filter: Some(pf.to_proto()),
             }),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let rule = FirewallRule {
         kind: kind::FIREWALL_RULE.into(),
         metadata: FirewallRuleMeta { interface_id: id },
@@ -206,10 +203,7 @@ pub async fn get(ctx: &Ctx, o: GetFirewallRule) -> Result<(), CliError> {
     if !o.rule_id.is_empty() {
         require(&[("interface-id", o.interface_id.is_some())])?;
     }
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let id = o.interface_id.unwrap_or_default();
     if o.rule_id.is_empty() {
         return list(
@@ -222,15 +216,15 @@ pub async fn get(ctx: &Ctx, o: GetFirewallRule) -> Result<(), CliError> {
         .await;
     }
     let wrap = |e: CliError| e.context("error getting firewall rule");
-    let res = client
-        .get_firewall_rule(v1::GetFirewallRuleRequest {
+    let res = call(
+        client.get_firewall_rule(v1::GetFirewallRuleRequest {
             interface_id: id.clone().into_bytes(),
             rule_id: o.rule_id.clone().into_bytes(),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let rule = from_proto(&res.rule.unwrap_or_default(), &id).map_err(wrap)?;
     ctx.print("", &rule)
 }
@@ -240,22 +234,19 @@ pub async fn delete(ctx: &Ctx, o: FirewallRuleIdArgs) -> Result<(), CliError> {
         ("rule-id", o.rule_id.is_some()),
         ("interface-id", o.interface_id.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let id = o.interface_id.unwrap_or_default();
     let rule_id = o.rule_id.unwrap_or_default();
     let wrap = |e: CliError| e.context("error deleting firewall rule");
-    let res = client
-        .delete_firewall_rule(v1::DeleteFirewallRuleRequest {
+    let res = call(
+        client.delete_firewall_rule(v1::DeleteFirewallRuleRequest {
             interface_id: id.clone().into_bytes(),
             rule_id: rule_id.clone().into_bytes(),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let rule = FirewallRule {
         kind: kind::FIREWALL_RULE.into(),
         metadata: FirewallRuleMeta { interface_id: id },
@@ -293,10 +284,7 @@ async fn fetch_all(client: &mut Client, id: &str) -> Result<FirewallRuleList, Cl
 }
 
 pub async fn list(ctx: &Ctx, o: ListFirewallRules) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let mut list = if o.interface_id.is_empty() {
         let ifaces = interface::fetch_all(&mut client)
             .await

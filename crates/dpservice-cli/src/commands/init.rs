@@ -2,7 +2,7 @@
 
 use dp_proto::v1;
 
-use super::{check, Client, Ctx};
+use super::{call, check, Client, Ctx};
 use crate::error::CliError;
 use crate::types::*;
 
@@ -22,10 +22,7 @@ async fn check_initialized(client: &mut Client) -> Result<Initialized, CliError>
 }
 
 pub async fn init(ctx: &Ctx) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     match check_initialized(&mut client).await {
         Ok(i) => {
             return Err(CliError::msg(format!(
@@ -39,12 +36,12 @@ pub async fn init(ctx: &Ctx) -> Result<(), CliError> {
         Err(_) => {}
     }
     let wrap = |e: CliError| e.context("error initializing");
-    let res = client
-        .initialize(v1::InitializeRequest {})
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+    let res = call(
+        client.initialize(v1::InitializeRequest {}),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let obj = Initialized {
         kind: kind::INITIALIZED.into(),
         metadata: Empty {},
@@ -55,10 +52,7 @@ pub async fn init(ctx: &Ctx) -> Result<(), CliError> {
 }
 
 pub async fn get_init(ctx: &Ctx) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let obj = check_initialized(&mut client)
         .await
         .map_err(|e| e.context("error checking initialization status"))?;
@@ -66,26 +60,23 @@ pub async fn get_init(ctx: &Ctx) -> Result<(), CliError> {
 }
 
 pub async fn version(ctx: &Ctx) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let meta = VersionMeta {
         client_protocol: dp_proto::PROTOCOL_VERSION.to_owned(),
         client_name: "dpservice-cli".to_owned(),
         client_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let wrap = |e: CliError| e.context("error getting version");
-    let res = client
-        .get_version(v1::GetVersionRequest {
+    let res = call(
+        client.get_version(v1::GetVersionRequest {
             client_protocol: meta.client_protocol.clone(),
             client_name: meta.client_name.clone(),
             client_version: meta.client_version.clone(),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let obj = Version {
         kind: kind::VERSION.into(),
         metadata: meta,

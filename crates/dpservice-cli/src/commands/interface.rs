@@ -3,7 +3,7 @@
 use dp_proto::v1;
 
 use super::{
-    addr_bytes, check, nat, parse_wire_addr, parse_wire_addr_or_zero, stable_sort, virtualip,
+    addr_bytes, call, check, nat, parse_wire_addr, parse_wire_addr_or_zero, stable_sort, virtualip,
     Client, Ctx,
 };
 use crate::cli::{require, CreateInterface, IdArg, OptIdArg};
@@ -48,10 +48,7 @@ pub async fn create(ctx: &Ctx, o: CreateInterface) -> Result<(), CliError> {
         ("ipv4", o.ipv4.is_some()),
         ("device", o.device.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let id = o.id.unwrap_or_default();
     let ipv4 = Addr(o.ipv4);
     let ipv6 = o.ipv6.map(Addr::ip).unwrap_or_else(Addr::v6_unspecified);
@@ -85,12 +82,7 @@ pub async fn create(ctx: &Ctx, o: CreateInterface) -> Result<(), CliError> {
         hostname: o.hostname.clone(),
     };
     let wrap = |e: CliError| e.context("error creating interface");
-    let res = client
-        .create_interface(req)
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+    let res = call(client.create_interface(req), |r| &r.status, wrap).await?;
     let ul = parse_wire_addr(&res.underlay_route)
         .map_err(|e| wrap(e.context("error parsing underlay route")))?;
     let iface = Interface {
@@ -133,10 +125,7 @@ async fn add_wide_info(client: &mut Client, iface: &mut Interface) {
 }
 
 pub async fn get(ctx: &Ctx, o: OptIdArg) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     if o.id.is_empty() {
         return list(ctx, "").await;
     }
@@ -213,20 +202,17 @@ pub async fn list(ctx: &Ctx, sort_by: &str) -> Result<(), CliError> {
 
 pub async fn delete(ctx: &Ctx, o: IdArg) -> Result<(), CliError> {
     require(&[("id", o.id.is_some())])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let id = o.id.unwrap_or_default();
     let wrap = |e: CliError| e.context("error deleting interface");
-    let res = client
-        .delete_interface(v1::DeleteInterfaceRequest {
+    let res = call(
+        client.delete_interface(v1::DeleteInterfaceRequest {
             interface_id: id.clone().into_bytes(),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let iface = Interface {
         kind: kind::INTERFACE.into(),
         metadata: InterfaceMeta { id },

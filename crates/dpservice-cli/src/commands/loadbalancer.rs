@@ -3,8 +3,8 @@
 use dp_proto::v1;
 
 use super::{
-    addr_bytes, check, ip_to_proto, parse_wire_addr, parse_wire_addr_or_zero, stable_sort, Client,
-    Ctx,
+    addr_bytes, call, check, ip_to_proto, parse_wire_addr, parse_wire_addr_or_zero, stable_sort,
+    Client, Ctx,
 };
 use crate::cli::{
     go_quote, require, CreateLoadBalancer, IdArg, LbTargetArgs, ListLbTargets, OptIdArg,
@@ -64,10 +64,7 @@ pub async fn create(ctx: &Ctx, o: CreateLoadBalancer) -> Result<(), CliError> {
         ("vip", o.vip.is_some()),
         ("lbports", o.lbports.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let ports = o
         .lbports
         .unwrap_or_default()
@@ -82,8 +79,8 @@ pub async fn create(ctx: &Ctx, o: CreateLoadBalancer) -> Result<(), CliError> {
         .map(Addr::ip)
         .unwrap_or_else(Addr::v6_unspecified);
     let wrap = |e: CliError| e.context("error creating loadbalancer");
-    let res = client
-        .create_load_balancer(v1::CreateLoadBalancerRequest {
+    let res = call(
+        client.create_load_balancer(v1::CreateLoadBalancerRequest {
             loadbalancer_id: id.clone().into_bytes(),
             loadbalanced_ip: Some(ip_to_proto(&vip)),
             vni,
@@ -95,11 +92,11 @@ pub async fn create(ctx: &Ctx, o: CreateLoadBalancer) -> Result<(), CliError> {
                 })
                 .collect(),
             preferred_underlay_route: addr_bytes(&underlay),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let ul = parse_wire_addr(&res.underlay_route)
         .map_err(|e| wrap(e.context("error parsing underlay route")))?;
     let lb = LoadBalancer {
@@ -117,22 +114,19 @@ pub async fn create(ctx: &Ctx, o: CreateLoadBalancer) -> Result<(), CliError> {
 }
 
 pub async fn get(ctx: &Ctx, o: OptIdArg) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     if o.id.is_empty() {
         return list(ctx, "").await;
     }
     let wrap = |e: CliError| e.context("error getting loadbalancer");
-    let res = client
-        .get_load_balancer(v1::GetLoadBalancerRequest {
+    let res = call(
+        client.get_load_balancer(v1::GetLoadBalancerRequest {
             loadbalancer_id: o.id.clone().into_bytes(),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let ul = parse_wire_addr_or_zero(&res.underlay_route)
         .map_err(|e| wrap(e.context("error parsing underlay ip")))?;
     let ip = parse_wire_addr_or_zero(&res.loadbalanced_ip.clone().unwrap_or_default().address)
@@ -212,20 +206,17 @@ pub async fn list(ctx: &Ctx, sort_by: &str) -> Result<(), CliError> {
 
 pub async fn delete(ctx: &Ctx, o: IdArg) -> Result<(), CliError> {
     require(&[("id", o.id.is_some())])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let id = o.id.unwrap_or_default();
     let wrap = |e: CliError| e.context("error deleting loadbalancer");
-    let res = client
-        .delete_load_balancer(v1::DeleteLoadBalancerRequest {
+    let res = call(
+        client.delete_load_balancer(v1::DeleteLoadBalancerRequest {
             loadbalancer_id: id.clone().into_bytes(),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let lb = LoadBalancer {
         kind: kind::LOAD_BALANCER.into(),
         metadata: LoadBalancerMeta { id },
@@ -240,22 +231,19 @@ pub async fn create_target(ctx: &Ctx, o: LbTargetArgs) -> Result<(), CliError> {
         ("target-ip", o.target_ip.is_some()),
         ("lb-id", o.lb_id.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let lb_id = o.lb_id.unwrap_or_default();
     let ip = Addr(o.target_ip);
     let wrap = |e: CliError| e.context("error creating loadbalancer target");
-    let res = client
-        .create_load_balancer_target(v1::CreateLoadBalancerTargetRequest {
+    let res = call(
+        client.create_load_balancer_target(v1::CreateLoadBalancerTargetRequest {
             loadbalancer_id: lb_id.clone().into_bytes(),
             target_ip: Some(ip_to_proto(&ip)),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let t = LoadBalancerTarget {
         kind: kind::LOAD_BALANCER_TARGET.into(),
         metadata: LoadBalancerTargetMeta {
@@ -274,23 +262,20 @@ pub async fn delete_target(ctx: &Ctx, o: LbTargetArgs) -> Result<(), CliError> {
         ("target-ip", o.target_ip.is_some()),
         ("lb-id", o.lb_id.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let lb_id = o.lb_id.unwrap_or_default();
     let ip = Addr(o.target_ip);
     // (sic) the Go CLI reports failures of this command with this text
     let wrap = |e: CliError| e.context("error deleting neighbor nat");
-    let res = client
-        .delete_load_balancer_target(v1::DeleteLoadBalancerTargetRequest {
+    let res = call(
+        client.delete_load_balancer_target(v1::DeleteLoadBalancerTargetRequest {
             loadbalancer_id: lb_id.clone().into_bytes(),
             target_ip: Some(ip_to_proto(&ip)),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let t = LoadBalancerTarget {
         kind: kind::LOAD_BALANCER_TARGET.into(),
         metadata: LoadBalancerTargetMeta {
@@ -303,19 +288,16 @@ pub async fn delete_target(ctx: &Ctx, o: LbTargetArgs) -> Result<(), CliError> {
 }
 
 pub async fn list_targets(ctx: &Ctx, o: ListLbTargets) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let wrap = |e: CliError| e.context("error listing loadbalancer targets");
-    let res = client
-        .list_load_balancer_targets(v1::ListLoadBalancerTargetsRequest {
+    let res = call(
+        client.list_load_balancer_targets(v1::ListLoadBalancerTargetsRequest {
             loadbalancer_id: o.lb_id.clone().into_bytes(),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let mut items = Vec::new();
     for ip in &res.target_ips {
         let addr = parse_wire_addr(&ip.address)

@@ -14,6 +14,7 @@ pub(crate) mod route;
 pub(crate) mod virtualip;
 pub(crate) mod vni;
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use dp_proto::v1;
@@ -65,6 +66,14 @@ impl Ctx {
                 Err(_) => return Err(fail()),
             }
         }
+    }
+
+    /// [`Ctx::connect`], failing as the Go commands do when they cannot
+    /// create their client.
+    pub async fn client(&self) -> Result<Client, CliError> {
+        self.connect()
+            .await
+            .map_err(|e| e.context("error creating dpdk client"))
     }
 
     /// Renders to stdout (`RenderObject`/`RenderList`).
@@ -178,9 +187,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// `create`/`delete` without a subcommand: objects from files (`-f`).
 async fn from_files(ctx: &Ctx, files: &[String]) -> Result<(), CliError> {
-    ctx.connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    ctx.client().await?;
     if files.is_empty() {
         return Ok(());
     }
@@ -198,6 +205,19 @@ pub fn check(status: &Option<v1::Status>) -> Result<(), CliError> {
         Some(s) if s.code != 0 => Err(CliError::status(s.code, &s.message)),
         _ => Ok(()),
     }
+}
+
+/// Awaits one RPC and [`check`]s the dpservice status of its reply
+/// (`status` picks it out); both a transport error and a failed status are
+/// passed through `wrap`, as the Go client's callers wrap them.
+pub async fn call<T>(
+    reply: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    status: impl FnOnce(&T) -> &Option<v1::Status>,
+    wrap: impl Fn(CliError) -> CliError,
+) -> Result<T, CliError> {
+    let res = reply.await.map_err(|s| wrap(s.into()))?.into_inner();
+    check(status(&res)).map_err(wrap)?;
+    Ok(res)
 }
 
 /// `netip.ParseAddr(string(b))`.

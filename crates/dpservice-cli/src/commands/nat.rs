@@ -3,11 +3,11 @@
 use dp_proto::v1;
 
 use super::{
-    addr_bytes, check, interface, ip_to_proto, parse_wire_addr, parse_wire_addr_or_zero,
+    addr_bytes, call, check, interface, ip_to_proto, parse_wire_addr, parse_wire_addr_or_zero,
     stable_sort, Client, Ctx,
 };
 use crate::cli::{
-    require, CreateNat, CreateNeighborNat, DeleteNeighborNat, InterfaceIdArg, ListNats,
+    require, CreateNat, CreateNeighborNat, InterfaceIdArg, ListNats, NeighborNatKey,
     OptInterfaceIdArg,
 };
 use crate::error::CliError;
@@ -49,10 +49,7 @@ pub async fn create(ctx: &Ctx, o: CreateNat) -> Result<(), CliError> {
         ("maxport", o.maxport.is_some()),
         ("nat-ip", o.nat_ip.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let id = o.interface_id.unwrap_or_default();
     let ip = Addr(o.nat_ip);
     let (min, max) = (o.minport.unwrap_or_default(), o.maxport.unwrap_or_default());
@@ -61,18 +58,18 @@ pub async fn create(ctx: &Ctx, o: CreateNat) -> Result<(), CliError> {
         .map(Addr::ip)
         .unwrap_or_else(Addr::v6_unspecified);
     let wrap = |e: CliError| e.context("error creating nat");
-    let res = client
-        .create_nat(v1::CreateNatRequest {
+    let res = call(
+        client.create_nat(v1::CreateNatRequest {
             interface_id: id.clone().into_bytes(),
             nat_ip: Some(ip_to_proto(&ip)),
             min_port: min,
             max_port: max,
             preferred_underlay_route: addr_bytes(&underlay),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let ul = parse_wire_addr(&res.underlay_route)
         .map_err(|e| wrap(e.context("error parsing underlay route")))?;
     let nat = Nat {
@@ -91,10 +88,7 @@ pub async fn create(ctx: &Ctx, o: CreateNat) -> Result<(), CliError> {
 }
 
 pub async fn get(ctx: &Ctx, o: OptInterfaceIdArg) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let wrap = |e: CliError| e.context("error getting nat");
     if o.interface_id.is_empty() {
         let ifaces = interface::fetch_all(&mut client)
@@ -118,20 +112,17 @@ pub async fn get(ctx: &Ctx, o: OptInterfaceIdArg) -> Result<(), CliError> {
 
 pub async fn delete(ctx: &Ctx, o: InterfaceIdArg) -> Result<(), CliError> {
     require(&[("interface-id", o.interface_id.is_some())])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let id = o.interface_id.unwrap_or_default();
     let wrap = |e: CliError| e.context("error deleting nat");
-    let res = client
-        .delete_nat(v1::DeleteNatRequest {
+    let res = call(
+        client.delete_nat(v1::DeleteNatRequest {
             interface_id: id.clone().into_bytes(),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let nat = Nat {
         kind: kind::NAT.into(),
         metadata: NatMeta { interface_id: id },
@@ -232,10 +223,7 @@ pub(crate) fn entries_to_list(
 }
 
 pub async fn list(ctx: &Ctx, o: ListNats) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let mut list = fetch_list(&mut client, Addr::ip(o.nat_ip), &o.nat_type)
         .await
         .map_err(|e| e.context("error listing nats"))?;
@@ -259,37 +247,38 @@ pub async fn list(ctx: &Ctx, o: ListNats) -> Result<(), CliError> {
 }
 
 pub async fn create_neighbor(ctx: &Ctx, o: CreateNeighborNat) -> Result<(), CliError> {
+    let CreateNeighborNat {
+        key: k,
+        underlayroute,
+    } = o;
     require(&[
-        ("nat-ip", o.nat_ip.is_some()),
-        ("vni", o.vni.is_some()),
-        ("minport", o.minport.is_some()),
-        ("maxport", o.maxport.is_some()),
-        ("underlayroute", o.underlayroute.is_some()),
+        ("nat-ip", k.nat_ip.is_some()),
+        ("vni", k.vni.is_some()),
+        ("minport", k.minport.is_some()),
+        ("maxport", k.maxport.is_some()),
+        ("underlayroute", underlayroute.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
-    let ip = Addr(o.nat_ip);
-    let ul = Addr(o.underlayroute);
+    let mut client = ctx.client().await?;
+    let ip = Addr(k.nat_ip);
+    let ul = Addr(underlayroute);
     let (vni, min, max) = (
-        o.vni.unwrap_or_default(),
-        o.minport.unwrap_or_default(),
-        o.maxport.unwrap_or_default(),
+        k.vni.unwrap_or_default(),
+        k.minport.unwrap_or_default(),
+        k.maxport.unwrap_or_default(),
     );
     let wrap = |e: CliError| e.context("error creating neighbor nat");
-    let res = client
-        .create_neighbor_nat(v1::CreateNeighborNatRequest {
+    let res = call(
+        client.create_neighbor_nat(v1::CreateNeighborNatRequest {
             nat_ip: Some(ip_to_proto(&ip)),
             vni,
             min_port: min,
             max_port: max,
             underlay_route: ul.to_string().into_bytes(),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let n = NeighborNat {
         kind: kind::NEIGHBOR_NAT.into(),
         metadata: NeighborNatMeta { nat_ip: Some(ip) },
@@ -304,30 +293,27 @@ pub async fn create_neighbor(ctx: &Ctx, o: CreateNeighborNat) -> Result<(), CliE
     ctx.print(&format!("created, underlay route: {ul}"), &n)
 }
 
-pub async fn delete_neighbor(ctx: &Ctx, o: DeleteNeighborNat) -> Result<(), CliError> {
+pub async fn delete_neighbor(ctx: &Ctx, o: NeighborNatKey) -> Result<(), CliError> {
     require(&[
         ("nat-ip", o.nat_ip.is_some()),
         ("vni", o.vni.is_some()),
         ("minport", o.minport.is_some()),
         ("maxport", o.maxport.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let ip = Addr(o.nat_ip);
     let wrap = |e: CliError| e.context("error deleting neighbor nat");
-    let res = client
-        .delete_neighbor_nat(v1::DeleteNeighborNatRequest {
+    let res = call(
+        client.delete_neighbor_nat(v1::DeleteNeighborNatRequest {
             nat_ip: Some(ip_to_proto(&ip)),
             vni: o.vni.unwrap_or_default(),
             min_port: o.minport.unwrap_or_default(),
             max_port: o.maxport.unwrap_or_default(),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let n = NeighborNat {
         kind: kind::NEIGHBOR_NAT.into(),
         metadata: NeighborNatMeta { nat_ip: Some(ip) },

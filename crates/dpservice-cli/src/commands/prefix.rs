@@ -3,7 +3,8 @@
 use dp_proto::v1;
 
 use super::{
-    addr_bytes, check, interface, parse_wire_addr, prefix_to_proto, route, stable_sort, Client, Ctx,
+    addr_bytes, call, check, interface, parse_wire_addr, prefix_to_proto, route, stable_sort,
+    Client, Ctx,
 };
 use crate::cli::{require, DeletePrefixArgs, ListPrefixes, PrefixArgs};
 use crate::error::CliError;
@@ -58,10 +59,7 @@ pub async fn create(ctx: &Ctx, o: PrefixArgs, k: Kind) -> Result<(), CliError> {
         ("prefix", o.prefix.is_some()),
         ("interface-id", o.interface_id.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let prefix = o.prefix.unwrap_or_default();
     let id = o.interface_id.unwrap_or_default();
     let underlay = o
@@ -76,11 +74,7 @@ pub async fn create(ctx: &Ctx, o: PrefixArgs, k: Kind) -> Result<(), CliError> {
                 prefix: Some(prefix_to_proto(&prefix)),
                 preferred_underlay_route: addr_bytes(&underlay),
             };
-            let r = client
-                .create_prefix(req)
-                .await
-                .map_err(|s| wrap(s.into()))?
-                .into_inner();
+            let r = call(client.create_prefix(req), |r| &r.status, wrap).await?;
             (r.status, r.underlay_route)
         }
         Kind::LoadBalancer => {
@@ -89,15 +83,10 @@ pub async fn create(ctx: &Ctx, o: PrefixArgs, k: Kind) -> Result<(), CliError> {
                 prefix: Some(prefix_to_proto(&prefix)),
                 preferred_underlay_route: addr_bytes(&underlay),
             };
-            let r = client
-                .create_load_balancer_prefix(req)
-                .await
-                .map_err(|s| wrap(s.into()))?
-                .into_inner();
+            let r = call(client.create_load_balancer_prefix(req), |r| &r.status, wrap).await?;
             (r.status, r.underlay_route)
         }
     };
-    check(&status).map_err(wrap)?;
     let ul =
         parse_wire_addr(&ul_bytes).map_err(|e| wrap(e.context("error parsing underlay route")))?;
     let op = format!("created, underlay route: {ul}");
@@ -136,10 +125,7 @@ pub async fn delete(ctx: &Ctx, o: DeletePrefixArgs, k: Kind) -> Result<(), CliEr
         ("prefix", o.prefix.is_some()),
         ("interface-id", o.interface_id.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let prefix = o.prefix.unwrap_or_default();
     let id = o.interface_id.unwrap_or_default();
     let wrap = |e: CliError| e.context(format!("error deleting {}", k.what()));
@@ -149,11 +135,8 @@ pub async fn delete(ctx: &Ctx, o: DeletePrefixArgs, k: Kind) -> Result<(), CliEr
                 interface_id: id.clone().into_bytes(),
                 prefix: Some(prefix_to_proto(&prefix)),
             };
-            client
-                .delete_prefix(req)
-                .await
-                .map_err(|s| wrap(s.into()))?
-                .into_inner()
+            call(client.delete_prefix(req), |r| &r.status, wrap)
+                .await?
                 .status
         }
         Kind::LoadBalancer => {
@@ -161,15 +144,11 @@ pub async fn delete(ctx: &Ctx, o: DeletePrefixArgs, k: Kind) -> Result<(), CliEr
                 interface_id: id.clone().into_bytes(),
                 prefix: Some(prefix_to_proto(&prefix)),
             };
-            client
-                .delete_load_balancer_prefix(req)
-                .await
-                .map_err(|s| wrap(s.into()))?
-                .into_inner()
+            call(client.delete_load_balancer_prefix(req), |r| &r.status, wrap)
+                .await?
                 .status
         }
     };
-    check(&status).map_err(wrap)?;
     let spec = PrefixSpec {
         prefix,
         underlay_route: None,

@@ -2,7 +2,7 @@
 
 use dp_proto::v1;
 
-use super::{check, ip_to_proto, parse_wire_addr, prefix_to_proto, stable_sort, Client, Ctx};
+use super::{call, check, ip_to_proto, parse_wire_addr, prefix_to_proto, stable_sort, Client, Ctx};
 use crate::cli::{require, CreateRoute, DeleteRoute, ListRoutes};
 use crate::error::CliError;
 use crate::types::*;
@@ -43,10 +43,7 @@ pub async fn create(ctx: &Ctx, o: CreateRoute) -> Result<(), CliError> {
         ("next-hop-ip", o.next_hop_ip.is_some()),
         ("vni", o.vni.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let prefix = o.prefix.unwrap_or_default();
     let nh_ip = Addr(o.next_hop_ip);
     let (vni, nh_vni) = (
@@ -63,12 +60,7 @@ pub async fn create(ctx: &Ctx, o: CreateRoute) -> Result<(), CliError> {
             weight: 100,
         }),
     };
-    let res = client
-        .create_route(req)
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+    let res = call(client.create_route(req), |r| &r.status, wrap).await?;
     let route = Route {
         kind: kind::ROUTE.into(),
         metadata: RouteMeta { vni },
@@ -86,10 +78,7 @@ pub async fn create(ctx: &Ctx, o: CreateRoute) -> Result<(), CliError> {
 
 pub async fn delete(ctx: &Ctx, o: DeleteRoute) -> Result<(), CliError> {
     require(&[("prefix", o.prefix.is_some()), ("vni", o.vni.is_some())])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let prefix = o.prefix.unwrap_or_default();
     let vni = o.vni.unwrap_or_default();
     let wrap = |e: CliError| e.context("error deleting route");
@@ -101,12 +90,7 @@ pub async fn delete(ctx: &Ctx, o: DeleteRoute) -> Result<(), CliError> {
             ..Default::default()
         }),
     };
-    let res = client
-        .delete_route(req)
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+    let res = call(client.delete_route(req), |r| &r.status, wrap).await?;
     let route = Route {
         kind: kind::ROUTE.into(),
         metadata: RouteMeta { vni },
@@ -140,10 +124,7 @@ pub async fn fetch_all(client: &mut Client, vni: u32) -> Result<RouteList, CliEr
 }
 
 pub async fn list(ctx: &Ctx, o: ListRoutes) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let mut list = fetch_all(&mut client, o.vni)
         .await
         .map_err(|e| e.context("error listing routes"))?;

@@ -2,7 +2,7 @@
 
 use dp_proto::v1;
 
-use super::{addr_bytes, check, interface, ip_to_proto, parse_wire_addr, Client, Ctx};
+use super::{addr_bytes, call, interface, ip_to_proto, parse_wire_addr, Client, Ctx};
 use crate::cli::{require, CreateVirtualIp, InterfaceIdArg, OptInterfaceIdArg};
 use crate::error::CliError;
 use crate::types::*;
@@ -61,10 +61,7 @@ pub async fn create(ctx: &Ctx, o: CreateVirtualIp) -> Result<(), CliError> {
         ("vip", o.vip.is_some()),
         ("interface-id", o.interface_id.is_some()),
     ])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let id = o.interface_id.unwrap_or_default();
     let vip = Addr(o.vip);
     let underlay = o
@@ -72,16 +69,16 @@ pub async fn create(ctx: &Ctx, o: CreateVirtualIp) -> Result<(), CliError> {
         .map(Addr::ip)
         .unwrap_or_else(Addr::v6_unspecified);
     let wrap = |e: CliError| e.context("error creating virtual ip");
-    let res = client
-        .create_vip(v1::CreateVipRequest {
+    let res = call(
+        client.create_vip(v1::CreateVipRequest {
             interface_id: id.clone().into_bytes(),
             vip_ip: Some(ip_to_proto(&vip)),
             preferred_underlay_route: addr_bytes(&underlay),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let ul = parse_wire_addr(&res.underlay_route)
         .map_err(|e| wrap(e.context("error parsing underlay route")))?;
     let obj = VirtualIp {
@@ -97,10 +94,7 @@ pub async fn create(ctx: &Ctx, o: CreateVirtualIp) -> Result<(), CliError> {
 }
 
 pub async fn get(ctx: &Ctx, o: OptInterfaceIdArg) -> Result<(), CliError> {
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let wrap = |e: CliError| e.context("error getting virtual ip");
     if o.interface_id.is_empty() {
         let ifaces = interface::fetch_all(&mut client)
@@ -134,20 +128,17 @@ pub async fn get(ctx: &Ctx, o: OptInterfaceIdArg) -> Result<(), CliError> {
 
 pub async fn delete(ctx: &Ctx, o: InterfaceIdArg) -> Result<(), CliError> {
     require(&[("interface-id", o.interface_id.is_some())])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let id = o.interface_id.unwrap_or_default();
     let wrap = |e: CliError| e.context("error deleting virtual ip");
-    let res = client
-        .delete_vip(v1::DeleteVipRequest {
+    let res = call(
+        client.delete_vip(v1::DeleteVipRequest {
             interface_id: id.clone().into_bytes(),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let obj = VirtualIp {
         kind: kind::VIRTUAL_IP.into(),
         metadata: VirtualIpMeta { interface_id: id },

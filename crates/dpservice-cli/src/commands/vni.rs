@@ -2,28 +2,25 @@
 
 use dp_proto::v1;
 
-use super::{check, Ctx};
+use super::{call, Ctx};
 use crate::cli::{require, GetVni, ResetVni};
 use crate::error::CliError;
 use crate::types::*;
 
 pub async fn get(ctx: &Ctx, o: GetVni) -> Result<(), CliError> {
     require(&[("vni", o.vni.is_some()), ("vni-type", o.vni_type.is_some())])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let (vni, vni_type) = (o.vni.unwrap_or_default(), o.vni_type.unwrap_or_default());
     let wrap = |e: CliError| e.context("error getting vni");
-    let res = client
-        .check_vni_in_use(v1::CheckVniInUseRequest {
+    let res = call(
+        client.check_vni_in_use(v1::CheckVniInUseRequest {
             vni,
             r#type: i32::from(vni_type),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let obj = Vni {
         kind: kind::VNI.into(),
         metadata: VniMeta { vni, vni_type },
@@ -47,22 +44,19 @@ pub fn parse_vni_type(s: &str) -> Result<u8, CliError> {
 
 pub async fn reset(ctx: &Ctx, o: ResetVni) -> Result<(), CliError> {
     require(&[("vni", o.vni.is_some())])?;
-    let mut client = ctx
-        .connect()
-        .await
-        .map_err(|e| e.context("error creating dpdk client"))?;
+    let mut client = ctx.client().await?;
     let vni = o.vni.unwrap_or_default();
     let vni_type = parse_vni_type(&o.vni_type)?;
     let wrap = |e: CliError| e.context("error resetting vni");
-    let res = client
-        .reset_vni(v1::ResetVniRequest {
+    let res = call(
+        client.reset_vni(v1::ResetVniRequest {
             vni,
             r#type: i32::from(vni_type),
-        })
-        .await
-        .map_err(|s| wrap(s.into()))?
-        .into_inner();
-    check(&res.status).map_err(wrap)?;
+        }),
+        |r| &r.status,
+        wrap,
+    )
+    .await?;
     let obj = Vni {
         kind: kind::VNI.into(),
         metadata: VniMeta { vni, vni_type },
