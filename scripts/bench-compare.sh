@@ -42,6 +42,9 @@
 #                      (>= 85% idle over 2 s; for shared machines: other load skews figures)
 #   --keep             keep the log directory (always kept when something failed)
 # Environment: FWD_CPU (default: the last CPU) for the forwarder; the generator uses CPU 0.
+#   DAEMON_ARGS: extra options for our daemon (e.g. "--no-tap-offload"), word-split.
+#   TESTPMD_AF_XDP_DEVARGS: extra net_af_xdp device arguments (e.g. "busy_budget=0": no
+#   preferred busy polling; the default, 64, moves the kernel's RX work onto testpmd's core).
 #
 # Everything is hermetic: every namespace, interface, bridge and directory has a name unique to
 # this run; all traffic stays inside the namespaces created here (the forwarders run in a
@@ -186,6 +189,8 @@ if want_side ours; then
     note "daemon: $DAEMON ($(stat -c %y "$DAEMON" | cut -d. -f1)), copied to $WORK/bin"
     DAEMON=$WORK/bin/dpservice CLI=$WORK/bin/dpservice-cli
 fi
+read -ra EXTRA <<<"${DAEMON_ARGS:-}"
+((${#EXTRA[@]})) && note "extra daemon options: ${EXTRA[*]}"
 CASE_NO=0
 GRPC_PORT=1337 # inside a private namespace: no clash with anything on the host
 
@@ -375,11 +380,11 @@ start_daemon() {
     [ -n "$cpus" ] && pin=(taskset -c "$cpus")
     bg "$CASE_DIR/dpservice.log" 600 ip netns exec "$HV" "${pin[@]}" "$DAEMON" \
         --nic-type "$nic" --pf0 "$PF0" --pf1 "$PF1" --vf-pattern "${RID}v" --vf-count 2 \
-        --ipv6 fc00:1::1 --grpc-port "$GRPC_PORT" --no-stats
+        --ipv6 fc00:1::1 --grpc-port "$GRPC_PORT" --no-stats "${EXTRA[@]}"
     DAEMON_PID=$BG_PID
     echo "ip netns exec $HV ${pin[*]} $DAEMON --nic-type $nic --pf0 $PF0 --pf1 $PF1" \
         "--vf-pattern ${RID}v --vf-count 2 --ipv6 fc00:1::1 --grpc-port $GRPC_PORT --no-stats" \
-        >"$CASE_DIR/dpservice.cmd"
+        "${EXTRA[*]}" >"$CASE_DIR/dpservice.cmd"
     for ((i = 0; i < 200; i++)); do
         alive "$DAEMON_PID" || fail "the daemon exited: $(tail -5 "$CASE_DIR/dpservice.log")"
         nsx "$HV" "$CLI" --address "localhost:$GRPC_PORT" init >>"$CASE_DIR/cli.log" 2>&1
@@ -473,7 +478,7 @@ vdev_args() { # kind port-index ifname
     case $1 in
     tap) echo "--vdev=net_tap$2,iface=$3" ;;
     af_packet) echo "--vdev=net_af_packet$2,iface=$3" ;;
-    af_xdp) echo "--vdev=net_af_xdp$2,iface=$3,start_queue=0,queue_count=1" ;;
+    af_xdp) echo "--vdev=net_af_xdp$2,iface=$3,start_queue=0,queue_count=1${TESTPMD_AF_XDP_DEVARGS:+,$TESTPMD_AF_XDP_DEVARGS}" ;;
     esac
 }
 
