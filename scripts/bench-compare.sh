@@ -43,16 +43,19 @@
 #   --keep             keep the log directory (always kept when something failed)
 # Environment: FWD_CPU (default: the last CPU) for the forwarder; the generator uses CPU 0.
 #   DAEMON_ARGS: extra options for our daemon (e.g. "--no-tap-offload"), word-split.
-#   TESTPMD_AF_XDP_DEVARGS: extra net_af_xdp device arguments (e.g. "busy_budget=0": no
-#   preferred busy polling; the default, 64, moves the kernel's RX work onto testpmd's core).
+#   TESTPMD_AF_XDP_DEVARGS: extra net_af_xdp device arguments (e.g. "busy_budget=0" turns off
+#   the PMD's preferred busy polling, on by default).
 #
 # Everything is hermetic: every namespace, interface, bridge and directory has a name unique to
 # this run; all traffic stays inside the namespaces created here (the forwarders run in a
-# private "hypervisor" namespace, the VMs are two more); every command is bounded by `timeout`;
+# private "hypervisor" namespace, the VMs are two more); every run and every background
+# process is bounded by `timeout`;
 # a trap stops every process started here and removes everything, however the script ends.
 # Not part of CI (CI runs `dpservice-bench --quick`); needs root, Debian 12 packages:
 #   dpdk-dev librte-net-tap23 librte-net-af-packet23 librte-net-af-xdp23 netsniff-ng iperf3
 #   openvswitch-switch nftables jq ethtool iproute2 util-linux
+# (installing openvswitch-switch starts Debian's system OVS service where systemd runs; this
+# script never talks to it: its own ovs-vswitchd runs with --disable-system in a namespace.)
 # shellcheck disable=SC2015,SC2030,SC2031,SC2317 # `a && b || fail`; per-case subshells; trap-run functions
 set -uo pipefail
 

@@ -162,10 +162,14 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
             return Err(format!("'{name}': no port opened"));
         };
         let entry = PortEntry::new(kind, name.clone(), own_mac(underlay, id));
-        // The kernel side's MAC is the VM's until its own frames say otherwise (a TAP's peer is
-        // its kernel side; an existing interface's MAC is only a placeholder until then).
+        // A TAP's kernel side is the VM's NIC: its MAC is the VM's until the VM's own frames say
+        // otherwise. An existing interface's MAC (a veth's host end) is *ours*, not the VM's: the
+        // VM's MAC stays unknown — and traffic to it is dropped as `no_peer_mac` — until the VM
+        // sends a frame. (Probing a silent VM by ARP/ND is future work.)
         if kind == PortKind::Vf {
-            entry.learn_peer_mac(port.mac());
+            if opts.nic_type == NicType::Tap {
+                entry.learn_peer_mac(port.mac());
+            }
             vfs.push((name.clone(), id));
         } else {
             uplinks.push(id);
