@@ -10,10 +10,10 @@
 mod support;
 
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use support::api::{Api, IfaceSpec};
+use support::cli::{cli_binary, Cli};
 use support::daemon::{standard_args, Daemon, STOP_TIMEOUT};
 use support::vm::Vm;
 use support::{links_with_prefix, run, run_args, wait_until, Names, Scratch, DAEMON};
@@ -548,81 +548,9 @@ fn sigint_stops_cleanly_and_removes_taps() {
 // The CLI against the daemon (dpservice-cli grammar and exit codes).
 // ---------------------------------------------------------------------------------------
 
-/// `target/<profile>/dpservice-cli`, next to the daemon cargo built for this test. Cargo builds
-/// it for `cargo test --workspace` only because dpservice-cli has integration tests of its own;
-/// scripts/test.sh runs `cargo build --workspace --bins` first so as not to rely on that.
-/// A missing or stale binary fails the test.
-fn cli_binary() -> PathBuf {
-    let cli = Path::new(DAEMON).with_file_name("dpservice-cli");
-    let built = std::fs::metadata(&cli)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} is missing: build it first (`cargo build --workspace --bins`; \
-                 scripts/test.sh does)",
-                cli.display()
-            )
-        });
-    // What the binary is built from (not the crates' tests, which do not relink it).
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for src in ["crates/dpservice-cli/src", "crates/dp-proto/src", "proto"] {
-        let newest = newest_mtime(&ws.join(src));
-        assert!(
-            newest <= built,
-            "{} is older than {src}: rebuild it \
-             (`cargo build --workspace --bins`; scripts/test.sh does)",
-            cli.display()
-        );
-    }
-    cli
-}
-
-fn newest_mtime(dir: &Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            let t = if p.is_dir() {
-                newest_mtime(&p)
-            } else {
-                e.metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(SystemTime::UNIX_EPOCH)
-            };
-            newest = newest.max(t);
-        }
-    }
-    newest
-}
-
-struct Cli {
-    bin: PathBuf,
-    address: String,
-}
-
-impl Cli {
-    fn run(&self, args: &[&str]) -> support::Out {
-        let mut all = vec!["--address", &self.address];
-        all.extend_from_slice(args);
-        run_args(
-            self.bin.to_str().expect("utf-8 path"),
-            &all,
-            Duration::from_secs(15),
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.ok(), "dpservice-cli failed:\n{out}");
-        out.stdout
-    }
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["-o", "json"];
-        all.extend_from_slice(args);
-        let text = self.ok(&all);
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("`{}` printed invalid JSON ({e}): {text}", all.join(" ")))
-    }
+/// Unwraps a support-call result inside a test (the shared helpers return errors; a test panics).
+fn must<T>(r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn items(list: &serde_json::Value) -> Vec<serde_json::Value> {
@@ -639,7 +567,7 @@ fn by_id<'a>(items: &'a [serde_json::Value], id: &str) -> &'a serde_json::Value 
 #[test]
 fn cli_creates_lists_and_deletes_interfaces() {
     skip_unless_ready!("cli_creates_lists_and_deletes_interfaces", DAEMON_TOOLS);
-    let bin = cli_binary();
+    let bin = must(cli_binary());
     let names = Names::new();
     let scratch = Scratch::new(&names).unwrap_or_else(|e| panic!("{e}"));
     let daemon = Daemon::start_standard(&names, 2, scratch.path("dpservice.log"))
@@ -650,8 +578,8 @@ fn cli_creates_lists_and_deletes_interfaces() {
     };
     let (vf0, vf1) = (names.vf(0), names.vf(1));
 
-    cli.ok(&["init"]);
-    let out = cli.ok(&[
+    must(cli.ok(&["init"]));
+    let out = must(cli.ok(&[
         "create",
         "interface",
         "--id=c1",
@@ -660,10 +588,10 @@ fn cli_creates_lists_and_deletes_interfaces() {
         "--ipv6=2000:100:1::1",
         &format!("--device={vf0}"),
         "--hostname=c1-host",
-    ]);
+    ]));
     assert!(out.contains("c1"), "create interface output: {out}");
     // `add` is dpservice-cli's alias of `create`; flags also as separate words.
-    cli.ok(&[
+    must(cli.ok(&[
         "add",
         "interface",
         "--id",
@@ -676,9 +604,9 @@ fn cli_creates_lists_and_deletes_interfaces() {
         "2000:200:1::2",
         "--device",
         &vf1,
-    ]);
+    ]));
 
-    let list = cli.json(&["list", "interfaces"]);
+    let list = must(cli.json(&["list", "interfaces"]));
     assert_eq!(list["kind"], "InterfaceList", "{list}");
     let its = items(&list);
     assert_eq!(its.len(), 2, "{list}");
@@ -698,12 +626,12 @@ fn cli_creates_lists_and_deletes_interfaces() {
     assert_eq!(c2["spec"]["vni"], 200, "{c2}");
     assert_eq!(c2["spec"]["device"], vf1.as_str(), "{c2}");
 
-    let got = cli.json(&["get", "interface", "--id=c1"]);
+    let got = must(cli.json(&["get", "interface", "--id=c1"]));
     assert_eq!(got["metadata"]["id"], "c1", "{got}");
     assert_eq!(got["spec"]["primary_ipv4"], "10.100.1.1", "{got}");
 
     // A server-side error (duplicate id) exits with 2, as dpservice-cli does.
-    let dup = cli.run(&[
+    let dup = must(cli.run(&[
         "create",
         "interface",
         "--id=c1",
@@ -711,17 +639,17 @@ fn cli_creates_lists_and_deletes_interfaces() {
         "--ipv4=10.100.1.9",
         "--ipv6=2000:100:1::9",
         &format!("--device={vf0}"),
-    ]);
+    ]));
     assert_eq!(dup.status.code(), Some(2), "duplicate create:\n{dup}");
 
-    cli.ok(&["delete", "interface", "--id=c1"]);
-    cli.ok(&["del", "interface", "--id", "c2"]);
-    let list = cli.json(&["list", "interfaces"]);
+    must(cli.ok(&["delete", "interface", "--id=c1"]));
+    must(cli.ok(&["del", "interface", "--id", "c2"]));
+    let list = must(cli.json(&["list", "interfaces"]));
     assert!(
         items(&list).is_empty(),
         "interfaces left after delete: {list}"
     );
-    let again = cli.run(&["delete", "interface", "--id=c1"]);
+    let again = must(cli.run(&["delete", "interface", "--id=c1"]));
     assert_eq!(
         again.status.code(),
         Some(2),
@@ -734,6 +662,6 @@ fn cli_creates_lists_and_deletes_interfaces() {
         bin,
         address: format!("localhost:{}", support::free_port()),
     };
-    let out = nobody.run(&["--connect-timeout", "2s", "list", "interfaces"]);
+    let out = must(nobody.run(&["--connect-timeout", "2s", "list", "interfaces"]));
     assert_eq!(out.status.code(), Some(1), "no daemon:\n{out}");
 }
