@@ -1,7 +1,9 @@
 //! Packet buffers and the per-worker pool they come from.
 //!
-//! Buffers are allocated once, when the pool is made, and then move by value (a pointer and a few
-//! integers) between ports, nodes and the pool: nothing on the packet path allocates.
+//! Buffers are allocated once, when the pool is made, and then move between ports, nodes and the
+//! pool as one pointer (a [`PacketBuf`] is a `Box` of its [`BufSlot`]): nothing on the packet path
+//! allocates, and handing a packet to the next node's batch copies 8 bytes, not the buffer's
+//! 64 bytes of bookkeeping (that copy was ~20 % of the instructions of a forwarded packet).
 
 use std::net::Ipv6Addr;
 
@@ -48,133 +50,167 @@ impl Default for PacketMeta {
     }
 }
 
-/// One frame in a fixed-size buffer with headroom.
+/// One frame in a fixed-size buffer with headroom: a handle (one pointer) to its [`BufSlot`].
+/// `pkt.meta` reaches the slot's metadata through `Deref`.
 #[derive(Debug)]
 pub struct PacketBuf {
+    slot: Box<BufSlot>,
+}
+
+/// What a [`PacketBuf`] points to: the buffer's bytes, where the frame is in them, and the
+/// packet's metadata.
+#[derive(Debug)]
+pub struct BufSlot {
     storage: Box<[u8]>,
     start: usize,
     len: usize,
     pub meta: PacketMeta,
 }
 
+impl std::ops::Deref for PacketBuf {
+    type Target = BufSlot;
+    #[inline(always)]
+    fn deref(&self) -> &BufSlot {
+        &self.slot
+    }
+}
+
+impl std::ops::DerefMut for PacketBuf {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut BufSlot {
+        &mut self.slot
+    }
+}
+
 impl PacketBuf {
     /// A fresh buffer able to hold `data_room` bytes after the headroom.
     pub fn new(data_room: usize) -> Self {
         PacketBuf {
-            storage: vec![0u8; HEADROOM + data_room].into_boxed_slice(),
-            start: HEADROOM,
-            len: 0,
-            meta: PacketMeta::default(),
+            slot: Box::new(BufSlot {
+                storage: vec![0u8; HEADROOM + data_room].into_boxed_slice(),
+                start: HEADROOM,
+                len: 0,
+                meta: PacketMeta::default(),
+            }),
         }
     }
 
     /// Makes the buffer empty with the standard headroom, as a port expects before a receive.
     #[inline]
     pub fn reset(&mut self) {
-        self.start = HEADROOM;
-        self.len = 0;
-        self.meta = PacketMeta::default();
+        self.slot.start = HEADROOM;
+        self.slot.len = 0;
+        self.slot.meta = PacketMeta::default();
     }
 
     /// The frame.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        self.storage
-            .get(self.start..self.start + self.len)
+        self.slot
+            .storage
+            .get(self.slot.start..self.slot.start + self.slot.len)
             .unwrap_or(&[])
     }
 
     /// The frame, writable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let end = self.start + self.len;
-        self.storage.get_mut(self.start..end).unwrap_or(&mut [])
+        let end = self.slot.start + self.slot.len;
+        self.slot
+            .storage
+            .get_mut(self.slot.start..end)
+            .unwrap_or(&mut [])
     }
 
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.slot.len
     }
 
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.slot.len == 0
     }
 
     /// Bytes the buffer can hold after the headroom (its data room).
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.storage.len().saturating_sub(HEADROOM)
+        self.slot.storage.len().saturating_sub(HEADROOM)
     }
 
     /// Free bytes in front of the frame.
     #[inline]
     pub fn headroom(&self) -> usize {
-        self.start
+        self.slot.start
     }
 
     /// Free bytes after the frame.
     #[inline]
     pub fn tailroom(&self) -> usize {
-        self.storage.len() - self.start - self.len
+        self.slot.storage.len() - self.slot.start - self.slot.len
     }
 
     /// Everything from the frame start to the end of the buffer, for a port to receive into;
     /// follow with [`PacketBuf::set_len`].
     #[inline]
     pub fn receive_area(&mut self) -> &mut [u8] {
-        self.storage.get_mut(self.start..).unwrap_or(&mut [])
+        self.slot
+            .storage
+            .get_mut(self.slot.start..)
+            .unwrap_or(&mut [])
     }
 
     /// Sets the frame length; fails if it does not fit in the buffer.
     #[inline]
     pub fn set_len(&mut self, len: usize) -> Result<(), BufferError> {
-        if len > self.storage.len() - self.start {
+        if len > self.slot.storage.len() - self.slot.start {
             return Err(BufferError::NoRoom);
         }
-        self.len = len;
+        self.slot.len = len;
         Ok(())
     }
 
     /// Grows the frame at the front by `n` bytes and returns them (uninitialised contents).
     #[inline]
     pub fn prepend(&mut self, n: usize) -> Result<&mut [u8], BufferError> {
-        if n > self.start {
+        if n > self.slot.start {
             return Err(BufferError::NoRoom);
         }
-        self.start -= n;
-        self.len += n;
-        self.storage
-            .get_mut(self.start..self.start + n)
+        self.slot.start -= n;
+        self.slot.len += n;
+        self.slot
+            .storage
+            .get_mut(self.slot.start..self.slot.start + n)
             .ok_or(BufferError::NoRoom)
     }
 
     /// Removes `n` bytes from the front of the frame (a stripped header).
     #[inline]
     pub fn strip_front(&mut self, n: usize) -> Result<(), BufferError> {
-        if n > self.len {
+        if n > self.slot.len {
             return Err(BufferError::TooShort);
         }
-        self.start += n;
-        self.len -= n;
+        self.slot.start += n;
+        self.slot.len -= n;
         Ok(())
     }
 
     /// Cuts the frame to `len` bytes (no-op when already shorter).
     #[inline]
     pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+        self.slot.len = self.slot.len.min(len);
     }
 
     /// Replaces the frame with `bytes` (tests and slow-path replies).
     pub fn set_frame(&mut self, bytes: &[u8]) -> Result<(), BufferError> {
-        self.start = HEADROOM.min(self.storage.len());
+        self.slot.start = HEADROOM.min(self.slot.storage.len());
         let area = self
+            .slot
             .storage
-            .get_mut(self.start..self.start + bytes.len())
+            .get_mut(self.slot.start..self.slot.start + bytes.len())
             .ok_or(BufferError::NoRoom)?;
         area.copy_from_slice(bytes);
-        self.len = bytes.len();
+        self.slot.len = bytes.len();
         Ok(())
     }
 }

@@ -251,6 +251,7 @@ impl Graph {
         if let Some(c) = self.counters.node_packets.get(id.index()) {
             c.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
+        select(&mut self.nodes).begin_batch(ctx);
         if N::MAKES_PACKETS {
             for mut pkt in batch.drain(..) {
                 let verdict =

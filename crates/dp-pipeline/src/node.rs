@@ -39,6 +39,13 @@ pub trait Node {
     /// [`Node::process_alloc`] instead of [`Node::process`].
     const MAKES_PACKETS: bool = false;
 
+    /// Called once before the node's batch is processed: a node reads per-batch state here
+    /// (the uplinks' state, settings) instead of per packet.
+    #[inline]
+    fn begin_batch(&mut self, ctx: &Ctx<'_>) {
+        let _ = ctx;
+    }
+
     /// Decides the fate of one packet; may rewrite it in place.
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict;
 

@@ -34,6 +34,7 @@ pub struct Iface {
 
 impl Iface {
     /// Whether the VM may send with this IPv4 source address (anti-spoofing).
+    #[inline]
     pub fn owns_source_v4(&self, src: Ipv4Addr) -> bool {
         src == self.ipv4
             || self
@@ -43,6 +44,7 @@ impl Iface {
     }
 
     /// Whether the VM may send with this IPv6 source address (anti-spoofing).
+    #[inline]
     pub fn owns_source_v6(&self, src: Ipv6Addr) -> bool {
         (!self.ipv6.is_unspecified() && src == self.ipv6)
             || self

@@ -12,11 +12,13 @@
 
 mod iface;
 mod lpm;
+mod lpm4;
 mod snapshot;
 mod vni;
 
 pub use iface::{Iface, PxeConfig};
 pub use lpm::{Lpm, LpmKey};
+pub use lpm4::Lpm4;
 pub use snapshot::{Publisher, Snapshot, SnapshotReader, UnderlayTarget};
 pub use vni::{RouteTarget, VniTable};
 

@@ -144,11 +144,13 @@ impl<K: LpmKey, V> Lpm<K, V> {
 }
 
 /// Whether `addr` lies inside `net/len`.
+#[inline]
 pub fn prefix_contains_v4(net: Ipv4Addr, len: u8, addr: Ipv4Addr) -> bool {
     u32::from(net).masked(len) == u32::from(addr).masked(len)
 }
 
 /// Whether `addr` lies inside `net/len`.
+#[inline]
 pub fn prefix_contains_v6(net: Ipv6Addr, len: u8, addr: Ipv6Addr) -> bool {
     u128::from(net).masked(len) == u128::from(addr).masked(len)
 }

@@ -3,6 +3,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::lpm::Lpm;
+use crate::lpm4::Lpm4;
 use crate::{PortId, Vni};
 
 /// Where a route sends matching packets.
@@ -17,7 +18,7 @@ pub enum RouteTarget {
 /// The IPv4 and IPv6 routing tables of one VNI.
 #[derive(Clone, Debug, Default)]
 pub struct VniTable {
-    pub v4: Lpm<u32, RouteTarget>,
+    pub v4: Lpm4<RouteTarget>,
     pub v6: Lpm<u128, RouteTarget>,
 }
 

@@ -119,6 +119,71 @@ pub(crate) fn write_ipv6(
     Ok(())
 }
 
+/// The fields of an IPv4 header the forwarding paths need, read once by [`parse_ipv4`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ipv4Fields {
+    pub header_len: usize,
+    pub total_len: usize,
+    pub ttl: u8,
+    pub protocol: u8,
+    /// Flags and fragment offset (bytes 6–7).
+    pub flags_frag: u16,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// DSCP and ECN (the TOS byte).
+    pub dscp_ecn: u8,
+}
+
+impl Ipv4Fields {
+    /// The fragment offset in bytes (as [`Ipv4Packet::frag_offset`]).
+    #[inline]
+    pub fn frag_offset(&self) -> u16 {
+        (self.flags_frag & 0x1fff) * 8
+    }
+}
+
+/// Why [`parse_ipv4`] refused a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ipv4Refusal {
+    /// Truncated, not version 4, IHL below 5, or a total length outside header..buffer
+    /// ([`Ipv4Packet::check_len`]).
+    Malformed,
+    BadChecksum,
+}
+
+/// Validates the IPv4 header at the start of `l3` as [`Ipv4Packet::check_len`] and
+/// [`Ipv4Packet::verify_checksum`] do, and returns its fields — one pass over a fixed 20-byte
+/// array instead of a bounds-checked accessor per field (the hot path's header check).
+#[inline(always)]
+pub(crate) fn parse_ipv4(l3: &[u8]) -> Result<Ipv4Fields, Ipv4Refusal> {
+    let Some(h) = l3.first_chunk::<IPV4_HEADER_LEN>() else {
+        return Err(Ipv4Refusal::Malformed);
+    };
+    let header_len = usize::from(h[0] & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    if h[0] >> 4 != 4
+        || header_len < IPV4_HEADER_LEN
+        || header_len > l3.len()
+        || total_len < header_len
+        || total_len > l3.len()
+    {
+        return Err(Ipv4Refusal::Malformed);
+    }
+    if !ipv4_checksum_ok(l3, header_len) {
+        return Err(Ipv4Refusal::BadChecksum);
+    }
+    Ok(Ipv4Fields {
+        header_len,
+        total_len,
+        ttl: h[8],
+        protocol: h[9],
+        flags_frag: u16::from_be_bytes([h[6], h[7]]),
+        src: Ipv4Addr::from(u32::from_be_bytes([h[12], h[13], h[14], h[15]])),
+        dst: Ipv4Addr::from(u32::from_be_bytes([h[16], h[17], h[18], h[19]])),
+        dscp_ecn: h[1],
+    })
+}
+
 /// Whether the IPv4 header at the start of `l3` (already length-checked, `header_len` bytes)
 /// has a valid checksum: [`Ipv4Packet::verify_checksum`] with a fast path for the usual 20-byte
 /// header (five 32-bit words summed without a loop).
@@ -157,14 +222,15 @@ pub(crate) fn ipv4_decrement_ttl(l3: &mut [u8]) {
         return;
     };
     let ttl = h[8];
-    let proto = h[9];
-    let new = ttl.saturating_sub(1);
+    // RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), where the 16-bit word m = TTL·256 + protocol
+    // becomes m' = m − 256: ~m + m' = 0xffff − 256 = 0xfeff, whatever the protocol (0xffff when
+    // a TTL of 0 stays 0). The sum is at most 0x1_fffe, so one fold suffices.
+    let delta = if ttl == 0 { 0xffff } else { 0xfeff };
     let check = u16::from_be_bytes([h[10], h[11]]);
-    let old_word = u16::from_be_bytes([ttl, proto]);
-    let new_word = u16::from_be_bytes([new, proto]);
-    let sum = u64::from(!check) + u64::from(!old_word) + u64::from(new_word);
-    let [hi, lo] = (!fold_u64(sum)).to_be_bytes();
-    h[8] = new;
+    let sum = u32::from(!check) + delta;
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let [hi, lo] = (!(folded as u16)).to_be_bytes();
+    h[8] = ttl.saturating_sub(1);
     h[10] = hi;
     h[11] = lo;
 }
@@ -214,6 +280,74 @@ mod tests {
         }
         for sum in [0u64, 0xffff, 0x1_0000, u64::MAX, 0xffff_ffff, 0x3_fffd] {
             assert_eq!(fold_u64(sum), checksum::fold(sum));
+        }
+    }
+
+    /// The TTL shortcut gives the bytes of the general RFC 1624 update for every checksum.
+    #[test]
+    fn ttl_decrement_is_exhaustively_rfc1624() {
+        for check in 0..=u16::MAX {
+            for (ttl, proto) in [(0u8, 17u8), (1, 6), (2, 17), (64, 1), (255, 255)] {
+                let mut h = header(u32::from(check));
+                h[8] = ttl;
+                h[9] = proto;
+                h[10..12].copy_from_slice(&check.to_be_bytes());
+                let mut a = h;
+                ipv4_decrement_ttl(&mut a);
+                let mut b = h;
+                Ipv4Packet::new_unchecked(&mut b[..]).decrement_ttl();
+                assert_eq!(a, b, "checksum {check:#06x} ttl {ttl}");
+            }
+        }
+    }
+
+    /// `parse_ipv4` refuses exactly what the `Ipv4Packet` view refuses, with the same fields.
+    #[test]
+    fn parse_ipv4_matches_the_view() {
+        for seed in 0..20_000u32 {
+            let h = header(seed);
+            let buf_len = (seed as usize * 7) % 70;
+            let mut buf = vec![0u8; buf_len.max(20)];
+            buf[..20].copy_from_slice(&h);
+            buf[0] = [0x45, 0x46, 0x44, 0x55, 0x4f][(seed % 5) as usize];
+            let total = ((seed >> 3) % 72) as u16;
+            buf[2..4].copy_from_slice(&total.to_be_bytes());
+            if seed % 4 != 0 {
+                buf[10] = 0;
+                buf[11] = 0;
+                let hl = usize::from(buf[0] & 0x0f) * 4;
+                if hl <= buf.len() {
+                    let c = checksum::finish(checksum::data(&buf[..hl]));
+                    buf[10..12].copy_from_slice(&c.to_be_bytes());
+                }
+            }
+            buf.truncate(buf_len);
+            let view = Ipv4Packet::new_checked(&buf[..]);
+            match parse_ipv4(&buf) {
+                Err(Ipv4Refusal::Malformed) => assert!(view.is_err(), "seed {seed}"),
+                Err(Ipv4Refusal::BadChecksum) => {
+                    assert!(view.is_ok_and(|v| !v.verify_checksum()), "seed {seed}")
+                }
+                Ok(f) => {
+                    let v = view.unwrap();
+                    assert!(v.verify_checksum(), "seed {seed}");
+                    assert_eq!(
+                        (f.header_len, f.total_len, f.ttl, f.protocol, f.src, f.dst),
+                        (
+                            v.header_len(),
+                            usize::from(v.total_len()),
+                            v.ttl(),
+                            v.protocol().0,
+                            v.src_addr(),
+                            v.dst_addr()
+                        )
+                    );
+                    assert_eq!(
+                        (f.frag_offset(), f.dscp_ecn),
+                        (v.frag_offset(), v.dscp_ecn())
+                    );
+                }
+            }
         }
     }
 }

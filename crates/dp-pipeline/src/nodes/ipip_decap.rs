@@ -19,9 +19,10 @@
 //!
 //! The outer headers are stripped in place (the buffer start moves forward) and an Ethernet header
 //! for the inner packet written; [`L2Rewrite`](super::L2Rewrite) fills in the VM's and our MAC.
+//! The last underlay address resolved is remembered for the rest of the batch.
 
 use dp_packet::checksum;
-use dp_packet::{EtherType, Ipv4Packet, Ipv6Packet};
+use dp_packet::{EtherType, Ipv4Packet, Ipv6Addr, Ipv6Packet};
 use dp_tables::UnderlayTarget;
 
 use crate::buffer::PacketBuf;
@@ -29,7 +30,7 @@ use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 
-use super::common::{ipv4_checksum_ok, write_eth, ETH_HEADER_LEN, IPV6_HEADER_LEN};
+use super::common::{parse_ipv4, Ipv4Refusal, ETH_HEADER_LEN, IPV6_HEADER_LEN};
 
 const NEXT_HEADER_IPV4: u8 = 4;
 const NEXT_HEADER_IPV6: u8 = 41;
@@ -37,102 +38,140 @@ const ECN_MASK: u8 = 0x03;
 const ECN_CE: u8 = 0x03;
 const ECN_NOT_ECT: u8 = 0x00;
 
+/// The node, with the last delivery it resolved (packets of a burst mostly go to few VMs).
 #[derive(Debug, Default)]
-pub struct IpipDecap;
+pub struct IpipDecap {
+    last: Option<(u128, UnderlayTarget)>,
+}
 
 impl Node for IpipDecap {
     const NAME: &'static str = "ipip_decap";
 
+    fn begin_batch(&mut self, _ctx: &Ctx<'_>) {
+        // The tables may have changed since the last batch.
+        self.last = None;
+    }
+
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
-        match decap(pkt, ctx) {
+        match self.decap(pkt, ctx) {
             Ok(verdict) => verdict,
             Err(reason) => Verdict::Drop(reason),
         }
     }
+
+    #[inline]
+    fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
+        for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
+            *verdict = match self.decap(pkt, ctx) {
+                Ok(verdict) => verdict,
+                Err(reason) => Verdict::Drop(reason),
+            };
+        }
+    }
 }
 
-#[inline]
-fn decap(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
-    let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
-    let outer = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::UnderlayMalformed)?;
-    let UnderlayTarget::Iface { port, vni } = ctx
-        .tables
-        .underlay_target(outer.dst_addr())
-        .ok_or(DropReason::DecapUnknownDst)?;
-    let target = ctx
-        .tables
-        .iface(port)
-        .filter(|i| i.vni == vni)
-        .ok_or(DropReason::DstPortDown)?;
-    let outer_ecn = outer.traffic_class() & ECN_MASK;
-    let inner = outer.payload();
-
-    let (ethertype, inner_len, inner_ecn) = match outer.next_header().0 {
-        NEXT_HEADER_IPV4 => {
-            let ip = Ipv4Packet::new_checked(inner).map_err(|_| DropReason::DecapInnerMalformed)?;
-            if !ipv4_checksum_ok(inner, ip.header_len()) {
-                return Err(DropReason::DecapInnerBadChecksum);
+impl IpipDecap {
+    /// What packets for this underlay address are delivered to, if it is one of ours.
+    #[inline]
+    fn target(&mut self, ctx: &Ctx<'_>, dst: Ipv6Addr) -> Option<UnderlayTarget> {
+        let key = u128::from(dst);
+        if let Some((k, target)) = self.last {
+            if k == key {
+                return Some(target);
             }
-            if !target.owns_source_v4(ip.dst_addr()) {
-                return Err(DropReason::DecapInnerNotForTarget);
-            }
-            (
-                EtherType::IPV4,
-                usize::from(ip.total_len()),
-                ip.ecn() & ECN_MASK,
-            )
         }
-        NEXT_HEADER_IPV6 => {
-            if !ctx.config.ipv6_overlay {
-                return Err(DropReason::Ipv6OverlayDisabled);
-            }
-            let ip = Ipv6Packet::new_checked(inner).map_err(|_| DropReason::DecapInnerMalformed)?;
-            if !target.owns_source_v6(ip.dst_addr()) {
-                return Err(DropReason::DecapInnerNotForTarget);
-            }
-            (
-                EtherType::IPV6,
-                IPV6_HEADER_LEN + usize::from(ip.payload_len()),
-                ip.traffic_class() & ECN_MASK,
-            )
-        }
-        _ => return Err(DropReason::UnderlayUnhandled),
-    };
-    let mark_ce = outer_ecn == ECN_CE && inner_ecn != ECN_CE;
-    if mark_ce && inner_ecn == ECN_NOT_ECT {
-        return Err(DropReason::DecapEcn);
+        let target = ctx.tables.underlay_target(dst)?;
+        self.last = Some((key, target));
+        Some(target)
     }
 
-    // Outer Ethernet + IPv6 off, a fresh Ethernet header on: net 40 bytes stripped.
-    pkt.truncate(ETH_HEADER_LEN + IPV6_HEADER_LEN + inner_len);
-    pkt.strip_front(IPV6_HEADER_LEN)
-        .map_err(|_| DropReason::UnderlayMalformed)?;
-    let own_mac = ctx.ports.get(port).ok_or(DropReason::DstPortDown)?.own_mac;
-    let frame = pkt.data_mut();
-    write_eth(frame, dp_packet::MacAddr::ZERO, own_mac, ethertype);
-    if mark_ce {
-        let l3 = frame.get_mut(ETH_HEADER_LEN..).unwrap_or(&mut []);
-        if ethertype == EtherType::IPV4 {
-            let mut ip = Ipv4Packet::new_unchecked(l3);
-            let old = ip.dscp_ecn();
-            let new = old | ECN_CE;
-            let ver_ihl = l3_first(&ip);
-            ip.set_dscp_ecn(new);
-            let check = checksum::update_u16(
-                ip.checksum(),
-                u16::from_be_bytes([ver_ihl, old]),
-                u16::from_be_bytes([ver_ihl, new]),
-            );
-            ip.set_checksum(check);
-        } else {
-            let mut ip = Ipv6Packet::new_unchecked(l3);
-            let tc = ip.traffic_class() | ECN_CE;
-            ip.set_traffic_class(tc);
+    #[inline]
+    fn decap(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
+        let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
+        let outer = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::UnderlayMalformed)?;
+        let UnderlayTarget::Iface { port, vni } = self
+            .target(ctx, outer.dst_addr())
+            .ok_or(DropReason::DecapUnknownDst)?;
+        let target = ctx
+            .tables
+            .iface(port)
+            .filter(|i| i.vni == vni)
+            .ok_or(DropReason::DstPortDown)?;
+        let outer_ecn = outer.traffic_class() & ECN_MASK;
+        let inner = outer.payload();
+
+        let (ethertype, inner_len, inner_ecn) = match outer.next_header().0 {
+            NEXT_HEADER_IPV4 => {
+                let ip = parse_ipv4(inner).map_err(|refusal| match refusal {
+                    Ipv4Refusal::Malformed => DropReason::DecapInnerMalformed,
+                    Ipv4Refusal::BadChecksum => DropReason::DecapInnerBadChecksum,
+                })?;
+                if !target.owns_source_v4(ip.dst) {
+                    return Err(DropReason::DecapInnerNotForTarget);
+                }
+                (EtherType::IPV4, ip.total_len, ip.dscp_ecn & ECN_MASK)
+            }
+            NEXT_HEADER_IPV6 => {
+                if !ctx.config.ipv6_overlay {
+                    return Err(DropReason::Ipv6OverlayDisabled);
+                }
+                let ip =
+                    Ipv6Packet::new_checked(inner).map_err(|_| DropReason::DecapInnerMalformed)?;
+                if !target.owns_source_v6(ip.dst_addr()) {
+                    return Err(DropReason::DecapInnerNotForTarget);
+                }
+                (
+                    EtherType::IPV6,
+                    IPV6_HEADER_LEN + usize::from(ip.payload_len()),
+                    ip.traffic_class() & ECN_MASK,
+                )
+            }
+            _ => return Err(DropReason::UnderlayUnhandled),
+        };
+        let mark_ce = outer_ecn == ECN_CE && inner_ecn != ECN_CE;
+        if mark_ce && inner_ecn == ECN_NOT_ECT {
+            return Err(DropReason::DecapEcn);
         }
+
+        // Outer Ethernet + IPv6 off, a fresh Ethernet header on: net 40 bytes stripped. Only
+        // the ethertype is written here: L2Rewrite fills in both MACs.
+        pkt.truncate(ETH_HEADER_LEN + IPV6_HEADER_LEN + inner_len);
+        pkt.strip_front(IPV6_HEADER_LEN)
+            .map_err(|_| DropReason::UnderlayMalformed)?;
+        let frame = pkt.data_mut();
+        if let Some(eth) = frame.first_chunk_mut::<ETH_HEADER_LEN>() {
+            eth[12..].copy_from_slice(&ethertype.0.to_be_bytes());
+        }
+        if mark_ce {
+            mark_congestion(frame, ethertype);
+        }
+        pkt.meta.out_port = port;
+        Ok(Verdict::Next(NodeId::L2Rewrite))
     }
-    pkt.meta.out_port = port;
-    Ok(Verdict::Next(NodeId::L2Rewrite))
+}
+
+/// Sets CE on the inner packet (RFC 6040), patching the IPv4 header checksum.
+#[cold]
+fn mark_congestion(frame: &mut [u8], ethertype: EtherType) {
+    let l3 = frame.get_mut(ETH_HEADER_LEN..).unwrap_or(&mut []);
+    if ethertype == EtherType::IPV4 {
+        let mut ip = Ipv4Packet::new_unchecked(l3);
+        let old = ip.dscp_ecn();
+        let new = old | ECN_CE;
+        let ver_ihl = l3_first(&ip);
+        ip.set_dscp_ecn(new);
+        let check = checksum::update_u16(
+            ip.checksum(),
+            u16::from_be_bytes([ver_ihl, old]),
+            u16::from_be_bytes([ver_ihl, new]),
+        );
+        ip.set_checksum(check);
+    } else {
+        let mut ip = Ipv6Packet::new_unchecked(l3);
+        let tc = ip.traffic_class() | ECN_CE;
+        ip.set_traffic_class(tc);
+    }
 }
 
 /// The version/IHL byte of an IPv4 header (the other half of the checksummed word holding the TOS).

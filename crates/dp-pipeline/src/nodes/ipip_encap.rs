@@ -26,6 +26,7 @@
 //! sent about an ICMP error or a non-first fragment: those are dropped (`too_big`).
 
 use dp_packet::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Addr, Ipv6Packet, MacAddr};
+use dp_tables::PortId;
 
 use crate::buffer::{BufferPool, PacketBuf};
 use crate::drop::DropReason;
@@ -33,7 +34,7 @@ use crate::node::{Ctx, Node, Verdict};
 
 use super::common::{be16, vm_port, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 use super::icmp_error::{frag_needed_v4, is_icmpv4_error, packet_too_big_v6, Offender4, Offender6};
-use super::uplink::{flow_hash_v4, flow_hash_v6, flow_label, select_uplink, Uplink};
+use super::uplink::{flow_hash_v4, flow_hash_v6, flow_label, Uplink, UplinkChoice};
 
 /// Hop limit of the outer header (dpservice's `DP_IP6_HOP_LIMIT`).
 pub const OUTER_HOP_LIMIT: u8 = 64;
@@ -42,18 +43,41 @@ const NEXT_HEADER_IPV4: u8 = 4;
 const NEXT_HEADER_IPV6: u8 = 41;
 const ICMP: u8 = 1;
 const ICMPV6: u8 = 58;
-const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 
+/// The node, with what it reads once per batch.
 #[derive(Debug, Default)]
-pub struct IpipEncap;
+pub struct IpipEncap {
+    uplinks: UplinkChoice,
+    /// The largest inner packet that fits the underlay MTU.
+    mtu: usize,
+    /// The last sender seen in this batch (packets of a batch mostly come from few ports).
+    sender: Option<Sender>,
+}
+
+/// What the outer header needs from the sending interface.
+#[derive(Clone, Copy, Debug)]
+struct Sender {
+    port: PortId,
+    /// The interface's underlay address: the outer source.
+    underlay: Ipv6Addr,
+    /// Our MAC on its port (the source of ICMP errors back to the VM).
+    own_mac: MacAddr,
+}
 
 impl Node for IpipEncap {
     const NAME: &'static str = "ipip_encap";
     const MAKES_PACKETS: bool = true;
 
+    fn begin_batch(&mut self, ctx: &Ctx<'_>) {
+        self.uplinks = UplinkChoice::read(ctx);
+        self.mtu = ctx.config.overlay_mtu();
+        self.sender = None;
+    }
+
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
         // Without a pool nothing can be fragmented: what does not fit gets an ICMP error or is
         // dropped. The graph calls `process_alloc`; this is for direct callers.
+        self.begin_batch(ctx);
         let mut none = Vec::new();
         let mut pool = BufferPool::new(0, 0);
         self.process_alloc(pkt, ctx, &mut pool, &mut none)
@@ -67,7 +91,7 @@ impl Node for IpipEncap {
         pool: &mut BufferPool,
         extra: &mut Vec<PacketBuf>,
     ) -> Verdict {
-        match encap(pkt, ctx, pool, extra) {
+        match self.encap(pkt, ctx, pool, extra) {
             Ok(verdict) => verdict,
             Err(reason) => {
                 for p in extra.drain(..) {
@@ -88,82 +112,99 @@ struct Inner {
     len: usize,
 }
 
-#[inline]
-fn encap(
-    pkt: &mut PacketBuf,
-    ctx: &Ctx<'_>,
-    pool: &mut BufferPool,
-    extra: &mut Vec<PacketBuf>,
-) -> Result<Verdict, DropReason> {
-    let in_port = pkt.meta.in_port;
-    let (vm_entry, iface) = vm_port(ctx, in_port)?;
-    let outer_src = iface.underlay_ipv6;
-    let outer_dst = pkt.meta.underlay_dst;
-    // No uplink takes a tunnelled offload request: a partial checksum is finished here, a TCP
-    // superframe is segmented by the worker on transmit (see `crate::offload`).
-    let gso = pkt.meta.offload.is_gso();
-    if !gso {
-        crate::offload::finish_checksum(pkt)?;
+impl IpipEncap {
+    #[inline]
+    fn sender(&mut self, ctx: &Ctx<'_>, in_port: PortId) -> Result<Sender, DropReason> {
+        if let Some(s) = self.sender.filter(|s| s.port == in_port) {
+            return Ok(s);
+        }
+        let (entry, iface) = vm_port(ctx, in_port)?;
+        let s = Sender {
+            port: in_port,
+            underlay: iface.underlay_ipv6,
+            own_mac: entry.own_mac,
+        };
+        self.sender = Some(s);
+        Ok(s)
     }
 
-    let frame = pkt.data();
-    let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
-    let inner = match be16(frame, 12).map(EtherType) {
-        // The lookup nodes validated the header and cut the frame to the packet's length.
-        Some(EtherType::IPV4) => {
-            let ip = Ipv4Packet::new_unchecked(l3);
-            Inner {
+    #[inline]
+    fn encap(
+        &mut self,
+        pkt: &mut PacketBuf,
+        ctx: &Ctx<'_>,
+        pool: &mut BufferPool,
+        extra: &mut Vec<PacketBuf>,
+    ) -> Result<Verdict, DropReason> {
+        let sender = self.sender(ctx, pkt.meta.in_port)?;
+        let outer_dst = pkt.meta.underlay_dst;
+        // No uplink takes a tunnelled offload request: a partial checksum is finished here, a TCP
+        // superframe is segmented by the worker on transmit (see `crate::offload`).
+        let gso = pkt.meta.offload.is_gso();
+        if pkt.meta.offload.is_set() && !gso {
+            crate::offload::finish_checksum(pkt)?;
+        }
+
+        let frame = pkt.data();
+        let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
+        let inner = match be16(frame, 12).map(EtherType) {
+            // The lookup nodes validated the header and cut the frame to the packet's length.
+            Some(EtherType::IPV4) => Inner {
                 next_header: NEXT_HEADER_IPV4,
-                traffic_class: ip.dscp_ecn(),
+                traffic_class: l3.get(1).copied().unwrap_or(0),
                 hash: flow_hash_v4(l3),
                 len: l3.len(),
+            },
+            Some(EtherType::IPV6) => {
+                let ip = Ipv6Packet::new_unchecked(l3);
+                Inner {
+                    next_header: NEXT_HEADER_IPV6,
+                    traffic_class: ip.traffic_class(),
+                    hash: flow_hash_v6(l3),
+                    len: l3.len(),
+                }
             }
-        }
-        Some(EtherType::IPV6) => {
-            let ip = Ipv6Packet::new_unchecked(l3);
-            Inner {
-                next_header: NEXT_HEADER_IPV6,
-                traffic_class: ip.traffic_class(),
-                hash: flow_hash_v6(l3),
-                len: l3.len(),
-            }
-        }
-        _ => return Err(DropReason::UnknownEthertype),
-    };
-    let uplink = select_uplink(ctx, inner.hash)?;
+            _ => return Err(DropReason::UnknownEthertype),
+        };
+        let uplink = *self.uplinks.select(inner.hash)?;
 
-    let mtu = ctx.config.overlay_mtu();
-    let segments_fit =
-        gso && crate::offload::gso_segment_len(frame, &pkt.meta.offload).is_some_and(|l| l <= mtu);
-    // A superframe whose segments would not fit either is answered as one of them would be (the
-    // ICMP error forgets the offload request, and the sender's MSS shrinks).
-    if inner.len > mtu && !segments_fit {
-        let vm_mac = EthernetFrame::new_unchecked(frame).src_addr();
-        if inner.next_header == NEXT_HEADER_IPV6 {
-            return too_big_v6(pkt, vm_mac, vm_entry.own_mac, mtu);
+        let mtu = self.mtu;
+        if inner.len > mtu {
+            let segments_fit = gso
+                && crate::offload::gso_segment_len(frame, &pkt.meta.offload)
+                    .is_some_and(|l| l <= mtu);
+            // A superframe whose segments would not fit either is answered as one of them would
+            // be (the ICMP error forgets the offload request, and the sender's MSS shrinks).
+            if !segments_fit {
+                let vm_mac = EthernetFrame::new_unchecked(frame).src_addr();
+                if inner.next_header == NEXT_HEADER_IPV6 {
+                    return too_big_v6(pkt, vm_mac, sender.own_mac, mtu);
+                }
+                let ip = Ipv4Packet::new_unchecked(l3);
+                if ip.dont_frag() {
+                    return too_big_v4(pkt, vm_mac, sender.own_mac, mtu);
+                }
+                if gso {
+                    return Err(DropReason::TooBig);
+                }
+                fragment_v4(pkt, pool, extra, mtu)?;
+            }
         }
-        let ip = Ipv4Packet::new_unchecked(l3);
-        if ip.dont_frag() {
-            return too_big_v4(pkt, vm_mac, vm_entry.own_mac, mtu);
-        }
+
+        write_outer(pkt, &uplink, sender.underlay, outer_dst, &inner)?;
         if gso {
-            return Err(DropReason::TooBig);
+            pkt.meta.offload.shift(super::OUTER_HEADER_LEN)?;
         }
-        fragment_v4(pkt, pool, extra, mtu)?;
+        for p in extra.iter_mut() {
+            write_outer(p, &uplink, sender.underlay, outer_dst, &inner)?;
+        }
+        Ok(Verdict::Tx(uplink.port))
     }
-
-    write_outer(pkt, &uplink, outer_src, outer_dst, &inner)?;
-    if gso {
-        pkt.meta.offload.shift(super::OUTER_HEADER_LEN)?;
-    }
-    for p in extra.iter_mut() {
-        write_outer(p, &uplink, outer_src, outer_dst, &inner)?;
-    }
-    Ok(Verdict::Tx(uplink.port))
 }
 
-/// Replaces the Ethernet header with Ethernet + outer IPv6, in the headroom. The frame must hold
-/// exactly the inner packet after its Ethernet header.
+/// Puts Ethernet + outer IPv6 in front of the inner packet: the frame grows by the 40 bytes of
+/// the IPv6 header (into the headroom) and its first 54 bytes, the old Ethernet header included,
+/// are rewritten. The frame must hold exactly the inner packet after its Ethernet header.
 #[inline]
 fn write_outer(
     pkt: &mut PacketBuf,
@@ -174,35 +215,25 @@ fn write_outer(
 ) -> Result<(), DropReason> {
     let payload_len =
         u16::try_from(pkt.len().saturating_sub(ETH_HEADER_LEN)).map_err(|_| DropReason::TooBig)?;
-    pkt.strip_front(ETH_HEADER_LEN)
-        .map_err(|_| DropReason::EthTruncated)?;
-    let hdr = pkt
-        .prepend(ETH_HEADER_LEN + IPV6_HEADER_LEN)
-        .map_err(|_| DropReason::NoRoom)?;
-    let vtc_flow = (6u32 << 28) | (u32::from(inner.traffic_class) << 20) | flow_label(inner.hash);
-    let mut h = [0u8; ETH_HEADER_LEN + IPV6_HEADER_LEN];
-    write_mac(&mut h, 0, uplink.router_mac);
-    write_mac(&mut h, 6, uplink.own_mac);
-    put(&mut h, 12, &ETHERTYPE_IPV6);
-    put(&mut h, 14, &vtc_flow.to_be_bytes());
-    put(&mut h, 18, &payload_len.to_be_bytes());
-    put(&mut h, 20, &[inner.next_header, OUTER_HOP_LIMIT]);
-    put(&mut h, 22, &src.octets());
-    put(&mut h, 38, &dst.octets());
-    hdr.copy_from_slice(&h);
-    Ok(())
-}
-
-#[inline]
-fn write_mac(h: &mut [u8], at: usize, mac: MacAddr) {
-    put(h, at, &mac.0);
-}
-
-#[inline]
-fn put(h: &mut [u8], at: usize, bytes: &[u8]) {
-    if let Some(dst) = h.get_mut(at..at + bytes.len()) {
-        dst.copy_from_slice(bytes);
+    if pkt.len() < ETH_HEADER_LEN {
+        return Err(DropReason::EthTruncated);
     }
+    pkt.prepend(IPV6_HEADER_LEN)
+        .map_err(|_| DropReason::NoRoom)?;
+    let Some(h) = pkt
+        .data_mut()
+        .first_chunk_mut::<{ ETH_HEADER_LEN + IPV6_HEADER_LEN }>()
+    else {
+        return Err(DropReason::NoRoom);
+    };
+    let vtc_flow = (6u32 << 28) | (u32::from(inner.traffic_class) << 20) | flow_label(inner.hash);
+    let [l0, l1] = payload_len.to_be_bytes();
+    h[..14].copy_from_slice(&uplink.eth);
+    h[14..18].copy_from_slice(&vtc_flow.to_be_bytes());
+    h[18..22].copy_from_slice(&[l0, l1, inner.next_header, OUTER_HOP_LIMIT]);
+    h[22..38].copy_from_slice(&src.octets());
+    h[38..54].copy_from_slice(&dst.octets());
+    Ok(())
 }
 
 fn too_big_v4(

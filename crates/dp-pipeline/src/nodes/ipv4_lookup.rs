@@ -15,7 +15,7 @@
 //! hypervisor (`Remote { vni, underlay }`, default routes included) to
 //! [`IpipEncap`](super::IpipEncap) with the next hop in [`PacketMeta::underlay_dst`](crate::PacketMeta).
 
-use dp_packet::{EthernetFrame, IpProtocol, Ipv4Addr, Ipv4Packet};
+use dp_packet::{EthernetFrame, IpProtocol, Ipv4Addr};
 use dp_tables::{Iface, PortId, RouteTarget, VniTable};
 
 use crate::buffer::PacketBuf;
@@ -24,7 +24,7 @@ use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 
-use super::common::{ipv4_checksum_ok, ipv4_decrement_ttl, vm_port, ETH_HEADER_LEN};
+use super::common::{ipv4_decrement_ttl, parse_ipv4, vm_port, Ipv4Refusal, ETH_HEADER_LEN};
 use super::icmp_error::{is_icmpv4_error, time_exceeded_v4, Offender4};
 
 #[derive(Debug, Default)]
@@ -92,31 +92,23 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
     let (port, iface) = (sender.port, sender.iface);
 
     let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
-    let ip = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Ipv4Malformed)?;
-    if !ipv4_checksum_ok(l3, ip.header_len()) {
-        return Err(DropReason::Ipv4BadChecksum);
-    }
-    let src = ip.src_addr();
-    let dst = ip.dst_addr();
-    let total_len = usize::from(ip.total_len());
-    let ttl = ip.ttl();
-    if !iface.owns_source_v4(src) {
+    let ip = parse_ipv4(l3).map_err(|refusal| match refusal {
+        Ipv4Refusal::Malformed => DropReason::Ipv4Malformed,
+        Ipv4Refusal::BadChecksum => DropReason::Ipv4BadChecksum,
+    })?;
+    if !iface.owns_source_v4(ip.src) {
         return Err(DropReason::Spoofed);
     }
-    if dst == GATEWAY_IPV4 {
+    if ip.dst == GATEWAY_IPV4 {
         return Ok(Verdict::Next(NodeId::GatewayIcmp));
     }
-    if !is_routable(dst) {
+    if !is_routable(ip.dst) {
         return Err(DropReason::BadDestination);
     }
-    // ICMP errors are never sent about ICMP errors or non-first fragments.
-    let may_answer = ip.frag_offset() == 0
-        && !(ip.protocol() == IpProtocol::ICMP
-            && ip.payload().first().is_some_and(|&t| is_icmpv4_error(t)));
 
     let table = sender.table.ok_or(DropReason::NoVni)?;
-    let target = *table.lookup_v4(dst).ok_or(DropReason::NoRoute)?;
-    if let RouteTarget::Local { port: out_port } = target {
+    let target = table.lookup_v4(ip.dst).ok_or(DropReason::NoRoute)?;
+    if let RouteTarget::Local { port: out_port } = *target {
         // Defensive: the control plane only installs local routes to interfaces of the same VNI.
         match ctx.tables.iface(out_port) {
             None => return Err(DropReason::DstPortDown),
@@ -125,7 +117,12 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
         }
     }
 
-    if ttl <= 1 {
+    if ip.ttl <= 1 {
+        // ICMP errors are never sent about ICMP errors or non-first fragments.
+        let payload = l3.get(ip.header_len..ip.total_len).unwrap_or(&[]);
+        let may_answer = ip.frag_offset() == 0
+            && !(IpProtocol(ip.protocol) == IpProtocol::ICMP
+                && payload.first().is_some_and(|&t| is_icmpv4_error(t)));
         if !may_answer {
             return Err(DropReason::TtlExceeded);
         }
@@ -133,19 +130,19 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
         let offender = Offender4 {
             vm_mac,
             own_mac: port.own_mac,
-            src,
-            datagram_len: total_len,
+            src: ip.src,
+            datagram_len: ip.total_len,
         };
         time_exceeded_v4(pkt, &offender)?;
         return Ok(Verdict::Tx(in_port));
     }
 
     // Ethernet padding of short frames is not part of the datagram.
-    pkt.truncate(ETH_HEADER_LEN + total_len);
+    pkt.truncate(ETH_HEADER_LEN + ip.total_len);
     if let Some(l3) = pkt.data_mut().get_mut(ETH_HEADER_LEN..) {
         ipv4_decrement_ttl(l3);
     }
-    Ok(match target {
+    Ok(match *target {
         RouteTarget::Local { port } => {
             pkt.meta.out_port = port;
             Verdict::Next(NodeId::L2Rewrite)

@@ -17,8 +17,9 @@
 //! An uplink is usable when its link is up and its router's MAC is known. A flow whose preferred
 //! uplink is unusable takes the other one; when neither is usable the packet is dropped as
 //! [`NoRouterMac`](DropReason::NoRouterMac) if some link is up (its router not resolved yet) or
-//! [`UplinkDown`](DropReason::UplinkDown) if none is. The state is read per packet from the
-//! [`PortTable`](crate::PortTable), so flows move as soon as the worker records a link change.
+//! [`UplinkDown`](DropReason::UplinkDown) if none is. The state is read from the
+//! [`PortTable`](crate::PortTable) once per batch ([`UplinkChoice::read`]), so flows move with the
+//! first batch after the worker records a link change.
 
 use dp_packet::MacAddr;
 use dp_tables::PortId;
@@ -26,8 +27,6 @@ use dp_tables::PortId;
 use crate::drop::DropReason;
 use crate::node::Ctx;
 use crate::port_table::{PortEntry, PortKind};
-
-use super::common::be16;
 
 /// pf0 and pf1: the uplinks are ports 0 and 1 (see `docs/architecture.md`).
 pub(crate) const MAX_UPLINKS: usize = 2;
@@ -76,16 +75,19 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// The flow hash of an IPv4 packet (`ip` starts at its header, already validated).
 #[inline]
 pub(crate) fn flow_hash_v4(ip: &[u8]) -> u64 {
-    let proto = ip.get(9).copied().unwrap_or(0);
-    let ihl = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
-    let fragment = be16(ip, 6).is_some_and(|f| f & 0x3fff != 0);
+    let Some(h) = ip.first_chunk::<20>() else {
+        return 0;
+    };
+    let proto = h[9];
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
     let ports = if has_ports(proto) && !fragment {
         u32_at(ip, ihl)
     } else {
         0
     };
-    let h = mix(0x0004, (u32_at(ip, 12) << 32) | u32_at(ip, 16));
-    finish(mix(h, (u64::from(proto) << 32) | ports))
+    let addrs = u64::from_be_bytes([h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]]);
+    finish(mix(mix(0x0004, addrs), (u64::from(proto) << 32) | ports))
 }
 
 /// The flow hash of an IPv6 packet (`ip` starts at its header, already validated). Extension
@@ -120,10 +122,18 @@ pub(crate) fn wcmp_bucket(hash: u64) -> u8 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Uplink {
     pub port: PortId,
-    /// Our MAC on it (the outer source).
-    pub own_mac: MacAddr,
-    /// The router's MAC on it (the outer destination).
-    pub router_mac: MacAddr,
+    /// The Ethernet header of a frame out of it: to the router's MAC, from ours, IPv6.
+    pub eth: [u8; 14],
+}
+
+impl Uplink {
+    fn new(port: PortId, own_mac: MacAddr, router_mac: MacAddr) -> Self {
+        let mut eth = [0u8; 14];
+        eth[..6].copy_from_slice(&router_mac.0);
+        eth[6..12].copy_from_slice(&own_mac.0);
+        eth[12..].copy_from_slice(&[0x86, 0xdd]);
+        Uplink { port, eth }
+    }
 }
 
 #[inline]
@@ -137,30 +147,56 @@ fn usable(ctx: &Ctx<'_>, port: PortId) -> Option<Uplink> {
     if !e.link_up() {
         return None;
     }
-    Some(Uplink {
-        port,
-        own_mac: e.own_mac,
-        router_mac: e.peer_mac()?,
-    })
+    Some(Uplink::new(port, e.own_mac, e.peer_mac()?))
 }
 
-/// The uplink a flow with this hash leaves by (see the module docs).
-#[inline]
-pub(crate) fn select_uplink(ctx: &Ctx<'_>, hash: u64) -> Result<Uplink, DropReason> {
-    let has_pf1 = uplink_entry(ctx, 1).is_some();
-    let prefer_pf0 = !has_pf1 || wcmp_bucket(hash) < ctx.config.wcmp_percent;
-    let (first, second): (PortId, PortId) = if prefer_pf0 { (0, 1) } else { (1, 0) };
-    if let Some(u) = usable(ctx, first).or_else(|| usable(ctx, second)) {
-        return Ok(u);
+/// The uplinks' state as of one batch, to choose from per flow (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UplinkChoice {
+    usable: [Option<Uplink>; MAX_UPLINKS],
+    has_pf1: bool,
+    wcmp_percent: u8,
+    /// Why a packet cannot leave when neither uplink is usable.
+    unusable: DropReason,
+}
+
+impl Default for UplinkChoice {
+    fn default() -> Self {
+        UplinkChoice {
+            usable: [None; MAX_UPLINKS],
+            has_pf1: false,
+            wcmp_percent: 100,
+            unusable: DropReason::UplinkDown,
+        }
     }
-    let any_link_up = (0..MAX_UPLINKS as PortId)
-        .filter_map(|p| uplink_entry(ctx, p))
-        .any(|e| e.link_up());
-    Err(if any_link_up {
-        DropReason::NoRouterMac
-    } else {
-        DropReason::UplinkDown
-    })
+}
+
+impl UplinkChoice {
+    /// Reads the uplinks' link state and router MACs.
+    pub(crate) fn read(ctx: &Ctx<'_>) -> Self {
+        let any_link_up = (0..MAX_UPLINKS as PortId)
+            .filter_map(|p| uplink_entry(ctx, p))
+            .any(|e| e.link_up());
+        UplinkChoice {
+            usable: [usable(ctx, 0), usable(ctx, 1)],
+            has_pf1: uplink_entry(ctx, 1).is_some(),
+            wcmp_percent: ctx.config.wcmp_percent,
+            unusable: if any_link_up {
+                DropReason::NoRouterMac
+            } else {
+                DropReason::UplinkDown
+            },
+        }
+    }
+
+    /// The uplink a flow with this hash leaves by.
+    #[inline]
+    pub(crate) fn select(&self, hash: u64) -> Result<&Uplink, DropReason> {
+        let prefer_pf0 = !self.has_pf1 || wcmp_bucket(hash) < self.wcmp_percent;
+        let [pf0, pf1] = &self.usable;
+        let (first, second) = if prefer_pf0 { (pf0, pf1) } else { (pf1, pf0) };
+        first.as_ref().or(second.as_ref()).ok_or(self.unusable)
+    }
 }
 
 #[cfg(test)]
