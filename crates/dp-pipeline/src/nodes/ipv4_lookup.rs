@@ -24,7 +24,9 @@ use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 
-use super::common::{ipv4_decrement_ttl, parse_ipv4, vm_port, Ipv4Refusal, ETH_HEADER_LEN};
+use super::common::{
+    ipv4_decrement_ttl, parse_ipv4, vm_port, Ipv4Fields, Ipv4Refusal, ETH_HEADER_LEN,
+};
 use super::icmp_error::{is_icmpv4_error, time_exceeded_v4, Offender4};
 
 #[derive(Debug, Default)]
@@ -88,10 +90,9 @@ impl<'a> Sender<'a> {
 
 #[inline]
 fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verdict, DropReason> {
-    let in_port = pkt.meta.in_port;
-    let (port, iface) = (sender.port, sender.iface);
-
-    let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
+    let iface = sender.iface;
+    // One view of the frame for the checks and the TTL update.
+    let l3 = pkt.data_mut().get_mut(ETH_HEADER_LEN..).unwrap_or(&mut []);
     let ip = parse_ipv4(l3).map_err(|refusal| match refusal {
         Ipv4Refusal::Malformed => DropReason::Ipv4Malformed,
         Ipv4Refusal::BadChecksum => DropReason::Ipv4BadChecksum,
@@ -116,32 +117,13 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
             Some(_) => {}
         }
     }
-
     if ip.ttl <= 1 {
-        // ICMP errors are never sent about ICMP errors or non-first fragments.
-        let payload = l3.get(ip.header_len..ip.total_len).unwrap_or(&[]);
-        let may_answer = ip.frag_offset() == 0
-            && !(IpProtocol(ip.protocol) == IpProtocol::ICMP
-                && payload.first().is_some_and(|&t| is_icmpv4_error(t)));
-        if !may_answer {
-            return Err(DropReason::TtlExceeded);
-        }
-        let vm_mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
-        let offender = Offender4 {
-            vm_mac,
-            own_mac: port.own_mac,
-            src: ip.src,
-            datagram_len: ip.total_len,
-        };
-        time_exceeded_v4(pkt, &offender)?;
-        return Ok(Verdict::Tx(in_port));
+        return ttl_exceeded(pkt, sender, ip);
     }
+    ipv4_decrement_ttl(l3);
 
     // Ethernet padding of short frames is not part of the datagram.
     pkt.truncate(ETH_HEADER_LEN + ip.total_len);
-    if let Some(l3) = pkt.data_mut().get_mut(ETH_HEADER_LEN..) {
-        ipv4_decrement_ttl(l3);
-    }
     Ok(match *target {
         RouteTarget::Local { port } => {
             pkt.meta.out_port = port;
@@ -154,6 +136,33 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
             Verdict::Next(NodeId::IpipEncap)
         }
     })
+}
+
+/// A packet that would leave with TTL 0: answered with ICMP time exceeded from the gateway,
+/// unless it is an ICMP error or a non-first fragment (never answered).
+#[cold]
+fn ttl_exceeded(
+    pkt: &mut PacketBuf,
+    sender: &Sender<'_>,
+    ip: Ipv4Fields,
+) -> Result<Verdict, DropReason> {
+    let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
+    let payload = l3.get(ip.header_len..ip.total_len).unwrap_or(&[]);
+    let may_answer = ip.frag_offset() == 0
+        && !(IpProtocol(ip.protocol) == IpProtocol::ICMP
+            && payload.first().is_some_and(|&t| is_icmpv4_error(t)));
+    if !may_answer {
+        return Err(DropReason::TtlExceeded);
+    }
+    let vm_mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+    let offender = Offender4 {
+        vm_mac,
+        own_mac: sender.port.own_mac,
+        src: ip.src,
+        datagram_len: ip.total_len,
+    };
+    time_exceeded_v4(pkt, &offender)?;
+    Ok(Verdict::Tx(pkt.meta.in_port))
 }
 
 /// Whether a router may forward to `dst` at all.
