@@ -252,12 +252,22 @@ impl Graph {
             c.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
         select(&mut self.nodes).begin_batch(ctx);
+        // Two passes (as VPP): the node decides for the whole batch, its code and data hot,
+        // then the packets move on. A batch never exceeds BATCH_SIZE, the verdicts' length.
+        let mut verdicts = std::mem::take(&mut self.verdicts);
         if N::MAKES_PACKETS {
-            for mut pkt in batch.drain(..) {
+            let mut i = 0;
+            while let Some(pkt) = batch.get_mut(i) {
                 let verdict =
-                    select(&mut self.nodes).process_alloc(&mut pkt, ctx, pool, &mut self.extra);
-                self.dispatch(id, pkt, verdict, pool);
+                    select(&mut self.nodes).process_alloc(pkt, ctx, pool, &mut self.extra);
+                if let Some(v) = verdicts.get_mut(i) {
+                    *v = verdict;
+                }
+                i += 1;
                 if !self.extra.is_empty() {
+                    // The extra packets go right after theirs: send what is decided so far, then
+                    // them, and go on with the rest (rare: fragmentation).
+                    self.dispatch_all(id, &mut batch, i, &verdicts, pool);
                     let mut extra = std::mem::take(&mut self.extra);
                     self.counters
                         .originated
@@ -266,25 +276,58 @@ impl Graph {
                         self.dispatch(id, pkt, verdict, pool);
                     }
                     self.extra = extra;
+                    i = 0;
                 }
             }
         } else {
-            // Two passes (as VPP): the node decides for the whole batch, its code and data hot,
-            // then the packets move on. A batch never exceeds BATCH_SIZE, the verdicts' length.
-            let mut verdicts = std::mem::take(&mut self.verdicts);
             select(&mut self.nodes).process_batch(&mut batch, ctx, &mut verdicts);
-            let mut decided = verdicts.iter();
-            for pkt in batch.drain(..) {
-                let verdict = decided
-                    .next()
-                    .copied()
-                    .unwrap_or(Verdict::Drop(DropReason::QueueFull));
-                self.dispatch(id, pkt, verdict, pool);
-            }
-            self.verdicts = verdicts;
         }
+        let decided = batch.len();
+        self.dispatch_all(id, &mut batch, decided, &verdicts, pool);
+        self.verdicts = verdicts;
         if let Some(slot) = self.inputs.get_mut(id.index()) {
             *slot = batch;
+        }
+    }
+
+    /// Sends the first `count` packets of `batch` where `verdicts` say, in order, and removes
+    /// them from it. When all of a whole batch go to the same place and that batch is empty, the
+    /// two vectors are swapped instead (VPP does the same): the common case of a burst that all
+    /// takes the same path costs nothing per packet here.
+    #[inline(always)]
+    fn dispatch_all(
+        &mut self,
+        id: NodeId,
+        batch: &mut Vec<PacketBuf>,
+        count: usize,
+        verdicts: &[Verdict],
+        pool: &mut BufferPool,
+    ) {
+        let decided = verdicts.get(..count).unwrap_or(verdicts);
+        if count == batch.len() {
+            if let Some(&first) = decided.first() {
+                if decided.iter().all(|&v| v == first) {
+                    let target = match first {
+                        Verdict::Next(next) if next.index() > id.index() => {
+                            self.inputs.get_mut(next.index())
+                        }
+                        Verdict::Tx(port) => self.tx.get_mut(usize::from(port)),
+                        _ => None,
+                    };
+                    if let Some(target) = target.filter(|t| t.is_empty()) {
+                        std::mem::swap(target, batch);
+                        return;
+                    }
+                }
+            }
+        }
+        let mut decided = decided.iter();
+        for pkt in batch.drain(..count.min(batch.len())) {
+            let verdict = decided
+                .next()
+                .copied()
+                .unwrap_or(Verdict::Drop(DropReason::QueueFull));
+            self.dispatch(id, pkt, verdict, pool);
         }
     }
 

@@ -445,6 +445,29 @@ fn ipv4_without_df_is_fragmented_then_encapsulated() {
     h.assert_conservation();
 }
 
+/// In a batch, the fragments of a datagram leave right after their first piece, between the
+/// packets sent before and after it (the graph's whole-batch hand-over must not reorder).
+#[test]
+fn fragments_keep_their_place_in_the_batch() {
+    let mut h = small_mtu();
+    let frames = vec![
+        (VM1, udp4_from(VM1, REMOTE_V4, 40001, 0, false, b"first")),
+        (
+            VM1,
+            udp4_from(VM1, REMOTE_V4, 40000, 0, false, &[b'x'; 1272]),
+        ),
+        (VM1, udp4_from(VM1, REMOTE_V4, 40002, 0, false, b"last")),
+    ];
+    let out = h.run(&frames);
+    assert_eq!(out.len(), 4);
+    let inner_len = |f: &[u8]| u16::from_be_bytes([f[18], f[19]]);
+    let lens: Vec<u16> = out.iter().map(|(_, f)| inner_len(f)).collect();
+    // 20 + 8 + 5, then the two fragments (1260 and 60 bytes of inner packet), then 20 + 8 + 4.
+    assert_eq!(lens, vec![33, 1260, 60, 32]);
+    assert_eq!(h.counters.originated(), 1);
+    h.assert_conservation();
+}
+
 #[test]
 fn fragmenting_keeps_the_original_fragment_offset_and_mf() {
     // A fragment (offset 800, MF set) without DF, too big: its pieces keep MF and shift offsets.
