@@ -28,10 +28,11 @@
 //! interface's own address) rather than as an unexpected message.
 //!
 //! # How often
-//! The first probe goes out at the first tick the port qualifies; then three probes one
-//! [`VM_PROBE_INTERVAL_NS`] (1 s) apart (RFC 4861's `MAX_MULTICAST_SOLICIT`, Linux's
-//! `mcast_solicit`), after which the wait doubles with every unanswered probe (2 s, 4 s, …) up to
-//! [`VM_MAX_PROBE_INTERVAL_NS`] (30 s): a stopped VM costs one small frame every 30 s, a VM that
+//! The first probe goes out at the first tick the port qualifies, the next two
+//! [`VM_PROBE_INTERVAL_NS`] (1 s) apart — three in all, as RFC 4861's `MAX_MULTICAST_SOLICIT`
+//! and Linux's `mcast_solicit` — after which the wait doubles with every unanswered probe (2 s,
+//! 4 s, …) up to [`VM_MAX_PROBE_INTERVAL_NS`] (30 s): probes at 0, 1, 2, 4, 8, 16, 32, 62, 92 s…
+//! A stopped VM costs one small frame every 30 s, a VM that
 //! boots later is found within 30 s at worst (usually at once: a booting guest sends frames of
 //! its own). The back-off starts over (a probe at once) whenever the port qualifies anew: its
 //! link came back up, its interface was (re)created or its address changed, or its MAC was
