@@ -149,6 +149,8 @@ pub struct Graph {
     /// The verdicts of a node on its batch ([`Node::process_batch`]), `BATCH_SIZE` long.
     verdicts: Vec<Verdict>,
     counters: std::sync::Arc<GraphCounters>,
+    /// Probing of silent VMs by the tick (not a node: it handles no packets).
+    vm_probe: VmProbe,
 }
 
 impl Graph {
@@ -163,15 +165,17 @@ impl Graph {
             extra: Vec::with_capacity(MAX_EXTRA_PACKETS),
             verdicts: vec![Verdict::Drop(DropReason::GraphLoop); BATCH_SIZE],
             counters,
+            vm_probe: VmProbe::new(port_count),
         }
     }
 
-    /// Periodic work at `ctx.now_ns`: probes for the underlay router on every uplink. Frames it
-    /// makes are queued to the transmit batches (drain them as after [`Graph::run`]).
+    /// Periodic work at `ctx.now_ns`: probes for the underlay router on every uplink and for the
+    /// MAC of every silent VM ([`VmProbe`]). Frames it makes are counted as originated and queued
+    /// to the transmit batches (drain them as after [`Graph::run`]).
     pub fn tick(&mut self, ctx: &Ctx<'_>, pool: &mut BufferPool) {
         let tx = &mut self.tx;
         let counters = &self.counters;
-        self.nodes.underlay_nd.tick(ctx, pool, |port, pkt, pool| {
+        let mut emit = |port: PortId, pkt: PacketBuf, pool: &mut BufferPool| {
             counters.originated.fetch_add(1, Ordering::Relaxed);
             let result = match tx.get_mut(usize::from(port)) {
                 Some(batch) => push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull)),
@@ -183,7 +187,9 @@ impl Graph {
                 }
                 pool.free(pkt);
             }
-        });
+        };
+        self.nodes.underlay_nd.tick(ctx, pool, &mut emit);
+        self.vm_probe.tick(ctx, pool, &mut emit);
     }
 
     pub fn counters(&self) -> &std::sync::Arc<GraphCounters> {

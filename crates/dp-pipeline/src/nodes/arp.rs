@@ -5,7 +5,8 @@
 //! place and sent back out of the port it came from. Everything else (gratuitous ARP, requests for
 //! other addresses, replies) is dropped and counted. dpservice also uses ARP replies from the VM to
 //! learn its MAC; here [`Classify`](super::Classify) learns it from every frame, so those replies are
-//! simply dropped.
+//! simply dropped — a reply to the gateway about the interface's own address (the answer to a
+//! [`VmProbe`](super::VmProbe)) counted as `arp_reply_consumed`, any other as `arp_not_for_gateway`.
 
 use dp_packet::arp::ETHERNET_IPV4_LEN;
 use dp_packet::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, MacAddr};
@@ -26,8 +27,8 @@ impl Node for Arp {
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
         crate::offload::settle(pkt); // an answer goes back without the request's offload
         let in_port = pkt.meta.in_port;
-        let port = match vm_port(ctx, in_port) {
-            Ok((port, _iface)) => port,
+        let (port, iface) = match vm_port(ctx, in_port) {
+            Ok(found) => found,
             Err(reason) => return Verdict::Drop(reason),
         };
         let request = {
@@ -44,6 +45,13 @@ impl Node for Arp {
         };
         if !is_host_mac(request.source_hardware_addr) {
             return Verdict::Drop(DropReason::ArpMalformed);
+        }
+        if request.operation == ArpOperation::REPLY
+            && request.target_protocol_addr == GATEWAY_IPV4
+            && request.source_protocol_addr == iface.ipv4
+            && !iface.ipv4.is_unspecified()
+        {
+            return Verdict::Drop(DropReason::ArpReplyConsumed);
         }
         if request.operation != ArpOperation::REQUEST
             || request.target_protocol_addr != GATEWAY_IPV4

@@ -1,5 +1,8 @@
 //! Neighbor discovery for the gateway fe80::1: a neighbor solicitation for it gets a neighbor
-//! advertisement, a router solicitation gets a router advertisement. Other ND messages are dropped.
+//! advertisement, a router solicitation gets a router advertisement. Other ND messages are dropped
+//! (a neighbor advertisement for the interface's own address — the answer to a
+//! [`VmProbe`](super::VmProbe), whose MAC [`Classify`](super::Classify) learned — as
+//! `vm_na_consumed`).
 //!
 //! As dpservice's `ipv6_nd_node`:
 //! * nothing is answered unless the IPv6 overlay is enabled;
@@ -51,7 +54,7 @@ impl Node for Ipv6Nd {
 }
 
 fn answer(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
-    let (port, _) = vm_port(ctx, pkt.meta.in_port)?;
+    let (port, iface) = vm_port(ctx, pkt.meta.in_port)?;
     if !ctx.config.ipv6_overlay {
         return Err(DropReason::Ipv6OverlayDisabled);
     }
@@ -110,6 +113,11 @@ fn answer(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
                 target_addr: GATEWAY_IPV6,
                 target_lladdr: Some(port.own_mac),
             }
+        }
+        NdiscRepr::NeighborAdvert { target_addr, .. }
+            if target_addr == iface.ipv6 && !target_addr.is_unspecified() =>
+        {
+            return Err(DropReason::VmNaConsumed);
         }
         NdiscRepr::RouterAdvert { .. } | NdiscRepr::NeighborAdvert { .. } => {
             return Err(DropReason::NdUnhandled);

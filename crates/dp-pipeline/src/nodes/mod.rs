@@ -15,6 +15,7 @@ mod ipv6_nd;
 mod l2_rewrite;
 mod underlay_nd;
 mod uplink;
+mod vm_probe;
 
 pub use arp::Arp;
 pub use classify::Classify;
@@ -30,4 +31,8 @@ pub use ipv6_nd::Ipv6Nd;
 pub use l2_rewrite::L2Rewrite;
 pub use underlay_nd::{
     UnderlayNd, MAX_UNANSWERED, PROBE_INTERVAL_NS, REACHABLE_NS, RS_INTERVAL_NS,
+};
+pub use vm_probe::{
+    vm_probe_wait_ns as vm_probe_vm_probe_wait_ns, VmProbe, VM_FAST_PROBES, VM_MAX_PROBES_PER_TICK,
+    VM_MAX_PROBE_INTERVAL_NS, VM_PROBE_INTERVAL_NS,
 };
