@@ -164,8 +164,9 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
         let entry = PortEntry::new(kind, name.clone(), own_mac(underlay, id));
         // A TAP's kernel side is the VM's NIC: its MAC is the VM's until the VM's own frames say
         // otherwise. An existing interface's MAC (a veth's host end) is *ours*, not the VM's: the
-        // VM's MAC stays unknown — and traffic to it is dropped as `no_peer_mac` — until the VM
-        // sends a frame. (Probing a silent VM by ARP/ND is future work.)
+        // VM's MAC stays unknown — traffic to it is dropped as `no_peer_mac` — until the VM sends
+        // a frame or answers the ARP/ND probe the graph's tick sends for it
+        // (`dp_pipeline::nodes::VmProbe`).
         if kind == PortKind::Vf {
             if opts.nic_type == NicType::Tap {
                 entry.learn_peer_mac(port.mac());
