@@ -33,6 +33,6 @@ pub use underlay_nd::{
     UnderlayNd, MAX_UNANSWERED, PROBE_INTERVAL_NS, REACHABLE_NS, RS_INTERVAL_NS,
 };
 pub use vm_probe::{
-    vm_probe_wait_ns as vm_probe_vm_probe_wait_ns, VmProbe, VM_FAST_PROBES, VM_MAX_PROBES_PER_TICK,
-    VM_MAX_PROBE_INTERVAL_NS, VM_PROBE_INTERVAL_NS,
+    vm_probe_wait_ns, VmProbe, VM_FAST_PROBES, VM_MAX_PROBES_PER_TICK, VM_MAX_PROBE_INTERVAL_NS,
+    VM_PROBE_INTERVAL_NS,
 };
