@@ -202,8 +202,10 @@ mod tests {
         u32::from(s.parse::<Ipv4Addr>().unwrap())
     }
 
+    type Routes = Vec<(u32, u8, RouteTarget)>;
+
     /// The v4 routes of a table, sorted, to compare copies.
-    fn dump(t: &VniTable) -> Vec<(u32, u8, RouteTarget)> {
+    fn dump(t: &VniTable) -> Routes {
         let mut v: Vec<_> = t.v4.iter().map(|(a, l, r)| (a, l, *r)).collect();
         v.sort_unstable_by_key(|&(a, l, _)| (a, l));
         v
@@ -318,17 +320,17 @@ mod tests {
         };
         let mut r = VniRoutes::default();
         let mut model = std::collections::BTreeMap::new();
-        let mut held: Vec<(Arc<VniTable>, Vec<(u32, u8, RouteTarget)>)> = Vec::new();
+        let mut held: Vec<(Arc<VniTable>, Routes)> = Vec::new();
         for _ in 0..5000 {
             let mut ops = Vec::new();
             for _ in 0..=rnd(3) {
                 let key = (rnd(64) as u32) << 8;
-                if model.contains_key(&key) {
-                    model.remove(&key);
+                if model.remove(&key).is_some() {
                     ops.push(RouteOp::Remove4(key, 24));
                 } else {
-                    model.insert(key, remote(rnd(4) as u8));
-                    ops.push(RouteOp::Insert4(key, 24, model[&key]));
+                    let target = remote(rnd(4) as u8);
+                    model.insert(key, target);
+                    ops.push(RouteOp::Insert4(key, 24, target));
                 }
             }
             r.commit(&ops);
