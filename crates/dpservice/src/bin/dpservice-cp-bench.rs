@@ -23,7 +23,9 @@
 //! and, per phase, `CPBENCH forwarding phase=<p> worst_gap_us=<x> p99_gap_us=<x> ...
 //! worst_cpu_gap_us=<x> ... batches=<n> mpps=<x> mpps_per_cpu_s=<x>`, with the summary line
 //! `CPBENCH forwarding worst_gap_us=<x> p99_gap_us=<x> batches=<n> ...` (interfaces and routes
-//! phases together) and `CPBENCH check ... ok=<true|false>`. A CPU gap is the worker thread's
+//! phases together), `CPBENCH table_copies=<n>`, `CPBENCH publishes interfaces=<n> routes=<n>`
+//! (snapshots published per phase: concurrent requests share a publish) and
+//! `CPBENCH check ... ok=<true|false>`. A CPU gap is the worker thread's
 //! CPU time over a gap: a long wall gap with a short CPU gap is the thread being descheduled.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -620,6 +622,7 @@ async fn drive(
     tokio::time::sleep(baseline).await;
 
     phase.store(1, Ordering::Relaxed);
+    let generation_before = control.snapshot().generation;
     let ifaces = load(
         &clients,
         args.in_flight,
@@ -631,6 +634,7 @@ async fn drive(
     .await;
     phase.store(2, Ordering::Relaxed);
     let copies_before = control.with_state(|s| s.table_copies());
+    let generation_routes = control.snapshot().generation;
     let routes_load = load(
         &clients,
         args.in_flight,
@@ -642,6 +646,7 @@ async fn drive(
     .await;
     phase.store(3, Ordering::Relaxed);
     let copies = control.with_state(|s| s.table_copies()) - copies_before;
+    let generation_after = control.snapshot().generation;
 
     print_load("interfaces", &ifaces);
     print_load("routes", &routes_load);
@@ -658,6 +663,12 @@ async fn drive(
         },
     );
     println!("CPBENCH table_copies={copies} (whole VNI tables cloned during the routes phase)");
+    // Concurrent requests' changes are published together: fewer snapshots than changes.
+    println!(
+        "CPBENCH publishes interfaces={} routes={} (snapshots published per phase)",
+        generation_routes - generation_before,
+        generation_after - generation_routes
+    );
 
     // Correctness: every route listed, and the published snapshot routes as asked.
     let mut listed = 0usize;
