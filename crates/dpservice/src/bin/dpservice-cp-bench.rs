@@ -91,6 +91,10 @@ struct Args {
     /// No worker: the control plane alone (to profile it; no forwarding figures).
     #[arg(long)]
     no_forward: bool,
+    /// Worker threads of the gRPC server's multi-thread runtime (1, as in the daemon); 0 for a
+    /// current-thread runtime on one dedicated thread.
+    #[arg(long, default_value_t = 1)]
+    server_threads: usize,
 }
 
 const VM1_MAC: MacAddr = MacAddr([0x66, 0x66, 0x66, 0x66, 0x66, 0x01]);
@@ -465,8 +469,24 @@ fn pin_current_thread(cpus: &[usize]) {
 }
 
 fn runtime(name: &str, cpus: Vec<usize>) -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    runtime_with(name, cpus, 1)
+}
+
+/// A multi-thread runtime with `threads` workers, or with 0 a current-thread runtime (whose
+/// tasks only run inside `block_on`).
+fn runtime_with(
+    name: &str,
+    cpus: Vec<usize>,
+    threads: usize,
+) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
         .thread_name(name)
         .on_thread_start(move || pin_current_thread(&cpus))
         .enable_all()
@@ -856,8 +876,12 @@ fn run(args: &Args) -> Result<bool, String> {
             .map_err(|e| format!("cannot start the worker thread: {e}"))?
     };
 
-    // The server, on its own one-thread runtime as in the daemon.
-    let server_rt = runtime("dp-grpc", other_cpus.clone())?;
+    // The server, on its own one-thread runtime as in the daemon (or as --server-threads says).
+    let server_rt = Arc::new(runtime_with(
+        "dp-grpc",
+        other_cpus.clone(),
+        args.server_threads,
+    )?);
     let listener = server_rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| format!("cannot listen: {e}"))?;
@@ -875,6 +899,18 @@ fn run(args: &Args) -> Result<bool, String> {
                 .await
         })
     };
+    // A current-thread runtime runs its tasks only inside `block_on`: a thread drives it (with a
+    // multi-thread runtime that thread only waits for the server's end).
+    let server_thread = {
+        let (rt, cpus) = (Arc::clone(&server_rt), other_cpus.clone());
+        std::thread::Builder::new()
+            .name("dp-grpc-main".into())
+            .spawn(move || {
+                pin_current_thread(&cpus);
+                rt.block_on(server)
+            })
+            .map_err(|e| format!("cannot start the server thread: {e}"))?
+    };
 
     // The client, on another one-thread runtime (as if it were another process).
     let client_rt = runtime("cp-client", other_cpus)?;
@@ -882,10 +918,11 @@ fn run(args: &Args) -> Result<bool, String> {
         addr, args, interfaces, routes, baseline, &phase, &control,
     ));
     let _ = shutdown.send(());
-    match server_rt.block_on(server) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("server: {e}"),
-        Err(e) => eprintln!("server task: {e}"),
+    match server_thread.join() {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("server: {e}"),
+        Ok(Err(e)) => eprintln!("server task: {e}"),
+        Err(_) => eprintln!("the server thread panicked"),
     }
     stop.store(true, Ordering::Relaxed);
     let stats = match worker_thread {
