@@ -61,7 +61,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(|poisoned| {
+            // A panic inside `State::deferred` must not leave publishing deferred for good.
+            let mut state = PoisonError::into_inner(poisoned);
+            state.end_deferred();
+            state
+        })
     }
 }
 
@@ -849,6 +854,31 @@ mod tests {
         // Dropped after applying its change, while waiting to publish.
         assert_eq!(control.snapshot().generation, g + 1);
         assert!(routed(&control, 7));
+    }
+
+    #[test]
+    fn a_panic_while_deferred_does_not_defer_publishing_for_good() {
+        let (control, svc) = service();
+        let shared = Arc::clone(&svc.shared);
+        let panicked = std::thread::spawn(move || {
+            let mut state = shared.lock();
+            state.deferred(|_| panic!("bug in an operation"));
+        })
+        .join();
+        assert!(panicked.is_err());
+        let g = control.snapshot().generation;
+        control
+            .with_state(|s| {
+                s.create_route(
+                    100,
+                    IpAddr::V4(Ipv4Addr::new(11, 0, 0, 0)),
+                    24,
+                    100,
+                    "fc00::2".parse().unwrap(),
+                )
+            })
+            .unwrap();
+        assert_eq!(control.snapshot().generation, g + 1);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -371,6 +371,12 @@ impl State {
         self.publish_through(self.changes)
     }
 
+    /// Leaves deferred mode after a panic inside [`State::deferred`] (later changes publish
+    /// at once again).
+    pub(crate) fn end_deferred(&mut self) {
+        self.defer = false;
+    }
+
     /// Whether changes made inside [`State::deferred`] still wait to be published.
     pub fn has_pending(&self) -> bool {
         self.published < self.changes
