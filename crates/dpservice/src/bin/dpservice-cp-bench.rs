@@ -23,7 +23,8 @@
 //! and, per phase, `CPBENCH forwarding phase=<p> worst_gap_us=<x> p99_gap_us=<x> ...
 //! worst_cpu_gap_us=<x> ... batches=<n> mpps=<x> mpps_per_cpu_s=<x>`, with the summary line
 //! `CPBENCH forwarding worst_gap_us=<x> p99_gap_us=<x> batches=<n> ...` (interfaces and routes
-//! phases together), `CPBENCH table_copies=<n>`, `CPBENCH publishes interfaces=<n> routes=<n>`
+//! phases together), `CPBENCH table_copies=<n>`, `CPBENCH cpu phase=routes server_us_per_op=<x>
+//! client_us_per_op=<x>` (CPU time of the server's and the client's threads per request), `CPBENCH publishes interfaces=<n> routes=<n>`
 //! (snapshots published per phase: concurrent requests share a publish) and
 //! `CPBENCH check ... ok=<true|false>`. A CPU gap is the worker thread's
 //! CPU time over a gap: a long wall gap with a short CPU gap is the thread being descheduled.
@@ -435,6 +436,37 @@ fn forward(
     stats
 }
 
+/// CPU time (user + system, µs; clock-tick resolution) of this process's threads whose name
+/// starts with `prefix`: what a side of the gRPC exchange costs, whatever else runs on its CPU.
+fn threads_cpu_us(prefix: &str) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut total = 0;
+    for task in dir.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !name.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is the first, utime the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        total += fields.iter().sum::<u64>();
+    }
+    total * 1_000_000 / ticks
+}
+
 // ----- CPU pinning ---------------------------------------------------------------------------
 
 /// The CPUs this process may run on.
@@ -655,6 +687,7 @@ async fn drive(
     phase.store(2, Ordering::Relaxed);
     let copies_before = control.with_state(|s| s.table_copies());
     let generation_routes = control.snapshot().generation;
+    let cpu_before = (threads_cpu_us("dp-grpc"), threads_cpu_us("cp-client"));
     let routes_load = load(
         &clients,
         args.in_flight,
@@ -667,6 +700,7 @@ async fn drive(
     phase.store(3, Ordering::Relaxed);
     let copies = control.with_state(|s| s.table_copies()) - copies_before;
     let generation_after = control.snapshot().generation;
+    let cpu_after = (threads_cpu_us("dp-grpc"), threads_cpu_us("cp-client"));
 
     print_load("interfaces", &ifaces);
     print_load("routes", &routes_load);
@@ -683,6 +717,12 @@ async fn drive(
         },
     );
     println!("CPBENCH table_copies={copies} (whole VNI tables cloned during the routes phase)");
+    let per_op = |after: u64, before: u64| (after - before) as f64 / routes.max(1) as f64;
+    println!(
+        "CPBENCH cpu phase=routes server_us_per_op={:.1} client_us_per_op={:.1} (thread CPU time per request)",
+        per_op(cpu_after.0, cpu_before.0),
+        per_op(cpu_after.1, cpu_before.1)
+    );
     // Concurrent requests' changes are published together: fewer snapshots than changes.
     println!(
         "CPBENCH publishes interfaces={} routes={} (snapshots published per phase)",
