@@ -18,7 +18,8 @@
 //! buffering) is created the first time that happens and from then on the three copies rotate,
 //! each applying every operation once. Only when every copy is held (several workers holding
 //! different old snapshots, or one preempted for long) is `live` cloned, which is correct but
-//! O(n) — counted in [`VniRoutes::copies`].
+//! O(n) — counted in [`VniRoutes::copies`]. A spare held so long that it lags by more
+//! operations than the table holds (plus [`LOG_SLACK`]) is forgotten, which bounds the log.
 
 use std::collections::VecDeque;
 use std::mem;
@@ -28,6 +29,11 @@ use dp_tables::{LpmKey, RouteTarget, VniTable};
 
 /// Old copies kept besides the live table (2: triple buffering).
 pub(crate) const SPARES: usize = 2;
+
+/// A spare may lag by this many operations beyond the table's size before it is dropped: a
+/// reader holding an old snapshot for long must not make the log grow without bound, and
+/// replaying more operations than the table holds costs more than cloning it.
+const LOG_SLACK: usize = 1024;
 
 /// One change to a VNI's tables. Addresses are masked to the prefix length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,17 +152,25 @@ impl VniRoutes {
         Some(spare.table)
     }
 
-    /// Drops the operations every spare has already applied.
+    /// Drops the operations every spare has already applied, and the spares lagging too far.
     fn trim_log(&mut self) {
-        let oldest = self
-            .spares
-            .first()
-            .map_or_else(|| self.version(), |s| s.version);
-        let done = usize::try_from(oldest.saturating_sub(self.log_start))
-            .unwrap_or(usize::MAX)
-            .min(self.log.len());
-        self.log.drain(..done);
-        self.log_start += done as u64;
+        let limit = self.live.v4.len() + self.live.v6.len() + LOG_SLACK;
+        loop {
+            let oldest = self
+                .spares
+                .first()
+                .map_or_else(|| self.version(), |s| s.version);
+            let done = usize::try_from(oldest.saturating_sub(self.log_start))
+                .unwrap_or(usize::MAX)
+                .min(self.log.len());
+            self.log.drain(..done);
+            self.log_start += done as u64;
+            if self.log.len() <= limit || self.spares.is_empty() {
+                break;
+            }
+            // The oldest spare is held for long: forget it (its reader frees it).
+            self.spares.remove(0);
+        }
     }
 
     /// Replaces the tables wholesale (ResetVni, Initialize).
@@ -346,6 +360,29 @@ mod tests {
             }
         }
         assert!(r.tables() <= 1 + SPARES);
+    }
+
+    #[test]
+    fn a_spare_held_for_long_is_dropped_rather_than_logged_for_ever() {
+        let mut r = VniRoutes::default();
+        r.commit(&[ins(0)]);
+        let stuck = r.live(); // a reader that never lets go
+        let mut published = r.live();
+        // Churn: the table stays small while the operations pile up.
+        for i in 1..5000u32 {
+            if i % 2 == 1 {
+                r.commit(&[ins(1)]);
+            } else {
+                r.commit(&[RouteOp::Remove4(1 << 8, 24)]);
+            }
+            published = r.live();
+        }
+        assert_eq!(published.v4.len(), 2);
+        assert_eq!(stuck.v4.len(), 1);
+        // The log stays within the table size plus the slack, not 5000 operations.
+        assert!(r.log.len() <= LOG_SLACK + 2, "log of {}", r.log.len());
+        assert!(r.tables() <= 1 + SPARES);
+        assert!(r.copies() <= 3, "{} copies", r.copies());
     }
 
     #[test]
