@@ -3,7 +3,8 @@
 //! One process, everything on loopback:
 //!
 //! * a [`ControlPlane`] with `--interfaces` VF devices (plus pf0/pf1) serves gRPC on
-//!   `127.0.0.1:0` from its own one-thread runtime, as the daemon does;
+//!   `127.0.0.1:0`, `ControlPlane::serve` called from a one-thread runtime as the daemon does
+//!   (it runs the server on a current-thread runtime of its own);
 //! * a worker thread runs the daemon's worker loop (`Worker::poll_once`, plus the 100 ms link
 //!   poll and graph tick of `Worker::run`) over in-memory replay ports, forwarding a steady
 //!   VM→VM UDP flow between the first two interfaces; the loop here only adds a timestamp per
@@ -24,9 +25,9 @@
 //! worst_cpu_gap_us=<x> ... batches=<n> mpps=<x> mpps_per_cpu_s=<x>`, with the summary line
 //! `CPBENCH forwarding worst_gap_us=<x> p99_gap_us=<x> batches=<n> ...` (interfaces and routes
 //! phases together), `CPBENCH table_copies=<n>`, `CPBENCH cpu phase=routes server_us_per_op=<x>
-//! client_us_per_op=<x>` (CPU time of the server's and the client's threads per request), `CPBENCH publishes interfaces=<n> routes=<n>`
-//! (snapshots published per phase: concurrent requests share a publish) and
-//! `CPBENCH check ... ok=<true|false>`. A CPU gap is the worker thread's
+//! client_us_per_op=<x>` (CPU time of the server's and the client's threads per request),
+//! `CPBENCH publishes interfaces=<n> routes=<n>` (snapshots published per phase: concurrent
+//! requests share a publish) and `CPBENCH check ... ok=<true|false>`. A CPU gap is the worker thread's
 //! CPU time over a gap: a long wall gap with a short CPU gap is the thread being descheduled.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -92,10 +93,6 @@ struct Args {
     /// No worker: the control plane alone (to profile it; no forwarding figures).
     #[arg(long)]
     no_forward: bool,
-    /// Worker threads of the gRPC server's multi-thread runtime (1, as in the daemon); 0 for a
-    /// current-thread runtime on one dedicated thread.
-    #[arg(long, default_value_t = 1)]
-    server_threads: usize,
 }
 
 const VM1_MAC: MacAddr = MacAddr([0x66, 0x66, 0x66, 0x66, 0x66, 0x01]);
@@ -501,24 +498,8 @@ fn pin_current_thread(cpus: &[usize]) {
 }
 
 fn runtime(name: &str, cpus: Vec<usize>) -> Result<tokio::runtime::Runtime, String> {
-    runtime_with(name, cpus, 1)
-}
-
-/// A multi-thread runtime with `threads` workers, or with 0 a current-thread runtime (whose
-/// tasks only run inside `block_on`).
-fn runtime_with(
-    name: &str,
-    cpus: Vec<usize>,
-    threads: usize,
-) -> Result<tokio::runtime::Runtime, String> {
-    let mut builder = if threads == 0 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    builder
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .thread_name(name)
         .on_thread_start(move || pin_current_thread(&cpus))
         .enable_all()
@@ -916,12 +897,9 @@ fn run(args: &Args) -> Result<bool, String> {
             .map_err(|e| format!("cannot start the worker thread: {e}"))?
     };
 
-    // The server, on its own one-thread runtime as in the daemon (or as --server-threads says).
-    let server_rt = Arc::new(runtime_with(
-        "dp-grpc",
-        other_cpus.clone(),
-        args.server_threads,
-    )?);
+    // The server, called from its own one-thread runtime as in the daemon; `serve` runs it on a
+    // current-thread runtime of its own (thread `dp-grpc-serve`, pinned like its creator).
+    let server_rt = runtime("dp-grpc", other_cpus.clone())?;
     let listener = server_rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| format!("cannot listen: {e}"))?;
@@ -939,18 +917,6 @@ fn run(args: &Args) -> Result<bool, String> {
                 .await
         })
     };
-    // A current-thread runtime runs its tasks only inside `block_on`: a thread drives it (with a
-    // multi-thread runtime that thread only waits for the server's end).
-    let server_thread = {
-        let (rt, cpus) = (Arc::clone(&server_rt), other_cpus.clone());
-        std::thread::Builder::new()
-            .name("dp-grpc-main".into())
-            .spawn(move || {
-                pin_current_thread(&cpus);
-                rt.block_on(server)
-            })
-            .map_err(|e| format!("cannot start the server thread: {e}"))?
-    };
 
     // The client, on another one-thread runtime (as if it were another process).
     let client_rt = runtime("cp-client", other_cpus)?;
@@ -958,11 +924,10 @@ fn run(args: &Args) -> Result<bool, String> {
         addr, args, interfaces, routes, baseline, &phase, &control,
     ));
     let _ = shutdown.send(());
-    match server_thread.join() {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => eprintln!("server: {e}"),
-        Ok(Err(e)) => eprintln!("server task: {e}"),
-        Err(_) => eprintln!("the server thread panicked"),
+    match server_rt.block_on(server) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("server: {e}"),
+        Err(e) => eprintln!("server task: {e}"),
     }
     stop.store(true, Ordering::Relaxed);
     let stats = match worker_thread {
