@@ -20,7 +20,7 @@
 //! let control = ControlPlane::new(publisher, config);
 //!
 //! // Either let the control plane run the server (dpservice service + gRPC health,
-//! // HTTP/2 keepalive 15 s as dpservice sets it) ...
+//! // HTTP/2 keepalive 15 s as dpservice sets it; on a thread and runtime of its own) ...
 //! let listener = tokio::net::TcpListener::bind("[::]:1337").await?;
 //! control.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //!
@@ -179,8 +179,50 @@ impl ControlPlane {
     }
 
     /// Serves the dpservice API and gRPC health (reporting SERVING) on `listener` until
-    /// `shutdown` completes.
+    /// `shutdown` completes (or this future is dropped).
+    ///
+    /// The server runs on a thread of its own ([`SERVER_THREAD`]) with a current-thread tokio
+    /// runtime, whatever runtime calls this: it serves the same requests with about a fifth
+    /// less CPU than a one-worker multi-thread runtime (see BENCHMARKS.md, "Control plane,
+    /// session 6"). The caller's runtime only waits for `shutdown`.
     pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let listener = listener.into_std()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (done, mut finished) = tokio::sync::oneshot::channel();
+        let control = self.clone();
+        std::thread::Builder::new()
+            .name(SERVER_THREAD.into())
+            .spawn(move || {
+                let result = runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    // Stops on `stop` or when the caller goes away (the sender is dropped).
+                    let stopped = async {
+                        let _ = stopped.await;
+                    };
+                    control
+                        .serve_here(listener, stopped)
+                        .await
+                        .map_err(ServeError::from)
+                });
+                let _ = done.send(result);
+            })?;
+        tokio::select! {
+            result = &mut finished => return result.unwrap_or(Err(ServeError::Stopped)),
+            () = shutdown => {}
+        }
+        let _ = stop.send(());
+        finished.await.unwrap_or(Err(ServeError::Stopped))
+    }
+
+    /// [`Self::serve`] on the calling task's runtime.
+    async fn serve_here(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send,
@@ -200,6 +242,22 @@ impl ControlPlane {
             )
             .await
     }
+}
+
+/// Name of the thread [`ControlPlane::serve`] runs the gRPC server on.
+pub const SERVER_THREAD: &str = "dp-grpc-serve";
+
+/// Why [`ControlPlane::serve`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    /// The listener could not move to the server's thread, or that thread could not start.
+    #[error("cannot start the gRPC server: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server's thread ended without a result (it panicked).
+    #[error("the gRPC server thread stopped")]
+    Stopped,
 }
 
 /// A gRPC health service (`grpc.health.v1.Health`) and its reporter.

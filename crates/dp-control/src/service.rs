@@ -11,6 +11,18 @@
 //!   `{0, "Success"}` or the dpservice error code and name.
 //!
 //! RPCs not implemented yet answer gRPC `UNIMPLEMENTED` (after the initialization check).
+//!
+//! # Publishing
+//!
+//! A request that changes the configuration is answered only once its change is published to
+//! the packet path (the next batch a worker starts sees it). Requests that arrive together are
+//! published together: each applies its change without publishing
+//! ([`State::deferred`]), then yields to the runtime so that the other requests already
+//! received can apply theirs, and the first of them to resume publishes everything pending
+//! ([`State::publish_through`]); the others find their change published and answer at once.
+//! A request cancelled while waiting still publishes its change (on drop). Read-only requests
+//! publish pending changes before they read, so no answer shows a change the packet path does
+//! not see yet.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -49,7 +61,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(|poisoned| {
+            // A panic inside `State::deferred` must not leave publishing deferred for good.
+            let mut state = PoisonError::into_inner(poisoned);
+            state.end_deferred();
+            state
+        })
     }
 }
 
@@ -178,9 +195,47 @@ fn interface_to_proto(i: &InterfaceInfo) -> v1::Interface {
     }
 }
 
+/// Publishes every change up to `change` when dropped, unless that happened already: at the
+/// end of the request, or when the request is cancelled while it waits.
+struct PublishOnDrop<'a> {
+    shared: &'a Shared,
+    change: u64,
+}
+
+impl Drop for PublishOnDrop<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().publish_through(self.change);
+    }
+}
+
 impl GrpcService {
     fn state(&self) -> MutexGuard<'_, State> {
         self.shared.lock()
+    }
+
+    /// Fails with gRPC ABORTED "not initialized" before Initialize (without keeping the lock).
+    fn ensure_initialized(&self) -> Result<(), Status> {
+        self.initialized().map(drop)
+    }
+
+    /// The state for a read-only request, once every pending change is published.
+    fn read(&self) -> Result<MutexGuard<'_, State>, Status> {
+        let mut state = self.initialized()?;
+        state.publish_pending();
+        Ok(state)
+    }
+
+    /// Returns once change `change` (from [`State::deferred`]) is published, publishing it
+    /// together with the changes of the other requests that were ready to run.
+    async fn published(&self, change: Option<u64>) {
+        let Some(change) = change else {
+            return;
+        };
+        let _publish = PublishOnDrop {
+            shared: &self.shared,
+            change,
+        };
+        tokio::task::yield_now().await;
     }
 
     /// The state, if Initialize has been called; gRPC ABORTED "not initialized" otherwise.
@@ -252,7 +307,8 @@ impl DpdKironcore for GrpcService {
         &self,
         _request: Request<v1::InitializeRequest>,
     ) -> Result<Response<v1::InitializeResponse>, Status> {
-        self.state().initialize();
+        let ((), change) = self.state().deferred(State::initialize);
+        self.published(change).await;
         info!(uuid = %self.shared.uuid, "Initialized");
         Ok(Response::new(v1::InitializeResponse {
             status: Some(ok_status()),
@@ -295,7 +351,7 @@ impl DpdKironcore for GrpcService {
         &self,
         _request: Request<v1::ListInterfacesRequest>,
     ) -> Result<Response<v1::ListInterfacesResponse>, Status> {
-        let state = self.initialized()?;
+        let state = self.read()?;
         let interfaces = state
             .list_interfaces()
             .iter()
@@ -312,7 +368,7 @@ impl DpdKironcore for GrpcService {
         request: Request<v1::GetInterfaceRequest>,
     ) -> Result<Response<v1::GetInterfaceResponse>, Status> {
         const WHAT: &str = "GetInterface";
-        let state = self.initialized()?;
+        let state = self.read()?;
         let r = request.into_inner();
         let id = interface_id(WHAT, &r.interface_id)?;
         Ok(Response::new(match state.get_interface(&id) {
@@ -332,7 +388,7 @@ impl DpdKironcore for GrpcService {
         request: Request<v1::CreateInterfaceRequest>,
     ) -> Result<Response<v1::CreateInterfaceResponse>, Status> {
         const WHAT: &str = "CreateInterface";
-        let mut state = self.initialized()?;
+        self.ensure_initialized()?;
         let r = request.into_inner();
         debug!(
             interface_id = %String::from_utf8_lossy(&r.interface_id),
@@ -382,8 +438,9 @@ impl DpdKironcore for GrpcService {
                     .ok_or_else(|| invalid(WHAT, "Invalid hostname"))?,
             )
         };
-        let preferred_underlay = Self::preferred_underlay(&state, &r.preferred_underlay_route)
-            .ok_or_else(|| invalid(WHAT, "Invalid preferred_underlay_route"))?;
+        let preferred_underlay =
+            Self::preferred_underlay(&self.state(), &r.preferred_underlay_route)
+                .ok_or_else(|| invalid(WHAT, "Invalid preferred_underlay_route"))?;
         if let Some(m) = r
             .metering_parameters
             .filter(|m| m.total_rate != 0 || m.public_rate != 0)
@@ -406,7 +463,9 @@ impl DpdKironcore for GrpcService {
             hostname,
             preferred_underlay,
         };
-        Ok(Response::new(match state.create_interface(spec) {
+        let (result, change) = self.state().deferred(|s| s.create_interface(spec));
+        self.published(change).await;
+        Ok(Response::new(match result {
             Ok(created) => {
                 info!(
                     interface_id = %id,
@@ -438,10 +497,12 @@ impl DpdKironcore for GrpcService {
         request: Request<v1::DeleteInterfaceRequest>,
     ) -> Result<Response<v1::DeleteInterfaceResponse>, Status> {
         const WHAT: &str = "DeleteInterface";
-        let mut state = self.initialized()?;
+        self.ensure_initialized()?;
         let r = request.into_inner();
         let id = interface_id(WHAT, &r.interface_id)?;
-        let status = outcome(WHAT, state.delete_interface(&id), |i| {
+        let (result, change) = self.state().deferred(|s| s.delete_interface(&id));
+        self.published(change).await;
+        let status = outcome(WHAT, result, |i| {
             info!(interface_id = %id, vni = i.vni, port = i.port, "Interface removed");
         });
         Ok(Response::new(v1::DeleteInterfaceResponse {
@@ -456,7 +517,7 @@ impl DpdKironcore for GrpcService {
         request: Request<v1::ListPrefixesRequest>,
     ) -> Result<Response<v1::ListPrefixesResponse>, Status> {
         const WHAT: &str = "ListPrefixes";
-        let state = self.initialized()?;
+        let state = self.read()?;
         let r = request.into_inner();
         let id = interface_id(WHAT, &r.interface_id)?;
         Ok(Response::new(match state.list_prefixes(&id) {
@@ -483,27 +544,29 @@ impl DpdKironcore for GrpcService {
         request: Request<v1::CreatePrefixRequest>,
     ) -> Result<Response<v1::CreatePrefixResponse>, Status> {
         const WHAT: &str = "CreatePrefix";
-        let mut state = self.initialized()?;
+        self.ensure_initialized()?;
         let r = request.into_inner();
         let id = interface_id(WHAT, &r.interface_id)?;
         let (addr, len) = alias_prefix(WHAT, r.prefix)?;
-        let preferred = Self::preferred_underlay(&state, &r.preferred_underlay_route)
+        let preferred = Self::preferred_underlay(&self.state(), &r.preferred_underlay_route)
             .ok_or_else(|| invalid(WHAT, "Invalid preferred_underlay_route"))?;
-        Ok(Response::new(
-            match state.create_prefix(&id, addr, len, preferred) {
-                Ok(underlay) => {
-                    info!(interface_id = %id, prefix = %addr, len, %underlay, "Alias prefix added");
-                    v1::CreatePrefixResponse {
-                        status: Some(ok_status()),
-                        underlay_route: text(underlay),
-                    }
+        let (result, change) = self
+            .state()
+            .deferred(|s| s.create_prefix(&id, addr, len, preferred));
+        self.published(change).await;
+        Ok(Response::new(match result {
+            Ok(underlay) => {
+                info!(interface_id = %id, prefix = %addr, len, %underlay, "Alias prefix added");
+                v1::CreatePrefixResponse {
+                    status: Some(ok_status()),
+                    underlay_route: text(underlay),
                 }
-                Err(e) => v1::CreatePrefixResponse {
-                    status: Some(failed(WHAT, e)),
-                    underlay_route: Vec::new(),
-                },
+            }
+            Err(e) => v1::CreatePrefixResponse {
+                status: Some(failed(WHAT, e)),
+                underlay_route: Vec::new(),
             },
-        ))
+        }))
     }
 
     async fn delete_prefix(
@@ -511,11 +574,13 @@ impl DpdKironcore for GrpcService {
         request: Request<v1::DeletePrefixRequest>,
     ) -> Result<Response<v1::DeletePrefixResponse>, Status> {
         const WHAT: &str = "DeletePrefix";
-        let mut state = self.initialized()?;
+        self.ensure_initialized()?;
         let r = request.into_inner();
         let id = interface_id(WHAT, &r.interface_id)?;
         let (addr, len) = alias_prefix(WHAT, r.prefix)?;
-        let status = outcome(WHAT, state.delete_prefix(&id, addr, len), |_| {
+        let (result, change) = self.state().deferred(|s| s.delete_prefix(&id, addr, len));
+        self.published(change).await;
+        let status = outcome(WHAT, result, |_| {
             info!(interface_id = %id, prefix = %addr, len, "Alias prefix removed");
         });
         Ok(Response::new(v1::DeletePrefixResponse {
@@ -530,7 +595,7 @@ impl DpdKironcore for GrpcService {
         request: Request<v1::ListRoutesRequest>,
     ) -> Result<Response<v1::ListRoutesResponse>, Status> {
         const WHAT: &str = "ListRoutes";
-        let state = self.initialized()?;
+        let state = self.read()?;
         let vni = request.into_inner().vni;
         Ok(Response::new(match state.list_routes(vni) {
             Ok(routes) => v1::ListRoutesResponse {
@@ -561,26 +626,26 @@ impl DpdKironcore for GrpcService {
         request: Request<v1::CreateRouteRequest>,
     ) -> Result<Response<v1::CreateRouteResponse>, Status> {
         const WHAT: &str = "CreateRoute";
-        let mut state = self.initialized()?;
+        self.ensure_initialized()?;
         let r = request.into_inner();
         let route = r.route.unwrap_or_default();
         let (addr, len) = route_prefix(WHAT, route.prefix)?;
         let nexthop = parse_ip(&route.nexthop_address.unwrap_or_default())
             .ok_or_else(|| invalid(WHAT, "Invalid route.nexthop_address"))?;
-        let status = outcome(
-            WHAT,
-            state.create_route(r.vni, addr, len, route.nexthop_vni, nexthop),
-            |_| {
-                info!(
-                    vni = r.vni,
-                    prefix = %addr,
-                    len,
-                    nexthop_vni = route.nexthop_vni,
-                    %nexthop,
-                    "Route added"
-                );
-            },
-        );
+        let (result, change) = self
+            .state()
+            .deferred(|s| s.create_route(r.vni, addr, len, route.nexthop_vni, nexthop));
+        self.published(change).await;
+        let status = outcome(WHAT, result, |_| {
+            info!(
+                vni = r.vni,
+                prefix = %addr,
+                len,
+                nexthop_vni = route.nexthop_vni,
+                %nexthop,
+                "Route added"
+            );
+        });
         Ok(Response::new(v1::CreateRouteResponse {
             status: Some(status),
         }))
@@ -591,10 +656,12 @@ impl DpdKironcore for GrpcService {
         request: Request<v1::DeleteRouteRequest>,
     ) -> Result<Response<v1::DeleteRouteResponse>, Status> {
         const WHAT: &str = "DeleteRoute";
-        let mut state = self.initialized()?;
+        self.ensure_initialized()?;
         let r = request.into_inner();
         let (addr, len) = route_prefix(WHAT, r.route.unwrap_or_default().prefix)?;
-        let status = outcome(WHAT, state.delete_route(r.vni, addr, len), |_| {
+        let (result, change) = self.state().deferred(|s| s.delete_route(r.vni, addr, len));
+        self.published(change).await;
+        let status = outcome(WHAT, result, |_| {
             info!(vni = r.vni, prefix = %addr, len, "Route removed");
         });
         Ok(Response::new(v1::DeleteRouteResponse {
@@ -609,7 +676,7 @@ impl DpdKironcore for GrpcService {
         request: Request<v1::CheckVniInUseRequest>,
     ) -> Result<Response<v1::CheckVniInUseResponse>, Status> {
         const WHAT: &str = "CheckVniInUse";
-        let state = self.initialized()?;
+        let state = self.read()?;
         let r = request.into_inner();
         let ty = parse_vni_type(r.r#type).ok_or_else(|| invalid(WHAT, "Invalid type"))?;
         Ok(Response::new(match state.vni_in_use(r.vni, ty) {
@@ -629,10 +696,12 @@ impl DpdKironcore for GrpcService {
         request: Request<v1::ResetVniRequest>,
     ) -> Result<Response<v1::ResetVniResponse>, Status> {
         const WHAT: &str = "ResetVni";
-        let mut state = self.initialized()?;
+        self.ensure_initialized()?;
         let r = request.into_inner();
         let ty = parse_vni_type(r.r#type).ok_or_else(|| invalid(WHAT, "Invalid type"))?;
-        let status = outcome(WHAT, state.reset_vni(r.vni, ty), |_| {
+        let (result, change) = self.state().deferred(|s| s.reset_vni(r.vni, ty));
+        self.published(change).await;
+        let status = outcome(WHAT, result, |_| {
             info!(vni = r.vni, "VNI reset");
         });
         Ok(Response::new(v1::ResetVniResponse {
@@ -676,6 +745,154 @@ impl DpdKironcore for GrpcService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dp_tables::{Publisher, RouteTarget, Snapshot};
+
+    /// An initialized service with one interface in VNI 100, called directly (no transport).
+    fn service() -> (crate::ControlPlane, GrpcService) {
+        let config = crate::Config::new("fc00:1::1".parse().unwrap(), [("dtapvf_0", 2)], [0, 1]);
+        let control = crate::ControlPlane::new(Publisher::new(Snapshot::default()), config);
+        let svc = GrpcService {
+            shared: Arc::clone(&control.shared),
+        };
+        control.with_state(|s| {
+            s.initialize();
+            s.create_interface(crate::state::InterfaceSpec {
+                id: "vm1".into(),
+                vni: 100,
+                ipv4: "10.100.1.1".parse().unwrap(),
+                ipv6: Ipv6Addr::UNSPECIFIED,
+                device: "dtapvf_0".into(),
+                pxe: None,
+                hostname: None,
+                preferred_underlay: None,
+            })
+            .unwrap();
+        });
+        (control, svc)
+    }
+
+    fn route_req(i: u32) -> v1::CreateRouteRequest {
+        v1::CreateRouteRequest {
+            vni: 100,
+            route: Some(v1::Route {
+                prefix: Some(dp_proto::prefix_to_proto(
+                    IpAddr::V4(Ipv4Addr::from((11 << 24) | (i << 8))),
+                    24,
+                )),
+                nexthop_vni: 100,
+                nexthop_address: Some(ip_to_proto("fc00:2::1".parse().unwrap())),
+                weight: 0,
+            }),
+        }
+    }
+
+    fn routed(control: &crate::ControlPlane, i: u32) -> bool {
+        let host = Ipv4Addr::from((11 << 24) | (i << 8) | 1);
+        matches!(
+            control.snapshot().vni(100).and_then(|t| t.lookup_v4(host)),
+            Some(RouteTarget::Remote { .. })
+        )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_changes_are_published_together() {
+        let (control, svc) = service();
+        let g0 = control.snapshot().generation;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let svc = svc.clone();
+            let control = control.clone();
+            tasks.spawn(async move {
+                let r = svc.create_route(Request::new(route_req(i))).await.unwrap();
+                assert_eq!(r.into_inner().status.unwrap().code, 0);
+                // Answered only once the change is visible to the packet path.
+                assert!(routed(&control, i), "route {i} answered unpublished");
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        // The 16 requests were all ready together: one publish for all of them.
+        assert_eq!(control.snapshot().generation, g0 + 1);
+        assert!(!control.with_state(|s| s.has_pending()));
+        // One at a time, every change is published by its own request.
+        for i in 16..20 {
+            svc.create_route(Request::new(route_req(i))).await.unwrap();
+            assert!(routed(&control, i));
+        }
+        assert_eq!(control.snapshot().generation, g0 + 5);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn rejected_requests_do_not_publish() {
+        let (control, svc) = service();
+        svc.create_route(Request::new(route_req(1))).await.unwrap();
+        let g = control.snapshot().generation;
+        // Exists already: dpservice error, nothing published.
+        let r = svc.create_route(Request::new(route_req(1))).await.unwrap();
+        assert_ne!(r.into_inner().status.unwrap().code, 0);
+        // Malformed: INVALID_ARGUMENT, nothing published.
+        let mut bad = route_req(2);
+        bad.route.as_mut().unwrap().nexthop_address = None;
+        let e = svc.create_route(Request::new(bad)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.message(), "Invalid route.nexthop_address");
+        assert_eq!(control.snapshot().generation, g);
+        assert!(!routed(&control, 2));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cancelled_request_still_publishes_its_change() {
+        let (control, svc) = service();
+        let g = control.snapshot().generation;
+        let call = svc.create_route(Request::new(route_req(7)));
+        tokio::select! {
+            biased;
+            _ = call => panic!("answered before yielding"),
+            () = std::future::ready(()) => {}
+        }
+        // Dropped after applying its change, while waiting to publish.
+        assert_eq!(control.snapshot().generation, g + 1);
+        assert!(routed(&control, 7));
+    }
+
+    #[test]
+    fn a_panic_while_deferred_does_not_defer_publishing_for_good() {
+        let (control, svc) = service();
+        let shared = Arc::clone(&svc.shared);
+        let panicked = std::thread::spawn(move || {
+            let mut state = shared.lock();
+            state.deferred(|_| panic!("bug in an operation"));
+        })
+        .join();
+        assert!(panicked.is_err());
+        let g = control.snapshot().generation;
+        control
+            .with_state(|s| {
+                s.create_route(
+                    100,
+                    IpAddr::V4(Ipv4Addr::new(11, 0, 0, 0)),
+                    24,
+                    100,
+                    "fc00::2".parse().unwrap(),
+                )
+            })
+            .unwrap();
+        assert_eq!(control.snapshot().generation, g + 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reads_publish_pending_changes_first() {
+        let (control, svc) = service();
+        let g = control.snapshot().generation;
+        let call = svc.create_route(Request::new(route_req(3)));
+        let list = svc.list_routes(Request::new(v1::ListRoutesRequest { vni: 100 }));
+        let (created, listed) = tokio::join!(call, list);
+        assert_eq!(created.unwrap().into_inner().status.unwrap().code, 0);
+        // The listing saw the route, so it must have published it before answering.
+        assert_eq!(listed.unwrap().into_inner().routes.len(), 1);
+        assert_eq!(control.snapshot().generation, g + 1);
+    }
 
     #[test]
     fn c_string_rules() {

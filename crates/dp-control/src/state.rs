@@ -2,10 +2,12 @@
 //!
 //! Every operation validates completely before it changes anything, so a rejected request
 //! leaves the configuration (and the published snapshot) untouched. Every successful change
-//! publishes a new [`Snapshot`]; the cost of a publish is proportional to the number of ports
-//! and VNIs plus the size of the change, never to the number of routes:
-//! each VNI's table is double-buffered, so a change is applied to the unpublished copy and
-//! only that copy is touched (see [`State::table_copies`]).
+//! publishes a new [`Snapshot`] — unless run inside [`State::deferred`], which lets the gRPC
+//! service publish several concurrent requests' changes at once ([`State::publish_through`]).
+//! The cost of a publish is proportional to the number of VNIs, never to the number of routes:
+//! interfaces and underlay addresses are shared between snapshots, and each VNI's table is
+//! kept in up to three copies, so a change is applied to an unpublished copy and only that
+//! copy is touched (see [`State::table_copies`]).
 //!
 //! The semantics follow dpservice's worker-side handlers (`src/grpc/dp_grpc_impl.c`,
 //! `src/dp_lpm.c`, `src/dp_vni.c`, `src/dp_iface.c`, `src/dp_vnf.c`):
@@ -260,6 +262,11 @@ pub struct State {
     underlays: HashMap<Ipv6Addr, UnderlayUse>,
     /// `underlays` as the packet path reads it, kept in step with it and shared likewise.
     published_underlay: Arc<FxHashMap<u128, UnderlayTarget>>,
+    /// Changes made so far, and how many of them have been published.
+    changes: u64,
+    published: u64,
+    /// Set while [`State::deferred`] runs: changes wait for an explicit publish.
+    defer: bool,
 }
 
 impl State {
@@ -300,6 +307,9 @@ impl State {
             vnis: BTreeMap::new(),
             underlays: HashMap::new(),
             published_underlay: Arc::default(),
+            changes: 0,
+            published: 0,
+            defer: false,
         }
     }
 
@@ -334,7 +344,54 @@ impl State {
         self.vnis.values().map(|v| v.routes.copies()).sum()
     }
 
-    fn publish(&self) {
+    /// Runs `f` (any operations) without publishing the changes it makes; returns its result
+    /// and, if something changed, the change number to hand to [`State::publish_through`]
+    /// before answering the request. Until then the changes are visible to later operations
+    /// (validation, listings) but not to the packet path.
+    pub fn deferred<R>(&mut self, f: impl FnOnce(&mut State) -> R) -> (R, Option<u64>) {
+        let before = self.changes;
+        let outer = std::mem::replace(&mut self.defer, true);
+        let r = f(self);
+        self.defer = outer;
+        (r, (self.changes != before).then_some(self.changes))
+    }
+
+    /// Publishes every pending change unless change number `change` (from
+    /// [`State::deferred`]) has been published already. Returns whether it published.
+    pub fn publish_through(&mut self, change: u64) -> bool {
+        if self.published >= change {
+            return false;
+        }
+        self.publish();
+        true
+    }
+
+    /// Publishes the pending changes, if any. Returns whether it published.
+    pub fn publish_pending(&mut self) -> bool {
+        self.publish_through(self.changes)
+    }
+
+    /// Leaves deferred mode after a panic inside [`State::deferred`] (later changes publish
+    /// at once again).
+    pub(crate) fn end_deferred(&mut self) {
+        self.defer = false;
+    }
+
+    /// Whether changes made inside [`State::deferred`] still wait to be published.
+    pub fn has_pending(&self) -> bool {
+        self.published < self.changes
+    }
+
+    /// Records a change: published at once, or later when deferred.
+    fn changed(&mut self) {
+        self.changes += 1;
+        if !self.defer {
+            self.publish();
+        }
+    }
+
+    fn publish(&mut self) {
+        self.published = self.changes;
         // O(VNIs): interfaces and underlay addresses are shared, route tables are per-VNI Arcs.
         let snapshot = Snapshot {
             ifaces_by_port: Arc::clone(&self.ifaces_by_port),
@@ -444,7 +501,7 @@ impl State {
                 v.routes.replace(t);
             }
         }
-        self.publish();
+        self.changed();
     }
 
     // ----- Interfaces -------------------------------------------------------------------------
@@ -514,7 +571,7 @@ impl State {
             *slot = Some(Arc::new(entry.to_iface()));
         }
         self.ifaces.insert(spec.id, entry);
-        self.publish();
+        self.changed();
         Ok(created)
     }
 
@@ -546,7 +603,7 @@ impl State {
                 vni.routes.commit(&ops);
             }
         }
-        self.publish();
+        self.changed();
         Ok(entry.info)
     }
 
@@ -627,7 +684,7 @@ impl State {
             },
         );
         self.republish_iface(id);
-        self.publish();
+        self.changed();
         Ok(underlay)
     }
 
@@ -670,7 +727,7 @@ impl State {
             }
             self.republish_iface(id);
         }
-        self.publish();
+        self.changed();
         route.and(record.map(|_| ()).ok_or(DpError::NotFound))
     }
 
@@ -711,7 +768,7 @@ impl State {
             underlay,
         };
         v.routes.commit(&[insert_op(addr, len, target)]);
-        self.publish();
+        self.changed();
         Ok(())
     }
 
@@ -727,7 +784,7 @@ impl State {
             Some(RouteTarget::Remote { .. }) => {}
         }
         v.routes.commit(&[remove_op(addr, len)]);
-        self.publish();
+        self.changed();
         Ok(())
     }
 
@@ -792,7 +849,7 @@ impl State {
         if let Some(v) = self.vnis.get_mut(&vni) {
             v.routes.replace(t);
         }
-        self.publish();
+        self.changed();
         Ok(())
     }
 }

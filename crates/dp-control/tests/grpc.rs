@@ -854,3 +854,25 @@ fn route_rate_state_only() {
         f64::from(ROUTES) / secs
     );
 }
+
+/// The server runs on its own thread: dropping the `serve` future (the caller going away) still
+/// stops it, and its listening socket closes.
+#[tokio::test]
+async fn dropping_serve_stops_the_server() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    c.initialize(v1::InitializeRequest {}).await.unwrap();
+    let addr = server.addr;
+    server.task.abort();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting connections"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

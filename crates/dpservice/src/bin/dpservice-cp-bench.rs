@@ -3,7 +3,8 @@
 //! One process, everything on loopback:
 //!
 //! * a [`ControlPlane`] with `--interfaces` VF devices (plus pf0/pf1) serves gRPC on
-//!   `127.0.0.1:0` from its own one-thread runtime, as the daemon does;
+//!   `127.0.0.1:0`, `ControlPlane::serve` called from a one-thread runtime as the daemon does
+//!   (it runs the server on a current-thread runtime of its own);
 //! * a worker thread runs the daemon's worker loop (`Worker::poll_once`, plus the 100 ms link
 //!   poll and graph tick of `Worker::run`) over in-memory replay ports, forwarding a steady
 //!   VM→VM UDP flow between the first two interfaces; the loop here only adds a timestamp per
@@ -23,7 +24,10 @@
 //! and, per phase, `CPBENCH forwarding phase=<p> worst_gap_us=<x> p99_gap_us=<x> ...
 //! worst_cpu_gap_us=<x> ... batches=<n> mpps=<x> mpps_per_cpu_s=<x>`, with the summary line
 //! `CPBENCH forwarding worst_gap_us=<x> p99_gap_us=<x> batches=<n> ...` (interfaces and routes
-//! phases together) and `CPBENCH check ... ok=<true|false>`. A CPU gap is the worker thread's
+//! phases together), `CPBENCH table_copies=<n>`, `CPBENCH cpu phase=routes server_us_per_op=<x>
+//! client_us_per_op=<x>` (CPU time of the server's and the client's threads per request),
+//! `CPBENCH publishes interfaces=<n> routes=<n>` (snapshots published per phase: concurrent
+//! requests share a publish) and `CPBENCH check ... ok=<true|false>`. A CPU gap is the worker thread's
 //! CPU time over a gap: a long wall gap with a short CPU gap is the thread being descheduled.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -429,6 +433,37 @@ fn forward(
     stats
 }
 
+/// CPU time (user + system, µs; clock-tick resolution) of this process's threads whose name
+/// starts with `prefix`: what a side of the gRPC exchange costs, whatever else runs on its CPU.
+fn threads_cpu_us(prefix: &str) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut total = 0;
+    for task in dir.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !name.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is the first, utime the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        total += fields.iter().sum::<u64>();
+    }
+    total * 1_000_000 / ticks
+}
+
 // ----- CPU pinning ---------------------------------------------------------------------------
 
 /// The CPUs this process may run on.
@@ -620,6 +655,7 @@ async fn drive(
     tokio::time::sleep(baseline).await;
 
     phase.store(1, Ordering::Relaxed);
+    let generation_before = control.snapshot().generation;
     let ifaces = load(
         &clients,
         args.in_flight,
@@ -631,6 +667,8 @@ async fn drive(
     .await;
     phase.store(2, Ordering::Relaxed);
     let copies_before = control.with_state(|s| s.table_copies());
+    let generation_routes = control.snapshot().generation;
+    let cpu_before = (threads_cpu_us("dp-grpc"), threads_cpu_us("cp-client"));
     let routes_load = load(
         &clients,
         args.in_flight,
@@ -642,6 +680,8 @@ async fn drive(
     .await;
     phase.store(3, Ordering::Relaxed);
     let copies = control.with_state(|s| s.table_copies()) - copies_before;
+    let generation_after = control.snapshot().generation;
+    let cpu_after = (threads_cpu_us("dp-grpc"), threads_cpu_us("cp-client"));
 
     print_load("interfaces", &ifaces);
     print_load("routes", &routes_load);
@@ -658,6 +698,18 @@ async fn drive(
         },
     );
     println!("CPBENCH table_copies={copies} (whole VNI tables cloned during the routes phase)");
+    let per_op = |after: u64, before: u64| (after - before) as f64 / routes.max(1) as f64;
+    println!(
+        "CPBENCH cpu phase=routes server_us_per_op={:.1} client_us_per_op={:.1} (thread CPU time per request)",
+        per_op(cpu_after.0, cpu_before.0),
+        per_op(cpu_after.1, cpu_before.1)
+    );
+    // Concurrent requests' changes are published together: fewer snapshots than changes.
+    println!(
+        "CPBENCH publishes interfaces={} routes={} (snapshots published per phase)",
+        generation_routes - generation_before,
+        generation_after - generation_routes
+    );
 
     // Correctness: every route listed, and the published snapshot routes as asked.
     let mut listed = 0usize;
@@ -845,7 +897,8 @@ fn run(args: &Args) -> Result<bool, String> {
             .map_err(|e| format!("cannot start the worker thread: {e}"))?
     };
 
-    // The server, on its own one-thread runtime as in the daemon.
+    // The server, called from its own one-thread runtime as in the daemon; `serve` runs it on a
+    // current-thread runtime of its own (thread `dp-grpc-serve`, pinned like its creator).
     let server_rt = runtime("dp-grpc", other_cpus.clone())?;
     let listener = server_rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
