@@ -577,8 +577,11 @@ pps_theirs() {
         veth_to_vm "$VF1" "$IFB" "$NB"
     fi
     # Two lcores (main + one forwarding) both on FWD_CPU: the main lcore only prints stats.
+    # The whole process on FWD_CPU too (as our daemon): EAL's other threads (interrupt
+    # handling, e.g. net_tap's) would otherwise run on the CPUs the lcores leave free — the
+    # generator's.
     # shellcheck disable=SC2046
-    bg "$CASE_DIR/testpmd.log" $((FLOOD_BOUND + 60)) ip netns exec "$HV" dpdk-testpmd \
+    bg "$CASE_DIR/testpmd.log" $((FLOOD_BOUND + 60)) ip netns exec "$HV" taskset -c "$FWD_CPU" dpdk-testpmd \
         --lcores "0@$FWD_CPU,1@$FWD_CPU" --no-huge -m 512 --no-pci --file-prefix="$RID-$N" \
         $(vdev_args "$kind" 0 "$VF0") $(vdev_args "$kind" 1 "$VF1") -- \
         --forward-mode=io --nb-cores=1 --total-num-mbufs=16384 --stats-period=5 --auto-start
