@@ -39,12 +39,27 @@
 #   --rounds N         repeat every measurement N times, alternating sides (default 1); the
 #                      COMPARE lines use the medians
 #   --wait-idle S      before each case, wait up to S seconds for the machine to be idle
-#                      (>= 85% idle over 2 s; for shared machines: other load skews figures)
+#                      (>= 85% idle over 2 s; for shared machines: other load skews figures);
+#                      and measure a pps case again (twice at most, after waiting for idle
+#                      again) when other processes used more than --max-others during it
+#   --max-others PCT   CPU use by other processes (% of one CPU) that makes a pps interval
+#                      count as disturbed (default 10; only with --wait-idle)
 #   --keep             keep the log directory (always kept when something failed)
 # Environment: FWD_CPU (default: the last CPU) for the forwarder; the generator uses CPU 0.
 #   DAEMON_ARGS: extra options for our daemon (e.g. "--no-tap-offload"), word-split.
 #   TESTPMD_AF_XDP_DEVARGS: extra net_af_xdp device arguments (e.g. "busy_budget=0" turns off
 #   the PMD's preferred busy polling, on by default).
+#
+#
+# CPU use: each pps RESULT line also says where the CPU time went during the interval:
+# gen_core / fwd_core = how busy the generator's and the forwarder's CPUs were (/si: of which
+# softirq), trafgen_run / fwd_run = on-CPU time of the generator and of the forwarder process
+# (all threads; % of one CPU; softirq work done on their behalf is not in it), *_wait = time
+# they were runnable but waiting for the CPU, others = CPU time of every other user-space
+# process (other work on the machine: a figure taken with others > a few % is disturbed), and
+# attempts = the measurements made (see --wait-idle). A forwarder that polls shows ~100%
+# fwd_run whatever its load; ours also logs at exit how much of its time went to rounds that
+# received frames (`worker stopped ... busy_pct=`), printed after its RESULT line.
 #
 # Everything is hermetic: every namespace, interface, bridge and directory has a name unique to
 # this run; all traffic stays inside the namespaces created here (the forwarders run in a
@@ -78,6 +93,7 @@ INSTALL=0
 KEEP=0
 ROUNDS=1
 WAIT_IDLE=0
+MAX_OTHERS=10
 usage() { sed -n '2,/^# shellcheck disable/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
@@ -91,12 +107,16 @@ while (($#)); do
     --keep) KEEP=1 ;;
     --rounds) ROUNDS=${2:?--rounds needs a count}; shift ;;
     --wait-idle) WAIT_IDLE=${2:?--wait-idle needs seconds}; shift ;;
+    --max-others) MAX_OTHERS=${2:?--max-others needs a percentage}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "$PROG: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 [[ $WAIT_IDLE =~ ^[0-9]+$ ]] || { echo "$PROG: --wait-idle needs seconds" >&2; exit 2; }
+[[ $MAX_OTHERS =~ ^[0-9]+$ ]] || { echo "$PROG: --max-others needs a percentage" >&2; exit 2; }
+RETRIES=0
+((WAIT_IDLE > 0)) && RETRIES=2
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "$PROG: --rounds needs a positive count" >&2; exit 2; }
 case $SIDE in ours | theirs | both) ;; *) echo "$PROG: --side must be ours, theirs or both" >&2; exit 2 ;; esac
 for c in ${CASES//,/ }; do
@@ -107,6 +127,8 @@ if ((QUICK)); then
 else
     WARMUP=2 DURATION=${DURATION:-10} IPERF_TIME=${IPERF_TIME:-10} IPERF_OMIT=2
 fi
+# Longest a flood may take, measurements again included (bounds the forwarders' lifetime).
+FLOOD_BOUND=$(((WARMUP + DURATION + 2 * WAIT_IDLE + 20) * (RETRIES + 1)))
 want_case() { [[ ",$CASES," == *",$1,"* ]]; }
 want_side() { [ "$SIDE" = both ] || [ "$SIDE" = "$1" ]; }
 
@@ -303,6 +325,24 @@ idle_pct() {
     awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
         printf "%.0f", (y[2] > x[2]) ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 100 }'
 }
+# sched_ns PID...: on-CPU and run-queue-wait nanoseconds of every thread of these processes.
+sched_ns() {
+    local p
+    for p; do cat /proc/"$p"/task/*/schedstat 2>/dev/null; done | awk '{ r += $1; w += $2 } END { printf "%.0f %.0f\n", r, w }'
+}
+# others_ticks PID...: user+system clock ticks of every user-space process but these (kernel
+# threads, e.g. ksoftirqd, are part of what is measured): other work on the machine.
+others_ticks() {
+    awk -v skip=" $* " '{
+        pid = $1; sub(/^.*\) /, "")   # fields after the command name: $1 = state
+        if ((int($7) / 2097152) % 2 == 1 || index(skip, " " pid " ")) next   # PF_KTHREAD
+        t += $12 + $13
+    } END { printf "%.0f\n", t }' /proc/[0-9]*/stat 2>/dev/null
+}
+# cpu_ticks CPU: "busy softirq total" clock ticks of that CPU.
+cpu_ticks() {
+    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9, $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
+}
 # With --wait-idle: waits (bounded) for the machine to be >= 85% idle; sets IDLE_BEFORE.
 wait_idle() {
     local deadline=$((SECONDS + WAIT_IDLE))
@@ -381,7 +421,7 @@ vm_static() {
 start_daemon() {
     local nic=$1 cpus=$2 pin=() rc i
     [ -n "$cpus" ] && pin=(taskset -c "$cpus")
-    bg "$CASE_DIR/dpservice.log" 600 ip netns exec "$HV" "${pin[@]}" "$DAEMON" \
+    bg "$CASE_DIR/dpservice.log" $((FLOOD_BOUND + 600)) ip netns exec "$HV" "${pin[@]}" "$DAEMON" \
         --nic-type "$nic" --pf0 "$PF0" --pf1 "$PF1" --vf-pattern "${RID}v" --vf-count 2 \
         --ipv6 fc00:1::1 --grpc-port "$GRPC_PORT" --no-stats "${EXTRA[@]}"
     DAEMON_PID=$BG_PID
@@ -439,7 +479,7 @@ EOF
 # flood A-IF B-IF DST-MAC: trafgen in A (CPU 0) for WARMUP + DURATION; measures B's rx rate
 # and A's offered rate; emits the RESULT line for $CASE with side $SIDE_NAME.
 flood() {
-    local ifa=$1 ifb=$2 dmac=$3 smac cfg=$CASE_DIR/trafgen.cfg gen r0 r1 t0 t1 o0 o1 pps offered
+    local ifa=$1 ifb=$2 dmac=$3 smac cfg=$CASE_DIR/trafgen.cfg
     smac=$(mac_of "$NA" "$ifa") || fail "no MAC on $ifa"
     cat >"$cfg" <<EOF
 /* 64-byte frame: Ethernet 14 + IPv4 20 + UDP 8 + 22 bytes of payload; checksums by trafgen */
@@ -451,21 +491,63 @@ flood() {
 }
 EOF
     sink "$NB" "$ifb"
+    local attempt
+    for ((attempt = 1; ; attempt++)); do
+        flood_once "$ifa" "$ifb" "$cfg"
+        # Other work on the machine during the interval: measure again (a bounded number of
+        # times), after waiting for the machine to be idle.
+        ((OTHERS > MAX_OTHERS && attempt <= RETRIES)) || break
+        note "other processes used ${OTHERS}% of a CPU during the interval (> $MAX_OTHERS%): measuring again"
+        wait_idle
+    done
+    emit "RESULT case=$CASE side=$SIDE_NAME tool=$TOOL pps=$PPS offered_pps=$OFFERED" \
+        "round=$ROUND interval_s=$DURATION idle_before=$IDLE_BEFORE loadavg=$(loadavg | tr ' ' /) $CPU_USE attempts=$attempt"
+}
+# flood_once A-IF B-IF TRAFGEN-CFG: one trafgen run; sets PPS, OFFERED, CPU_USE and OTHERS.
+flood_once() {
+    local ifa=$1 ifb=$2 cfg=$3 gen r0 r1 t0 t1 o0 o1
     # -P 1: one worker (bound to CPU 0 by trafgen); -Q: never touch IRQ affinities.
     bg "$CASE_DIR/trafgen.log" $((WARMUP + DURATION + 10)) ip netns exec "$NA" \
         taskset -c "$GEN_CPU" trafgen -o "$ifa" -c "$cfg" -P 1 -Q
     gen=$BG_PID
     nap "$WARMUP"
     alive "$gen" || fail "trafgen exited: $(tail -5 "$CASE_DIR/trafgen.log")"
+    # Where the CPU time went during the interval (see "CPU use" in the header).
+    local gpid fwd=${FWD_PID:-} s0 s1 g0 g1 x0 x1 c00 c01 c10 c11
+    # trafgen, and the worker process(es) it forks
+    gpid=$(pgrep -P "$gen" | head -1)
+    gpid="$gpid $(pgrep -P "${gpid:-0}" | tr '\n' ' ')"
+    # shellcheck disable=SC2086 # PID lists
+    s0=$(sched_ns $fwd) g0=$(sched_ns $gpid) x0=$(others_ticks $fwd $gpid)
+    c00=$(cpu_ticks "$GEN_CPU") c10=$(cpu_ticks "$FWD_CPU")
     o0=$(tx_offered "$NA" "$ifa") r0=$(counter "$NB" "$ifb" rx_packets) t0=$(now)
     nap "$DURATION"
     o1=$(tx_offered "$NA" "$ifa") r1=$(counter "$NB" "$ifb" rx_packets) t1=$(now)
+    # shellcheck disable=SC2086 # PID lists
+    s1=$(sched_ns $fwd) g1=$(sched_ns $gpid) x1=$(others_ticks $fwd $gpid)
+    c01=$(cpu_ticks "$GEN_CPU") c11=$(cpu_ticks "$FWD_CPU")
     stop "$gen" 5
-    pps=$(awk -v a="$r0" -v b="$r1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
-    offered=$(awk -v a="$o0" -v b="$o1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
-    [ "$pps" -gt 0 ] || fail "B received nothing (offered $offered pps)"
-    emit "RESULT case=$CASE side=$SIDE_NAME tool=$TOOL pps=$pps offered_pps=$offered" \
-        "round=$ROUND interval_s=$DURATION idle_before=$IDLE_BEFORE loadavg=$(loadavg | tr ' ' /)"
+    PPS=$(awk -v a="$r0" -v b="$r1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
+    OFFERED=$(awk -v a="$o0" -v b="$o1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", (b - a) / (e - s) }')
+    [ "$PPS" -gt 0 ] || fail "B received nothing (offered $OFFERED pps)"
+    OTHERS=$(awk -v x0="$x0" -v x1="$x1" -v s="$t0" -v e="$t1" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%.0f", 100 * (x1 - x0) / hz / (e - s) }')
+    CPU_USE=$(awk -v s0="$s0" -v s1="$s1" -v g0="$g0" -v g1="$g1" -v o="$OTHERS" \
+        -v a0="$c00" -v a1="$c01" -v b0="$c10" -v b1="$c11" -v t0="$t0" -v t1="$t1" \
+        -v fwd="$fwd" 'BEGIN {
+        split(s0, f0, " "); split(s1, f1, " "); split(g0, h0, " "); split(g1, h1, " ")
+        split(a0, p0, " "); split(a1, p1, " "); split(b0, q0, " "); split(b1, q1, " ")
+        pct = 1e7 * (t1 - t0)   # ns in 1 % of one CPU over the interval
+        ct = p1[3] - p0[3]; cf = q1[3] - q0[3]
+        if (ct < 1) ct = 1
+        if (cf < 1) cf = 1
+        printf "gen_core=%.0f%%/si%.0f%% fwd_core=%.0f%%/si%.0f%%",
+            100 * (p1[1] - p0[1]) / ct, 100 * (p1[2] - p0[2]) / ct,
+            100 * (q1[1] - q0[1]) / cf, 100 * (q1[2] - q0[2]) / cf
+        printf " trafgen_run=%.0f%% trafgen_wait=%.0f%%", (h1[1] - h0[1]) / pct, (h1[2] - h0[2]) / pct
+        if (fwd != "") printf " fwd_run=%.0f%% fwd_wait=%.0f%%", (f1[1] - f0[1]) / pct, (f1[2] - f0[2]) / pct
+        printf " others=%d%%", o
+    }')
 }
 # What A's interface was asked to send: sent + dropped at the device (a full TAP queue drops).
 tx_offered() {
@@ -495,14 +577,18 @@ pps_theirs() {
         veth_to_vm "$VF1" "$IFB" "$NB"
     fi
     # Two lcores (main + one forwarding) both on FWD_CPU: the main lcore only prints stats.
+    # The whole process on FWD_CPU too (as our daemon): EAL's other threads (interrupt
+    # handling, e.g. net_tap's) would otherwise run on the CPUs the lcores leave free — the
+    # generator's.
     # shellcheck disable=SC2046
-    bg "$CASE_DIR/testpmd.log" $((WARMUP + DURATION + 60)) ip netns exec "$HV" dpdk-testpmd \
+    bg "$CASE_DIR/testpmd.log" $((FLOOD_BOUND + 60)) ip netns exec "$HV" taskset -c "$FWD_CPU" dpdk-testpmd \
         --lcores "0@$FWD_CPU,1@$FWD_CPU" --no-huge -m 512 --no-pci --file-prefix="$RID-$N" \
         $(vdev_args "$kind" 0 "$VF0") $(vdev_args "$kind" 1 "$VF1") -- \
         --forward-mode=io --nb-cores=1 --total-num-mbufs=16384 --stats-period=5 --auto-start
     pmd=$BG_PID
     wait_for 30 "testpmd to start forwarding" grep -q 'packet forwarding - ports=2' "$CASE_DIR/testpmd.log"
     alive "$pmd" || fail "testpmd exited: $(tail -5 "$CASE_DIR/testpmd.log")"
+    FWD_PID=$(pgrep -P "$pmd" | head -1)
     if [ "$kind" = tap ]; then
         tap_to_vm "$VF0" "$NA" && tap_to_vm "$VF1" "$NB"
         IFA=$VF0 IFB=$VF1
@@ -536,10 +622,12 @@ pps_ours() {
     quiet "$NA" "$IFA"
     quiet "$NB" "$IFB"
     vms_of_daemon "$IFA" "$IFB"
+    FWD_PID=$(pgrep -P "$DAEMON_PID" | head -1)
     flood "$IFA" "$IFB" "$GW_MAC"
     alive "$DAEMON_PID" || fail "the daemon died during the run: $(tail -5 "$CASE_DIR/dpservice.log")"
     stop "$DAEMON_PID" 10
     note "dpservice $(daemon_summary)"
+    note "dpservice $(grep -o 'worker stopped.*' "$CASE_DIR/dpservice.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
 }
 
 # The generator's own ceiling on a veth: A's veth end paired straight with B's (no forwarder).
@@ -551,6 +639,7 @@ pps_ceiling() {
     ip -n "$NA" link set "$IFA" up && ip -n "$NB" link set "$IFB" up
     quiet "$NA" "$IFA"
     quiet "$NB" "$IFB"
+    FWD_PID=
     flood "$IFA" "$IFB" "$(mac_of "$NB" "$IFB")"
 }
 

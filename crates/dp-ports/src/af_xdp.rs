@@ -18,11 +18,24 @@
 //!
 //! [`Port::rx_burst`] copies each received frame from the UMEM into a pool buffer and gives
 //! the UMEM frame straight back to the fill ring (one copy keeps the [`Port`] trait simple;
-//! lending UMEM frames out as `PacketBuf`s, zero-copy all the way, is future work).
+//! lending UMEM frames out as `PacketBuf`s, zero-copy all the way, is future work). The fill
+//! ring's index is published in batches (up to 64 frames) so that the kernel, which reads it
+//! on the sending core, finds whole cache lines of new entries. The UMEM is registered with
+//! unaligned chunks although its frames are aligned: the kernel then recycles one hot buffer
+//! head instead of walking one head per frame (a cache miss per frame on the sending core).
 //! [`Port::tx_burst`] copies frames into free UMEM frames, queues them on the TX ring and kicks
 //! the kernel with `sendto`. A copy-mode kick sends at most 32 frames (unless Linux 6.17+ lets
 //! the port raise that budget with `XDP_MAX_TX_SKB_BUDGET`), so the port kicks until the ring
 //! is drained, a bounded number of times, taking completed frames back as it goes.
+//!
+//! # Busy polling
+//! With [`AfXdpOptions::busy_poll_budget`] > 0 the socket prefers busy polling
+//! (`SO_PREFER_BUSY_POLL`): an empty receive poll (only while the port saw frames within its
+//! last 16 polls, so idle ports make no system calls) makes a non-blocking `recvfrom`, which
+//! runs the interface's receive NAPI — the XDP program and the copy into the UMEM — on the
+//! worker's core instead of the sender's. DPDK's `net_af_xdp` does this by default. Off by
+//! default: on a veth whose sender shares the machine with a busy worker, the worker's core is
+//! the scarcer one (see BENCHMARKS.md, "AF_XDP, session 6").
 //!
 //! # Only one queue
 //! The socket serves one RX queue ([`AfXdpOptions::queue`], 0 by default); frames arriving on
@@ -116,6 +129,9 @@ pub struct AfXdpOptions {
     pub raise_tx_budget: bool,
     /// Finish TCP/UDP checksums that offload left unfinished (see "Checksums").
     pub finish_checksums: bool,
+    /// Preferred busy polling (see "Busy polling"): frames the interface's receive NAPI may
+    /// handle per busy poll; 0 turns it off.
+    pub busy_poll_budget: u32,
 }
 
 impl Default for AfXdpOptions {
@@ -130,6 +146,7 @@ impl Default for AfXdpOptions {
             tx_frames: 2048,
             raise_tx_budget: true,
             finish_checksums: true,
+            busy_poll_budget: 0,
         }
     }
 }
@@ -243,7 +260,26 @@ pub struct AfXdpPort {
     /// Set when a kick found the interface down: frames are not queued until a kick succeeds.
     tx_down: bool,
     finish_checksums: bool,
+    /// Fill-ring entries written but not yet published to the kernel.
+    fill_pending: u32,
+    /// Publish the fill ring once this many entries are pending (see `rx_burst`).
+    fill_batch: u32,
+    /// Busy polling is on (see "Busy polling").
+    busy_poll: bool,
+    /// Empty receive polls since the last frame (saturating).
+    rx_empty: u32,
 }
+
+/// Busy polling: an empty receive poll runs the interface's NAPI (a `recvfrom`) only while
+/// the port saw frames within this many empty polls, so idle ports make no system calls.
+const BUSY_POLL_AFTER_FRAMES: u32 = 16;
+/// Received frames go back to the fill ring at once, but the ring's producer index is
+/// published only once this many are pending (a quarter of the ring at most): the kernel,
+/// which reads the index and the entries on the sender's core, then finds whole cache lines
+/// of new entries instead of taking the index's line from us every few frames.
+const FILL_BATCH: u32 = 64;
+/// `SO_BUSY_POLL`: irrelevant to non-blocking calls, but must not be 0.
+const BUSY_POLL_USECS: u32 = 20;
 
 /// Headroom the kernel keeps in front of a frame it copies into the UMEM.
 const XDP_PACKET_HEADROOM: usize = 256;
@@ -368,6 +404,14 @@ impl AfXdpPort {
             ifindex: iface.ifindex,
         };
 
+        let busy_poll = opts.busy_poll_budget > 0
+            && match xsk.set_busy_poll(BUSY_POLL_USECS, opts.busy_poll_budget) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(port = name, error = %e, "cannot turn on busy polling");
+                    false
+                }
+            };
         let rx_area = u64::from(opts.rx_frames) * u64::from(opts.frame_size);
         let mut free_tx = Vec::with_capacity(opts.tx_frames as usize);
         free_tx.extend(
@@ -389,6 +433,10 @@ impl AfXdpPort {
             tx_frames: opts.tx_frames as usize,
             tx_down: false,
             finish_checksums: opts.finish_checksums,
+            fill_pending: 0,
+            fill_batch: (opts.rx_frames / 4).min(FILL_BATCH),
+            busy_poll,
+            rx_empty: BUSY_POLL_AFTER_FRAMES,
         })
     }
 
@@ -481,10 +529,21 @@ impl Port for AfXdpPort {
     }
 
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize {
+        let mut ready = self.xsk.rx.producer().wrapping_sub(self.xsk.rx.local);
+        if ready == 0 {
+            if !self.busy_poll || self.rx_empty >= BUSY_POLL_AFTER_FRAMES {
+                return 0;
+            }
+            self.rx_empty += 1;
+            self.xsk.kick_rx();
+            ready = self.xsk.rx.producer().wrapping_sub(self.xsk.rx.local);
+            if ready == 0 {
+                return 0;
+            }
+        }
+        self.rx_empty = 0;
         let mut d = PortStats::default();
-        let ready = self.xsk.rx.producer().wrapping_sub(self.xsk.rx.local);
         let want = (ready as usize).min(max) as u32;
-        let mask = !(u64::from(self.frame_size) - 1);
         let mut taken = 0u32;
         let mut got = 0;
         while taken < want {
@@ -495,13 +554,15 @@ impl Port for AfXdpPort {
             let desc: Desc = self.xsk.rx.read(self.xsk.rx.local.wrapping_add(taken));
             taken += 1;
             let len = desc.len as usize;
-            let start = desc.addr as usize;
+            let (frame, data) = self.xsk.rx_frame(desc.addr, self.frame_size);
+            let start = usize::try_from(data).unwrap_or(usize::MAX);
             let area = buf.receive_area();
             let ok = len > 0
                 && len <= area.len()
                 && len <= self.rx_max
-                && desc.addr < self.rx_area
-                && start + len <= self.xsk.umem.len();
+                && frame < self.rx_area
+                && data >= frame
+                && start.saturating_add(len) <= self.xsk.umem.len();
             if ok {
                 // SAFETY: the frame lies inside the UMEM (checked above) and is ours until we
                 // give it back to the fill ring below; the kernel writes other frames only.
@@ -511,10 +572,11 @@ impl Port for AfXdpPort {
                     dst.copy_from_slice(frame);
                 }
             }
-            if desc.addr < self.rx_area {
+            if frame < self.rx_area && frame % u64::from(self.frame_size) == 0 {
                 let fill = &mut self.xsk.fill;
-                fill.write(fill.local, desc.addr & mask);
+                fill.write(fill.local, frame);
                 fill.local = fill.local.wrapping_add(1);
+                self.fill_pending += 1;
             }
             if ok && buf.set_len(len).is_ok() {
                 if self.finish_checksums {
@@ -532,9 +594,12 @@ impl Port for AfXdpPort {
         if taken > 0 {
             self.xsk.rx.local = self.xsk.rx.local.wrapping_add(taken);
             self.xsk.rx.publish_consumer();
-            self.xsk.fill.publish_producer();
-            if self.xsk.fill.needs_wakeup() {
-                self.xsk.kick_rx();
+            if self.fill_pending >= self.fill_batch {
+                self.fill_pending = 0;
+                self.xsk.fill.publish_producer();
+                if self.xsk.fill.needs_wakeup() {
+                    self.xsk.kick_rx();
+                }
             }
         }
         self.counters.add(&d);

@@ -22,6 +22,23 @@
 //! next tick is due (at most [`IDLE_WAIT`]). Idle, the leader wakes 10 times a second for its
 //! tick and the others once per [`IDLE_WAIT`]: well under 1% of a core (see BENCHMARKS.md).
 //!
+//! The spin adapts: when a frame ends a sleep sooner than [`QUICK_WAKE_FACTOR`] times the spin
+//! that preceded it (a flood with short gaps, e.g. while the sender's core runs something
+//! else), the next spin lasts twice as long, up to [`SPIN_MAX_NS`]; a sleep that ends later, or
+//! by its timeout, brings it back to [`SPIN_ROUNDS`]. A steady trickle of frames (gaps much
+//! longer than the spin) and an idle worker keep the short spin; a flood does not pay a wake-up
+//! (an inter-processor interrupt on the sender's core) per gap.
+//!
+//! The ports' descriptors are in the epoll set only around sleeps: a descriptor in an epoll
+//! set has a waiter on its socket's wait queue, and then the kernel wakes that queue (a lock,
+//! the epoll callback) for every frame or batch it delivers — on the *sender's* core (for a
+//! veth or a TAP, the VM's). So the set is armed (`EPOLL_CTL_ADD`, which also reports frames
+//! that arrived meanwhile: level-triggered) just before the first sleep, stays armed while
+//! the worker alternates between short bursts and sleeps (low rates: no churn), and is
+//! disarmed once traffic has kept the worker awake for [`DISARM_AFTER_ROUNDS`] rounds with
+//! frames. The worker logs at exit how its time split between rounds with frames, empty
+//! polls and sleep (its headroom under load).
+//!
 //! # Offload
 //! Frames from a TAP with virtio-net headers may carry an offload request (a partial checksum,
 //! a TCP superframe; see `dp_pipeline::offload`). A port that takes them gets them as they are;
@@ -44,6 +61,13 @@ use dp_tables::{PortId, SnapshotReader};
 const SPIN_ROUNDS: u32 = 64;
 /// Longest epoll sleep: bounds how late a shutdown request (or a tick) is noticed.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// Rounds with frames, without a sleep in between, after which the epoll set is disarmed (the
+/// ports' descriptors leave it until the next sleep): see "Polling".
+const DISARM_AFTER_ROUNDS: u32 = 8;
+/// Longest adaptive spin after the last frame (see "Polling").
+const SPIN_MAX_NS: u64 = 1_000_000;
+/// A sleep shorter than this many times the spin before it doubles the next spin.
+const QUICK_WAKE_FACTOR: u64 = 4;
 /// VF link states read per tick (round-robin): with up to this many VFs each is read every tick,
 /// with more, each is read every `VFs / VF_LINKS_PER_TICK` ticks.
 pub const VF_LINKS_PER_TICK: usize = 32;
@@ -75,13 +99,20 @@ impl Worker {
 
     /// Runs until `stop` is set; only a `leader` polls links and runs the graph's tick.
     pub fn run_as(mut self, leader: bool) {
-        let epoll = Epoll::new(&self.ports);
+        let mut epoll = Epoll::new(&self.ports);
         let mut rx = Vec::with_capacity(BATCH_SIZE);
         let mut idle_rounds = 0u32;
+        // Rounds with frames since the last sleep (disarms the epoll set when it grows).
+        let mut busy_rounds = 0u32;
         let mut housekeeping = Housekeeping::new(self.port_table.len());
         let mut next_tick = 0u64;
+        let mut time = LoopTime::default();
+        // One clock read per round: the end of a round is the start of the next.
+        let mut now_ns = clock_ns();
+        // The adaptive spin (see "Polling"): its current length, and when the last frame came.
+        let mut spin_ns = 0u64;
+        let mut last_frame_ns = now_ns;
         while !self.stop.load(Ordering::Relaxed) {
-            let now_ns = clock_ns();
             if now_ns >= next_tick {
                 if leader {
                     self.poll_links(&mut housekeeping.vf_cursor);
@@ -95,23 +126,54 @@ impl Worker {
                 });
             }
             let received = self.poll_once(&mut rx, now_ns);
+            let end = clock_ns();
+            let spent = end.saturating_sub(now_ns);
+            now_ns = end;
             if received > 0 {
+                last_frame_ns = end;
+                time.busy_ns += spent;
+                time.busy_rounds += 1;
+                time.packets += received as u64;
                 idle_rounds = 0;
+                busy_rounds = busy_rounds.saturating_add(1);
+                if busy_rounds == DISARM_AFTER_ROUNDS {
+                    if let Some(e) = epoll.as_mut() {
+                        e.disarm();
+                    }
+                }
                 continue;
             }
+            time.empty_ns += spent;
+            time.empty_rounds += 1;
             idle_rounds = idle_rounds.saturating_add(1);
-            if idle_rounds > SPIN_ROUNDS {
+            let spun = end.saturating_sub(last_frame_ns);
+            if idle_rounds > SPIN_ROUNDS && spun >= spin_ns {
                 // Sleep until a frame arrives, but not past the next tick.
-                let until_tick = Duration::from_nanos(next_tick.saturating_sub(clock_ns()))
+                let until_tick = Duration::from_nanos(next_tick.saturating_sub(end))
                     .clamp(Duration::from_millis(1), IDLE_WAIT);
-                match &epoll {
-                    Some(e) => e.wait(until_tick),
-                    None => std::thread::sleep(Duration::from_millis(1)),
-                }
+                let armed = epoll.as_mut().is_some_and(Epoll::arm);
+                let woken = match &epoll {
+                    Some(e) if armed => e.wait(until_tick),
+                    _ => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        false
+                    }
+                };
+                busy_rounds = 0;
+                now_ns = clock_ns();
+                let slept = now_ns.saturating_sub(end);
+                spin_ns = if woken && slept < spun.saturating_mul(QUICK_WAKE_FACTOR) {
+                    spun.saturating_mul(2).min(SPIN_MAX_NS)
+                } else {
+                    0
+                };
+                time.sleep_ns += slept;
+                time.sleeps += 1;
             } else {
                 std::hint::spin_loop();
             }
         }
+        time.log(leader);
     }
 
     /// Reads the link state of every uplink and of up to [`VF_LINKS_PER_TICK`] VFs, from the
@@ -352,14 +414,62 @@ impl Housekeeping {
     }
 }
 
-/// An epoll set over the ports' receive descriptors.
+/// Where a worker's time went, logged when it stops.
+#[derive(Default)]
+struct LoopTime {
+    /// In rounds that received frames (graph and transmit included).
+    busy_ns: u64,
+    /// In rounds that found nothing (polling, spinning).
+    empty_ns: u64,
+    /// In `epoll_wait` (or the fallback sleep).
+    sleep_ns: u64,
+    busy_rounds: u64,
+    empty_rounds: u64,
+    packets: u64,
+    sleeps: u64,
+}
+
+impl LoopTime {
+    fn log(&self, leader: bool) {
+        let total = (self.busy_ns + self.empty_ns + self.sleep_ns).max(1) as f64;
+        let pct = |ns: u64| format!("{:.1}", 100.0 * ns as f64 / total);
+        tracing::info!(
+            leader,
+            seconds = format!("{:.1}", total / 1e9),
+            packets = self.packets,
+            busy_rounds = self.busy_rounds,
+            empty_rounds = self.empty_rounds,
+            busy_pct = pct(self.busy_ns),
+            empty_poll_pct = pct(self.empty_ns),
+            sleep_pct = pct(self.sleep_ns),
+            sleeps = self.sleeps,
+            "worker stopped; its time: rounds with frames (busy), empty polls, sleep"
+        );
+    }
+}
+
+/// An epoll set over the ports' receive descriptors, armed only around sleeps (see "Polling"
+/// in the module docs).
 struct Epoll {
     fd: std::os::fd::OwnedFd,
+    /// The ports' receive descriptors, with their index as the event's data.
+    fds: Vec<(std::os::fd::RawFd, u64)>,
+    /// Whether the descriptors are in the set.
+    armed: bool,
 }
 
 impl Epoll {
+    /// An empty set, or `None` when no port has a descriptor (or epoll is unavailable).
     fn new(ports: &[Box<dyn Port>]) -> Option<Epoll> {
         use std::os::fd::FromRawFd;
+        let fds: Vec<_> = ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, port)| port.rx_fd().map(|fd| (fd, i as u64)))
+            .collect();
+        if fds.is_empty() {
+            return None;
+        }
         // SAFETY: epoll_create1 has no memory preconditions; the result is checked.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {
@@ -367,41 +477,67 @@ impl Epoll {
         }
         // SAFETY: `raw` is a fresh descriptor we own.
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-        let mut any = false;
-        for (i, port) in ports.iter().enumerate() {
-            let Some(port_fd) = port.rx_fd() else {
-                continue;
-            };
-            let mut ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: i as u64,
-            };
-            // SAFETY: both descriptors are valid; `ev` outlives the call.
-            let rc = unsafe {
-                libc::epoll_ctl(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    libc::EPOLL_CTL_ADD,
-                    port_fd,
-                    &mut ev,
-                )
-            };
-            any |= rc == 0;
-        }
-        any.then_some(Epoll { fd })
+        Some(Epoll {
+            fd,
+            fds,
+            armed: false,
+        })
     }
 
-    fn wait(&self, timeout: Duration) {
+    fn ctl(&self, op: libc::c_int, port_fd: std::os::fd::RawFd, data: u64) -> bool {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: data,
+        };
+        // SAFETY: both descriptors are valid (the ports outlive the worker loop); `ev`
+        // outlives the call.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                op,
+                port_fd,
+                &mut ev,
+            )
+        };
+        rc == 0
+    }
+
+    /// Puts the descriptors in the set (if not already); whether any is in it.
+    fn arm(&mut self) -> bool {
+        if !self.armed {
+            let mut any = false;
+            for &(fd, data) in &self.fds {
+                any |= self.ctl(libc::EPOLL_CTL_ADD, fd, data);
+            }
+            self.armed = any;
+        }
+        self.armed
+    }
+
+    /// Takes the descriptors out of the set: the kernel stops waking it per frame.
+    fn disarm(&mut self) {
+        if self.armed {
+            for &(fd, data) in &self.fds {
+                self.ctl(libc::EPOLL_CTL_DEL, fd, data);
+            }
+            self.armed = false;
+        }
+    }
+
+    /// Sleeps until a descriptor is readable or `timeout` passes; whether one is readable.
+    fn wait(&self, timeout: Duration) -> bool {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 16];
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: `events` is a valid buffer of the length passed.
-        unsafe {
+        let n = unsafe {
             libc::epoll_wait(
                 std::os::fd::AsRawFd::as_raw_fd(&self.fd),
                 events.as_mut_ptr(),
                 events.len() as i32,
                 ms,
-            );
-        }
+            )
+        };
+        n > 0
     }
 }
 

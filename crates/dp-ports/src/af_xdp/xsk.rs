@@ -25,11 +25,39 @@ const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 const XDP_OPTIONS_ZEROCOPY: u32 = 1;
 const XDP_COPY: u16 = 1 << 1;
 const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
+const XDP_UMEM_UNALIGNED_CHUNK_FLAG: u32 = 1;
+/// Unaligned-chunk descriptors: the offset of the data in the high bits of the address.
+const XSK_UNALIGNED_BUF_OFFSET_SHIFT: u32 = 48;
 pub(crate) const XDP_RING_NEED_WAKEUP: u32 = 1;
 const XDP_PGOFF_RX_RING: libc::off_t = 0;
 const XDP_PGOFF_TX_RING: libc::off_t = 0x8000_0000;
 const XDP_UMEM_PGOFF_FILL_RING: libc::off_t = 0x1_0000_0000;
 const XDP_UMEM_PGOFF_COMPLETION_RING: libc::off_t = 0x1_8000_0000;
+
+/// `SO_BUSY_POLL`, `SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL_BUDGET` (asm-generic/socket.h; the
+/// architectures below use those values, the others have their own and go without).
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "s390x",
+    target_arch = "powerpc64"
+))]
+const BUSY_POLL_OPTIONS: Option<(libc::c_int, libc::c_int, libc::c_int)> = Some((46, 69, 70));
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "s390x",
+    target_arch = "powerpc64"
+)))]
+const BUSY_POLL_OPTIONS: Option<(libc::c_int, libc::c_int, libc::c_int)> = None;
 
 /// How long `bind` keeps trying while the queue is still held by a socket being released.
 const BIND_RETRY: Duration = Duration::from_secs(2);
@@ -207,6 +235,13 @@ pub(crate) struct Xsk {
     pub zero_copy: bool,
     /// Whether a copy-mode `sendto` may send a whole TX ring (XDP_MAX_TX_SKB_BUDGET).
     pub big_tx_budget: bool,
+    /// The UMEM uses unaligned chunks (`XDP_UMEM_UNALIGNED_CHUNK_FLAG`): RX descriptors
+    /// carry the frame's address in their low 48 bits and the data's offset in the high 16
+    /// (see [`Xsk::rx_frame`]). Our frames stay where they are (aligned); the flag changes
+    /// how the kernel tracks them: it takes a free buffer head from a stack (the one just
+    /// released, hot in cache) instead of the frame's own head, one per frame (with 4096
+    /// frames handed round in turn, a cache miss per frame on the sender's core).
+    pub unaligned: bool,
 }
 
 /// A step of the set-up that failed, and why.
@@ -239,17 +274,27 @@ impl Xsk {
         let frames = rx_frames as usize + tx_frames as usize;
         let umem = Mmap::anonymous(frames * frame_size as usize)
             .map_err(|e| ("cannot allocate the UMEM", e))?;
-        let reg = UmemReg {
+        let mut reg = UmemReg {
             addr: umem.ptr() as u64,
             len: umem.len() as u64,
             chunk_size: frame_size,
+            flags: XDP_UMEM_UNALIGNED_CHUNK_FLAG,
             ..UmemReg::default()
         };
         let xdp_opt = |option, value: &u32, what| {
             sys::setsockopt(&fd, libc::SOL_XDP, option, value).map_err(|e| (what, e))
         };
-        sys::setsockopt(&fd, libc::SOL_XDP, XDP_UMEM_REG, &reg)
-            .map_err(|e| ("cannot register the UMEM", e))?;
+        // Unaligned chunks (see `unaligned`); a kernel without them takes aligned ones.
+        let mut unaligned = true;
+        if let Err(e) = sys::setsockopt(&fd, libc::SOL_XDP, XDP_UMEM_REG, &reg) {
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(("cannot register the UMEM", e));
+            }
+            reg.flags = 0;
+            unaligned = false;
+            sys::setsockopt(&fd, libc::SOL_XDP, XDP_UMEM_REG, &reg)
+                .map_err(|e| ("cannot register the UMEM", e))?;
+        }
         xdp_opt(
             XDP_UMEM_FILL_RING,
             &rx_frames,
@@ -333,6 +378,7 @@ impl Xsk {
             tx,
             zero_copy,
             big_tx_budget,
+            unaligned,
         };
         // Frames 0..rx_frames receive; the rest transmit.
         for i in 0..rx_frames {
@@ -343,11 +389,36 @@ impl Xsk {
         Ok(xsk)
     }
 
+    /// The UMEM frame (its address as given to the fill ring) and the data's address of a
+    /// received descriptor's `addr`, whatever the chunk mode; `frame_size` a power of two.
+    pub fn rx_frame(&self, addr: u64, frame_size: u32) -> (u64, u64) {
+        if self.unaligned {
+            let base = addr & ((1 << XSK_UNALIGNED_BUF_OFFSET_SHIFT) - 1);
+            (base, base + (addr >> XSK_UNALIGNED_BUF_OFFSET_SHIFT))
+        } else {
+            (addr & !(u64::from(frame_size) - 1), addr)
+        }
+    }
+
     /// The kernel's drop counters for this socket.
     pub fn statistics(&self) -> Option<XdpStatistics> {
         let mut st = XdpStatistics::default();
         sys::getsockopt(&self.fd, libc::SOL_XDP, XDP_STATISTICS, &mut st).ok()?;
         Some(st)
+    }
+
+    /// Turns on preferred busy polling (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL` = `usecs`,
+    /// `SO_BUSY_POLL_BUDGET` = `budget`): a non-blocking `recvfrom` or `sendto` on the socket
+    /// then runs the interface's receive NAPI once on the calling core. Needs CAP_NET_ADMIN
+    /// for values above the system's defaults.
+    pub fn set_busy_poll(&self, usecs: u32, budget: u32) -> io::Result<()> {
+        let Some((busy_poll, prefer, budget_opt)) = BUSY_POLL_OPTIONS else {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        };
+        let int = |v: u32| libc::c_int::try_from(v).unwrap_or(libc::c_int::MAX);
+        sys::setsockopt(&self.fd, libc::SOL_SOCKET, prefer, &1 as &libc::c_int)?;
+        sys::setsockopt(&self.fd, libc::SOL_SOCKET, busy_poll, &int(usecs))?;
+        sys::setsockopt(&self.fd, libc::SOL_SOCKET, budget_opt, &int(budget))
     }
 
     /// A zero-length non-blocking `sendto`: asks the kernel to transmit what the TX ring holds
@@ -373,7 +444,8 @@ impl Xsk {
         }
     }
 
-    /// A zero-length non-blocking `recvfrom`: wakes the driver up to refill from the fill ring.
+    /// A zero-length non-blocking `recvfrom`: wakes the driver up to refill from the fill ring,
+    /// or, with busy polling on, runs the interface's receive NAPI once on this core.
     pub fn kick_rx(&self) {
         // SAFETY: no buffer is passed.
         unsafe {
