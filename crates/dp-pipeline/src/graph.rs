@@ -205,6 +205,13 @@ impl Graph {
         }
     }
 
+    /// The first node's batch, for a port to receive into directly (`Port::rx_burst` appends);
+    /// the caller keeps it at most [`BATCH_SIZE`] long and sets the new packets' metadata.
+    #[inline]
+    pub fn rx_batch(&mut self) -> Option<&mut Vec<PacketBuf>> {
+        self.inputs.get_mut(NodeId::Classify.index())
+    }
+
     /// Room left in the first node's batch.
     #[inline]
     pub fn rx_room(&self) -> usize {

@@ -229,20 +229,39 @@ impl Worker {
         let mut received = 0;
         let mut offload_seen = false;
         for (index, port) in self.ports.iter_mut().enumerate() {
-            let room = self.graph.rx_room();
+            // Ports receive straight into the first node's batch (no hand-over per packet).
+            let Some(batch) = self.graph.rx_batch() else {
+                break;
+            };
+            let start = batch.len();
+            let room = BATCH_SIZE.saturating_sub(start);
             if room == 0 {
                 break;
             }
             let port_id = PortId::try_from(index).unwrap_or(PortId::MAX);
-            let n = port.rx_burst(&mut self.pool, rx, room);
+            let n = port.rx_burst(&mut self.pool, batch, room);
             received += n;
-            for mut pkt in rx.drain(..) {
+            // A port that overfilled the batch (it must not) loses the excess, counted.
+            let mut excess = 0u64;
+            while batch.len() > BATCH_SIZE {
+                if let Some(pkt) = batch.pop() {
+                    self.pool.free(pkt);
+                    excess += 1;
+                }
+            }
+            for pkt in batch.iter_mut().skip(start) {
                 pkt.meta.in_port = port_id;
                 pkt.meta.rx_time_ns = now_ns;
                 offload_seen |= pkt.meta.offload.is_set();
-                if let Err(pkt) = self.graph.push_rx(pkt) {
-                    self.graph
-                        .drop_packet(pkt, DropReason::QueueFull, &mut self.pool);
+            }
+            if excess > 0 {
+                if let Some(c) = self
+                    .graph
+                    .counters()
+                    .drops
+                    .get(DropReason::QueueFull.index())
+                {
+                    c.fetch_add(excess, Ordering::Relaxed);
                 }
             }
         }
@@ -258,7 +277,7 @@ impl Worker {
             now_ns,
         };
         self.graph.run(&ctx, &mut self.pool);
-        // `rx` is empty again (drained into the graph): the scratch batch for segmentation.
+        // `rx` stays empty (ports receive into the graph): the scratch batch for segmentation.
         self.transmit(rx, offload_seen);
         received
     }
