@@ -212,14 +212,6 @@ impl Graph {
         self.inputs.get_mut(NodeId::Classify.index())
     }
 
-    /// Room left in the first node's batch.
-    #[inline]
-    pub fn rx_room(&self) -> usize {
-        self.inputs
-            .get(NodeId::Classify.index())
-            .map_or(0, |batch| BATCH_SIZE.saturating_sub(batch.len()))
-    }
-
     /// The packets waiting to go out of `port`; the worker drains it after [`Graph::run`].
     #[inline]
     pub fn tx_batch(&mut self, port: PortId) -> Option<&mut Vec<PacketBuf>> {

@@ -59,16 +59,6 @@ impl Node for IpipDecap {
             Err(reason) => Verdict::Drop(reason),
         }
     }
-
-    #[inline]
-    fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
-        for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
-            *verdict = match self.decap(pkt, ctx) {
-                Ok(verdict) => verdict,
-                Err(reason) => Verdict::Drop(reason),
-            };
-        }
-    }
 }
 
 impl IpipDecap {

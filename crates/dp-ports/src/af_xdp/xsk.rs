@@ -36,7 +36,7 @@ const XDP_UMEM_PGOFF_COMPLETION_RING: libc::off_t = 0x1_8000_0000;
 
 /// `SO_BUSY_POLL`, `SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL_BUDGET` (asm-generic/socket.h; the
 /// architectures below use those values, the others have their own and go without).
-#[cfg(any(
+const BUSY_POLL_OPTIONS: Option<(libc::c_int, libc::c_int, libc::c_int)> = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "x86",
     target_arch = "aarch64",
@@ -45,19 +45,11 @@ const XDP_UMEM_PGOFF_COMPLETION_RING: libc::off_t = 0x1_8000_0000;
     target_arch = "loongarch64",
     target_arch = "s390x",
     target_arch = "powerpc64"
-))]
-const BUSY_POLL_OPTIONS: Option<(libc::c_int, libc::c_int, libc::c_int)> = Some((46, 69, 70));
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "loongarch64",
-    target_arch = "s390x",
-    target_arch = "powerpc64"
-)))]
-const BUSY_POLL_OPTIONS: Option<(libc::c_int, libc::c_int, libc::c_int)> = None;
+)) {
+    Some((46, 69, 70))
+} else {
+    None
+};
 
 /// How long `bind` keeps trying while the queue is still held by a socket being released.
 const BIND_RETRY: Duration = Duration::from_secs(2);

@@ -39,6 +39,7 @@ use dp_pipeline::{
 };
 use dp_ports::{MemoryPort, Port};
 use dp_tables::{Iface, Publisher, RouteTarget, Snapshot, UnderlayTarget, VniTable};
+use dpservice::bench::{self, thread_cpu_ns};
 use dpservice::worker::Worker;
 
 /// Counts every heap allocation of the process.
@@ -226,20 +227,6 @@ struct Result {
     allocs_per_pkt: f64,
 }
 
-/// CPU time of the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own; the result is checked.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
-}
-
 fn vm_iface(id: &str, port: u16, ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> Iface {
     Iface {
         id: id.into(),
@@ -338,31 +325,14 @@ fn snapshot(routes: usize) -> Snapshot {
 /// A UDP frame from VM1 (source address `src`) to `dst` of `size` bytes (Ethernet included),
 /// checksums filled.
 fn udp_frame(src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, size: usize) -> Vec<u8> {
-    let size = size.max(14 + 20 + 8);
-    let mut f = vec![0u8; size];
-    f[0..6].copy_from_slice(&GW_MAC[usize::from(VM1_PORT)].0);
-    f[6..12].copy_from_slice(&VM1_MAC.0);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = (size - 14) as u16;
-    {
-        let ip = &mut f[14..34];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-        ip[8] = 64;
-        ip[9] = 17;
-        ip[12..16].copy_from_slice(&src.octets());
-        ip[16..20].copy_from_slice(&dst.octets());
-        let c = checksum::finish(checksum::data(ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-    }
-    let udp_len = ip_len - 20;
-    f[34..36].copy_from_slice(&src_port.to_be_bytes());
-    f[36..38].copy_from_slice(&9u16.to_be_bytes());
-    f[38..40].copy_from_slice(&udp_len.to_be_bytes());
-    let c = checksum::transport_v4(&src, &dst, IpProtocol::UDP, &f[34..]);
-    let c = if c == 0 { 0xffff } else { c };
-    f[40..42].copy_from_slice(&c.to_be_bytes());
-    f
+    bench::udp_frame(
+        GW_MAC[usize::from(VM1_PORT)],
+        VM1_MAC,
+        src,
+        dst,
+        src_port,
+        size,
+    )
 }
 
 /// The destination of flow `i`: inside `net` (a /16), the flow's upper bits in the source port.

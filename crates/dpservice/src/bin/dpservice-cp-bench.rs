@@ -37,8 +37,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use dp_control::{Config, ControlPlane, UnderlayMode};
-use dp_packet::checksum;
-use dp_packet::{IpProtocol, MacAddr};
+use dp_packet::MacAddr;
 use dp_pipeline::{
     BufferPool, DpConfig, Graph, GraphCounters, PacketBuf, PortEntry, PortKind, PortTable,
     BATCH_SIZE, DEFAULT_DATA_ROOM, TICK_INTERVAL_NS,
@@ -47,6 +46,7 @@ use dp_ports::{MemoryPort, Port};
 use dp_proto::v1;
 use dp_proto::{ip_to_proto, DpdKironcoreClient};
 use dp_tables::{PortId, Publisher, RouteTarget, Snapshot, Vni};
+use dpservice::bench::{self, thread_cpu_ns};
 use dpservice::worker::{clock_ns, Worker};
 use tonic::transport::Channel;
 
@@ -300,32 +300,14 @@ impl PhaseStats {
 
 /// A UDP frame VM1 → VM2 (64 bytes, checksums filled).
 fn udp_frame() -> Vec<u8> {
-    let size = 64usize;
-    let (src, dst) = (iface_ipv4(0), iface_ipv4(1));
-    let mut f = vec![0u8; size];
-    f[0..6].copy_from_slice(&own_mac(VM1_PORT).0);
-    f[6..12].copy_from_slice(&VM1_MAC.0);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = (size - 14) as u16;
-    {
-        let ip = &mut f[14..34];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-        ip[8] = 64;
-        ip[9] = 17;
-        ip[12..16].copy_from_slice(&src.octets());
-        ip[16..20].copy_from_slice(&dst.octets());
-        let c = checksum::finish(checksum::data(ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-    }
-    let udp_len = ip_len - 20;
-    f[34..36].copy_from_slice(&1000u16.to_be_bytes());
-    f[36..38].copy_from_slice(&9u16.to_be_bytes());
-    f[38..40].copy_from_slice(&udp_len.to_be_bytes());
-    let c = checksum::transport_v4(&src, &dst, IpProtocol::UDP, &f[34..]);
-    let c = if c == 0 { 0xffff } else { c };
-    f[40..42].copy_from_slice(&c.to_be_bytes());
-    f
+    bench::udp_frame(
+        own_mac(VM1_PORT),
+        VM1_MAC,
+        iface_ipv4(0),
+        iface_ipv4(1),
+        1000,
+        64,
+    )
 }
 
 /// A worker over `ports` memory ports (pf0, pf1, then the VFs); VM1's port replays the flow.
@@ -369,19 +351,6 @@ fn build_worker(
         stop: Arc::clone(stop),
         ports: list,
     }
-}
-
-/// The calling thread's CPU time in nanoseconds.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// `Worker::run`'s loop without the idle sleep (the replay port always has frames), timing the

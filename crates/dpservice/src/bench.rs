@@ -1,0 +1,79 @@
+//! What the benchmark binaries (`dpservice-bench`, `dpservice-cp-bench`) share: test frames and
+//! the thread CPU clock. Not used by the daemon.
+
+use std::net::Ipv4Addr;
+
+use dp_packet::checksum;
+use dp_packet::{IpProtocol, MacAddr};
+
+/// A UDP frame of `size` bytes (Ethernet included, at least 42) from `src_mac`/`src`:`src_port`
+/// to `dst_mac`/`dst` port 9, TTL 64, both checksums filled, payload zero.
+pub fn udp_frame(
+    dst_mac: MacAddr,
+    src_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    src_port: u16,
+    size: usize,
+) -> Vec<u8> {
+    let size = size.clamp(14 + 20 + 8, 14 + usize::from(u16::MAX));
+    let mut f = vec![0u8; size];
+    f[0..6].copy_from_slice(&dst_mac.0);
+    f[6..12].copy_from_slice(&src_mac.0);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (size - 14) as u16; // ≤ u16::MAX by the clamp
+    {
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&src.octets());
+        ip[16..20].copy_from_slice(&dst.octets());
+        let c = checksum::finish(checksum::data(ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    let udp_len = ip_len - 20;
+    f[34..36].copy_from_slice(&src_port.to_be_bytes());
+    f[36..38].copy_from_slice(&9u16.to_be_bytes());
+    f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    let c = checksum::transport_v4(&src, &dst, IpProtocol::UDP, &f[34..]);
+    let c = if c == 0 { 0xffff } else { c };
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// CPU time of the calling thread in nanoseconds (0 if the clock cannot be read).
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own; the result is checked.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_frame_is_valid() {
+        let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let f = udp_frame(MacAddr([2; 6]), MacAddr([4; 6]), src, dst, 1000, 64);
+        assert_eq!(f.len(), 64);
+        assert_eq!(checksum::finish(checksum::data(&f[14..34])), 0);
+        assert_eq!(
+            checksum::transport_v4(&src, &dst, IpProtocol::UDP, &f[34..]),
+            0,
+            "a filled UDP checksum verifies to 0"
+        );
+        assert!(thread_cpu_ns() > 0);
+    }
+}
