@@ -58,7 +58,13 @@ impl PortEntry {
     /// Records the peer's MAC; a store only when it changed, so the cache line stays shared.
     #[inline]
     pub fn learn_peer_mac(&self, mac: MacAddr) {
-        let packed = pack_mac(mac);
+        self.learn_packed_peer_mac(pack_mac(mac));
+    }
+
+    /// [`Self::learn_peer_mac`] for a MAC already in [`pack_mac`]'s form (the low 48 bits of a
+    /// big-endian u64), as the hot path reads it.
+    #[inline]
+    pub(crate) fn learn_packed_peer_mac(&self, packed: u64) {
         if self.peer_mac.load(Ordering::Relaxed) != packed {
             self.peer_mac.store(packed, Ordering::Relaxed);
         }
@@ -93,7 +99,8 @@ impl PortEntry {
     }
 }
 
-fn pack_mac(mac: MacAddr) -> u64 {
+/// A MAC as the low 48 bits of a u64 (first byte highest); 0 is "none".
+pub(crate) fn pack_mac(mac: MacAddr) -> u64 {
     let mut b = [0u8; 8];
     b[2..].copy_from_slice(&mac.0);
     u64::from_be_bytes(b)

@@ -31,10 +31,10 @@ pub struct MemoryPort {
 enum Mode {
     Queues(Arc<Shared>),
     Replay {
-        /// Every frame back to back (one allocation, read sequentially: what a NIC's receive
-        /// ring would hand over), and where each one is in it.
+        /// Every frame back to back, each padded to whole 64-byte lines (one allocation, read
+        /// sequentially: what a NIC's receive ring would hand over), and where each one is in it.
         bytes: Vec<u8>,
-        frames: Vec<std::ops::Range<usize>>,
+        frames: Vec<ReplayFrame>,
         next: usize,
         link_up: bool,
     },
@@ -97,13 +97,18 @@ impl MemoryPort {
     /// (none when `frames` is empty; a frame too large for a pool buffer counts as an
     /// `rx_errors`). Transmit counts and frees. No [`Port::rx_fd`]: it always has frames.
     pub fn replay(name: impl Into<String>, mac: MacAddr, frames: Vec<Vec<u8>>) -> MemoryPort {
-        let mut bytes = Vec::with_capacity(frames.iter().map(Vec::len).sum());
+        let padded = |len: usize| len.div_ceil(LINE) * LINE;
+        let mut bytes = Vec::with_capacity(frames.iter().map(|f| padded(f.len())).sum());
         let ranges = frames
             .iter()
             .map(|f| {
                 let start = bytes.len();
                 bytes.extend_from_slice(f);
-                start..bytes.len()
+                bytes.resize(start + padded(f.len()), 0);
+                ReplayFrame {
+                    lines: start..bytes.len(),
+                    len: f.len(),
+                }
             })
             .collect();
         MemoryPort {
@@ -126,6 +131,51 @@ impl MemoryPort {
             Mode::Queues(shared) => shared.lock().link_up = up,
             Mode::Replay { link_up, .. } => *link_up = up,
         }
+    }
+}
+
+/// A replayed frame: the whole lines it occupies in the replay buffer, and its length.
+#[derive(Debug)]
+struct ReplayFrame {
+    lines: std::ops::Range<usize>,
+    len: usize,
+}
+
+/// The unit a replayed frame is copied in: a cache line, as a NIC's DMA writes whole lines.
+const LINE: usize = 64;
+const TWO_LINES: usize = 2 * LINE;
+
+/// Copies a replayed frame (`len` bytes at the start of `lines`, a whole number of [`LINE`]s) to
+/// the start of `dst`; false if it does not fit. Whole lines when `dst` has room for them:
+/// fixed-size chunks compile to a few vector moves, where a `copy_from_slice` of a run-time
+/// length is a call into libc's `memcpy` (a fifth of this port's receive cost in callgrind).
+#[inline]
+fn copy_frame(dst: &mut [u8], lines: &[u8], len: usize) -> bool {
+    if len > lines.len() {
+        return false;
+    }
+    match lines.len() {
+        LINE => copy_fixed::<LINE>(dst, lines),
+        TWO_LINES => copy_fixed::<{ 2 * LINE }>(dst, lines),
+        _ => false,
+    }
+    .then_some(())
+    .or_else(|| {
+        dst.get_mut(..len)?.copy_from_slice(lines.get(..len)?);
+        Some(())
+    })
+    .is_some()
+}
+
+/// Copies the first `N` bytes of `src` to `dst` when both have them.
+#[inline(always)]
+fn copy_fixed<const N: usize>(dst: &mut [u8], src: &[u8]) -> bool {
+    match (dst.first_chunk_mut::<N>(), src.first_chunk::<N>()) {
+        (Some(d), Some(s)) => {
+            *d = *s;
+            true
+        }
+        _ => false,
     }
 }
 
@@ -197,29 +247,32 @@ impl Port for MemoryPort {
                     return 0;
                 }
                 for _ in 0..max {
-                    let Some(buf) = pool.alloc() else {
+                    let Some(mut buf) = pool.alloc() else {
                         d.rx_nombuf += 1;
                         break;
                     };
-                    let frame = frames
-                        .get(*next)
-                        .and_then(|r| bytes.get(r.clone()))
-                        .unwrap_or(&[]);
-                    *next = if *next + 1 >= frames.len() {
-                        0
-                    } else {
-                        *next + 1
+                    let Some(frame) = frames.get(*next) else {
+                        pool.free(buf);
+                        break;
                     };
-                    match fill(pool, buf, frame) {
-                        Some(buf) => {
-                            d.rx_packets += 1;
-                            d.rx_bytes += frame.len() as u64;
-                            out.push(buf);
-                            got += 1;
-                        }
-                        None => d.rx_errors += 1,
+                    *next += 1;
+                    if *next == frames.len() {
+                        *next = 0;
+                    }
+                    let lines = bytes.get(frame.lines.clone()).unwrap_or(&[]);
+                    if frame.len > 0
+                        && copy_frame(buf.receive_area(), lines, frame.len)
+                        && buf.set_len(frame.len).is_ok()
+                    {
+                        d.rx_bytes += frame.len as u64;
+                        out.push(buf);
+                        got += 1;
+                    } else {
+                        d.rx_errors += 1;
+                        pool.free(buf);
                     }
                 }
+                d.rx_packets = got as u64;
             }
         }
         self.counters.add(&d);
@@ -500,6 +553,27 @@ mod tests {
         assert_eq!(pool.available(), 16);
         port.set_link_up(false);
         assert_eq!(port.rx_burst(&mut pool, &mut out, 16), 0);
+    }
+
+    #[test]
+    fn replay_copies_exact_bytes_with_or_without_room_for_whole_lines() {
+        let odd: Vec<u8> = (0..=120u8).collect(); // 121 bytes: two lines, the last one partial
+        let exact: Vec<u8> = (0..100u8).rev().collect(); // fills a 100-byte buffer exactly
+        let mut port = MemoryPort::replay("bench", MAC, vec![odd.clone(), exact.clone()]);
+        // A 100-byte data room holds one whole line: the 100-byte frame is copied byte-exact,
+        // the 121-byte frame never fits.
+        let mut small = BufferPool::new(4, 100);
+        let mut out = Vec::with_capacity(4);
+        assert_eq!(port.rx_burst(&mut small, &mut out, 2), 1);
+        assert_eq!(out[0].data(), &exact[..]);
+        assert_eq!(port.stats().rx_errors, 1);
+        port.tx_burst(&mut out, &mut small);
+        // With room for whole lines both are copied, and only their own bytes show.
+        let mut pool = BufferPool::new(4, 256);
+        assert_eq!(port.rx_burst(&mut pool, &mut out, 2), 2);
+        assert_eq!(out[0].data(), &odd[..]);
+        assert_eq!(out[1].data(), &exact[..]);
+        assert_eq!(port.stats().rx_bytes, 100 + 121 + 100);
     }
 
     #[test]

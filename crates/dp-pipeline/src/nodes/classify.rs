@@ -8,14 +8,14 @@
 //! not walked: encapsulating hypervisors never send them. The router's MAC is not learned from
 //! its frames (only from neighbor discovery, which says which address it belongs to).
 
-use dp_packet::{EtherType, IpProtocol, MacAddr};
+use dp_packet::{EtherType, IpProtocol};
 use dp_tables::PortId;
 
 use crate::buffer::PacketBuf;
 use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
-use crate::port_table::{PortEntry, PortKind};
+use crate::port_table::{pack_mac, PortEntry, PortKind};
 
 use super::common::{be16, ETH_HEADER_LEN};
 
@@ -32,26 +32,25 @@ impl Node for Classify {
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
         match ctx.ports.get(pkt.meta.in_port) {
-            Some(port) => classify(pkt.data(), port),
+            Some(port) => classify(pkt.data(), &Receiver::new(port)),
             None => Verdict::Drop(DropReason::NoInterface),
         }
     }
 
-    /// The port entry is looked up once per run of packets from the same port.
     #[inline]
     fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
-        let mut cached: Option<(PortId, Option<&PortEntry>)> = None;
+        let mut cached: Option<(PortId, Option<Receiver<'_>>)> = None;
         for (pkt, verdict) in pkts.iter().zip(verdicts.iter_mut()) {
             let in_port = pkt.meta.in_port;
             let port = match cached {
-                Some((p, entry)) if p == in_port => entry,
+                Some((p, receiver)) if p == in_port => receiver,
                 _ => {
-                    let entry = ctx.ports.get(in_port);
-                    cached = Some((in_port, entry));
-                    entry
+                    let receiver = ctx.ports.get(in_port).map(Receiver::new);
+                    cached = Some((in_port, receiver));
+                    receiver
                 }
             };
-            *verdict = match port {
+            *verdict = match &port {
                 Some(port) => classify(pkt.data(), port),
                 None => Verdict::Drop(DropReason::NoInterface),
             };
@@ -59,26 +58,54 @@ impl Node for Classify {
     }
 }
 
+/// The receiving port, with its MAC in the packed form the checks compare against (looked up
+/// once per run of packets from one port).
+#[derive(Clone, Copy)]
+struct Receiver<'a> {
+    entry: &'a PortEntry,
+    own_mac: u64,
+}
+
+impl<'a> Receiver<'a> {
+    #[inline]
+    fn new(entry: &'a PortEntry) -> Self {
+        Receiver {
+            entry,
+            own_mac: pack_mac(entry.own_mac),
+        }
+    }
+}
+
+/// The multicast (group) bit of a packed MAC: the lowest bit of its first byte.
+const PACKED_GROUP_BIT: u64 = 1 << 40;
+const PACKED_MAC_MASK: u64 = (1 << 48) - 1;
+
 #[inline(always)]
-fn classify(frame: &[u8], port: &PortEntry) -> Verdict {
+fn classify(frame: &[u8], port: &Receiver<'_>) -> Verdict {
     let Some(eth) = frame.first_chunk::<ETH_HEADER_LEN>() else {
         return Verdict::Drop(DropReason::EthTruncated);
     };
-    let src = MacAddr([eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]]);
-    if !src.is_unicast() || src.is_zero() {
+    // Both addresses as packed MACs from two 8-byte loads (the checks are whole-word compares,
+    // not six byte compares each).
+    let word = |at: usize| {
+        eth.get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    let dst = word(0) >> 16;
+    let src = word(4) & PACKED_MAC_MASK;
+    if src & PACKED_GROUP_BIT != 0 || src == 0 {
         return Verdict::Drop(DropReason::EthBadSource);
     }
-    let dst = MacAddr([eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]]);
-    if dst != port.own_mac && !dst.is_multicast() {
+    if dst != port.own_mac && dst & PACKED_GROUP_BIT == 0 {
         return Verdict::Drop(DropReason::EthNotForUs);
     }
     let ethertype = EtherType(u16::from_be_bytes([eth[12], eth[13]]));
     let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
-    if port.kind == PortKind::Uplink {
+    if port.entry.kind == PortKind::Uplink {
         return classify_uplink(ethertype, l3);
     }
-    // In tap mode the VM's MAC is whatever its kernel side uses; keep it current.
-    port.learn_peer_mac(src);
+    port.entry.learn_packed_peer_mac(src);
 
     match ethertype {
         EtherType::ARP => Verdict::Next(NodeId::Arp),

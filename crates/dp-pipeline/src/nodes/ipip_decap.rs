@@ -23,7 +23,7 @@
 
 use dp_packet::checksum;
 use dp_packet::{EtherType, Ipv4Packet, Ipv6Addr, Ipv6Packet};
-use dp_tables::UnderlayTarget;
+use dp_tables::{Iface, PortId, UnderlayTarget};
 
 use crate::buffer::PacketBuf;
 use crate::drop::DropReason;
@@ -40,108 +40,118 @@ const ECN_NOT_ECT: u8 = 0x00;
 
 /// The node, with the last delivery it resolved (packets of a burst mostly go to few VMs).
 #[derive(Debug, Default)]
-pub struct IpipDecap {
-    last: Option<(u128, UnderlayTarget)>,
-}
+pub struct IpipDecap;
 
 impl Node for IpipDecap {
     const NAME: &'static str = "ipip_decap";
 
-    fn begin_batch(&mut self, _ctx: &Ctx<'_>) {
-        // The tables may have changed since the last batch.
-        self.last = None;
-    }
-
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
-        match self.decap(pkt, ctx) {
+        let mut last = None;
+        match decap(pkt, ctx, &mut last) {
             Ok(verdict) => verdict,
             Err(reason) => Verdict::Drop(reason),
         }
     }
-}
 
-impl IpipDecap {
-    /// What packets for this underlay address are delivered to, if it is one of ours.
+    /// Packets of a batch mostly go to few VMs: the target of the last outer destination (its
+    /// port and interface, or why there is none) is kept for the next packet.
     #[inline]
-    fn target(&mut self, ctx: &Ctx<'_>, dst: Ipv6Addr) -> Option<UnderlayTarget> {
-        let key = u128::from(dst);
-        if let Some((k, target)) = self.last {
-            if k == key {
-                return Some(target);
-            }
+    fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
+        let mut last = None;
+        for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
+            *verdict = match decap(pkt, ctx, &mut last) {
+                Ok(verdict) => verdict,
+                Err(reason) => Verdict::Drop(reason),
+            };
         }
-        let target = ctx.tables.underlay_target(dst)?;
-        self.last = Some((key, target));
-        Some(target)
-    }
-
-    #[inline]
-    fn decap(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
-        let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
-        let outer = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::UnderlayMalformed)?;
-        let UnderlayTarget::Iface { port, vni } = self
-            .target(ctx, outer.dst_addr())
-            .ok_or(DropReason::DecapUnknownDst)?;
-        let target = ctx
-            .tables
-            .iface(port)
-            .filter(|i| i.vni == vni)
-            .ok_or(DropReason::DstPortDown)?;
-        let outer_ecn = outer.traffic_class() & ECN_MASK;
-        let inner = outer.payload();
-
-        let (ethertype, inner_len, inner_ecn) = match outer.next_header().0 {
-            NEXT_HEADER_IPV4 => {
-                let ip = parse_ipv4(inner).map_err(|refusal| match refusal {
-                    Ipv4Refusal::Malformed => DropReason::DecapInnerMalformed,
-                    Ipv4Refusal::BadChecksum => DropReason::DecapInnerBadChecksum,
-                })?;
-                if !target.owns_source_v4(ip.dst) {
-                    return Err(DropReason::DecapInnerNotForTarget);
-                }
-                (EtherType::IPV4, ip.total_len, ip.dscp_ecn & ECN_MASK)
-            }
-            NEXT_HEADER_IPV6 => {
-                if !ctx.config.ipv6_overlay {
-                    return Err(DropReason::Ipv6OverlayDisabled);
-                }
-                let ip =
-                    Ipv6Packet::new_checked(inner).map_err(|_| DropReason::DecapInnerMalformed)?;
-                if !target.owns_source_v6(ip.dst_addr()) {
-                    return Err(DropReason::DecapInnerNotForTarget);
-                }
-                (
-                    EtherType::IPV6,
-                    IPV6_HEADER_LEN + usize::from(ip.payload_len()),
-                    ip.traffic_class() & ECN_MASK,
-                )
-            }
-            _ => return Err(DropReason::UnderlayUnhandled),
-        };
-        let mark_ce = outer_ecn == ECN_CE && inner_ecn != ECN_CE;
-        if mark_ce && inner_ecn == ECN_NOT_ECT {
-            return Err(DropReason::DecapEcn);
-        }
-
-        // Outer Ethernet + IPv6 off, a fresh Ethernet header on: net 40 bytes stripped. Only
-        // the ethertype is written here: L2Rewrite fills in both MACs.
-        pkt.truncate(ETH_HEADER_LEN + IPV6_HEADER_LEN + inner_len);
-        pkt.strip_front(IPV6_HEADER_LEN)
-            .map_err(|_| DropReason::UnderlayMalformed)?;
-        let frame = pkt.data_mut();
-        if let Some(eth) = frame.first_chunk_mut::<ETH_HEADER_LEN>() {
-            eth[12..].copy_from_slice(&ethertype.0.to_be_bytes());
-        }
-        if mark_ce {
-            mark_congestion(frame, ethertype);
-        }
-        pkt.meta.out_port = port;
-        Ok(Verdict::Next(NodeId::L2Rewrite))
     }
 }
 
-/// Sets CE on the inner packet (RFC 6040), patching the IPv4 header checksum.
+/// The VM an outer destination leads to: its port and interface (the interface's VNI checked).
+type Target<'a> = Result<(PortId, &'a Iface), DropReason>;
+
+#[inline]
+fn target<'a>(ctx: &Ctx<'a>, dst: Ipv6Addr) -> Target<'a> {
+    let UnderlayTarget::Iface { port, vni } = ctx
+        .tables
+        .underlay_target(dst)
+        .ok_or(DropReason::DecapUnknownDst)?;
+    let iface = ctx
+        .tables
+        .iface(port)
+        .filter(|i| i.vni == vni)
+        .ok_or(DropReason::DstPortDown)?;
+    Ok((port, iface))
+}
+
+#[inline]
+fn decap<'a>(
+    pkt: &mut PacketBuf,
+    ctx: &Ctx<'a>,
+    last: &mut Option<(u128, Target<'a>)>,
+) -> Result<Verdict, DropReason> {
+    let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
+    let outer = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::UnderlayMalformed)?;
+    let dst = outer.dst_addr();
+    let key = u128::from(dst);
+    let (port, target) = match *last {
+        Some((k, cached)) if k == key => cached,
+        _ => {
+            let found = target(ctx, dst);
+            *last = Some((key, found));
+            found
+        }
+    }?;
+    let outer_ecn = outer.traffic_class() & ECN_MASK;
+    let inner = outer.payload();
+
+    let (ethertype, inner_len, inner_ecn) = match outer.next_header().0 {
+        NEXT_HEADER_IPV4 => {
+            let ip = parse_ipv4(inner).map_err(|refusal| match refusal {
+                Ipv4Refusal::Malformed => DropReason::DecapInnerMalformed,
+                Ipv4Refusal::BadChecksum => DropReason::DecapInnerBadChecksum,
+            })?;
+            if !target.owns_source_v4(ip.dst) {
+                return Err(DropReason::DecapInnerNotForTarget);
+            }
+            (EtherType::IPV4, ip.total_len, ip.dscp_ecn & ECN_MASK)
+        }
+        NEXT_HEADER_IPV6 => {
+            if !ctx.config.ipv6_overlay {
+                return Err(DropReason::Ipv6OverlayDisabled);
+            }
+            let ip = Ipv6Packet::new_checked(inner).map_err(|_| DropReason::DecapInnerMalformed)?;
+            if !target.owns_source_v6(ip.dst_addr()) {
+                return Err(DropReason::DecapInnerNotForTarget);
+            }
+            (
+                EtherType::IPV6,
+                IPV6_HEADER_LEN + usize::from(ip.payload_len()),
+                ip.traffic_class() & ECN_MASK,
+            )
+        }
+        _ => return Err(DropReason::UnderlayUnhandled),
+    };
+    let mark_ce = outer_ecn == ECN_CE && inner_ecn != ECN_CE;
+    if mark_ce && inner_ecn == ECN_NOT_ECT {
+        return Err(DropReason::DecapEcn);
+    }
+
+    pkt.truncate(ETH_HEADER_LEN + IPV6_HEADER_LEN + inner_len);
+    pkt.strip_front(IPV6_HEADER_LEN)
+        .map_err(|_| DropReason::UnderlayMalformed)?;
+    let frame = pkt.data_mut();
+    if let Some(eth) = frame.first_chunk_mut::<ETH_HEADER_LEN>() {
+        eth[12..].copy_from_slice(&ethertype.0.to_be_bytes());
+    }
+    if mark_ce {
+        mark_congestion(frame, ethertype);
+    }
+    pkt.meta.out_port = port;
+    Ok(Verdict::Next(NodeId::L2Rewrite))
+}
+
 #[cold]
 fn mark_congestion(frame: &mut [u8], ethertype: EtherType) {
     let l3 = frame.get_mut(ETH_HEADER_LEN..).unwrap_or(&mut []);

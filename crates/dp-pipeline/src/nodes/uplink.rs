@@ -122,16 +122,17 @@ pub(crate) fn wcmp_bucket(hash: u64) -> u8 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Uplink {
     pub port: PortId,
-    /// The Ethernet header of a frame out of it: to the router's MAC, from ours, IPv6.
-    pub eth: [u8; 14],
+    /// The Ethernet header of a frame out of it: to the router's MAC, from ours, IPv6; padded to
+    /// 16 bytes so it is written with one 16-byte move (the padding is overwritten after).
+    pub eth: [u8; 16],
 }
 
 impl Uplink {
     fn new(port: PortId, own_mac: MacAddr, router_mac: MacAddr) -> Self {
-        let mut eth = [0u8; 14];
+        let mut eth = [0u8; 16];
         eth[..6].copy_from_slice(&router_mac.0);
         eth[6..12].copy_from_slice(&own_mac.0);
-        eth[12..].copy_from_slice(&[0x86, 0xdd]);
+        eth[12..14].copy_from_slice(&[0x86, 0xdd]);
         Uplink { port, eth }
     }
 }
@@ -153,20 +154,19 @@ fn usable(ctx: &Ctx<'_>, port: PortId) -> Option<Uplink> {
 /// The uplinks' state as of one batch, to choose from per flow (see the module docs).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct UplinkChoice {
-    usable: [Option<Uplink>; MAX_UPLINKS],
+    /// Where a flow goes that prefers pf0 (index 0) or pf1 (index 1), fail-over already applied:
+    /// the per-packet choice is one comparison and one index.
+    pick: [Result<Uplink, DropReason>; MAX_UPLINKS],
     has_pf1: bool,
     wcmp_percent: u8,
-    /// Why a packet cannot leave when neither uplink is usable.
-    unusable: DropReason,
 }
 
 impl Default for UplinkChoice {
     fn default() -> Self {
         UplinkChoice {
-            usable: [None; MAX_UPLINKS],
+            pick: [Err(DropReason::UplinkDown); MAX_UPLINKS],
             has_pf1: false,
             wcmp_percent: 100,
-            unusable: DropReason::UplinkDown,
         }
     }
 }
@@ -177,15 +177,17 @@ impl UplinkChoice {
         let any_link_up = (0..MAX_UPLINKS as PortId)
             .filter_map(|p| uplink_entry(ctx, p))
             .any(|e| e.link_up());
+        // Why a packet cannot leave when neither uplink is usable.
+        let unusable = if any_link_up {
+            DropReason::NoRouterMac
+        } else {
+            DropReason::UplinkDown
+        };
+        let (pf0, pf1) = (usable(ctx, 0), usable(ctx, 1));
         UplinkChoice {
-            usable: [usable(ctx, 0), usable(ctx, 1)],
+            pick: [pf0.or(pf1).ok_or(unusable), pf1.or(pf0).ok_or(unusable)],
             has_pf1: uplink_entry(ctx, 1).is_some(),
             wcmp_percent: ctx.config.wcmp_percent,
-            unusable: if any_link_up {
-                DropReason::NoRouterMac
-            } else {
-                DropReason::UplinkDown
-            },
         }
     }
 
@@ -193,9 +195,9 @@ impl UplinkChoice {
     #[inline]
     pub(crate) fn select(&self, hash: u64) -> Result<&Uplink, DropReason> {
         let prefer_pf0 = !self.has_pf1 || wcmp_bucket(hash) < self.wcmp_percent;
-        let [pf0, pf1] = &self.usable;
-        let (first, second) = if prefer_pf0 { (pf0, pf1) } else { (pf1, pf0) };
-        first.as_ref().or(second.as_ref()).ok_or(self.unusable)
+        let [for_pf0, for_pf1] = &self.pick;
+        let pick = if prefer_pf0 { for_pf0 } else { for_pf1 };
+        pick.as_ref().map_err(|&reason| reason)
     }
 }
 
