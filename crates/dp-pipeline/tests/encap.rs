@@ -92,10 +92,10 @@ fn ipv4_in_ipv6_exact_bytes() {
     assert_eq!(out[0].0, PF0);
     // scapy ENCAP4: to the router's MAC from ours on pf0; outer fc00:1::2 (VM1's underlay) →
     // fc00:2::d000:1:0:1, next header 4, hop limit 64, traffic class = inner TOS 0xb9, flow label
-    // 0x82e85; the inner packet as routed (TTL 63).
+    // 0x51c2e; the inner packet as routed (TTL 63).
     assert_frame(
         &out[0].1,
-        &hex("52540000ff0022222222220086dd6b982e8500210440fc000001000000000000000000000002fc00000200000000d00000010000000145b90021000100003f1163490a6401010a6402019c401388000df46f68656c6c6f"),
+        &hex("52540000ff0022222222220086dd6b951c2e00210440fc000001000000000000000000000002fc00000200000000d00000010000000145b90021000100003f1163490a6401010a6402019c401388000df46f68656c6c6f"),
     );
     h.assert_conservation();
 }
@@ -106,10 +106,10 @@ fn ipv6_in_ipv6_exact_bytes() {
     let out = h.run1(VM1, udp6_from(VM1, remote_v6(), 40000, b"hello"));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, PF0);
-    // scapy ENCAP6: next header 41, flow label 0x50467, inner hop limit 63.
+    // scapy ENCAP6: next header 41, flow label 0x964db, inner hop limit 63.
     assert_frame(
         &out[0].1,
-        &hex("52540000ff0022222222220086dd6005046700352940fc000001000000000000000000000002fc00000200000000d00000010000000160000000000d113f20000100000100000000000000000001200001000002000000000000000000019c401388000dca3468656c6c6f"),
+        &hex("52540000ff0022222222220086dd600964db00352940fc000001000000000000000000000002fc00000200000000d00000010000000160000000000d113f20000100000100000000000000000001200001000002000000000000000000019c401388000dca3468656c6c6f"),
     );
     h.assert_conservation();
 }
@@ -120,7 +120,7 @@ fn flow_labels_are_per_flow_and_deterministic() {
     let frame = |sport| udp4_from(VM1, REMOTE_V4, sport, 0, false, b"x");
     let a = h.run1(VM1, frame(40000));
     let b = h.run1(VM1, frame(40000));
-    assert_eq!(flow_label(&a[0].1), 0x82e85);
+    assert_eq!(flow_label(&a[0].1), 0x51c2e);
     assert_eq!(
         flow_label(&a[0].1),
         flow_label(&b[0].1),
@@ -146,7 +146,7 @@ fn flow_labels_are_per_flow_and_deterministic() {
         )
     };
     let out = h.run1(VM1, other_dport);
-    assert_ne!(flow_label(&out[0].1), 0x82e85);
+    assert_ne!(flow_label(&out[0].1), 0x51c2e);
     h.assert_conservation();
 }
 
@@ -414,7 +414,7 @@ fn ipv4_without_df_is_fragmented_then_encapsulated() {
     assert_eq!(out.len(), 2);
     // The whole datagram's flow (ports included) decides label and uplink for every fragment.
     let label = flow_label(&out[0].1);
-    assert_eq!(label, 0x82e85);
+    assert_eq!(label, 0x51c2e);
     let plain = h.run1(VM1, udp4_from(VM1, REMOTE_V4, 40000, 0, false, b"small"));
     assert_eq!(
         flow_label(&plain[0].1),

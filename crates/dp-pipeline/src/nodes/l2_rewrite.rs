@@ -34,17 +34,15 @@ impl Node for L2Rewrite {
         let mut cached: Option<(PortId, Result<[u8; 12], DropReason>)> = None;
         for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
             let out = pkt.meta.out_port;
-            let dest = match cached {
-                Some((port, dest)) if port == out => dest,
-                _ => {
-                    let dest = destination(ctx, out);
-                    cached = Some((out, dest));
-                    dest
-                }
-            };
-            *verdict = match dest {
-                Ok(eth) => rewrite(pkt, &eth, out),
-                Err(reason) => Verdict::Drop(reason),
+            // Used in place, not copied out: a copy of the 12 bytes through the stack per packet
+            // stalls on store forwarding.
+            if cached.as_ref().is_none_or(|(port, _)| *port != out) {
+                cached = Some((out, destination(ctx, out)));
+            }
+            *verdict = match &cached {
+                Some((_, Ok(eth))) => rewrite(pkt, eth, out),
+                Some((_, Err(reason))) => Verdict::Drop(*reason),
+                None => Verdict::Drop(DropReason::DstPortDown),
             };
         }
     }

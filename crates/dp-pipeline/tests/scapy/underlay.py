@@ -21,10 +21,10 @@ def show(name, p):
         print(name, h)
 
 inner4 = IP(src="10.100.1.1", dst="10.100.2.1", ttl=63, tos=0xb9, id=1, flags=0)/UDP(sport=40000, dport=5000)/b"hello"
-show("ENCAP4", Ether(dst=router0, src=pf0)/IPv6(src=ul_vm1, dst=remote, nh=4, hlim=64, tc=0xb9, fl=0x82e85)/inner4)
+show("ENCAP4", Ether(dst=router0, src=pf0)/IPv6(src=ul_vm1, dst=remote, nh=4, hlim=64, tc=0xb9, fl=0x51c2e)/inner4)
 
 inner6 = IPv6(src="2000:100:1::1", dst="2000:100:2::1", hlim=63)/UDP(sport=40000, dport=5000)/b"hello"
-show("ENCAP6", Ether(dst=router0, src=pf0)/IPv6(src=ul_vm1, dst=remote, nh=41, hlim=64, tc=0, fl=0x50467)/inner6)
+show("ENCAP6", Ether(dst=router0, src=pf0)/IPv6(src=ul_vm1, dst=remote, nh=41, hlim=64, tc=0, fl=0x964db)/inner6)
 
 # Path MTU: underlay MTU 1300, so 1260 for the inner packet; the VM sends 1300 bytes.
 big4 = IP(src="10.100.1.1", dst="10.100.2.1", ttl=63, id=1, flags="DF")/UDP(sport=40000, dport=5000)/(b"x" * 1272)
