@@ -18,7 +18,12 @@ use crate::node::{Ctx, Node, Verdict};
 use crate::nodes::*;
 
 /// Most packets a node's batch holds; a port burst must not be larger.
-pub const BATCH_SIZE: usize = 256;
+///
+/// 64 rather than VPP's 256: every node walks the whole batch, and 64 packets' slots and first
+/// data lines (about 16 KiB) stay in the L1 cache from node to node, where 256 (about 64 KiB) do
+/// not, and each node then waits on L2 for every packet (`perf annotate` showed the first load of
+/// each header and the replay copy's stores as the hottest instructions). See BENCHMARKS.md.
+pub const BATCH_SIZE: usize = 64;
 
 /// Most extra packets a node may make out of one (see [`Node::process_alloc`]).
 pub const MAX_EXTRA_PACKETS: usize = 64;

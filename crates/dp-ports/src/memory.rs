@@ -160,7 +160,9 @@ const SHORT_COPY: usize = 2 * LINE;
 #[inline]
 fn copy_frame(dst: &mut [u8], bytes: &[u8], start: usize, len: usize) -> bool {
     if len <= SHORT_COPY {
-        let src = bytes.get(start..).and_then(|b| b.first_chunk::<SHORT_COPY>());
+        let src = bytes
+            .get(start..)
+            .and_then(|b| b.first_chunk::<SHORT_COPY>());
         if let (Some(d), Some(s)) = (dst.first_chunk_mut::<SHORT_COPY>(), src) {
             *d = *s;
             return true;

@@ -168,7 +168,8 @@ pub(crate) struct UplinkChoice {
     /// Where a flow goes that prefers pf0 (index 0) or pf1 (index 1), fail-over already applied:
     /// the per-packet choice is one comparison and one index.
     pick: [Result<Uplink, DropReason>; MAX_UPLINKS],
-    has_pf1: bool,
+    /// The index into `pick` every flow takes, when the hash does not matter.
+    fixed: Option<u8>,
     wcmp_percent: u8,
 }
 
@@ -176,7 +177,7 @@ impl Default for UplinkChoice {
     fn default() -> Self {
         UplinkChoice {
             pick: [Err(DropReason::UplinkDown); MAX_UPLINKS],
-            has_pf1: false,
+            fixed: Some(0),
             wcmp_percent: 100,
         }
     }
@@ -195,19 +196,36 @@ impl UplinkChoice {
             DropReason::UplinkDown
         };
         let (pf0, pf1) = (usable(ctx, 0), usable(ctx, 1));
+        let pick = [pf0.or(pf1).ok_or(unusable), pf1.or(pf0).ok_or(unusable)];
+        let wcmp_percent = ctx.config.wcmp_percent;
+        // Buckets are 0..100: a flow prefers pf0 when its bucket is below the percentage.
+        let fixed = if uplink_entry(ctx, 1).is_none() || wcmp_percent >= 100 || pick[0] == pick[1] {
+            Some(0)
+        } else if wcmp_percent == 0 {
+            Some(1)
+        } else {
+            None
+        };
         UplinkChoice {
-            pick: [pf0.or(pf1).ok_or(unusable), pf1.or(pf0).ok_or(unusable)],
-            has_pf1: uplink_entry(ctx, 1).is_some(),
-            wcmp_percent: ctx.config.wcmp_percent,
+            pick,
+            fixed,
+            wcmp_percent,
         }
     }
 
     /// The uplink a flow with this hash leaves by.
     #[inline]
     pub(crate) fn select(&self, hash: u64) -> Result<&Uplink, DropReason> {
-        let prefer_pf0 = !self.has_pf1 || wcmp_bucket(hash) < self.wcmp_percent;
         let [for_pf0, for_pf1] = &self.pick;
-        let pick = if prefer_pf0 { for_pf0 } else { for_pf1 };
+        // When every flow goes the same way (one uplink, --wcmp 100 or 0, or both choices alike
+        // after fail-over), a predictable branch: the header write need not wait for the flow
+        // hash (a data-dependent select held the encap node up in `perf annotate`).
+        let pick = match self.fixed {
+            Some(0) => for_pf0,
+            Some(_) => for_pf1,
+            None if wcmp_bucket(hash) < self.wcmp_percent => for_pf0,
+            None => for_pf1,
+        };
         pick.as_ref().map_err(|&reason| reason)
     }
 }
