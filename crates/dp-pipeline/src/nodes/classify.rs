@@ -37,6 +37,7 @@ impl Node for Classify {
         }
     }
 
+    /// The port entry is looked up once per run of packets from the same port.
     #[inline]
     fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
         let mut cached: Option<(PortId, Option<Receiver<'_>>)> = None;
@@ -105,6 +106,7 @@ fn classify(frame: &[u8], port: &Receiver<'_>) -> Verdict {
     if port.entry.kind == PortKind::Uplink {
         return classify_uplink(ethertype, l3);
     }
+    // In tap mode the VM's MAC is whatever its kernel side uses; keep it current.
     port.entry.learn_packed_peer_mac(src);
 
     match ethertype {

@@ -138,6 +138,8 @@ fn decap<'a>(
         return Err(DropReason::DecapEcn);
     }
 
+    // Outer Ethernet + IPv6 off, a fresh Ethernet header on: net 40 bytes stripped. Only the
+    // ethertype is written here: L2Rewrite fills in both MACs.
     pkt.truncate(ETH_HEADER_LEN + IPV6_HEADER_LEN + inner_len);
     pkt.strip_front(IPV6_HEADER_LEN)
         .map_err(|_| DropReason::UnderlayMalformed)?;
@@ -152,6 +154,7 @@ fn decap<'a>(
     Ok(Verdict::Next(NodeId::L2Rewrite))
 }
 
+/// Sets CE on the inner packet (RFC 6040), patching the IPv4 header checksum.
 #[cold]
 fn mark_congestion(frame: &mut [u8], ethertype: EtherType) {
     let l3 = frame.get_mut(ETH_HEADER_LEN..).unwrap_or(&mut []);
