@@ -45,8 +45,17 @@
 #   --max-others PCT   CPU use by other processes (% of one CPU) that makes a pps interval
 #                      count as disturbed (default 10; only with --wait-idle)
 #   --keep             keep the log directory (always kept when something failed)
+#   --bare-tap         iperf3 case: also through a bare TAP forwarder (scripts/tap-bare-forwarder.c,
+#                      built here with cc: IFF_VNET_HDR + TUNSETOFFLOAD, one blocking read/write
+#                      thread per direction, nothing else): the ceiling of any TAP read/write
+#                      dataplane on this machine (RESULT side=theirs tool=tap-bare-forwarder,
+#                      COMPARE iperf3_tcp_vs_bare)
 # Environment: FWD_CPU (default: the last CPU) for the forwarder; the generator uses CPU 0.
 #   DAEMON_ARGS: extra options for our daemon (e.g. "--no-tap-offload"), word-split.
+#   BASE_DAEMON: another build of our daemon (a dpservice binary, e.g. a copy of main's): every
+#   "ours" case runs again with it (side=base; after ours in odd rounds, before in even ones),
+#   and COMPARE <case>_vs_base lines give ours/base: an A/B comparison in the same minutes
+#   (this machine's speed drifts; a wrapper script that sets variables and execs works too).
 #   TESTPMD_AF_XDP_DEVARGS: extra net_af_xdp device arguments (e.g. "busy_budget=0" turns off
 #   the PMD's preferred busy polling, on by default).
 #
@@ -91,6 +100,7 @@ IPERF_TIME=
 BUILD=1
 INSTALL=0
 KEEP=0
+BARE=0
 ROUNDS=1
 WAIT_IDLE=0
 MAX_OTHERS=10
@@ -105,6 +115,7 @@ while (($#)); do
     --no-build) BUILD=0 ;;
     --install-deps) INSTALL=1 ;;
     --keep) KEEP=1 ;;
+    --bare-tap) BARE=1 ;;
     --rounds) ROUNDS=${2:?--rounds needs a count}; shift ;;
     --wait-idle) WAIT_IDLE=${2:?--wait-idle needs seconds}; shift ;;
     --max-others) MAX_OTHERS=${2:?--max-others needs a percentage}; shift ;;
@@ -213,6 +224,17 @@ if want_side ours; then
     mkdir -p "$WORK/bin" && cp "$DAEMON" "$CLI" "$WORK/bin/" || { echo "$PROG: cannot copy the binaries" >&2; exit 1; }
     note "daemon: $DAEMON ($(stat -c %y "$DAEMON" | cut -d. -f1)), copied to $WORK/bin"
     DAEMON=$WORK/bin/dpservice CLI=$WORK/bin/dpservice-cli
+fi
+if [ -n "${BASE_DAEMON:-}" ] && want_side ours; then
+    [ -x "$BASE_DAEMON" ] || { echo "$PROG: BASE_DAEMON=$BASE_DAEMON is not an executable" >&2; exit 1; }
+    cp "$BASE_DAEMON" "$WORK/bin/dpservice-base" || { echo "$PROG: cannot copy $BASE_DAEMON" >&2; exit 1; }
+    note "base daemon (side=base): $BASE_DAEMON ($(stat -c %y "$BASE_DAEMON" | cut -d. -f1))"
+    BASE_DAEMON=$WORK/bin/dpservice-base
+fi
+if ((BARE)) && want_case iperf3 && want_side theirs; then
+    BARE_FWD=$WORK/bin/tap-bare-forwarder
+    mkdir -p "$WORK/bin" && timeout 120 cc -O2 -pthread -o "$BARE_FWD" "$ROOT/scripts/tap-bare-forwarder.c" ||
+        { echo "$PROG: cannot build scripts/tap-bare-forwarder.c (--bare-tap needs cc)" >&2; exit 1; }
 fi
 read -ra EXTRA <<<"${DAEMON_ARGS:-}"
 ((${#EXTRA[@]})) && note "extra daemon options: ${EXTRA[*]}"
@@ -606,7 +628,7 @@ pps_theirs() {
 pps_ours() {
     local kind=$1
     names
-    SIDE_NAME=ours TOOL=dpservice
+    SIDE_NAME=${OURS_SIDE:-ours} TOOL=dpservice
     mkns "$HV" && mkns "$NA" && mkns "$NB"
     if [ "$kind" != tap ]; then
         veth_to_vm "$VF0" "$IFA" "$NA"
@@ -668,7 +690,7 @@ iperf() {
 
 iperf_ours() {
     names
-    SIDE_NAME=ours TOOL=dpservice-tap
+    SIDE_NAME=${OURS_SIDE:-ours} TOOL=dpservice-tap
     mkns "$HV" && mkns "$NA" && mkns "$NB"
     start_daemon tap ""
     tap_to_vm "$VF0" "$NA" && tap_to_vm "$VF1" "$NB"
@@ -677,6 +699,7 @@ iperf_ours() {
     alive "$DAEMON_PID" || fail "the daemon died during the run: $(tail -5 "$CASE_DIR/dpservice.log")"
     stop "$DAEMON_PID" 10
     note "dpservice $(daemon_summary)"
+    note "dpservice $(grep -o 'worker stopped.*' "$CASE_DIR/dpservice.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1)"
 }
 
 iperf_bridge() {
@@ -739,6 +762,19 @@ iperf_ovs() {
     stop "${CASE_PIDS[0]}" 10 # ovsdb-server
 }
 
+# The bare forwarder: two TAPs (made by it in HV), moved into A and B; L2 as it is.
+iperf_bare() {
+    names
+    SIDE_NAME=theirs TOOL=tap-bare-forwarder
+    mkns "$HV" && mkns "$NA" && mkns "$NB"
+    bg "$CASE_DIR/tap-bare-forwarder.log" $((IPERF_TIME + 90)) ip netns exec "$HV" "$BARE_FWD" "$VF0" "$VF1"
+    tap_to_vm "$VF0" "$NA" && tap_to_vm "$VF1" "$NB"
+    ip -n "$NA" addr add 10.100.1.1/24 dev "$VF0" && ip -n "$NB" addr add 10.100.1.2/24 dev "$VF1" ||
+        fail "addresses"
+    wait_for 10 "A to reach B through the bare forwarder" nsx "$NA" ping -c 1 -W 1 10.100.1.2
+    iperf 10.100.1.1 10.100.1.2 "$VF0"
+}
+
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
@@ -747,12 +783,18 @@ note "bench-compare $RID: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- |
     "interval ${DURATION}s (warm-up ${WARMUP}s), iperf3 -t $IPERF_TIME; logs in $WORK"
 note "load average at start: $(loadavg) (other work on the machine skews every figure)"
 
+# With BASE_DAEMON, the base build runs after ours in odd rounds and before it in even ones (a
+# drift of the machine's speed during the run then favours neither).
+base_first() { [ -n "${BASE_DAEMON:-}" ] && ((ROUND % 2 == 0)); }
+base_after() { [ -n "${BASE_DAEMON:-}" ] && ((ROUND % 2 == 1)); }
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     ((ROUNDS > 1)) && note "round $ROUND of $ROUNDS"
     for kind in tap af_packet af_xdp; do
         want_case "$kind" || continue
         want_side theirs && run_case "${kind}_64b_udp" pps_theirs "$kind"
+        want_side ours && base_first && DAEMON=$BASE_DAEMON OURS_SIDE=base run_case "${kind}_64b_udp" pps_ours "$kind"
         want_side ours && run_case "${kind}_64b_udp" pps_ours "$kind"
+        want_side ours && base_after && DAEMON=$BASE_DAEMON OURS_SIDE=base run_case "${kind}_64b_udp" pps_ours "$kind"
     done
     if ((ROUND == 1)) && { want_case af_packet || want_case af_xdp; }; then
         run_case veth_generator_ceiling pps_ceiling
@@ -760,7 +802,10 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     if want_case iperf3; then
         want_side theirs && run_case iperf3_tcp_bridge iperf_bridge
         want_side theirs && run_case iperf3_tcp_ovs iperf_ovs
+        want_side theirs && ((BARE)) && run_case iperf3_tcp_bare iperf_bare
+        want_side ours && base_first && DAEMON=$BASE_DAEMON OURS_SIDE=base run_case iperf3_tcp_ours iperf_ours
         want_side ours && run_case iperf3_tcp_ours iperf_ours
+        want_side ours && base_after && DAEMON=$BASE_DAEMON OURS_SIDE=base run_case iperf3_tcp_ours iperf_ours
     fi
 done
 
@@ -795,6 +840,15 @@ if [ "$SIDE" = both ]; then
         ours=$(value iperf3_tcp_ours ours gbit_s)
         compare iperf3_tcp_vs_bridge "$ours" "$(value iperf3_tcp_bridge theirs gbit_s)" Gbit/s
         compare iperf3_tcp_vs_ovs "$ours" "$(value iperf3_tcp_ovs theirs gbit_s)" Gbit/s
+        ((BARE)) && compare iperf3_tcp_vs_bare "$ours" "$(value iperf3_tcp_bare theirs gbit_s)" Gbit/s
     fi
+fi
+if [ -n "${BASE_DAEMON:-}" ] && want_side ours; then
+    for kind in tap af_packet af_xdp; do
+        want_case "$kind" || continue
+        compare "${kind}_64b_udp_vs_base" "$(value "${kind}_64b_udp" ours pps)" "$(value "${kind}_64b_udp" base pps)" pps
+    done
+    want_case iperf3 && compare iperf3_tcp_vs_base "$(value iperf3_tcp_ours ours gbit_s)" \
+        "$(value iperf3_tcp_ours base gbit_s)" Gbit/s
 fi
 exit $((FAILED ? 1 : 0))
