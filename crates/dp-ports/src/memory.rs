@@ -155,6 +155,24 @@ const LINE: usize = 64;
 /// or the buffer's slack; what lands past `len` in the packet buffer is not part of the frame.
 const SHORT_COPY: usize = 2 * LINE;
 
+/// How many frames ahead of the one being copied the replay port prefetches.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Asks the CPU to bring the line holding `bytes[at]` into the cache (nothing if `at` is out of
+/// range or the target has no prefetch instruction).
+#[inline(always)]
+fn prefetch(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(b) = bytes.get(at) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint: it never faults and changes no memory, and the address
+        // is inside `bytes` anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((b as *const u8).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
+}
+
 /// Copies a replayed frame (`len` bytes from `start` in `bytes`) to the start of `dst`; false if
 /// it does not fit.
 #[inline]
@@ -262,6 +280,14 @@ impl Port for MemoryPort {
                     *next += 1;
                     if *next == frames.len() {
                         *next = 0;
+                    }
+                    // A NIC driver prefetches the packets it will hand over next; so does this
+                    // one: the frames are read in order but cross a 4 KiB page every few dozen,
+                    // where the hardware's stream prefetcher starts over (a third of the decap
+                    // path's time was the first load of each frame in `perf annotate`).
+                    if let Some(ahead) = frames.get((*next + PREFETCH_AHEAD) % frames.len()) {
+                        prefetch(bytes, ahead.start);
+                        prefetch(bytes, ahead.start + LINE);
                     }
                     if frame.len > 0
                         && copy_frame(buf.receive_area(), bytes, frame.start, frame.len)
