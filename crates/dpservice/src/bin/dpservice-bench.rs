@@ -31,15 +31,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dp_packet::checksum;
-use dp_packet::{IpProtocol, MacAddr};
+use dp_packet::MacAddr;
 use dp_pipeline::{
     BufferPool, DpConfig, DropReason, Graph, GraphCounters, PacketBuf, PortEntry, PortKind,
     PortTable, BATCH_SIZE, DEFAULT_DATA_ROOM,
 };
 use dp_ports::{MemoryPort, Port};
 use dp_tables::{Iface, Publisher, RouteTarget, Snapshot, UnderlayTarget, VniTable};
-use dpservice::bench::{self, thread_cpu_ns};
+use dpservice::bench::{self, thread_cpu_ns, udp_datagram};
 use dpservice::worker::Worker;
 
 /// Counts every heap allocation of the process.
@@ -379,32 +378,13 @@ fn dhcp_request(xid: u32) -> Vec<u8> {
     b.push(255);
     b.resize(300, 0);
 
-    let src = Ipv4Addr::UNSPECIFIED;
-    let dst = Ipv4Addr::BROADCAST;
-    let mut f = vec![0u8; 14 + 20 + 8];
-    f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&VM1_MAC.0);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = (20 + 8 + b.len()) as u16;
-    {
-        let ip = &mut f[14..34];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-        ip[8] = 64;
-        ip[9] = 17;
-        ip[12..16].copy_from_slice(&src.octets());
-        ip[16..20].copy_from_slice(&dst.octets());
-        let c = checksum::finish(checksum::data(ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-    }
-    f[34..36].copy_from_slice(&68u16.to_be_bytes());
-    f[36..38].copy_from_slice(&67u16.to_be_bytes());
-    f[38..40].copy_from_slice(&(8 + b.len() as u16).to_be_bytes());
-    f.extend_from_slice(&b);
-    let c = checksum::transport_v4(&src, &dst, IpProtocol::UDP, &f[34..]);
-    let c = if c == 0 { 0xffff } else { c };
-    f[40..42].copy_from_slice(&c.to_be_bytes());
-    f
+    udp_datagram(
+        MacAddr([0xff; 6]),
+        VM1_MAC,
+        (Ipv4Addr::UNSPECIFIED, 68),
+        (Ipv4Addr::BROADCAST, 67),
+        &b,
+    )
 }
 
 /// The port the case's frames arrive on, and the frames.
