@@ -144,7 +144,8 @@ struct ReplayFrame {
     len: usize,
 }
 
-/// The unit replayed frames are padded to: a cache line, as a NIC's DMA writes whole lines.
+/// The unit replayed frames are padded to: a cache line, so every frame starts on one (the block
+/// copy and the two-line prefetch below then touch exactly a frame's lines, as a NIC's DMA would).
 const LINE: usize = 64;
 
 /// Frames up to this size (every 64-byte benchmark frame, encapsulated or not) are copied as one
