@@ -56,13 +56,9 @@ fn mac_promiscuous_while_open_and_cleanup() {
     assert_eq!(port.stats(), PortStats::default());
     drop(port);
     // The socket (and its promiscuity count) goes when the last descriptor does: a child process
-    // another test thread is forking at this instant holds a copy until its exec. Bounded wait.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while !flags().contains("promiscuity 0") && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // another test thread is forking at this instant holds a copy until its exec.
     assert!(
-        flags().contains("promiscuity 0"),
+        eventually(SECS, || flags().contains("promiscuity 0")),
         "promiscuous mode ends with the port: {}",
         flags()
     );
