@@ -3,8 +3,9 @@
 macro_rules! drop_reasons {
     ($($variant:ident => $name:literal, $doc:literal;)*) => {
         /// The reason a packet left the graph without being sent.
+        // Two bytes, as a node id and a port id: a `Verdict` is then one 32-bit word.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        #[repr(u8)]
+        #[repr(u16)]
         pub enum DropReason {
             $(#[doc = $doc] $variant,)*
         }

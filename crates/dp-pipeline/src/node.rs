@@ -9,7 +9,12 @@ use crate::graph::NodeId;
 use crate::port_table::PortTable;
 
 /// What a node decided for a packet.
+///
+/// A 16-bit tag and a 16-bit value, so that a verdict is one 32-bit word ([`Verdict::word`]): a
+/// node writes it with one store, and the graph checks a whole batch's verdicts for "all the
+/// same" with vector compares instead of a tag and a field compare per packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
 pub enum Verdict {
     /// Hand the packet to a later node.
     Next(NodeId),
@@ -18,6 +23,21 @@ pub enum Verdict {
     /// Drop it, counted under the reason.
     Drop(DropReason),
 }
+
+impl Verdict {
+    /// The verdict as one word. Two verdicts are equal exactly when their words are.
+    #[inline(always)]
+    pub const fn word(self) -> u32 {
+        // SAFETY: `Verdict` is `repr(u16)` and every variant holds one 16-bit value (`NodeId` and
+        // `DropReason` are `repr(u16)`, `PortId` is `u16`), so its 4 bytes are a tag and a value,
+        // all initialised, with no padding (the size is asserted below). A safe `match` building
+        // the same word is not reduced to a load by the compiler, and keeps the "all the same"
+        // check of `Graph::dispatch_all` from being vectorised.
+        unsafe { std::mem::transmute::<Verdict, u32>(self) }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Verdict>() == 4);
 
 /// Read-only context of one graph run: the tables as of this batch, the settings, the ports and
 /// the time. Nodes never see a socket or the clock (sans-IO).

@@ -216,14 +216,20 @@ pub(crate) fn ipv4_decrement_ttl(l3: &mut [u8]) {
         return;
     };
     let ttl = h[8];
-    // RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), where the 16-bit word m = TTL·256 + protocol
-    // becomes m' = m − 256: ~m + m' = 0xffff − 256 = 0xfeff, whatever the protocol (0xffff when
-    // a TTL of 0 stays 0). The sum is at most 0x1_fffe, so one fold suffices.
-    let delta = if ttl == 0 { 0xffff } else { 0xfeff };
-    let check = u16::from_be_bytes([h[10], h[11]]);
-    let sum = u32::from(!check) + delta;
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let [hi, lo] = (!(folded as u16)).to_be_bytes();
+    let check = u32::from(u16::from_be_bytes([h[10], h[11]]));
+    let check = if ttl != 0 {
+        // RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), where the 16-bit word m = TTL·256 + protocol
+        // becomes m' = m − 256: in ones' complement arithmetic that is HC' = HC + 256, which is
+        // the add with end-around carry below (as Linux's `ip_decrease_ttl`). Eqn. 3 never
+        // gives 0xffff, so a sum of exactly 0xffff wraps to 0 as well.
+        let sum = check + 0x100;
+        sum + u32::from(sum >= 0xffff)
+    } else {
+        // A TTL of 0 stays 0 (~m + m' = 0xffff): only ones' complement's two zeros can change.
+        let sum = (!check & 0xffff) + 0xffff;
+        !((sum & 0xffff) + (sum >> 16))
+    };
+    let [hi, lo] = (check as u16).to_be_bytes();
     h[8] = ttl.saturating_sub(1);
     h[10] = hi;
     h[11] = lo;

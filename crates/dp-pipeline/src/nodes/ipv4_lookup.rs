@@ -24,9 +24,7 @@ use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 
-use super::common::{
-    ipv4_decrement_ttl, parse_ipv4, vm_port, Ipv4Fields, Ipv4Refusal, ETH_HEADER_LEN,
-};
+use super::common::{ipv4_decrement_ttl, parse_ipv4, vm_port, Ipv4Refusal, ETH_HEADER_LEN};
 use super::icmp_error::{is_icmpv4_error, time_exceeded_v4, Offender4};
 
 #[derive(Debug, Default)]
@@ -118,7 +116,7 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
         }
     }
     if ip.ttl <= 1 {
-        return ttl_exceeded(pkt, sender, ip);
+        return ttl_exceeded(pkt, sender);
     }
     ipv4_decrement_ttl(l3);
 
@@ -140,13 +138,14 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
 
 /// A packet that would leave with TTL 0: answered with ICMP time exceeded from the gateway,
 /// unless it is an ICMP error or a non-first fragment (never answered).
+///
+/// The header is parsed again here rather than handed over: passing its fields made the hot path
+/// keep a copy of them on the stack for every packet.
 #[cold]
-fn ttl_exceeded(
-    pkt: &mut PacketBuf,
-    sender: &Sender<'_>,
-    ip: Ipv4Fields,
-) -> Result<Verdict, DropReason> {
+#[inline(never)]
+fn ttl_exceeded(pkt: &mut PacketBuf, sender: &Sender<'_>) -> Result<Verdict, DropReason> {
     let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
+    let ip = parse_ipv4(l3).map_err(|_| DropReason::Ipv4Malformed)?;
     let payload = l3.get(ip.header_len..ip.total_len).unwrap_or(&[]);
     let may_answer = ip.frag_offset() == 0
         && !(IpProtocol(ip.protocol) == IpProtocol::ICMP
@@ -165,11 +164,67 @@ fn ttl_exceeded(
     Ok(Verdict::Tx(pkt.meta.in_port))
 }
 
+/// First octets of the addresses [`is_routable`] may refuse (0, 127, 169 and 224–255), as a
+/// 256-bit set: one lookup settles almost every destination.
+const SPECIAL_FIRST_OCTETS: [u64; 4] = [
+    special_octets_from(0),
+    special_octets_from(64),
+    special_octets_from(128),
+    special_octets_from(192),
+];
+
+/// Bit i set when octet `first + i` is in [`SPECIAL_FIRST_OCTETS`].
+const fn special_octets_from(first: usize) -> u64 {
+    let mut word = 0;
+    let mut bit = 0;
+    while bit < 64 {
+        if matches!(first + bit, 0 | 127 | 169 | 224..=255) {
+            word |= 1 << bit;
+        }
+        bit += 1;
+    }
+    word
+}
+
 /// Whether a router may forward to `dst` at all.
+#[inline(always)]
 fn is_routable(dst: Ipv4Addr) -> bool {
+    let first = usize::from(dst.octets()[0]);
+    let special = SPECIAL_FIRST_OCTETS
+        .get(first / 64)
+        .is_some_and(|word| word >> (first % 64) & 1 != 0);
+    !special || is_routable_special(dst)
+}
+
+#[cold]
+fn is_routable_special(dst: Ipv4Addr) -> bool {
     !(dst.is_multicast()
         || dst.is_broadcast()
         || dst.is_loopback()
         || dst.is_link_local()
         || dst.octets()[0] == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routable_matches_the_address_classes_for_every_first_octet() {
+        for first in 0..=255u8 {
+            for rest in [[0, 0, 0], [254, 0, 1], [255, 255, 255], [1, 2, 3]] {
+                let dst = Ipv4Addr::new(first, rest[0], rest[1], rest[2]);
+                let expected = !(dst.is_multicast()
+                    || dst.is_broadcast()
+                    || dst.is_loopback()
+                    || dst.is_link_local()
+                    || first == 0);
+                assert_eq!(is_routable(dst), expected, "{dst}");
+            }
+        }
+        assert!(is_routable(Ipv4Addr::new(169, 253, 0, 1)));
+        assert!(!is_routable(Ipv4Addr::new(169, 254, 0, 1)));
+        assert!(is_routable(Ipv4Addr::new(240, 0, 0, 1)));
+        assert!(!is_routable(Ipv4Addr::new(255, 255, 255, 255)));
+    }
 }
