@@ -101,7 +101,7 @@ impl MemoryPort {
         let padded = |len: usize| len.div_ceil(LINE) * LINE;
         let total = frames.iter().map(|f| padded(f.len())).sum::<usize>() + SHORT_COPY;
         let mut bytes = Vec::with_capacity(total);
-        let ranges = frames
+        let mut ranges: Vec<ReplayFrame> = frames
             .iter()
             .map(|f| {
                 let start = bytes.len();
@@ -110,9 +110,17 @@ impl MemoryPort {
                 ReplayFrame {
                     start,
                     len: f.len(),
+                    ahead: 0,
                 }
             })
             .collect();
+        let starts: Vec<usize> = ranges.iter().map(|r| r.start).collect();
+        for (i, range) in ranges.iter_mut().enumerate() {
+            range.ahead = starts
+                .get((i + PREFETCH_AHEAD) % starts.len())
+                .copied()
+                .unwrap_or(0);
+        }
         bytes.resize(total, 0);
         MemoryPort {
             name: name.into(),
@@ -142,6 +150,8 @@ impl MemoryPort {
 struct ReplayFrame {
     start: usize,
     len: usize,
+    /// Where the frame [`PREFETCH_AHEAD`] later starts (worked out once, not per packet).
+    ahead: usize,
 }
 
 /// The unit replayed frames are padded to: a cache line, so every frame starts on one (the block
@@ -289,13 +299,7 @@ impl Port for MemoryPort {
                     // one: the frames are read in order but cross a 4 KiB page every few dozen,
                     // where the hardware's stream prefetcher starts over (a third of the decap
                     // path's time was the first load of each frame in `perf annotate`).
-                    let mut ahead = *next + PREFETCH_AHEAD;
-                    if ahead >= frames.len() {
-                        ahead -= frames.len(); // no division per packet; short lists skip it
-                    }
-                    if let Some(ahead) = frames.get(ahead) {
-                        prefetch(bytes, ahead.start);
-                    }
+                    prefetch(bytes, frame.ahead);
                     if frame.len > 0
                         && copy_frame(buf.receive_area(), bytes, frame.start, frame.len)
                         && buf.set_len(frame.len).is_ok()
