@@ -96,3 +96,92 @@ pub trait Node {
         self.process(pkt, ctx)
     }
 }
+
+/// Decides a batch run by run, for a node whose work depends on a per-port look-up: `setup` is
+/// called once for each run of consecutive packets with the same `key` (their input or output
+/// port), then `decide` for every packet of the run, with what `setup` returned. `verdicts[i]` is
+/// for `pkts[i]`, as in [`Node::process_batch`]. Batches mostly hold long runs, so a packet costs
+/// one key compare here, not the "same port as the last one?" bookkeeping of a per-packet cache.
+#[inline(always)]
+pub(crate) fn decide_by_runs<K, S>(
+    pkts: &mut [PacketBuf],
+    verdicts: &mut [Verdict],
+    key: impl Fn(&PacketBuf) -> K,
+    mut setup: impl FnMut(K) -> S,
+    mut decide: impl FnMut(&mut PacketBuf, &S) -> Verdict,
+) where
+    K: Copy + PartialEq,
+{
+    let n = pkts.len().min(verdicts.len());
+    let mut i = 0;
+    while let Some(first) = pkts.get(i).filter(|_| i < n) {
+        let run_key = key(first);
+        let state = setup(run_key);
+        let start = i;
+        let run_pkts = pkts.get_mut(i..n).unwrap_or_default();
+        let run_verdicts = verdicts.get_mut(i..n).unwrap_or_default();
+        for (pkt, verdict) in run_pkts.iter_mut().zip(run_verdicts.iter_mut()) {
+            if key(pkt) != run_key {
+                break;
+            }
+            *verdict = decide(pkt, &state);
+            i += 1;
+        }
+        if i == start {
+            break; // cannot happen (a packet's key equals itself); never loop without progress
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drop::DropReason;
+
+    #[test]
+    fn runs_are_set_up_once_and_every_packet_decided_in_order() {
+        let ports = [1u16, 1, 1, 2, 2, 1, 3];
+        let mut pkts: Vec<PacketBuf> = ports
+            .iter()
+            .map(|&p| {
+                let mut pkt = PacketBuf::new(64);
+                pkt.meta.in_port = p;
+                pkt
+            })
+            .collect();
+        let mut verdicts = vec![Verdict::Drop(DropReason::GraphLoop); ports.len() + 2];
+        let mut setups = Vec::new();
+        let mut decided = 0u16;
+        decide_by_runs(
+            &mut pkts,
+            &mut verdicts,
+            |pkt| pkt.meta.in_port,
+            |port| {
+                setups.push(port);
+                port * 100
+            },
+            |pkt, base| {
+                decided += 1;
+                Verdict::Tx(*base + pkt.meta.in_port + decided)
+            },
+        );
+        assert_eq!(setups, [1, 2, 1, 3]);
+        let expected: Vec<Verdict> = ports
+            .iter()
+            .zip(1u16..)
+            .map(|(&p, i)| Verdict::Tx(p * 100 + p + i))
+            .collect();
+        assert_eq!(verdicts[..ports.len()], expected[..]);
+        // Verdicts past the batch are left alone; fewer verdicts than packets decide only those.
+        assert_eq!(verdicts[ports.len()], Verdict::Drop(DropReason::GraphLoop));
+        let mut short = vec![Verdict::Drop(DropReason::GraphLoop); 2];
+        decide_by_runs(
+            &mut pkts,
+            &mut short,
+            |p| p.meta.in_port,
+            |_| (),
+            |_, _| Verdict::Drop(DropReason::Spoofed),
+        );
+        assert_eq!(short, [Verdict::Drop(DropReason::Spoofed); 2]);
+    }
+}

@@ -9,12 +9,11 @@
 //! its frames (only from neighbor discovery, which says which address it belongs to).
 
 use dp_packet::{EtherType, IpProtocol};
-use dp_tables::PortId;
 
 use crate::buffer::PacketBuf;
 use crate::drop::DropReason;
 use crate::graph::NodeId;
-use crate::node::{Ctx, Node, Verdict};
+use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 use crate::port_table::{pack_mac, PortEntry, PortKind};
 
 use super::common::{be16, ETH_HEADER_LEN};
@@ -40,22 +39,16 @@ impl Node for Classify {
     /// The port entry is looked up once per run of packets from the same port.
     #[inline]
     fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
-        let mut cached: Option<(PortId, Option<Receiver<'_>>)> = None;
-        for (pkt, verdict) in pkts.iter().zip(verdicts.iter_mut()) {
-            let in_port = pkt.meta.in_port;
-            let port = match cached {
-                Some((p, receiver)) if p == in_port => receiver,
-                _ => {
-                    let receiver = ctx.ports.get(in_port).map(Receiver::new);
-                    cached = Some((in_port, receiver));
-                    receiver
-                }
-            };
-            *verdict = match &port {
+        decide_by_runs(
+            pkts,
+            verdicts,
+            |pkt| pkt.meta.in_port,
+            |in_port| ctx.ports.get(in_port).map(Receiver::new),
+            |pkt, port| match port {
                 Some(port) => classify(pkt.data(), port),
                 None => Verdict::Drop(DropReason::NoInterface),
-            };
-        }
+            },
+        );
     }
 }
 

@@ -22,7 +22,7 @@ use crate::buffer::PacketBuf;
 use crate::config::GATEWAY_IPV4;
 use crate::drop::DropReason;
 use crate::graph::NodeId;
-use crate::node::{Ctx, Node, Verdict};
+use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 
 use super::common::{ipv4_decrement_ttl, parse_ipv4, vm_port, Ipv4Refusal, ETH_HEADER_LEN};
 use super::icmp_error::{is_icmpv4_error, time_exceeded_v4, Offender4};
@@ -46,22 +46,16 @@ impl Node for Ipv4Lookup {
     /// and VNI table are looked up once per run of packets from the same port.
     #[inline]
     fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
-        let mut cached: Option<(PortId, Result<Sender<'_>, DropReason>)> = None;
-        for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
-            let in_port = pkt.meta.in_port;
-            let sender = match &cached {
-                Some((port, sender)) if *port == in_port => *sender,
-                _ => {
-                    let sender = Sender::of(ctx, in_port);
-                    cached = Some((in_port, sender));
-                    sender
-                }
-            };
-            *verdict = match sender.and_then(|s| route(pkt, ctx, &s)) {
+        decide_by_runs(
+            pkts,
+            verdicts,
+            |pkt| pkt.meta.in_port,
+            |in_port| Sender::of(ctx, in_port),
+            |pkt, sender| match sender.and_then(|s| route(pkt, ctx, &s)) {
                 Ok(verdict) => verdict,
                 Err(reason) => Verdict::Drop(reason),
-            };
-        }
+            },
+        );
     }
 }
 

@@ -8,7 +8,7 @@ use dp_tables::PortId;
 
 use crate::buffer::PacketBuf;
 use crate::drop::DropReason;
-use crate::node::{Ctx, Node, Verdict};
+use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 use crate::port_table::PortKind;
 
 use super::common::ETH_HEADER_LEN;
@@ -31,20 +31,18 @@ impl Node for L2Rewrite {
     /// The destination port's state is read once per run of packets to the same port.
     #[inline]
     fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
-        let mut cached: Option<(PortId, Result<Macs, DropReason>)> = None;
-        for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
-            let out = pkt.meta.out_port;
-            // Used in place, not copied out: a copy of the header bytes through the stack per
-            // packet stalls on store forwarding.
-            if cached.as_ref().is_none_or(|(port, _)| *port != out) {
-                cached = Some((out, destination(ctx, out)));
-            }
-            *verdict = match &cached {
-                Some((_, Ok(eth))) => rewrite(pkt, eth, out),
-                Some((_, Err(reason))) => Verdict::Drop(*reason),
-                None => Verdict::Drop(DropReason::DstPortDown),
-            };
-        }
+        // The MACs are used in place, not copied out: a copy of the header bytes through the
+        // stack per packet stalls on store forwarding.
+        decide_by_runs(
+            pkts,
+            verdicts,
+            |pkt| pkt.meta.out_port,
+            |out| (out, destination(ctx, out)),
+            |pkt, (out, macs)| match macs {
+                Ok(macs) => rewrite(pkt, macs, *out),
+                Err(reason) => Verdict::Drop(*reason),
+            },
+        );
     }
 }
 
