@@ -102,9 +102,15 @@ impl PacketBuf {
     /// Makes the buffer empty with the standard headroom, as a port expects before a receive.
     #[inline]
     pub fn reset(&mut self) {
+        self.reset_with(PacketMeta::default());
+    }
+
+    /// [`PacketBuf::reset`] with `meta` as the metadata.
+    #[inline]
+    fn reset_with(&mut self, meta: PacketMeta) {
         self.slot.start = HEADROOM;
         self.slot.len = 0;
-        self.slot.meta = PacketMeta::default();
+        self.slot.meta = meta;
     }
 
     /// The frame.
@@ -245,6 +251,8 @@ pub struct BufferPool {
     large: Vec<PacketBuf>,
     large_capacity: usize,
     large_room: usize,
+    /// The metadata a buffer is handed out with ([`BufferPool::set_fresh_meta`]).
+    fresh: PacketMeta,
 }
 
 impl BufferPool {
@@ -257,6 +265,7 @@ impl BufferPool {
             large: Vec::new(),
             large_capacity: 0,
             large_room: 0,
+            fresh: PacketMeta::default(),
         }
     }
 
@@ -284,8 +293,17 @@ impl BufferPool {
     #[inline]
     pub fn alloc_large(&mut self) -> Option<PacketBuf> {
         let mut buf = self.large.pop()?;
-        buf.reset();
+        buf.reset_with(self.fresh);
         Some(buf)
+    }
+
+    /// Sets the metadata every buffer is handed out with from now on (the default until set).
+    /// A worker sets the receiving port and the time around a port's receive burst, so that the
+    /// frames come out of the port already stamped (the write costs nothing: a reset writes
+    /// the metadata anyway), and the default again after it.
+    #[inline]
+    pub fn set_fresh_meta(&mut self, meta: PacketMeta) {
+        self.fresh = meta;
     }
 
     /// Room of the large buffers (0 without).
@@ -301,7 +319,7 @@ impl BufferPool {
     #[inline]
     pub fn alloc(&mut self) -> Option<PacketBuf> {
         let mut buf = self.free.pop()?;
-        buf.reset();
+        buf.reset_with(self.fresh);
         Some(buf)
     }
 
@@ -375,6 +393,23 @@ mod tests {
         let c = pool.alloc().unwrap();
         assert_eq!(c.len(), 0);
         assert_eq!(c.headroom(), HEADROOM);
+    }
+
+    #[test]
+    fn buffers_come_out_with_the_fresh_metadata() {
+        let mut pool = BufferPool::with_large(2, 128, 1, 4096);
+        let stamp = PacketMeta {
+            in_port: 7,
+            rx_time_ns: 42,
+            ..PacketMeta::default()
+        };
+        pool.set_fresh_meta(stamp);
+        let mut a = pool.alloc().unwrap();
+        assert_eq!((a.meta, pool.alloc_large().unwrap().meta), (stamp, stamp));
+        a.meta.out_port = 3;
+        pool.free(a);
+        pool.set_fresh_meta(PacketMeta::default());
+        assert_eq!(pool.alloc().unwrap().meta, PacketMeta::default());
     }
 
     #[test]

@@ -14,11 +14,12 @@
 //! returned or panicked; only creating a port can fail ([`PortError`]).
 //!
 //! # Who sets the packet metadata
-//! A port hands out buffers freshly allocated from the pool, so their [`PacketBuf::meta`] is the
-//! default (`in_port == 0`, `rx_time_ns == 0`). A port does not know its `PortId` nor
-//! the worker's clock: **the caller stamps `meta.in_port` and `meta.rx_time_ns`** on the frames
-//! appended by [`Port::rx_burst`] (`out[before..]`), in the same loop that hands them to the
-//! graph.
+//! A port hands out buffers freshly allocated from the pool, with the pool's fresh metadata
+//! (`BufferPool::set_fresh_meta`; the default, `in_port == 0` and `rx_time_ns == 0`, unless set).
+//! A port does not know its `PortId` nor the worker's clock: **the caller sets the pool's fresh
+//! metadata to the port's id and the time** before [`Port::rx_burst`] (and back after), so the
+//! frames arrive stamped at no cost per packet. A port itself sets only `meta.offload`, and only
+//! a port that [takes offload requests](Port::offloads) does.
 
 #![cfg_attr(
     not(test),
@@ -62,8 +63,8 @@ pub trait Port: Send {
 
     /// Receives up to `max` frames into buffers allocated from `pool` and appends them to
     /// `out`. Returns how many were appended. Stops early when no frame is waiting or the pool is
-    /// empty (counted in `rx_nombuf`). The appended buffers have default metadata: the caller
-    /// sets `meta.in_port` and `meta.rx_time_ns` (see the crate docs).
+    /// empty (counted in `rx_nombuf`). The appended buffers carry the pool's fresh metadata (see
+    /// the crate docs), plus an offload request where the port [takes them](Port::offloads).
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize;
 
     /// Transmits every frame in `pkts`, leaving `pkts` empty; every buffer goes back to `pool`
@@ -77,8 +78,8 @@ pub trait Port: Send {
 
     /// Whether the port takes frames with an offload request (`meta.offload`: a partial
     /// checksum, a TCP superframe) and passes it on to the other side; when not, the worker
-    /// finishes checksums and segments superframes in software before transmitting. Default:
-    /// no.
+    /// finishes checksums and segments superframes in software before transmitting. Only such a
+    /// port hands out received frames with an offload request. Default: no.
     fn offloads(&self) -> bool {
         false
     }

@@ -482,10 +482,18 @@ mod tests {
         h.inject(&[4, 5]);
         h.inject(&[6]);
         assert_eq!(h.rx_pending(), 3);
+        // The frames carry the pool's fresh metadata: the caller's stamp.
+        let stamp = dp_pipeline::PacketMeta {
+            in_port: 5,
+            rx_time_ns: 99,
+            ..Default::default()
+        };
+        pool.set_fresh_meta(stamp);
         assert_eq!(port.rx_burst(&mut pool, &mut out, 2), 2);
+        pool.set_fresh_meta(Default::default());
         assert_eq!(out[0].data(), &[1, 2, 3]);
         assert_eq!(out[1].data(), &[4, 5]);
-        assert_eq!(out[0].meta.in_port, 0, "the caller stamps in_port");
+        assert_eq!((out[0].meta, out[1].meta), (stamp, stamp));
         assert_eq!(h.rx_pending(), 1);
         assert_eq!(pool.available(), 6);
 

@@ -61,7 +61,8 @@ use std::time::{Duration, Instant};
 
 use dp_packet::MacAddr;
 use dp_pipeline::{
-    BufferPool, Ctx, DpConfig, DropReason, Graph, PortKind, PortTable, BATCH_SIZE, TICK_INTERVAL_NS,
+    BufferPool, Ctx, DpConfig, DropReason, Graph, PacketMeta, PortKind, PortTable, BATCH_SIZE,
+    TICK_INTERVAL_NS,
 };
 use dp_ports::Port;
 use dp_tables::{PortId, SnapshotReader};
@@ -239,7 +240,14 @@ impl Worker {
                 break;
             }
             let port_id = PortId::try_from(index).unwrap_or(PortId::MAX);
+            // The frames come out of the pool stamped with their port and time.
+            self.pool.set_fresh_meta(PacketMeta {
+                in_port: port_id,
+                rx_time_ns: now_ns,
+                ..PacketMeta::default()
+            });
             let n = port.rx_burst(&mut self.pool, batch, room);
+            self.pool.set_fresh_meta(PacketMeta::default());
             received += n;
             // A port that overfilled the batch (it must not) loses the excess, counted.
             let mut excess = 0u64;
@@ -249,11 +257,12 @@ impl Worker {
                     excess += 1;
                 }
             }
-            for pkt in batch.iter_mut().skip(start) {
-                pkt.meta.in_port = port_id;
-                pkt.meta.rx_time_ns = now_ns;
-                offload_seen |= pkt.meta.offload.is_set();
-                superframes |= pkt.meta.offload.is_gso();
+            // Only a port that takes offload requests hands them out (`Port::offloads`).
+            if port.offloads() {
+                for pkt in batch.iter().skip(start) {
+                    offload_seen |= pkt.meta.offload.is_set();
+                    superframes |= pkt.meta.offload.is_gso();
+                }
             }
             if excess > 0 {
                 if let Some(c) = self
