@@ -231,13 +231,8 @@ impl Harness {
                 self.graph.push_rx(buf).expect("rx batch full");
                 self.rx += 1;
             }
-            let ctx = Ctx {
-                tables: &self.snapshot,
-                config: &self.config,
-                ports: &self.ports,
-                now_ns: self.now_ns,
-            };
-            self.graph.run(&ctx, &mut self.pool);
+            let (ctx, graph, pool) = self.parts();
+            graph.run(&ctx, pool);
             out.extend(self.drain());
         }
         // Port order; within a port, order of transmission (a stable sort keeps it).
@@ -247,14 +242,21 @@ impl Harness {
 
     /// Runs the periodic work at the harness's clock and returns the frames it sent.
     pub fn tick(&mut self) -> Vec<(PortId, Vec<u8>)> {
+        let (ctx, graph, pool) = self.parts();
+        graph.tick(&ctx, pool);
+        self.drain()
+    }
+
+    /// The context of a graph run at the harness's clock, with the graph and the pool it needs
+    /// mutably alongside (borrowed apart, so one place builds the context).
+    fn parts(&mut self) -> (Ctx<'_>, &mut Graph, &mut BufferPool) {
         let ctx = Ctx {
             tables: &self.snapshot,
             config: &self.config,
             ports: &self.ports,
             now_ns: self.now_ns,
         };
-        self.graph.tick(&ctx, &mut self.pool);
-        self.drain()
+        (ctx, &mut self.graph, &mut self.pool)
     }
 
     /// Advances the clock by `ms` milliseconds and ticks.
