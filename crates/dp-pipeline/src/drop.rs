@@ -93,6 +93,18 @@ drop_reasons! {
     VmNaConsumed => "vm_na_consumed", "neighbor advertisement from a VM for its own address (the answer to a probe): its MAC was learned, nothing to send";
 }
 
+impl From<dp_buffer::OffloadError> for DropReason {
+    fn from(e: dp_buffer::OffloadError) -> Self {
+        use dp_buffer::OffloadError as E;
+        match e {
+            E::TooBig => DropReason::TooBig,
+            E::BadChecksum => DropReason::L4BadChecksum,
+            E::Invalid => DropReason::OffloadInvalid,
+            E::NoRoom => DropReason::NoRoom,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

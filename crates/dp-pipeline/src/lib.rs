@@ -11,19 +11,20 @@
     )
 )]
 
-pub mod buffer;
 pub mod config;
 pub mod drop;
 pub mod graph;
 pub mod node;
 pub mod nodes;
-pub mod offload;
 pub mod port_table;
+
+/// Buffers and offload live in `dp-buffer` (shared with the ports); re-exported under their old paths.
+pub use dp_buffer::{buffer, offload};
 
 pub use buffer::{BufferPool, PacketBuf, PacketMeta, DEFAULT_DATA_ROOM, HEADROOM, LARGE_DATA_ROOM};
 pub use config::{DpConfig, DEFAULT_UNDERLAY_MTU, GATEWAY_IPV4, GATEWAY_IPV6, MIN_UNDERLAY_MTU};
 pub use drop::DropReason;
 pub use graph::{Graph, GraphCounters, NodeId, BATCH_SIZE, TICK_INTERVAL_NS};
 pub use node::{Ctx, Node, Verdict};
-pub use offload::{Offload, Segments, VNET_HDR_LEN};
+pub use offload::{Offload, OffloadError, Segments, VNET_HDR_LEN};
 pub use port_table::{PortEntry, PortKind, PortTable};

@@ -35,8 +35,8 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use dp_buffer::{BufferPool, PacketBuf};
 pub use dp_packet::MacAddr;
-pub use dp_pipeline::{BufferPool, PacketBuf};
 
 pub mod af_packet;
 pub mod af_xdp;

@@ -483,7 +483,7 @@ mod tests {
         h.inject(&[6]);
         assert_eq!(h.rx_pending(), 3);
         // The frames carry the pool's fresh metadata: the caller's stamp.
-        let stamp = dp_pipeline::PacketMeta {
+        let stamp = dp_buffer::PacketMeta {
             in_port: 5,
             rx_time_ns: 99,
             ..Default::default()

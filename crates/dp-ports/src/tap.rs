@@ -10,7 +10,7 @@
 //! `TUNSETOFFLOAD` (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN`) tells the kernel we
 //! take partial checksums and TCP superframes of up to 64 KiB: the kernel side then sends them
 //! without segmenting or checksumming (as to a virtio-net guest). Received, the header goes into
-//! [`PacketMeta::offload`](dp_pipeline::PacketMeta); transmitted, it is written back from there
+//! [`PacketMeta::offload`](dp_buffer::PacketMeta); transmitted, it is written back from there
 //! (the kernel finishes or segments what the header asks). A superframe is received into one of
 //! the pool's large buffers ([`BufferPool::with_large`]): the read scatters into a normal buffer
 //! and the tail of a large one, and only a frame that overflows the normal buffer moves (its
@@ -52,7 +52,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use dp_pipeline::{Offload, VNET_HDR_LEN};
+use dp_buffer::{Offload, VNET_HDR_LEN};
 
 use crate::{BufferPool, MacAddr, PacketBuf, Port, PortCounters, PortError, PortStats};
 
@@ -207,7 +207,7 @@ impl TapPort {
     /// Sets the virtio-net header size and the offloads we accept (device-wide).
     fn enable_offload(&self) -> Result<(), PortError> {
         let fd = self.tun.as_raw_fd();
-        let size: libc::c_int = dp_pipeline::VNET_HDR_LEN as libc::c_int;
+        let size: libc::c_int = dp_buffer::VNET_HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which points at `size`.
         if unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ as _, &size as *const libc::c_int) } < 0 {
             return Err(os_error(&self.name, "TUNSETVNETHDRSZ failed"));

@@ -369,7 +369,7 @@ fn software_offload(
         let off = pkt.meta.offload;
         if !off.is_gso() {
             if let Err(reason) = dp_pipeline::offload::finish_checksum(&mut pkt) {
-                drop(reason, 1);
+                drop(reason.into(), 1);
                 pool.free(pkt);
                 continue;
             }
@@ -381,7 +381,7 @@ fn software_offload(
             continue;
         }
         match dp_pipeline::Segments::new(pkt.data(), &off) {
-            Err(reason) => drop(reason, 1),
+            Err(reason) => drop(reason.into(), 1),
             Ok(segs) => {
                 let count = segs.count();
                 counters
@@ -398,7 +398,7 @@ fn software_offload(
                     match segs.write(i, &mut seg, pkt.meta) {
                         Ok(()) => scratch.push(seg),
                         Err(reason) => {
-                            drop(reason, 1);
+                            drop(reason.into(), 1);
                             pool.free(seg);
                         }
                     }

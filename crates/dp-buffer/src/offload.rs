@@ -12,7 +12,7 @@
 //! Between two such TAPs (VM → VM on this host) the header is passed through unchanged: the
 //! receiving kernel segments or checksums only if it must, which is what makes local TCP fast.
 //! Towards the underlay it cannot be: no uplink takes a tunnelled superframe, so
-//! * [`ipip_encap`](crate::nodes::IpipEncap) finishes a partial checksum before encapsulating
+//! * `dp-pipeline`'s `ipip_encap` node finishes a partial checksum before encapsulating
 //!   ([`finish_checksum`]), and lets a superframe through the MTU check when its *segments* fit;
 //! * the worker cuts a superframe into MSS-sized segments when it hands it to a port that does
 //!   not accept offload ([`Segments`]), encapsulated or not: per segment the outer IPv6 payload
@@ -30,7 +30,19 @@
 use dp_packet::checksum;
 
 use crate::buffer::{PacketBuf, PacketMeta};
-use crate::drop::DropReason;
+
+/// Why an offload request cannot be carried out; the pipeline counts each as a drop reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffloadError {
+    /// An offset moved past what the header's 16-bit fields can hold.
+    TooBig,
+    /// The partial checksum's location lies outside the frame.
+    BadChecksum,
+    /// The request does not match the frame (hostile `csum_start`, zero MSS, not TCP, ...).
+    Invalid,
+    /// A segment does not fit the buffer it is written into.
+    NoRoom,
+}
 
 /// Length of `struct virtio_net_hdr` (no `num_buffers`).
 pub const VNET_HDR_LEN: usize = 10;
@@ -139,10 +151,10 @@ impl Offload {
     /// Moves the offsets by `n` bytes of headers put in front of the old frame start
     /// (encapsulation). Fails if they would overflow.
     #[inline]
-    pub fn shift(&mut self, n: usize) -> Result<(), DropReason> {
-        let n = u16::try_from(n).map_err(|_| DropReason::TooBig)?;
+    pub fn shift(&mut self, n: usize) -> Result<(), OffloadError> {
+        let n = u16::try_from(n).map_err(|_| OffloadError::TooBig)?;
         if self.needs_csum() {
-            self.csum_start = self.csum_start.checked_add(n).ok_or(DropReason::TooBig)?;
+            self.csum_start = self.csum_start.checked_add(n).ok_or(OffloadError::TooBig)?;
         }
         if self.hdr_len != 0 {
             self.hdr_len = self.hdr_len.saturating_add(n);
@@ -153,7 +165,7 @@ impl Offload {
 
 /// Finishes a partial checksum in place (`pkt.meta.offload` NEEDS_CSUM) and clears the request.
 /// A packet without one is left alone. A superframe keeps its request (segment it instead).
-pub fn finish_checksum(pkt: &mut PacketBuf) -> Result<(), DropReason> {
+pub fn finish_checksum(pkt: &mut PacketBuf) -> Result<(), OffloadError> {
     let off = pkt.meta.offload;
     if off.is_gso() || !off.needs_csum() {
         return Ok(());
@@ -180,14 +192,14 @@ pub fn settle(pkt: &mut PacketBuf) {
 /// The checksum at `csum_start + csum_offset` over `frame[csum_start..]`, as a NIC does it
 /// (a zero result goes out as 0xffff, which is the same value in ones' complement; required
 /// for UDP).
-fn finish_partial(frame: &mut [u8], off: &Offload) -> Result<(), DropReason> {
+fn finish_partial(frame: &mut [u8], off: &Offload) -> Result<(), OffloadError> {
     let start = usize::from(off.csum_start);
     let field = start + usize::from(off.csum_offset);
     if field + 2 > frame.len() {
-        return Err(DropReason::L4BadChecksum);
+        return Err(OffloadError::BadChecksum);
     }
     checksum::finish_partial(frame, start, usize::from(off.csum_offset))
-        .map_err(|_| DropReason::L4BadChecksum)?;
+        .map_err(|_| OffloadError::BadChecksum)?;
     if let Some(f) = frame.get_mut(field..field + 2) {
         if f == [0, 0] {
             f.copy_from_slice(&[0xff, 0xff]);
@@ -235,8 +247,8 @@ fn put32(b: &mut [u8], at: usize, v: u32) {
 impl Layout {
     /// Walks Ethernet, an optional outer IPv6 (next header 4 or 41), the inner IP header and
     /// TCP, and checks them against the frame length and the request.
-    fn new(frame: &[u8], off: &Offload) -> Result<Layout, DropReason> {
-        let bad = DropReason::OffloadInvalid;
+    fn new(frame: &[u8], off: &Offload) -> Result<Layout, OffloadError> {
+        let bad = OffloadError::Invalid;
         if !off.is_tcp_gso() || off.gso_size == 0 {
             return Err(bad);
         }
@@ -313,8 +325,8 @@ pub struct Segments<'a> {
 
 impl<'a> Segments<'a> {
     /// Validates `frame` against `off` (a TCP superframe, Ethernet first, optionally IPv4- or
-    /// IPv6-in-IPv6 encapsulated). Fails with [`DropReason::OffloadInvalid`].
-    pub fn new(frame: &'a [u8], off: &Offload) -> Result<Segments<'a>, DropReason> {
+    /// IPv6-in-IPv6 encapsulated). Fails with [`OffloadError::Invalid`].
+    pub fn new(frame: &'a [u8], off: &Offload) -> Result<Segments<'a>, OffloadError> {
         let layout = Layout::new(frame, off)?;
         let mss = usize::from(off.gso_size);
         let payload = frame.len() - (layout.l4 + layout.tcp_len);
@@ -351,8 +363,13 @@ impl<'a> Segments<'a> {
 
     /// Writes segment `i` into `buf` (replacing its frame; `meta` is the superframe's, with the
     /// offload request cleared).
-    pub fn write(&self, i: usize, buf: &mut PacketBuf, meta: PacketMeta) -> Result<(), DropReason> {
-        let bad = DropReason::OffloadInvalid;
+    pub fn write(
+        &self,
+        i: usize,
+        buf: &mut PacketBuf,
+        meta: PacketMeta,
+    ) -> Result<(), OffloadError> {
+        let bad = OffloadError::Invalid;
         if i >= self.count {
             return Err(bad);
         }
@@ -360,7 +377,7 @@ impl<'a> Segments<'a> {
         let len = self.len(i);
         let start = hl + i * self.mss;
         buf.reset();
-        buf.set_len(len).map_err(|_| DropReason::NoRoom)?;
+        buf.set_len(len).map_err(|_| OffloadError::NoRoom)?;
         buf.meta = meta;
         buf.meta.offload = Offload::NONE;
         let out = buf.data_mut();
@@ -629,10 +646,7 @@ mod tests {
                 ..off
             },
         ] {
-            assert_eq!(
-                Segments::new(&f, &bad).err(),
-                Some(DropReason::OffloadInvalid)
-            );
+            assert_eq!(Segments::new(&f, &bad).err(), Some(OffloadError::Invalid));
         }
         assert!(Segments::new(&f[..f.len() - 1], &off).is_err());
         assert!(Segments::new(&f[..40], &off).is_err());
