@@ -25,6 +25,7 @@ if [ "$(id -u)" = 0 ]; then
     have unshare || need+=(util-linux)
     have iperf3 || need+=(iperf3)
     have tcpdump || need+=(tcpdump)
+    have ethtool || need+=(ethtool)
     if ((${#need[@]})); then
         echo "test.sh: installing ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive
