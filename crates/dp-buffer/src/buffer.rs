@@ -36,6 +36,9 @@ pub struct PacketMeta {
     /// The checksum/segmentation offload request that came with the frame (a TAP's virtio-net
     /// header), to pass on or to finish in software; see [`crate::offload`].
     pub offload: crate::offload::Offload,
+    /// How often the packet went back to an earlier node of the graph (recirculation), which
+    /// the graph bounds.
+    pub hops: u8,
 }
 
 impl Default for PacketMeta {
@@ -46,6 +49,7 @@ impl Default for PacketMeta {
             rx_time_ns: 0,
             underlay_dst: Ipv6Addr::UNSPECIFIED,
             offload: crate::offload::Offload::NONE,
+            hops: 0,
         }
     }
 }

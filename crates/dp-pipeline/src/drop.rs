@@ -85,7 +85,8 @@ drop_reasons! {
     NoPeerMac => "no_peer_mac", "destination VM's MAC address not known yet";
     NoRoom => "no_room", "reply does not fit in the packet buffer";
     QueueFull => "queue_full", "a node's input batch was full";
-    GraphLoop => "graph_loop", "a node sent a packet backwards in the graph (a bug)";
+    GraphLoop => "graph_loop", "a node sent a packet backwards in the graph along an edge it did not declare (a bug)";
+    RecircLimit => "recirculation_limit", "a packet went back to an earlier node more often than the recirculation limit allows";
     TxFailed => "tx_failed", "the port could not transmit the frame";
     NoBuffer => "no_buffer", "no free packet buffer";
     OffloadInvalid => "offload_invalid", "a superframe whose offload request (virtio-net header) does not match its headers, so it cannot be segmented";

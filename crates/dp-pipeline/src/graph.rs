@@ -14,8 +14,9 @@ use dp_tables::PortId;
 
 use crate::buffer::{BufferPool, PacketBuf};
 use crate::drop::DropReason;
-use crate::node::{Ctx, Node, Verdict};
+use crate::node::{Ctx, Emit, Node, Verdict};
 use crate::nodes::*;
+use crate::worker_ctx::WorkerCtx;
 
 /// Most packets a node's batch holds; a port burst must not be larger.
 ///
@@ -30,6 +31,34 @@ pub const MAX_EXTRA_PACKETS: usize = 64;
 
 /// How often the worker should call [`Graph::tick`].
 pub const TICK_INTERVAL_NS: u64 = 100_000_000;
+
+/// Most times a packet may go back to an earlier node ([`Node::NEXT`]'s recirculation edges)
+/// before it is dropped as `recirculation_limit` (dpservice's LB goes encap → classify once).
+pub const MAX_RECIRCULATIONS: u8 = 4;
+
+/// Most recirculated packets waiting for the next pass of one [`Graph::run`].
+pub const RECIRC_CAPACITY: usize = 2 * BATCH_SIZE;
+
+/// Most passes of one [`Graph::run`] (the first and those for recirculated packets).
+const MAX_PASSES: usize = 16;
+
+/// Where the graph sends a port's transmit batch when it fills up in the middle of a run (a node
+/// that makes packets, or a burst that all goes to one port with more packets than a batch): the
+/// worker's transmit path. Cold: the batches are otherwise drained after [`Graph::run`].
+pub trait TxSink {
+    /// Transmits `batch` out of `port` and leaves it empty: what cannot be sent is freed to
+    /// `pool` and counted by the sink.
+    fn flush(&mut self, port: PortId, batch: &mut Vec<PacketBuf>, pool: &mut BufferPool);
+}
+
+/// What one graph run needs besides the graph: the shared context, the worker's own, the buffer
+/// pool and the transmit path for full batches.
+struct Env<'e, 'a> {
+    ctx: &'e Ctx<'a>,
+    worker: &'e mut WorkerCtx,
+    pool: &'e mut BufferPool,
+    sink: &'e mut dyn TxSink,
+}
 
 macro_rules! node_ids {
     ($($variant:ident => $field:ident : $ty:ty,)*) => {
@@ -51,6 +80,49 @@ macro_rules! node_ids {
                 }
             }
 
+            /// The nodes this one declares it sends packets to ([`Node::NEXT`]).
+            pub const fn next_nodes(self) -> &'static [NodeId] {
+                match self {
+                    $(NodeId::$variant => <$ty as Node>::NEXT,)*
+                }
+            }
+
+            /// Whether this node declares it transmits ([`Node::TRANSMITS`]).
+            pub const fn transmits(self) -> bool {
+                match self {
+                    $(NodeId::$variant => <$ty as Node>::TRANSMITS,)*
+                }
+            }
+
+            /// [`NodeId::next_nodes`] as a bit mask over node indices, per node, computed at
+            /// compile time (checked per packet only for edges going backwards).
+            const NEXT_MASKS: [u64; Self::COUNT] = {
+                let mut masks = [0u64; Self::COUNT];
+                let mut nodes: &[NodeId] = Self::ORDER;
+                while let [node, rest @ ..] = nodes {
+                    let mut next = node.next_nodes();
+                    let mut mask = 0u64;
+                    while let [to, more @ ..] = next {
+                        mask |= 1 << (*to as u64);
+                        next = more;
+                    }
+                    #[allow(clippy::indexing_slicing)] // compile time: out of range fails the build
+                    {
+                        masks[*node as usize] = mask;
+                    }
+                    nodes = rest;
+                }
+                masks
+            };
+
+            /// Whether this node declared an edge to `to`.
+            #[inline]
+            fn declares(self, to: NodeId) -> bool {
+                Self::NEXT_MASKS
+                    .get(self.index())
+                    .is_some_and(|m| m & (1 << to.index()) != 0)
+            }
+
             #[inline]
             pub const fn index(self) -> usize {
                 self as usize
@@ -64,10 +136,27 @@ macro_rules! node_ids {
         }
 
         impl Graph {
-            /// Runs every node over its batch, in order.
-            pub fn run(&mut self, ctx: &Ctx<'_>, pool: &mut BufferPool) {
+            /// One pass: every node over its batch, in order.
+            fn run_pass(&mut self, env: &mut Env<'_, '_>) {
                 $(
-                    self.$field(ctx, pool);
+                    self.$field(env);
+                )*
+            }
+
+            /// Runs one node now (its input batch is full and a packet must go in).
+            fn run_by_id(&mut self, id: NodeId, env: &mut Env<'_, '_>) {
+                match id {
+                    $(NodeId::$variant => self.$field(env),)*
+                }
+            }
+
+            /// Every node's periodic work that is due.
+            fn timeouts(&mut self, env: &mut Env<'_, '_>) {
+                let now = env.ctx.now_ns;
+                $(
+                    if self.nodes.$field.poll_timeout().is_some_and(|t| t <= now) {
+                        self.timeout_node(NodeId::$variant, env, |nodes| &mut nodes.$field);
+                    }
                 )*
             }
 
@@ -75,8 +164,8 @@ macro_rules! node_ids {
             // in profiles (callgrind's inclusive cost per node), for one call per batch.
             $(
                 #[inline(never)]
-                fn $field(&mut self, ctx: &Ctx<'_>, pool: &mut BufferPool) {
-                    self.run_node(NodeId::$variant, ctx, pool, |nodes| &mut nodes.$field);
+                fn $field(&mut self, env: &mut Env<'_, '_>) {
+                    self.run_node(NodeId::$variant, env, |nodes| &mut nodes.$field);
                 }
             )*
         }
@@ -96,13 +185,39 @@ node_ids! {
     GatewayIcmp => gateway_icmp: GatewayIcmp,
     IpipEncap => ipip_encap: IpipEncap,
     L2Rewrite => l2_rewrite: L2Rewrite,
+    VmProbe => vm_probe: VmProbe,
 }
+
+/// The graph's edges as declared by the nodes, one `from -> to` per line (`to` is `tx` for a
+/// node that transmits), in node order: what docs/architecture.md draws.
+pub fn edge_list() -> String {
+    let mut out = String::new();
+    for &node in NodeId::ORDER {
+        for next in node.next_nodes() {
+            let kind = if next.index() <= node.index() {
+                " (recirculation)"
+            } else {
+                ""
+            };
+            out.push_str(&format!("{} -> {}{kind}\n", node.name(), next.name()));
+        }
+        if node.transmits() {
+            out.push_str(&format!("{} -> tx\n", node.name()));
+        }
+    }
+    out
+}
+
+/// Where a drop was counted: at a node, or outside the nodes (by a port or the worker).
+pub const DROP_SITES: usize = NodeId::COUNT + 1;
 
 /// Counters of one worker's graph, readable from other threads (metrics, stats).
 #[derive(Debug)]
 pub struct GraphCounters {
     pub node_packets: [AtomicU64; NodeId::COUNT],
-    pub drops: [AtomicU64; DropReason::COUNT],
+    /// Drops per (site, reason): a row per node ([`NodeId::index`]), the last row for drops
+    /// outside the nodes. One increment per drop; the totals per reason are summed when read.
+    drops: [[AtomicU64; DropReason::COUNT]; DROP_SITES],
     /// Frames handed to the ports for transmission (counted by the worker).
     pub tx_packets: AtomicU64,
     /// Frames the graph made itself rather than received: neighbor discovery probes, the
@@ -115,7 +230,7 @@ impl Default for GraphCounters {
     fn default() -> Self {
         GraphCounters {
             node_packets: std::array::from_fn(|_| AtomicU64::new(0)),
-            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            drops: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             tx_packets: AtomicU64::new(0),
             originated: AtomicU64::new(0),
         }
@@ -123,9 +238,31 @@ impl Default for GraphCounters {
 }
 
 impl GraphCounters {
+    /// Counts `n` drops for `reason` at `node` (`None`: outside the nodes, by a port or the
+    /// worker). The one place a drop is counted.
+    #[inline]
+    pub fn count_drop(&self, node: Option<NodeId>, reason: DropReason, n: u64) {
+        let site = node.map_or(NodeId::COUNT, NodeId::index);
+        if let Some(c) = self.drops.get(site).and_then(|r| r.get(reason.index())) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops for `reason`, wherever they were counted.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops
-            .get(reason.index())
+            .iter()
+            .filter_map(|row| row.get(reason.index()))
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Drops for `reason` at `node` (`None`: outside the nodes).
+    pub fn node_drops(&self, node: Option<NodeId>, reason: DropReason) -> u64 {
+        let site = node.map_or(NodeId::COUNT, NodeId::index);
+        self.drops
+            .get(site)
+            .and_then(|r| r.get(reason.index()))
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
@@ -136,7 +273,11 @@ impl GraphCounters {
     }
 
     pub fn total_drops(&self) -> u64 {
-        self.drops.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.drops
+            .iter()
+            .flatten()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn originated(&self) -> u64 {
@@ -150,52 +291,98 @@ pub struct Graph {
     pub nodes: Nodes,
     inputs: [Vec<PacketBuf>; NodeId::COUNT],
     tx: Vec<Vec<PacketBuf>>,
-    /// Extra packets a node made out of one, before they are dispatched.
-    extra: Vec<PacketBuf>,
-    /// The verdicts of a node on its batch ([`Node::process_batch`]), `BATCH_SIZE` long.
-    verdicts: Vec<Verdict>,
+    /// Per node: the packets it made out of one (or in a timeout), before they are dispatched.
+    /// Per node because a node's dispatch may run a later node (whose input is full) first.
+    staged: [Vec<(PacketBuf, Verdict)>; NodeId::COUNT],
+    /// Per node: its verdicts on its batch ([`Node::process_batch`]), `BATCH_SIZE` long.
+    verdicts: [Vec<Verdict>; NodeId::COUNT],
+    /// Packets sent back to an earlier node, for the next pass, and the spare for their swap.
+    recirc: Vec<(PacketBuf, NodeId)>,
+    recirc_spare: Vec<(PacketBuf, NodeId)>,
     counters: std::sync::Arc<GraphCounters>,
-    /// Probing of silent VMs by the tick (not a node: it handles no packets).
-    vm_probe: VmProbe,
+    /// `--graphtrace-loglevel`: 0 off, 1 every verdict, 2 also the frame's first bytes.
+    trace_level: u8,
+    /// Debug builds: the edges taken, per node (bit `i`: to node `i`; bit 63: to a port).
+    #[cfg(debug_assertions)]
+    edges_taken: [u64; NodeId::COUNT],
 }
+
+const TX_EDGE_BIT: u64 = 1 << 63;
+const _: () = assert!(
+    NodeId::COUNT < 63,
+    "edge masks: a bit per node, bit 63 for transmit"
+);
 
 impl Graph {
     /// A graph for `port_count` ports; all batches are allocated here, once.
     pub fn new(port_count: usize, counters: std::sync::Arc<GraphCounters>) -> Self {
+        let nodes = Nodes {
+            vm_probe: VmProbe::new(port_count),
+            ..Nodes::default()
+        };
         Graph {
-            nodes: Nodes::default(),
+            nodes,
             inputs: std::array::from_fn(|_| Vec::with_capacity(BATCH_SIZE)),
             tx: (0..port_count)
                 .map(|_| Vec::with_capacity(BATCH_SIZE))
                 .collect(),
-            extra: Vec::with_capacity(MAX_EXTRA_PACKETS),
-            verdicts: vec![Verdict::Drop(DropReason::GraphLoop); BATCH_SIZE],
+            staged: std::array::from_fn(|_| Vec::with_capacity(MAX_EXTRA_PACKETS)),
+            verdicts: std::array::from_fn(|_| {
+                vec![Verdict::Drop(DropReason::GraphLoop); BATCH_SIZE]
+            }),
+            recirc: Vec::with_capacity(RECIRC_CAPACITY),
+            recirc_spare: Vec::with_capacity(RECIRC_CAPACITY),
             counters,
-            vm_probe: VmProbe::new(port_count),
+            trace_level: 0,
+            #[cfg(debug_assertions)]
+            edges_taken: [0; NodeId::COUNT],
         }
     }
 
-    /// Periodic work at `ctx.now_ns`: probes for the underlay router on every uplink and for the
-    /// MAC of every silent VM ([`VmProbe`]). Frames it makes are counted as originated and queued
-    /// to the transmit batches (drain them as after [`Graph::run`]).
-    pub fn tick(&mut self, ctx: &Ctx<'_>, pool: &mut BufferPool) {
-        let tx = &mut self.tx;
-        let counters = &self.counters;
-        let mut emit = |port: PortId, pkt: PacketBuf, pool: &mut BufferPool| {
-            counters.originated.fetch_add(1, Ordering::Relaxed);
-            let result = match tx.get_mut(usize::from(port)) {
-                Some(batch) => push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull)),
-                None => Err((pkt, DropReason::DstPortDown)),
-            };
-            if let Err((pkt, reason)) = result {
-                if let Some(c) = counters.drops.get(reason.index()) {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-                pool.free(pkt);
-            }
+    /// Sets `--graphtrace-loglevel`: 0 off, 1 logs every verdict (node, packet, where it goes),
+    /// 2 also the frame's first bytes. Off costs one predictable branch per node and batch.
+    pub fn set_trace_level(&mut self, level: u8) {
+        self.trace_level = level;
+    }
+
+    /// Runs every node over its batch, in order — and again for packets that recirculated, up
+    /// to a bound. Transmit batches that fill up on the way go to `sink`; the rest wait in
+    /// [`Graph::tx_batch`] for the caller.
+    pub fn run(
+        &mut self,
+        ctx: &Ctx<'_>,
+        worker: &mut WorkerCtx,
+        pool: &mut BufferPool,
+        sink: &mut dyn TxSink,
+    ) {
+        let mut env = Env {
+            ctx,
+            worker,
+            pool,
+            sink,
         };
-        self.nodes.underlay_nd.tick(ctx, pool, &mut emit);
-        self.vm_probe.tick(ctx, pool, &mut emit);
+        self.run_passes(&mut env);
+    }
+
+    /// The periodic work due at `ctx.now_ns` of every node ([`Node::poll_timeout`]): router
+    /// discovery on the uplinks (the leader only), probes of silent VMs (each worker its share of
+    /// the ports). Frames it makes are counted as originated and sent as the nodes say; those
+    /// that wait in the transmit batches are drained as after [`Graph::run`].
+    pub fn tick(
+        &mut self,
+        ctx: &Ctx<'_>,
+        worker: &mut WorkerCtx,
+        pool: &mut BufferPool,
+        sink: &mut dyn TxSink,
+    ) {
+        let mut env = Env {
+            ctx,
+            worker,
+            pool,
+            sink,
+        };
+        self.timeouts(&mut env);
+        self.run_passes(&mut env);
     }
 
     pub fn counters(&self) -> &std::sync::Arc<GraphCounters> {
@@ -231,14 +418,65 @@ impl Graph {
 
     /// Counts and frees a packet dropped outside the nodes (by a port or the worker).
     pub fn drop_packet(&self, pkt: PacketBuf, reason: DropReason, pool: &mut BufferPool) {
-        self.count_drop(reason);
+        self.counters.count_drop(None, reason, 1);
         pool.free(pkt);
     }
 
-    #[inline]
-    fn count_drop(&self, reason: DropReason) {
-        if let Some(c) = self.counters.drops.get(reason.index()) {
-            c.fetch_add(1, Ordering::Relaxed);
+    /// The edges taken so far that the nodes did not declare ([`Node::NEXT`],
+    /// [`Node::TRANSMITS`]): `(from, Some(to))` or `(from, None)` for a transmit. Always empty
+    /// in release builds, which do not record edges.
+    pub fn undeclared_edges(&self) -> Vec<(NodeId, Option<NodeId>)> {
+        #[cfg(debug_assertions)]
+        {
+            let mut out = Vec::new();
+            for (&from, &taken) in NodeId::ORDER.iter().zip(self.edges_taken.iter()) {
+                for &to in NodeId::ORDER {
+                    if taken & (1 << to.index()) != 0 && !from.next_nodes().contains(&to) {
+                        out.push((from, Some(to)));
+                    }
+                }
+                if taken & TX_EDGE_BIT != 0 && !from.transmits() {
+                    out.push((from, None));
+                }
+            }
+            out
+        }
+        #[cfg(not(debug_assertions))]
+        Vec::new()
+    }
+
+    /// The first pass and those for recirculated packets, bounded.
+    fn run_passes(&mut self, env: &mut Env<'_, '_>) {
+        self.run_pass(env);
+        let mut passes = 1;
+        while !self.recirc.is_empty() {
+            if passes >= MAX_PASSES {
+                // Cannot happen with the hop limit (each pass feeds a batch per node); bounded
+                // all the same.
+                let n = self.recirc.len() as u64;
+                for (pkt, _) in self.recirc.drain(..) {
+                    env.pool.free(pkt);
+                }
+                self.counters.count_drop(None, DropReason::RecircLimit, n);
+                break;
+            }
+            // Every input is empty after a pass: feed the recirculated packets to their nodes,
+            // in order; what does not fit waits for the pass after.
+            let mut pending = std::mem::take(&mut self.recirc);
+            let mut rest = std::mem::take(&mut self.recirc_spare);
+            for (pkt, to) in pending.drain(..) {
+                let fed = match self.inputs.get_mut(to.index()) {
+                    Some(batch) => push_bounded(batch, pkt),
+                    None => Err(pkt),
+                };
+                if let Err(pkt) = fed {
+                    rest.push((pkt, to));
+                }
+            }
+            self.recirc = rest;
+            self.recirc_spare = pending;
+            self.run_pass(env);
+            passes += 1;
         }
     }
 
@@ -246,8 +484,7 @@ impl Graph {
     fn run_node<N: Node>(
         &mut self,
         id: NodeId,
-        ctx: &Ctx<'_>,
-        pool: &mut BufferPool,
+        env: &mut Env<'_, '_>,
         select: impl Fn(&mut Nodes) -> &mut N,
     ) {
         let Some(input) = self.inputs.get_mut(id.index()) else {
@@ -257,47 +494,73 @@ impl Graph {
             return;
         }
         // Take the batch out so the node's outputs can go into the other batches; the vector
-        // (and its capacity) is put back afterwards, so nothing is allocated.
+        // (and its capacity) is put back afterwards, so nothing is allocated. No packet is sent
+        // to this node meanwhile: the nodes this dispatch may run are all later ones.
         let mut batch = std::mem::take(input);
         if let Some(c) = self.counters.node_packets.get(id.index()) {
             c.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
-        select(&mut self.nodes).begin_batch(ctx);
+        select(&mut self.nodes).begin_batch(env.ctx, env.worker);
         // Two passes (as VPP): the node decides for the whole batch, its code and data hot,
         // then the packets move on. A batch never exceeds BATCH_SIZE, the verdicts' length.
-        let mut verdicts = std::mem::take(&mut self.verdicts);
+        let mut verdicts = take_slot(&mut self.verdicts, id);
         if N::MAKES_PACKETS {
+            let mut staged = take_slot(&mut self.staged, id);
             let mut i = 0;
             while let Some(pkt) = batch.get_mut(i) {
+                let mut emit = Emit::new(env.pool, &mut staged);
                 let verdict =
-                    select(&mut self.nodes).process_alloc(pkt, ctx, pool, &mut self.extra);
+                    select(&mut self.nodes).process_alloc(pkt, env.ctx, env.worker, &mut emit);
                 if let Some(v) = verdicts.get_mut(i) {
                     *v = verdict;
                 }
                 i += 1;
-                if !self.extra.is_empty() {
+                if !staged.is_empty() {
                     // The extra packets go right after theirs: send what is decided so far, then
                     // them, and go on with the rest (rare: fragmentation).
-                    self.dispatch_all(id, &mut batch, i, &verdicts, pool);
-                    let mut extra = std::mem::take(&mut self.extra);
-                    self.counters
-                        .originated
-                        .fetch_add(extra.len() as u64, Ordering::Relaxed);
-                    for pkt in extra.drain(..) {
-                        self.dispatch(id, pkt, verdict, pool);
-                    }
-                    self.extra = extra;
+                    self.dispatch_all(id, &mut batch, i, &verdicts, env);
+                    self.dispatch_staged(id, &mut staged, env);
                     i = 0;
                 }
             }
+            put_slot(&mut self.staged, id, staged);
         } else {
-            select(&mut self.nodes).process_batch(&mut batch, ctx, &mut verdicts);
+            select(&mut self.nodes).process_batch(&mut batch, env.ctx, env.worker, &mut verdicts);
         }
         let decided = batch.len();
-        self.dispatch_all(id, &mut batch, decided, &verdicts, pool);
-        self.verdicts = verdicts;
+        self.dispatch_all(id, &mut batch, decided, &verdicts, env);
+        put_slot(&mut self.verdicts, id, verdicts);
         if let Some(slot) = self.inputs.get_mut(id.index()) {
             *slot = batch;
+        }
+    }
+
+    /// A node's periodic work, then the packets it made.
+    fn timeout_node<N: Node>(
+        &mut self,
+        id: NodeId,
+        env: &mut Env<'_, '_>,
+        select: impl Fn(&mut Nodes) -> &mut N,
+    ) {
+        let mut staged = take_slot(&mut self.staged, id);
+        let mut emit = Emit::new(env.pool, &mut staged);
+        select(&mut self.nodes).handle_timeout(env.ctx, env.worker, &mut emit);
+        self.dispatch_staged(id, &mut staged, env);
+        put_slot(&mut self.staged, id, staged);
+    }
+
+    /// Sends the packets a node made, in order, counted as originated.
+    fn dispatch_staged(
+        &mut self,
+        id: NodeId,
+        staged: &mut Vec<(PacketBuf, Verdict)>,
+        env: &mut Env<'_, '_>,
+    ) {
+        self.counters
+            .originated
+            .fetch_add(staged.len() as u64, Ordering::Relaxed);
+        for (pkt, verdict) in staged.drain(..) {
+            self.dispatch(id, pkt, verdict, env);
         }
     }
 
@@ -312,20 +575,33 @@ impl Graph {
         batch: &mut Vec<PacketBuf>,
         count: usize,
         verdicts: &[Verdict],
-        pool: &mut BufferPool,
+        env: &mut Env<'_, '_>,
     ) {
         let decided = verdicts.get(..count).unwrap_or(verdicts);
+        if self.trace_level > 0 {
+            self.trace(id, batch, decided);
+        }
         if count == batch.len() {
             if let Some(&first) = decided.first() {
                 // A fold without early exit, over words: the compiler vectorises it.
                 let word = first.word();
                 if decided.iter().fold(0, |diff, v| diff | (v.word() ^ word)) == 0 {
+                    self.record_edge(id, first);
                     let target = match first {
                         Verdict::Next(next) if next.index() > id.index() => {
                             self.inputs.get_mut(next.index())
                         }
                         Verdict::Tx(port) => self.tx.get_mut(usize::from(port)),
-                        _ => None,
+                        Verdict::Drop(reason) => {
+                            // A whole batch dropped for one reason: one count.
+                            self.counters
+                                .count_drop(Some(id), reason, batch.len() as u64);
+                            for pkt in batch.drain(..) {
+                                env.pool.free(pkt);
+                            }
+                            return;
+                        }
+                        Verdict::Next(_) => None,
                     };
                     if let Some(target) = target.filter(|t| t.is_empty()) {
                         std::mem::swap(target, batch);
@@ -340,38 +616,324 @@ impl Graph {
                 .next()
                 .copied()
                 .unwrap_or(Verdict::Drop(DropReason::QueueFull));
-            self.dispatch(id, pkt, verdict, pool);
+            self.dispatch(id, pkt, verdict, env);
         }
     }
 
     #[inline]
-    fn dispatch(&mut self, from: NodeId, pkt: PacketBuf, verdict: Verdict, pool: &mut BufferPool) {
+    fn dispatch(&mut self, from: NodeId, pkt: PacketBuf, verdict: Verdict, env: &mut Env<'_, '_>) {
+        self.record_edge(from, verdict);
         let result = match verdict {
-            Verdict::Next(next) if next.index() <= from.index() => {
-                Err((pkt, DropReason::GraphLoop))
-            }
-            Verdict::Next(next) => match self.inputs.get_mut(next.index()) {
-                Some(batch) => push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull)),
-                None => Err((pkt, DropReason::GraphLoop)),
-            },
-            Verdict::Tx(port) => match self.tx.get_mut(usize::from(port)) {
-                Some(batch) => push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull)),
-                None => Err((pkt, DropReason::DstPortDown)),
-            },
+            Verdict::Next(next) if next.index() > from.index() => self.push_next(next, pkt, env),
+            Verdict::Next(next) if from.declares(next) => self.recirculate(pkt, next),
+            Verdict::Next(_) => Err((pkt, DropReason::GraphLoop)),
+            Verdict::Tx(port) => self.push_tx(port, pkt, env),
             Verdict::Drop(reason) => Err((pkt, reason)),
         };
         if let Err((pkt, reason)) = result {
-            self.drop_packet(pkt, reason, pool);
+            self.counters.count_drop(Some(from), reason, 1);
+            env.pool.free(pkt);
+        }
+    }
+
+    /// Into a later node's batch; a full batch is processed first (the node is later than every
+    /// node running, so its batch is in place), so nothing is lost to a full batch.
+    #[inline]
+    fn push_next(
+        &mut self,
+        next: NodeId,
+        pkt: PacketBuf,
+        env: &mut Env<'_, '_>,
+    ) -> Result<(), (PacketBuf, DropReason)> {
+        let full = self
+            .inputs
+            .get(next.index())
+            .is_some_and(|b| b.len() >= BATCH_SIZE);
+        if full {
+            self.run_by_id(next, env);
+        }
+        match self.inputs.get_mut(next.index()) {
+            Some(batch) => push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull)),
+            None => Err((pkt, DropReason::GraphLoop)),
+        }
+    }
+
+    /// Into a port's batch; a full batch goes to the sink first.
+    #[inline]
+    fn push_tx(
+        &mut self,
+        port: PortId,
+        pkt: PacketBuf,
+        env: &mut Env<'_, '_>,
+    ) -> Result<(), (PacketBuf, DropReason)> {
+        let Some(batch) = self.tx.get_mut(usize::from(port)) else {
+            return Err((pkt, DropReason::DstPortDown));
+        };
+        if batch.len() >= BATCH_SIZE {
+            env.sink.flush(port, batch, env.pool);
+        }
+        push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull))
+    }
+
+    /// Back to an earlier node, at the next pass: at most [`MAX_RECIRCULATIONS`] times a packet.
+    fn recirculate(
+        &mut self,
+        mut pkt: PacketBuf,
+        to: NodeId,
+    ) -> Result<(), (PacketBuf, DropReason)> {
+        if pkt.meta.hops >= MAX_RECIRCULATIONS {
+            return Err((pkt, DropReason::RecircLimit));
+        }
+        if self.recirc.len() >= RECIRC_CAPACITY {
+            return Err((pkt, DropReason::QueueFull));
+        }
+        pkt.meta.hops += 1;
+        self.recirc.push((pkt, to));
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn record_edge(&mut self, from: NodeId, verdict: Verdict) {
+        #[cfg(debug_assertions)]
+        if let Some(taken) = self.edges_taken.get_mut(from.index()) {
+            match verdict {
+                Verdict::Next(to) => *taken |= 1 << to.index(),
+                Verdict::Tx(_) => *taken |= TX_EDGE_BIT,
+                Verdict::Drop(_) => {}
+            }
+        }
+        #[cfg(not(debug_assertions))]
+        let _ = (from, verdict);
+    }
+
+    /// `--graphtrace-loglevel`: the verdicts of a node on (part of) its batch.
+    #[cold]
+    #[inline(never)]
+    fn trace(&self, id: NodeId, batch: &[PacketBuf], verdicts: &[Verdict]) {
+        for (pkt, verdict) in batch.iter().zip(verdicts) {
+            let to = match verdict {
+                Verdict::Next(next) => next.name().to_string(),
+                Verdict::Tx(port) => format!("tx port {port}"),
+                Verdict::Drop(reason) => format!("drop ({})", reason.name()),
+            };
+            if self.trace_level >= 2 {
+                let head = pkt.data().get(..64).unwrap_or(pkt.data());
+                tracing::info!(target: "graphtrace", node = id.name(), in_port = pkt.meta.in_port,
+                    len = pkt.len(), "-> {to} {head:02x?}");
+            } else {
+                tracing::info!(target: "graphtrace", node = id.name(), in_port = pkt.meta.in_port,
+                    len = pkt.len(), "-> {to}");
+            }
         }
     }
 }
 
-/// Pushes without ever growing the vector past its batch capacity.
+/// A node's slot of a per-node buffer, taken out while the node runs (and put back after).
+#[inline(always)]
+fn take_slot<T>(slots: &mut [Vec<T>; NodeId::COUNT], id: NodeId) -> Vec<T> {
+    slots
+        .get_mut(id.index())
+        .map(std::mem::take)
+        .unwrap_or_default()
+}
+
+#[inline(always)]
+fn put_slot<T>(slots: &mut [Vec<T>; NodeId::COUNT], id: NodeId, v: Vec<T>) {
+    if let Some(slot) = slots.get_mut(id.index()) {
+        *slot = v;
+    }
+}
+
+/// Pushes without ever growing the vector: not past a batch, nor past its capacity (a batch
+/// taken out by a running node has none; nothing is ever pushed to one, but if it were, it would
+/// be refused rather than allocated).
 #[inline]
 fn push_bounded(batch: &mut Vec<PacketBuf>, pkt: PacketBuf) -> Result<(), PacketBuf> {
-    if batch.len() >= BATCH_SIZE {
+    if batch.len() >= BATCH_SIZE || batch.len() >= batch.capacity() {
         return Err(pkt);
     }
     batch.push(pkt);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DpConfig;
+    use crate::port_table::PortTable;
+    use dp_tables::Snapshot;
+    use std::sync::Arc;
+
+    /// A transmit path that counts what it is given.
+    #[derive(Default)]
+    struct Count(usize);
+
+    impl TxSink for Count {
+        fn flush(&mut self, _: PortId, batch: &mut Vec<PacketBuf>, pool: &mut BufferPool) {
+            self.0 += batch.len();
+            for p in batch.drain(..) {
+                pool.free(p);
+            }
+        }
+    }
+
+    /// A graph with nothing in its tables, a pool, and a runt frame maker (every node drops a
+    /// 4-byte frame).
+    fn setup() -> (Graph, Arc<GraphCounters>, BufferPool) {
+        let counters = Arc::new(GraphCounters::default());
+        (
+            Graph::new(1, Arc::clone(&counters)),
+            counters,
+            BufferPool::new(2 * BATCH_SIZE, 256),
+        )
+    }
+
+    fn runt(pool: &mut BufferPool) -> PacketBuf {
+        let mut pkt = pool.alloc().expect("buffer");
+        pkt.set_frame(&[0; 4]).expect("frame");
+        pkt
+    }
+
+    #[test]
+    fn declared_edges_never_point_at_their_own_node() {
+        for &node in NodeId::ORDER {
+            for next in node.next_nodes() {
+                assert_ne!(*next, node, "{}: an edge to itself", node.name());
+                assert!(node.declares(*next));
+            }
+        }
+        assert!(!NodeId::L2Rewrite.declares(NodeId::Classify));
+        let edges = edge_list();
+        assert!(edges.contains("classify -> arp\n"), "{edges}");
+        assert!(edges.contains("ipip_encap -> tx\n"), "{edges}");
+    }
+
+    #[test]
+    fn recirculated_packets_run_again_within_the_hop_limit() {
+        let (mut graph, counters, mut pool) = setup();
+        let (tables, config, ports) = (
+            Snapshot::default(),
+            DpConfig::default(),
+            PortTable::new(vec![]),
+        );
+        let ctx = Ctx {
+            tables: &tables,
+            config: &config,
+            ports: &ports,
+            now_ns: 0,
+        };
+        let mut worker = WorkerCtx::single();
+        // One packet back to classify: it runs there at the next pass of the same run.
+        let pkt = runt(&mut pool);
+        assert!(graph.recirculate(pkt, NodeId::Classify).is_ok());
+        // One that has been around as often as allowed: refused, with the reason.
+        let mut tired = runt(&mut pool);
+        tired.meta.hops = MAX_RECIRCULATIONS;
+        let (tired, reason) = graph.recirculate(tired, NodeId::Classify).unwrap_err();
+        assert_eq!(reason, DropReason::RecircLimit);
+        pool.free(tired);
+        graph.run(&ctx, &mut worker, &mut pool, &mut Count::default());
+        assert_eq!(counters.node_packets(NodeId::Classify), 1);
+        let at_classify: u64 = DropReason::ALL
+            .iter()
+            .map(|&r| counters.node_drops(Some(NodeId::Classify), r))
+            .sum();
+        assert_eq!((at_classify, counters.total_drops()), (1, 1));
+        assert_eq!(pool.available(), pool.capacity());
+    }
+
+    #[test]
+    fn backward_edges_not_declared_are_graph_loops() {
+        let (mut graph, counters, mut pool) = setup();
+        let (tables, config, ports) = (
+            Snapshot::default(),
+            DpConfig::default(),
+            PortTable::new(vec![]),
+        );
+        let ctx = Ctx {
+            tables: &tables,
+            config: &config,
+            ports: &ports,
+            now_ns: 0,
+        };
+        let mut worker = WorkerCtx::single();
+        let mut sink = Count::default();
+        let mut env = Env {
+            ctx: &ctx,
+            worker: &mut worker,
+            pool: &mut pool,
+            sink: &mut sink,
+        };
+        let pkt = runt(env.pool);
+        graph.dispatch(
+            NodeId::L2Rewrite,
+            pkt,
+            Verdict::Next(NodeId::Classify),
+            &mut env,
+        );
+        assert_eq!(
+            counters.node_drops(Some(NodeId::L2Rewrite), DropReason::GraphLoop),
+            1
+        );
+        assert!(graph.recirc.is_empty());
+        assert_eq!(pool.available(), pool.capacity());
+    }
+
+    #[test]
+    fn a_full_node_batch_is_processed_before_more_goes_in() {
+        let (mut graph, counters, mut pool) = setup();
+        let (tables, config, ports) = (
+            Snapshot::default(),
+            DpConfig::default(),
+            PortTable::new(vec![]),
+        );
+        let ctx = Ctx {
+            tables: &tables,
+            config: &config,
+            ports: &ports,
+            now_ns: 0,
+        };
+        let mut worker = WorkerCtx::single();
+        let mut sink = Count::default();
+        let mut env = Env {
+            ctx: &ctx,
+            worker: &mut worker,
+            pool: &mut pool,
+            sink: &mut sink,
+        };
+        for _ in 0..BATCH_SIZE {
+            let pkt = runt(env.pool);
+            graph.dispatch(
+                NodeId::Classify,
+                pkt,
+                Verdict::Next(NodeId::Ipv4Lookup),
+                &mut env,
+            );
+        }
+        assert_eq!(counters.node_packets(NodeId::Ipv4Lookup), 0);
+        // The 65th: ipv4_lookup runs its full batch first, then takes it.
+        let pkt = runt(env.pool);
+        graph.dispatch(
+            NodeId::Classify,
+            pkt,
+            Verdict::Next(NodeId::Ipv4Lookup),
+            &mut env,
+        );
+        assert_eq!(counters.node_packets(NodeId::Ipv4Lookup), 64);
+        assert_eq!(graph.inputs[NodeId::Ipv4Lookup.index()].len(), 1);
+        assert_eq!(counters.drops(DropReason::QueueFull), 0);
+        // A full transmit batch goes to the sink first.
+        for _ in 0..=BATCH_SIZE {
+            let pkt = runt(env.pool);
+            graph.dispatch(NodeId::L2Rewrite, pkt, Verdict::Tx(0), &mut env);
+        }
+        assert_eq!(graph.tx[0].len(), 1);
+        graph.run_passes(&mut env);
+        assert_eq!(sink.0, 64);
+        assert_eq!(counters.node_packets(NodeId::Ipv4Lookup), 65);
+        for p in graph.tx[0].drain(..) {
+            pool.free(p);
+        }
+        assert_eq!(pool.available(), pool.capacity());
+    }
 }

@@ -17,6 +17,7 @@ pub mod graph;
 pub mod node;
 pub mod nodes;
 pub mod port_table;
+pub mod worker_ctx;
 
 /// Buffers and offload live in `dp-buffer` (shared with the ports); re-exported under their old paths.
 pub use dp_buffer::{buffer, offload};
@@ -24,7 +25,11 @@ pub use dp_buffer::{buffer, offload};
 pub use buffer::{BufferPool, PacketBuf, PacketMeta, DEFAULT_DATA_ROOM, HEADROOM, LARGE_DATA_ROOM};
 pub use config::{DpConfig, DEFAULT_UNDERLAY_MTU, GATEWAY_IPV4, GATEWAY_IPV6, MIN_UNDERLAY_MTU};
 pub use drop::DropReason;
-pub use graph::{Graph, GraphCounters, NodeId, BATCH_SIZE, TICK_INTERVAL_NS};
-pub use node::{Ctx, Node, Verdict};
+pub use graph::{
+    edge_list, Graph, GraphCounters, NodeId, TxSink, BATCH_SIZE, MAX_RECIRCULATIONS,
+    TICK_INTERVAL_NS,
+};
+pub use node::{Ctx, Emit, Node, Verdict};
 pub use offload::{Offload, OffloadError, Segments, VNET_HDR_LEN};
 pub use port_table::{PortEntry, PortKind, PortTable};
+pub use worker_ctx::WorkerCtx;

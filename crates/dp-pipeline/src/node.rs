@@ -5,8 +5,9 @@ use dp_tables::{PortId, Snapshot};
 use crate::buffer::{BufferPool, PacketBuf};
 use crate::config::DpConfig;
 use crate::drop::DropReason;
-use crate::graph::NodeId;
+use crate::graph::{NodeId, MAX_EXTRA_PACKETS};
 use crate::port_table::PortTable;
+use crate::worker_ctx::WorkerCtx;
 
 /// What a node decided for a packet.
 ///
@@ -49,25 +50,92 @@ pub struct Ctx<'a> {
     pub now_ns: u64,
 }
 
+/// Where a node's extra packets go: frames it makes (fragments, probes, replies) are staged here,
+/// each with its own verdict — any node or port — and dispatched by the graph right after the
+/// packet that made them (or after the timer that made them).
+///
+/// The staging area is pre-allocated ([`MAX_EXTRA_PACKETS`]); [`Emit::send`] hands the packet
+/// back when it is full rather than grow it, and the node drops it, counted.
+pub struct Emit<'a> {
+    pool: &'a mut BufferPool,
+    staged: &'a mut Vec<(PacketBuf, Verdict)>,
+}
+
+impl<'a> Emit<'a> {
+    pub(crate) fn new(pool: &'a mut BufferPool, staged: &'a mut Vec<(PacketBuf, Verdict)>) -> Self {
+        Emit { pool, staged }
+    }
+
+    /// The pool to allocate new packets from (and to free them to).
+    #[inline]
+    pub fn pool(&mut self) -> &mut BufferPool {
+        self.pool
+    }
+
+    /// A fresh buffer from the pool, or `None` when it is exhausted.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<PacketBuf> {
+        self.pool.alloc()
+    }
+
+    /// How many more packets can be staged.
+    #[inline]
+    pub fn room(&self) -> usize {
+        MAX_EXTRA_PACKETS.saturating_sub(self.staged.len())
+    }
+
+    /// Stages `pkt` to go where `verdict` says. Hands it back when the staging area is full.
+    #[inline]
+    pub fn send(&mut self, pkt: PacketBuf, verdict: Verdict) -> Result<(), PacketBuf> {
+        if self.staged.len() >= MAX_EXTRA_PACKETS.min(self.staged.capacity()) {
+            return Err(pkt);
+        }
+        self.staged.push((pkt, verdict));
+        Ok(())
+    }
+
+    /// Frees what was staged since the last dispatch (a node that gives up on a packet after it
+    /// made some of its pieces).
+    pub fn discard(&mut self) {
+        for (pkt, _) in self.staged.drain(..) {
+            self.pool.free(pkt);
+        }
+    }
+}
+
 /// A graph node. The graph calls `process` for every packet of the node's batch in turn, so a
 /// node's code and data stay hot in cache for the whole batch (vector processing).
+///
+/// A node gets the shared read-only [`Ctx`] and the worker's own mutable [`WorkerCtx`] (state
+/// several nodes share on one worker: no locks, no atomics). Its own fields are per-worker state
+/// too: every worker has its own graph.
 pub trait Node {
     /// The node's name in stats and traces.
     const NAME: &'static str;
 
+    /// The nodes this one may send packets to ([`Verdict::Next`]); VPP's `.next_nodes`. An edge
+    /// to a later node is a forward edge; one to this node or an earlier one is a recirculation
+    /// (bounded by [`crate::graph::MAX_RECIRCULATIONS`]). The graph counts what a node sends to
+    /// a node not listed here as `graph_loop`, and debug builds record every edge taken so the
+    /// conservation test checks them against this list.
+    const NEXT: &'static [NodeId];
+
+    /// Whether the node may send packets out of a port ([`Verdict::Tx`]).
+    const TRANSMITS: bool = false;
+
     /// Whether the node may turn one packet into several; only then does the graph call
-    /// [`Node::process_alloc`] instead of [`Node::process`].
+    /// [`Node::process_alloc`] instead of [`Node::process_batch`].
     const MAKES_PACKETS: bool = false;
 
     /// Called once before the node's batch is processed: a node reads per-batch state here
     /// (the uplinks' state, settings) instead of per packet.
     #[inline]
-    fn begin_batch(&mut self, ctx: &Ctx<'_>) {
-        let _ = ctx;
+    fn begin_batch(&mut self, ctx: &Ctx<'_>, worker: &mut WorkerCtx) {
+        let _ = (ctx, worker);
     }
 
     /// Decides the fate of one packet; may rewrite it in place.
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict;
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict;
 
     /// Decides the fate of every packet of a batch, in order: `verdicts[i]` for `pkts[i]`
     /// (`verdicts` is at least as long as `pkts`). The graph calls this for nodes that do not
@@ -75,25 +143,44 @@ pub trait Node {
     /// per-batch work once (e.g. look up the sender's tables once per run of packets from the
     /// same port); the outcome must be what `process` would decide packet by packet.
     #[inline]
-    fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
+    fn process_batch(
+        &mut self,
+        pkts: &mut [PacketBuf],
+        ctx: &Ctx<'_>,
+        worker: &mut WorkerCtx,
+        verdicts: &mut [Verdict],
+    ) {
         for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
-            *verdict = self.process(pkt, ctx);
+            *verdict = self.process(pkt, ctx, worker);
         }
     }
 
-    /// [`Node::process`] for a node that may make more packets out of one (IPv4 fragmentation):
-    /// the extra packets, allocated from `pool`, are pushed to `extra` and go where the verdict
-    /// sends `pkt`, right after it. `extra` never grows past its capacity (pushing beyond it
-    /// would allocate): a node that needs more gives up and drops.
+    /// [`Node::process`] for a node that may make more packets out of one (IPv4 fragmentation,
+    /// ICMP errors, mirrors): the extra packets, allocated from `emit`'s pool, are staged with
+    /// [`Emit::send`] to any node or port and dispatched right after `pkt`.
     fn process_alloc(
         &mut self,
         pkt: &mut PacketBuf,
         ctx: &Ctx<'_>,
-        pool: &mut BufferPool,
-        extra: &mut Vec<PacketBuf>,
+        worker: &mut WorkerCtx,
+        emit: &mut Emit<'_>,
     ) -> Verdict {
-        let _ = (pool, extra);
-        self.process(pkt, ctx)
+        let _ = emit;
+        self.process(pkt, ctx, worker)
+    }
+
+    /// When the node next has periodic work (nanoseconds of the worker's clock), if ever; the
+    /// graph calls [`Node::handle_timeout`] on the first tick at or after it (quinn-proto's
+    /// `poll_timeout`). The caller owns the clock: the node is told the time, never reads it.
+    #[inline]
+    fn poll_timeout(&self) -> Option<u64> {
+        None
+    }
+
+    /// The periodic work due at `ctx.now_ns`, bounded per call; frames it makes go to `emit`.
+    #[inline]
+    fn handle_timeout(&mut self, ctx: &Ctx<'_>, worker: &mut WorkerCtx, emit: &mut Emit<'_>) {
+        let _ = (ctx, worker, emit);
     }
 }
 

@@ -468,6 +468,36 @@ fn fragments_keep_their_place_in_the_batch() {
     h.assert_conservation();
 }
 
+/// A whole batch of DF-clear datagrams that each need two fragments: 128 packets out of 64,
+/// twice what a transmit batch holds. The full batch is flushed to the port in the middle of
+/// the run (the graph's transmit sink), none is lost as `queue_full`, and the order holds.
+#[test]
+fn a_full_batch_of_fragmented_datagrams_loses_nothing() {
+    let mut h = small_mtu();
+    let frames: Vec<_> = (0..dp_pipeline::BATCH_SIZE as u16)
+        .map(|i| {
+            (
+                VM1,
+                udp4_from(VM1, REMOTE_V4, 40000 + i, 0, false, &[b'x'; 1272]),
+            )
+        })
+        .collect();
+    assert_eq!(frames.len(), 64);
+    let out = h.run(&frames);
+    assert_eq!(h.nonzero_drops(), vec![]);
+    assert_eq!(out.len(), 128);
+    let inner_len = |f: &[u8]| u16::from_be_bytes([f[18], f[19]]);
+    let inner_sport = |f: &[u8]| u16::from_be_bytes([f[74], f[75]]);
+    for (i, pair) in out.chunks(2).enumerate() {
+        assert_eq!((pair[0].0, pair[1].0), (PF0, PF0));
+        assert_eq!((inner_len(&pair[0].1), inner_len(&pair[1].1)), (1260, 60));
+        // The first pieces in the datagrams' order, each followed by its second.
+        assert_eq!(inner_sport(&pair[0].1), 40000 + i as u16);
+    }
+    assert_eq!(h.counters.originated(), 64);
+    h.assert_conservation();
+}
+
 #[test]
 fn fragmenting_keeps_the_original_fragment_offset_and_mf() {
     // A fragment (offset 800, MF set) without DF, too big: its pieces keep MF and shift offsets.

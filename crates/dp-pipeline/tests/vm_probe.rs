@@ -9,7 +9,8 @@ use std::sync::Arc;
 use common::*;
 use dp_packet::MacAddr;
 use dp_pipeline::{
-    BufferPool, Ctx, DpConfig, DropReason, Graph, GraphCounters, PortEntry, PortKind, PortTable,
+    BufferPool, Ctx, DpConfig, DropReason, Graph, GraphCounters, PacketBuf, PortEntry, PortKind,
+    PortTable, TxSink, WorkerCtx,
 };
 use dp_tables::PortId;
 
@@ -273,7 +274,7 @@ fn at_most_32_probes_per_tick_ports_taken_in_turn() {
             ports: &ports,
             now_ns: now_ms * 1_000_000,
         };
-        graph.tick(&ctx, &mut pool);
+        graph.tick(&ctx, &mut WorkerCtx::single(), &mut pool, &mut NoFlush);
         let mut sent = Vec::new();
         for p in 0..VMS as PortId {
             for buf in graph.tx_batch(p).unwrap().drain(..) {
@@ -423,5 +424,14 @@ fn only_an_answer_about_the_vms_own_address_counts_as_one() {
         assert!(h.run1(VM1, frame).is_empty(), "{what}");
         assert_eq!(h.nonzero_drops(), vec![(reason, 1)], "{what}");
         h.assert_conservation();
+    }
+}
+
+/// A transmit path that must not be needed: the probes of a tick fit the batches.
+struct NoFlush;
+
+impl TxSink for NoFlush {
+    fn flush(&mut self, port: PortId, _: &mut Vec<PacketBuf>, _: &mut BufferPool) {
+        panic!("port {port}: a transmit batch filled up during a tick");
     }
 }

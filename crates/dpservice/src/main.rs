@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dp_control::{Config, ControlPlane};
-use dp_pipeline::{BufferPool, DpConfig, Graph, GraphCounters, DEFAULT_DATA_ROOM, LARGE_DATA_ROOM};
+use dp_pipeline::{
+    BufferPool, DpConfig, Graph, GraphCounters, WorkerCtx, DEFAULT_DATA_ROOM, LARGE_DATA_ROOM,
+};
 use dp_tables::{Publisher, Snapshot};
 
 use dpservice::options::Options;
@@ -125,17 +127,21 @@ fn run(opts: Options) -> Result<(), String> {
     let port_table = Arc::clone(&ports.table);
     let mut all_counters = Vec::new();
     let mut worker_threads = Vec::new();
+    let worker_count = ports.per_worker.len();
     for (index, list) in ports.per_worker.into_iter().enumerate() {
         let counters = Arc::new(GraphCounters::default());
         all_counters.push(Arc::clone(&counters));
+        let mut graph = Graph::new(port_count, counters);
+        graph.set_trace_level(opts.graphtrace_loglevel);
         let worker = Worker {
-            graph: Graph::new(port_count, counters),
+            graph,
             pool: BufferPool::with_large(BUFFERS_PER_WORKER, data_room, large, LARGE_DATA_ROOM),
             tables: reader.clone(),
             port_table: Arc::clone(&port_table),
             config: Arc::clone(&config),
             stop: Arc::clone(&stop),
             ports: list,
+            worker: WorkerCtx::new(index, worker_count),
         };
         let thread = std::thread::Builder::new()
             .name(format!("dp-worker-{index}"))

@@ -45,7 +45,7 @@ mod tests {
         a.node_packets[NodeId::Classify.index()].store(3, Ordering::Relaxed);
         b.node_packets[NodeId::Classify.index()].store(4, Ordering::Relaxed);
         b.tx_packets.store(5, Ordering::Relaxed);
-        b.drops[DropReason::Spoofed.index()].store(2, Ordering::Relaxed);
+        b.count_drop(None, DropReason::Spoofed, 2);
         assert_eq!(summary(&[a, b]), "stats: rx=7 tx=5 drop.spoofed=2");
     }
 }

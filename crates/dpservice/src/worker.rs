@@ -5,22 +5,24 @@
 //! housekeeping: it reads link states from the ports ([`Worker::poll_links`]: every uplink, and
 //! up to [`VF_LINKS_PER_TICK`] VFs in turn — reading may cost a few system calls) into the
 //! [`PortTable`], where the nodes see them at the next packet; then it runs [`Graph::tick`] (the
-//! underlay router's neighbor discovery) and sends what that made ([`Worker::tick`]). So a link
-//! that goes down moves its flows to the other uplink within ~100 ms of the port noticing.
+//! nodes' timers: the underlay router's neighbor discovery, the probes of silent VMs) and sends
+//! what that made ([`Worker::tick`]). So a link that goes down moves its flows to the other
+//! uplink within ~100 ms of the port noticing.
 //!
 //! # Several workers
 //! With `--workers N` each worker owns one queue of every port (the kernel hashes flows to
 //! queues), its own pool and graph; they share the tables and the port table. Only the
-//! *leader* (worker 0, [`Worker::run`]) does the housekeeping above — one set of router probes
-//! and link reads; the others ([`Worker::run_as`] with `leader = false`) only forward. A
+//! *leader* (worker 0, [`Worker::run`]) reads the links and probes for the router; every worker
+//! ticks its graph, which probes the silent VMs of its share of the ports
+//! ([`WorkerCtx::owns_port`]) and will age its own flows. A
 //! router's answer may reach any worker: what it teaches (the router MAC, when it was
 //! confirmed) is in the shared port table, where the leader's tick sees it.
 //!
 //! # Polling
 //! A worker busy-polls while traffic flows and for [`SPIN_ROUNDS`] empty rounds after the last
 //! frame, then sleeps in `epoll_wait` on its ports' descriptors until a frame arrives or the
-//! next tick is due (at most [`IDLE_WAIT`]). Idle, the leader wakes 10 times a second for its
-//! tick and the others once per [`IDLE_WAIT`]: well under 1% of a core (see BENCHMARKS.md).
+//! next tick is due (at most [`IDLE_WAIT`]). Idle, every worker wakes 10 times a second for its
+//! tick (its nodes' timers): well under 1% of a core (see BENCHMARKS.md).
 //!
 //! The spin adapts: when a frame ends a sleep sooner than [`QUICK_WAKE_FACTOR`] times the spin
 //! that preceded it (a flood with short gaps, e.g. while the sender's core runs something
@@ -61,8 +63,8 @@ use std::time::{Duration, Instant};
 
 use dp_packet::MacAddr;
 use dp_pipeline::{
-    BufferPool, Ctx, DpConfig, DropReason, Graph, PacketMeta, PortKind, PortTable, BATCH_SIZE,
-    TICK_INTERVAL_NS,
+    BufferPool, Ctx, DpConfig, DropReason, Graph, GraphCounters, PacketMeta, PortKind, PortTable,
+    TxSink, WorkerCtx, BATCH_SIZE, TICK_INTERVAL_NS,
 };
 use dp_ports::Port;
 use dp_tables::{PortId, SnapshotReader};
@@ -100,6 +102,8 @@ pub struct Worker {
     pub port_table: Arc<PortTable>,
     pub config: Arc<DpConfig>,
     pub stop: Arc<AtomicBool>,
+    /// This worker's own context for the nodes (its index among the workers).
+    pub worker: WorkerCtx,
 }
 
 impl Worker {
@@ -108,7 +112,7 @@ impl Worker {
         self.run_as(true);
     }
 
-    /// Runs until `stop` is set; only a `leader` polls links and runs the graph's tick.
+    /// Runs until `stop` is set; only a `leader` polls links (every worker ticks its graph).
     pub fn run_as(mut self, leader: bool) {
         let mut epoll = Epoll::new(&self.ports);
         let mut rx = Vec::with_capacity(BATCH_SIZE);
@@ -120,16 +124,15 @@ impl Worker {
         let mut pacer = Pacer::new(now_ns);
         while !self.stop.load(Ordering::Relaxed) {
             if now_ns >= next_tick {
+                // Every worker runs its nodes' timers; the leader alone reads the links.
                 if leader {
                     self.poll_links(&mut housekeeping.vf_cursor);
-                    self.tick(now_ns);
+                }
+                self.tick(now_ns);
+                if leader {
                     housekeeping.log_changes(&self.port_table);
                 }
-                next_tick = now_ns.saturating_add(if leader {
-                    TICK_INTERVAL_NS
-                } else {
-                    IDLE_WAIT.as_nanos() as u64
-                });
+                next_tick = now_ns.saturating_add(TICK_INTERVAL_NS);
             }
             let round = self.poll_round(&mut rx, now_ns);
             let end = clock_ns();
@@ -214,9 +217,18 @@ impl Worker {
             ports: &self.port_table,
             now_ns,
         };
-        self.graph.tick(&ctx, &mut self.pool);
+        let counters = Arc::clone(self.graph.counters());
         // Probes carry no offload request: no scratch needed.
-        self.transmit(&mut Vec::new(), false);
+        let mut scratch = Vec::new();
+        let mut sink = PortSink {
+            ports: &mut self.ports,
+            scratch: &mut scratch,
+            counters: &counters,
+            offload_seen: false,
+        };
+        self.graph
+            .tick(&ctx, &mut self.worker, &mut self.pool, &mut sink);
+        self.transmit(&mut scratch, false);
     }
 
     /// One round: a burst from every port through the graph and out. Returns frames received.
@@ -265,14 +277,9 @@ impl Worker {
                 }
             }
             if excess > 0 {
-                if let Some(c) = self
-                    .graph
+                self.graph
                     .counters()
-                    .drops
-                    .get(DropReason::QueueFull.index())
-                {
-                    c.fetch_add(excess, Ordering::Relaxed);
-                }
+                    .count_drop(None, DropReason::QueueFull, excess);
             }
         }
         if received == 0 {
@@ -286,8 +293,16 @@ impl Worker {
             ports: &self.port_table,
             now_ns,
         };
-        self.graph.run(&ctx, &mut self.pool);
         // `rx` stays empty (ports receive into the graph): the scratch batch for segmentation.
+        let counters = Arc::clone(self.graph.counters());
+        let mut sink = PortSink {
+            ports: &mut self.ports,
+            scratch: rx,
+            counters: &counters,
+            offload_seen,
+        };
+        self.graph
+            .run(&ctx, &mut self.worker, &mut self.pool, &mut sink);
         self.transmit(rx, offload_seen);
         Round {
             received,
@@ -295,46 +310,69 @@ impl Worker {
         }
     }
 
-    /// Hands every port its transmit batch. When `offload_seen` (a received frame carried an
-    /// offload request), a port that does not take offload gets its batch through
-    /// [`software_offload`], with `scratch` (empty, capacity [`BATCH_SIZE`]) as the batch.
+    /// Hands every port its transmit batch (see [`PortSink`]).
     fn transmit(&mut self, scratch: &mut Vec<dp_pipeline::PacketBuf>, offload_seen: bool) {
-        for (index, port) in self.ports.iter_mut().enumerate() {
+        let counters = Arc::clone(self.graph.counters());
+        let mut sink = PortSink {
+            ports: &mut self.ports,
+            scratch,
+            counters: &counters,
+            offload_seen,
+        };
+        for index in 0..self.graph.port_count() {
             let port_id = PortId::try_from(index).unwrap_or(PortId::MAX);
-            if offload_seen && !port.offloads() {
-                let pending = match self.graph.tx_batch(port_id) {
-                    Some(b) if b.iter().any(|p| p.meta.offload.is_set()) => std::mem::take(b),
-                    _ => Vec::new(),
-                };
-                if pending.capacity() > 0 {
-                    let pending = software_offload(
-                        port.as_mut(),
-                        pending,
-                        scratch,
-                        &mut self.pool,
-                        self.graph.counters(),
-                    );
-                    // Put the (empty) batch back, capacity and all.
-                    if let Some(b) = self.graph.tx_batch(port_id) {
-                        *b = pending;
-                    }
-                    continue;
-                }
+            if let Some(batch) = self.graph.tx_batch(port_id).filter(|b| !b.is_empty()) {
+                sink.flush(port_id, batch, &mut self.pool);
             }
-            if let Some(batch) = self.graph.tx_batch(port_id) {
-                if batch.is_empty() {
-                    continue;
-                }
-                let queued = batch.len();
-                let sent = port.tx_burst(batch, &mut self.pool);
-                let counters = self.graph.counters();
-                counters
-                    .tx_packets
-                    .fetch_add(sent as u64, Ordering::Relaxed);
-                if let Some(c) = counters.drops.get(DropReason::TxFailed.index()) {
-                    c.fetch_add(queued.saturating_sub(sent) as u64, Ordering::Relaxed);
-                }
+        }
+    }
+}
+
+/// The worker's transmit path: a port's batch goes out of the port, after the graph's run or
+/// when it fills up during one ([`TxSink`]). When `offload_seen` (a received frame carried an
+/// offload request), a port that does not take offload gets its batch through
+/// [`software_offload`], with `scratch` (empty, capacity [`BATCH_SIZE`]) as the batch.
+struct PortSink<'a> {
+    ports: &'a mut [Box<dyn Port>],
+    scratch: &'a mut Vec<dp_pipeline::PacketBuf>,
+    counters: &'a GraphCounters,
+    offload_seen: bool,
+}
+
+impl TxSink for PortSink<'_> {
+    fn flush(
+        &mut self,
+        port_id: PortId,
+        batch: &mut Vec<dp_pipeline::PacketBuf>,
+        pool: &mut BufferPool,
+    ) {
+        let Some(port) = self.ports.get_mut(usize::from(port_id)) else {
+            self.counters
+                .count_drop(None, DropReason::DstPortDown, batch.len() as u64);
+            for pkt in batch.drain(..) {
+                pool.free(pkt);
             }
+            return;
+        };
+        if self.offload_seen && !port.offloads() && batch.iter().any(|p| p.meta.offload.is_set()) {
+            let pending = std::mem::take(batch);
+            // Put the (empty) batch back, capacity and all.
+            *batch = software_offload(port.as_mut(), pending, self.scratch, pool, self.counters);
+            return;
+        }
+        let queued = batch.len();
+        let sent = port.tx_burst(batch, pool);
+        self.counters
+            .tx_packets
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        self.counters.count_drop(
+            None,
+            DropReason::TxFailed,
+            queued.saturating_sub(sent) as u64,
+        );
+        // A port hands back what it could not send (it must not): freed, counted above.
+        for pkt in batch.drain(..) {
+            pool.free(pkt);
         }
     }
 }
@@ -349,11 +387,7 @@ fn software_offload(
     pool: &mut BufferPool,
     counters: &dp_pipeline::GraphCounters,
 ) -> Vec<dp_pipeline::PacketBuf> {
-    let drop = |reason: DropReason, n: u64| {
-        if let Some(c) = counters.drops.get(reason.index()) {
-            c.fetch_add(n, Ordering::Relaxed);
-        }
-    };
+    let drop = |reason: DropReason, n: u64| counters.count_drop(None, reason, n);
     let flush = |port: &mut dyn Port, scratch: &mut Vec<_>, pool: &mut BufferPool| {
         let queued = scratch.len();
         if queued == 0 {
@@ -732,6 +766,7 @@ mod tests {
                 ..DpConfig::default()
             }),
             stop: Arc::new(AtomicBool::new(false)),
+            worker: WorkerCtx::single(),
         };
         (w, handles, publisher)
     }

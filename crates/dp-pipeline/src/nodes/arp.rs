@@ -14,7 +14,9 @@ use dp_packet::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, MacAddr};
 use crate::buffer::PacketBuf;
 use crate::config::GATEWAY_IPV4;
 use crate::drop::DropReason;
+use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::{vm_port, ETH_HEADER_LEN};
 
@@ -23,8 +25,10 @@ pub struct Arp;
 
 impl Node for Arp {
     const NAME: &'static str = "arp";
+    const NEXT: &'static [NodeId] = &[];
+    const TRANSMITS: bool = true;
 
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         crate::offload::settle(pkt); // an answer goes back without the request's offload
         let in_port = pkt.meta.in_port;
         let (port, iface) = match vm_port(ctx, in_port) {

@@ -15,6 +15,7 @@ use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 use crate::port_table::{pack_mac, PortEntry, PortKind};
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::{be16, ETH_HEADER_LEN};
 
@@ -27,9 +28,19 @@ pub struct Classify;
 
 impl Node for Classify {
     const NAME: &'static str = "classify";
+    const NEXT: &'static [NodeId] = &[
+        NodeId::Arp,
+        NodeId::Dhcp,
+        NodeId::Dhcpv6,
+        NodeId::Ipv6Nd,
+        NodeId::UnderlayNd,
+        NodeId::IpipDecap,
+        NodeId::Ipv4Lookup,
+        NodeId::Ipv6Lookup,
+    ];
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         match ctx.ports.get(pkt.meta.in_port) {
             Some(port) => classify(pkt.data(), &Receiver::new(port)),
             None => Verdict::Drop(DropReason::NoInterface),
@@ -38,7 +49,13 @@ impl Node for Classify {
 
     /// The port entry is looked up once per run of packets from the same port.
     #[inline]
-    fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
+    fn process_batch(
+        &mut self,
+        pkts: &mut [PacketBuf],
+        ctx: &Ctx<'_>,
+        _worker: &mut WorkerCtx,
+        verdicts: &mut [Verdict],
+    ) {
         decide_by_runs(
             pkts,
             verdicts,

@@ -39,7 +39,9 @@ use dp_tables::Iface;
 use crate::buffer::PacketBuf;
 use crate::config::{DpConfig, GATEWAY_IPV4};
 use crate::drop::DropReason;
+use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::{
     vm_port, write_eth, write_ipv4, ETH_HEADER_LEN, IPV4_HEADER_LEN, UDP_HEADER_LEN,
@@ -71,8 +73,10 @@ pub struct Dhcp;
 
 impl Node for Dhcp {
     const NAME: &'static str = "dhcp";
+    const NEXT: &'static [NodeId] = &[];
+    const TRANSMITS: bool = true;
 
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         crate::offload::settle(pkt); // an answer goes back without the request's offload
         match answer(pkt, ctx) {
             Ok(()) => Verdict::Tx(pkt.meta.in_port),

@@ -37,7 +37,9 @@ use dp_packet::{
 use crate::buffer::PacketBuf;
 use crate::config::GATEWAY_IPV6;
 use crate::drop::DropReason;
+use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::{
     vm_port, write_eth, write_ipv6, ETH_HEADER_LEN, IPV6_HEADER_LEN, REPLY_TTL, UDP_HEADER_LEN,
@@ -56,8 +58,10 @@ pub struct Dhcpv6;
 
 impl Node for Dhcpv6 {
     const NAME: &'static str = "dhcpv6";
+    const NEXT: &'static [NodeId] = &[];
+    const TRANSMITS: bool = true;
 
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         crate::offload::settle(pkt); // an answer goes back without the request's offload
         match answer(pkt, ctx) {
             Ok(()) => Verdict::Tx(pkt.meta.in_port),

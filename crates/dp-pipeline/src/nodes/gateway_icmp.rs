@@ -16,7 +16,9 @@ use dp_packet::{
 use crate::buffer::PacketBuf;
 use crate::config::{GATEWAY_IPV4, GATEWAY_IPV6};
 use crate::drop::DropReason;
+use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::{
     vm_port, write_eth, write_ipv4, write_ipv6, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
@@ -28,8 +30,10 @@ pub struct GatewayIcmp;
 
 impl Node for GatewayIcmp {
     const NAME: &'static str = "gateway_icmp";
+    const NEXT: &'static [NodeId] = &[];
+    const TRANSMITS: bool = true;
 
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         crate::offload::settle(pkt); // an answer goes back without the request's offload
         let result = match EthernetFrame::new_unchecked(pkt.data()).ethertype() {
             EtherType::IPV4 => echo_v4(pkt, ctx),

@@ -29,6 +29,7 @@ use crate::buffer::PacketBuf;
 use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::{parse_ipv4, Ipv4Refusal, ETH_HEADER_LEN, IPV6_HEADER_LEN};
 
@@ -44,9 +45,10 @@ pub struct IpipDecap;
 
 impl Node for IpipDecap {
     const NAME: &'static str = "ipip_decap";
+    const NEXT: &'static [NodeId] = &[NodeId::L2Rewrite];
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         let mut last = None;
         match decap(pkt, ctx, &mut last) {
             Ok(verdict) => verdict,
@@ -57,7 +59,13 @@ impl Node for IpipDecap {
     /// Packets of a batch mostly go to few VMs: the target of the last outer destination (its
     /// port and interface, or why there is none) is kept for the next packet.
     #[inline]
-    fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
+    fn process_batch(
+        &mut self,
+        pkts: &mut [PacketBuf],
+        ctx: &Ctx<'_>,
+        _worker: &mut WorkerCtx,
+        verdicts: &mut [Verdict],
+    ) {
         let mut last = None;
         for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
             *verdict = match decap(pkt, ctx, &mut last) {

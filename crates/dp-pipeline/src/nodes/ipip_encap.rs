@@ -30,7 +30,9 @@ use dp_tables::PortId;
 
 use crate::buffer::{BufferPool, PacketBuf};
 use crate::drop::DropReason;
-use crate::node::{Ctx, Node, Verdict};
+use crate::graph::{NodeId, MAX_EXTRA_PACKETS};
+use crate::node::{Ctx, Emit, Node, Verdict};
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::{be16, vm_port, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 use super::icmp_error::{frag_needed_v4, is_icmpv4_error, packet_too_big_v6, Offender4, Offender6};
@@ -45,13 +47,27 @@ const ICMP: u8 = 1;
 const ICMPV6: u8 = 58;
 
 /// The node, with what it reads once per batch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IpipEncap {
     uplinks: UplinkChoice,
     /// The largest inner packet that fits the underlay MTU.
     mtu: usize,
     /// The last sender seen in this batch (packets of a batch mostly come from few ports).
     sender: Option<Sender>,
+    /// The later fragments of the packet being fragmented, before they are emitted
+    /// (pre-allocated: [`MAX_EXTRA_PACKETS`]).
+    fragments: Vec<PacketBuf>,
+}
+
+impl Default for IpipEncap {
+    fn default() -> Self {
+        IpipEncap {
+            uplinks: UplinkChoice::default(),
+            mtu: 0,
+            sender: None,
+            fragments: Vec::with_capacity(MAX_EXTRA_PACKETS),
+        }
+    }
 }
 
 /// What the outer header needs from the sending interface.
@@ -66,21 +82,23 @@ struct Sender {
 
 impl Node for IpipEncap {
     const NAME: &'static str = "ipip_encap";
+    const NEXT: &'static [NodeId] = &[];
+    const TRANSMITS: bool = true;
     const MAKES_PACKETS: bool = true;
 
-    fn begin_batch(&mut self, ctx: &Ctx<'_>) {
+    fn begin_batch(&mut self, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) {
         self.uplinks = UplinkChoice::read(ctx);
         self.mtu = ctx.config.overlay_mtu();
         self.sender = None;
     }
 
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
         // Without a pool nothing can be fragmented: what does not fit gets an ICMP error or is
         // dropped. The graph calls `process_alloc`; this is for direct callers.
-        self.begin_batch(ctx);
+        self.begin_batch(ctx, worker);
         let mut none = Vec::new();
         let mut pool = BufferPool::new(0, 0);
-        self.process_alloc(pkt, ctx, &mut pool, &mut none)
+        self.encap_or_drop(pkt, ctx, &mut pool, &mut none)
     }
 
     #[inline]
@@ -88,13 +106,47 @@ impl Node for IpipEncap {
         &mut self,
         pkt: &mut PacketBuf,
         ctx: &Ctx<'_>,
-        pool: &mut BufferPool,
-        extra: &mut Vec<PacketBuf>,
+        _worker: &mut WorkerCtx,
+        emit: &mut Emit<'_>,
     ) -> Verdict {
-        match self.encap(pkt, ctx, pool, extra) {
+        let mut fragments = std::mem::take(&mut self.fragments);
+        let mut verdict = self.encap_or_drop(pkt, ctx, emit.pool(), &mut fragments);
+        if !fragments.is_empty() {
+            if emit.room() < fragments.len() {
+                // Cannot happen (both hold MAX_EXTRA_PACKETS and nothing else is staged):
+                // the packet is dropped whole rather than in part.
+                for p in fragments.drain(..) {
+                    emit.pool().free(p);
+                }
+                verdict = Verdict::Drop(DropReason::TooBig);
+            }
+            // The later fragments go where the first goes, right after it.
+            for p in fragments.drain(..) {
+                if let Err(p) = emit.send(p, verdict) {
+                    emit.pool().free(p);
+                }
+            }
+        }
+        self.fragments = fragments;
+        verdict
+    }
+}
+
+impl IpipEncap {
+    /// Encapsulates `pkt` (and the fragments it is cut into, into `fragments`); on error, frees
+    /// the fragments and drops.
+    #[inline]
+    fn encap_or_drop(
+        &mut self,
+        pkt: &mut PacketBuf,
+        ctx: &Ctx<'_>,
+        pool: &mut BufferPool,
+        fragments: &mut Vec<PacketBuf>,
+    ) -> Verdict {
+        match self.encap(pkt, ctx, pool, fragments) {
             Ok(verdict) => verdict,
             Err(reason) => {
-                for p in extra.drain(..) {
+                for p in fragments.drain(..) {
                     pool.free(p);
                 }
                 Verdict::Drop(reason)

@@ -23,6 +23,7 @@ use crate::config::GATEWAY_IPV4;
 use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{decide_by_runs, Ctx, Node, Verdict};
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::{ipv4_decrement_ttl, parse_ipv4, vm_port, Ipv4Refusal, ETH_HEADER_LEN};
 use super::icmp_error::{is_icmpv4_error, time_exceeded_v4, Offender4};
@@ -32,9 +33,11 @@ pub struct Ipv4Lookup;
 
 impl Node for Ipv4Lookup {
     const NAME: &'static str = "ipv4_lookup";
+    const NEXT: &'static [NodeId] = &[NodeId::GatewayIcmp, NodeId::IpipEncap, NodeId::L2Rewrite];
+    const TRANSMITS: bool = true;
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         let sender = Sender::of(ctx, pkt.meta.in_port);
         match sender.and_then(|s| route(pkt, ctx, &s)) {
             Ok(verdict) => verdict,
@@ -45,7 +48,13 @@ impl Node for Ipv4Lookup {
     /// The packets of a batch mostly come from few ports: the sender's port entry, interface
     /// and VNI table are looked up once per run of packets from the same port.
     #[inline]
-    fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
+    fn process_batch(
+        &mut self,
+        pkts: &mut [PacketBuf],
+        ctx: &Ctx<'_>,
+        _worker: &mut WorkerCtx,
+        verdicts: &mut [Verdict],
+    ) {
         decide_by_runs(
             pkts,
             verdicts,

@@ -18,6 +18,7 @@ use crate::config::GATEWAY_IPV6;
 use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::{vm_port, ETH_HEADER_LEN, IPV6_HEADER_LEN};
 use super::icmp_error::{time_exceeded_v6, Offender6};
@@ -27,9 +28,11 @@ pub struct Ipv6Lookup;
 
 impl Node for Ipv6Lookup {
     const NAME: &'static str = "ipv6_lookup";
+    const NEXT: &'static [NodeId] = &[NodeId::GatewayIcmp, NodeId::IpipEncap, NodeId::L2Rewrite];
+    const TRANSMITS: bool = true;
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         match route(pkt, ctx) {
             Ok(verdict) => verdict,
             Err(reason) => Verdict::Drop(reason),

@@ -8,8 +8,10 @@ use dp_tables::PortId;
 
 use crate::buffer::PacketBuf;
 use crate::drop::DropReason;
+use crate::graph::NodeId;
 use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 use crate::port_table::PortKind;
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::ETH_HEADER_LEN;
 
@@ -18,9 +20,11 @@ pub struct L2Rewrite;
 
 impl Node for L2Rewrite {
     const NAME: &'static str = "l2_rewrite";
+    const NEXT: &'static [NodeId] = &[];
+    const TRANSMITS: bool = true;
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         let out = pkt.meta.out_port;
         match destination(ctx, out) {
             Ok(eth) => rewrite(pkt, &eth, out),
@@ -30,7 +34,13 @@ impl Node for L2Rewrite {
 
     /// The destination port's state is read once per run of packets to the same port.
     #[inline]
-    fn process_batch(&mut self, pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) {
+    fn process_batch(
+        &mut self,
+        pkts: &mut [PacketBuf],
+        ctx: &Ctx<'_>,
+        _worker: &mut WorkerCtx,
+        verdicts: &mut [Verdict],
+    ) {
         // The MACs are used in place, not copied out: a copy of the header bytes through the
         // stack per packet stalls on store forwarding.
         decide_by_runs(

@@ -52,10 +52,12 @@ use dp_packet::{
 };
 use dp_tables::PortId;
 
-use crate::buffer::{BufferPool, PacketBuf};
+use crate::buffer::PacketBuf;
 use crate::drop::DropReason;
-use crate::node::{Ctx, Node, Verdict};
+use crate::graph::NodeId;
+use crate::node::{Ctx, Emit, Node, Verdict};
 use crate::port_table::{PortEntry, PortKind};
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::{
     link_local, write_eth, write_ipv6, ETH_HEADER_LEN, IPV6_HEADER_LEN, REPLY_TTL,
@@ -99,11 +101,27 @@ pub struct UnderlayNd {
 
 impl Node for UnderlayNd {
     const NAME: &'static str = "underlay_nd";
+    const NEXT: &'static [NodeId] = &[];
+    const TRANSMITS: bool = true;
 
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         match self.answer(pkt, ctx) {
             Ok(verdict) => verdict,
             Err(reason) => Verdict::Drop(reason),
+        }
+    }
+
+    /// Due at every tick: when a probe is due depends on the uplinks' links and the router
+    /// seen, which change between ticks; a tick looks at the two uplinks (a few compares).
+    fn poll_timeout(&self) -> Option<u64> {
+        Some(0)
+    }
+
+    /// Router discovery is shared by all workers (the router's MAC goes to the port table):
+    /// the leader alone probes.
+    fn handle_timeout(&mut self, ctx: &Ctx<'_>, worker: &mut WorkerCtx, emit: &mut Emit<'_>) {
+        if worker.is_leader() {
+            self.probe(ctx, emit);
         }
     }
 }
@@ -255,12 +273,7 @@ impl UnderlayNd {
 
     /// Periodic discovery of the router on every uplink (see the module docs). Frames go to
     /// `emit(port, frame, pool)`.
-    pub(crate) fn tick(
-        &mut self,
-        ctx: &Ctx<'_>,
-        pool: &mut BufferPool,
-        mut emit: impl FnMut(PortId, PacketBuf, &mut BufferPool),
-    ) {
+    fn probe(&mut self, ctx: &Ctx<'_>, emit: &mut Emit<'_>) {
         let now = ctx.now_ns;
         for index in 0..MAX_UPLINKS {
             let port = index as PortId;
@@ -287,7 +300,7 @@ impl UnderlayNd {
                         source_lladdr: Some(own),
                     };
                     let to_mac = multicast_mac(&ALL_ROUTERS);
-                    send(pool, &mut emit, port, &rs, own, to_mac, ll, ALL_ROUTERS);
+                    send(emit, port, &rs, own, to_mac, ll, ALL_ROUTERS);
                 }
                 continue;
             };
@@ -308,32 +321,14 @@ impl UnderlayNd {
                     if n.unanswered >= MAX_UNANSWERED {
                         entry.forget_peer();
                         n.unanswered = 0;
-                        send(
-                            pool,
-                            &mut emit,
-                            port,
-                            &ns,
-                            own,
-                            multicast_mac(&group),
-                            ll,
-                            group,
-                        );
+                        send(emit, port, &ns, own, multicast_mac(&group), ll, group);
                     } else {
                         n.unanswered += 1;
-                        send(pool, &mut emit, port, &ns, own, mac, ll, router);
+                        send(emit, port, &ns, own, mac, ll, router);
                     }
                 }
                 // Unknown, or the link is down (the write tells a TAP whether it is back).
-                _ => send(
-                    pool,
-                    &mut emit,
-                    port,
-                    &ns,
-                    own,
-                    multicast_mac(&group),
-                    ll,
-                    group,
-                ),
+                _ => send(emit, port, &ns, own, multicast_mac(&group), ll, group),
             }
             n.next_probe_ns = now.saturating_add(PROBE_INTERVAL_NS);
         }
@@ -344,8 +339,7 @@ impl UnderlayNd {
 /// probe is skipped (the next tick tries again).
 #[allow(clippy::too_many_arguments)]
 fn send(
-    pool: &mut BufferPool,
-    emit: &mut impl FnMut(PortId, PacketBuf, &mut BufferPool),
+    emit: &mut Emit<'_>,
     port: PortId,
     msg: &NdiscRepr,
     src_mac: MacAddr,
@@ -353,14 +347,17 @@ fn send(
     src: Ipv6Addr,
     dst: Ipv6Addr,
 ) {
-    let Some(mut pkt) = pool.alloc() else {
+    let Some(mut pkt) = emit.alloc() else {
         return;
     };
     pkt.meta.in_port = port;
     pkt.meta.out_port = port;
-    match write_nd(&mut pkt, msg, src_mac, dst_mac, src, dst) {
-        Ok(()) => emit(port, pkt, pool),
-        Err(_) => pool.free(pkt),
+    let sent = match write_nd(&mut pkt, msg, src_mac, dst_mac, src, dst) {
+        Ok(()) => emit.send(pkt, Verdict::Tx(port)),
+        Err(_) => Err(pkt),
+    };
+    if let Err(pkt) = sent {
+        emit.pool().free(pkt);
     }
 }
 

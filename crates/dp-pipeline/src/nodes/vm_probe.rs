@@ -5,7 +5,8 @@
 //! it from every frame). Until then [`L2Rewrite`](super::L2Rewrite) drops what is routed to the VM
 //! (`no_peer_mac`). A VM with a static address that has nothing to say — or any VM after the
 //! daemon restarted — would stay unreachable; so [`VmProbe::tick`] (run by
-//! [`Graph::tick`](crate::Graph::tick), on the leader worker only, every 100 ms) asks for it.
+//! [`Graph::tick`](crate::Graph::tick) every 100 ms, on every worker for its share of the ports,
+//! [`WorkerCtx::owns_port`]) asks for it. It is a node that handles no packets, only a timer.
 //!
 //! # Which ports
 //! Every VF port whose link is up, that has an interface in the table snapshot, and whose VM's
@@ -49,10 +50,13 @@ use dp_packet::{
 };
 use dp_tables::PortId;
 
-use crate::buffer::{BufferPool, PacketBuf};
+use crate::buffer::PacketBuf;
 use crate::config::{GATEWAY_IPV4, GATEWAY_IPV6};
-use crate::node::Ctx;
+use crate::drop::DropReason;
+use crate::graph::NodeId;
+use crate::node::{Ctx, Emit, Node, Verdict};
 use crate::port_table::PortKind;
+use crate::worker_ctx::WorkerCtx;
 
 use super::common::{write_eth, write_ipv6, ETH_HEADER_LEN, IPV6_HEADER_LEN};
 
@@ -108,6 +112,33 @@ pub fn vm_probe_wait_ns(sent: u8) -> u64 {
         .min(VM_MAX_PROBE_INTERVAL_NS)
 }
 
+impl Node for VmProbe {
+    const NAME: &'static str = "vm_probe";
+    /// A timer-only node: no edge leads to it, it transmits what its timer makes.
+    const NEXT: &'static [NodeId] = &[];
+    const TRANSMITS: bool = true;
+
+    fn process(
+        &mut self,
+        _pkt: &mut PacketBuf,
+        _ctx: &Ctx<'_>,
+        _worker: &mut WorkerCtx,
+    ) -> Verdict {
+        // No node sends packets here; one that did would be a bug in the graph.
+        Verdict::Drop(DropReason::GraphLoop)
+    }
+
+    /// Due at every tick: a new interface or a link coming up makes work at any time; a tick
+    /// looks at the ports in turn and sends at most [`VM_MAX_PROBES_PER_TICK`] probes.
+    fn poll_timeout(&self) -> Option<u64> {
+        (!self.ports.is_empty()).then_some(0)
+    }
+
+    fn handle_timeout(&mut self, ctx: &Ctx<'_>, worker: &mut WorkerCtx, emit: &mut Emit<'_>) {
+        self.probe(ctx, worker, emit);
+    }
+}
+
 impl VmProbe {
     /// State for `port_count` ports, allocated here, once.
     pub fn new(port_count: usize) -> Self {
@@ -139,12 +170,7 @@ impl VmProbe {
 
     /// Probes the silent VMs that are due (see the module docs). Frames go to
     /// `emit(port, frame, pool)`; allocates nothing but buffers from `pool`.
-    pub(crate) fn tick(
-        &mut self,
-        ctx: &Ctx<'_>,
-        pool: &mut BufferPool,
-        mut emit: impl FnMut(PortId, PacketBuf, &mut BufferPool),
-    ) {
+    fn probe(&mut self, ctx: &Ctx<'_>, worker: &WorkerCtx, emit: &mut Emit<'_>) {
         let now = ctx.now_ns;
         let count = self.ports.len();
         if count == 0 {
@@ -158,7 +184,12 @@ impl VmProbe {
             let Ok(port) = PortId::try_from(index) else {
                 continue;
             };
-            let target = Self::target(ctx, port);
+            // Each worker probes its share of the ports: every port by one worker.
+            let target = if worker.owns_port(port) {
+                Self::target(ctx, port)
+            } else {
+                Target::None
+            };
             let Some(state) = self.ports.get_mut(index) else {
                 continue;
             };
@@ -180,7 +211,7 @@ impl VmProbe {
             let Some(own_mac) = ctx.ports.get(port).map(|e| e.own_mac) else {
                 continue;
             };
-            let Some(mut pkt) = pool.alloc() else {
+            let Some(mut pkt) = emit.alloc() else {
                 // No buffer: try again at the next tick, this port first.
                 self.cursor = index;
                 return;
@@ -194,12 +225,17 @@ impl VmProbe {
             };
             if written.is_none() {
                 // Cannot happen with a pool's buffers; if it did, do not retry every tick.
-                pool.free(pkt);
+                emit.pool().free(pkt);
                 state.next_ns = now.saturating_add(vm_probe_wait_ns(state.sent));
                 continue;
             }
             budget -= 1;
-            emit(port, pkt, pool);
+            if let Err(pkt) = emit.send(pkt, Verdict::Tx(port)) {
+                // Staging full (it holds more than a tick's budget): this port first next time.
+                emit.pool().free(pkt);
+                self.cursor = index;
+                return;
+            }
             state.sent = state.sent.saturating_add(1);
             state.next_ns = now.saturating_add(vm_probe_wait_ns(state.sent));
         }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use dp_packet::MacAddr;
 use dp_pipeline::{
-    BufferPool, Ctx, DpConfig, DropReason, Graph, GraphCounters, PortEntry, PortKind, PortTable,
+    BufferPool, Ctx, DpConfig, DropReason, Graph, GraphCounters, PacketBuf, PortEntry, PortKind,
+    PortTable, TxSink, WorkerCtx,
 };
 use dp_tables::{Iface, PortId, RouteTarget, Snapshot, UnderlayTarget, VniTable};
 
@@ -157,6 +158,10 @@ pub struct Harness {
     pub graph: Graph,
     pub pool: BufferPool,
     pub counters: Arc<GraphCounters>,
+    /// The worker the graph runs as (the only one, unless a test says otherwise).
+    pub worker: WorkerCtx,
+    /// What the graph transmitted in the middle of a run (full transmit batches), in order.
+    flushed: Vec<(PortId, Vec<u8>)>,
     pub rx: u64,
     pub tx: u64,
     /// The worker clock passed to the graph.
@@ -207,6 +212,8 @@ impl Harness {
             graph,
             pool: BufferPool::new(512, 2048),
             counters,
+            worker: WorkerCtx::single(),
+            flushed: Vec::new(),
             rx: 0,
             tx: 0,
             now_ns: 0,
@@ -231,8 +238,8 @@ impl Harness {
                 self.graph.push_rx(buf).expect("rx batch full");
                 self.rx += 1;
             }
-            let (ctx, graph, pool) = self.parts();
-            graph.run(&ctx, pool);
+            let (ctx, graph, worker, pool, mut sink) = self.parts();
+            graph.run(&ctx, worker, pool, &mut sink);
             out.extend(self.drain());
         }
         // Port order; within a port, order of transmission (a stable sort keeps it).
@@ -242,21 +249,33 @@ impl Harness {
 
     /// Runs the periodic work at the harness's clock and returns the frames it sent.
     pub fn tick(&mut self) -> Vec<(PortId, Vec<u8>)> {
-        let (ctx, graph, pool) = self.parts();
-        graph.tick(&ctx, pool);
+        let (ctx, graph, worker, pool, mut sink) = self.parts();
+        graph.tick(&ctx, worker, pool, &mut sink);
         self.drain()
     }
 
     /// The context of a graph run at the harness's clock, with the graph and the pool it needs
     /// mutably alongside (borrowed apart, so one place builds the context).
-    fn parts(&mut self) -> (Ctx<'_>, &mut Graph, &mut BufferPool) {
+    fn parts(
+        &mut self,
+    ) -> (
+        Ctx<'_>,
+        &mut Graph,
+        &mut WorkerCtx,
+        &mut BufferPool,
+        Collect<'_>,
+    ) {
         let ctx = Ctx {
             tables: &self.snapshot,
             config: &self.config,
             ports: &self.ports,
             now_ns: self.now_ns,
         };
-        (ctx, &mut self.graph, &mut self.pool)
+        let sink = Collect {
+            out: &mut self.flushed,
+            tx: &mut self.tx,
+        };
+        (ctx, &mut self.graph, &mut self.worker, &mut self.pool, sink)
     }
 
     /// Advances the clock by `ms` milliseconds and ticks.
@@ -306,7 +325,8 @@ impl Harness {
     }
 
     fn drain(&mut self) -> Vec<(PortId, Vec<u8>)> {
-        let mut out = Vec::new();
+        // What went out in the middle of the run first: it was sent first.
+        let mut out = std::mem::take(&mut self.flushed);
         for port in 0..self.graph.port_count() {
             let port = port as PortId;
             let batch = self.graph.tx_batch(port).unwrap();
@@ -354,11 +374,33 @@ impl Harness {
             self.tx + self.total_drops(),
             "rx + originated = tx + drops"
         );
+        // Every edge a packet took was declared by its node (recorded in debug builds).
+        assert_eq!(
+            self.graph.undeclared_edges(),
+            vec![],
+            "undeclared edges taken"
+        );
         assert_eq!(
             self.pool.available(),
             self.pool.capacity(),
             "buffers leaked"
         );
+    }
+}
+
+/// The harness's transmit path for batches that fill up in the middle of a run: it records them.
+struct Collect<'a> {
+    out: &'a mut Vec<(PortId, Vec<u8>)>,
+    tx: &'a mut u64,
+}
+
+impl TxSink for Collect<'_> {
+    fn flush(&mut self, port: PortId, batch: &mut Vec<PacketBuf>, pool: &mut BufferPool) {
+        for buf in batch.drain(..) {
+            self.out.push((port, buf.data().to_vec()));
+            pool.free(buf);
+            *self.tx += 1;
+        }
     }
 }
 

@@ -350,6 +350,7 @@ fn build_worker(
         }),
         stop: Arc::clone(stop),
         ports: list,
+        worker: dp_pipeline::WorkerCtx::single(),
     }
 }
 

@@ -1,0 +1,74 @@
+//! The worker-local context: state that several nodes of one worker share and mutate — no locks,
+//! no atomics, because only this worker's thread ever sees it. (The flow table, NAT port slices
+//! and the timer wheel of the stateful services go here.)
+
+use dp_tables::PortId;
+
+/// One worker's mutable context, handed to every node with the shared read-only [`crate::Ctx`].
+#[derive(Debug)]
+pub struct WorkerCtx {
+    /// This worker's index, `0..count`.
+    index: usize,
+    /// How many workers forward packets.
+    count: usize,
+}
+
+impl WorkerCtx {
+    /// The context of worker `index` of `count` (`count` at least 1).
+    pub fn new(index: usize, count: usize) -> Self {
+        let count = count.max(1);
+        WorkerCtx {
+            index: index.min(count - 1),
+            count,
+        }
+    }
+
+    /// The only worker: the context of a single-threaded graph (tests, benchmarks).
+    pub fn single() -> Self {
+        WorkerCtx::new(0, 1)
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Whether this worker does the work there is one of per dataplane (router discovery).
+    pub fn is_leader(&self) -> bool {
+        self.index == 0
+    }
+
+    /// Whether per-port periodic work for `port` (probing its VM) is this worker's: ports are
+    /// shared out round-robin, so every port is probed by exactly one worker.
+    pub fn owns_port(&self, port: PortId) -> bool {
+        usize::from(port) % self.count == self.index
+    }
+}
+
+impl Default for WorkerCtx {
+    fn default() -> Self {
+        WorkerCtx::single()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_port_is_owned_by_exactly_one_worker() {
+        for count in 1..=4 {
+            let workers: Vec<_> = (0..count).map(|i| WorkerCtx::new(i, count)).collect();
+            assert_eq!(workers.iter().filter(|w| w.is_leader()).count(), 1);
+            for port in 0..16u16 {
+                assert_eq!(workers.iter().filter(|w| w.owns_port(port)).count(), 1);
+            }
+        }
+        // Nonsense arguments are clamped, never a division by zero.
+        let w = WorkerCtx::new(5, 0);
+        assert_eq!((w.index(), w.count()), (0, 1));
+    }
+}
