@@ -4,6 +4,8 @@
 //!
 //! This library is what both binaries share: test frames and the thread CPU clock.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::net::Ipv4Addr;
 
 use dp_packet::checksum;

@@ -24,6 +24,8 @@
 //! Figures are per received packet: every received packet must meet its expected fate (sent, or
 //! dropped as `spoofed` on the drop path); a case where some do not prints a warning on stderr.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
