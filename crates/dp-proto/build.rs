@@ -1,5 +1,7 @@
 //! Compiles `proto/dpdk.proto` (pure Rust via protox; no `protoc` needed).
 
+#![forbid(unsafe_code)]
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = "../../proto";
     println!("cargo:rerun-if-changed={proto_dir}/dpdk.proto");

@@ -59,6 +59,8 @@
 //! The operations themselves live in [`state::State`] (usable without gRPC), the gRPC
 //! conversion and validation in [`service`].
 
+#![forbid(unsafe_code)]
+
 pub mod errors;
 mod routes;
 pub mod service;

@@ -67,6 +67,8 @@
 //! # let mut tx = [0u8; 42];
 //! # assert_eq!(answer_arp(&rx, MacAddr::new(2, 0, 0, 0, 0, 1), &mut tx), Ok(42));
 //! ```
+
+#![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(

@@ -1,6 +1,7 @@
 //! The packet pipeline: buffers and batches, and the graph of nodes that decides each packet's
 //! fate. Sans-IO: no sockets, no clock, no locks — ports and time are the worker's business.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(
     not(test),
     deny(

@@ -21,6 +21,7 @@
 //! frames arrive stamped at no cost per packet. A port itself sets only `meta.offload`, and only
 //! a port that [takes offload requests](Port::offloads) does.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(
     not(test),
     deny(

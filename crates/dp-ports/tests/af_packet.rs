@@ -2,6 +2,8 @@
 //! They need root and print why they skip without it. Every wait is bounded; the pair and the
 //! namespace are deleted by drop guards, on failure too.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 use std::time::{Duration, Instant};

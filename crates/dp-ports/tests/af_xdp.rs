@@ -3,6 +3,8 @@
 //! namespace are deleted by drop guards, on failure too, and the XDP program goes with the port
 //! (a BPF link, closed on drop or when the process dies).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -10,6 +10,8 @@
 //! * every response carries a `Status`; failures are reported there with a
 //!   dpservice code (see [`status`]), the gRPC status itself stays OK.
 
+#![forbid(unsafe_code)]
+
 pub mod convert;
 pub mod status;
 

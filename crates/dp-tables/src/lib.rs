@@ -5,6 +5,7 @@
 //! (one atomic load, no lock) and read it without synchronisation. Per-VNI tables are behind `Arc`s
 //! so that publishing a change copies only what changed.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

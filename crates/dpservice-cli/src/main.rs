@@ -1,5 +1,7 @@
 //! dpservice-cli: a drop-in replacement for ironcore's Go dpservice-cli.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod commands;
 mod error;

@@ -1,7 +1,8 @@
-//! The dpservice-rs daemon's pieces, as a library so the benchmark and tests drive the same
-//! worker loop the daemon runs.
+//! The dpservice-rs daemon's pieces, as a library so the benchmarks (`crates/dp-bench`) and the
+//! tests drive the same worker loop the daemon runs.
 
-pub mod bench;
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod logging;
 pub mod options;
 pub mod ports;

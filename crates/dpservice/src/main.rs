@@ -4,6 +4,8 @@
 //! before any device is touched), then the TAP devices, then the workers and the gRPC server.
 //! SIGINT/SIGTERM stop the server and the workers; the TAP devices vanish with their descriptors.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! The daemon's options: dpservice's command line and config file, plus a few of our own.
+//! The daemon's command-line and config-file options, compatible with ironcore dpservice's,
+//! plus a few of our own.
 //!
 //! Names, argument forms, defaults and ranges follow dpservice (`dp_conf.json`,
 //! `dp_conf.c`, `dp_argparse.c`), so its deployments keep working:
@@ -26,6 +27,11 @@
 //! - `--graphtrace-loglevel` and `--flow-timeout` are always available (dpservice only has them
 //!   in test builds); `--udp-virtsvc`/`--tcp-virtsvc` are parsed and checked as dpservice does
 //!   but not implemented yet (a warning says so).
+//! - Accepted but ignored, each with a warning at start-up when given ([`ignored_options`]):
+//!   `--active-lockfile` (there is no active/standby lock: the daemon forwards at once, so a
+//!   standby started with it would forward too), `--sync-tap` (no dpservice-ha state sync),
+//!   `--debug-coredumps`, `--graphtrace-loglevel` (no graph tracing) and `--flow-timeout`
+//!   (no flow table). `--multiport-eswitch` is accepted with a warning too (TAP ports).
 //! - Config file: lines of only whitespace count as blank, a `#` after leading whitespace starts
 //!   a comment, a trailing `\r` is ignored, and words after the value are ignored with a
 //!   warning (dpservice ignores them silently); a value given to a flag (`no-stats false`) is
@@ -47,16 +53,14 @@
 //! [`Options::load`] prints help or the version and exits on `-h`/`-v`; every other problem is
 //! one line in its `Err`.
 
-// The daemon adopts this API piece by piece; unused parts must not fail its builds meanwhile.
-#![allow(dead_code)]
-
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 /// The config file read when `DP_CONF` is not set.
 pub const DEFAULT_CONF_FILE: &str = "/run/dpservice/dpservice.conf";
@@ -434,8 +438,8 @@ impl Options {
             None => argv.extend(rest),
         }
 
-        let mut opts = match Options::command().try_get_matches_from(argv) {
-            Ok(m) => Options::from_arg_matches(&m).map_err(|e| LoadError::Invalid(one_line(&e)))?,
+        let matches = match Options::command().try_get_matches_from(argv) {
+            Ok(m) => m,
             Err(e) => {
                 return Err(match e.kind() {
                     clap::error::ErrorKind::DisplayHelp
@@ -444,9 +448,12 @@ impl Options {
                 })
             }
         };
+        let mut opts =
+            Options::from_arg_matches(&matches).map_err(|e| LoadError::Invalid(one_line(&e)))?;
         opts.help = None;
         opts.version = None;
         opts.validate(&mut warnings).map_err(LoadError::Invalid)?;
+        warnings.extend(ignored_options(&matches));
         opts.warnings = warnings;
         Ok(opts)
     }
@@ -530,6 +537,40 @@ impl Options {
     pub fn wcmp_enabled(&self) -> bool {
         self.wcmp_percent() < 100
     }
+}
+
+/// Warnings for the options given (on the command line or in the config file) that are
+/// accepted, for dpservice's deployments, but do nothing here; one per option.
+pub fn ignored_options(matches: &ArgMatches) -> Vec<String> {
+    const IGNORED: [(&str, &str); 5] = [
+        (
+            "active_lockfile",
+            "--active-lockfile is ignored: dpservice-rs has no active/standby lock and starts \
+             forwarding at once, so a standby started with it would forward alongside the \
+             active instance",
+        ),
+        (
+            "sync_tap",
+            "--sync-tap is ignored: dpservice-rs does not synchronize with dpservice-ha",
+        ),
+        (
+            "debug_coredumps",
+            "--debug-coredumps is ignored: /proc/self/coredump_filter is left unchanged",
+        ),
+        (
+            "graphtrace_loglevel",
+            "--graphtrace-loglevel is ignored: dpservice-rs has no graph tracing",
+        ),
+        (
+            "flow_timeout",
+            "--flow-timeout is ignored: dpservice-rs keeps no flow table",
+        ),
+    ];
+    IGNORED
+        .iter()
+        .filter(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .map(|(_, warning)| warning.to_string())
+        .collect()
 }
 
 /// Turns config-file lines into `--key=value` / `--flag` arguments, each checked on its own so
@@ -1081,6 +1122,45 @@ vf-count 2
         .unwrap();
         assert!(err(cli(&["--multiport-eswitch"])).contains("--no-offload"));
         cli(&["--multiport-eswitch", "--no-offload"]).unwrap();
+    }
+
+    #[test]
+    fn ignored_options_are_listed_when_given() {
+        let given = |args: &[&str]| {
+            let argv = std::iter::once("dpservice").chain(args.iter().copied());
+            ignored_options(&Options::command().try_get_matches_from(argv).unwrap())
+        };
+        assert!(given(&[]).is_empty());
+        assert!(given(&["--pf0=eth0", "--no-offload", "--wcmp=50"]).is_empty());
+        let w = given(&["--active-lockfile=/tmp/lock", "--sync-tap=tapsync"]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("--active-lockfile") && w[0].contains("standby"));
+        assert!(w[1].starts_with("--sync-tap"));
+        // Given at its default value is still given.
+        let w = given(&[
+            "--debug-coredumps",
+            "--graphtrace-loglevel=0",
+            "--flow-timeout=30",
+        ]);
+        let names: Vec<&str> = w.iter().map(|w| w.split(' ').next().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "--debug-coredumps",
+                "--graphtrace-loglevel",
+                "--flow-timeout"
+            ]
+        );
+        // Options::warnings carries them, from the config file too.
+        let o = with_file(
+            "active-lockfile /run/lock
+",
+            &["--sync-tap=t"],
+        )
+        .unwrap();
+        assert_eq!(o.warnings.len(), 2, "{:?}", o.warnings);
+        assert!(o.warnings[0].starts_with("--active-lockfile"));
+        assert!(o.warnings[1].starts_with("--sync-tap"));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! one end in a namespace owned by a guard, so deleting the namespaces (on failure too, or by a
 //! later run's sweep) removes the pairs.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 #[macro_use]
 mod support;
 

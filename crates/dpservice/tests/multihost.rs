@@ -23,6 +23,8 @@
 //! (iperf3 throughput, fail-over loss and time) are printed as `[multihost] RESULT …` lines;
 //! BENCHMARKS.md records them.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 #[macro_use]
 mod support;
 

@@ -6,6 +6,8 @@
 //!
 //! Root and `ip`, `iperf3`, `ethtool` needed; otherwise each test prints `SKIPPED` and passes.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 #[macro_use]
 mod support;
 

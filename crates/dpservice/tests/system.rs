@@ -6,6 +6,8 @@
 //! tools). Every name is unique per run, every wait bounded, and guards remove daemons,
 //! namespaces and temporary files on success and on failure.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 #[macro_use]
 mod support;
 

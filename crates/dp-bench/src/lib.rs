@@ -1,5 +1,10 @@
-//! What the benchmark binaries (`dpservice-bench`, `dpservice-cp-bench`) share: test frames and
-//! the thread CPU clock. Not used by the daemon.
+//! `dp-bench`: the benchmarks of the dpservice-rs daemon, binaries `dpservice-bench` (the packet
+//! path on memory ports) and `dpservice-cp-bench` (the gRPC control plane while a worker
+//! forwards). They drive the daemon's own worker loop through the `dpservice` library.
+//!
+//! This library is what both binaries share: test frames and the thread CPU clock.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::net::Ipv4Addr;
 

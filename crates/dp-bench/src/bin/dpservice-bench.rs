@@ -24,6 +24,8 @@
 //! Figures are per received packet: every received packet must meet its expected fate (sent, or
 //! dropped as `spoofed` on the drop path); a case where some do not prints a warning on stderr.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use dp_bench::{thread_cpu_ns, udp_datagram};
 use dp_packet::MacAddr;
 use dp_pipeline::{
     BufferPool, DpConfig, DropReason, Graph, GraphCounters, PacketBuf, PortEntry, PortKind,
@@ -38,7 +41,6 @@ use dp_pipeline::{
 };
 use dp_ports::{MemoryPort, Port};
 use dp_tables::{Iface, Publisher, RouteTarget, Snapshot, UnderlayTarget, VniTable};
-use dpservice::bench::{self, thread_cpu_ns, udp_datagram};
 use dpservice::worker::Worker;
 
 /// Counts every heap allocation of the process.
@@ -324,7 +326,7 @@ fn snapshot(routes: usize) -> Snapshot {
 /// A UDP frame from VM1 (source address `src`) to `dst` of `size` bytes (Ethernet included),
 /// checksums filled.
 fn udp_frame(src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, size: usize) -> Vec<u8> {
-    bench::udp_frame(
+    dp_bench::udp_frame(
         GW_MAC[usize::from(VM1_PORT)],
         VM1_MAC,
         src,

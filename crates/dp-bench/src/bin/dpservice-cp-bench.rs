@@ -30,12 +30,15 @@
 //! requests share a publish) and `CPBENCH check ... ok=<true|false>`. A CPU gap is the worker thread's
 //! CPU time over a gap: a long wall gap with a short CPU gap is the thread being descheduled.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use dp_bench::thread_cpu_ns;
 use dp_control::{Config, ControlPlane, UnderlayMode};
 use dp_packet::MacAddr;
 use dp_pipeline::{
@@ -46,7 +49,6 @@ use dp_ports::{MemoryPort, Port};
 use dp_proto::v1;
 use dp_proto::{ip_to_proto, DpdKironcoreClient};
 use dp_tables::{PortId, Publisher, RouteTarget, Snapshot, Vni};
-use dpservice::bench::{self, thread_cpu_ns};
 use dpservice::worker::{clock_ns, Worker};
 use tonic::transport::Channel;
 
@@ -300,7 +302,7 @@ impl PhaseStats {
 
 /// A UDP frame VM1 → VM2 (64 bytes, checksums filled).
 fn udp_frame() -> Vec<u8> {
-    bench::udp_frame(
+    dp_bench::udp_frame(
         own_mac(VM1_PORT),
         VM1_MAC,
         iface_ipv4(0),
