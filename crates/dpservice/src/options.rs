@@ -30,8 +30,9 @@
 //! - Accepted but ignored, each with a warning at start-up when given ([`ignored_options`]):
 //!   `--active-lockfile` (there is no active/standby lock: the daemon forwards at once, so a
 //!   standby started with it would forward too), `--sync-tap` (no dpservice-ha state sync),
-//!   `--debug-coredumps`, `--graphtrace-loglevel` (no graph tracing) and `--flow-timeout`
-//!   (no flow table). `--multiport-eswitch` is accepted with a warning too (TAP ports).
+//!   `--debug-coredumps` and `--flow-timeout` (no flow table). `--graphtrace-loglevel` is
+//!   honoured: 1 logs every node's verdict on every packet (target `graphtrace`), 2 also the
+//!   frame's first 64 bytes. `--multiport-eswitch` is accepted with a warning too (TAP ports).
 //! - Config file: lines of only whitespace count as blank, a `#` after leading whitespace starts
 //!   a comment, a trailing `\r` is ignored, and words after the value are ignored with a
 //!   warning (dpservice ignores them silently); a value given to a flag (`no-stats false`) is
@@ -542,7 +543,7 @@ impl Options {
 /// Warnings for the options given (on the command line or in the config file) that are
 /// accepted, for dpservice's deployments, but do nothing here; one per option.
 pub fn ignored_options(matches: &ArgMatches) -> Vec<String> {
-    const IGNORED: [(&str, &str); 5] = [
+    const IGNORED: [(&str, &str); 4] = [
         (
             "active_lockfile",
             "--active-lockfile is ignored: dpservice-rs has no active/standby lock and starts \
@@ -556,10 +557,6 @@ pub fn ignored_options(matches: &ArgMatches) -> Vec<String> {
         (
             "debug_coredumps",
             "--debug-coredumps is ignored: /proc/self/coredump_filter is left unchanged",
-        ),
-        (
-            "graphtrace_loglevel",
-            "--graphtrace-loglevel is ignored: dpservice-rs has no graph tracing",
         ),
         (
             "flow_timeout",
@@ -1143,14 +1140,8 @@ vf-count 2
             "--flow-timeout=30",
         ]);
         let names: Vec<&str> = w.iter().map(|w| w.split(' ').next().unwrap()).collect();
-        assert_eq!(
-            names,
-            [
-                "--debug-coredumps",
-                "--graphtrace-loglevel",
-                "--flow-timeout"
-            ]
-        );
+        // --graphtrace-loglevel is honoured (the graph's trace), not ignored.
+        assert_eq!(names, ["--debug-coredumps", "--flow-timeout"]);
         // Options::warnings carries them, from the config file too.
         let o = with_file(
             "active-lockfile /run/lock
