@@ -507,21 +507,27 @@ impl Graph {
         if N::MAKES_PACKETS {
             let mut staged = take_slot(&mut self.staged, id);
             let mut i = 0;
-            while let Some(pkt) = batch.get_mut(i) {
+            loop {
                 let mut emit = Emit::new(env.pool, &mut staged);
-                let verdict =
-                    select(&mut self.nodes).process_alloc(pkt, env.ctx, env.worker, &mut emit);
-                if let Some(v) = verdicts.get_mut(i) {
-                    *v = verdict;
+                while let Some(pkt) = batch.get_mut(i) {
+                    let verdict =
+                        select(&mut self.nodes).process_alloc(pkt, env.ctx, env.worker, &mut emit);
+                    if let Some(v) = verdicts.get_mut(i) {
+                        *v = verdict;
+                    }
+                    i += 1;
+                    if emit.made_any() {
+                        break;
+                    }
                 }
-                i += 1;
-                if !staged.is_empty() {
-                    // The extra packets go right after theirs: send what is decided so far, then
-                    // them, and go on with the rest (rare: fragmentation).
-                    self.dispatch_all(id, &mut batch, i, &verdicts, env);
-                    self.dispatch_staged(id, &mut staged, env);
-                    i = 0;
+                if staged.is_empty() {
+                    break;
                 }
+                // The extra packets go right after theirs: send what is decided so far, then
+                // them, and go on with the rest (rare: fragmentation).
+                self.dispatch_all(id, &mut batch, i, &verdicts, env);
+                self.dispatch_staged(id, &mut staged, env);
+                i = 0;
             }
             put_slot(&mut self.staged, id, staged);
         } else {

@@ -78,6 +78,12 @@ impl<'a> Emit<'a> {
         self.pool.alloc()
     }
 
+    /// Whether packets were staged since the last dispatch.
+    #[inline]
+    pub fn made_any(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
     /// How many more packets can be staged.
     #[inline]
     pub fn room(&self) -> usize {

@@ -96,9 +96,11 @@ impl Node for IpipEncap {
         // Without a pool nothing can be fragmented: what does not fit gets an ICMP error or is
         // dropped. The graph calls `process_alloc`; this is for direct callers.
         self.begin_batch(ctx, worker);
-        let mut none = Vec::new();
         let mut pool = BufferPool::new(0, 0);
-        self.encap_or_drop(pkt, ctx, &mut pool, &mut none)
+        let fragments = std::mem::take(&mut self.fragments);
+        let verdict = self.encap_or_drop(pkt, ctx, &mut pool);
+        self.fragments = fragments;
+        verdict
     }
 
     #[inline]
@@ -109,49 +111,53 @@ impl Node for IpipEncap {
         _worker: &mut WorkerCtx,
         emit: &mut Emit<'_>,
     ) -> Verdict {
-        let mut fragments = std::mem::take(&mut self.fragments);
-        let mut verdict = self.encap_or_drop(pkt, ctx, emit.pool(), &mut fragments);
-        if !fragments.is_empty() {
-            if emit.room() < fragments.len() {
-                // Cannot happen (both hold MAX_EXTRA_PACKETS and nothing else is staged):
-                // the packet is dropped whole rather than in part.
-                for p in fragments.drain(..) {
-                    emit.pool().free(p);
-                }
-                verdict = Verdict::Drop(DropReason::TooBig);
-            }
-            // The later fragments go where the first goes, right after it.
-            for p in fragments.drain(..) {
-                if let Err(p) = emit.send(p, verdict) {
-                    emit.pool().free(p);
-                }
-            }
+        let verdict = self.encap_or_drop(pkt, ctx, emit.pool());
+        if self.fragments.is_empty() {
+            return verdict;
         }
-        self.fragments = fragments;
-        verdict
+        self.emit_fragments(verdict, emit)
     }
 }
 
 impl IpipEncap {
-    /// Encapsulates `pkt` (and the fragments it is cut into, into `fragments`); on error, frees
-    /// the fragments and drops.
+    /// Encapsulates `pkt` (and the fragments it is cut into, into `self.fragments`); on error,
+    /// frees the fragments and drops.
     #[inline]
     fn encap_or_drop(
         &mut self,
         pkt: &mut PacketBuf,
         ctx: &Ctx<'_>,
         pool: &mut BufferPool,
-        fragments: &mut Vec<PacketBuf>,
     ) -> Verdict {
-        match self.encap(pkt, ctx, pool, fragments) {
+        match self.encap(pkt, ctx, pool) {
             Ok(verdict) => verdict,
             Err(reason) => {
-                for p in fragments.drain(..) {
+                for p in self.fragments.drain(..) {
                     pool.free(p);
                 }
                 Verdict::Drop(reason)
             }
         }
+    }
+
+    /// The later fragments go where the first goes, right after it (rare: fragmentation).
+    #[cold]
+    #[inline(never)]
+    fn emit_fragments(&mut self, verdict: Verdict, emit: &mut Emit<'_>) -> Verdict {
+        if emit.room() < self.fragments.len() {
+            // Cannot happen (both hold MAX_EXTRA_PACKETS and nothing else is staged): the
+            // packet is dropped whole rather than in part.
+            for p in self.fragments.drain(..) {
+                emit.pool().free(p);
+            }
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        for p in self.fragments.drain(..) {
+            if let Err(p) = emit.send(p, verdict) {
+                emit.pool().free(p);
+            }
+        }
+        verdict
     }
 }
 
@@ -187,7 +193,6 @@ impl IpipEncap {
         pkt: &mut PacketBuf,
         ctx: &Ctx<'_>,
         pool: &mut BufferPool,
-        extra: &mut Vec<PacketBuf>,
     ) -> Result<Verdict, DropReason> {
         self.refresh_sender(ctx, pkt.meta.in_port)?;
         let Some(sender) = &self.sender else {
@@ -245,7 +250,7 @@ impl IpipEncap {
                 if gso {
                     return Err(DropReason::TooBig);
                 }
-                fragment_v4(pkt, pool, extra, mtu)?;
+                fragment_v4(pkt, pool, &mut self.fragments, mtu)?;
             }
         }
 
@@ -253,7 +258,7 @@ impl IpipEncap {
         if gso {
             pkt.meta.offload.shift(super::OUTER_HEADER_LEN)?;
         }
-        for p in extra.iter_mut() {
+        for p in self.fragments.iter_mut() {
             write_outer(p, uplink, sender.underlay, outer_dst, &inner)?;
         }
         Ok(Verdict::Tx(uplink.port))
