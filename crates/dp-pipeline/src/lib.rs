@@ -18,6 +18,7 @@ pub mod graph;
 pub mod node;
 pub mod nodes;
 pub mod port_table;
+pub mod tx;
 pub mod worker_ctx;
 
 /// Buffers and offload live in `dp-buffer` (shared with the ports); re-exported under their old paths.

@@ -41,12 +41,14 @@ pub use dp_packet::MacAddr;
 
 pub mod af_packet;
 pub mod af_xdp;
+pub mod epoll;
 pub mod memory;
 mod sys;
 pub mod tap;
 
 pub use af_packet::{AfPacketOptions, AfPacketPort};
 pub use af_xdp::{AfXdpOptions, AfXdpPort, XdpAttach, XdpMode};
+pub use epoll::RxEpoll;
 pub use memory::{MemoryPort, MemoryPortHandle};
 pub use tap::{TapOptions, TapPort};
 

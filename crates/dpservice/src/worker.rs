@@ -66,7 +66,7 @@ use dp_pipeline::{
     BufferPool, Ctx, DpConfig, DropReason, Graph, GraphCounters, PacketMeta, PortKind, PortTable,
     TxSink, WorkerCtx, BATCH_SIZE, TICK_INTERVAL_NS,
 };
-use dp_ports::Port;
+use dp_ports::{Port, RxEpoll};
 use dp_tables::{PortId, SnapshotReader};
 
 /// Polls without sleeping for this many empty rounds after the last packet before blocking
@@ -114,7 +114,7 @@ impl Worker {
 
     /// Runs until `stop` is set; only a `leader` polls links (every worker ticks its graph).
     pub fn run_as(mut self, leader: bool) {
-        let mut epoll = Epoll::new(&self.ports);
+        let mut epoll = RxEpoll::new(&self.ports);
         let mut rx = Vec::with_capacity(BATCH_SIZE);
         let mut housekeeping = Housekeeping::new(self.port_table.len());
         let mut next_tick = 0u64;
@@ -155,7 +155,7 @@ impl Worker {
                 // Sleep until a frame arrives, but not past the next tick.
                 let until_tick = Duration::from_nanos(next_tick.saturating_sub(end))
                     .clamp(Duration::from_millis(1), IDLE_WAIT);
-                let armed = epoll.as_mut().is_some_and(Epoll::arm);
+                let armed = epoll.as_mut().is_some_and(RxEpoll::arm);
                 let woken = match &epoll {
                     Some(e) if armed => e.wait(until_tick),
                     _ => {
@@ -331,7 +331,7 @@ impl Worker {
 /// The worker's transmit path: a port's batch goes out of the port, after the graph's run or
 /// when it fills up during one ([`TxSink`]). When `offload_seen` (a received frame carried an
 /// offload request), a port that does not take offload gets its batch through
-/// [`software_offload`], with `scratch` (empty, capacity [`BATCH_SIZE`]) as the batch.
+/// [`dp_pipeline::tx::software_offload`], with `scratch` (empty, capacity [`BATCH_SIZE`]) as the batch.
 struct PortSink<'a> {
     ports: &'a mut [Box<dyn Port>],
     scratch: &'a mut Vec<dp_pipeline::PacketBuf>,
@@ -346,103 +346,47 @@ impl TxSink for PortSink<'_> {
         batch: &mut Vec<dp_pipeline::PacketBuf>,
         pool: &mut BufferPool,
     ) {
+        let counters = self.counters;
         let Some(port) = self.ports.get_mut(usize::from(port_id)) else {
-            self.counters
-                .count_drop(None, DropReason::DstPortDown, batch.len() as u64);
+            counters.count_drop(None, DropReason::DstPortDown, batch.len() as u64);
             for pkt in batch.drain(..) {
                 pool.free(pkt);
             }
             return;
         };
+        let port = port.as_mut();
         if self.offload_seen && !port.offloads() && batch.iter().any(|p| p.meta.offload.is_set()) {
-            let pending = std::mem::take(batch);
-            // Put the (empty) batch back, capacity and all.
-            *batch = software_offload(port.as_mut(), pending, self.scratch, pool, self.counters);
+            dp_pipeline::tx::software_offload(batch, self.scratch, pool, counters, |b, pool| {
+                send(port, b, pool, counters)
+            });
             return;
         }
-        let queued = batch.len();
-        let sent = port.tx_burst(batch, pool);
-        self.counters
-            .tx_packets
-            .fetch_add(sent as u64, Ordering::Relaxed);
-        self.counters.count_drop(
-            None,
-            DropReason::TxFailed,
-            queued.saturating_sub(sent) as u64,
-        );
-        // A port hands back what it could not send (it must not): freed, counted above.
-        for pkt in batch.drain(..) {
-            pool.free(pkt);
-        }
+        send(port, batch, pool, counters);
     }
 }
 
-/// Transmits `pending` out of `port`, which does not take offload requests: partial checksums
-/// are finished, TCP superframes cut into segments (buffers from `pool`), and the result sent in
-/// batches of at most [`BATCH_SIZE`] through `scratch`. Returns `pending`, drained.
-fn software_offload(
+/// Sends `batch` out of `port` and leaves it empty: what the port could not send is counted
+/// (`tx_failed`) and freed.
+fn send(
     port: &mut dyn Port,
-    mut pending: Vec<dp_pipeline::PacketBuf>,
-    scratch: &mut Vec<dp_pipeline::PacketBuf>,
+    batch: &mut Vec<dp_pipeline::PacketBuf>,
     pool: &mut BufferPool,
-    counters: &dp_pipeline::GraphCounters,
-) -> Vec<dp_pipeline::PacketBuf> {
-    let drop = |reason: DropReason, n: u64| counters.count_drop(None, reason, n);
-    let flush = |port: &mut dyn Port, scratch: &mut Vec<_>, pool: &mut BufferPool| {
-        let queued = scratch.len();
-        if queued == 0 {
-            return;
-        }
-        let sent = port.tx_burst(scratch, pool);
-        counters
-            .tx_packets
-            .fetch_add(sent as u64, Ordering::Relaxed);
-        drop(DropReason::TxFailed, queued.saturating_sub(sent) as u64);
-    };
-    for mut pkt in pending.drain(..) {
-        let off = pkt.meta.offload;
-        if !off.is_gso() {
-            if let Err(reason) = dp_pipeline::offload::finish_checksum(&mut pkt) {
-                drop(reason.into(), 1);
-                pool.free(pkt);
-                continue;
-            }
-            pkt.meta.offload = dp_pipeline::Offload::NONE;
-            if scratch.len() >= BATCH_SIZE {
-                flush(port, scratch, pool);
-            }
-            scratch.push(pkt);
-            continue;
-        }
-        match dp_pipeline::Segments::new(pkt.data(), &off) {
-            Err(reason) => drop(reason.into(), 1),
-            Ok(segs) => {
-                let count = segs.count();
-                counters
-                    .originated
-                    .fetch_add(count.saturating_sub(1) as u64, Ordering::Relaxed);
-                for i in 0..count {
-                    if scratch.len() >= BATCH_SIZE {
-                        flush(port, scratch, pool);
-                    }
-                    let Some(mut seg) = pool.alloc() else {
-                        drop(DropReason::NoBuffer, (count - i) as u64);
-                        break;
-                    };
-                    match segs.write(i, &mut seg, pkt.meta) {
-                        Ok(()) => scratch.push(seg),
-                        Err(reason) => {
-                            drop(reason.into(), 1);
-                            pool.free(seg);
-                        }
-                    }
-                }
-            }
-        }
+    counters: &GraphCounters,
+) {
+    let queued = batch.len();
+    let sent = port.tx_burst(batch, pool);
+    counters
+        .tx_packets
+        .fetch_add(sent as u64, Ordering::Relaxed);
+    counters.count_drop(
+        None,
+        DropReason::TxFailed,
+        queued.saturating_sub(sent) as u64,
+    );
+    // A port hands back what it could not send (it must not): freed, counted above.
+    for pkt in batch.drain(..) {
         pool.free(pkt);
     }
-    flush(port, scratch, pool);
-    pending
 }
 
 /// What one round ([`Worker::poll_round`]) received.
@@ -581,99 +525,6 @@ impl LoopTime {
             sleeps = self.sleeps,
             "worker stopped; its time: rounds with frames (busy), empty polls, sleep"
         );
-    }
-}
-
-/// An epoll set over the ports' receive descriptors, armed only around sleeps (see "Polling"
-/// in the module docs).
-struct Epoll {
-    fd: std::os::fd::OwnedFd,
-    /// The ports' receive descriptors, with their index as the event's data.
-    fds: Vec<(std::os::fd::RawFd, u64)>,
-    /// Whether the descriptors are in the set.
-    armed: bool,
-}
-
-impl Epoll {
-    /// An empty set, or `None` when no port has a descriptor (or epoll is unavailable).
-    fn new(ports: &[Box<dyn Port>]) -> Option<Epoll> {
-        use std::os::fd::FromRawFd;
-        let fds: Vec<_> = ports
-            .iter()
-            .enumerate()
-            .filter_map(|(i, port)| port.rx_fd().map(|fd| (fd, i as u64)))
-            .collect();
-        if fds.is_empty() {
-            return None;
-        }
-        // SAFETY: epoll_create1 has no memory preconditions; the result is checked.
-        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if raw < 0 {
-            return None;
-        }
-        // SAFETY: `raw` is a fresh descriptor we own.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-        Some(Epoll {
-            fd,
-            fds,
-            armed: false,
-        })
-    }
-
-    fn ctl(&self, op: libc::c_int, port_fd: std::os::fd::RawFd, data: u64) -> bool {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: data,
-        };
-        // SAFETY: both descriptors are valid (the ports outlive the worker loop); `ev`
-        // outlives the call.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
-                op,
-                port_fd,
-                &mut ev,
-            )
-        };
-        rc == 0
-    }
-
-    /// Puts the descriptors in the set (if not already); whether any is in it.
-    fn arm(&mut self) -> bool {
-        if !self.armed {
-            let mut any = false;
-            for &(fd, data) in &self.fds {
-                any |= self.ctl(libc::EPOLL_CTL_ADD, fd, data);
-            }
-            self.armed = any;
-        }
-        self.armed
-    }
-
-    /// Takes the descriptors out of the set: the kernel stops waking it per frame.
-    fn disarm(&mut self) {
-        if self.armed {
-            for &(fd, data) in &self.fds {
-                self.ctl(libc::EPOLL_CTL_DEL, fd, data);
-            }
-            self.armed = false;
-        }
-    }
-
-    /// Sleeps until a descriptor is readable or `timeout` passes; whether one is readable.
-    fn wait(&self, timeout: Duration) -> bool {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 16];
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: `events` is a valid buffer of the length passed.
-        let n = unsafe {
-            libc::epoll_wait(
-                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                ms,
-            )
-        };
-        n > 0
     }
 }
 
