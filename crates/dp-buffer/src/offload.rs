@@ -47,18 +47,20 @@ pub enum OffloadError {
 /// Length of `struct virtio_net_hdr` (no `num_buffers`).
 pub const VNET_HDR_LEN: usize = 10;
 
-const ETH_HEADER_LEN: usize = 14;
-const IPV6_HEADER_LEN: usize = 40;
-const IPV4_MIN_HEADER_LEN: usize = 20;
-const TCP_MIN_HEADER_LEN: usize = 20;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const PROTO_TCP: u8 = 6;
-const NEXT_HEADER_IPV4: u8 = 4;
-const NEXT_HEADER_IPV6: u8 = 41;
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
+// dp-packet's constants under the short names this file's arithmetic reads best with.
+const ETH_HEADER_LEN: usize = dp_packet::ethernet::HEADER_LEN;
+const IPV6_HEADER_LEN: usize = dp_packet::ipv6::HEADER_LEN;
+const IPV4_MIN_HEADER_LEN: usize = dp_packet::ipv4::HEADER_LEN;
+const TCP_MIN_HEADER_LEN: usize = dp_packet::tcp::HEADER_LEN;
+const ETHERTYPE_IPV4: u16 = dp_packet::EtherType::IPV4.0;
+const ETHERTYPE_IPV6: u16 = dp_packet::EtherType::IPV6.0;
+const PROTO_TCP: u8 = dp_packet::IpProtocol::TCP.0;
+const NEXT_HEADER_IPV4: u8 = dp_packet::IpProtocol::IPV4_IN_IP.0;
+const NEXT_HEADER_IPV6: u8 = dp_packet::IpProtocol::IPV6_IN_IP.0;
+// The flags byte (the low byte of the offset/flags word).
+const TCP_FIN: u8 = dp_packet::TcpFlags::FIN.0 as u8;
+const TCP_PSH: u8 = dp_packet::TcpFlags::PSH.0 as u8;
+const TCP_CWR: u8 = dp_packet::TcpFlags::CWR.0 as u8;
 
 /// A frame's offload request: the fields of `struct virtio_net_hdr` (`linux/virtio_net.h`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -17,11 +17,10 @@ use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 use crate::port_table::{pack_mac, PortEntry, PortKind};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{be16, ETH_HEADER_LEN};
+use super::common::{be16, ETH_HEADER_LEN, IPV6_HEADER_LEN};
 
-const DHCP_SERVER_PORT: u16 = 67;
-const DHCPV6_SERVER_PORT: u16 = 547;
-const IPV6_HEADER_LEN: usize = 40;
+const DHCP_SERVER_PORT: u16 = dp_packet::dhcpv4::SERVER_PORT;
+const DHCPV6_SERVER_PORT: u16 = dp_packet::dhcpv6::SERVER_PORT;
 
 #[derive(Debug, Default)]
 pub struct Classify;

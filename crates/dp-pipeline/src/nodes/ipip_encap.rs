@@ -25,7 +25,7 @@
 //! the whole datagram; options not marked "copied" go only in the first fragment. No error is
 //! sent about an ICMP error or a non-first fragment: those are dropped (`too_big`).
 
-use dp_packet::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Addr, Ipv6Packet, MacAddr};
+use dp_packet::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Addr, Ipv6Packet, MacAddr};
 use dp_tables::PortId;
 
 use crate::buffer::{BufferPool, PacketBuf};
@@ -41,10 +41,10 @@ use super::uplink::{flow_hash_v4, flow_hash_v6, flow_label, Uplink, UplinkChoice
 /// Hop limit of the outer header (dpservice's `DP_IP6_HOP_LIMIT`).
 pub const OUTER_HOP_LIMIT: u8 = 64;
 
-const NEXT_HEADER_IPV4: u8 = 4;
-const NEXT_HEADER_IPV6: u8 = 41;
-const ICMP: u8 = 1;
-const ICMPV6: u8 = 58;
+const NEXT_HEADER_IPV4: u8 = IpProtocol::IPV4_IN_IP.0;
+const NEXT_HEADER_IPV6: u8 = IpProtocol::IPV6_IN_IP.0;
+const ICMP: u8 = IpProtocol::ICMP.0;
+const ICMPV6: u8 = IpProtocol::ICMPV6.0;
 
 /// The node, with what it reads once per batch.
 #[derive(Debug)]
