@@ -66,6 +66,7 @@ mod routes;
 pub mod service;
 pub mod state;
 pub mod underlay;
+mod versioned;
 
 use std::future::Future;
 use std::net::Ipv6Addr;

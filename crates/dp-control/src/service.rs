@@ -30,7 +30,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dp_proto::v1::{self, dpd_kironcore_server::DpdKironcore};
-use dp_proto::{ip_to_bytes, ip_to_proto};
+use dp_proto::{addr_from_bytes, c_str, ip_from_proto, ip_to_bytes, ip_to_proto};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
@@ -76,15 +76,7 @@ pub struct GrpcService {
     pub(crate) shared: Arc<Shared>,
 }
 
-// ----- conversion helpers (dpservice's C-string and inet_pton semantics) -----------------------
-
-/// The part of a field a C `char *` would see (up to the first NUL).
-fn c_str(b: &[u8]) -> &[u8] {
-    match b.iter().position(|&c| c == 0) {
-        Some(i) => &b[..i],
-        None => b,
-    }
-}
+// ----- conversion helpers (dpservice's C-string and inet_pton rules: dp_proto::convert) ---------
 
 /// dpservice's `SNPRINTF_FAILED`: the field must be non-empty and fit into `size` bytes
 /// (NUL included). Returns the text as C would store it.
@@ -102,21 +94,20 @@ fn interface_id_chars_valid(b: &[u8]) -> bool {
         .all(|&c| c == b'-' || c == b'_' || c.is_ascii_alphanumeric())
 }
 
+/// An IPv4 address field as dpservice's `inet_pton()` reads it ([`dp_proto::addr_from_bytes`]).
 fn parse_ipv4(b: &[u8]) -> Option<Ipv4Addr> {
-    std::str::from_utf8(c_str(b)).ok()?.parse().ok()
+    addr_from_bytes(b).ok()
 }
 
+/// An IPv6 address field as dpservice's `inet_pton()` reads it ([`dp_proto::addr_from_bytes`]).
 fn parse_ipv6(b: &[u8]) -> Option<Ipv6Addr> {
-    std::str::from_utf8(c_str(b)).ok()?.parse().ok()
+    addr_from_bytes(b).ok()
 }
 
-/// dpservice's `GrpcToDpAddress`: the address must parse as the version `ipver` names.
+/// dpservice's `GrpcToDpAddress`: the address must parse as the version `ipver` names
+/// ([`dp_proto::ip_from_proto`]).
 fn parse_ip(ip: &v1::IpAddress) -> Option<IpAddr> {
-    match v1::IpVersion::try_from(ip.ipver) {
-        Ok(v1::IpVersion::Ipv4) => parse_ipv4(&ip.address).map(IpAddr::V4),
-        Ok(v1::IpVersion::Ipv6) => parse_ipv6(&ip.address).map(IpAddr::V6),
-        Err(_) => None,
-    }
+    ip_from_proto(ip).ok()
 }
 
 fn parse_vni_type(t: i32) -> Option<VniType> {

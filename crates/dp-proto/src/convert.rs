@@ -6,9 +6,16 @@
 //! `underlay_route`, `preferred_underlay_route`, `Interface.primary_ipv4/6`
 //! and `IpConfig.primary_address` alike. These helpers implement exactly that
 //! encoding; use them on both sides of the wire.
+//!
+//! **Fields are read as C strings.** dpservice copies a field into a C buffer and
+//! hands it to `inet_pton()`, which stops at the first NUL: `b"10.0.0.1\0junk"`
+//! is `10.0.0.1` to it. [`addr_from_bytes`] — the one address parser, behind
+//! [`ipv4_from_bytes`], [`ipv6_from_bytes`], [`ip_from_bytes`] and
+//! [`ip_from_proto`] — reads fields the same way (see [`c_str`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
 
 use crate::v1::{IpAddress, IpVersion, Prefix};
 
@@ -71,29 +78,70 @@ fn bad(ipver: Option<IpVersion>, b: &[u8]) -> ConvError {
     }
 }
 
-/// Parses a wire address field holding an IPv4 address in text form.
-pub fn ipv4_from_bytes(b: &[u8]) -> Result<Ipv4Addr, ConvError> {
-    std::str::from_utf8(b)
+/// The part of a wire field a C `char *` sees: everything before the first NUL
+/// (the whole field if it has none).
+pub fn c_str(b: &[u8]) -> &[u8] {
+    match b.iter().position(|&c| c == 0) {
+        Some(i) => &b[..i],
+        None => b,
+    }
+}
+
+/// An address type a wire field can hold: [`Ipv4Addr`], [`Ipv6Addr`] or
+/// [`IpAddr`] (either version).
+pub trait WireAddress: FromStr {
+    /// The version the type requires, `None` if either is acceptable (used in
+    /// [`ConvError::BadAddress`]).
+    const IPVER: Option<IpVersion>;
+}
+
+impl WireAddress for Ipv4Addr {
+    const IPVER: Option<IpVersion> = Some(IpVersion::Ipv4);
+}
+
+impl WireAddress for Ipv6Addr {
+    const IPVER: Option<IpVersion> = Some(IpVersion::Ipv6);
+}
+
+impl WireAddress for IpAddr {
+    const IPVER: Option<IpVersion> = None;
+}
+
+/// Parses a wire address field the way dpservice does (`inet_pton()` on the
+/// field as a C string): the text up to the first NUL must be an address of
+/// type `A`. An empty field (or one starting with NUL) is no address.
+///
+/// ```
+/// use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+/// use dp_proto::addr_from_bytes;
+///
+/// assert_eq!(addr_from_bytes::<Ipv4Addr>(b"10.0.0.1\0"), Ok(Ipv4Addr::new(10, 0, 0, 1)));
+/// assert!(addr_from_bytes::<Ipv6Addr>(b"10.0.0.1").is_err());
+/// assert!(addr_from_bytes::<IpAddr>(b"").is_err());
+/// ```
+pub fn addr_from_bytes<A: WireAddress>(b: &[u8]) -> Result<A, ConvError> {
+    std::str::from_utf8(c_str(b))
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(Some(IpVersion::Ipv4), b))
+        .ok_or_else(|| bad(A::IPVER, b))
+}
+
+/// Parses a wire address field holding an IPv4 address in text form
+/// ([`addr_from_bytes`]).
+pub fn ipv4_from_bytes(b: &[u8]) -> Result<Ipv4Addr, ConvError> {
+    addr_from_bytes(b)
 }
 
 /// Parses a wire address field holding an IPv6 address in text form
-/// (e.g. an `underlay_route`).
+/// (e.g. an `underlay_route`; [`addr_from_bytes`]).
 pub fn ipv6_from_bytes(b: &[u8]) -> Result<Ipv6Addr, ConvError> {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(Some(IpVersion::Ipv6), b))
+    addr_from_bytes(b)
 }
 
-/// Parses a wire address field holding an IPv4 or IPv6 address in text form.
+/// Parses a wire address field holding an IPv4 or IPv6 address in text form
+/// ([`addr_from_bytes`]).
 pub fn ip_from_bytes(b: &[u8]) -> Result<IpAddr, ConvError> {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(None, b))
+    addr_from_bytes(b)
 }
 
 /// The wire form of an address: its text.
@@ -250,6 +298,80 @@ mod tests {
             Ok("fc00:1::1".parse().unwrap())
         );
         assert!(ipv4_from_bytes(b"::1").is_err());
+    }
+
+    #[test]
+    fn c_str_stops_at_the_first_nul() {
+        assert_eq!(c_str(b"vm1"), b"vm1");
+        assert_eq!(c_str(b"vm1\0junk\0"), b"vm1");
+        assert_eq!(c_str(b"\0vm1"), b"");
+        assert_eq!(c_str(b""), b"");
+    }
+
+    #[test]
+    fn addresses_parse_as_c_strings() {
+        let a4 = Ipv4Addr::new(10, 0, 0, 1);
+        let a6: Ipv6Addr = "fc00:1::1".parse().unwrap();
+        // NUL-terminated: C sees the text before the NUL, whatever follows.
+        assert_eq!(addr_from_bytes::<Ipv4Addr>(b"10.0.0.1\0"), Ok(a4));
+        assert_eq!(addr_from_bytes::<Ipv4Addr>(b"10.0.0.1\0junk"), Ok(a4));
+        assert_eq!(addr_from_bytes::<Ipv6Addr>(b"fc00:1::1\0\0"), Ok(a6));
+        assert_eq!(
+            addr_from_bytes::<IpAddr>(b"fc00:1::1\0x"),
+            Ok(IpAddr::V6(a6))
+        );
+        assert_eq!(ipv4_from_bytes(b"10.0.0.1\0\xff"), Ok(a4));
+        assert_eq!(ipv6_from_bytes(b"fc00:1::1\0"), Ok(a6));
+        assert_eq!(ip_from_bytes(b"10.0.0.1\0"), Ok(IpAddr::V4(a4)));
+        // Empty, or empty as C sees it.
+        for empty in [&b""[..], b"\0", b"\x0010.0.0.1"] {
+            assert!(addr_from_bytes::<Ipv4Addr>(empty).is_err());
+            assert!(addr_from_bytes::<Ipv6Addr>(empty).is_err());
+            assert!(addr_from_bytes::<IpAddr>(empty).is_err());
+        }
+        // Invalid text, wrong version, not UTF-8 before the NUL.
+        for invalid in [
+            &b"10.0.0.256"[..],
+            b"10.0.0",
+            b" 10.0.0.1",
+            b"10.0.0.1 ",
+            b"fc00::1::1",
+            b"\xff\xfe",
+            b"10.0.0.1\xff\0",
+        ] {
+            assert!(addr_from_bytes::<IpAddr>(invalid).is_err(), "{invalid:?}");
+        }
+        assert!(addr_from_bytes::<Ipv4Addr>(b"fc00:1::1").is_err());
+        assert!(addr_from_bytes::<Ipv6Addr>(b"10.0.0.1\0").is_err());
+        // v4 and v6, either accepted as IpAddr.
+        assert_eq!(
+            addr_from_bytes::<Ipv4Addr>(b"0.0.0.0"),
+            Ok(Ipv4Addr::UNSPECIFIED)
+        );
+        assert_eq!(
+            addr_from_bytes::<Ipv6Addr>(b"::"),
+            Ok(Ipv6Addr::UNSPECIFIED)
+        );
+        assert_eq!(addr_from_bytes::<IpAddr>(b"10.0.0.1"), Ok(IpAddr::V4(a4)));
+        assert_eq!(addr_from_bytes::<IpAddr>(b"fc00:1::1"), Ok(IpAddr::V6(a6)));
+        // The error names the version expected and shows the whole field.
+        assert_eq!(
+            addr_from_bytes::<Ipv6Addr>(b"10.0.0.1\0x"),
+            Err(ConvError::BadAddress {
+                ipver: Some(IpVersion::Ipv6),
+                text: "10.0.0.1\0x".into()
+            })
+        );
+        assert_eq!(
+            addr_from_bytes::<IpAddr>(b"").unwrap_err().to_string(),
+            "invalid IP address \"\""
+        );
+        // IpAddress messages: the same parser, of the version `ipver` names.
+        let m = IpAddress {
+            ipver: IpVersion::Ipv4 as i32,
+            address: b"10.0.0.1\0".to_vec(),
+        };
+        assert_eq!(ip_from_proto(&m), Ok(IpAddr::V4(a4)));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! Rust, no `protoc` required).
 //!
 //! Wire conventions of dpservice that the proto does not show:
-//! * addresses in `bytes` fields are **text** (`b"10.0.0.1"`), see [`convert`];
+//! * addresses in `bytes` fields are **text** (`b"10.0.0.1"`), read as C strings (up to the
+//!   first NUL), see [`convert`];
 //! * every response carries a `Status`; failures are reported there with a
 //!   dpservice code (see [`status`]), the gRPC status itself stays OK.
 
@@ -22,8 +23,8 @@ pub mod v1 {
 }
 
 pub use convert::{
-    ip_from_bytes, ip_from_proto, ip_to_bytes, ip_to_proto, ipv4_from_bytes, ipv6_from_bytes,
-    prefix_from_proto, prefix_to_proto, ConvError,
+    addr_from_bytes, c_str, ip_from_bytes, ip_from_proto, ip_to_bytes, ip_to_proto,
+    ipv4_from_bytes, ipv6_from_bytes, prefix_from_proto, prefix_to_proto, ConvError, WireAddress,
 };
 pub use v1::dpd_kironcore_client::DpdKironcoreClient;
 pub use v1::dpd_kironcore_server::{DpdKironcore, DpdKironcoreServer};
