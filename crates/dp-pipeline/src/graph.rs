@@ -794,6 +794,25 @@ mod tests {
         )
     }
 
+    /// Empty tables, default settings, no ports: the context of the tests below.
+    #[derive(Default)]
+    struct Empty {
+        tables: Snapshot,
+        config: DpConfig,
+        ports: PortTable,
+    }
+
+    impl Empty {
+        fn ctx(&self) -> Ctx<'_> {
+            Ctx {
+                tables: &self.tables,
+                config: &self.config,
+                ports: &self.ports,
+                now_ns: 0,
+            }
+        }
+    }
+
     fn runt(pool: &mut BufferPool) -> PacketBuf {
         let mut pkt = pool.alloc().expect("buffer");
         pkt.set_frame(&[0; 4]).expect("frame");
@@ -817,17 +836,8 @@ mod tests {
     #[test]
     fn recirculated_packets_run_again_within_the_hop_limit() {
         let (mut graph, counters, mut pool) = setup();
-        let (tables, config, ports) = (
-            Snapshot::default(),
-            DpConfig::default(),
-            PortTable::new(vec![]),
-        );
-        let ctx = Ctx {
-            tables: &tables,
-            config: &config,
-            ports: &ports,
-            now_ns: 0,
-        };
+        let empty = Empty::default();
+        let ctx = empty.ctx();
         let mut worker = WorkerCtx::single();
         // One packet back to classify: it runs there at the next pass of the same run.
         let pkt = runt(&mut pool);
@@ -851,17 +861,8 @@ mod tests {
     #[test]
     fn backward_edges_not_declared_are_graph_loops() {
         let (mut graph, counters, mut pool) = setup();
-        let (tables, config, ports) = (
-            Snapshot::default(),
-            DpConfig::default(),
-            PortTable::new(vec![]),
-        );
-        let ctx = Ctx {
-            tables: &tables,
-            config: &config,
-            ports: &ports,
-            now_ns: 0,
-        };
+        let empty = Empty::default();
+        let ctx = empty.ctx();
         let mut worker = WorkerCtx::single();
         let mut sink = Count::default();
         let mut env = Env {
@@ -888,17 +889,8 @@ mod tests {
     #[test]
     fn a_full_node_batch_is_processed_before_more_goes_in() {
         let (mut graph, counters, mut pool) = setup();
-        let (tables, config, ports) = (
-            Snapshot::default(),
-            DpConfig::default(),
-            PortTable::new(vec![]),
-        );
-        let ctx = Ctx {
-            tables: &tables,
-            config: &config,
-            ports: &ports,
-            now_ns: 0,
-        };
+        let empty = Empty::default();
+        let ctx = empty.ctx();
         let mut worker = WorkerCtx::single();
         let mut sink = Count::default();
         let mut env = Env {
