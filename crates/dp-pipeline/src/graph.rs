@@ -858,8 +858,11 @@ mod tests {
         assert_eq!(pool.available(), pool.capacity());
     }
 
-    #[test]
-    fn backward_edges_not_declared_are_graph_loops() {
+    /// Runs `test` on a fresh graph with an empty context; returns what reached the sink and
+    /// the pool, with what waited in the transmit batches freed to it.
+    fn with_env(
+        test: impl FnOnce(&mut Graph, &GraphCounters, &mut Env<'_, '_>),
+    ) -> (usize, BufferPool) {
         let (mut graph, counters, mut pool) = setup();
         let empty = Empty::default();
         let ctx = empty.ctx();
@@ -871,67 +874,54 @@ mod tests {
             pool: &mut pool,
             sink: &mut sink,
         };
-        let pkt = runt(env.pool);
-        graph.dispatch(
-            NodeId::L2Rewrite,
-            pkt,
-            Verdict::Next(NodeId::Classify),
-            &mut env,
-        );
-        assert_eq!(
-            counters.node_drops(Some(NodeId::L2Rewrite), DropReason::GraphLoop),
-            1
-        );
-        assert!(graph.recirc.is_empty());
+        test(&mut graph, &counters, &mut env);
+        for batch in graph.tx.iter_mut() {
+            for p in batch.drain(..) {
+                pool.free(p);
+            }
+        }
+        (sink.0, pool)
+    }
+
+    #[test]
+    fn backward_edges_not_declared_are_graph_loops() {
+        let (_, pool) = with_env(|graph, counters, env| {
+            let pkt = runt(env.pool);
+            graph.dispatch(NodeId::L2Rewrite, pkt, Verdict::Next(NodeId::Classify), env);
+            assert_eq!(
+                counters.node_drops(Some(NodeId::L2Rewrite), DropReason::GraphLoop),
+                1
+            );
+            assert!(graph.recirc.is_empty());
+        });
         assert_eq!(pool.available(), pool.capacity());
     }
 
     #[test]
     fn a_full_node_batch_is_processed_before_more_goes_in() {
-        let (mut graph, counters, mut pool) = setup();
-        let empty = Empty::default();
-        let ctx = empty.ctx();
-        let mut worker = WorkerCtx::single();
-        let mut sink = Count::default();
-        let mut env = Env {
-            ctx: &ctx,
-            worker: &mut worker,
-            pool: &mut pool,
-            sink: &mut sink,
-        };
-        for _ in 0..BATCH_SIZE {
+        let (flushed, pool) = with_env(|graph, counters, env| {
+            let to_lookup = Verdict::Next(NodeId::Ipv4Lookup);
+            for _ in 0..BATCH_SIZE {
+                let pkt = runt(env.pool);
+                graph.dispatch(NodeId::Classify, pkt, to_lookup, env);
+            }
+            assert_eq!(counters.node_packets(NodeId::Ipv4Lookup), 0);
+            // The 65th: ipv4_lookup runs its full batch first, then takes it.
             let pkt = runt(env.pool);
-            graph.dispatch(
-                NodeId::Classify,
-                pkt,
-                Verdict::Next(NodeId::Ipv4Lookup),
-                &mut env,
-            );
-        }
-        assert_eq!(counters.node_packets(NodeId::Ipv4Lookup), 0);
-        // The 65th: ipv4_lookup runs its full batch first, then takes it.
-        let pkt = runt(env.pool);
-        graph.dispatch(
-            NodeId::Classify,
-            pkt,
-            Verdict::Next(NodeId::Ipv4Lookup),
-            &mut env,
-        );
-        assert_eq!(counters.node_packets(NodeId::Ipv4Lookup), 64);
-        assert_eq!(graph.inputs[NodeId::Ipv4Lookup.index()].len(), 1);
-        assert_eq!(counters.drops(DropReason::QueueFull), 0);
-        // A full transmit batch goes to the sink first.
-        for _ in 0..=BATCH_SIZE {
-            let pkt = runt(env.pool);
-            graph.dispatch(NodeId::L2Rewrite, pkt, Verdict::Tx(0), &mut env);
-        }
-        assert_eq!(graph.tx[0].len(), 1);
-        graph.run_passes(&mut env);
-        assert_eq!(sink.0, 64);
-        assert_eq!(counters.node_packets(NodeId::Ipv4Lookup), 65);
-        for p in graph.tx[0].drain(..) {
-            pool.free(p);
-        }
+            graph.dispatch(NodeId::Classify, pkt, to_lookup, env);
+            assert_eq!(counters.node_packets(NodeId::Ipv4Lookup), 64);
+            assert_eq!(graph.inputs[NodeId::Ipv4Lookup.index()].len(), 1);
+            assert_eq!(counters.drops(DropReason::QueueFull), 0);
+            // A full transmit batch goes to the sink first.
+            for _ in 0..=BATCH_SIZE {
+                let pkt = runt(env.pool);
+                graph.dispatch(NodeId::L2Rewrite, pkt, Verdict::Tx(0), env);
+            }
+            assert_eq!(graph.tx[0].len(), 1);
+            graph.run_passes(env);
+            assert_eq!(counters.node_packets(NodeId::Ipv4Lookup), 65);
+        });
+        assert_eq!(flushed, 64);
         assert_eq!(pool.available(), pool.capacity());
     }
 }
