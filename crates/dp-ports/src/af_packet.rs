@@ -50,7 +50,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::sys::{self, Mmap};
-use crate::{BufferPool, MacAddr, PacketBuf, Port, PortCounters, PortError, PortStats};
+use crate::{
+    BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortError, PortQueue, PortStats,
+};
 
 // linux/if_packet.h
 const TPACKET_V3: libc::c_int = 2;
@@ -617,11 +619,7 @@ fn take_frame(block: &[u8], at: usize, buf: &mut PacketBuf) -> (Result<usize, Ba
     }
 }
 
-impl Port for AfPacketPort {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
+impl PortQueue for AfPacketPort {
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize {
         let mut d = PortStats::default();
         let mut got = 0;
@@ -762,6 +760,12 @@ impl Port for AfPacketPort {
 
     fn rx_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
+    }
+}
+
+impl PortDevice for AfPacketPort {
+    fn name(&self) -> &str {
+        &self.name
     }
 
     fn link_up(&self) -> bool {

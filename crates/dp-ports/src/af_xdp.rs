@@ -76,7 +76,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use crate::sys;
-use crate::{BufferPool, MacAddr, PacketBuf, Port, PortCounters, PortError, PortStats};
+use crate::{
+    BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortError, PortQueue, PortStats,
+};
 use netlink::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST};
 pub use xsk::XdpStatistics;
 use xsk::{Desc, Layout, Xsk};
@@ -523,11 +525,7 @@ impl AfXdpPort {
     }
 }
 
-impl Port for AfXdpPort {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
+impl PortQueue for AfXdpPort {
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize {
         let mut ready = self.xsk.rx.producer().wrapping_sub(self.xsk.rx.local);
         if ready == 0 {
@@ -692,6 +690,12 @@ impl Port for AfXdpPort {
 
     fn rx_fd(&self) -> Option<RawFd> {
         Some(self.xsk.fd.as_raw_fd())
+    }
+}
+
+impl PortDevice for AfXdpPort {
+    fn name(&self) -> &str {
+        &self.name
     }
 
     fn link_up(&self) -> bool {

@@ -1,7 +1,19 @@
 //! Port backends: where frames enter and leave the dataplane.
 //!
-//! One trait, [`Port`], with bursts in and out of [`PacketBuf`]s from a worker's [`BufferPool`],
-//! a file descriptor for idle waits, link state, counters and the peer's MAC. Backends:
+//! A port has two halves:
+//!
+//! - [`PortQueue`], the per-worker half: bursts in and out of [`PacketBuf`]s from a worker's
+//!   [`BufferPool`], a file descriptor for idle waits ([`PortQueue::rx_fd`], watched by an
+//!   [`Epoll`] set) and whether it takes offload requests;
+//! - [`PortDevice`], the device half: name, link state, the peer's MAC, counters, how many
+//!   queues the device has, and a hook for events that change the device ([`DeviceEvent`]:
+//!   hot-plug, a new guest memory map).
+//!
+//! The split follows rust-vmm (`virtio_queue::QueueT` for a queue, `vhost_user_backend`'s
+//! `VhostUserBackend` for the device): a vhost-user port is one device with a queue per worker,
+//! whose memory map changes arrive at the device and reach the queues as a snapshot. Every
+//! backend here is both halves in one object, a [`Port`] (the blanket implementation), one per
+//! worker and queue. Backends:
 //!
 //! - [`memory`]: in-process queues ([`MemoryPort`] + [`MemoryPortHandle`]) for tests, and a
 //!   lock-free replay mode ([`MemoryPort::replay`]) for benchmarks;
@@ -17,9 +29,15 @@
 //! A port hands out buffers freshly allocated from the pool, with the pool's fresh metadata
 //! (`BufferPool::set_fresh_meta`; the default, `in_port == 0` and `rx_time_ns == 0`, unless set).
 //! A port does not know its `PortId` nor the worker's clock: **the caller sets the pool's fresh
-//! metadata to the port's id and the time** before [`Port::rx_burst`] (and back after), so the
-//! frames arrive stamped at no cost per packet. A port itself sets only `meta.offload`, and only
-//! a port that [takes offload requests](Port::offloads) does.
+//! metadata to the port's id and the time** before [`PortQueue::rx_burst`] (and back after), so
+//! the frames arrive stamped at no cost per packet. A port itself sets only `meta.offload`, and
+//! only a port that [takes offload requests](PortQueue::offloads) does.
+//!
+//! # Checksums
+//! Which backend finishes a checksum a sender's offload left partial, and how, is decided in one
+//! place, [`ChecksumPolicy`] (`dp_buffer::offload`): a TAP with virtio-net headers passes the
+//! request on, AF_PACKET finishes what the kernel's header asks for, AF_XDP recognises a partial
+//! checksum by its value.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(
@@ -52,22 +70,20 @@ pub use epoll::RxEpoll;
 pub use memory::{MemoryPort, MemoryPortHandle};
 pub use tap::{TapOptions, TapPort};
 
-/// A source and sink of Ethernet frames, owned and polled by one worker thread.
+/// The per-worker half of a port: one queue of a device, owned and polled by one worker thread
+/// (like rust-vmm's `virtio_queue::QueueT`).
 ///
 /// Contract shared by every backend:
 /// - nothing blocks: when there is nothing to receive or the other side cannot take more,
 ///   the burst simply ends early;
 /// - nothing on the packet path allocates: buffers come from and return to the pool, and `out`
 ///   must have spare capacity for `max` more buffers (ports never reserve);
-/// - failures are counted in [`Port::counters`], never returned.
-pub trait Port: Send {
-    /// The port's name (the TAP device name, or the memory port's label).
-    fn name(&self) -> &str;
-
+/// - failures are counted in the device's [`PortDevice::counters`], never returned.
+pub trait PortQueue: Send {
     /// Receives up to `max` frames into buffers allocated from `pool` and appends them to
     /// `out`. Returns how many were appended. Stops early when no frame is waiting or the pool is
     /// empty (counted in `rx_nombuf`). The appended buffers carry the pool's fresh metadata (see
-    /// the crate docs), plus an offload request where the port [takes them](Port::offloads).
+    /// the crate docs), plus an offload request where the port [takes them](PortQueue::offloads).
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize;
 
     /// Transmits every frame in `pkts`, leaving `pkts` empty; every buffer goes back to `pool`
@@ -76,16 +92,27 @@ pub trait Port: Send {
     fn tx_burst(&mut self, pkts: &mut Vec<PacketBuf>, pool: &mut BufferPool) -> usize;
 
     /// A file descriptor that is readable (level-triggered) while frames wait to be received,
-    /// for a worker's epoll-based idle wait; `None` when the port cannot provide one (then poll).
+    /// for a worker's epoll-based idle wait ([`Epoll`]); `None` when the port cannot provide one
+    /// (then poll).
     fn rx_fd(&self) -> Option<RawFd>;
 
     /// Whether the port takes frames with an offload request (`meta.offload`: a partial
-    /// checksum, a TCP superframe) and passes it on to the other side; when not, the worker
-    /// finishes checksums and segments superframes in software before transmitting. Only such a
-    /// port hands out received frames with an offload request. Default: no.
+    /// checksum, a TCP superframe) and passes it on to the other side; when not, the pipeline's
+    /// transmit stage (`dp_pipeline::tx`) finishes checksums and segments superframes in
+    /// software before transmitting. Only such a port hands out received frames with an offload
+    /// request. The backends decide it through one policy, [`ChecksumPolicy`]. Default: no.
     fn offloads(&self) -> bool {
         false
     }
+}
+
+/// The device half of a port: what is the same for all of its queues — its name, link, MAC and
+/// counters, how many queues it has — and where the events that change the device arrive
+/// (like rust-vmm's `vhost_user_backend::VhostUserBackend`). Read from a slow path, never per
+/// packet.
+pub trait PortDevice: Send {
+    /// The port's name (the TAP device name, or the memory port's label).
+    fn name(&self) -> &str;
 
     /// Whether the link is up as far as the port can tell. May cost a few system calls (TAP):
     /// poll it from a slow path (e.g. once a second), not per burst.
@@ -102,7 +129,48 @@ pub trait Port: Send {
     fn stats(&self) -> PortStats {
         self.counters().snapshot()
     }
+
+    /// How many queues the device has (one [`PortQueue`] per worker). Default: one.
+    fn queue_count(&self) -> usize {
+        1
+    }
+
+    /// A change to the device from outside the packet path (see [`DeviceEvent`]). Returns
+    /// whether the device acted on it; a device without such events ignores them (the default).
+    fn device_event(&self, event: &DeviceEvent) -> bool {
+        let _ = event;
+        false
+    }
 }
+
+/// Something that happens to a device outside the packet path. None of today's backends has
+/// such events (their kernel does it all); a vhost-user device will: its frontend connects and
+/// goes, and sends a new guest memory map, which the device publishes as a snapshot that each
+/// queue loads at its next burst (no lock on the packet path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceEvent {
+    /// The device's other side appeared (hot-plug, a frontend connected).
+    Attached,
+    /// The device's other side went away (hot-unplug, a frontend disconnected): the link is down
+    /// until it is attached again.
+    Detached,
+    /// A new memory map was published under this generation: queues switch to it at their next
+    /// burst.
+    MemoryMap {
+        /// Increases with every map published for the device.
+        generation: u64,
+    },
+}
+
+/// A whole port: both halves on one object, the convenience every backend here uses (memory,
+/// TAP, AF_PACKET, AF_XDP implement [`PortQueue`] and [`PortDevice`] and are a `Port` through
+/// the blanket implementation). A worker holds `Box<dyn Port>`s; a backend whose device is
+/// shared by several queues (vhost-user) would hand each worker a queue and keep the device
+/// apart.
+pub trait Port: PortQueue + PortDevice {}
+
+impl<T: PortQueue + PortDevice + ?Sized> Port for T {}
 
 /// A snapshot of a port's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

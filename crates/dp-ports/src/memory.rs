@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::{BufferPool, MacAddr, PacketBuf, Port, PortCounters, PortStats};
+use crate::{BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortQueue, PortStats};
 
 /// Frames a memory port keeps for [`MemoryPortHandle::take_sent`] before it drops (counted in
 /// `tx_dropped`), so a forgotten handle cannot eat the memory.
@@ -234,11 +234,7 @@ fn fill(pool: &mut BufferPool, mut buf: PacketBuf, frame: &[u8]) -> Option<Packe
     }
 }
 
-impl Port for MemoryPort {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
+impl PortQueue for MemoryPort {
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize {
         let mut d = PortStats::default();
         let mut got = 0;
@@ -358,6 +354,12 @@ impl Port for MemoryPort {
             Mode::Queues(shared) => shared.event.as_ref().map(EventFd::raw),
             Mode::Replay { .. } => None,
         }
+    }
+}
+
+impl PortDevice for MemoryPort {
+    fn name(&self) -> &str {
+        &self.name
     }
 
     fn link_up(&self) -> bool {

@@ -54,7 +54,9 @@ use std::sync::Arc;
 
 use dp_buffer::{Offload, VNET_HDR_LEN};
 
-use crate::{BufferPool, MacAddr, PacketBuf, Port, PortCounters, PortError, PortStats};
+use crate::{
+    BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortError, PortQueue, PortStats,
+};
 
 /// Longest interface name (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = libc::IFNAMSIZ - 1;
@@ -397,11 +399,7 @@ impl TapPort {
     }
 }
 
-impl Port for TapPort {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
+impl PortQueue for TapPort {
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize {
         let fd = self.tun.as_raw_fd();
         let mut d = PortStats::default();
@@ -589,6 +587,12 @@ impl Port for TapPort {
 
     fn offloads(&self) -> bool {
         self.vnet_hdr
+    }
+}
+
+impl PortDevice for TapPort {
+    fn name(&self) -> &str {
+        &self.name
     }
 
     fn link_up(&self) -> bool {

@@ -9,7 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use dp_ports::{AfPacketOptions, AfPacketPort, BufferPool, MacAddr, Port, PortError, PortStats};
+use dp_ports::{
+    AfPacketOptions, AfPacketPort, BufferPool, MacAddr, PortDevice, PortError, PortQueue, PortStats,
+};
 
 const SECS: Duration = Duration::from_secs(5);
 

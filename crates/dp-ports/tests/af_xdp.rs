@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use dp_ports::af_xdp::xdp_program_on;
 use dp_ports::{
-    AfXdpOptions, AfXdpPort, BufferPool, MacAddr, Port, PortError, PortStats, XdpAttach, XdpMode,
+    AfXdpOptions, AfXdpPort, BufferPool, MacAddr, PortDevice, PortError, PortQueue, PortStats,
+    XdpAttach, XdpMode,
 };
 
 const SECS: Duration = Duration::from_secs(5);

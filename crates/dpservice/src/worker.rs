@@ -532,7 +532,7 @@ impl LoopTime {
 mod tests {
     use super::*;
     use dp_pipeline::{GraphCounters, PortEntry};
-    use dp_ports::{MemoryPort, MemoryPortHandle};
+    use dp_ports::{MemoryPort, MemoryPortHandle, PortDevice, PortQueue};
     use dp_tables::{Iface, Publisher, RouteTarget, Snapshot, UnderlayTarget, VniTable};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -744,10 +744,7 @@ mod tests {
         counters: Arc<dp_ports::PortCounters>,
     }
 
-    impl Port for SuperframePort {
-        fn name(&self) -> &str {
-            "superframes"
-        }
+    impl PortQueue for SuperframePort {
         fn rx_burst(
             &mut self,
             pool: &mut BufferPool,
@@ -787,6 +784,12 @@ mod tests {
         }
         fn offloads(&self) -> bool {
             true
+        }
+    }
+
+    impl PortDevice for SuperframePort {
+        fn name(&self) -> &str {
+            "superframes"
         }
         fn link_up(&self) -> bool {
             true
