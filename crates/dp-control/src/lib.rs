@@ -60,11 +60,14 @@
 //! conversion and validation in [`service`].
 
 pub mod errors;
-mod routes;
+pub mod interfaces;
+pub mod prefixes;
+pub mod routes;
 pub mod service;
 pub mod state;
 pub mod underlay;
 mod versioned;
+pub mod vnis;
 
 use std::future::Future;
 use std::net::Ipv6Addr;
