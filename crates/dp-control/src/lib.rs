@@ -58,15 +58,49 @@
 //!
 //! The operations themselves live in [`state::State`] (usable without gRPC), the gRPC
 //! conversion and validation in [`service`].
+//!
+//! # Domains
+//!
+//! The control plane is organised by RPC family. Each domain has a state module (its part of
+//! [`state::State`], the part of the published [`Snapshot`] it owns, and its operations) and a
+//! gRPC module (`service/<domain>.rs`: request conversion and response building), both named
+//! after it:
+//!
+//! | domain | state | snapshot part | gRPC |
+//! |---|---|---|---|
+//! | interfaces | [`interfaces`] | `ifaces_by_port` | `service/interfaces.rs` |
+//! | alias prefixes | [`prefixes`] | (their interface, routes and underlay addresses) | `service/prefixes.rs` |
+//! | routes | [`routes`] | (the VNI tables) | `service/routes.rs` |
+//! | VNIs | [`vnis`] | `vnis` | `service/vnis.rs` |
+//! | underlay addresses | [`underlay`] | `underlay` | (used by the others) |
+//! | initialization, version | [`state`] | — | `service/init.rs` |
+//!
+//! Still to come, each as a domain of its own (module `nat`, `loadbalancers`, `firewall`,
+//! `capture` and the `service/` file of the same name), their RPCs answering UNIMPLEMENTED
+//! until then:
+//!
+//! * **NAT**: VIPs, NAT port ranges and neighbor NATs;
+//! * **load balancers**: balancers, targets and load-balancer prefixes;
+//! * **firewall**: per-interface rules;
+//! * **capture**: packet capture start/stop/status (no snapshot part).
+//!
+//! A domain whose table in the snapshot changes per request keeps it in a `VersionedTable`
+//! (`versioned.rs`: triple buffering plus an operation log, so publishing costs O(change), not
+//! O(table)), as the VNI route tables do: implement `Apply` for the table and its operations.
+//! Request fields are converted with [`dp_proto::convert`] (addresses: the one C-string-aware
+//! parser, [`dp_proto::addr_from_bytes`]).
 
 #![forbid(unsafe_code)]
 
 pub mod errors;
-mod routes;
+pub mod interfaces;
+pub mod prefixes;
+pub mod routes;
 pub mod service;
 pub mod state;
 pub mod underlay;
 mod versioned;
+pub mod vnis;
 
 use std::future::Future;
 use std::net::Ipv6Addr;

@@ -1,5 +1,8 @@
 use super::*;
-use dp_tables::{Publisher, Snapshot};
+use dp_tables::{Publisher, RouteTarget, Snapshot, Vni};
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::errors::DpError;
 
 const VNI: Vni = 100;
 

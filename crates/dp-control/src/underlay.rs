@@ -19,11 +19,23 @@
 //!
 //! With host address `fc00:1::1` the static scheme thus yields `fc00:1::d000:1:0:1`,
 //! `fc00:1::d000:1:0:2`, ... and the random one e.g. `fc00:1::d000:5e:0:a4`.
+//!
+//! The underlay domain of the control plane also keeps the registry of the underlay addresses
+//! in use on this host ([`UnderlayUse`]: interfaces and alias prefixes so far; VIPs, NAT and
+//! load balancers later) and owns the snapshot's `underlay` map, which tells the decap path
+//! where packets for each address go.
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use dp_tables::{PortId, UnderlayTarget, Vni};
+use rustc_hash::FxHashMap;
+
+use crate::errors::DpError;
 
 /// Byte 8 of every generated underlay address.
 pub const UNDERLAY_ADDRESS_TYPE: u8 = 0xd0;
@@ -93,6 +105,94 @@ impl UnderlayAllocator {
     pub fn accepts_preferred(&self, addr: Ipv6Addr) -> bool {
         let o = addr.octets();
         addr.is_unspecified() || (o[..8] == self.prefix && o[10] & FLAG_EXTERNALLY_GENERATED != 0)
+    }
+}
+
+/// What an underlay address registered on this host delivers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnderlayUse {
+    /// An interface's own address.
+    Interface { port: PortId, vni: Vni },
+    /// An alias prefix routed to an interface.
+    Prefix {
+        port: PortId,
+        vni: Vni,
+        addr: IpAddr,
+        len: u8,
+    },
+}
+
+/// The underlay addresses in use on this host, and the snapshot's `underlay` map built from
+/// them.
+#[derive(Debug)]
+pub(crate) struct Underlays {
+    alloc: UnderlayAllocator,
+    by_addr: HashMap<Ipv6Addr, UnderlayUse>,
+    /// `by_addr` as the packet path reads it, kept in step with it and shared with the
+    /// snapshots until the next underlay change (copy on write).
+    published: Arc<FxHashMap<u128, UnderlayTarget>>,
+}
+
+impl Underlays {
+    pub(crate) fn new(host: Ipv6Addr, mode: UnderlayMode) -> Self {
+        Underlays {
+            alloc: UnderlayAllocator::new(host, mode),
+            by_addr: HashMap::new(),
+            published: Arc::default(),
+        }
+    }
+
+    /// The snapshot's part: the `underlay` map.
+    pub(crate) fn published(&self) -> Arc<FxHashMap<u128, UnderlayTarget>> {
+        Arc::clone(&self.published)
+    }
+
+    pub(crate) fn accepts_preferred(&self, addr: Ipv6Addr) -> bool {
+        self.alloc.accepts_preferred(addr)
+    }
+
+    pub(crate) fn get(&self, addr: Ipv6Addr) -> Option<UnderlayUse> {
+        self.by_addr.get(&addr).copied()
+    }
+
+    /// Every registration (tests compare them).
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Ipv6Addr, &UnderlayUse)> {
+        self.by_addr.iter()
+    }
+
+    /// The underlay address for a new object: the preferred one if free, else a generated one.
+    pub(crate) fn take(&mut self, preferred: Option<Ipv6Addr>) -> Result<Ipv6Addr, DpError> {
+        match preferred.filter(|a| !a.is_unspecified()) {
+            Some(addr) if self.by_addr.contains_key(&addr) => Err(DpError::VnfInsert),
+            Some(addr) => Ok(addr),
+            None => {
+                // Generated addresses never carry the externally-generated flag, so they can
+                // only collide after the 32-bit counter wrapped around.
+                for _ in 0..16 {
+                    let addr = self.alloc.next_address();
+                    if !self.by_addr.contains_key(&addr) {
+                        return Ok(addr);
+                    }
+                }
+                Err(DpError::VnfInsert)
+            }
+        }
+    }
+
+    /// Registers an underlay address: interfaces and alias prefixes alike deliver into the
+    /// interface's port and VNI.
+    pub(crate) fn insert(&mut self, addr: Ipv6Addr, used: UnderlayUse) {
+        let (UnderlayUse::Interface { port, vni } | UnderlayUse::Prefix { port, vni, .. }) = used;
+        Arc::make_mut(&mut self.published)
+            .insert(u128::from(addr), UnderlayTarget::Iface { port, vni });
+        self.by_addr.insert(addr, used);
+    }
+
+    pub(crate) fn remove(&mut self, addr: &Ipv6Addr) {
+        if self.by_addr.remove(addr).is_some() {
+            Arc::make_mut(&mut self.published).remove(&u128::from(*addr));
+        }
     }
 }
 
