@@ -22,4 +22,4 @@ pub mod offload;
 pub use buffer::{
     BufferError, BufferPool, PacketBuf, PacketMeta, DEFAULT_DATA_ROOM, HEADROOM, LARGE_DATA_ROOM,
 };
-pub use offload::{Offload, OffloadError, Segments, VNET_HDR_LEN};
+pub use offload::{ChecksumPolicy, Offload, OffloadError, Segments, VNET_HDR_LEN};

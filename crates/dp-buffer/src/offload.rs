@@ -31,6 +31,9 @@ use dp_packet::checksum;
 
 use crate::buffer::{PacketBuf, PacketMeta};
 
+mod guess;
+pub use guess::finish_if_partial;
+
 /// Why an offload request cannot be carried out; the pipeline counts each as a drop reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OffloadError {
@@ -200,14 +203,97 @@ fn finish_partial(frame: &mut [u8], off: &Offload) -> Result<(), OffloadError> {
     if field + 2 > frame.len() {
         return Err(OffloadError::BadChecksum);
     }
-    checksum::finish_partial(frame, start, usize::from(off.csum_offset))
-        .map_err(|_| OffloadError::BadChecksum)?;
-    if let Some(f) = frame.get_mut(field..field + 2) {
-        if f == [0, 0] {
-            f.copy_from_slice(&[0xff, 0xff]);
+    if complete(frame, start, usize::from(off.csum_offset), true) {
+        Ok(())
+    } else {
+        Err(OffloadError::BadChecksum)
+    }
+}
+
+/// The one routine that completes a partial checksum: the Internet checksum over
+/// `frame[start..]` into the field at `start + offset` (which held the pseudo-header sum).
+/// With `zero_as_ones`, a computed 0 goes out as 0xffff (the same value in ones' complement;
+/// required for UDP, where 0 means "no checksum"). Whether the field lies in the frame.
+fn complete(frame: &mut [u8], start: usize, offset: usize, zero_as_ones: bool) -> bool {
+    if checksum::finish_partial(frame, start, offset).is_err() {
+        return false;
+    }
+    if zero_as_ones {
+        let at = start + offset;
+        if let Some(f) = frame.get_mut(at..at + 2) {
+            if f == [0, 0] {
+                f.copy_from_slice(&[0xff, 0xff]);
+            }
         }
     }
-    Ok(())
+    true
+}
+
+/// A UDP checksum field's offset in its header; a computed 0 is sent as 0xffff.
+const UDP_CSUM_OFFSET: usize = 6;
+/// SCTP's checksum offset: a CRC32c, not the Internet checksum; never completed here.
+const SCTP_CSUM_OFFSET: usize = 8;
+
+/// Completes the partial checksum a receiving port's kernel said is at `start + offset` of
+/// `frame` (a virtio-net header's `csum_start`/`csum_offset`, after any bytes the port put in
+/// front): the Internet checksum, except at SCTP's offset (a CRC32c: left alone); a computed 0
+/// becomes 0xffff at UDP's offset. Whether the checksum was completed.
+pub fn finish_requested(frame: &mut [u8], start: usize, offset: usize) -> bool {
+    offset != SCTP_CSUM_OFFSET && complete(frame, start, offset, offset == UDP_CSUM_OFFSET)
+}
+
+/// How a port deals with checksums a sender's offload left partial (Linux `CHECKSUM_PARTIAL`):
+/// the one checksum-offload policy of every backend (TAP, AF_PACKET, AF_XDP), chosen when the
+/// port is opened and applied to each received frame by [`ChecksumPolicy::on_rx`].
+///
+/// On transmit only [`PassOn`](ChecksumPolicy::PassOn) matters: such a port takes frames with
+/// an offload request (`dp_ports::PortQueue::offloads`); for any other the pipeline's transmit
+/// stage finishes them first ([`finish_checksum`], [`Segments`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChecksumPolicy {
+    /// Frames arrive complete, or are left as they are (a TAP without virtio-net headers, whose
+    /// kernel finishes checksums before it hands a frame over; AF_XDP with
+    /// `finish_checksums` off).
+    Complete,
+    /// The kernel's per-frame request (a virtio-net header) is handed on in `meta.offload`
+    /// unchanged, and taken back on transmit (a TAP with `IFF_VNET_HDR`).
+    PassOn,
+    /// The kernel's per-frame header says where a checksum is partial: it is completed in place
+    /// ([`finish_requested`]) and no request handed on (AF_PACKET with `PACKET_VNET_HDR`).
+    FinishRequested,
+    /// No per-frame metadata: a TCP/UDP checksum whose field holds the pseudo-header sum and
+    /// does not verify is taken for partial and completed ([`finish_if_partial`]; AF_XDP).
+    FinishIfPartial,
+}
+
+impl ChecksumPolicy {
+    /// Whether the port takes and hands out frames with offload requests.
+    #[inline]
+    pub const fn passes_requests(self) -> bool {
+        matches!(self, ChecksumPolicy::PassOn)
+    }
+
+    /// Applies the policy to a received `frame`, given the offload request the port's kernel
+    /// made for it (`None` when the port has no such metadata). Returns the request to put in
+    /// the frame's `meta.offload`, or `None` to leave the metadata as it is (every policy but
+    /// [`PassOn`](ChecksumPolicy::PassOn)).
+    #[inline]
+    pub fn on_rx(self, frame: &mut [u8], request: Option<Offload>) -> Option<Offload> {
+        match self {
+            ChecksumPolicy::Complete => None,
+            ChecksumPolicy::PassOn => request,
+            ChecksumPolicy::FinishRequested => {
+                if let Some(r) = request.filter(Offload::needs_csum) {
+                    finish_requested(frame, usize::from(r.csum_start), usize::from(r.csum_offset));
+                }
+                None
+            }
+            ChecksumPolicy::FinishIfPartial => {
+                finish_if_partial(frame);
+                None
+            }
+        }
+    }
 }
 
 /// Length of one inner segment (IP header to end of payload) of a TCP superframe in `frame`
@@ -676,5 +762,69 @@ mod tests {
         settle(&mut b);
         assert_eq!(b.meta.offload, Offload::NONE);
         assert_eq!(b.data(), &frame[..40]);
+    }
+
+    #[test]
+    fn one_checksum_policy_for_every_backend() {
+        let partial = superframe_v4(b"policy");
+        let done = expected_v4(0, b"policy", 0xfffffff0, 0x99);
+        let request = Offload {
+            gso_type: 0,
+            gso_size: 0,
+            ..gso_v4(0)
+        };
+        assert!(ChecksumPolicy::PassOn.passes_requests());
+        for p in [
+            ChecksumPolicy::Complete,
+            ChecksumPolicy::FinishRequested,
+            ChecksumPolicy::FinishIfPartial,
+        ] {
+            assert!(!p.passes_requests(), "{p:?}");
+        }
+        // Passed on: the frame untouched, the request handed on.
+        let mut f = partial.clone();
+        assert_eq!(
+            ChecksumPolicy::PassOn.on_rx(&mut f, Some(request)),
+            Some(request)
+        );
+        assert_eq!(f, partial);
+        // Complete: nothing touched, even a partial checksum.
+        assert_eq!(ChecksumPolicy::Complete.on_rx(&mut f, Some(request)), None);
+        assert_eq!(f, partial);
+        // Finished where the request says, and only when it asks.
+        let mut f = partial.clone();
+        let no_csum = Offload {
+            flags: 0,
+            ..request
+        };
+        assert_eq!(
+            ChecksumPolicy::FinishRequested.on_rx(&mut f, Some(no_csum)),
+            None
+        );
+        assert_eq!(ChecksumPolicy::FinishRequested.on_rx(&mut f, None), None);
+        assert_eq!(f, partial);
+        assert_eq!(
+            ChecksumPolicy::FinishRequested.on_rx(&mut f, Some(request)),
+            None
+        );
+        assert_eq!(f[50..52], done[50..52]);
+        // SCTP's offset (a CRC32c) is left alone; a request beyond the frame too.
+        let mut f = partial.clone();
+        assert!(!finish_requested(&mut f, 34, 8));
+        assert!(!finish_requested(&mut f, 34, 100));
+        assert_eq!(f, partial);
+        // Without a request: recognised by its value, as the requested one would be.
+        let mut f = partial.clone();
+        assert_eq!(ChecksumPolicy::FinishIfPartial.on_rx(&mut f, None), None);
+        assert_eq!(f[50..52], done[50..52]);
+        let copy = f.clone();
+        ChecksumPolicy::FinishIfPartial.on_rx(&mut f, None);
+        assert_eq!(f, copy, "a complete checksum is kept");
+        // The pipeline's software completion agrees.
+        let mut b = PacketBuf::new(2048);
+        b.set_frame(&partial).unwrap();
+        b.meta.offload = request;
+        finish_checksum(&mut b).unwrap();
+        assert_eq!(b.data(), &f[..]);
     }
 }

@@ -23,7 +23,8 @@
 //! socket uses `PACKET_VNET_HDR`, so every received frame is preceded in the ring by a
 //! virtio-net header saying where the checksum starts and where it goes; the port finishes it
 //! in software while copying (without parsing the frame), so the pipeline always sees complete
-//! checksums. Exception: an offset of 8 is SCTP's CRC32c, which is left alone. Transmitted
+//! checksums. Exception: an offset of 8 is SCTP's CRC32c, which is left alone. (This is
+//! [`ChecksumPolicy::FinishRequested`], the policy shared with the other backends.) Transmitted
 //! frames get an all-zero virtio-net header (no offload).
 //!
 //! # Large frames
@@ -53,6 +54,8 @@ use crate::sys::{self, Mmap};
 use crate::{
     BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortError, PortQueue, PortStats,
 };
+use dp_buffer::offload::ChecksumPolicy;
+use dp_buffer::{Offload, VNET_HDR_LEN};
 
 // linux/if_packet.h
 const TPACKET_V3: libc::c_int = 2;
@@ -88,17 +91,20 @@ mod hdr {
 
 /// `struct virtio_net_hdr` (legacy, native endian for packet sockets).
 mod vnet {
-    pub const LEN: usize = 10;
+    pub const LEN: usize = super::VNET_HDR_LEN;
+    #[cfg(test)]
     pub const FLAGS: usize = 0;
+    #[cfg(test)]
     pub const CSUM_START: usize = 6;
+    #[cfg(test)]
     pub const CSUM_OFFSET: usize = 8;
+    #[cfg(test)]
     pub const F_NEEDS_CSUM: u8 = 1;
 }
 
-/// A UDP checksum field's offset in its header; a computed 0 is sent as 0xffff.
-const UDP_CSUM_OFFSET: usize = 6;
-/// SCTP's checksum offset: a CRC32c, not the Internet checksum.
-const SCTP_CSUM_OFFSET: usize = 8;
+/// The checksum-offload policy: every frame comes with a virtio-net header that says where a
+/// checksum is partial, and it is completed while copying.
+const CHECKSUMS: ChecksumPolicy = ChecksumPolicy::FinishRequested;
 
 const VLAN_HLEN: usize = 4;
 const ETH_ADDRS_LEN: usize = 12;
@@ -594,25 +600,12 @@ fn take_frame(block: &[u8], at: usize, buf: &mut PacketBuf) -> (Result<usize, Ba
         }
     }
 
-    if vh
-        .get(vnet::FLAGS)
-        .is_some_and(|f| f & vnet::F_NEEDS_CSUM != 0)
-    {
-        let start = usize::from(u16_at(vh, vnet::CSUM_START).unwrap_or(0)) + extra;
-        let offset = usize::from(u16_at(vh, vnet::CSUM_OFFSET).unwrap_or(0));
-        if offset != SCTP_CSUM_OFFSET
-            && dp_packet::checksum::finish_partial(out, start, offset).is_ok()
-            && offset == UDP_CSUM_OFFSET
-        {
-            // UDP sends a computed 0 as all ones (0 means "no checksum").
-            let at = start + offset;
-            if let Some(f) = out.get_mut(at..at + 2) {
-                if f == [0, 0] {
-                    f.copy_from_slice(&[0xff, 0xff]);
-                }
-            }
-        }
-    }
+    // The kernel's request, its offsets moved past a tag put back in front of them.
+    let request = <&[u8; VNET_HDR_LEN]>::try_from(vh)
+        .ok()
+        .map(Offload::parse)
+        .and_then(|mut r| r.shift(extra).ok().map(|()| r));
+    CHECKSUMS.on_rx(out, request);
     match buf.set_len(total) {
         Ok(()) => (Ok(total), next),
         Err(_) => (Err(Bad::Frame), next),
@@ -760,6 +753,10 @@ impl PortQueue for AfPacketPort {
 
     fn rx_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
+    }
+
+    fn offloads(&self) -> bool {
+        CHECKSUMS.passes_requests()
     }
 }
 

@@ -55,7 +55,8 @@
 //! value and finishes them: frames with a complete checksum are never changed, and the test
 //! costs a few additions per TCP/UDP frame (Ethernet, up to two VLAN tags, IPv4 or IPv6
 //! without extension headers). Turning TX checksum offload off on such senders
-//! (`ethtool -K PEER tx off`) makes it unnecessary.
+//! (`ethtool -K PEER tx off`) makes it unnecessary. This is [`ChecksumPolicy::FinishIfPartial`],
+//! the policy shared with the other backends.
 //!
 //! # Counters
 //! The kernel does not say which frame of a kick it dropped, so a frame counts as transmitted
@@ -67,7 +68,6 @@
 //! (fill ring empty, too large) are in [`AfXdpPort::statistics`].
 
 mod bpf;
-mod csum;
 mod netlink;
 mod xsk;
 
@@ -79,6 +79,7 @@ use crate::sys;
 use crate::{
     BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortError, PortQueue, PortStats,
 };
+use dp_buffer::offload::ChecksumPolicy;
 use netlink::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST};
 pub use xsk::XdpStatistics;
 use xsk::{Desc, Layout, Xsk};
@@ -261,7 +262,8 @@ pub struct AfXdpPort {
     tx_frames: usize,
     /// Set when a kick found the interface down: frames are not queued until a kick succeeds.
     tx_down: bool,
-    finish_checksums: bool,
+    /// [`ChecksumPolicy::FinishIfPartial`], or `Complete` without `finish_checksums`.
+    checksums: ChecksumPolicy,
     /// Fill-ring entries written but not yet published to the kernel.
     fill_pending: u32,
     /// Publish the fill ring once this many entries are pending (see `rx_burst`).
@@ -434,7 +436,11 @@ impl AfXdpPort {
             free_tx,
             tx_frames: opts.tx_frames as usize,
             tx_down: false,
-            finish_checksums: opts.finish_checksums,
+            checksums: if opts.finish_checksums {
+                ChecksumPolicy::FinishIfPartial
+            } else {
+                ChecksumPolicy::Complete
+            },
             fill_pending: 0,
             fill_batch: (opts.rx_frames / 4).min(FILL_BATCH),
             busy_poll,
@@ -577,9 +583,8 @@ impl PortQueue for AfXdpPort {
                 self.fill_pending += 1;
             }
             if ok && buf.set_len(len).is_ok() {
-                if self.finish_checksums {
-                    csum::finish_if_partial(buf.data_mut());
-                }
+                // No per-frame metadata: the policy looks at the frame itself.
+                self.checksums.on_rx(buf.data_mut(), None);
                 d.rx_packets += 1;
                 d.rx_bytes += len as u64;
                 out.push(buf);
@@ -690,6 +695,10 @@ impl PortQueue for AfXdpPort {
 
     fn rx_fd(&self) -> Option<RawFd> {
         Some(self.xsk.fd.as_raw_fd())
+    }
+
+    fn offloads(&self) -> bool {
+        self.checksums.passes_requests()
     }
 }
 

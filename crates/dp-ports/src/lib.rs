@@ -54,6 +54,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use dp_buffer::offload::ChecksumPolicy;
 pub use dp_buffer::{BufferPool, PacketBuf};
 pub use dp_packet::MacAddr;
 

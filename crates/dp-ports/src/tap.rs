@@ -52,6 +52,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
+use dp_buffer::offload::ChecksumPolicy;
 use dp_buffer::{Offload, VNET_HDR_LEN};
 
 use crate::{
@@ -225,6 +226,18 @@ impl TapPort {
     /// Whether frames carry a virtio-net header (offload on).
     pub fn vnet_hdr(&self) -> bool {
         self.vnet_hdr
+    }
+
+    /// The checksum-offload policy: with virtio-net headers requests are passed on
+    /// ([`ChecksumPolicy::PassOn`]); without, the kernel finishes checksums before a frame
+    /// reaches us ([`ChecksumPolicy::Complete`]).
+    #[inline]
+    pub fn checksums(&self) -> ChecksumPolicy {
+        if self.vnet_hdr {
+            ChecksumPolicy::PassOn
+        } else {
+            ChecksumPolicy::Complete
+        }
     }
 
     fn open_queue(
@@ -492,8 +505,9 @@ impl PortQueue for TapPort {
                 pool.free(buf);
                 continue;
             }
-            if self.vnet_hdr {
-                buf.meta.offload = Offload::parse(&hdr);
+            let request = self.vnet_hdr.then(|| Offload::parse(&hdr));
+            if let Some(off) = self.checksums().on_rx(buf.data_mut(), request) {
+                buf.meta.offload = off;
             }
             d.rx_packets += 1;
             d.rx_bytes += n as u64;
@@ -586,7 +600,7 @@ impl PortQueue for TapPort {
     }
 
     fn offloads(&self) -> bool {
-        self.vnet_hdr
+        self.checksums().passes_requests()
     }
 }
 

@@ -1,5 +1,5 @@
 //! Finishing TCP/UDP checksums that offload left unfinished, for frames that arrive without the
-//! kernel's metadata (XDP).
+//! kernel's metadata (AF_XDP): [`ChecksumPolicy::FinishIfPartial`](super::ChecksumPolicy).
 //!
 //! A sender with checksum offload (Linux `CHECKSUM_PARTIAL`, e.g. a namespace's stack writing
 //! through a veth) leaves the pseudo-header sum in the checksum field and expects the device
@@ -11,7 +11,8 @@
 //!
 //! Handled: Ethernet with up to two VLAN tags, IPv4 (not fragments) and IPv6 (no extension
 //! headers), TCP and UDP. Anything else is left as it is. This is the one place a port looks
-//! into a frame, and only for this.
+//! into a frame, and only for this. The checksum itself is completed by the policy's one routine
+//! ([`super::finish_requested`]), as for a frame whose kernel said where it was partial.
 
 use dp_packet::checksum;
 use dp_packet::IpProtocol;
@@ -34,7 +35,7 @@ fn same_sum(a: u16, b: u16) -> bool {
 }
 
 /// Finishes the frame's TCP/UDP checksum if it was left partial; returns whether it did.
-pub(crate) fn finish_if_partial(frame: &mut [u8]) -> bool {
+pub fn finish_if_partial(frame: &mut [u8]) -> bool {
     let mut l3 = 12;
     let mut ethertype = be16(frame, l3).unwrap_or(0);
     for _ in 0..2 {
@@ -77,7 +78,7 @@ pub(crate) fn finish_if_partial(frame: &mut [u8]) -> bool {
         ETHERTYPE_IPV6 => {
             let plen = usize::from(be16(ip, 4).unwrap_or(0));
             let proto = ip.get(6).copied().unwrap_or(0);
-            if ip.first().map_or(true, |b| b >> 4 != 6) || 40 + plen > ip.len() {
+            if ip.first().map(|b| b >> 4) != Some(6) || 40 + plen > ip.len() {
                 return false;
             }
             let (Some(src), Some(dst)) = (ip.get(8..24), ip.get(24..40)) else {
@@ -113,15 +114,8 @@ pub(crate) fn finish_if_partial(frame: &mut [u8]) -> bool {
     if !same_sum(field, pseudo) || checksum::combine(&[pseudo, checksum::data(l4)]) == 0xffff {
         return false;
     }
-    if checksum::finish_partial(l4, 0, offset).is_err() {
-        return false;
-    }
-    if proto == UDP && be16(l4, offset) == Some(0) {
-        if let Some(f) = l4.get_mut(offset..offset + 2) {
-            f.copy_from_slice(&[0xff, 0xff]);
-        }
-    }
-    true
+    // TCP's offset (16) or UDP's (6): a computed 0 goes out as 0xffff for UDP only.
+    super::finish_requested(l4, 0, offset)
 }
 
 #[cfg(test)]
