@@ -14,8 +14,9 @@
 //! Towards the underlay it cannot be: no uplink takes a tunnelled superframe, so
 //! * `dp-pipeline`'s `ipip_encap` node finishes a partial checksum before encapsulating
 //!   ([`finish_checksum`]), and lets a superframe through the MTU check when its *segments* fit;
-//! * the worker cuts a superframe into MSS-sized segments when it hands it to a port that does
-//!   not accept offload ([`Segments`]), encapsulated or not: per segment the outer IPv6 payload
+//! * `dp-pipeline`'s transmit stage (`dp_pipeline::tx`) cuts a superframe into MSS-sized
+//!   segments when it hands it to a port that does not accept offload ([`Segments`]),
+//!   encapsulated or not: per segment the outer IPv6 payload
 //!   length, the inner IPv4 total length / identification / header checksum or IPv6 payload
 //!   length, the TCP sequence number, flags (FIN/PSH on the last only, CWR on the first only) and
 //!   the full TCP checksum.
@@ -23,6 +24,11 @@
 //! A node that answers a packet in place (ARP, DHCP, ND, gateway ICMP, ICMP errors) calls
 //! [`settle`] first: the partial checksum is finished (so a UDP checksum check passes) and the
 //! offload request dropped, so the answer does not go back with a stale one.
+//!
+//! How each port backend deals with partial checksums on receive is one policy,
+//! [`ChecksumPolicy`]: pass the request on (TAP with virtio-net headers), finish what the
+//! kernel's header asks for ([`finish_requested`], AF_PACKET), or recognise a partial checksum
+//! by its value ([`finish_if_partial`], AF_XDP).
 //!
 //! Everything here is validated against the frame: a hostile `csum_start` or `gso_size` makes
 //! [`Segments::new`] fail (the packet is dropped), never a panic or an out-of-bounds write.

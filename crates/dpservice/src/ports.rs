@@ -9,8 +9,8 @@
 //! VM TAPs exchange virtio-net headers (checksum and TCP segmentation offload, see
 //! `dp_ports::tap`) unless `--no-tap-offload`. Uplink TAPs do not: nothing could be passed on
 //! to the underlay router in a virtio-net header (it has no GSO type for IP-in-IPv6), so the
-//! router's kernel segments and checksums before its frames reach us, and the worker segments
-//! and checksums what we send there.
+//! router's kernel segments and checksums before its frames reach us, and the pipeline's
+//! transmit stage (`dp_pipeline::tx`) segments and checksums what we send there.
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
