@@ -98,7 +98,7 @@ impl Node for IpipEncap {
         self.begin_batch(ctx, worker);
         let mut pool = BufferPool::new(0, 0);
         let fragments = std::mem::take(&mut self.fragments);
-        let verdict = self.encap_or_drop(pkt, ctx, &mut pool);
+        let (verdict, _) = self.encap_or_drop(pkt, ctx, &mut pool);
         self.fragments = fragments;
         verdict
     }
@@ -111,31 +111,30 @@ impl Node for IpipEncap {
         _worker: &mut WorkerCtx,
         emit: &mut Emit<'_>,
     ) -> Verdict {
-        let verdict = self.encap_or_drop(pkt, ctx, emit.pool());
-        if self.fragments.is_empty() {
-            return verdict;
+        match self.encap_or_drop(pkt, ctx, emit.pool()) {
+            (verdict, false) => verdict,
+            (verdict, true) => self.emit_fragments(verdict, emit),
         }
-        self.emit_fragments(verdict, emit)
     }
 }
 
 impl IpipEncap {
-    /// Encapsulates `pkt` (and the fragments it is cut into, into `self.fragments`); on error,
-    /// frees the fragments and drops.
+    /// Encapsulates `pkt` (and the fragments it is cut into, into `self.fragments`), and says
+    /// whether it was fragmented; on error, frees the fragments and drops.
     #[inline]
     fn encap_or_drop(
         &mut self,
         pkt: &mut PacketBuf,
         ctx: &Ctx<'_>,
         pool: &mut BufferPool,
-    ) -> Verdict {
+    ) -> (Verdict, bool) {
         match self.encap(pkt, ctx, pool) {
-            Ok(verdict) => verdict,
+            Ok(decided) => decided,
             Err(reason) => {
                 for p in self.fragments.drain(..) {
                     pool.free(p);
                 }
-                Verdict::Drop(reason)
+                (Verdict::Drop(reason), false)
             }
         }
     }
@@ -193,7 +192,7 @@ impl IpipEncap {
         pkt: &mut PacketBuf,
         ctx: &Ctx<'_>,
         pool: &mut BufferPool,
-    ) -> Result<Verdict, DropReason> {
+    ) -> Result<(Verdict, bool), DropReason> {
         self.refresh_sender(ctx, pkt.meta.in_port)?;
         let Some(sender) = &self.sender else {
             return Err(DropReason::NoInterface);
@@ -232,6 +231,8 @@ impl IpipEncap {
         let uplink = self.uplinks.select(inner.hash)?;
 
         let mtu = self.mtu;
+        // Whether `self.fragments` holds the later fragments (known here, not re-checked).
+        let mut fragmented = false;
         if inner.len > mtu {
             let segments_fit = gso
                 && crate::offload::gso_segment_len(frame, &pkt.meta.offload)
@@ -241,16 +242,20 @@ impl IpipEncap {
             if !segments_fit {
                 let vm_mac = EthernetFrame::new_unchecked(frame).src_addr();
                 if inner.next_header == NEXT_HEADER_IPV6 {
-                    return too_big_v6(pkt, vm_mac, sender.own_mac, mtu);
+                    return too_big_v6(pkt, vm_mac, sender.own_mac, mtu).map(|v| (v, false));
                 }
                 let ip = Ipv4Packet::new_unchecked(l3);
                 if ip.dont_frag() {
-                    return too_big_v4(pkt, vm_mac, sender.own_mac, mtu);
+                    return too_big_v4(pkt, vm_mac, sender.own_mac, mtu).map(|v| (v, false));
                 }
                 if gso {
                     return Err(DropReason::TooBig);
                 }
                 fragment_v4(pkt, pool, &mut self.fragments, mtu)?;
+                for p in self.fragments.iter_mut() {
+                    write_outer(p, uplink, sender.underlay, outer_dst, &inner)?;
+                }
+                fragmented = true;
             }
         }
 
@@ -258,10 +263,7 @@ impl IpipEncap {
         if gso {
             pkt.meta.offload.shift(super::OUTER_HEADER_LEN)?;
         }
-        for p in self.fragments.iter_mut() {
-            write_outer(p, uplink, sender.underlay, outer_dst, &inner)?;
-        }
-        Ok(Verdict::Tx(uplink.port))
+        Ok((Verdict::Tx(uplink.port), fragmented))
     }
 }
 
