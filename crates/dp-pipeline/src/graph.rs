@@ -47,8 +47,14 @@ const MAX_PASSES: usize = 16;
 /// worker's transmit path. Cold: the batches are otherwise drained after [`Graph::run`].
 pub trait TxSink {
     /// Transmits `batch` out of `port` and leaves it empty: what cannot be sent is freed to
-    /// `pool` and counted by the sink.
-    fn flush(&mut self, port: PortId, batch: &mut Vec<PacketBuf>, pool: &mut BufferPool);
+    /// `pool` and counted by the sink in `counters` (the graph's).
+    fn flush(
+        &mut self,
+        port: PortId,
+        batch: &mut Vec<PacketBuf>,
+        pool: &mut BufferPool,
+        counters: &GraphCounters,
+    );
 }
 
 /// What one graph run needs besides the graph: the shared context, the worker's own, the buffer
@@ -411,6 +417,17 @@ impl Graph {
         self.tx.get_mut(usize::from(port))
     }
 
+    /// Hands every port's waiting transmit batch to `sink` (after [`Graph::run`] or
+    /// [`Graph::tick`]), leaving them empty.
+    pub fn flush_tx(&mut self, pool: &mut BufferPool, sink: &mut dyn TxSink) {
+        for (index, batch) in self.tx.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                let port = PortId::try_from(index).unwrap_or(PortId::MAX);
+                sink.flush(port, batch, pool, &self.counters);
+            }
+        }
+    }
+
     /// Number of ports the graph transmits to.
     pub fn port_count(&self) -> usize {
         self.tx.len()
@@ -676,7 +693,7 @@ impl Graph {
             return Err((pkt, DropReason::DstPortDown));
         };
         if batch.len() >= BATCH_SIZE {
-            env.sink.flush(port, batch, env.pool);
+            env.sink.flush(port, batch, env.pool, &self.counters);
         }
         push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull))
     }
@@ -712,16 +729,13 @@ impl Graph {
         let _ = (from, verdict);
     }
 
-    /// `--graphtrace-loglevel`: the verdicts of a node on (part of) its batch.
+    /// `--graphtrace-loglevel`: the verdicts of a node on (part of) its batch (formatted in
+    /// place: tracing allocates nothing of its own).
     #[cold]
     #[inline(never)]
     fn trace(&self, id: NodeId, batch: &[PacketBuf], verdicts: &[Verdict]) {
-        for (pkt, verdict) in batch.iter().zip(verdicts) {
-            let to = match verdict {
-                Verdict::Next(next) => next.name().to_string(),
-                Verdict::Tx(port) => format!("tx port {port}"),
-                Verdict::Drop(reason) => format!("drop ({})", reason.name()),
-            };
+        for (pkt, &verdict) in batch.iter().zip(verdicts) {
+            let to = Target(verdict);
             if self.trace_level >= 2 {
                 let head = pkt.data().get(..64).unwrap_or(pkt.data());
                 tracing::info!(target: "graphtrace", node = id.name(), in_port = pkt.meta.in_port,
@@ -730,6 +744,19 @@ impl Graph {
                 tracing::info!(target: "graphtrace", node = id.name(), in_port = pkt.meta.in_port,
                     len = pkt.len(), "-> {to}");
             }
+        }
+    }
+}
+
+/// Where a verdict sends a packet, as the trace shows it.
+struct Target(Verdict);
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Verdict::Next(next) => f.write_str(next.name()),
+            Verdict::Tx(port) => write!(f, "tx port {port}"),
+            Verdict::Drop(reason) => write!(f, "drop ({})", reason.name()),
         }
     }
 }
@@ -775,7 +802,13 @@ mod tests {
     struct Count(usize);
 
     impl TxSink for Count {
-        fn flush(&mut self, _: PortId, batch: &mut Vec<PacketBuf>, pool: &mut BufferPool) {
+        fn flush(
+            &mut self,
+            _: PortId,
+            batch: &mut Vec<PacketBuf>,
+            pool: &mut BufferPool,
+            _: &GraphCounters,
+        ) {
             self.0 += batch.len();
             for p in batch.drain(..) {
                 pool.free(p);

@@ -431,7 +431,13 @@ fn only_an_answer_about_the_vms_own_address_counts_as_one() {
 struct NoFlush;
 
 impl TxSink for NoFlush {
-    fn flush(&mut self, port: PortId, _: &mut Vec<PacketBuf>, _: &mut BufferPool) {
+    fn flush(
+        &mut self,
+        port: PortId,
+        _: &mut Vec<PacketBuf>,
+        _: &mut BufferPool,
+        _: &GraphCounters,
+    ) {
         panic!("port {port}: a transmit batch filled up during a tick");
     }
 }

@@ -217,18 +217,16 @@ impl Worker {
             ports: &self.port_table,
             now_ns,
         };
-        let counters = Arc::clone(self.graph.counters());
         // Probes carry no offload request: no scratch needed.
         let mut scratch = Vec::new();
         let mut sink = PortSink {
             ports: &mut self.ports,
             scratch: &mut scratch,
-            counters: &counters,
             offload_seen: false,
         };
         self.graph
             .tick(&ctx, &mut self.worker, &mut self.pool, &mut sink);
-        self.transmit(&mut scratch, false);
+        self.graph.flush_tx(&mut self.pool, &mut sink);
     }
 
     /// One round: a burst from every port through the graph and out. Returns frames received.
@@ -294,36 +292,17 @@ impl Worker {
             now_ns,
         };
         // `rx` stays empty (ports receive into the graph): the scratch batch for segmentation.
-        let counters = Arc::clone(self.graph.counters());
         let mut sink = PortSink {
             ports: &mut self.ports,
             scratch: rx,
-            counters: &counters,
             offload_seen,
         };
         self.graph
             .run(&ctx, &mut self.worker, &mut self.pool, &mut sink);
-        self.transmit(rx, offload_seen);
+        self.graph.flush_tx(&mut self.pool, &mut sink);
         Round {
             received,
             superframes,
-        }
-    }
-
-    /// Hands every port its transmit batch (see [`PortSink`]).
-    fn transmit(&mut self, scratch: &mut Vec<dp_pipeline::PacketBuf>, offload_seen: bool) {
-        let counters = Arc::clone(self.graph.counters());
-        let mut sink = PortSink {
-            ports: &mut self.ports,
-            scratch,
-            counters: &counters,
-            offload_seen,
-        };
-        for index in 0..self.graph.port_count() {
-            let port_id = PortId::try_from(index).unwrap_or(PortId::MAX);
-            if let Some(batch) = self.graph.tx_batch(port_id).filter(|b| !b.is_empty()) {
-                sink.flush(port_id, batch, &mut self.pool);
-            }
         }
     }
 }
@@ -335,7 +314,6 @@ impl Worker {
 struct PortSink<'a> {
     ports: &'a mut [Box<dyn Port>],
     scratch: &'a mut Vec<dp_pipeline::PacketBuf>,
-    counters: &'a GraphCounters,
     offload_seen: bool,
 }
 
@@ -345,8 +323,8 @@ impl TxSink for PortSink<'_> {
         port_id: PortId,
         batch: &mut Vec<dp_pipeline::PacketBuf>,
         pool: &mut BufferPool,
+        counters: &GraphCounters,
     ) {
-        let counters = self.counters;
         let Some(port) = self.ports.get_mut(usize::from(port_id)) else {
             counters.count_drop(None, DropReason::DstPortDown, batch.len() as u64);
             for pkt in batch.drain(..) {

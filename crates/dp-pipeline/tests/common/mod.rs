@@ -395,7 +395,13 @@ struct Collect<'a> {
 }
 
 impl TxSink for Collect<'_> {
-    fn flush(&mut self, port: PortId, batch: &mut Vec<PacketBuf>, pool: &mut BufferPool) {
+    fn flush(
+        &mut self,
+        port: PortId,
+        batch: &mut Vec<PacketBuf>,
+        pool: &mut BufferPool,
+        _: &GraphCounters,
+    ) {
         for buf in batch.drain(..) {
             self.out.push((port, buf.data().to_vec()));
             pool.free(buf);
