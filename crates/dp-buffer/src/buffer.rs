@@ -39,6 +39,61 @@ pub struct PacketMeta {
     /// How often the packet went back to an earlier node of the graph (recirculation), which
     /// the graph bounds.
     pub hops: u8,
+    /// What the pipeline's input read from the headers, for every later node (see [`Parsed`]).
+    pub parsed: Parsed,
+}
+
+/// The headers of a packet as read once, by the pipeline's input (`classify` for a VM's packets)
+/// and again after decapsulation (`ipip_decap`, for the inner packet): the later nodes read these
+/// fields instead of parsing the headers again. Valid only once [`Parsed::l4_offset`] is non-zero;
+/// a node that rewrites headers keeps them current or clears them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    /// Where the IP header starts in the frame (after the Ethernet header).
+    pub l3_offset: u16,
+    /// Where the L4 header starts in the frame (IPv4: after the options; IPv6: after the fixed
+    /// header, extension headers not walked). 0 while nothing was parsed.
+    pub l4_offset: u16,
+    /// The IP packet's length by its header (total length, or 40 + payload length), which may
+    /// be shorter than the frame (Ethernet padding).
+    pub l3_len: u32,
+    /// The tenant network the packet travels in: the sending VM's, or the receiving VM's after
+    /// decapsulation.
+    pub vni: u32,
+    /// The flow's addresses, protocol and ports.
+    pub flow: dp_packet::FlowKey,
+    /// [`FlowKey::hash`](dp_packet::FlowKey::hash) of `flow`, once a node needed it (0 = not yet
+    /// computed; see [`PacketMeta::flow_hash`]).
+    pub flow_hash: u64,
+    /// The flow-table entry the packet belongs to, once a stateful node found or made one.
+    pub flow_ref: FlowRef,
+}
+
+/// A reference to a flow-table entry (an index into the worker's table), or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowRef(pub u32);
+
+impl FlowRef {
+    /// No flow entry.
+    pub const NONE: FlowRef = FlowRef(u32::MAX);
+}
+
+impl Default for FlowRef {
+    fn default() -> Self {
+        FlowRef::NONE
+    }
+}
+
+impl PacketMeta {
+    /// The directional flow hash of the parsed flow (uplink choice, outer flow label), computed
+    /// by the first node that needs it and kept for the next.
+    #[inline(always)]
+    pub fn flow_hash(&mut self) -> u64 {
+        if self.parsed.flow_hash == 0 {
+            self.parsed.flow_hash = self.parsed.flow.hash();
+        }
+        self.parsed.flow_hash
+    }
 }
 
 impl Default for PacketMeta {
@@ -50,6 +105,7 @@ impl Default for PacketMeta {
             underlay_dst: Ipv6Addr::UNSPECIFIED,
             offload: crate::offload::Offload::NONE,
             hops: 0,
+            parsed: Parsed::default(),
         }
     }
 }

@@ -89,6 +89,7 @@ pub mod checksum;
 pub mod dhcpv4;
 pub mod dhcpv6;
 pub mod ethernet;
+pub mod flow;
 pub mod icmpv4;
 pub mod icmpv6;
 pub mod ip;
@@ -109,6 +110,7 @@ pub use dhcpv6::{
     OptionWriter as Dhcpv6OptionWriter,
 };
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr};
+pub use flow::FlowKey;
 pub use icmpv4::{Icmpv4Packet, Icmpv4Repr, Icmpv4Type};
 pub use icmpv6::{Icmpv6Packet, Icmpv6Repr, Icmpv6Type};
 pub use ip::IpProtocol;

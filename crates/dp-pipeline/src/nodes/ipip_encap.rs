@@ -36,7 +36,7 @@ use crate::worker_ctx::WorkerCtx;
 
 use super::common::{be16, vm_port, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 use super::icmp_error::{frag_needed_v4, is_icmpv4_error, packet_too_big_v6, Offender4, Offender6};
-use super::uplink::{flow_hash_v4, flow_hash_v6, flow_label, Uplink, UplinkChoice};
+use super::uplink::{flow_label, Uplink, UplinkChoice};
 
 /// Hop limit of the outer header (dpservice's `DP_IP6_HOP_LIMIT`).
 pub const OUTER_HOP_LIMIT: u8 = 64;
@@ -205,6 +205,8 @@ impl IpipEncap {
             crate::offload::finish_checksum(pkt)?;
         }
 
+        // The flow as classify read it: no second parse of the inner headers.
+        let hash = pkt.meta.flow_hash();
         let frame = pkt.data();
         let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
         let inner = match be16(frame, 12).map(EtherType) {
@@ -212,7 +214,7 @@ impl IpipEncap {
             Some(EtherType::IPV4) => Inner {
                 next_header: NEXT_HEADER_IPV4,
                 traffic_class: l3.get(1).copied().unwrap_or(0),
-                hash: flow_hash_v4(l3),
+                hash,
                 len: l3.len(),
             },
             Some(EtherType::IPV6) => {
@@ -220,7 +222,7 @@ impl IpipEncap {
                 Inner {
                     next_header: NEXT_HEADER_IPV6,
                     traffic_class: ip.traffic_class(),
-                    hash: flow_hash_v6(l3),
+                    hash,
                     len: l3.len(),
                 }
             }

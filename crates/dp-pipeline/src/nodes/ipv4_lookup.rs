@@ -1,7 +1,8 @@
 //! Routes an IPv4 packet from a VM inside its VNI.
 //!
-//! Order of checks: the header is validated in full (version, IHL, total length against the frame,
-//! header checksum); the source must be the VM's address or one of its alias prefixes
+//! Order of checks: the header was validated in full by [`Classify`](super::Classify) (version,
+//! IHL, total length against the frame, header checksum), whose fields it reads from the
+//! packet's metadata; the source must be the VM's address or one of its alias prefixes
 //! (anti-spoofing); packets for the gateway go to [`GatewayIcmp`](super::GatewayIcmp); other
 //! multicast, broadcast, loopback, unspecified and link-local destinations are never routed; then the
 //! destination is looked up in the sender's VNI only (nothing crosses VNIs unless a route says so).
@@ -25,7 +26,7 @@ use crate::graph::NodeId;
 use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{ipv4_decrement_ttl, parse_ipv4, vm_port, Ipv4Refusal, ETH_HEADER_LEN};
+use super::common::{ipv4_decrement_ttl, parse_ipv4, vm_port, ETH_HEADER_LEN};
 use super::icmp_error::{is_icmpv4_error, time_exceeded_v4, Offender4};
 
 #[derive(Debug, Default)]
@@ -92,12 +93,18 @@ impl<'a> Sender<'a> {
 #[inline]
 fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verdict, DropReason> {
     let iface = sender.iface;
-    // One view of the frame for the checks and the TTL update.
+    // The header was validated by classify, which left its fields in the metadata.
+    let parsed = &pkt.meta.parsed;
+    if parsed.l4_offset == 0 {
+        return Err(DropReason::Ipv4Malformed); // not through classify: never routed unchecked
+    }
+    let ip = Fields {
+        src: parsed.flow.src_v4(),
+        dst: parsed.flow.dst_v4(),
+        total_len: parsed.l3_len as usize,
+    };
     let l3 = pkt.data_mut().get_mut(ETH_HEADER_LEN..).unwrap_or(&mut []);
-    let ip = parse_ipv4(l3).map_err(|refusal| match refusal {
-        Ipv4Refusal::Malformed => DropReason::Ipv4Malformed,
-        Ipv4Refusal::BadChecksum => DropReason::Ipv4BadChecksum,
-    })?;
+    let ttl = l3.get(TTL_OFFSET).copied().unwrap_or(0);
     if !iface.owns_source_v4(ip.src) {
         return Err(DropReason::Spoofed);
     }
@@ -118,7 +125,7 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
             Some(_) => {}
         }
     }
-    if ip.ttl <= 1 {
+    if ttl <= 1 {
         return ttl_exceeded(pkt, sender);
     }
     ipv4_decrement_ttl(l3);
@@ -138,6 +145,16 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
         }
     })
 }
+
+/// The header fields routing needs, from the metadata.
+struct Fields {
+    src: dp_packet::Ipv4Addr,
+    dst: dp_packet::Ipv4Addr,
+    total_len: usize,
+}
+
+/// Where the TTL is in an IPv4 header.
+const TTL_OFFSET: usize = 8;
 
 /// A packet that would leave with TTL 0: answered with ICMP time exceeded from the gateway,
 /// unless it is an ICMP error or a non-first fragment (never answered).

@@ -2,12 +2,10 @@
 //! behind the outer flow label.
 //!
 //! # Flow hash
-//! A 64-bit hash of the inner packet's flow: addresses, protocol and — for TCP, UDP, UDP-Lite and
-//! SCTP when the packet is not a fragment — ports. Fragments and other protocols hash on addresses
-//! and protocol only, so every piece of a datagram takes the same path. The hash is deterministic
-//! (no per-process seed): a flow keeps its uplink and its flow label across restarts and workers.
-//! It is built from folded 64×64→128-bit multiplies (as foldhash does): two per IPv4 flow, where the
-//! MurmurHash3-style mixing it replaced took four multiplies and twice the instructions.
+//! The 64-bit hash of the inner packet's flow, [`FlowKey::hash`](dp_packet::FlowKey::hash):
+//! addresses, protocol and — for TCP, UDP, UDP-Lite and SCTP when the packet is not a fragment —
+//! ports, from the flow key classify read ([`PacketMeta::flow_hash`](crate::PacketMeta::flow_hash)).
+//! Deterministic, so a flow keeps its uplink and its flow label across restarts and workers.
 //!
 //! # Uplink choice (dpservice's `dp_multipath_get_pf`, with finer steps)
 //! With one uplink everything goes out of pf0. With two, `--wcmp PERCENT` is pf0's share of the
@@ -32,87 +30,6 @@ use crate::port_table::{PortEntry, PortKind};
 
 /// pf0 and pf1: the uplinks are ports 0 and 1 (see `docs/architecture.md`).
 pub(crate) const MAX_UPLINKS: usize = 2;
-
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const PROTO_SCTP: u8 = 132;
-const PROTO_UDPLITE: u8 = 136;
-
-#[inline]
-fn has_ports(proto: u8) -> bool {
-    matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP | PROTO_UDPLITE)
-}
-
-/// Seeds: arbitrary odd constants (the fractional digits of π). `PORTS_SEED` has bits above
-/// bit 40, so a protocol-and-ports word (at most 40 bits) never cancels it to zero.
-const ADDR_SEED: u64 = 0x243f_6a88_85a3_08d3;
-const PORTS_SEED: u64 = 0x1319_8a2e_0370_7345;
-const FINAL_SEED: u64 = 0xa409_3822_299f_31d1;
-
-/// The high and low halves of the 128-bit product, folded together: every bit of either input
-/// moves many bits of the output.
-#[inline(always)]
-fn fold_mul(a: u64, b: u64) -> u64 {
-    let product = u128::from(a) * u128::from(b);
-    (product as u64) ^ ((product >> 64) as u64)
-}
-
-/// The hash of the addresses (already folded to one word) and the protocol-and-ports word.
-#[inline(always)]
-fn finish(addrs: u64, proto_ports: u64) -> u64 {
-    fold_mul(
-        fold_mul(addrs ^ ADDR_SEED, proto_ports ^ PORTS_SEED),
-        FINAL_SEED,
-    )
-}
-
-#[inline]
-fn u32_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 4)
-        .and_then(|s| <[u8; 4]>::try_from(s).ok())
-        .map_or(0, |a| u64::from(u32::from_be_bytes(a)))
-}
-
-#[inline]
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
-/// The flow hash of an IPv4 packet (`ip` starts at its header, already validated).
-#[inline]
-pub(crate) fn flow_hash_v4(ip: &[u8]) -> u64 {
-    let Some(h) = ip.first_chunk::<20>() else {
-        return 0;
-    };
-    let proto = h[9];
-    let ihl = usize::from(h[0] & 0x0f) * 4;
-    let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
-    let ports = if has_ports(proto) && !fragment {
-        u32_at(ip, ihl)
-    } else {
-        0
-    };
-    let addrs = u64::from_be_bytes([h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]]);
-    finish(addrs, (u64::from(proto) << 32) | ports)
-}
-
-/// The flow hash of an IPv6 packet (`ip` starts at its header, already validated). Extension
-/// headers are not walked: a packet with one hashes on addresses and its first next header.
-#[inline]
-pub(crate) fn flow_hash_v6(ip: &[u8]) -> u64 {
-    let proto = ip.get(6).copied().unwrap_or(0);
-    let ports = if has_ports(proto) { u32_at(ip, 40) } else { 0 };
-    // The four address words folded pairwise into one; the version is in the ports word (bit 40)
-    // so an IPv6 flow never hashes like an IPv4 one by construction.
-    let src = fold_mul(u64_at(ip, 8) ^ ADDR_SEED, u64_at(ip, 16) ^ PORTS_SEED);
-    let dst = fold_mul(u64_at(ip, 24) ^ FINAL_SEED, u64_at(ip, 32) ^ PORTS_SEED);
-    finish(
-        src ^ dst.rotate_left(32),
-        (1 << 40) | (u64::from(proto) << 32) | ports,
-    )
-}
 
 /// The outer flow label of a flow (RFC 6437/6438: 20 bits, never zero for a tunnelled flow).
 #[inline]
@@ -236,35 +153,19 @@ mod tests {
 
     #[test]
     fn labels_are_nonzero_20_bit_and_buckets_below_100() {
-        for i in 0..10_000u64 {
-            let h = finish(i, i >> 3);
+        let mut key = dp_packet::FlowKey {
+            proto: dp_packet::IpProtocol::UDP,
+            ..Default::default()
+        };
+        for i in 0..10_000u16 {
+            key.src_port = i;
+            key.dst = u128::from(i >> 3);
+            let h = key.hash();
             let l = flow_label(h);
             assert!(l != 0 && l < (1 << 20));
             assert!(wcmp_bucket(h) < 100);
         }
         assert_eq!(flow_label(0), 1);
         assert_eq!(wcmp_bucket(u64::MAX), 99);
-    }
-
-    #[test]
-    fn fragments_and_portless_protocols_ignore_ports() {
-        let mut udp = vec![
-            0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-        ];
-        udp.extend_from_slice(&[0x9c, 0x40, 0x13, 0x88, 0, 8, 0, 0]);
-        let base = flow_hash_v4(&udp);
-        let mut other_port = udp.clone();
-        other_port[21] ^= 1;
-        assert_ne!(flow_hash_v4(&other_port), base);
-        // As a first fragment (MF set) the ports no longer count.
-        let mut frag = udp.clone();
-        frag[6] = 0x20;
-        let mut frag_other = other_port.clone();
-        frag_other[6] = 0x20;
-        assert_eq!(flow_hash_v4(&frag), flow_hash_v4(&frag_other));
-        // DF alone is not a fragment.
-        let mut df = udp.clone();
-        df[6] = 0x40;
-        assert_eq!(flow_hash_v4(&df), base);
     }
 }

@@ -1,0 +1,305 @@
+//! The flow a packet belongs to: its addresses, protocol and ports (or ICMP echo identifier), read
+//! once from the headers by the pipeline's input and carried in the packet's metadata, and the two
+//! hashes the dataplane derives from it.
+//!
+//! * [`FlowKey::hash`] is the *directional* hash that picks an uplink and the outer flow label. It
+//!   is deterministic (no per-process seed): a flow keeps its uplink and label across restarts and
+//!   workers. It is built from folded 64×64→128-bit multiplies (as foldhash does): two per IPv4
+//!   flow, where the MurmurHash3-style mixing it replaced took four multiplies and twice the
+//!   instructions. Ports count for TCP, UDP, UDP-Lite and SCTP only, so every piece of a
+//!   fragmented datagram (whose key has no ports) and every ICMP packet of a pair of hosts takes
+//!   one path.
+//! * [`FlowKey::symmetric_hash`] is the same for both directions of a flow (the endpoints are
+//!   ordered before they are mixed) and counts ICMP echo identifiers: it chooses the worker that
+//!   owns a flow's state, so that a request from a VM and the reply from the underlay meet there.
+
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::ip::IpProtocol;
+
+/// What identifies a flow. IPv4 addresses are kept in the low 32 bits of the 128-bit words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source address (IPv4 in the low 32 bits).
+    pub src: u128,
+    /// Destination address (IPv4 in the low 32 bits).
+    pub dst: u128,
+    /// The L4 protocol (IPv6: the first next header; extension headers are not walked).
+    pub proto: IpProtocol,
+    /// IPv6 rather than IPv4.
+    pub is_v6: bool,
+    /// TCP/UDP/UDP-Lite/SCTP source port; the identifier of an ICMP/ICMPv6 echo; else 0 (and 0
+    /// in every fragment of a fragmented IPv4 datagram).
+    pub src_port: u16,
+    /// Destination port; the echo identifier again for ICMP echo; else 0.
+    pub dst_port: u16,
+}
+
+/// Whether the protocol has 16-bit source and destination ports as the first L4 word.
+#[inline(always)]
+pub fn has_ports(proto: IpProtocol) -> bool {
+    matches!(
+        proto,
+        IpProtocol::TCP | IpProtocol::UDP | PROTO_SCTP | PROTO_UDPLITE
+    )
+}
+
+const PROTO_SCTP: IpProtocol = IpProtocol(132);
+const PROTO_UDPLITE: IpProtocol = IpProtocol(136);
+
+/// ICMP echo request/reply, ICMPv6 echo request/reply: the types whose identifier names a flow.
+const ICMPV4_ECHO: [u8; 2] = [8, 0];
+const ICMPV6_ECHO: [u8; 2] = [128, 129];
+
+/// Seeds: arbitrary odd constants (the fractional digits of π). `PORTS_SEED` has bits above
+/// bit 40, so a protocol-and-ports word (at most 40 bits) never cancels it to zero.
+const ADDR_SEED: u64 = 0x243f_6a88_85a3_08d3;
+const PORTS_SEED: u64 = 0x1319_8a2e_0370_7345;
+const FINAL_SEED: u64 = 0xa409_3822_299f_31d1;
+
+/// The high and low halves of the 128-bit product, folded together: every bit of either input
+/// moves many bits of the output.
+#[inline(always)]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+/// The hash of the addresses (already folded to one word) and the protocol-and-ports word.
+#[inline(always)]
+fn finish(addrs: u64, proto_ports: u64) -> u64 {
+    fold_mul(
+        fold_mul(addrs ^ ADDR_SEED, proto_ports ^ PORTS_SEED),
+        FINAL_SEED,
+    )
+}
+
+/// The first L4 word (two big-endian u16s), or 0 when the payload is shorter.
+#[inline(always)]
+fn l4_word(l4: &[u8]) -> (u16, u16) {
+    match l4.first_chunk::<4>() {
+        Some(w) => (
+            u16::from_be_bytes([w[0], w[1]]),
+            u16::from_be_bytes([w[2], w[3]]),
+        ),
+        None => (0, 0),
+    }
+}
+
+/// The ports of a flow key: the protocol's ports, the echo identifier, or none.
+#[inline(always)]
+fn ports_of(proto: IpProtocol, l4: &[u8], echo_types: [u8; 2]) -> (u16, u16) {
+    if has_ports(proto) {
+        return l4_word(l4);
+    }
+    let icmp = if echo_types == ICMPV4_ECHO {
+        IpProtocol::ICMP
+    } else {
+        IpProtocol::ICMPV6
+    };
+    match l4.first_chunk::<6>() {
+        Some(h) if proto == icmp && echo_types.contains(&h[0]) => {
+            let id = u16::from_be_bytes([h[4], h[5]]);
+            (id, id)
+        }
+        _ => (0, 0),
+    }
+}
+
+impl FlowKey {
+    /// The key of an IPv4 packet: `l4` is what follows its header; `fragment` says whether the
+    /// datagram is a fragment (MF set or an offset), whose pieces have no ports.
+    #[inline(always)]
+    pub fn ipv4(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: IpProtocol,
+        fragment: bool,
+        l4: &[u8],
+    ) -> FlowKey {
+        let (src_port, dst_port) = if fragment {
+            (0, 0)
+        } else {
+            ports_of(proto, l4, ICMPV4_ECHO)
+        };
+        FlowKey {
+            src: u128::from(u32::from(src)),
+            dst: u128::from(u32::from(dst)),
+            proto,
+            is_v6: false,
+            src_port,
+            dst_port,
+        }
+    }
+
+    /// The key of an IPv6 packet: `l4` is what follows the fixed header, `next_header` its next
+    /// header (extension headers are not walked).
+    #[inline(always)]
+    pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next_header: IpProtocol, l4: &[u8]) -> FlowKey {
+        let (src_port, dst_port) = ports_of(next_header, l4, ICMPV6_ECHO);
+        FlowKey {
+            src: u128::from(src),
+            dst: u128::from(dst),
+            proto: next_header,
+            is_v6: true,
+            src_port,
+            dst_port,
+        }
+    }
+
+    /// The source as an IPv4 address (the low 32 bits).
+    #[inline(always)]
+    pub fn src_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.src as u32)
+    }
+
+    /// The destination as an IPv4 address (the low 32 bits).
+    #[inline(always)]
+    pub fn dst_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.dst as u32)
+    }
+
+    /// The source as an IPv6 address.
+    #[inline(always)]
+    pub fn src_v6(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.src)
+    }
+
+    /// The destination as an IPv6 address.
+    #[inline(always)]
+    pub fn dst_v6(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.dst)
+    }
+
+    /// The key of the other direction.
+    #[inline]
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            ..*self
+        }
+    }
+
+    /// The directional flow hash (see the module docs).
+    #[inline(always)]
+    pub fn hash(&self) -> u64 {
+        let ports = if has_ports(self.proto) {
+            (u64::from(self.src_port) << 16) | u64::from(self.dst_port)
+        } else {
+            0
+        };
+        let proto_ports = (u64::from(self.proto.0) << 32) | ports;
+        if !self.is_v6 {
+            let addrs = (u64::from(self.src as u32) << 32) | u64::from(self.dst as u32);
+            return finish(addrs, proto_ports);
+        }
+        // The four address words folded pairwise into one; the version is in the ports word
+        // (bit 40) so an IPv6 flow never hashes like an IPv4 one by construction.
+        let src = fold_mul(
+            ((self.src >> 64) as u64) ^ ADDR_SEED,
+            (self.src as u64) ^ PORTS_SEED,
+        );
+        let dst = fold_mul(
+            ((self.dst >> 64) as u64) ^ FINAL_SEED,
+            (self.dst as u64) ^ PORTS_SEED,
+        );
+        finish(src ^ dst.rotate_left(32), (1 << 40) | proto_ports)
+    }
+
+    /// The hash both directions of the flow share (see the module docs).
+    #[inline]
+    pub fn symmetric_hash(&self) -> u64 {
+        // Order the endpoints (address, then port) so that a key and its reverse agree.
+        let (lo, hi) = if (self.src, self.src_port) <= (self.dst, self.dst_port) {
+            ((self.src, self.src_port), (self.dst, self.dst_port))
+        } else {
+            ((self.dst, self.dst_port), (self.src, self.src_port))
+        };
+        let fold = |a: u128| ((a >> 64) as u64) ^ (a as u64).rotate_left(17);
+        let addrs = fold_mul(fold(lo.0) ^ ADDR_SEED, fold(hi.0) ^ FINAL_SEED);
+        let ports = (u64::from(self.is_v6) << 40)
+            | (u64::from(self.proto.0) << 32)
+            | (u64::from(lo.1) << 16)
+            | u64::from(hi.1);
+        finish(addrs, ports)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp4(src_port: u16, dst_port: u16) -> FlowKey {
+        let l4 = [src_port.to_be_bytes(), dst_port.to_be_bytes()].concat();
+        FlowKey::ipv4(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            IpProtocol::UDP,
+            false,
+            &l4,
+        )
+    }
+
+    #[test]
+    fn keys_read_ports_and_echo_identifiers() {
+        let k = udp4(40000, 5000);
+        assert_eq!((k.src_port, k.dst_port), (40000, 5000));
+        assert_eq!(k.src_v4(), Ipv4Addr::new(10, 0, 0, 1));
+        let echo = [8, 0, 0, 0, 0x12, 0x34, 0, 1];
+        let a = Ipv4Addr::new(10, 0, 0, 1);
+        let k = FlowKey::ipv4(a, a, IpProtocol::ICMP, false, &echo);
+        assert_eq!((k.src_port, k.dst_port), (0x1234, 0x1234));
+        // Not an echo (time exceeded), a fragment, a truncated header: no ports.
+        let te = [11, 0, 0, 0, 0x12, 0x34];
+        assert_eq!(FlowKey::ipv4(a, a, IpProtocol::ICMP, false, &te).src_port, 0);
+        let l4 = [0x9c, 0x40, 0x13, 0x88];
+        assert_eq!(FlowKey::ipv4(a, a, IpProtocol::UDP, true, &l4).dst_port, 0);
+        assert_eq!(FlowKey::ipv4(a, a, IpProtocol::UDP, false, &l4[..3]).dst_port, 0);
+        let v6 = Ipv6Addr::LOCALHOST;
+        let k = FlowKey::ipv6(v6, v6, IpProtocol::ICMPV6, &[129, 0, 0, 0, 0, 7]);
+        assert_eq!((k.src_port, k.dst_port, k.is_v6), (7, 7, true));
+        assert_eq!(k.dst_v6(), v6);
+    }
+
+    #[test]
+    fn directional_hash_counts_ports_of_port_protocols_only() {
+        let base = udp4(40000, 5000).hash();
+        assert_ne!(udp4(40001, 5000).hash(), base);
+        assert_ne!(udp4(40000, 5000).reversed().hash(), base);
+        let mut icmp_a = udp4(1, 1);
+        icmp_a.proto = IpProtocol::ICMP;
+        let mut icmp_b = icmp_a;
+        icmp_b.src_port = 2;
+        icmp_b.dst_port = 2;
+        assert_eq!(icmp_a.hash(), icmp_b.hash());
+        let mut v6 = udp4(40000, 5000);
+        v6.is_v6 = true;
+        assert_ne!(v6.hash(), base);
+    }
+
+    #[test]
+    fn symmetric_hash_is_the_same_both_ways_and_tells_flows_apart() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1000u16 {
+            let k = udp4(10_000 + i, 80);
+            assert_eq!(k.symmetric_hash(), k.reversed().symmetric_hash());
+            seen.insert(k.symmetric_hash());
+            let v6 = FlowKey::ipv6(
+                Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i),
+                Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, 1),
+                IpProtocol::TCP,
+                &[0, 1, 0, 2],
+            );
+            assert_eq!(v6.symmetric_hash(), v6.reversed().symmetric_hash());
+        }
+        assert_eq!(seen.len(), 1000);
+        // Two workers: the flows split roughly evenly.
+        let on_first = (0..1000u16)
+            .filter(|&i| udp4(10_000 + i, 80).symmetric_hash() % 2 == 0)
+            .count();
+        assert!((400..600).contains(&on_first), "{on_first}");
+    }
+}
