@@ -8,6 +8,7 @@
 //! not walked: encapsulating hypervisors never send them. The router's MAC is not learned from
 //! its frames (only from neighbor discovery, which says which address it belongs to).
 
+use dp_packet::bytes::read_u16_be;
 use dp_packet::{EtherType, IpProtocol};
 
 use crate::buffer::PacketBuf;
@@ -17,7 +18,7 @@ use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 use crate::port_table::{pack_mac, PortEntry, PortKind};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{be16, ETH_HEADER_LEN, IPV6_HEADER_LEN};
+use super::common::{ETH_HEADER_LEN, IPV6_HEADER_LEN};
 
 const DHCP_SERVER_PORT: u16 = dp_packet::dhcpv4::SERVER_PORT;
 const DHCPV6_SERVER_PORT: u16 = dp_packet::dhcpv6::SERVER_PORT;
@@ -153,7 +154,7 @@ fn classify_ipv4(l3: &[u8]) -> NodeId {
     let ihl = usize::from(ver_ihl & 0x0f) * 4;
     // Only a first fragment (or a whole datagram) has a UDP header to look at.
     let first_fragment = u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0;
-    if first_fragment && be16(l3, ihl + 2) == Some(DHCP_SERVER_PORT) {
+    if first_fragment && read_u16_be(l3, ihl + 2) == Some(DHCP_SERVER_PORT) {
         NodeId::Dhcp
     } else {
         NodeId::Ipv4Lookup
@@ -168,7 +169,9 @@ fn classify_ipv6(l3: &[u8]) -> NodeId {
             Some(133..=137) => NodeId::Ipv6Nd,
             _ => NodeId::Ipv6Lookup,
         },
-        Some(IpProtocol::UDP) if be16(l3, IPV6_HEADER_LEN + 2) == Some(DHCPV6_SERVER_PORT) => {
+        Some(IpProtocol::UDP)
+            if read_u16_be(l3, IPV6_HEADER_LEN + 2) == Some(DHCPV6_SERVER_PORT) =>
+        {
             NodeId::Dhcpv6
         }
         _ => NodeId::Ipv6Lookup,
