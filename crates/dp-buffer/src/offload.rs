@@ -33,6 +33,7 @@
 //! Everything here is validated against the frame: a hostile `csum_start` or `gso_size` makes
 //! [`Segments::new`] fail (the packet is dropped), never a panic or an out-of-bounds write.
 
+use dp_packet::bytes::{read_u16_be, read_u32_be, write_u16_be, write_u32_be};
 use dp_packet::checksum;
 
 use crate::buffer::{PacketBuf, PacketMeta};
@@ -322,22 +323,6 @@ struct Layout {
     tcp_len: usize,
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    if let Some(f) = b.get_mut(at..at + 2) {
-        f.copy_from_slice(&v.to_be_bytes());
-    }
-}
-
-fn put32(b: &mut [u8], at: usize, v: u32) {
-    if let Some(f) = b.get_mut(at..at + 4) {
-        f.copy_from_slice(&v.to_be_bytes());
-    }
-}
-
 impl Layout {
     /// Walks Ethernet, an optional outer IPv6 (next header 4 or 41), the inner IP header and
     /// TCP, and checks them against the frame length and the request.
@@ -347,7 +332,7 @@ impl Layout {
             return Err(bad);
         }
         let (mut outer, mut inner, mut inner_v4) = (None, ETH_HEADER_LEN, false);
-        match be16(frame, 12).ok_or(bad)? {
+        match read_u16_be(frame, 12).ok_or(bad)? {
             ETHERTYPE_IPV4 => inner_v4 = true,
             ETHERTYPE_IPV6 => match frame.get(ETH_HEADER_LEN + 6).copied().ok_or(bad)? {
                 NEXT_HEADER_IPV4 | NEXT_HEADER_IPV6 => {
@@ -355,7 +340,7 @@ impl Layout {
                     outer = Some(ETH_HEADER_LEN);
                     inner = ETH_HEADER_LEN + IPV6_HEADER_LEN;
                     inner_v4 = nh == NEXT_HEADER_IPV4;
-                    let plen = usize::from(be16(frame, ETH_HEADER_LEN + 4).ok_or(bad)?);
+                    let plen = usize::from(read_u16_be(frame, ETH_HEADER_LEN + 4).ok_or(bad)?);
                     if inner + plen != frame.len() {
                         return Err(bad);
                     }
@@ -367,19 +352,19 @@ impl Layout {
         let l4 = if inner_v4 {
             let ver_ihl = *frame.get(inner).ok_or(bad)?;
             let ihl = usize::from(ver_ihl & 0x0f) * 4;
-            let total = usize::from(be16(frame, inner + 2).ok_or(bad)?);
+            let total = usize::from(read_u16_be(frame, inner + 2).ok_or(bad)?);
             if ver_ihl >> 4 != 4
                 || ihl < IPV4_MIN_HEADER_LEN
                 || inner + total != frame.len()
                 || frame.get(inner + 9) != Some(&PROTO_TCP)
                 // A fragment cannot be segmented.
-                || be16(frame, inner + 6).ok_or(bad)? & 0x3fff != 0
+                || read_u16_be(frame, inner + 6).ok_or(bad)? & 0x3fff != 0
             {
                 return Err(bad);
             }
             inner + ihl
         } else {
-            let plen = usize::from(be16(frame, inner + 4).ok_or(bad)?);
+            let plen = usize::from(read_u16_be(frame, inner + 4).ok_or(bad)?);
             if frame.get(inner).map(|b| b >> 4) != Some(6)
                 || inner + IPV6_HEADER_LEN + plen != frame.len()
                 || frame.get(inner + 6) != Some(&PROTO_TCP)
@@ -488,33 +473,30 @@ impl<'a> Segments<'a> {
         let last = i + 1 == self.count;
 
         if let Some(o) = outer {
-            put16(out, o + 4, u16::try_from(len - inner).map_err(|_| bad)?);
+            write_u16_be(out, o + 4, u16::try_from(len - inner).map_err(|_| bad)?);
         }
         let l4_len = len - l4;
         let l4_len16 = u16::try_from(l4_len).map_err(|_| bad)?;
         let pseudo = if inner_v4 {
             let ihl = l4 - inner;
-            put16(out, inner + 2, u16::try_from(len - inner).map_err(|_| bad)?);
-            let id = be16(out, inner + 4).ok_or(bad)?.wrapping_add(i as u16);
-            put16(out, inner + 4, id);
-            put16(out, inner + 10, 0);
+            write_u16_be(out, inner + 2, u16::try_from(len - inner).map_err(|_| bad)?);
+            let id = read_u16_be(out, inner + 4)
+                .ok_or(bad)?
+                .wrapping_add(i as u16);
+            write_u16_be(out, inner + 4, id);
+            write_u16_be(out, inner + 10, 0);
             let hsum = checksum::finish(checksum::data(out.get(inner..l4).ok_or(bad)?));
-            put16(out, inner + 10, hsum);
+            write_u16_be(out, inner + 10, hsum);
             let _ = ihl;
             let a = out.get(inner + 12..inner + 20).ok_or(bad)?;
             checksum::combine(&[checksum::data(a), u16::from(PROTO_TCP), l4_len16])
         } else {
-            put16(out, inner + 4, l4_len16);
+            write_u16_be(out, inner + 4, l4_len16);
             let a = out.get(inner + 8..inner + 40).ok_or(bad)?;
             checksum::combine(&[checksum::data(a), u16::from(PROTO_TCP), l4_len16])
         };
-        let seq = u32::from_be_bytes(
-            self.frame
-                .get(l4 + 4..l4 + 8)
-                .and_then(|s| <[u8; 4]>::try_from(s).ok())
-                .ok_or(bad)?,
-        );
-        put32(out, l4 + 4, seq.wrapping_add((i * self.mss) as u32));
+        let seq = read_u32_be(self.frame, l4 + 4).ok_or(bad)?;
+        write_u32_be(out, l4 + 4, seq.wrapping_add((i * self.mss) as u32));
         let flags = out.get_mut(l4 + 13).ok_or(bad)?;
         if !last {
             *flags &= !(TCP_FIN | TCP_PSH);
@@ -522,10 +504,10 @@ impl<'a> Segments<'a> {
         if i > 0 {
             *flags &= !TCP_CWR;
         }
-        put16(out, l4 + 16, 0);
+        write_u16_be(out, l4 + 16, 0);
         let _ = tcp_len;
         let sum = checksum::combine(&[pseudo, checksum::data(out.get(l4..).ok_or(bad)?)]);
-        put16(out, l4 + 16, checksum::finish(sum));
+        write_u16_be(out, l4 + 16, checksum::finish(sum));
         Ok(())
     }
 }
@@ -566,11 +548,11 @@ mod tests {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
         let total = (20 + 20 + payload.len()) as u16;
         f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
-        put16(&mut f, 16, total);
+        write_u16_be(&mut f, 16, total);
         f.extend_from_slice(&SRC4);
         f.extend_from_slice(&DST4);
         let c = checksum::finish(checksum::data(&f[14..34]));
-        put16(&mut f, 24, c);
+        write_u16_be(&mut f, 24, c);
         // TCP: ports 1000 -> 2000, seq 0xfffffff0 (wraps), ack 1, data offset 5, flags.
         f.extend_from_slice(&[0x03, 0xe8, 0x07, 0xd0, 0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 1]);
         f.extend_from_slice(&[0x50, 0x80 | 0x10 | 0x08 | 0x01, 0xff, 0xff, 0, 0, 0, 0]);
@@ -582,7 +564,7 @@ mod tests {
             dp_packet::IpProtocol::TCP,
             tcp_len,
         );
-        put16(&mut f, 34 + 16, pseudo);
+        write_u16_be(&mut f, 34 + 16, pseudo);
         f
     }
 
@@ -601,11 +583,11 @@ mod tests {
     fn expected_v4(i: usize, chunk: &[u8], seq: u32, flags: u8) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
         f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34 + i as u8, 0x40, 0, 64, 6, 0, 0]);
-        put16(&mut f, 16, (40 + chunk.len()) as u16);
+        write_u16_be(&mut f, 16, (40 + chunk.len()) as u16);
         f.extend_from_slice(&SRC4);
         f.extend_from_slice(&DST4);
         let c = checksum::finish(checksum::data(&f[14..34]));
-        put16(&mut f, 24, c);
+        write_u16_be(&mut f, 24, c);
         f.extend_from_slice(&[0x03, 0xe8, 0x07, 0xd0]);
         f.extend_from_slice(&seq.to_be_bytes());
         f.extend_from_slice(&[0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
@@ -616,7 +598,7 @@ mod tests {
             dp_packet::IpProtocol::TCP,
             &f[34..],
         );
-        put16(&mut f, 50, c);
+        write_u16_be(&mut f, 50, c);
         f
     }
 
@@ -659,7 +641,7 @@ mod tests {
         // Ethernet + outer IPv6 (next header 4) + the inner IP packet.
         let mut f = vec![4, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 3, 0x86, 0xdd];
         f.extend_from_slice(&[0x60, 0, 0, 1, 0, 0, 4, 64]);
-        put16(&mut f, 18, (inner.len() - 14) as u16);
+        write_u16_be(&mut f, 18, (inner.len() - 14) as u16);
         f.extend_from_slice(&[0xfc; 16]);
         f.extend_from_slice(&[0xfd; 16]);
         f.extend_from_slice(&inner[14..]);
@@ -680,7 +662,7 @@ mod tests {
             segs.write(i, &mut b, PacketMeta::default()).unwrap();
             let want = expected_v4(i, &payload[range], seq, flags);
             assert_eq!(&b.data()[..14], &f[..14]);
-            assert_eq!(be16(b.data(), 18), Some((want.len() - 14) as u16));
+            assert_eq!(read_u16_be(b.data(), 18), Some((want.len() - 14) as u16));
             assert_eq!(&b.data()[20..54], &f[20..54]);
             assert_eq!(&b.data()[54..], &want[14..]);
         }
@@ -713,7 +695,7 @@ mod tests {
             let mut b = PacketBuf::new(2048);
             segs.write(i, &mut b, PacketMeta::default()).unwrap();
             let d = b.data();
-            assert_eq!(be16(d, 18), Some((d.len() - 54) as u16));
+            assert_eq!(read_u16_be(d, 18), Some((d.len() - 54) as u16));
             assert_eq!(d[54 + 13], if i == 0 { 0x10 } else { 0x18 });
             let s: [u8; 16] = src;
             let t: [u8; 16] = dst;

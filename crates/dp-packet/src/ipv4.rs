@@ -358,6 +358,29 @@ pub struct Ipv4Repr {
 }
 
 impl Ipv4Repr {
+    /// A plain header as the dataplane originates it (replies, errors): DSCP/ECN 0, identification
+    /// 0, no flags, not a fragment.
+    pub const fn new(
+        src_addr: Ipv4Addr,
+        dst_addr: Ipv4Addr,
+        protocol: IpProtocol,
+        payload_len: usize,
+        ttl: u8,
+    ) -> Ipv4Repr {
+        Ipv4Repr {
+            src_addr,
+            dst_addr,
+            protocol,
+            payload_len,
+            ttl,
+            dscp_ecn: 0,
+            ident: 0,
+            dont_frag: false,
+            more_frags: false,
+            frag_offset: 0,
+        }
+    }
+
     /// Reads the header of a packet, checking lengths and the header checksum; options are skipped.
     pub fn parse<T: AsRef<[u8]>>(packet: &Ipv4Packet<T>) -> Result<Ipv4Repr> {
         packet.check_len()?;
@@ -416,6 +439,130 @@ impl Ipv4Repr {
         self.emit(&mut Ipv4Packet::new_unchecked(buf))?;
         Ok(HEADER_LEN)
     }
+}
+
+/// The fields of an IPv4 header the forwarding paths need, read once by [`parse_fields`].
+#[derive(Clone, Copy, Debug)]
+pub struct Ipv4Fields {
+    /// Header length in bytes (IHL × 4).
+    pub header_len: usize,
+    /// Total length.
+    pub total_len: usize,
+    /// Time to live.
+    pub ttl: u8,
+    /// Payload protocol number.
+    pub protocol: u8,
+    /// Flags and fragment offset (bytes 6–7).
+    pub flags_frag: u16,
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// DSCP and ECN (the TOS byte).
+    pub dscp_ecn: u8,
+}
+
+impl Ipv4Fields {
+    /// The fragment offset in bytes (as [`Ipv4Packet::frag_offset`]).
+    #[inline]
+    pub fn frag_offset(&self) -> u16 {
+        (self.flags_frag & 0x1fff) * 8
+    }
+}
+
+/// Why [`parse_fields`] refused a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv4Refusal {
+    /// Truncated, not version 4, IHL below 5, or a total length outside header..buffer
+    /// ([`Ipv4Packet::check_len`]).
+    Malformed,
+    /// The header checksum does not verify ([`Ipv4Packet::verify_checksum`]).
+    BadChecksum,
+}
+
+/// Validates the IPv4 header at the start of `l3` as [`Ipv4Packet::check_len`] and
+/// [`Ipv4Packet::verify_checksum`] do, and returns its fields — one pass over a fixed 20-byte
+/// array instead of a bounds-checked accessor per field (the hot path's header check).
+#[inline(always)]
+pub fn parse_fields(l3: &[u8]) -> core::result::Result<Ipv4Fields, Ipv4Refusal> {
+    let Some(h) = l3.first_chunk::<HEADER_LEN>() else {
+        return Err(Ipv4Refusal::Malformed);
+    };
+    // The five words are loaded once and serve both the checksum and the fields (read
+    // little-endian: the byte order a ones' complement sum does not care about, and the cheap one
+    // on the machines this runs on; `swap_bytes` gives the big-endian field values).
+    let (words, _) = h.as_chunks::<4>();
+    let [w0, w1, w2, w3, w4] =
+        [0, 1, 2, 3, 4].map(|i| words.get(i).map_or(0, |w| u32::from_le_bytes(*w)));
+    let ver_ihl = w0 as u8;
+    let header_len = usize::from(ver_ihl & 0x0f) * 4;
+    let total_len = usize::from(((w0 >> 16) as u16).swap_bytes());
+    if ver_ihl >> 4 != 4
+        || header_len < HEADER_LEN
+        || header_len > l3.len()
+        || total_len < header_len
+        || total_len > l3.len()
+    {
+        return Err(Ipv4Refusal::Malformed);
+    }
+    let checksum_ok = if header_len == HEADER_LEN {
+        let sum = u64::from(w0) + u64::from(w1) + u64::from(w2) + u64::from(w3) + u64::from(w4);
+        fold_u64(sum) == 0xffff
+    } else {
+        Ipv4Packet::new_unchecked(l3).verify_checksum()
+    };
+    if !checksum_ok {
+        return Err(Ipv4Refusal::BadChecksum);
+    }
+    Ok(Ipv4Fields {
+        header_len,
+        total_len,
+        ttl: w2 as u8,
+        protocol: (w2 >> 8) as u8,
+        flags_frag: ((w1 >> 16) as u16).swap_bytes(),
+        src: Ipv4Addr::from(w3.swap_bytes()),
+        dst: Ipv4Addr::from(w4.swap_bytes()),
+        dscp_ecn: (w0 >> 8) as u8,
+    })
+}
+
+/// [`checksum::fold`] for any u64, without a loop (four folds always suffice).
+#[inline(always)]
+fn fold_u64(sum: u64) -> u16 {
+    let s = (sum & 0xffff_ffff) + (sum >> 32); // < 2^33
+    let s = (s & 0xffff) + (s >> 16); // < 2^17 + 2^16
+    let s = (s & 0xffff) + (s >> 16); // ≤ 0xffff + 2
+    let s = (s & 0xffff) + (s >> 16); // ≤ 0xffff
+    s as u16
+}
+
+/// Decrements the TTL of the IPv4 header at the start of `l3` and patches its checksum
+/// incrementally: the same bytes as [`Ipv4Packet::decrement_ttl`] (RFC 1624 with the same
+/// arithmetic as [`checksum::update_u16`]), without the generic accessors. A buffer shorter than
+/// the header is left alone.
+#[inline(always)]
+pub fn decrement_ttl_in_place(l3: &mut [u8]) {
+    let Some(h) = l3.first_chunk_mut::<HEADER_LEN>() else {
+        return;
+    };
+    let ttl = h[8];
+    let check = u32::from(u16::from_be_bytes([h[10], h[11]]));
+    let check = if ttl != 0 {
+        // RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), where the 16-bit word m = TTL·256 + protocol
+        // becomes m' = m − 256: in ones' complement arithmetic that is HC' = HC + 256, which is
+        // the add with end-around carry below (as Linux's `ip_decrease_ttl`). Eqn. 3 never
+        // gives 0xffff, so a sum of exactly 0xffff wraps to 0 as well.
+        let sum = check + 0x100;
+        sum + u32::from(sum >= 0xffff)
+    } else {
+        // A TTL of 0 stays 0 (~m + m' = 0xffff): only ones' complement's two zeros can change.
+        let sum = (!check & 0xffff) + 0xffff;
+        !((sum & 0xffff) + (sum >> 16))
+    };
+    let [hi, lo] = (check as u16).to_be_bytes();
+    h[8] = ttl.saturating_sub(1);
+    h[10] = hi;
+    h[11] = lo;
 }
 
 #[cfg(test)]
@@ -571,5 +718,143 @@ mod tests {
         packet.decrement_ttl();
         assert!(packet.payload_mut().is_empty());
         assert!(packet.options_mut().is_empty());
+    }
+
+    /// `new` is the header the dataplane's replies carry: the bytes of a zeroed header with only
+    /// version, IHL, total length, TTL, protocol, addresses and checksum set.
+    #[test]
+    fn new_is_a_plain_unfragmented_header() {
+        let src = Ipv4Addr::new(169, 254, 0, 1);
+        let dst = Ipv4Addr::new(10, 0, 0, 2);
+        let repr = Ipv4Repr::new(src, dst, IpProtocol::UDP, 300, 64);
+        assert_eq!(
+            (
+                repr.dscp_ecn,
+                repr.ident,
+                repr.dont_frag,
+                repr.more_frags,
+                repr.frag_offset
+            ),
+            (0, 0, false, false, 0)
+        );
+        let mut want = [0u8; 20];
+        let mut packet = Ipv4Packet::new_unchecked(&mut want[..]);
+        packet.set_version(4);
+        packet.set_header_len(20);
+        packet.set_total_len(320);
+        packet.set_ttl(64);
+        packet.set_protocol(IpProtocol::UDP);
+        packet.set_src_addr(src);
+        packet.set_dst_addr(dst);
+        packet.fill_checksum();
+        let mut got = [0xa5u8; 20];
+        assert_eq!(repr.emit_into(&mut got), Ok(20));
+        assert_eq!(got, want);
+    }
+
+    fn header(seed: u32) -> [u8; 20] {
+        let mut h = [0u8; 20];
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        for b in h.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        h[0] = 0x45;
+        h
+    }
+
+    #[test]
+    fn fast_ttl_matches_the_view() {
+        for seed in 0..20_000u32 {
+            let mut h = header(seed);
+            // Valid and invalid checksums alike.
+            if seed % 3 != 0 {
+                h[10] = 0;
+                h[11] = 0;
+                let c = checksum::finish(checksum::data(&h));
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            if seed % 7 == 0 {
+                h[8] = (seed % 3) as u8; // TTL 0, 1, 2
+            }
+            let mut a = h;
+            let mut b = h;
+            decrement_ttl_in_place(&mut a);
+            Ipv4Packet::new_unchecked(&mut b[..]).decrement_ttl();
+            assert_eq!(a, b, "seed {seed}");
+        }
+        for sum in [0u64, 0xffff, 0x1_0000, u64::MAX, 0xffff_ffff, 0x3_fffd] {
+            assert_eq!(fold_u64(sum), checksum::fold(sum));
+        }
+    }
+
+    /// The TTL shortcut gives the bytes of the general RFC 1624 update for every checksum.
+    #[test]
+    fn ttl_decrement_is_exhaustively_rfc1624() {
+        for check in 0..=u16::MAX {
+            for (ttl, proto) in [(0u8, 17u8), (1, 6), (2, 17), (64, 1), (255, 255)] {
+                let mut h = header(u32::from(check));
+                h[8] = ttl;
+                h[9] = proto;
+                h[10..12].copy_from_slice(&check.to_be_bytes());
+                let mut a = h;
+                decrement_ttl_in_place(&mut a);
+                let mut b = h;
+                Ipv4Packet::new_unchecked(&mut b[..]).decrement_ttl();
+                assert_eq!(a, b, "checksum {check:#06x} ttl {ttl}");
+            }
+        }
+    }
+
+    /// `parse_fields` refuses exactly what the `Ipv4Packet` view refuses, with the same fields.
+    #[test]
+    fn parse_fields_matches_the_view() {
+        for seed in 0..20_000u32 {
+            let h = header(seed);
+            let buf_len = (seed as usize * 7) % 70;
+            let mut buf = vec![0u8; buf_len.max(20)];
+            buf[..20].copy_from_slice(&h);
+            buf[0] = [0x45, 0x46, 0x44, 0x55, 0x4f][(seed % 5) as usize];
+            let total = ((seed >> 3) % 72) as u16;
+            buf[2..4].copy_from_slice(&total.to_be_bytes());
+            if seed % 4 != 0 {
+                buf[10] = 0;
+                buf[11] = 0;
+                let hl = usize::from(buf[0] & 0x0f) * 4;
+                if hl <= buf.len() {
+                    let c = checksum::finish(checksum::data(&buf[..hl]));
+                    buf[10..12].copy_from_slice(&c.to_be_bytes());
+                }
+            }
+            buf.truncate(buf_len);
+            let view = Ipv4Packet::new_checked(&buf[..]);
+            match parse_fields(&buf) {
+                Err(Ipv4Refusal::Malformed) => assert!(view.is_err(), "seed {seed}"),
+                Err(Ipv4Refusal::BadChecksum) => {
+                    assert!(view.is_ok_and(|v| !v.verify_checksum()), "seed {seed}")
+                }
+                Ok(f) => {
+                    let v = view.unwrap();
+                    assert!(v.verify_checksum(), "seed {seed}");
+                    assert_eq!(
+                        (f.header_len, f.total_len, f.ttl, f.protocol, f.src, f.dst),
+                        (
+                            v.header_len(),
+                            usize::from(v.total_len()),
+                            v.ttl(),
+                            v.protocol().0,
+                            v.src_addr(),
+                            v.dst_addr()
+                        )
+                    );
+                    assert_eq!(
+                        (f.frag_offset(), f.dscp_ecn),
+                        (v.frag_offset(), v.dscp_ecn())
+                    );
+                }
+            }
+        }
     }
 }

@@ -235,6 +235,26 @@ pub struct Ipv6Repr {
 }
 
 impl Ipv6Repr {
+    /// A header as the dataplane originates it (replies, errors, ND): traffic class and flow label
+    /// zero.
+    pub const fn new(
+        src_addr: Ipv6Addr,
+        dst_addr: Ipv6Addr,
+        next_header: IpProtocol,
+        payload_len: usize,
+        hop_limit: u8,
+    ) -> Ipv6Repr {
+        Ipv6Repr {
+            src_addr,
+            dst_addr,
+            next_header,
+            payload_len,
+            hop_limit,
+            traffic_class: 0,
+            flow_label: 0,
+        }
+    }
+
     /// Reads the fixed header of a packet, checking lengths.
     pub fn parse<T: AsRef<[u8]>>(packet: &Ipv6Packet<T>) -> Result<Ipv6Repr> {
         packet.check_len()?;
@@ -328,6 +348,27 @@ mod tests {
         };
         assert_eq!(jumbo.emit_into(&mut buf), Err(Error::Malformed));
         assert_eq!(repr().emit_into(&mut buf[..39]), Err(Error::Truncated));
+    }
+
+    /// `new` is the header the dataplane's replies carry: a zeroed header with only version,
+    /// payload length, next header, hop limit and addresses set.
+    #[test]
+    fn new_has_zero_traffic_class_and_flow_label() {
+        let src: Ipv6Addr = "fe80::1".parse().unwrap();
+        let dst: Ipv6Addr = "fe80::5".parse().unwrap();
+        let repr = Ipv6Repr::new(src, dst, IpProtocol::ICMPV6, 32, 255);
+        assert_eq!((repr.traffic_class, repr.flow_label), (0, 0));
+        let mut want = [0u8; 40];
+        let mut packet = Ipv6Packet::new_unchecked(&mut want[..]);
+        packet.set_version(6);
+        packet.set_payload_len(32);
+        packet.set_next_header(IpProtocol::ICMPV6);
+        packet.set_hop_limit(255);
+        packet.set_src_addr(src);
+        packet.set_dst_addr(dst);
+        let mut got = [0xa5u8; 40];
+        assert_eq!(repr.emit_into(&mut got), Ok(40));
+        assert_eq!(got, want);
     }
 
     #[test]

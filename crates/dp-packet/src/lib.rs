@@ -82,9 +82,9 @@
 
 #[macro_use]
 mod macros;
-mod bytes;
 
 pub mod arp;
+pub mod bytes;
 pub mod checksum;
 pub mod dhcpv4;
 pub mod dhcpv6;

@@ -9,7 +9,7 @@ pub const GATEWAY_IPV6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// The default `--underlay-mtu`: a plain Ethernet underlay.
 pub const DEFAULT_UNDERLAY_MTU: u16 = 1500;
 /// The smallest `--underlay-mtu`: an encapsulated IPv6 packet of the IPv6 minimum MTU (1280) must fit.
-pub const MIN_UNDERLAY_MTU: u16 = 1280 + 40;
+pub const MIN_UNDERLAY_MTU: u16 = 1280 + dp_packet::ipv6::HEADER_LEN as u16;
 
 /// Settings from the command line and configuration file that shape replies and forwarding.
 #[derive(Clone, Debug, PartialEq, Eq)]

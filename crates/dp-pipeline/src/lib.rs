@@ -12,6 +12,7 @@
     )
 )]
 
+pub mod affinity;
 pub mod config;
 pub mod drop;
 pub mod graph;

@@ -108,7 +108,7 @@ const CHECKSUMS: ChecksumPolicy = ChecksumPolicy::FinishRequested;
 
 const VLAN_HLEN: usize = 4;
 const ETH_ADDRS_LEN: usize = 12;
-const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021Q: u16 = dp_packet::EtherType::VLAN.0;
 
 /// Sizes and switches of an [`AfPacketPort`]. The defaults suit 1500-byte MTUs and map a
 /// 4 MiB RX ring and a 2 MiB TX ring per port.

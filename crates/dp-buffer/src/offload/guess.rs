@@ -14,20 +14,18 @@
 //! into a frame, and only for this. The checksum itself is completed by the policy's one routine
 //! ([`super::finish_requested`]), as for a frame whose kernel said where it was partial.
 
+use dp_packet::bytes::read_u16_be;
 use dp_packet::checksum;
-use dp_packet::IpProtocol;
+use dp_packet::{EtherType, IpProtocol};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_IPV4: u16 = EtherType::IPV4.0;
+const ETHERTYPE_IPV6: u16 = EtherType::IPV6.0;
+const ETHERTYPE_VLAN: u16 = EtherType::VLAN.0;
+/// 802.1ad service tag (QinQ); dp-packet has no constant for it.
 const ETHERTYPE_QINQ: u16 = 0x88a8;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
+const TCP: u8 = IpProtocol::TCP.0;
+const UDP: u8 = IpProtocol::UDP.0;
 
 /// Whether a folded sum equals `field` (ones' complement has two zeros).
 fn same_sum(a: u16, b: u16) -> bool {
@@ -37,13 +35,13 @@ fn same_sum(a: u16, b: u16) -> bool {
 /// Finishes the frame's TCP/UDP checksum if it was left partial; returns whether it did.
 pub fn finish_if_partial(frame: &mut [u8]) -> bool {
     let mut l3 = 12;
-    let mut ethertype = be16(frame, l3).unwrap_or(0);
+    let mut ethertype = read_u16_be(frame, l3).unwrap_or(0);
     for _ in 0..2 {
         if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
             break;
         }
         l3 += 4;
-        ethertype = be16(frame, l3).unwrap_or(0);
+        ethertype = read_u16_be(frame, l3).unwrap_or(0);
     }
     l3 += 2;
     let Some(ip) = frame.get_mut(l3..) else {
@@ -55,8 +53,8 @@ pub fn finish_if_partial(frame: &mut [u8]) -> bool {
                 return false;
             };
             let ihl = usize::from(ver_ihl & 0x0f) * 4;
-            let total = usize::from(be16(ip, 2).unwrap_or(0));
-            let frag = be16(ip, 6).unwrap_or(0) & 0x3fff; // MF flag and offset
+            let total = usize::from(read_u16_be(ip, 2).unwrap_or(0));
+            let frag = read_u16_be(ip, 6).unwrap_or(0) & 0x3fff; // MF flag and offset
             let proto = ip.get(9).copied().unwrap_or(0);
             if ver_ihl >> 4 != 4 || ihl < 20 || total < ihl || total > ip.len() || frag != 0 {
                 return false;
@@ -76,7 +74,7 @@ pub fn finish_if_partial(frame: &mut [u8]) -> bool {
             (ihl, total, proto, pseudo)
         }
         ETHERTYPE_IPV6 => {
-            let plen = usize::from(be16(ip, 4).unwrap_or(0));
+            let plen = usize::from(read_u16_be(ip, 4).unwrap_or(0));
             let proto = ip.get(6).copied().unwrap_or(0);
             if ip.first().map(|b| b >> 4) != Some(6) || 40 + plen > ip.len() {
                 return false;
@@ -108,7 +106,7 @@ pub fn finish_if_partial(frame: &mut [u8]) -> bool {
     if l4.len() < min_len {
         return false;
     }
-    let Some(field) = be16(l4, offset) else {
+    let Some(field) = read_u16_be(l4, offset) else {
         return false;
     };
     if !same_sum(field, pseudo) || checksum::combine(&[pseudo, checksum::data(l4)]) == 0xffff {

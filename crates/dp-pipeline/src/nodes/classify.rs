@@ -16,6 +16,8 @@
 //! not walked: encapsulating hypervisors never send them. The router's MAC is not learned from
 //! its frames (only from neighbor discovery, which says which address it belongs to).
 
+use dp_packet::bytes::read_u16_be;
+use dp_packet::ipv4::{self, Ipv4Refusal};
 use dp_packet::{EtherType, FlowKey, IpProtocol, Ipv6Packet};
 
 use crate::buffer::{PacketBuf, Parsed};
@@ -25,7 +27,7 @@ use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 use crate::port_table::{pack_mac, PortEntry, PortKind};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{be16, parse_ipv4, Ipv4Refusal, ETH_HEADER_LEN, IPV6_HEADER_LEN};
+use super::common::{ETH_HEADER_LEN, IPV6_HEADER_LEN};
 
 const DHCP_SERVER_PORT: u16 = dp_packet::dhcpv4::SERVER_PORT;
 const DHCPV6_SERVER_PORT: u16 = dp_packet::dhcpv6::SERVER_PORT;
@@ -169,7 +171,7 @@ const FRAGMENT_MASK: u16 = 0x3fff;
 #[inline(always)]
 fn ipv4_input(pkt: &mut PacketBuf, vni: u32) -> Verdict {
     let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
-    let ip = match parse_ipv4(l3) {
+    let ip = match ipv4::parse_fields(l3) {
         Ok(ip) => ip,
         Err(Ipv4Refusal::Malformed) => return Verdict::Drop(DropReason::Ipv4Malformed),
         Err(Ipv4Refusal::BadChecksum) => return Verdict::Drop(DropReason::Ipv4BadChecksum),
@@ -189,7 +191,7 @@ fn ipv4_input(pkt: &mut PacketBuf, vni: u32) -> Verdict {
     // Only a first fragment (or a whole datagram) has a UDP header to look at.
     let next = if proto == IpProtocol::UDP
         && ip.frag_offset() == 0
-        && be16(after_header, 2) == Some(DHCP_SERVER_PORT)
+        && read_u16_be(after_header, 2) == Some(DHCP_SERVER_PORT)
     {
         NodeId::Dhcp
     } else {
@@ -227,7 +229,7 @@ fn ipv6_input(pkt: &mut PacketBuf, vni: u32) -> Verdict {
             Some(133..=137) => NodeId::Ipv6Nd,
             _ => NodeId::Ipv6Lookup,
         },
-        IpProtocol::UDP if be16(l3, IPV6_HEADER_LEN + 2) == Some(DHCPV6_SERVER_PORT) => {
+        IpProtocol::UDP if read_u16_be(l3, IPV6_HEADER_LEN + 2) == Some(DHCPV6_SERVER_PORT) => {
             NodeId::Dhcpv6
         }
         _ => NodeId::Ipv6Lookup,

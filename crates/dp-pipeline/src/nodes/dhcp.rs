@@ -31,8 +31,8 @@ use core::fmt::Write as _;
 
 use dp_packet::dhcpv4::{self, option, DhcpOp, BOOTP_MIN_LEN, MIN_LEN as BOOTP_HEADER_LEN};
 use dp_packet::{
-    DhcpMessageType, DhcpOptionWriter, DhcpPacket, EtherType, EthernetFrame, IpProtocol, Ipv4Addr,
-    Ipv4Packet, MacAddr, UdpPacket,
+    DhcpMessageType, DhcpOptionWriter, DhcpPacket, EtherType, EthernetFrame, EthernetRepr,
+    IpProtocol, Ipv4Addr, Ipv4Packet, Ipv4Repr, MacAddr, UdpPacket, UdpRepr,
 };
 use dp_tables::Iface;
 
@@ -43,9 +43,7 @@ use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{
-    vm_port, write_eth, write_ipv4, ETH_HEADER_LEN, IPV4_HEADER_LEN, UDP_HEADER_LEN,
-};
+use super::common::{vm_port, ETH_HEADER_LEN, IPV4_HEADER_LEN, REPLY_TTL, UDP_HEADER_LEN};
 
 /// Infinite lease, as dpservice hands out.
 const LEASE_INFINITE: u32 = 0xffff_ffff;
@@ -281,13 +279,25 @@ fn emit(
         .get_mut(udp_at..bootp_at + bootp_len)
         .ok_or(DropReason::NoRoom)?;
     let mut udp = UdpPacket::new_unchecked(udp_bytes);
-    udp.set_src_port(dhcpv4::SERVER_PORT);
-    udp.set_dst_port(dhcpv4::CLIENT_PORT);
-    udp.set_len(u16::try_from(udp_len).map_err(|_| DropReason::NoRoom)?);
+    UdpRepr {
+        src_port: dhcpv4::SERVER_PORT,
+        dst_port: dhcpv4::CLIENT_PORT,
+        payload_len: bootp_len,
+    }
+    .emit(&mut udp)
+    .map_err(|_| DropReason::NoRoom)?;
     udp.fill_checksum_v4(&GATEWAY_IPV4, &dst_ip);
     let l3 = frame.get_mut(ETH_HEADER_LEN..).ok_or(DropReason::NoRoom)?;
-    write_ipv4(l3, GATEWAY_IPV4, dst_ip, IpProtocol::UDP, udp_len)?;
-    write_eth(frame, dst_mac, own_mac, EtherType::IPV4);
+    Ipv4Repr::new(GATEWAY_IPV4, dst_ip, IpProtocol::UDP, udp_len, REPLY_TTL)
+        .emit_into(l3)
+        .map_err(|_| DropReason::NoRoom)?;
+    EthernetRepr {
+        src_addr: own_mac,
+        dst_addr: dst_mac,
+        ethertype: EtherType::IPV4,
+    }
+    .emit_into(frame)
+    .map_err(|_| DropReason::NoRoom)?;
     pkt.truncate(bootp_at + bootp_len);
     Ok(())
 }

@@ -30,8 +30,8 @@
 
 use dp_packet::dhcpv6::{self, option, status, Dhcpv6MessageType};
 use dp_packet::{
-    Dhcpv6OptionWriter, Dhcpv6Packet, EtherType, EthernetFrame, IaNa, IpProtocol, Ipv6Addr,
-    Ipv6Packet, MacAddr, UdpPacket,
+    Dhcpv6OptionWriter, Dhcpv6Packet, EtherType, EthernetFrame, EthernetRepr, IaNa, IpProtocol,
+    Ipv6Addr, Ipv6Packet, Ipv6Repr, MacAddr, UdpPacket, UdpRepr,
 };
 
 use crate::buffer::PacketBuf;
@@ -41,9 +41,7 @@ use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{
-    vm_port, write_eth, write_ipv6, ETH_HEADER_LEN, IPV6_HEADER_LEN, REPLY_TTL, UDP_HEADER_LEN,
-};
+use super::common::{vm_port, ETH_HEADER_LEN, IPV6_HEADER_LEN, REPLY_TTL, UDP_HEADER_LEN};
 
 /// RFC 8415 §7.7: 0xffffffff is infinity; dpservice hands out infinite leases.
 const INFINITY: u32 = 0xffff_ffff;
@@ -162,20 +160,31 @@ fn answer(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
         .get_mut(udp_at..udp_at + udp_len)
         .ok_or(DropReason::NoRoom)?;
     let mut udp = UdpPacket::new_unchecked(udp_bytes);
-    udp.set_src_port(dhcpv6::SERVER_PORT);
-    udp.set_dst_port(dhcpv6::CLIENT_PORT);
-    udp.set_len(u16::try_from(udp_len).map_err(|_| DropReason::NoRoom)?);
+    UdpRepr {
+        src_port: dhcpv6::SERVER_PORT,
+        dst_port: dhcpv6::CLIENT_PORT,
+        payload_len: udp_len - UDP_HEADER_LEN,
+    }
+    .emit(&mut udp)
+    .map_err(|_| DropReason::NoRoom)?;
     udp.fill_checksum_v6(&GATEWAY_IPV6, &req.client);
     let l3 = frame.get_mut(ETH_HEADER_LEN..).ok_or(DropReason::NoRoom)?;
-    write_ipv6(
-        l3,
+    Ipv6Repr::new(
         GATEWAY_IPV6,
         req.client,
         IpProtocol::UDP,
-        REPLY_TTL,
         udp_len,
-    )?;
-    write_eth(frame, req.vm_mac, port.own_mac, EtherType::IPV6);
+        REPLY_TTL,
+    )
+    .emit_into(l3)
+    .map_err(|_| DropReason::NoRoom)?;
+    EthernetRepr {
+        src_addr: port.own_mac,
+        dst_addr: req.vm_mac,
+        ethertype: EtherType::IPV6,
+    }
+    .emit_into(frame)
+    .map_err(|_| DropReason::NoRoom)?;
     pkt.truncate(udp_at + udp_len);
     Ok(())
 }

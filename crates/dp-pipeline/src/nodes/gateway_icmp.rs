@@ -10,7 +10,8 @@ use dp_packet::checksum;
 use dp_packet::icmpv4::Icmpv4Type;
 use dp_packet::icmpv6::Icmpv6Type;
 use dp_packet::{
-    EtherType, EthernetFrame, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet, Ipv6Packet,
+    EtherType, EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet,
+    Ipv4Repr, Ipv6Packet, Ipv6Repr,
 };
 
 use crate::buffer::PacketBuf;
@@ -20,10 +21,7 @@ use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{
-    vm_port, write_eth, write_ipv4, write_ipv6, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
-    REPLY_TTL,
-};
+use super::common::{vm_port, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, REPLY_TTL};
 
 #[derive(Debug, Default)]
 pub struct GatewayIcmp;
@@ -80,9 +78,17 @@ fn echo_v4(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
     data.copy_within(icmp_at..icmp_at + icmp_len, reply_icmp_at);
     pkt.truncate(reply_icmp_at + icmp_len);
     let frame = pkt.data_mut();
-    write_eth(frame, vm_mac, port.own_mac, EtherType::IPV4);
+    EthernetRepr {
+        src_addr: port.own_mac,
+        dst_addr: vm_mac,
+        ethertype: EtherType::IPV4,
+    }
+    .emit_into(frame)
+    .map_err(|_| DropReason::NoRoom)?;
     let l3 = frame.get_mut(ETH_HEADER_LEN..).ok_or(DropReason::NoRoom)?;
-    write_ipv4(l3, GATEWAY_IPV4, src, IpProtocol::ICMP, icmp_len)?;
+    Ipv4Repr::new(GATEWAY_IPV4, src, IpProtocol::ICMP, icmp_len, REPLY_TTL)
+        .emit_into(l3)
+        .map_err(|_| DropReason::NoRoom)?;
     let msg = frame.get_mut(reply_icmp_at..).ok_or(DropReason::NoRoom)?;
     let mut icmp = Icmpv4Packet::new_unchecked(msg);
     icmp.set_msg_type(Icmpv4Type::ECHO_REPLY);
@@ -117,16 +123,17 @@ fn echo_v6(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
     let icmp_at = ETH_HEADER_LEN + IPV6_HEADER_LEN;
     pkt.truncate(icmp_at + icmp_len);
     let frame = pkt.data_mut();
-    write_eth(frame, vm_mac, port.own_mac, EtherType::IPV6);
+    EthernetRepr {
+        src_addr: port.own_mac,
+        dst_addr: vm_mac,
+        ethertype: EtherType::IPV6,
+    }
+    .emit_into(frame)
+    .map_err(|_| DropReason::NoRoom)?;
     let l3 = frame.get_mut(ETH_HEADER_LEN..).ok_or(DropReason::NoRoom)?;
-    write_ipv6(
-        l3,
-        GATEWAY_IPV6,
-        src,
-        IpProtocol::ICMPV6,
-        REPLY_TTL,
-        icmp_len,
-    )?;
+    Ipv6Repr::new(GATEWAY_IPV6, src, IpProtocol::ICMPV6, icmp_len, REPLY_TTL)
+        .emit_into(l3)
+        .map_err(|_| DropReason::NoRoom)?;
     let msg = frame.get_mut(icmp_at..).ok_or(DropReason::NoRoom)?;
     let mut icmp = Icmpv6Packet::new_unchecked(msg);
     icmp.set_msg_type(Icmpv6Type::ECHO_REPLY);

@@ -16,15 +16,16 @@
 
 use dp_packet::icmpv4::{self, Icmpv4Type};
 use dp_packet::icmpv6::{self, Icmpv6Type};
-use dp_packet::{EtherType, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Addr, Ipv6Addr, MacAddr};
+use dp_packet::{
+    EtherType, EthernetRepr, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Addr, Ipv4Repr, Ipv6Addr,
+    Ipv6Repr, MacAddr,
+};
 
 use crate::buffer::PacketBuf;
 use crate::config::{GATEWAY_IPV4, GATEWAY_IPV6};
 use crate::drop::DropReason;
 
-use super::common::{
-    write_eth, write_ipv4, write_ipv6, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, REPLY_TTL,
-};
+use super::common::{ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, REPLY_TTL};
 
 /// RFC 1812 §4.3.2.3: quote as much as fits in a 576-byte datagram.
 const ICMPV4_MAX_QUOTE: usize = 576 - IPV4_HEADER_LEN - icmpv4::HEADER_LEN;
@@ -87,15 +88,23 @@ fn error_v4(
         return Err(DropReason::NoRoom);
     }
     frame.copy_within(ETH_HEADER_LEN..ETH_HEADER_LEN + quote, quote_at);
-    write_eth(frame, off.vm_mac, off.own_mac, EtherType::IPV4);
+    EthernetRepr {
+        src_addr: off.own_mac,
+        dst_addr: off.vm_mac,
+        ethertype: EtherType::IPV4,
+    }
+    .emit_into(frame)
+    .map_err(|_| DropReason::NoRoom)?;
     let l3 = frame.get_mut(ETH_HEADER_LEN..).ok_or(DropReason::NoRoom)?;
-    write_ipv4(
-        l3,
+    Ipv4Repr::new(
         GATEWAY_IPV4,
         off.src,
         IpProtocol::ICMP,
         icmpv4::HEADER_LEN + quote,
-    )?;
+        REPLY_TTL,
+    )
+    .emit_into(l3)
+    .map_err(|_| DropReason::NoRoom)?;
     let msg = frame.get_mut(icmp_at..).ok_or(DropReason::NoRoom)?;
     let mut icmp = Icmpv4Packet::new_unchecked(msg);
     icmp.set_msg_type(ty);
@@ -158,16 +167,23 @@ fn error_v6(
         return Err(DropReason::NoRoom);
     }
     frame.copy_within(ETH_HEADER_LEN..ETH_HEADER_LEN + quote, quote_at);
-    write_eth(frame, off.vm_mac, off.own_mac, EtherType::IPV6);
+    EthernetRepr {
+        src_addr: off.own_mac,
+        dst_addr: off.vm_mac,
+        ethertype: EtherType::IPV6,
+    }
+    .emit_into(frame)
+    .map_err(|_| DropReason::NoRoom)?;
     let l3 = frame.get_mut(ETH_HEADER_LEN..).ok_or(DropReason::NoRoom)?;
-    write_ipv6(
-        l3,
+    Ipv6Repr::new(
         GATEWAY_IPV6,
         off.src,
         IpProtocol::ICMPV6,
-        REPLY_TTL,
         icmpv6::HEADER_LEN + quote,
-    )?;
+        REPLY_TTL,
+    )
+    .emit_into(l3)
+    .map_err(|_| DropReason::NoRoom)?;
     let msg = frame.get_mut(icmp_at..).ok_or(DropReason::NoRoom)?;
     let mut icmp = Icmpv6Packet::new_unchecked(msg);
     icmp.set_msg_type(ty);

@@ -22,6 +22,7 @@
 //! The last underlay address resolved is remembered for the rest of the batch.
 
 use dp_packet::checksum;
+use dp_packet::ipv4::{self, Ipv4Refusal};
 use dp_packet::{EtherType, FlowKey, IpProtocol, Ipv4Packet, Ipv6Addr, Ipv6Packet};
 use dp_tables::{Iface, PortId, UnderlayTarget};
 
@@ -31,7 +32,7 @@ use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{parse_ipv4, Ipv4Refusal, ETH_HEADER_LEN, IPV6_HEADER_LEN};
+use super::common::{ETH_HEADER_LEN, IPV6_HEADER_LEN};
 
 const NEXT_HEADER_IPV4: u8 = 4;
 const NEXT_HEADER_IPV6: u8 = 41;
@@ -119,7 +120,7 @@ fn decap<'a>(
     // The inner packet is parsed once, here: what the later nodes need goes into the metadata.
     let (ethertype, inner_ecn, parsed) = match outer.next_header().0 {
         NEXT_HEADER_IPV4 => {
-            let ip = parse_ipv4(inner).map_err(|refusal| match refusal {
+            let ip = ipv4::parse_fields(inner).map_err(|refusal| match refusal {
                 Ipv4Refusal::Malformed => DropReason::DecapInnerMalformed,
                 Ipv4Refusal::BadChecksum => DropReason::DecapInnerBadChecksum,
             })?;

@@ -25,6 +25,7 @@
 //! the whole datagram; options not marked "copied" go only in the first fragment. No error is
 //! sent about an ICMP error or a non-first fragment: those are dropped (`too_big`).
 
+use dp_packet::bytes::read_u16_be;
 use dp_packet::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Addr, Ipv6Packet, MacAddr};
 use dp_tables::PortId;
 
@@ -34,7 +35,7 @@ use crate::graph::{NodeId, MAX_EXTRA_PACKETS};
 use crate::node::{Ctx, Emit, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{be16, vm_port, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
+use super::common::{vm_port, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 use super::icmp_error::{frag_needed_v4, is_icmpv4_error, packet_too_big_v6, Offender4, Offender6};
 use super::uplink::{flow_label, Uplink, UplinkChoice};
 
@@ -209,7 +210,7 @@ impl IpipEncap {
         let hash = pkt.meta.flow_hash();
         let frame = pkt.data();
         let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
-        let inner = match be16(frame, 12).map(EtherType) {
+        let inner = match read_u16_be(frame, 12).map(EtherType) {
             // The lookup nodes validated the header and cut the frame to the packet's length.
             Some(EtherType::IPV4) => Inner {
                 next_header: NEXT_HEADER_IPV4,

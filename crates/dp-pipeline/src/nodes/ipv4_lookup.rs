@@ -16,6 +16,7 @@
 //! hypervisor (`Remote { vni, underlay }`, default routes included) to
 //! [`IpipEncap`](super::IpipEncap) with the next hop in [`PacketMeta::underlay_dst`](crate::PacketMeta).
 
+use dp_packet::ipv4;
 use dp_packet::{EthernetFrame, IpProtocol, Ipv4Addr};
 use dp_tables::{Iface, PortId, RouteTarget, VniTable};
 
@@ -26,7 +27,7 @@ use crate::graph::NodeId;
 use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{ipv4_decrement_ttl, parse_ipv4, vm_port, ETH_HEADER_LEN};
+use super::common::{vm_port, ETH_HEADER_LEN};
 use super::icmp_error::{is_icmpv4_error, time_exceeded_v4, Offender4};
 
 #[derive(Debug, Default)]
@@ -128,7 +129,7 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
     if ttl <= 1 {
         return ttl_exceeded(pkt, sender);
     }
-    ipv4_decrement_ttl(l3);
+    ipv4::decrement_ttl_in_place(l3);
 
     // Ethernet padding of short frames is not part of the datagram.
     pkt.truncate(ETH_HEADER_LEN + ip.total_len);
@@ -165,7 +166,7 @@ const TTL_OFFSET: usize = 8;
 #[inline(never)]
 fn ttl_exceeded(pkt: &mut PacketBuf, sender: &Sender<'_>) -> Result<Verdict, DropReason> {
     let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
-    let ip = parse_ipv4(l3).map_err(|_| DropReason::Ipv4Malformed)?;
+    let ip = ipv4::parse_fields(l3).map_err(|_| DropReason::Ipv4Malformed)?;
     let payload = l3.get(ip.header_len..ip.total_len).unwrap_or(&[]);
     let may_answer = ip.frag_offset() == 0
         && !(IpProtocol(ip.protocol) == IpProtocol::ICMP

@@ -22,7 +22,8 @@
 
 use dp_packet::ipv6::{is_solicited_node, multicast_mac, ALL_NODES};
 use dp_packet::{
-    Error, EtherType, EthernetFrame, Icmpv6Packet, IpProtocol, Ipv6Packet, MacAddr, NdiscRepr,
+    Error, EtherType, EthernetFrame, EthernetRepr, Icmpv6Packet, IpProtocol, Ipv6Packet, Ipv6Repr,
+    MacAddr, NdiscRepr,
 };
 
 use crate::buffer::PacketBuf;
@@ -32,7 +33,7 @@ use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{vm_port, write_eth, write_ipv6, ETH_HEADER_LEN, IPV6_HEADER_LEN};
+use super::common::{vm_port, ETH_HEADER_LEN, IPV6_HEADER_LEN};
 
 /// RFC 4861: ND messages are sent, and must arrive, with hop limit 255 (proof they are on-link).
 const ND_HOP_LIMIT: u8 = 255;
@@ -148,16 +149,23 @@ fn emit(
     pkt.set_len(icmp_at + icmp_len)
         .map_err(|_| DropReason::NoRoom)?;
     let frame = pkt.data_mut();
-    write_eth(frame, dst_mac, own_mac, EtherType::IPV6);
+    EthernetRepr {
+        src_addr: own_mac,
+        dst_addr: dst_mac,
+        ethertype: EtherType::IPV6,
+    }
+    .emit_into(frame)
+    .map_err(|_| DropReason::NoRoom)?;
     let l3 = frame.get_mut(ETH_HEADER_LEN..).ok_or(DropReason::NoRoom)?;
-    write_ipv6(
-        l3,
+    Ipv6Repr::new(
         GATEWAY_IPV6,
         dst,
         IpProtocol::ICMPV6,
-        ND_HOP_LIMIT,
         icmp_len,
-    )?;
+        ND_HOP_LIMIT,
+    )
+    .emit_into(l3)
+    .map_err(|_| DropReason::NoRoom)?;
     let msg = frame.get_mut(icmp_at..).ok_or(DropReason::NoRoom)?;
     reply
         .emit_into(msg, &GATEWAY_IPV6, &dst)

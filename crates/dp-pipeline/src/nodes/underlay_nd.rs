@@ -47,8 +47,8 @@
 use dp_packet::icmpv6::Icmpv6Type;
 use dp_packet::ipv6::{is_link_local, is_solicited_node, multicast_mac, solicited_node, ALL_NODES};
 use dp_packet::{
-    checksum, Error, EtherType, EthernetFrame, Icmpv6Packet, IpProtocol, Ipv6Addr, Ipv6Packet,
-    MacAddr, NdiscRepr,
+    checksum, Error, EtherType, EthernetFrame, EthernetRepr, Icmpv6Packet, IpProtocol, Ipv6Addr,
+    Ipv6Packet, Ipv6Repr, MacAddr, NdiscRepr,
 };
 use dp_tables::PortId;
 
@@ -59,9 +59,7 @@ use crate::node::{Ctx, Emit, Node, Verdict};
 use crate::port_table::{PortEntry, PortKind};
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{
-    link_local, write_eth, write_ipv6, ETH_HEADER_LEN, IPV6_HEADER_LEN, REPLY_TTL,
-};
+use super::common::{link_local, ETH_HEADER_LEN, IPV6_HEADER_LEN, REPLY_TTL};
 use super::uplink::MAX_UPLINKS;
 
 /// RFC 4861: ND messages are sent, and must arrive, with hop limit 255.
@@ -375,9 +373,17 @@ fn write_nd(
     pkt.set_len(icmp_at + icmp_len)
         .map_err(|_| DropReason::NoRoom)?;
     let frame = pkt.data_mut();
-    write_eth(frame, dst_mac, src_mac, EtherType::IPV6);
+    EthernetRepr {
+        src_addr: src_mac,
+        dst_addr: dst_mac,
+        ethertype: EtherType::IPV6,
+    }
+    .emit_into(frame)
+    .map_err(|_| DropReason::NoRoom)?;
     let l3 = frame.get_mut(ETH_HEADER_LEN..).ok_or(DropReason::NoRoom)?;
-    write_ipv6(l3, src, dst, IpProtocol::ICMPV6, ND_HOP_LIMIT, icmp_len)?;
+    Ipv6Repr::new(src, dst, IpProtocol::ICMPV6, icmp_len, ND_HOP_LIMIT)
+        .emit_into(l3)
+        .map_err(|_| DropReason::NoRoom)?;
     let body = frame.get_mut(icmp_at..).ok_or(DropReason::NoRoom)?;
     msg.emit_into(body, &src, &dst)
         .map_err(|_| DropReason::NoRoom)?;
@@ -397,9 +403,17 @@ fn echo_reply(
     let icmp_at = ETH_HEADER_LEN + IPV6_HEADER_LEN;
     pkt.truncate(icmp_at + icmp_len);
     let frame = pkt.data_mut();
-    write_eth(frame, to_mac, own_mac, EtherType::IPV6);
+    EthernetRepr {
+        src_addr: own_mac,
+        dst_addr: to_mac,
+        ethertype: EtherType::IPV6,
+    }
+    .emit_into(frame)
+    .map_err(|_| DropReason::NoRoom)?;
     let l3 = frame.get_mut(ETH_HEADER_LEN..).ok_or(DropReason::NoRoom)?;
-    write_ipv6(l3, from, to, IpProtocol::ICMPV6, REPLY_TTL, icmp_len)?;
+    Ipv6Repr::new(from, to, IpProtocol::ICMPV6, icmp_len, REPLY_TTL)
+        .emit_into(l3)
+        .map_err(|_| DropReason::NoRoom)?;
     let msg = frame.get_mut(icmp_at..).ok_or(DropReason::NoRoom)?;
     let mut icmp = Icmpv6Packet::new_unchecked(msg);
     icmp.set_msg_type(Icmpv6Type::ECHO_REPLY);

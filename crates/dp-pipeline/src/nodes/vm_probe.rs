@@ -46,7 +46,8 @@
 
 use dp_packet::ipv6::{multicast_mac, solicited_node};
 use dp_packet::{
-    ArpOperation, ArpRepr, EtherType, IpProtocol, Ipv4Addr, Ipv6Addr, MacAddr, NdiscRepr,
+    ArpOperation, ArpRepr, EtherType, EthernetRepr, IpProtocol, Ipv4Addr, Ipv6Addr, Ipv6Repr,
+    MacAddr, NdiscRepr,
 };
 use dp_tables::PortId;
 
@@ -58,7 +59,7 @@ use crate::node::{Ctx, Emit, Node, Verdict};
 use crate::port_table::PortKind;
 use crate::worker_ctx::WorkerCtx;
 
-use super::common::{write_eth, write_ipv6, ETH_HEADER_LEN, IPV6_HEADER_LEN};
+use super::common::{ETH_HEADER_LEN, IPV6_HEADER_LEN};
 
 /// Time between the first probes (RFC 4861 `RETRANS_TIMER`).
 pub const VM_PROBE_INTERVAL_NS: u64 = 1_000_000_000;
@@ -253,7 +254,13 @@ fn write_arp_request(pkt: &mut PacketBuf, own_mac: MacAddr, target: Ipv4Addr) ->
     };
     pkt.set_len(ETH_HEADER_LEN + request.buffer_len()).ok()?;
     let frame = pkt.data_mut();
-    write_eth(frame, MacAddr::BROADCAST, own_mac, EtherType::ARP);
+    EthernetRepr {
+        src_addr: own_mac,
+        dst_addr: MacAddr::BROADCAST,
+        ethertype: EtherType::ARP,
+    }
+    .emit_into(frame)
+    .ok()?;
     request
         .emit_into(frame.get_mut(ETH_HEADER_LEN..)?)
         .ok()
@@ -271,15 +278,21 @@ fn write_ns(pkt: &mut PacketBuf, own_mac: MacAddr, target: Ipv6Addr) -> Option<(
     let icmp_at = ETH_HEADER_LEN + IPV6_HEADER_LEN;
     pkt.set_len(icmp_at + icmp_len).ok()?;
     let frame = pkt.data_mut();
-    write_eth(frame, multicast_mac(&group), own_mac, EtherType::IPV6);
-    write_ipv6(
-        frame.get_mut(ETH_HEADER_LEN..)?,
+    EthernetRepr {
+        src_addr: own_mac,
+        dst_addr: multicast_mac(&group),
+        ethertype: EtherType::IPV6,
+    }
+    .emit_into(frame)
+    .ok()?;
+    Ipv6Repr::new(
         GATEWAY_IPV6,
         group,
         IpProtocol::ICMPV6,
-        ND_HOP_LIMIT,
         icmp_len,
+        ND_HOP_LIMIT,
     )
+    .emit_into(frame.get_mut(ETH_HEADER_LEN..)?)
     .ok()?;
     msg.emit_into(frame.get_mut(icmp_at..)?, &GATEWAY_IPV6, &group)
         .ok()
