@@ -80,7 +80,9 @@ pub fn mesh(count: usize, capacity: usize, wakers: Vec<Option<Arc<dyn Wake>>>) -
             owed: vec![(0, 0); count],
             sent_to: vec![false; count],
             sleeping: Arc::clone(&sleeping),
-            wakers: (0..count).map(|j| wakers.get(j).cloned().flatten()).collect(),
+            wakers: (0..count)
+                .map(|j| wakers.get(j).cloned().flatten())
+                .collect(),
         })
         .collect();
     for i in 0..count {
@@ -268,7 +270,10 @@ mod tests {
                 }
             }
         }
-        assert!(a.send(0, packet(&mut pool_a, 0)).is_err(), "no ring to itself");
+        match a.send(0, packet(&mut pool_a, 0)) {
+            Err(pkt) => pool_a.free(pkt),
+            Ok(()) => panic!("no ring to itself"),
+        }
         assert_eq!(pool_a.available(), 8);
         // B sleeps: A's notify wakes it once.
         assert!(!b.set_sleeping(true), "packets wait: no sleep");

@@ -1,14 +1,6 @@
-//! First node, the pipeline's input: checks the Ethernet header, learns the VM's MAC, validates a
-//! VM's IP header once and sorts packets by what must handle them (local responders, the IPv4 or
-//! IPv6 path).
-//!
-//! What it read goes into the packet's [`Parsed`] metadata — L3/L4 offsets, the IP length, the
-//! flow key (addresses, protocol, ports or echo identifier) and the sender's VNI — so the lookups,
-//! the encapsulation and the stateful nodes read fields instead of parsing again (as VPP's
-//! `ip4-input` fills the buffer's metadata for `ip4-lookup`, and dpservice carries its `dp_flow`
-//! in the mbuf). The IPv4 header is checked in full here (version, IHL, lengths, checksum); the
-//! IPv6 header for its version and lengths. The local responders (DHCP, DHCPv6, neighbor
-//! discovery) still read their own messages with dp-packet's views: they are the slow path.
+//! First node: checks the Ethernet header, learns the VM's MAC, and sorts packets by what must
+//! handle them (local responders, the IPv4 or IPv6 path). It peeks at just enough of the L3/L4
+//! headers to choose; the next node validates its own headers fully.
 //!
 //! From an uplink only IPv6 is taken (as dpservice's `cls_node`): IPv4-in-IPv6 and IPv6-in-IPv6
 //! (next header 4 and 41) go to [`IpipDecap`](super::IpipDecap), ICMPv6 (neighbor discovery, echo)
@@ -17,10 +9,9 @@
 //! its frames (only from neighbor discovery, which says which address it belongs to).
 
 use dp_packet::bytes::read_u16_be;
-use dp_packet::ipv4::{self, Ipv4Refusal};
-use dp_packet::{EtherType, FlowKey, IpProtocol, Ipv6Packet};
+use dp_packet::{EtherType, IpProtocol};
 
-use crate::buffer::{PacketBuf, Parsed};
+use crate::buffer::PacketBuf;
 use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{decide_by_runs, Ctx, Node, Verdict};
@@ -50,9 +41,8 @@ impl Node for Classify {
 
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
-        let in_port = pkt.meta.in_port;
-        match ctx.ports.get(in_port) {
-            Some(port) => classify(pkt, &Receiver::new(ctx, in_port, port)),
+        match ctx.ports.get(pkt.meta.in_port) {
+            Some(port) => classify(pkt.data(), &Receiver::new(port)),
             None => Verdict::Drop(DropReason::NoInterface),
         }
     }
@@ -70,40 +60,29 @@ impl Node for Classify {
             pkts,
             verdicts,
             |pkt| pkt.meta.in_port,
-            |in_port| {
-                ctx.ports
-                    .get(in_port)
-                    .map(|port| Receiver::new(ctx, in_port, port))
-            },
+            |in_port| ctx.ports.get(in_port).map(Receiver::new),
             |pkt, port| match port {
-                Some(port) => classify(pkt, port),
+                Some(port) => classify(pkt.data(), port),
                 None => Verdict::Drop(DropReason::NoInterface),
             },
         );
     }
 }
 
-/// The receiving port, with its MAC in the packed form the checks compare against and the VNI of
-/// the VM behind it (looked up once per run of packets from one port).
+/// The receiving port, with its MAC in the packed form the checks compare against (looked up
+/// once per run of packets from one port).
 #[derive(Clone, Copy)]
 struct Receiver<'a> {
     entry: &'a PortEntry,
     own_mac: u64,
-    /// The VM's VNI (0 for an uplink or a port without an interface yet).
-    vni: u32,
 }
 
 impl<'a> Receiver<'a> {
     #[inline]
-    fn new(ctx: &Ctx<'a>, in_port: dp_tables::PortId, entry: &'a PortEntry) -> Self {
-        let vni = match entry.kind {
-            PortKind::Uplink => 0,
-            _ => ctx.tables.iface(in_port).map_or(0, |iface| iface.vni),
-        };
+    fn new(entry: &'a PortEntry) -> Self {
         Receiver {
             entry,
             own_mac: pack_mac(entry.own_mac),
-            vni,
         }
     }
 }
@@ -113,8 +92,7 @@ const PACKED_GROUP_BIT: u64 = 1 << 40;
 const PACKED_MAC_MASK: u64 = (1 << 48) - 1;
 
 #[inline(always)]
-fn classify(pkt: &mut PacketBuf, port: &Receiver<'_>) -> Verdict {
-    let frame = pkt.data();
+fn classify(frame: &[u8], port: &Receiver<'_>) -> Verdict {
     let Some(eth) = frame.first_chunk::<ETH_HEADER_LEN>() else {
         return Verdict::Drop(DropReason::EthTruncated);
     };
@@ -134,8 +112,8 @@ fn classify(pkt: &mut PacketBuf, port: &Receiver<'_>) -> Verdict {
         return Verdict::Drop(DropReason::EthNotForUs);
     }
     let ethertype = EtherType(u16::from_be_bytes([eth[12], eth[13]]));
+    let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
     if port.entry.kind == PortKind::Uplink {
-        let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
         return classify_uplink(ethertype, l3);
     }
     // In tap mode the VM's MAC is whatever its kernel side uses; keep it current.
@@ -143,8 +121,8 @@ fn classify(pkt: &mut PacketBuf, port: &Receiver<'_>) -> Verdict {
 
     match ethertype {
         EtherType::ARP => Verdict::Next(NodeId::Arp),
-        EtherType::IPV4 => ipv4_input(pkt, port.vni),
-        EtherType::IPV6 => ipv6_input(pkt, port.vni),
+        EtherType::IPV4 => Verdict::Next(classify_ipv4(l3)),
+        EtherType::IPV6 => Verdict::Next(classify_ipv6(l3)),
         _ => Verdict::Drop(DropReason::UnknownEthertype),
     }
 }
@@ -164,83 +142,38 @@ fn classify_uplink(ethertype: EtherType, l3: &[u8]) -> Verdict {
     }
 }
 
-/// Flags and fragment offset: MF or an offset make a datagram a fragment (DF alone does not).
-const FRAGMENT_MASK: u16 = 0x3fff;
-
-/// Validates a VM's IPv4 header, records what it read and chooses between DHCP and routing.
 #[inline(always)]
-fn ipv4_input(pkt: &mut PacketBuf, vni: u32) -> Verdict {
-    let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
-    let ip = match ipv4::parse_fields(l3) {
-        Ok(ip) => ip,
-        Err(Ipv4Refusal::Malformed) => return Verdict::Drop(DropReason::Ipv4Malformed),
-        Err(Ipv4Refusal::BadChecksum) => return Verdict::Drop(DropReason::Ipv4BadChecksum),
+fn classify_ipv4(l3: &[u8]) -> NodeId {
+    let Some(h) = l3.first_chunk::<20>() else {
+        return NodeId::Ipv4Lookup; // too short: the lookup node validates and drops it
     };
-    let after_header = l3.get(ip.header_len..).unwrap_or(&[]);
-    let proto = IpProtocol(ip.protocol);
-    let l4 = after_header
-        .get(..ip.total_len.saturating_sub(ip.header_len))
-        .unwrap_or(&[]);
-    let flow = FlowKey::ipv4(
-        ip.src,
-        ip.dst,
-        proto,
-        ip.flags_frag & FRAGMENT_MASK != 0,
-        l4,
-    );
+    let (ver_ihl, proto) = (h[0], h[9]);
+    if IpProtocol(proto) != IpProtocol::UDP {
+        return NodeId::Ipv4Lookup;
+    }
+    let ihl = usize::from(ver_ihl & 0x0f) * 4;
     // Only a first fragment (or a whole datagram) has a UDP header to look at.
-    let next = if proto == IpProtocol::UDP
-        && ip.frag_offset() == 0
-        && read_u16_be(after_header, 2) == Some(DHCP_SERVER_PORT)
-    {
+    let first_fragment = u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0;
+    if first_fragment && read_u16_be(l3, ihl + 2) == Some(DHCP_SERVER_PORT) {
         NodeId::Dhcp
     } else {
         NodeId::Ipv4Lookup
-    };
-    // The offsets fit u16: the header is at most 60 bytes.
-    pkt.meta.parsed = Parsed {
-        l3_offset: ETH_HEADER_LEN as u16,
-        l4_offset: (ETH_HEADER_LEN + ip.header_len) as u16,
-        l3_len: ip.total_len as u32,
-        vni,
-        flow,
-        ..Parsed::default()
-    };
-    Verdict::Next(next)
+    }
 }
 
-/// Checks a VM's IPv6 header (version, payload length within the frame), records what it read
-/// and chooses between the local responders and routing.
-fn ipv6_input(pkt: &mut PacketBuf, vni: u32) -> Verdict {
-    let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
-    let Ok(ip) = Ipv6Packet::new_checked(l3) else {
-        return Verdict::Drop(DropReason::Ipv6Malformed);
-    };
-    let payload_len = usize::from(ip.payload_len());
-    let l4 = l3
-        .get(IPV6_HEADER_LEN..IPV6_HEADER_LEN + payload_len)
-        .unwrap_or(&[]);
-    let next_header = ip.next_header();
-    let flow = FlowKey::ipv6(ip.src_addr(), ip.dst_addr(), next_header, l4);
+fn classify_ipv6(l3: &[u8]) -> NodeId {
     // Extension headers are not walked: a VM's ND and DHCPv6 come without them.
-    let next = match next_header {
-        IpProtocol::ICMPV6 => match l3.get(IPV6_HEADER_LEN) {
+    match l3.get(6).map(|&nh| IpProtocol(nh)) {
+        Some(IpProtocol::ICMPV6) => match l3.get(IPV6_HEADER_LEN) {
             // Router solicitation .. redirect: neighbor discovery, answered locally.
             Some(133..=137) => NodeId::Ipv6Nd,
             _ => NodeId::Ipv6Lookup,
         },
-        IpProtocol::UDP if read_u16_be(l3, IPV6_HEADER_LEN + 2) == Some(DHCPV6_SERVER_PORT) => {
+        Some(IpProtocol::UDP)
+            if read_u16_be(l3, IPV6_HEADER_LEN + 2) == Some(DHCPV6_SERVER_PORT) =>
+        {
             NodeId::Dhcpv6
         }
         _ => NodeId::Ipv6Lookup,
-    };
-    pkt.meta.parsed = Parsed {
-        l3_offset: ETH_HEADER_LEN as u16,
-        l4_offset: (ETH_HEADER_LEN + IPV6_HEADER_LEN) as u16,
-        l3_len: (IPV6_HEADER_LEN + payload_len) as u32,
-        vni,
-        flow,
-        ..Parsed::default()
-    };
-    Verdict::Next(next)
+    }
 }

@@ -23,10 +23,10 @@
 
 use dp_packet::checksum;
 use dp_packet::ipv4::{self, Ipv4Refusal};
-use dp_packet::{EtherType, FlowKey, IpProtocol, Ipv4Packet, Ipv6Addr, Ipv6Packet};
+use dp_packet::{EtherType, Ipv4Packet, Ipv6Addr, Ipv6Packet};
 use dp_tables::{Iface, PortId, UnderlayTarget};
 
-use crate::buffer::{PacketBuf, Parsed};
+use crate::buffer::PacketBuf;
 use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
@@ -37,8 +37,6 @@ use super::common::{ETH_HEADER_LEN, IPV6_HEADER_LEN};
 const NEXT_HEADER_IPV4: u8 = 4;
 const NEXT_HEADER_IPV6: u8 = 41;
 const ECN_MASK: u8 = 0x03;
-/// Flags and fragment offset: MF or an offset make a datagram a fragment.
-const FRAGMENT_MASK: u16 = 0x3fff;
 const ECN_CE: u8 = 0x03;
 const ECN_NOT_ECT: u8 = 0x00;
 
@@ -117,8 +115,7 @@ fn decap<'a>(
     let outer_ecn = outer.traffic_class() & ECN_MASK;
     let inner = outer.payload();
 
-    // The inner packet is parsed once, here: what the later nodes need goes into the metadata.
-    let (ethertype, inner_ecn, parsed) = match outer.next_header().0 {
+    let (ethertype, inner_len, inner_ecn, inner_header_len) = match outer.next_header().0 {
         NEXT_HEADER_IPV4 => {
             let ip = ipv4::parse_fields(inner).map_err(|refusal| match refusal {
                 Ipv4Refusal::Malformed => DropReason::DecapInnerMalformed,
@@ -127,45 +124,31 @@ fn decap<'a>(
             if !target.owns_source_v4(ip.dst) {
                 return Err(DropReason::DecapInnerNotForTarget);
             }
-            let l4 = inner
-                .get(ip.header_len..ip.total_len)
-                .unwrap_or_default();
-            let fragment = ip.flags_frag & FRAGMENT_MASK != 0;
-            let parsed = Parsed {
-                l3_offset: ETH_HEADER_LEN as u16,
-                // The header is at most 60 bytes.
-                l4_offset: (ETH_HEADER_LEN + ip.header_len) as u16,
-                l3_len: ip.total_len as u32,
-                vni: target.vni,
-                flow: FlowKey::ipv4(ip.src, ip.dst, IpProtocol(ip.protocol), fragment, l4),
-                ..Parsed::default()
-            };
-            (EtherType::IPV4, ip.dscp_ecn & ECN_MASK, parsed)
+            (
+                EtherType::IPV4,
+                ip.total_len,
+                ip.dscp_ecn & ECN_MASK,
+                ip.header_len,
+            )
         }
         NEXT_HEADER_IPV6 => {
             if !ctx.config.ipv6_overlay {
                 return Err(DropReason::Ipv6OverlayDisabled);
             }
             let ip = Ipv6Packet::new_checked(inner).map_err(|_| DropReason::DecapInnerMalformed)?;
-            let dst = ip.dst_addr();
-            if !target.owns_source_v6(dst) {
+            if !target.owns_source_v6(ip.dst_addr()) {
                 return Err(DropReason::DecapInnerNotForTarget);
             }
-            let len = IPV6_HEADER_LEN + usize::from(ip.payload_len());
-            let l4 = inner.get(IPV6_HEADER_LEN..len).unwrap_or_default();
-            let parsed = Parsed {
-                l3_offset: ETH_HEADER_LEN as u16,
-                l4_offset: (ETH_HEADER_LEN + IPV6_HEADER_LEN) as u16,
-                l3_len: len as u32,
-                vni: target.vni,
-                flow: FlowKey::ipv6(ip.src_addr(), dst, ip.next_header(), l4),
-                ..Parsed::default()
-            };
-            (EtherType::IPV6, ip.traffic_class() & ECN_MASK, parsed)
+            (
+                EtherType::IPV6,
+                IPV6_HEADER_LEN + usize::from(ip.payload_len()),
+                ip.traffic_class() & ECN_MASK,
+                IPV6_HEADER_LEN,
+            )
         }
         _ => return Err(DropReason::UnderlayUnhandled),
     };
-    let inner_len = parsed.l3_len as usize;
+    let vni = target.vni;
     let mark_ce = outer_ecn == ECN_CE && inner_ecn != ECN_CE;
     if mark_ce && inner_ecn == ECN_NOT_ECT {
         return Err(DropReason::DecapEcn);
@@ -184,7 +167,13 @@ fn decap<'a>(
         mark_congestion(frame, ethertype);
     }
     pkt.meta.out_port = port;
-    pkt.meta.parsed = parsed;
+    // The inner packet is the one the later nodes see, validated here.
+    pkt.meta.parsed.set_validated(
+        ETH_HEADER_LEN,
+        ETH_HEADER_LEN + inner_header_len,
+        inner_len,
+        vni,
+    );
     Ok(Verdict::Next(NodeId::L2Rewrite))
 }
 

@@ -206,8 +206,8 @@ impl IpipEncap {
             crate::offload::finish_checksum(pkt)?;
         }
 
-        // The flow as classify read it: no second parse of the inner headers.
-        let hash = pkt.meta.flow_hash();
+        // The flow of the header classify validated, read once (see `Parsed`).
+        let hash = pkt.flow_hash();
         let frame = pkt.data();
         let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
         let inner = match read_u16_be(frame, 12).map(EtherType) {

@@ -1,8 +1,7 @@
 //! Routes an IPv6 packet from a VM inside its VNI (only with `--enable-ipv6-overlay`).
 //!
-//! The same rules as [`Ipv4Lookup`](super::Ipv4Lookup): a header checked by
-//! [`Classify`](super::Classify) (version, payload length against the frame) and read from the
-//! packet's metadata, anti-spoofing (the VM's address or its prefixes; a link-local source is
+//! The same rules as [`Ipv4Lookup`](super::Ipv4Lookup): validated header (version, payload length
+//! against the frame), anti-spoofing (the VM's address or its prefixes; a link-local source is
 //! accepted only towards the gateway fe80::1, which is how `ping fe80::1%eth0` talks), the gateway
 //! handed to [`GatewayIcmp`](super::GatewayIcmp), multicast/link-local/loopback/unspecified
 //! destinations never routed, lookup in the sender's VNI only, hop limit decremented, and an
@@ -48,15 +47,11 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
         return Err(DropReason::Ipv6OverlayDisabled);
     }
 
-    // The header was checked by classify, which left its fields in the metadata.
-    let parsed = &pkt.meta.parsed;
-    if parsed.l4_offset == 0 {
-        return Err(DropReason::Ipv6Malformed); // not through classify: never routed unchecked
-    }
-    let (src, dst) = (parsed.flow.src_v6(), parsed.flow.dst_v6());
-    let (next_header, packet_len) = (parsed.flow.proto, parsed.l3_len as usize);
     let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
-    let ip = Ipv6Packet::new_unchecked(l3);
+    let ip = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::Ipv6Malformed)?;
+    let src = ip.src_addr();
+    let dst = ip.dst_addr();
+    let packet_len = IPV6_HEADER_LEN + usize::from(ip.payload_len());
     let hop_limit = ip.hop_limit();
 
     if dst == GATEWAY_IPV6 {
@@ -71,10 +66,10 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
     if !is_routable(&dst) {
         return Err(DropReason::BadDestination);
     }
-    let may_answer = !(next_header == IpProtocol::ICMPV6
-        && l3
-            .get(IPV6_HEADER_LEN)
-            .filter(|_| packet_len > IPV6_HEADER_LEN)
+    let may_answer = !(ip.next_header() == IpProtocol::ICMPV6
+        && ip
+            .payload()
+            .first()
             .is_some_and(|&t| Icmpv6Type(t).is_error()));
 
     let table = ctx.tables.vni(iface.vni).ok_or(DropReason::NoVni)?;
@@ -102,6 +97,13 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
         return Ok(Verdict::Tx(in_port));
     }
 
+    // Validated and routed: recorded for the later nodes, as ipv4_input does for IPv4.
+    pkt.meta.parsed.set_validated(
+        ETH_HEADER_LEN,
+        ETH_HEADER_LEN + IPV6_HEADER_LEN,
+        packet_len,
+        iface.vni,
+    );
     pkt.truncate(ETH_HEADER_LEN + packet_len);
     if let Some(l3) = pkt.data_mut().get_mut(ETH_HEADER_LEN..) {
         Ipv6Packet::new_unchecked(l3).set_hop_limit(hop_limit - 1);
