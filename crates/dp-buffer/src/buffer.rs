@@ -39,8 +39,6 @@ pub struct PacketMeta {
     /// How often the packet went back to an earlier node of the graph (recirculation), which
     /// the graph bounds.
     pub hops: u8,
-    /// What the pipeline's input read from the headers, for every later node (see [`Parsed`]).
-    pub parsed: Parsed,
 }
 
 /// The headers of a packet as validated once, by the pipeline's input (`classify` for a VM's
@@ -53,9 +51,11 @@ pub struct PacketMeta {
 /// paths (local forwarding, a drop) never pay for them. Filling the key at the input as well cost
 /// 70 instructions per packet in callgrind, an eighth of an encapsulated packet.
 ///
-/// Valid only once [`Parsed::l4_offset`] is non-zero (a buffer from the pool comes with it 0, no
-/// flow and no hash, the rest stale); a node that rewrites the headers keeps it current or
-/// clears it.
+/// Valid only once [`Parsed::l4_offset`] is non-zero: a buffer from the pool comes with it 0 and
+/// the rest stale, and [`Parsed::set_validated`] writes every field but the key (which
+/// `has_flow` marks). It sits next to [`PacketMeta`] in the buffer rather than inside it: the
+/// pool stamps every received buffer with a whole `PacketMeta`, and copying the flow key along
+/// cost 12 instructions per packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
     /// Where the IP header starts in the frame (after the Ethernet header).
@@ -75,14 +75,15 @@ pub struct Parsed {
     pub flow: dp_packet::FlowKey,
     /// [`FlowKey::hash`](dp_packet::FlowKey::hash) of `flow`, once computed (0 = not yet).
     pub flow_hash: u64,
-    /// The flow-table entry the packet belongs to, once a stateful node found or made one.
+    /// The flow-table entry the packet belongs to: written by the stateful node for every
+    /// packet it sees (found, made or [`FlowRef::NONE`]), read only by the nodes after it, so
+    /// never cleared before.
     pub flow_ref: FlowRef,
 }
 
 impl Parsed {
     /// Records a validated IP header at `l3_offset` with its L4 header at `l4_offset`, the IP
-    /// length and the packet's VNI; the flow key is not read yet, and the stale one in the
-    /// buffer is not cleared (`has_flow` says it is not this packet's): fewer stores per packet.
+    /// length and the packet's VNI; the flow key is not read yet.
     #[inline(always)]
     pub fn set_validated(&mut self, l3_offset: usize, l4_offset: usize, l3_len: usize, vni: u32) {
         // Offsets within a frame fit u16 (headroom plus a 64 KiB frame at most); an IP length
@@ -93,9 +94,18 @@ impl Parsed {
         self.vni = vni;
         self.has_flow = false;
         self.flow_hash = 0;
-        self.flow_ref = FlowRef::NONE;
     }
 }
+
+/// The key of a packet whose headers were not validated.
+const NO_FLOW: dp_packet::FlowKey = dp_packet::FlowKey {
+    src: 0,
+    dst: 0,
+    proto: dp_packet::IpProtocol(0),
+    is_v6: false,
+    src_port: 0,
+    dst_port: 0,
+};
 
 /// A reference to a flow-table entry (an index into the worker's table), or none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -121,7 +131,6 @@ impl Default for PacketMeta {
             underlay_dst: Ipv6Addr::UNSPECIFIED,
             offload: crate::offload::Offload::NONE,
             hops: 0,
-            parsed: Parsed::default(),
         }
     }
 }
@@ -145,6 +154,8 @@ pub struct BufSlot {
     start: usize,
     len: usize,
     pub meta: PacketMeta,
+    /// The packet's validated headers (see [`Parsed`]).
+    pub parsed: Parsed,
 }
 
 impl std::ops::Deref for PacketBuf {
@@ -171,6 +182,7 @@ impl PacketBuf {
                 start: HEADROOM,
                 len: 0,
                 meta: PacketMeta::default(),
+                parsed: Parsed::default(),
             }),
         }
     }
@@ -186,27 +198,8 @@ impl PacketBuf {
     fn reset_with(&mut self, meta: PacketMeta) {
         self.slot.start = HEADROOM;
         self.slot.len = 0;
-        // Field by field, the parsed headers only marked as not parsed: copying the whole
-        // metadata, flow key included, was a tenth of a received packet's instructions.
-        let PacketMeta {
-            in_port,
-            out_port,
-            rx_time_ns,
-            underlay_dst,
-            offload,
-            hops,
-            parsed: _,
-        } = meta;
-        let m = &mut self.slot.meta;
-        m.in_port = in_port;
-        m.out_port = out_port;
-        m.rx_time_ns = rx_time_ns;
-        m.underlay_dst = underlay_dst;
-        m.offload = offload;
-        m.hops = hops;
-        m.parsed.l4_offset = 0;
-        m.parsed.has_flow = false;
-        m.parsed.flow_hash = 0;
+        self.slot.meta = meta;
+        self.slot.parsed.l4_offset = 0;
     }
 
     /// The frame.
@@ -229,21 +222,20 @@ impl PacketBuf {
     /// the default key when nothing was validated.
     #[inline]
     pub fn flow(&mut self) -> &dp_packet::FlowKey {
-        if !self.slot.meta.parsed.has_flow {
+        if self.slot.parsed.l4_offset == 0 {
+            return &NO_FLOW;
+        }
+        if !self.slot.parsed.has_flow {
             self.read_flow();
         }
-        &self.slot.meta.parsed.flow
+        &self.slot.parsed.flow
     }
 
     #[inline(never)]
     fn read_flow(&mut self) {
-        let l3_offset = usize::from(self.slot.meta.parsed.l3_offset);
-        let flow = if self.slot.meta.parsed.l4_offset == 0 {
-            dp_packet::FlowKey::default()
-        } else {
-            dp_packet::FlowKey::of_header(self.data().get(l3_offset..).unwrap_or_default())
-        };
-        let parsed = &mut self.slot.meta.parsed;
+        let l3_offset = usize::from(self.slot.parsed.l3_offset);
+        let flow = dp_packet::FlowKey::of_header(self.data().get(l3_offset..).unwrap_or_default());
+        let parsed = &mut self.slot.parsed;
         parsed.flow = flow;
         parsed.has_flow = true;
     }
@@ -252,17 +244,18 @@ impl PacketBuf {
     /// computed by the first node that needs it and kept for the next.
     #[inline]
     pub fn flow_hash(&mut self) -> u64 {
-        let parsed = &self.slot.meta.parsed;
+        let parsed = &self.slot.parsed;
         if parsed.flow_hash == 0 {
             let hash = if parsed.has_flow || parsed.l4_offset == 0 {
                 self.flow().hash()
             } else {
-                let l3_offset = usize::from(parsed.l3_offset);
-                dp_packet::FlowKey::hash_of_header(self.data().get(l3_offset..).unwrap_or_default())
+                let start = usize::from(parsed.l3_offset);
+                let end = start + parsed.l3_len as usize;
+                dp_packet::FlowKey::hash_of_header(self.data().get(start..end).unwrap_or_default())
             };
-            self.slot.meta.parsed.flow_hash = hash;
+            self.slot.parsed.flow_hash = hash;
         }
-        self.slot.meta.parsed.flow_hash
+        self.slot.parsed.flow_hash
     }
 
     /// Where the frame is in the storage.
@@ -501,8 +494,12 @@ mod tests {
         let mut pool = BufferPool::new(1, 256);
         let mut b = pool.alloc().unwrap();
         b.set_frame(&frame).unwrap();
-        assert_eq!(*b.flow(), dp_packet::FlowKey::default(), "nothing validated yet");
-        b.meta.parsed.set_validated(14, 34, 28, 7);
+        assert_eq!(
+            *b.flow(),
+            dp_packet::FlowKey::default(),
+            "nothing validated yet"
+        );
+        b.parsed.set_validated(14, 34, 28, 7);
         let key = *b.flow();
         assert_eq!((key.src_port, key.dst_port), (40000, 5000));
         assert_eq!(key.dst_v4(), dp_packet::Ipv4Addr::new(10, 0, 0, 2));
@@ -513,9 +510,9 @@ mod tests {
         // Back in the pool and out again: not parsed.
         pool.free(b);
         let mut b = pool.alloc().unwrap();
-        assert_eq!(b.meta.parsed.l4_offset, 0);
+        assert_eq!(b.parsed.l4_offset, 0);
         b.set_frame(&frame).unwrap();
-        b.meta.parsed.set_validated(14, 34, 28, 7);
+        b.parsed.set_validated(14, 34, 28, 7);
         assert_eq!(b.flow().src_v4(), dp_packet::Ipv4Addr::new(10, 0, 0, 1));
     }
 

@@ -74,6 +74,22 @@ fn finish(addrs: u64, proto_ports: u64) -> u64 {
     )
 }
 
+/// The big-endian u32 at `at` as a u64, or 0 past the end.
+#[inline(always)]
+fn word32(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 4)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map_or(0, |a| u64::from(u32::from_be_bytes(a)))
+}
+
+/// The big-endian u64 at `at`, or 0 past the end.
+#[inline(always)]
+fn word64(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 /// The first L4 word (two big-endian u16s), or 0 when the payload is shorter.
 #[inline(always)]
 fn l4_word(l4: &[u8]) -> (u16, u16) {
@@ -180,48 +196,50 @@ impl FlowKey {
     /// [`FlowKey::hash`] of [`FlowKey::of_header`]`(l3)`, read straight from the validated
     /// header without building the key: what the stateless paths need (the encapsulation's
     /// uplink and flow label), for 46 instructions where building the key first took 100.
+    /// `l3` is the IP packet, cut to the length its header gives (no Ethernet padding).
     #[inline]
     pub fn hash_of_header(l3: &[u8]) -> u64 {
-        let word32 = |at: usize| {
-            l3.get(at..at + 4)
-                .and_then(|s| <[u8; 4]>::try_from(s).ok())
-                .map_or(0, |a| u64::from(u32::from_be_bytes(a)))
-        };
-        let word64 = |at: usize| {
-            l3.get(at..at + 8)
-                .and_then(|s| <[u8; 8]>::try_from(s).ok())
-                .map_or(0, u64::from_be_bytes)
-        };
         if l3.first().map(|b| b >> 4) == Some(6) {
-            let proto = l3.get(6).copied().unwrap_or(0);
-            let payload_len = crate::bytes::read_u16_be(l3, 4).unwrap_or(0);
-            let ports = if has_ports(IpProtocol(proto)) && payload_len >= 4 {
-                word32(crate::ipv6::HEADER_LEN)
-            } else {
-                0
-            };
-            let src = fold_mul(word64(8) ^ ADDR_SEED, word64(16) ^ PORTS_SEED);
-            let dst = fold_mul(word64(24) ^ FINAL_SEED, word64(32) ^ PORTS_SEED);
-            return finish(
-                src ^ dst.rotate_left(32),
-                (1 << 40) | (u64::from(proto) << 32) | ports,
-            );
+            Self::hash_of_ipv6_header(l3)
+        } else {
+            Self::hash_of_ipv4_header(l3)
         }
+    }
+
+    /// [`FlowKey::hash_of_header`] of a validated IPv4 header.
+    #[inline(always)]
+    pub fn hash_of_ipv4_header(l3: &[u8]) -> u64 {
         let Some(h) = l3.first_chunk::<20>() else {
             return FlowKey::default().hash();
         };
         let proto = h[9];
         let header_len = usize::from(h[0] & 0x0f) * 4;
-        let total_len = usize::from(u16::from_be_bytes([h[2], h[3]]));
         let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
-        // The ports as `of_header` reads them: within the datagram's length.
-        let ports = if has_ports(IpProtocol(proto)) && !fragment && header_len + 4 <= total_len {
-            word32(header_len)
+        // `l3` ends where the datagram does: ports past it read as none, as in `of_header`.
+        let ports = if has_ports(IpProtocol(proto)) && !fragment {
+            word32(l3, header_len)
         } else {
             0
         };
         let addrs = u64::from_be_bytes([h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]]);
         finish(addrs, (u64::from(proto) << 32) | ports)
+    }
+
+    /// [`FlowKey::hash_of_header`] of a validated IPv6 header.
+    #[inline(always)]
+    pub fn hash_of_ipv6_header(l3: &[u8]) -> u64 {
+        let proto = l3.get(6).copied().unwrap_or(0);
+        let ports = if has_ports(IpProtocol(proto)) {
+            word32(l3, crate::ipv6::HEADER_LEN)
+        } else {
+            0
+        };
+        let src = fold_mul(word64(l3, 8) ^ ADDR_SEED, word64(l3, 16) ^ PORTS_SEED);
+        let dst = fold_mul(word64(l3, 24) ^ FINAL_SEED, word64(l3, 32) ^ PORTS_SEED);
+        finish(
+            src ^ dst.rotate_left(32),
+            (1 << 40) | (u64::from(proto) << 32) | ports,
+        )
     }
 
     /// The source as an IPv4 address (the low 32 bits).
@@ -383,6 +401,7 @@ mod tests {
             v4[9] = [6, 17, 1, 132, 136, 47][i as usize % 6];
             let total = (20 + next() % 16) as u16;
             v4[2..4].copy_from_slice(&total.to_be_bytes());
+            v4.truncate(usize::from(total));
             if i % 4 == 0 {
                 v4[6] &= 0xc0; // not a fragment
                 v4[7] = 0;
@@ -404,6 +423,7 @@ mod tests {
             v6[6] = [6, 17, 58, 132, 44][i as usize % 5];
             let payload = (next() % (v6.len() as u64 - 39)) as u16; // within the buffer
             v6[4..6].copy_from_slice(&payload.to_be_bytes());
+            v6.truncate(40 + usize::from(payload));
             assert_eq!(
                 FlowKey::hash_of_header(&v6),
                 FlowKey::of_header(&v6).hash(),

@@ -148,7 +148,6 @@ fn decap<'a>(
         }
         _ => return Err(DropReason::UnderlayUnhandled),
     };
-    let vni = target.vni;
     let mark_ce = outer_ecn == ECN_CE && inner_ecn != ECN_CE;
     if mark_ce && inner_ecn == ECN_NOT_ECT {
         return Err(DropReason::DecapEcn);
@@ -168,11 +167,11 @@ fn decap<'a>(
     }
     pkt.meta.out_port = port;
     // The inner packet is the one the later nodes see, validated here.
-    pkt.meta.parsed.set_validated(
+    pkt.parsed.set_validated(
         ETH_HEADER_LEN,
         ETH_HEADER_LEN + inner_header_len,
         inner_len,
-        vni,
+        target.vni,
     );
     Ok(Verdict::Next(NodeId::L2Rewrite))
 }

@@ -26,7 +26,9 @@
 //! sent about an ICMP error or a non-first fragment: those are dropped (`too_big`).
 
 use dp_packet::bytes::read_u16_be;
-use dp_packet::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Addr, Ipv6Packet, MacAddr};
+use dp_packet::{
+    EtherType, EthernetFrame, FlowKey, IpProtocol, Ipv4Packet, Ipv6Addr, Ipv6Packet, MacAddr,
+};
 use dp_tables::PortId;
 
 use crate::buffer::{BufferPool, PacketBuf};
@@ -206,8 +208,8 @@ impl IpipEncap {
             crate::offload::finish_checksum(pkt)?;
         }
 
-        // The flow of the header classify validated, read once (see `Parsed`).
-        let hash = pkt.flow_hash();
+        // The flow hash straight from the header the lookup validated and cut to its length
+        // (`FlowKey::hash_of_header`: the key's hash without building the key).
         let frame = pkt.data();
         let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
         let inner = match read_u16_be(frame, 12).map(EtherType) {
@@ -215,7 +217,7 @@ impl IpipEncap {
             Some(EtherType::IPV4) => Inner {
                 next_header: NEXT_HEADER_IPV4,
                 traffic_class: l3.get(1).copied().unwrap_or(0),
-                hash,
+                hash: FlowKey::hash_of_ipv4_header(l3),
                 len: l3.len(),
             },
             Some(EtherType::IPV6) => {
@@ -223,7 +225,7 @@ impl IpipEncap {
                 Inner {
                     next_header: NEXT_HEADER_IPV6,
                     traffic_class: ip.traffic_class(),
-                    hash,
+                    hash: FlowKey::hash_of_ipv6_header(l3),
                     len: l3.len(),
                 }
             }

@@ -129,7 +129,7 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
     // Ethernet padding of short frames is not part of the datagram.
     pkt.truncate(ETH_HEADER_LEN + ip.total_len);
     // Validated and routed: what the later nodes need of the header (see `Parsed`).
-    pkt.meta.parsed.set_validated(
+    pkt.parsed.set_validated(
         ETH_HEADER_LEN,
         ETH_HEADER_LEN + ip.header_len,
         ip.total_len,

@@ -98,7 +98,7 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
     }
 
     // Validated and routed: recorded for the later nodes, as ipv4_input does for IPv4.
-    pkt.meta.parsed.set_validated(
+    pkt.parsed.set_validated(
         ETH_HEADER_LEN,
         ETH_HEADER_LEN + IPV6_HEADER_LEN,
         packet_len,
