@@ -39,6 +39,9 @@ pub struct PacketMeta {
     /// How often the packet went back to an earlier node of the graph (recirculation), which
     /// the graph bounds.
     pub hops: u8,
+    /// Whether another worker handed the packet to this one (flow affinity): the hand-off node
+    /// lets it go on instead of handing it again, and clears the mark.
+    pub handed_off: bool,
     /// What the pipeline's input read from the headers, for every later node (see [`Parsed`]).
     pub parsed: Parsed,
 }
@@ -121,6 +124,7 @@ impl Default for PacketMeta {
             underlay_dst: Ipv6Addr::UNSPECIFIED,
             offload: crate::offload::Offload::NONE,
             hops: 0,
+            handed_off: false,
             parsed: Parsed::default(),
         }
     }
@@ -195,6 +199,7 @@ impl PacketBuf {
             underlay_dst,
             offload,
             hops,
+            handed_off,
             parsed: _,
         } = meta;
         let m = &mut self.slot.meta;
@@ -204,6 +209,7 @@ impl PacketBuf {
         m.underlay_dst = underlay_dst;
         m.offload = offload;
         m.hops = hops;
+        m.handed_off = handed_off;
         m.parsed.l4_offset = 0;
         m.parsed.has_flow = false;
         m.parsed.flow_hash = 0;
@@ -501,7 +507,11 @@ mod tests {
         let mut pool = BufferPool::new(1, 256);
         let mut b = pool.alloc().unwrap();
         b.set_frame(&frame).unwrap();
-        assert_eq!(*b.flow(), dp_packet::FlowKey::default(), "nothing validated yet");
+        assert_eq!(
+            *b.flow(),
+            dp_packet::FlowKey::default(),
+            "nothing validated yet"
+        );
         b.meta.parsed.set_validated(14, 34, 28, 7);
         let key = *b.flow();
         assert_eq!((key.src_port, key.dst_port), (40000, 5000));

@@ -33,6 +33,7 @@ use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
 use super::common::{ETH_HEADER_LEN, IPV6_HEADER_LEN};
+use super::handoff::via_handoff;
 
 const NEXT_HEADER_IPV4: u8 = 4;
 const NEXT_HEADER_IPV6: u8 = 41;
@@ -46,13 +47,13 @@ pub struct IpipDecap;
 
 impl Node for IpipDecap {
     const NAME: &'static str = "ipip_decap";
-    const NEXT: &'static [NodeId] = &[NodeId::L2Rewrite];
+    const NEXT: &'static [NodeId] = &[NodeId::Handoff, NodeId::L2Rewrite];
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
         let mut last = None;
         match decap(pkt, ctx, &mut last) {
-            Ok(verdict) => verdict,
+            Ok(verdict) => via_handoff(verdict, worker.count() > 1),
             Err(reason) => Verdict::Drop(reason),
         }
     }
@@ -64,13 +65,14 @@ impl Node for IpipDecap {
         &mut self,
         pkts: &mut [PacketBuf],
         ctx: &Ctx<'_>,
-        _worker: &mut WorkerCtx,
+        worker: &mut WorkerCtx,
         verdicts: &mut [Verdict],
     ) {
+        let many = worker.count() > 1;
         let mut last = None;
         for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
             *verdict = match decap(pkt, ctx, &mut last) {
-                Ok(verdict) => verdict,
+                Ok(verdict) => via_handoff(verdict, many),
                 Err(reason) => Verdict::Drop(reason),
             };
         }

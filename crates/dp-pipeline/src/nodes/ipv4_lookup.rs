@@ -29,6 +29,7 @@ use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
 use super::common::{vm_port, ETH_HEADER_LEN};
+use super::handoff::via_handoff;
 use super::icmp_error::{is_icmpv4_error, time_exceeded_v4, Offender4};
 
 #[derive(Debug, Default)]
@@ -36,14 +37,19 @@ pub struct Ipv4Lookup;
 
 impl Node for Ipv4Lookup {
     const NAME: &'static str = "ipv4_lookup";
-    const NEXT: &'static [NodeId] = &[NodeId::GatewayIcmp, NodeId::IpipEncap, NodeId::L2Rewrite];
+    const NEXT: &'static [NodeId] = &[
+        NodeId::Handoff,
+        NodeId::GatewayIcmp,
+        NodeId::IpipEncap,
+        NodeId::L2Rewrite,
+    ];
     const TRANSMITS: bool = true;
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
         let sender = Sender::of(ctx, pkt.meta.in_port);
         match sender.and_then(|s| route(pkt, ctx, &s)) {
-            Ok(verdict) => verdict,
+            Ok(verdict) => via_handoff(verdict, worker.count() > 1),
             Err(reason) => Verdict::Drop(reason),
         }
     }
@@ -55,16 +61,17 @@ impl Node for Ipv4Lookup {
         &mut self,
         pkts: &mut [PacketBuf],
         ctx: &Ctx<'_>,
-        _worker: &mut WorkerCtx,
+        worker: &mut WorkerCtx,
         verdicts: &mut [Verdict],
     ) {
+        let many = worker.count() > 1;
         decide_by_runs(
             pkts,
             verdicts,
             |pkt| pkt.meta.in_port,
             |in_port| Sender::of(ctx, in_port),
             |pkt, sender| match sender.and_then(|s| route(pkt, ctx, &s)) {
-                Ok(verdict) => verdict,
+                Ok(verdict) => via_handoff(verdict, many),
                 Err(reason) => Verdict::Drop(reason),
             },
         );

@@ -21,6 +21,7 @@ use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
 use super::common::{vm_port, ETH_HEADER_LEN, IPV6_HEADER_LEN};
+use super::handoff::via_handoff;
 use super::icmp_error::{time_exceeded_v6, Offender6};
 
 #[derive(Debug, Default)]
@@ -28,13 +29,18 @@ pub struct Ipv6Lookup;
 
 impl Node for Ipv6Lookup {
     const NAME: &'static str = "ipv6_lookup";
-    const NEXT: &'static [NodeId] = &[NodeId::GatewayIcmp, NodeId::IpipEncap, NodeId::L2Rewrite];
+    const NEXT: &'static [NodeId] = &[
+        NodeId::Handoff,
+        NodeId::GatewayIcmp,
+        NodeId::IpipEncap,
+        NodeId::L2Rewrite,
+    ];
     const TRANSMITS: bool = true;
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
         match route(pkt, ctx) {
-            Ok(verdict) => verdict,
+            Ok(verdict) => via_handoff(verdict, worker.count() > 1),
             Err(reason) => Verdict::Drop(reason),
         }
     }
