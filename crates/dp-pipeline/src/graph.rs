@@ -462,10 +462,16 @@ impl Graph {
     /// to this worker ([`crate::affinity::Rings::settle`]); counts them as handed in. Called
     /// every round by a worker with rings, before [`Graph::run`] (then
     /// [`Graph::notify_handoffs`] after it). Returns how many came; 0 without rings.
+    #[inline]
     pub fn receive_handoffs(&mut self, worker: &mut WorkerCtx, pool: &mut BufferPool) -> usize {
-        let Some(rings) = worker.rings_mut() else {
-            return 0;
-        };
+        match worker.rings_mut() {
+            Some(rings) => self.receive_from(rings, pool),
+            None => 0,
+        }
+    }
+
+    #[inline(never)]
+    fn receive_from(&mut self, rings: &mut crate::affinity::Rings, pool: &mut BufferPool) -> usize {
         let Some(batch) = self.inputs.get_mut(NodeId::Handoff.index()) else {
             return 0;
         };
@@ -483,6 +489,7 @@ impl Graph {
 
     /// Wakes the workers this one handed packets to in the last run, if they sleep. Called
     /// after [`Graph::run`] by a worker with rings.
+    #[inline]
     pub fn notify_handoffs(&mut self, worker: &mut WorkerCtx) {
         if let Some(rings) = worker.rings_mut() {
             rings.notify();

@@ -471,6 +471,8 @@ fn run_case(case: &Case, run: Run) -> Result {
         }),
         stop: Arc::new(AtomicBool::new(false)),
         worker: dp_pipeline::WorkerCtx::single(),
+        wakeup: None,
+        commands: None,
     };
     let mut rx: Vec<PacketBuf> = Vec::with_capacity(BATCH_SIZE);
     // Warm up: caches, branch predictors, first touch of the buffers and of every flow's frame.
