@@ -20,9 +20,8 @@ impl Wakeup {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `raw` is a fresh descriptor we own.
-        Ok(Wakeup {
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Wakeup { fd })
     }
 
     /// Makes the descriptor readable (wakes an epoll set it is in). Never blocks: a counter at
