@@ -128,6 +128,13 @@ macro_rules! node_ids {
                 masks
             };
 
+            /// Whether the graph sends this node's packets for the encapsulation or the rewrite
+            /// through the hand-off node when several workers forward: it declares the edge.
+            #[inline]
+            pub fn via_handoff(self) -> bool {
+                !matches!(self, NodeId::Handoff) && self.declares(NodeId::Handoff)
+            }
+
             /// Whether this node declared an edge to `to`.
             #[inline]
             fn declares(self, to: NodeId) -> bool {
@@ -625,6 +632,10 @@ impl Graph {
                         break;
                     }
                 }
+                if id.via_handoff() && env.worker.count() > 1 {
+                    let n = i.min(verdicts.len());
+                    crate::nodes::via_handoff_all(verdicts.get_mut(..n).unwrap_or_default());
+                }
                 if staged.is_empty() {
                     break;
                 }
@@ -637,6 +648,12 @@ impl Graph {
             put_slot(&mut self.staged, id, staged);
         } else {
             select(&mut self.nodes).process_batch(&mut batch, env.ctx, env.worker, &mut verdicts);
+            // Several workers: what goes on to the encapsulation or the rewrite goes through
+            // the hand-off node first (one branch per batch; `id` is a constant here).
+            if id.via_handoff() && env.worker.count() > 1 {
+                let n = batch.len().min(verdicts.len());
+                crate::nodes::via_handoff_all(verdicts.get_mut(..n).unwrap_or_default());
+            }
         }
         let decided = batch.len();
         self.dispatch_all(id, &mut batch, decided, &verdicts, env);

@@ -33,7 +33,6 @@ use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
 use super::common::{ETH_HEADER_LEN, IPV6_HEADER_LEN};
-use super::handoff::via_handoff;
 
 const NEXT_HEADER_IPV4: u8 = 4;
 const NEXT_HEADER_IPV6: u8 = 41;
@@ -47,13 +46,15 @@ pub struct IpipDecap;
 
 impl Node for IpipDecap {
     const NAME: &'static str = "ipip_decap";
+    // `Handoff`: with several workers the graph sends the packets there first
+    // (`NodeId::via_handoff`).
     const NEXT: &'static [NodeId] = &[NodeId::Handoff, NodeId::L2Rewrite];
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         let mut last = None;
         match decap(pkt, ctx, &mut last) {
-            Ok(verdict) => via_handoff(verdict, worker.count() > 1),
+            Ok(verdict) => verdict,
             Err(reason) => Verdict::Drop(reason),
         }
     }
@@ -65,14 +66,13 @@ impl Node for IpipDecap {
         &mut self,
         pkts: &mut [PacketBuf],
         ctx: &Ctx<'_>,
-        worker: &mut WorkerCtx,
+        _worker: &mut WorkerCtx,
         verdicts: &mut [Verdict],
     ) {
-        let many = worker.count() > 1;
         let mut last = None;
         for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()) {
             *verdict = match decap(pkt, ctx, &mut last) {
-                Ok(verdict) => via_handoff(verdict, many),
+                Ok(verdict) => verdict,
                 Err(reason) => Verdict::Drop(reason),
             };
         }

@@ -29,7 +29,6 @@ use crate::node::{decide_by_runs, Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
 use super::common::{vm_port, ETH_HEADER_LEN};
-use super::handoff::via_handoff;
 use super::icmp_error::{is_icmpv4_error, time_exceeded_v4, Offender4};
 
 #[derive(Debug, Default)]
@@ -37,6 +36,8 @@ pub struct Ipv4Lookup;
 
 impl Node for Ipv4Lookup {
     const NAME: &'static str = "ipv4_lookup";
+    // `Handoff`: with several workers the graph sends what goes to the encapsulation or the
+    // rewrite there first (`NodeId::via_handoff`).
     const NEXT: &'static [NodeId] = &[
         NodeId::Handoff,
         NodeId::GatewayIcmp,
@@ -46,10 +47,10 @@ impl Node for Ipv4Lookup {
     const TRANSMITS: bool = true;
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         let sender = Sender::of(ctx, pkt.meta.in_port);
         match sender.and_then(|s| route(pkt, ctx, &s)) {
-            Ok(verdict) => via_handoff(verdict, worker.count() > 1),
+            Ok(verdict) => verdict,
             Err(reason) => Verdict::Drop(reason),
         }
     }
@@ -61,17 +62,16 @@ impl Node for Ipv4Lookup {
         &mut self,
         pkts: &mut [PacketBuf],
         ctx: &Ctx<'_>,
-        worker: &mut WorkerCtx,
+        _worker: &mut WorkerCtx,
         verdicts: &mut [Verdict],
     ) {
-        let many = worker.count() > 1;
         decide_by_runs(
             pkts,
             verdicts,
             |pkt| pkt.meta.in_port,
             |in_port| Sender::of(ctx, in_port),
             |pkt, sender| match sender.and_then(|s| route(pkt, ctx, &s)) {
-                Ok(verdict) => via_handoff(verdict, many),
+                Ok(verdict) => verdict,
                 Err(reason) => Verdict::Drop(reason),
             },
         );

@@ -21,7 +21,6 @@ use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
 use super::common::{vm_port, ETH_HEADER_LEN, IPV6_HEADER_LEN};
-use super::handoff::via_handoff;
 use super::icmp_error::{time_exceeded_v6, Offender6};
 
 #[derive(Debug, Default)]
@@ -29,6 +28,8 @@ pub struct Ipv6Lookup;
 
 impl Node for Ipv6Lookup {
     const NAME: &'static str = "ipv6_lookup";
+    // `Handoff`: with several workers the graph sends what goes to the encapsulation or the
+    // rewrite there first (`NodeId::via_handoff`).
     const NEXT: &'static [NodeId] = &[
         NodeId::Handoff,
         NodeId::GatewayIcmp,
@@ -38,9 +39,9 @@ impl Node for Ipv6Lookup {
     const TRANSMITS: bool = true;
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         match route(pkt, ctx) {
-            Ok(verdict) => via_handoff(verdict, worker.count() > 1),
+            Ok(verdict) => verdict,
             Err(reason) => Verdict::Drop(reason),
         }
     }

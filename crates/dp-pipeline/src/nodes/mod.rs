@@ -24,6 +24,7 @@ pub use common::{link_local, OUTER_HEADER_LEN};
 pub use dhcp::Dhcp;
 pub use dhcpv6::Dhcpv6;
 pub use gateway_icmp::GatewayIcmp;
+pub(crate) use handoff::via_handoff_all;
 pub use handoff::Handoff;
 pub use ipip_decap::IpipDecap;
 pub use ipip_encap::{IpipEncap, OUTER_HOP_LIMIT};
