@@ -167,3 +167,34 @@ fn a_single_worker_never_takes_the_handoff_node() {
     assert_eq!(h.counters.handed_off(), 0);
     h.assert_conservation();
 }
+
+#[test]
+fn ipv6_packets_are_handed_off_too() {
+    let (mut a, mut b) = pair(affinity::RING_CAPACITY);
+    for h in [&mut a, &mut b] {
+        h.add_route_v6(100, "2000:100:2::".parse().unwrap(), 64, remote());
+    }
+    let dst: std::net::Ipv6Addr = "2000:100:2::1".parse().unwrap();
+    let frames: Vec<_> = (0..64u16)
+        .map(|i| {
+            let udp = udp_v6(vm_ipv6(VM1), dst, 40000 + i, 5000, b"six");
+            (
+                VM1,
+                eth(
+                    own_mac(VM1),
+                    vm_mac(VM1),
+                    ETH_IPV6,
+                    &ipv6(vm_ipv6(VM1), dst, 17, 64, &udp),
+                ),
+            )
+        })
+        .collect();
+    let out_a = a.run(&frames);
+    let handed = a.counters.handed_off();
+    assert!(handed > 10 && handed < 54, "about half: {handed}");
+    assert_eq!(b.run_handed_in().len() as u64, handed);
+    assert_eq!(out_a.len() as u64 + handed, 64);
+    a.run_handed_in();
+    a.assert_conservation();
+    b.assert_conservation();
+}
