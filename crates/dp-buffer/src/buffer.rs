@@ -39,6 +39,9 @@ pub struct PacketMeta {
     /// How often the packet went back to an earlier node of the graph (recirculation), which
     /// the graph bounds.
     pub hops: u8,
+    /// Whether another worker handed the packet to this one (flow affinity): the hand-off node
+    /// lets it go on instead of handing it again, and clears the mark.
+    pub handed_off: bool,
 }
 
 /// The headers of a packet as validated once, by the pipeline's input (`classify` for a VM's
@@ -131,6 +134,7 @@ impl Default for PacketMeta {
             underlay_dst: Ipv6Addr::UNSPECIFIED,
             offload: crate::offload::Offload::NONE,
             hops: 0,
+            handed_off: false,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! With `--workers N` the kernel decides which worker receives a frame (a TAP queue by its flow
 //! steering, AF_PACKET fanout by the outer header), so a VM's request and the underlay's reply may
 //! arrive at different workers. As VPP's worker hand-off, the [`Handoff`](crate::nodes::Handoff)
-//! node — right after the input (classify) and after decapsulation — computes the flow's
+//! node — right after the input (the lookups, which validate a VM's packets) and after
+//! decapsulation — computes the flow's
 //! [`symmetric_hash`](dp_packet::FlowKey::symmetric_hash), which is the same for both directions,
 //! and the owner `hash → 0..N`. A packet of a flow another worker owns goes into a
 //! single-producer single-consumer ring to that worker ([`Rings::send`]); the owner drains its

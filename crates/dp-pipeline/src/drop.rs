@@ -87,6 +87,7 @@ drop_reasons! {
     QueueFull => "queue_full", "a node's input batch was full";
     GraphLoop => "graph_loop", "a node sent a packet backwards in the graph along an edge it did not declare (a bug)";
     RecircLimit => "recirculation_limit", "a packet went back to an earlier node more often than the recirculation limit allows";
+    HandoffRingFull => "handoff_ring_full", "the ring to the worker that owns the packet's flow was full (or there is none): flow affinity drops rather than stalls";
     TxFailed => "tx_failed", "the port could not transmit the frame";
     NoBuffer => "no_buffer", "no free packet buffer";
     OffloadInvalid => "offload_invalid", "a superframe whose offload request (virtio-net header) does not match its headers, so it cannot be segmented";

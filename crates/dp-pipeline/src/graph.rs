@@ -100,6 +100,13 @@ macro_rules! node_ids {
                 }
             }
 
+            /// Whether this node declares it hands packets to other workers ([`Node::HANDS_OFF`]).
+            pub const fn hands_off(self) -> bool {
+                match self {
+                    $(NodeId::$variant => <$ty as Node>::HANDS_OFF,)*
+                }
+            }
+
             /// [`NodeId::next_nodes`] as a bit mask over node indices, per node, computed at
             /// compile time (checked per packet only for edges going backwards).
             const NEXT_MASKS: [u64; Self::COUNT] = {
@@ -120,6 +127,13 @@ macro_rules! node_ids {
                 }
                 masks
             };
+
+            /// Whether the graph sends this node's packets for the encapsulation or the rewrite
+            /// through the hand-off node when several workers forward: it declares the edge.
+            #[inline]
+            pub fn via_handoff(self) -> bool {
+                !matches!(self, NodeId::Handoff) && self.declares(NodeId::Handoff)
+            }
 
             /// Whether this node declared an edge to `to`.
             #[inline]
@@ -188,6 +202,7 @@ node_ids! {
     IpipDecap => ipip_decap: IpipDecap,
     Ipv4Lookup => ipv4_lookup: Ipv4Lookup,
     Ipv6Lookup => ipv6_lookup: Ipv6Lookup,
+    Handoff => handoff: Handoff,
     GatewayIcmp => gateway_icmp: GatewayIcmp,
     IpipEncap => ipip_encap: IpipEncap,
     L2Rewrite => l2_rewrite: L2Rewrite,
@@ -195,7 +210,7 @@ node_ids! {
 }
 
 /// The graph's edges as declared by the nodes, one `from -> to` per line (`to` is `tx` for a
-/// node that transmits), in node order: what docs/architecture.md draws.
+/// node that transmits, `worker` for one that hands packets to another worker), in node order: what docs/architecture.md draws.
 pub fn edge_list() -> String {
     let mut out = String::new();
     for &node in NodeId::ORDER {
@@ -210,8 +225,22 @@ pub fn edge_list() -> String {
         if node.transmits() {
             out.push_str(&format!("{} -> tx\n", node.name()));
         }
+        if node.hands_off() {
+            out.push_str(&format!("{} -> worker\n", node.name()));
+        }
     }
     out
+}
+
+/// An edge a packet took that its node did not declare ([`Graph::undeclared_edges`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edge {
+    /// To a node.
+    Node(NodeId),
+    /// Out of a port.
+    Tx,
+    /// To another worker.
+    Handoff,
 }
 
 /// Where a drop was counted: at a node, or outside the nodes (by a port or the worker).
@@ -230,6 +259,11 @@ pub struct GraphCounters {
     /// extra fragments of a fragmented packet. Every frame is received or originated, then
     /// sent or dropped.
     pub originated: AtomicU64,
+    /// Packets handed to another worker, the owner of their flow ([`Verdict::Handoff`]).
+    pub handed_off: AtomicU64,
+    /// Packets other workers handed to this one ([`Graph::receive_handoffs`]). Over a worker:
+    /// received + originated + handed in = sent + dropped + handed off.
+    pub handed_in: AtomicU64,
 }
 
 impl Default for GraphCounters {
@@ -239,6 +273,8 @@ impl Default for GraphCounters {
             drops: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             tx_packets: AtomicU64::new(0),
             originated: AtomicU64::new(0),
+            handed_off: AtomicU64::new(0),
+            handed_in: AtomicU64::new(0),
         }
     }
 }
@@ -289,6 +325,14 @@ impl GraphCounters {
     pub fn originated(&self) -> u64 {
         self.originated.load(Ordering::Relaxed)
     }
+
+    pub fn handed_off(&self) -> u64 {
+        self.handed_off.load(Ordering::Relaxed)
+    }
+
+    pub fn handed_in(&self) -> u64 {
+        self.handed_in.load(Ordering::Relaxed)
+    }
 }
 
 /// One worker's graph: nodes, their input batches and the transmit batches per port.
@@ -308,15 +352,17 @@ pub struct Graph {
     counters: std::sync::Arc<GraphCounters>,
     /// `--graphtrace-loglevel`: 0 off, 1 every verdict, 2 also the frame's first bytes.
     trace_level: u8,
-    /// Debug builds: the edges taken, per node (bit `i`: to node `i`; bit 63: to a port).
+    /// Debug builds: the edges taken, per node (bit `i`: to node `i`; bit 63: to a port; bit 62:
+    /// to another worker).
     #[cfg(debug_assertions)]
     edges_taken: [u64; NodeId::COUNT],
 }
 
 const TX_EDGE_BIT: u64 = 1 << 63;
+const HANDOFF_EDGE_BIT: u64 = 1 << 62;
 const _: () = assert!(
-    NodeId::COUNT < 63,
-    "edge masks: a bit per node, bit 63 for transmit"
+    NodeId::COUNT < 62,
+    "edge masks: a bit per node, bit 63 for transmit, bit 62 for hand-off"
 );
 
 impl Graph {
@@ -411,6 +457,52 @@ impl Graph {
         self.inputs.get_mut(NodeId::Classify.index())
     }
 
+    /// The hand-off node's batch: the input of packets other workers handed to this one (as
+    /// [`Graph::rx_batch`] is the ports'). [`Graph::receive_handoffs`] fills it.
+    #[inline]
+    pub fn handoff_batch(&mut self) -> Option<&mut Vec<PacketBuf>> {
+        self.inputs.get_mut(NodeId::Handoff.index())
+    }
+
+    /// Takes the packets other workers handed to this one into the hand-off node's batch (as
+    /// many as fit), gives their senders free buffers back for them and takes back those owed
+    /// to this worker ([`crate::affinity::Rings::settle`]); counts them as handed in. Called
+    /// every round by a worker with rings, before [`Graph::run`] (then
+    /// [`Graph::notify_handoffs`] after it). Returns how many came; 0 without rings.
+    #[inline]
+    pub fn receive_handoffs(&mut self, worker: &mut WorkerCtx, pool: &mut BufferPool) -> usize {
+        match worker.rings_mut() {
+            Some(rings) => self.receive_from(rings, pool),
+            None => 0,
+        }
+    }
+
+    #[inline(never)]
+    fn receive_from(&mut self, rings: &mut crate::affinity::Rings, pool: &mut BufferPool) -> usize {
+        let Some(batch) = self.inputs.get_mut(NodeId::Handoff.index()) else {
+            return 0;
+        };
+        let room = BATCH_SIZE.saturating_sub(batch.len());
+        let n = rings.receive(batch, room, pool);
+        // Before the run frees these packets into our pool: see `Rings::settle`.
+        rings.settle(pool);
+        if n > 0 {
+            self.counters
+                .handed_in
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// Wakes the workers this one handed packets to in the last run, if they sleep. Called
+    /// after [`Graph::run`] by a worker with rings.
+    #[inline]
+    pub fn notify_handoffs(&mut self, worker: &mut WorkerCtx) {
+        if let Some(rings) = worker.rings_mut() {
+            rings.notify();
+        }
+    }
+
     /// The packets waiting to go out of `port`; the worker drains it after [`Graph::run`].
     #[inline]
     pub fn tx_batch(&mut self, port: PortId) -> Option<&mut Vec<PacketBuf>> {
@@ -440,20 +532,23 @@ impl Graph {
     }
 
     /// The edges taken so far that the nodes did not declare ([`Node::NEXT`],
-    /// [`Node::TRANSMITS`]): `(from, Some(to))` or `(from, None)` for a transmit. Always empty
-    /// in release builds, which do not record edges.
-    pub fn undeclared_edges(&self) -> Vec<(NodeId, Option<NodeId>)> {
+    /// [`Node::TRANSMITS`], [`Node::HANDS_OFF`]). Always empty in release builds, which do not
+    /// record edges.
+    pub fn undeclared_edges(&self) -> Vec<(NodeId, Edge)> {
         #[cfg(debug_assertions)]
         {
             let mut out = Vec::new();
             for (&from, &taken) in NodeId::ORDER.iter().zip(self.edges_taken.iter()) {
                 for &to in NodeId::ORDER {
                     if taken & (1 << to.index()) != 0 && !from.next_nodes().contains(&to) {
-                        out.push((from, Some(to)));
+                        out.push((from, Edge::Node(to)));
                     }
                 }
                 if taken & TX_EDGE_BIT != 0 && !from.transmits() {
-                    out.push((from, None));
+                    out.push((from, Edge::Tx));
+                }
+                if taken & HANDOFF_EDGE_BIT != 0 && !from.hands_off() {
+                    out.push((from, Edge::Handoff));
                 }
             }
             out
@@ -537,6 +632,10 @@ impl Graph {
                         break;
                     }
                 }
+                if id.via_handoff() && env.worker.count() > 1 {
+                    let n = i.min(verdicts.len());
+                    crate::nodes::via_handoff_all(verdicts.get_mut(..n).unwrap_or_default());
+                }
                 if staged.is_empty() {
                     break;
                 }
@@ -549,6 +648,12 @@ impl Graph {
             put_slot(&mut self.staged, id, staged);
         } else {
             select(&mut self.nodes).process_batch(&mut batch, env.ctx, env.worker, &mut verdicts);
+            // Several workers: what goes on to the encapsulation or the rewrite goes through
+            // the hand-off node first (one branch per batch; `id` is a constant here).
+            if id.via_handoff() && env.worker.count() > 1 {
+                let n = batch.len().min(verdicts.len());
+                crate::nodes::via_handoff_all(verdicts.get_mut(..n).unwrap_or_default());
+            }
         }
         let decided = batch.len();
         self.dispatch_all(id, &mut batch, decided, &verdicts, env);
@@ -624,7 +729,8 @@ impl Graph {
                             }
                             return;
                         }
-                        Verdict::Next(_) => None,
+                        // To other workers: packet by packet, below.
+                        Verdict::Next(_) | Verdict::Handoff(_) => None,
                     };
                     if let Some(target) = target.filter(|t| t.is_empty()) {
                         std::mem::swap(target, batch);
@@ -652,6 +758,7 @@ impl Graph {
             Verdict::Next(_) => Err((pkt, DropReason::GraphLoop)),
             Verdict::Tx(port) => self.push_tx(port, pkt, env),
             Verdict::Drop(reason) => Err((pkt, reason)),
+            Verdict::Handoff(to) => self.hand_off(to, pkt, env),
         };
         if let Err((pkt, reason)) = result {
             self.counters.count_drop(Some(from), reason, 1);
@@ -698,6 +805,27 @@ impl Graph {
         push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull))
     }
 
+    /// Into the ring to worker `to`; a full ring (or none: a single worker) is a drop.
+    #[inline]
+    fn hand_off(
+        &mut self,
+        to: u16,
+        pkt: PacketBuf,
+        env: &mut Env<'_, '_>,
+    ) -> Result<(), (PacketBuf, DropReason)> {
+        let sent = match env.worker.rings_mut() {
+            Some(rings) => rings.send(usize::from(to), pkt),
+            None => Err(pkt),
+        };
+        match sent {
+            Ok(()) => {
+                self.counters.handed_off.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(pkt) => Err((pkt, DropReason::HandoffRingFull)),
+        }
+    }
+
     /// Back to an earlier node, at the next pass: at most [`MAX_RECIRCULATIONS`] times a packet.
     fn recirculate(
         &mut self,
@@ -722,6 +850,7 @@ impl Graph {
             match verdict {
                 Verdict::Next(to) => *taken |= 1 << to.index(),
                 Verdict::Tx(_) => *taken |= TX_EDGE_BIT,
+                Verdict::Handoff(_) => *taken |= HANDOFF_EDGE_BIT,
                 Verdict::Drop(_) => {}
             }
         }
@@ -757,6 +886,7 @@ impl std::fmt::Display for Target {
             Verdict::Next(next) => f.write_str(next.name()),
             Verdict::Tx(port) => write!(f, "tx port {port}"),
             Verdict::Drop(reason) => write!(f, "drop ({})", reason.name()),
+            Verdict::Handoff(worker) => write!(f, "handoff -> worker {worker}"),
         }
     }
 }

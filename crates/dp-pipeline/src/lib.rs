@@ -13,6 +13,7 @@
 )]
 
 pub mod affinity;
+pub mod commands;
 pub mod config;
 pub mod drop;
 pub mod graph;
@@ -29,7 +30,7 @@ pub use buffer::{BufferPool, PacketBuf, PacketMeta, DEFAULT_DATA_ROOM, HEADROOM,
 pub use config::{DpConfig, DEFAULT_UNDERLAY_MTU, GATEWAY_IPV4, GATEWAY_IPV6, MIN_UNDERLAY_MTU};
 pub use drop::DropReason;
 pub use graph::{
-    edge_list, Graph, GraphCounters, NodeId, TxSink, BATCH_SIZE, MAX_RECIRCULATIONS,
+    edge_list, Edge, Graph, GraphCounters, NodeId, TxSink, BATCH_SIZE, MAX_RECIRCULATIONS,
     TICK_INTERVAL_NS,
 };
 pub use node::{Ctx, Emit, Node, Verdict};

@@ -23,6 +23,9 @@ pub enum Verdict {
     Tx(PortId),
     /// Drop it, counted under the reason.
     Drop(DropReason),
+    /// Hand it to another worker (its index), the owner of its flow ([`crate::affinity`]): into
+    /// the ring to that worker, or dropped as `handoff_ring_full` when the ring is full.
+    Handoff(u16),
 }
 
 impl Verdict {
@@ -30,7 +33,7 @@ impl Verdict {
     #[inline(always)]
     pub const fn word(self) -> u32 {
         // SAFETY: `Verdict` is `repr(u16)` and every variant holds one 16-bit value (`NodeId` and
-        // `DropReason` are `repr(u16)`, `PortId` is `u16`), so its 4 bytes are a tag and a value,
+        // `DropReason` are `repr(u16)`, `PortId` and the worker index of `Handoff` are `u16`), so its 4 bytes are a tag and a value,
         // all initialised, with no padding (the size is asserted below). A safe `match` building
         // the same word is not reduced to a load by the compiler, and keeps the "all the same"
         // check of `Graph::dispatch_all` from being vectorised.
@@ -128,6 +131,9 @@ pub trait Node {
 
     /// Whether the node may send packets out of a port ([`Verdict::Tx`]).
     const TRANSMITS: bool = false;
+
+    /// Whether the node may hand packets to another worker ([`Verdict::Handoff`]).
+    const HANDS_OFF: bool = false;
 
     /// Whether the node may turn one packet into several; only then does the graph call
     /// [`Node::process_alloc`] instead of [`Node::process_batch`].

@@ -4,6 +4,8 @@
 
 use dp_tables::PortId;
 
+use crate::affinity::Rings;
+
 /// One worker's mutable context, handed to every node with the shared read-only [`crate::Ctx`].
 #[derive(Debug)]
 pub struct WorkerCtx {
@@ -11,6 +13,8 @@ pub struct WorkerCtx {
     index: usize,
     /// How many workers forward packets.
     count: usize,
+    /// The rings to and from the other workers (flow affinity); none: never hand off.
+    rings: Option<Rings>,
 }
 
 impl WorkerCtx {
@@ -20,7 +24,28 @@ impl WorkerCtx {
         WorkerCtx {
             index: index.min(count - 1),
             count,
+            rings: None,
         }
+    }
+
+    /// The context of worker `rings.index()` of `rings.count()`, handing packets of the flows
+    /// the others own to them through `rings` (from [`crate::affinity::mesh`]).
+    pub fn with_rings(rings: Rings) -> Self {
+        let mut ctx = WorkerCtx::new(rings.index(), rings.count());
+        ctx.rings = Some(rings);
+        ctx
+    }
+
+    /// The rings to the other workers, if this worker has them.
+    #[inline]
+    pub fn rings(&self) -> Option<&Rings> {
+        self.rings.as_ref()
+    }
+
+    /// The rings to the other workers, if this worker has them, to send, receive and settle.
+    #[inline]
+    pub fn rings_mut(&mut self) -> Option<&mut Rings> {
+        self.rings.as_mut()
     }
 
     /// The only worker: the context of a single-threaded graph (tests, benchmarks).
@@ -32,6 +57,7 @@ impl WorkerCtx {
         self.index
     }
 
+    #[inline]
     pub fn count(&self) -> usize {
         self.count
     }

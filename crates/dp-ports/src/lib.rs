@@ -64,12 +64,14 @@ pub mod epoll;
 pub mod memory;
 mod sys;
 pub mod tap;
+pub mod wakeup;
 
 pub use af_packet::{AfPacketOptions, AfPacketPort};
 pub use af_xdp::{AfXdpOptions, AfXdpPort, XdpAttach, XdpMode};
 pub use epoll::RxEpoll;
 pub use memory::{MemoryPort, MemoryPortHandle};
 pub use tap::{TapOptions, TapPort};
+pub use wakeup::Wakeup;
 
 /// The per-worker half of a port: one queue of a device, owned and polled by one worker thread
 /// (like rust-vmm's `virtio_queue::QueueT`).

@@ -12,13 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dp_control::{Config, ControlPlane};
+use dp_pipeline::affinity::{self, Wake};
+use dp_pipeline::commands::{self, CommandSender, WorkerCommand, WorkerReport};
 use dp_pipeline::{
     BufferPool, DpConfig, Graph, GraphCounters, WorkerCtx, DEFAULT_DATA_ROOM, LARGE_DATA_ROOM,
 };
+use dp_ports::Wakeup;
 use dp_tables::{Publisher, Snapshot};
 
 use dpservice::options::Options;
-use dpservice::worker::Worker;
+use dpservice::worker::{EventfdWake, Worker};
 use dpservice::{logging, ports, stats};
 
 /// Packet buffers per worker: enough for every batch in flight with room to spare.
@@ -30,6 +33,8 @@ const LARGE_BUFFERS_PER_WORKER: usize = 320;
 const UNDERLAY_FRAME_EXTRA: usize = 18;
 /// How often the stats line is printed (unless `--no-stats`).
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the shutdown waits for each worker's report (workers serve commands every tick).
+const REPORT_WAIT: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
     let opts = match Options::load() {
@@ -130,7 +135,29 @@ fn run(opts: Options) -> Result<(), String> {
     let mut all_counters = Vec::new();
     let mut worker_threads = Vec::new();
     let worker_count = ports.per_worker.len();
+    // Flow affinity: with several workers, rings between every pair and a wake-up each.
+    let wakeups: Vec<Arc<Wakeup>> = if worker_count > 1 {
+        (0..worker_count)
+            .map(|_| Wakeup::new().map(Arc::new))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("cannot create a worker wake-up (eventfd): {e}"))?
+    } else {
+        Vec::new()
+    };
+    let wakers: Vec<Option<Arc<dyn Wake>>> = wakeups
+        .iter()
+        .map(|w| Some(Arc::new(EventfdWake(Arc::clone(w))) as Arc<dyn Wake>))
+        .collect();
+    let mut rings = if worker_count > 1 {
+        affinity::mesh(worker_count, affinity::RING_CAPACITY, wakers)
+    } else {
+        Vec::new()
+    }
+    .into_iter();
+    let mut command_senders: Vec<CommandSender> = Vec::new();
     for (index, list) in ports.per_worker.into_iter().enumerate() {
+        let (commands_tx, commands_rx) = commands::queue();
+        command_senders.push(commands_tx);
         let counters = Arc::new(GraphCounters::default());
         all_counters.push(Arc::clone(&counters));
         let mut graph = Graph::new(port_count, counters);
@@ -143,7 +170,12 @@ fn run(opts: Options) -> Result<(), String> {
             config: Arc::clone(&config),
             stop: Arc::clone(&stop),
             ports: list,
-            worker: WorkerCtx::new(index, worker_count),
+            worker: match rings.next() {
+                Some(r) => WorkerCtx::with_rings(r),
+                None => WorkerCtx::new(index, worker_count),
+            },
+            wakeup: wakeups.get(index).cloned(),
+            commands: Some(commands_rx),
         };
         let thread = std::thread::Builder::new()
             .name(format!("dp-worker-{index}"))
@@ -176,6 +208,16 @@ fn run(opts: Options) -> Result<(), String> {
         control.serve(listener, shutdown_signal()).await
     });
 
+    for report in reports(&command_senders) {
+        tracing::info!(
+            worker = report.index,
+            pool_available = report.pool_available,
+            pool_capacity = report.pool_capacity,
+            handed_off = report.handed_off,
+            handed_in = report.handed_in,
+            "worker report"
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     for thread in worker_threads {
         let _ = thread.join();
@@ -192,6 +234,25 @@ fn run(opts: Options) -> Result<(), String> {
     tracing::info!("{}", stats::summary(&counters));
     tracing::info!("dpservice-rs stopped");
     served.map_err(|e| format!("gRPC server failed: {e}"))
+}
+
+/// Asks every worker for its report and waits for the answers (each at most [`REPORT_WAIT`]).
+fn reports(workers: &[CommandSender]) -> Vec<WorkerReport> {
+    let (reply, answers) = std::sync::mpsc::sync_channel(workers.len().max(1));
+    let asked = workers
+        .iter()
+        .filter(|w| {
+            w.send(WorkerCommand::Report {
+                reply: reply.clone(),
+            })
+            .is_ok()
+        })
+        .count();
+    let mut out: Vec<WorkerReport> = (0..asked)
+        .map_while(|_| answers.recv_timeout(REPORT_WAIT).ok())
+        .collect();
+    out.sort_by_key(|r| r.index);
+    out
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -24,6 +24,12 @@ pub fn summary(workers: &[Arc<GraphCounters>]) -> String {
     if originated > 0 {
         let _ = write!(line, " originated={originated}");
     }
+    // Flow affinity (several workers): rx + originated + handed_in = tx + drops + handed_off.
+    let handed_off: u64 = workers.iter().map(|c| c.handed_off()).sum();
+    let handed_in: u64 = workers.iter().map(|c| c.handed_in()).sum();
+    if handed_off > 0 || handed_in > 0 {
+        let _ = write!(line, " handed_off={handed_off} handed_in={handed_in}");
+    }
     for &reason in DropReason::ALL {
         let n: u64 = workers.iter().map(|c| c.drops(reason)).sum();
         if n > 0 {

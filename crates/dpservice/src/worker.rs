@@ -18,6 +18,20 @@
 //! router's answer may reach any worker: what it teaches (the router MAC, when it was
 //! confirmed) is in the shared port table, where the leader's tick sees it.
 //!
+//! # Flow affinity
+//! With several workers, each has rings to and from every other ([`dp_pipeline::affinity`]):
+//! the graph hands a packet of a flow another worker owns to that worker, and every round the
+//! worker takes what the others handed it ([`Graph::receive_handoffs`], counted as received),
+//! runs it with its ports' frames, and then wakes the workers it handed packets to if they
+//! sleep ([`Graph::notify_handoffs`]). Its [`Wakeup`] (an eventfd) is in its epoll set, and
+//! around a sleep it says it sleeps (`Rings::set_sleeping`): no hand-off waits for a timeout.
+//! The logic is dp-pipeline's; the worker wires it.
+//!
+//! # Commands
+//! Each tick the worker serves a few commands of its queue ([`dp_pipeline::commands`]): what
+//! the control side asks a worker directly (today a report of its pool and hand-off counters;
+//! flow dumps, capture on/off and learned MACs are to come this way).
+//!
 //! # Polling
 //! A worker busy-polls while traffic flows and for [`SPIN_ROUNDS`] empty rounds after the last
 //! frame, then sleeps in `epoll_wait` on its ports' descriptors until a frame arrives or the
@@ -62,11 +76,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dp_packet::MacAddr;
+use dp_pipeline::commands::{self, CommandQueue, WorkerView};
 use dp_pipeline::{
     BufferPool, Ctx, DpConfig, DropReason, Graph, GraphCounters, PacketMeta, PortKind, PortTable,
     TxSink, WorkerCtx, BATCH_SIZE, TICK_INTERVAL_NS,
 };
-use dp_ports::{Port, RxEpoll};
+use dp_ports::{Port, RxEpoll, Wakeup};
 use dp_tables::{PortId, SnapshotReader};
 
 /// Polls without sleeping for this many empty rounds after the last packet before blocking
@@ -102,9 +117,28 @@ pub struct Worker {
     pub port_table: Arc<PortTable>,
     pub config: Arc<DpConfig>,
     pub stop: Arc<AtomicBool>,
-    /// This worker's own context for the nodes (its index among the workers).
+    /// This worker's own context for the nodes (its index among the workers, and with several
+    /// workers its rings to the others).
     pub worker: WorkerCtx,
+    /// Wakes this worker from its epoll sleep (other workers handed it packets); in its epoll
+    /// set. With several workers.
+    pub wakeup: Option<Arc<Wakeup>>,
+    /// Its command queue ([`dp_pipeline::commands`]), served a few commands per tick.
+    pub commands: Option<CommandQueue>,
 }
+
+/// A worker's [`Wakeup`] as the rings' [`dp_pipeline::affinity::Wake`] (dp-ports knows nothing
+/// of the pipeline, the pipeline nothing of descriptors).
+pub struct EventfdWake(pub Arc<Wakeup>);
+
+impl dp_pipeline::affinity::Wake for EventfdWake {
+    fn wake(&self) {
+        self.0.wake();
+    }
+}
+
+/// The epoll data of a worker's [`Wakeup`] (the ports' is their index).
+const WAKEUP_EVENT: u64 = u64::MAX;
 
 impl Worker {
     /// Runs until `stop` is set, as the leader (with the periodic housekeeping).
@@ -114,7 +148,16 @@ impl Worker {
 
     /// Runs until `stop` is set; only a `leader` polls links (every worker ticks its graph).
     pub fn run_as(mut self, leader: bool) {
-        let mut epoll = RxEpoll::new(&self.ports);
+        let mut fds: Vec<_> = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, port)| port.rx_fd().map(|fd| (fd, i as u64)))
+            .collect();
+        if let Some(w) = &self.wakeup {
+            fds.push((w.fd(), WAKEUP_EVENT));
+        }
+        let mut epoll = RxEpoll::from_fds(fds);
         let mut rx = Vec::with_capacity(BATCH_SIZE);
         let mut housekeeping = Housekeeping::new(self.port_table.len());
         let mut next_tick = 0u64;
@@ -129,6 +172,7 @@ impl Worker {
                     self.poll_links(&mut housekeeping.vf_cursor);
                 }
                 self.tick(now_ns);
+                self.serve_commands();
                 if leader {
                     housekeeping.log_changes(&self.port_table);
                 }
@@ -152,6 +196,13 @@ impl Worker {
             time.empty_ns += spent;
             time.empty_rounds += 1;
             if pacer.empty(end) {
+                // Not when another worker handed us packets meanwhile (it may not wake us).
+                if !self.worker.rings().is_none_or(|r| r.set_sleeping(true)) {
+                    if let Some(r) = self.worker.rings() {
+                        r.set_sleeping(false);
+                    }
+                    continue;
+                }
                 // Sleep until a frame arrives, but not past the next tick.
                 let until_tick = Duration::from_nanos(next_tick.saturating_sub(end))
                     .clamp(Duration::from_millis(1), IDLE_WAIT);
@@ -163,6 +214,12 @@ impl Worker {
                         false
                     }
                 };
+                if let Some(r) = self.worker.rings() {
+                    r.set_sleeping(false);
+                }
+                if let Some(w) = &self.wakeup {
+                    w.clear();
+                }
                 now_ns = clock_ns();
                 pacer.slept(end, now_ns, woken);
                 time.sleep_ns += now_ns.saturating_sub(end);
@@ -229,6 +286,19 @@ impl Worker {
         self.graph.flush_tx(&mut self.pool, &mut sink);
     }
 
+    /// Serves a few waiting commands of the worker's queue (bounded work per tick).
+    pub fn serve_commands(&mut self) -> usize {
+        let Some(queue) = &self.commands else {
+            return 0;
+        };
+        let view = WorkerView {
+            index: self.worker.index(),
+            pool: &self.pool,
+            counters: self.graph.counters(),
+        };
+        commands::serve(queue, &view)
+    }
+
     /// One round: a burst from every port through the graph and out. Returns frames received.
     pub fn poll_once(&mut self, rx: &mut Vec<dp_pipeline::PacketBuf>, now_ns: u64) -> usize {
         self.poll_round(rx, now_ns).received
@@ -280,6 +350,10 @@ impl Worker {
                     .count_drop(None, DropReason::QueueFull, excess);
             }
         }
+        // What other workers handed us (their flows' packets), and the buffers owed back.
+        received += self
+            .graph
+            .receive_handoffs(&mut self.worker, &mut self.pool);
         if received == 0 {
             return Round::default();
         }
@@ -300,6 +374,7 @@ impl Worker {
         self.graph
             .run(&ctx, &mut self.worker, &mut self.pool, &mut sink);
         self.graph.flush_tx(&mut self.pool, &mut sink);
+        self.graph.notify_handoffs(&mut self.worker);
         Round {
             received,
             superframes,
@@ -596,6 +671,8 @@ mod tests {
             }),
             stop: Arc::new(AtomicBool::new(false)),
             worker: WorkerCtx::single(),
+            wakeup: None,
+            commands: None,
         };
         (w, handles, publisher)
     }
@@ -714,6 +791,179 @@ mod tests {
         handles[2].inject(&vm_to_remote());
         w.poll_once(&mut rx, 5);
         assert_eq!(handles[0].take_sent().len(), 1);
+    }
+
+    /// A second worker of the same dataplane as `w`: its own memory ports (pf0, pf1, one VF),
+    /// pool and graph; the same tables, port table and settings.
+    fn second_worker(w: &Worker, tables: &Publisher) -> (Worker, Vec<MemoryPortHandle>) {
+        let mut ports: Vec<Box<dyn Port>> = Vec::new();
+        let mut handles = Vec::new();
+        for p in 0..w.ports.len() {
+            let (port, handle) = MemoryPort::new(format!("p{p}"), VM_MAC);
+            ports.push(Box::new(port));
+            handles.push(handle);
+        }
+        let port_count = ports.len();
+        let second = Worker {
+            ports,
+            graph: Graph::new(port_count, Arc::new(GraphCounters::default())),
+            pool: BufferPool::new(256, 2048),
+            tables: tables.reader(),
+            port_table: Arc::clone(&w.port_table),
+            config: Arc::clone(&w.config),
+            stop: Arc::new(AtomicBool::new(false)),
+            worker: WorkerCtx::single(),
+            wakeup: None,
+            commands: None,
+        };
+        (second, handles)
+    }
+
+    /// Flow `i` of the affinity test from the VM: 10.100.1.1:(10000 + i) → 10.100.2.x:5000.
+    fn forward(i: u16) -> Vec<u8> {
+        let mut f = own(2).0.to_vec();
+        f.extend_from_slice(&VM_MAC.0);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&udp4(
+            Ipv4Addr::new(10, 100, 1, 1),
+            Ipv4Addr::new(10, 100, 2, 1 + (i % 200) as u8),
+            10000 + i,
+            5000,
+        ));
+        f
+    }
+
+    /// Its reply from the remote hypervisor (fc00:2::2) on pf0, to the VM's underlay address:
+    /// 10.100.2.x:5000 → 10.100.1.1:(10000 + i), the reversed 5-tuple.
+    fn reply(i: u16) -> Vec<u8> {
+        let inner = udp4(
+            Ipv4Addr::new(10, 100, 2, 1 + (i % 200) as u8),
+            Ipv4Addr::new(10, 100, 1, 1),
+            5000,
+            10000 + i,
+        );
+        let mut f = own(0).0.to_vec();
+        f.extend_from_slice(&ROUTER.0);
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[4, 64]);
+        f.extend_from_slice(&"fc00:2::2".parse::<Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&"fc00:1::2".parse::<Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&inner);
+        f
+    }
+
+    /// An IPv4 UDP datagram with one byte of payload (no UDP checksum).
+    fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+        let mut ip = vec![0x45, 0, 0, 29, 0, 1, 0, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        let c = dp_packet::checksum::finish(dp_packet::checksum::data(&ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        ip.extend_from_slice(&sport.to_be_bytes());
+        ip.extend_from_slice(&dport.to_be_bytes());
+        ip.extend_from_slice(&[0, 9, 0, 0, b'x']);
+        ip
+    }
+
+    /// The proof: two workers, the forward direction of 1,000 flows received by worker
+    /// 0 (from the VM), their replies by worker 1 (from the underlay); each flow's both
+    /// directions leave from the one worker that owns it.
+    #[test]
+    fn both_directions_of_every_flow_meet_one_worker() {
+        const FLOWS: u16 = 1000;
+        let (mut w0, h0, publisher) = worker(1);
+        let (mut w1, h1) = second_worker(&w0, &publisher);
+        for uplink in 0..2 {
+            w0.port_table.get(uplink).unwrap().confirm_peer(ROUTER, 0);
+        }
+        let mut rings =
+            dp_pipeline::affinity::mesh(2, dp_pipeline::affinity::RING_CAPACITY, vec![]);
+        w1.worker = WorkerCtx::with_rings(rings.pop().unwrap());
+        w0.worker = WorkerCtx::with_rings(rings.pop().unwrap());
+        for i in 0..FLOWS {
+            h0[2].inject(&forward(i));
+            h1[0].inject(&reply(i));
+        }
+        // Where each flow's forward packet left (encapsulated, on an uplink) and where its
+        // reply did (to the VF).
+        let mut forward_from = vec![None; usize::from(FLOWS)];
+        let mut reply_from = vec![None; usize::from(FLOWS)];
+        let mut rx = Vec::with_capacity(BATCH_SIZE);
+        for round in 0..200u64 {
+            w0.poll_once(&mut rx, round);
+            w1.poll_once(&mut rx, round);
+            for (index, handles) in [(0usize, &h0), (1, &h1)] {
+                for uplink in &handles[..2] {
+                    for f in uplink.take_sent() {
+                        // Outer Ethernet and IPv6, inner IPv4: the inner source port.
+                        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+                        let sport = u16::from_be_bytes([f[14 + 40 + 20], f[14 + 40 + 21]]);
+                        let flow = usize::from(sport - 10000);
+                        assert_eq!(forward_from[flow].replace(index), None, "once");
+                    }
+                }
+                for f in handles[2].take_sent() {
+                    let dport = u16::from_be_bytes([f[14 + 22], f[14 + 23]]);
+                    let flow = usize::from(dport - 10000);
+                    assert_eq!(reply_from[flow].replace(index), None, "once");
+                }
+            }
+        }
+        assert!(
+            forward_from.iter().all(Option::is_some),
+            "every forward packet out"
+        );
+        assert!(reply_from.iter().all(Option::is_some), "every reply out");
+        assert_eq!(
+            forward_from, reply_from,
+            "both directions of each flow on one worker"
+        );
+        let on_0 = forward_from.iter().filter(|w| **w == Some(0)).count();
+        assert!(
+            (350..650).contains(&on_0),
+            "both workers own about half: {on_0}"
+        );
+
+        // Conservation over both workers, and every buffer home.
+        let (c0, c1) = (w0.graph.counters(), w1.graph.counters());
+        let sum = |f: &dyn Fn(&GraphCounters) -> u64| f(c0) + f(c1);
+        let rx_total = sum(&|c| c.node_packets(dp_pipeline::NodeId::Classify));
+        assert_eq!(rx_total, 2 * u64::from(FLOWS));
+        assert_eq!(sum(&|c| c.total_drops()), 0);
+        assert_eq!(
+            rx_total + sum(&|c| c.originated()) + sum(&|c| c.handed_in()),
+            sum(&|c| c.tx_packets.load(Ordering::Relaxed))
+                + sum(&|c| c.total_drops())
+                + sum(&|c| c.handed_off())
+        );
+        assert_eq!(sum(&|c| c.handed_off()), sum(&|c| c.handed_in()));
+        assert_eq!(
+            c0.handed_off() as usize,
+            usize::from(FLOWS) - on_0,
+            "w0 hands w1's forward packets"
+        );
+        assert_eq!(c1.handed_off() as usize, on_0, "w1 hands w0's replies");
+        assert_eq!(w0.pool.available(), w0.pool.capacity());
+        assert_eq!(w1.pool.available(), w1.pool.capacity());
+    }
+
+    /// The command queue through the worker: a report of its pool and hand-off counters.
+    #[test]
+    fn a_worker_answers_a_report_command() {
+        let (mut w, _h, _p) = worker(1);
+        let (tx, queue) = dp_pipeline::commands::queue();
+        w.commands = Some(queue);
+        let (reply, answers) = std::sync::mpsc::sync_channel(1);
+        tx.send(dp_pipeline::commands::WorkerCommand::Report { reply })
+            .unwrap();
+        assert_eq!(w.serve_commands(), 1);
+        let report = answers.try_recv().unwrap();
+        assert_eq!(
+            (report.index, report.pool_available, report.pool_capacity),
+            (0, 256, 256)
+        );
+        assert_eq!(w.serve_commands(), 0);
     }
 
     /// A port that hands out one TCP superframe (an offload request), then nothing.

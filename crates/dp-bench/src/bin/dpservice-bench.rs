@@ -90,7 +90,9 @@ struct Args {
     /// time: for instruction counting under `valgrind --tool=callgrind`.
     #[arg(long)]
     rounds: Option<u64>,
-    /// Only these paths (comma-separated: encap, decap, local, dhcp, drop).
+    /// Only these paths (comma-separated: encap, decap, local, dhcp, drop, handoff). `handoff`:
+    /// two workers in one thread, worker 0 receives encap flows that worker 1 owns, hands them
+    /// over, and worker 1 encapsulates them.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only cases with this many flows.
@@ -129,7 +131,7 @@ const REMOTE_HOST: Ipv6Addr = Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1);
 /// Frame size of the DHCP request (Ethernet + IPv4 + UDP + a 300-byte BOOTP message).
 const DHCP_FRAME_LEN: usize = 14 + 20 + 8 + 300;
 
-const PATHS: [&str; 5] = ["encap", "decap", "local", "dhcp", "drop"];
+const PATHS: [&str; 6] = ["encap", "decap", "local", "dhcp", "drop", "handoff"];
 const FLOWS: [usize; 2] = [1, 100_000];
 const ROUTES: [usize; 2] = [10, 100_000];
 const SIZES: [usize; 2] = [64, 1400];
@@ -404,6 +406,7 @@ fn frames(case: &Case) -> (u16, Vec<Vec<u8>>) {
     };
     match case.path {
         "encap" => (VM1_PORT, udp(VM1_IP, REMOTE_NET)),
+        "handoff" => (VM1_PORT, flows_of_worker_1(case)),
         "decap" => (
             PF0_PORT,
             udp(VM1_IP, LOCAL_NET)
@@ -420,6 +423,21 @@ fn frames(case: &Case) -> (u16, Vec<Vec<u8>>) {
         "drop" => (VM1_PORT, udp(SPOOFED_IP, LOCAL_NET)),
         _ => (VM1_PORT, udp(VM1_IP, LOCAL_NET)),
     }
+}
+
+/// `case.flows` encap flows that worker 1 of two owns (by the hand-off node's rule).
+fn flows_of_worker_1(case: &Case) -> Vec<Vec<u8>> {
+    (0..)
+        .map(|i| {
+            let (dst, sport) = flow_dst(REMOTE_NET, i);
+            udp_frame(VM1_IP, dst, sport, case.size)
+        })
+        .filter(|f| {
+            let key = dp_packet::FlowKey::of_header(f.get(14..).unwrap_or(&[]));
+            dp_pipeline::affinity::owner(key.symmetric_hash(), 2) == 1
+        })
+        .take(case.flows)
+        .collect()
 }
 
 fn run_case(case: &Case, run: Run) -> Result {
@@ -444,6 +462,12 @@ fn run_case(case: &Case, run: Run) -> Result {
             e
         })
         .collect();
+    let entries: Vec<PortEntry> = entries;
+    let port_table = Arc::new(PortTable::new(entries));
+    let config = Arc::new(DpConfig {
+        underlay_ipv6: Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0, 1),
+        ..DpConfig::default()
+    });
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
     let (source_port, mut source_frames) = frames(case);
     for p in 0..4u16 {
@@ -464,13 +488,47 @@ fn run_case(case: &Case, run: Run) -> Result {
         graph: Graph::new(4, Arc::clone(&counters)),
         pool: BufferPool::new(4 * BATCH_SIZE, DEFAULT_DATA_ROOM),
         tables: publisher.reader(),
-        port_table: Arc::new(PortTable::new(entries)),
-        config: Arc::new(DpConfig {
-            underlay_ipv6: Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0, 1),
-            ..DpConfig::default()
-        }),
+        port_table: Arc::clone(&port_table),
+        config: Arc::clone(&config),
         stop: Arc::new(AtomicBool::new(false)),
         worker: dp_pipeline::WorkerCtx::single(),
+        wakeup: None,
+        commands: None,
+    };
+    // The hand-off case: a second worker (its own ports, none with frames, its own pool and
+    // graph), polled after the first in every round; it forwards what the first hands it.
+    let tx_counters = Arc::new(GraphCounters::default());
+    let mut second = None;
+    if case.path == "handoff" {
+        let mut rings =
+            dp_pipeline::affinity::mesh(2, dp_pipeline::affinity::RING_CAPACITY, vec![]);
+        let (Some(r1), Some(r0)) = (rings.pop(), rings.pop()) else {
+            unreachable!("two workers")
+        };
+        worker.worker = dp_pipeline::WorkerCtx::with_rings(r0);
+        second = Some(Worker {
+            ports: (0..4u16)
+                .map(|p| {
+                    Box::new(MemoryPort::replay(format!("p{p}"), VM1_MAC, Vec::new()))
+                        as Box<dyn Port>
+                })
+                .collect(),
+            graph: Graph::new(4, Arc::clone(&tx_counters)),
+            pool: BufferPool::new(4 * BATCH_SIZE, DEFAULT_DATA_ROOM),
+            tables: publisher.reader(),
+            port_table: Arc::clone(&port_table),
+            config: Arc::clone(&config),
+            stop: Arc::new(AtomicBool::new(false)),
+            worker: dp_pipeline::WorkerCtx::with_rings(r1),
+            wakeup: None,
+            commands: None,
+        });
+    }
+    // Where the packets leave: worker 1 in the hand-off case.
+    let out = if second.is_some() {
+        &tx_counters
+    } else {
+        &counters
     };
     let mut rx: Vec<PacketBuf> = Vec::with_capacity(BATCH_SIZE);
     // Warm up: caches, branch predictors, first touch of the buffers and of every flow's frame.
@@ -480,10 +538,15 @@ fn run_case(case: &Case, run: Run) -> Result {
     };
     for _ in 0..warm_rounds {
         worker.poll_once(&mut rx, 0);
+        if let Some(w) = second.as_mut() {
+            w.poll_once(&mut rx, 0);
+        }
     }
-    let tx_before = counters.tx_packets.load(Ordering::Relaxed);
+    let tx_before = out.tx_packets.load(Ordering::Relaxed);
     let spoofed_before = counters.drops(DropReason::Spoofed);
-    let drops_before = counters.total_drops();
+    // Both workers' drops (the second's counters stay zero without one).
+    let all_drops = || counters.total_drops() + tx_counters.total_drops();
+    let drops_before = all_drops();
     let allocs_before = ALLOCATIONS.load(Ordering::Relaxed);
     let cpu_start = thread_cpu_ns();
     let start = Instant::now();
@@ -493,6 +556,9 @@ fn run_case(case: &Case, run: Run) -> Result {
         Run::Rounds(n) => {
             while rounds < n {
                 received += worker.poll_once(&mut rx, rounds) as u64;
+                if let Some(w) = second.as_mut() {
+                    w.poll_once(&mut rx, rounds);
+                }
                 rounds += 1;
             }
         }
@@ -500,6 +566,9 @@ fn run_case(case: &Case, run: Run) -> Result {
             while start.elapsed() < duration {
                 for _ in 0..64 {
                     received += worker.poll_once(&mut rx, rounds) as u64;
+                    if let Some(w) = second.as_mut() {
+                        w.poll_once(&mut rx, rounds);
+                    }
                     rounds += 1;
                 }
             }
@@ -508,9 +577,9 @@ fn run_case(case: &Case, run: Run) -> Result {
     let elapsed = start.elapsed();
     let cpu_ns = thread_cpu_ns().saturating_sub(cpu_start);
     let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs_before;
-    let sent = counters.tx_packets.load(Ordering::Relaxed) - tx_before;
+    let sent = out.tx_packets.load(Ordering::Relaxed) - tx_before;
     let spoofed = counters.drops(DropReason::Spoofed) - spoofed_before;
-    let drops = counters.total_drops() - drops_before;
+    let drops = all_drops() - drops_before;
     let expected = if case.path == "drop" {
         spoofed == received && sent == 0
     } else {

@@ -353,6 +353,8 @@ fn build_worker(
         stop: Arc::clone(stop),
         ports: list,
         worker: dp_pipeline::WorkerCtx::single(),
+        wakeup: None,
+        commands: None,
     }
 }
 

@@ -46,7 +46,9 @@ pub struct IpipDecap;
 
 impl Node for IpipDecap {
     const NAME: &'static str = "ipip_decap";
-    const NEXT: &'static [NodeId] = &[NodeId::L2Rewrite];
+    // `Handoff`: with several workers the graph sends the packets there first
+    // (`NodeId::via_handoff`).
+    const NEXT: &'static [NodeId] = &[NodeId::Handoff, NodeId::L2Rewrite];
 
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {

@@ -36,7 +36,14 @@ pub struct Ipv4Lookup;
 
 impl Node for Ipv4Lookup {
     const NAME: &'static str = "ipv4_lookup";
-    const NEXT: &'static [NodeId] = &[NodeId::GatewayIcmp, NodeId::IpipEncap, NodeId::L2Rewrite];
+    // `Handoff`: with several workers the graph sends what goes to the encapsulation or the
+    // rewrite there first (`NodeId::via_handoff`).
+    const NEXT: &'static [NodeId] = &[
+        NodeId::Handoff,
+        NodeId::GatewayIcmp,
+        NodeId::IpipEncap,
+        NodeId::L2Rewrite,
+    ];
     const TRANSMITS: bool = true;
 
     #[inline]

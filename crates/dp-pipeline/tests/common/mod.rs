@@ -339,6 +339,18 @@ impl Harness {
         out
     }
 
+    /// Takes what other workers handed to this one (its `worker` has rings), runs the graph
+    /// over it and returns what was transmitted, as [`Harness::run`].
+    pub fn run_handed_in(&mut self) -> Vec<(PortId, Vec<u8>)> {
+        let (ctx, graph, worker, pool, mut sink) = self.parts();
+        graph.receive_handoffs(worker, pool);
+        graph.run(&ctx, worker, pool, &mut sink);
+        graph.notify_handoffs(worker);
+        let mut out = self.drain();
+        out.sort_by_key(|(port, _)| *port);
+        out
+    }
+
     /// Runs one frame and returns what came out.
     pub fn run1(&mut self, port: PortId, frame: Vec<u8>) -> Vec<(PortId, Vec<u8>)> {
         self.run(&[(port, frame)])
@@ -366,13 +378,13 @@ impl Harness {
         assert_eq!(self.nonzero_drops(), vec![(reason, 1)]);
     }
 
-    /// Every received (or originated) frame was either sent or dropped, and every buffer went
-    /// back to the pool.
+    /// Every received, originated or handed-in frame was either sent, dropped or handed off to
+    /// another worker, and every buffer went back to the pool.
     pub fn assert_conservation(&self) {
         assert_eq!(
-            self.rx + self.counters.originated(),
-            self.tx + self.total_drops(),
-            "rx + originated = tx + drops"
+            self.rx + self.counters.originated() + self.counters.handed_in(),
+            self.tx + self.total_drops() + self.counters.handed_off(),
+            "rx + originated + handed_in = tx + drops + handed_off"
         );
         // Every edge a packet took was declared by its node (recorded in debug builds).
         assert_eq!(

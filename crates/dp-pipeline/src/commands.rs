@@ -1,0 +1,151 @@
+//! Commands from the control side to one worker, and its answers: what a snapshot cannot carry
+//! (state only the worker has, or requests that need its answer).
+//!
+//! Every worker has a bounded queue ([`queue`], a `std::sync::mpsc::sync_channel`): the sender
+//! never waits for room it does not get ([`CommandSender::send`] refuses when the queue is
+//! full), and the worker takes at most [`COMMANDS_PER_TICK`] per tick ([`serve`]), so a burst of
+//! commands costs it bounded work. Answers go back on a channel that comes with the command.
+//!
+//! Today: [`WorkerCommand::Report`] (the worker's pool and hand-off counters; the daemon logs
+//! them at shutdown). Meant to come here: flow dumps (conntrack), capture on/off, and, as events
+//! the other way, learned MACs.
+
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+
+use crate::buffer::BufferPool;
+use crate::graph::GraphCounters;
+
+/// Commands a worker's queue holds.
+pub const QUEUE_CAPACITY: usize = 16;
+
+/// Most commands a worker serves per tick.
+pub const COMMANDS_PER_TICK: usize = 4;
+
+/// A request to one worker.
+#[derive(Debug)]
+pub enum WorkerCommand {
+    /// Report the pool's and the hand-off counters' state.
+    Report { reply: SyncSender<WorkerReport> },
+}
+
+/// A worker's answer to [`WorkerCommand::Report`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerReport {
+    pub index: usize,
+    pub pool_available: usize,
+    pub pool_capacity: usize,
+    pub handed_off: u64,
+    pub handed_in: u64,
+}
+
+/// The control side of a worker's queue.
+#[derive(Clone, Debug)]
+pub struct CommandSender(SyncSender<WorkerCommand>);
+
+impl CommandSender {
+    /// Queues `command`; hands it back when the queue is full or the worker is gone.
+    pub fn send(&self, command: WorkerCommand) -> Result<(), WorkerCommand> {
+        self.0.try_send(command).map_err(|e| match e {
+            TrySendError::Full(c) | TrySendError::Disconnected(c) => c,
+        })
+    }
+}
+
+/// The worker's side of its queue.
+#[derive(Debug)]
+pub struct CommandQueue(Receiver<WorkerCommand>);
+
+/// A worker's command queue, bounded ([`QUEUE_CAPACITY`]).
+pub fn queue() -> (CommandSender, CommandQueue) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+    (CommandSender(tx), CommandQueue(rx))
+}
+
+/// What a worker shows of itself to its commands.
+pub struct WorkerView<'a> {
+    pub index: usize,
+    pub pool: &'a BufferPool,
+    pub counters: &'a GraphCounters,
+}
+
+/// Serves at most [`COMMANDS_PER_TICK`] waiting commands (never blocks); returns how many.
+pub fn serve(queue: &CommandQueue, view: &WorkerView<'_>) -> usize {
+    let mut served = 0;
+    while served < COMMANDS_PER_TICK {
+        let command = match queue.0.try_recv() {
+            Ok(c) => c,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        };
+        served += 1;
+        match command {
+            WorkerCommand::Report { reply } => {
+                // The asker may be gone or its channel full: an answer nobody takes is dropped.
+                let _ = reply.try_send(WorkerReport {
+                    index: view.index,
+                    pool_available: view.pool.available(),
+                    pool_capacity: view.pool.capacity(),
+                    handed_off: view.counters.handed_off(),
+                    handed_in: view.counters.handed_in(),
+                });
+            }
+        }
+    }
+    served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_served_a_few_per_tick_and_answered() {
+        let (tx, rx) = queue();
+        let (reply, answers) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        for _ in 0..QUEUE_CAPACITY {
+            assert!(tx
+                .send(WorkerCommand::Report {
+                    reply: reply.clone()
+                })
+                .is_ok());
+        }
+        assert!(
+            tx.send(WorkerCommand::Report {
+                reply: reply.clone()
+            })
+            .is_err(),
+            "bounded"
+        );
+        let pool = BufferPool::new(8, 256);
+        let counters = GraphCounters::default();
+        counters
+            .handed_in
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        let view = WorkerView {
+            index: 1,
+            pool: &pool,
+            counters: &counters,
+        };
+        assert_eq!(serve(&rx, &view), COMMANDS_PER_TICK);
+        let report = answers.try_recv().unwrap();
+        assert_eq!(
+            report,
+            WorkerReport {
+                index: 1,
+                pool_available: 8,
+                pool_capacity: 8,
+                handed_off: 0,
+                handed_in: 3
+            }
+        );
+        let mut total = COMMANDS_PER_TICK;
+        loop {
+            let n = serve(&rx, &view);
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        assert_eq!(total, QUEUE_CAPACITY);
+        assert_eq!(answers.try_iter().count(), QUEUE_CAPACITY - 1);
+    }
+}
