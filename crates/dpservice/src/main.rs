@@ -69,6 +69,12 @@ fn run(opts: Options) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the gRPC runtime: {e}"))?;
+    // Watch the signals before anything else: a SIGINT or SIGTERM that arrives while the ports
+    // and workers start is then a clean shutdown once the server runs, not the default action
+    // (the process killed with its TAPs half set up).
+    let signals = runtime
+        .block_on(async { ShutdownSignals::watch() })
+        .map_err(|e| format!("cannot watch SIGINT/SIGTERM: {e}"))?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind((
             std::net::Ipv6Addr::UNSPECIFIED,
@@ -205,7 +211,7 @@ fn run(opts: Options) -> Result<(), String> {
                 }
             });
         }
-        control.serve(listener, shutdown_signal()).await
+        control.serve(listener, signals.recv()).await
     });
 
     for report in reports(&command_senders) {
@@ -255,19 +261,28 @@ fn reports(workers: &[CommandSender]) -> Vec<WorkerReport> {
     out
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot watch SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM, watched from start-up on (a signal that came before the first wait is
+/// kept and ends that wait at once).
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers (inside the runtime).
+    fn watch() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Completes on SIGINT or SIGTERM.
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
     }
 }
