@@ -195,12 +195,12 @@ macro_rules! node_ids {
 node_ids! {
     Classify => classify: Classify,
     Arp => arp: Arp,
-    Dhcp => dhcp: Dhcp,
     Dhcpv6 => dhcpv6: Dhcpv6,
     Ipv6Nd => ipv6_nd: Ipv6Nd,
     UnderlayNd => underlay_nd: UnderlayNd,
     IpipDecap => ipip_decap: IpipDecap,
     Ipv4Lookup => ipv4_lookup: Ipv4Lookup,
+    Dhcp => dhcp: Dhcp,
     Ipv6Lookup => ipv6_lookup: Ipv6Lookup,
     Handoff => handoff: Handoff,
     GatewayIcmp => gateway_icmp: GatewayIcmp,

@@ -1,6 +1,8 @@
 //! First node: checks the Ethernet header, learns the VM's MAC, and sorts packets by what must
-//! handle them (local responders, the IPv4 or IPv6 path). It peeks at just enough of the L3/L4
-//! headers to choose; the next node validates its own headers fully.
+//! handle them: ARP to its responder, a VM's IPv4 to [`Ipv4Lookup`](super::Ipv4Lookup) (which
+//! validates it once and hands DHCP requests to [`Dhcp`](super::Dhcp)), IPv6 to neighbor
+//! discovery, DHCPv6 or [`Ipv6Lookup`](super::Ipv6Lookup) by a peek at its next header and
+//! ports; the next node validates the headers.
 //!
 //! From an uplink only IPv6 is taken (as dpservice's `cls_node`): IPv4-in-IPv6 and IPv6-in-IPv6
 //! (next header 4 and 41) go to [`IpipDecap`](super::IpipDecap), ICMPv6 (neighbor discovery, echo)
@@ -20,7 +22,6 @@ use crate::worker_ctx::WorkerCtx;
 
 use super::common::{ETH_HEADER_LEN, IPV6_HEADER_LEN};
 
-const DHCP_SERVER_PORT: u16 = dp_packet::dhcpv4::SERVER_PORT;
 const DHCPV6_SERVER_PORT: u16 = dp_packet::dhcpv6::SERVER_PORT;
 
 #[derive(Debug, Default)]
@@ -30,7 +31,6 @@ impl Node for Classify {
     const NAME: &'static str = "classify";
     const NEXT: &'static [NodeId] = &[
         NodeId::Arp,
-        NodeId::Dhcp,
         NodeId::Dhcpv6,
         NodeId::Ipv6Nd,
         NodeId::UnderlayNd,
@@ -121,7 +121,7 @@ fn classify(frame: &[u8], port: &Receiver<'_>) -> Verdict {
 
     match ethertype {
         EtherType::ARP => Verdict::Next(NodeId::Arp),
-        EtherType::IPV4 => Verdict::Next(classify_ipv4(l3)),
+        EtherType::IPV4 => Verdict::Next(NodeId::Ipv4Lookup),
         EtherType::IPV6 => Verdict::Next(classify_ipv6(l3)),
         _ => Verdict::Drop(DropReason::UnknownEthertype),
     }
@@ -139,25 +139,6 @@ fn classify_uplink(ethertype: EtherType, l3: &[u8]) -> Verdict {
         Some(IpProtocol::IPV4_IN_IP | IpProtocol::IPV6_IN_IP) => Verdict::Next(NodeId::IpipDecap),
         Some(IpProtocol::ICMPV6) => Verdict::Next(NodeId::UnderlayNd),
         _ => Verdict::Drop(DropReason::UnderlayUnhandled),
-    }
-}
-
-#[inline(always)]
-fn classify_ipv4(l3: &[u8]) -> NodeId {
-    let Some(h) = l3.first_chunk::<20>() else {
-        return NodeId::Ipv4Lookup; // too short: the lookup node validates and drops it
-    };
-    let (ver_ihl, proto) = (h[0], h[9]);
-    if IpProtocol(proto) != IpProtocol::UDP {
-        return NodeId::Ipv4Lookup;
-    }
-    let ihl = usize::from(ver_ihl & 0x0f) * 4;
-    // Only a first fragment (or a whole datagram) has a UDP header to look at.
-    let first_fragment = u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0;
-    if first_fragment && read_u16_be(l3, ihl + 2) == Some(DHCP_SERVER_PORT) {
-        NodeId::Dhcp
-    } else {
-        NodeId::Ipv4Lookup
     }
 }
 
