@@ -12,6 +12,7 @@
 #                                     runs `cargo build --release`)
 #   SKIP_BUILD=1  use the existing target/release binaries
 #   KEEP=1        leave everything running until Enter is pressed (then clean up)
+#   WORKERS=N     run the daemon with --workers N (flow affinity hands flows between them)
 #
 # Every wait is bounded; everything the demo creates has a name unique to this run and is
 # removed on exit, however the script ends.
@@ -133,7 +134,7 @@ while port_in_use "$PORT"; do PORT=$((20000 + RANDOM % 40000)); done
 
 DAEMON_ARGS=(--nic-type tap --pf0 "${TAG}p0" --pf1 "${TAG}p1" --vf-pattern "${TAG}v" --vf-count 3
     --ipv6 fc00:1::1 --grpc-port "$PORT" --dhcp-mtu 1400 --dhcp-dns 10.0.0.53
-    --dhcpv6-dns 2001:db8::53 --enable-ipv6-overlay --no-stats)
+    --dhcpv6-dns 2001:db8::53 --enable-ipv6-overlay --no-stats --workers "${WORKERS:-1}")
 say "starting: dpservice ${DAEMON_ARGS[*]}"
 "$DPSERVICE" "${DAEMON_ARGS[@]}" >"$TMP/dpservice.log" 2>&1 &
 DAEMON_PID=$!
