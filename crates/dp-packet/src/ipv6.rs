@@ -44,6 +44,50 @@ pub fn multicast_mac(group: &Ipv6Addr) -> MacAddr {
     MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
 }
 
+/// The fields of a fixed IPv6 header the forwarding paths need, read once by [`parse_fixed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Fields {
+    /// Traffic class (DSCP and ECN).
+    pub traffic_class: u8,
+    /// Payload length: what follows the fixed header, within the buffer.
+    pub payload_len: usize,
+    /// Next header.
+    pub next_header: IpProtocol,
+    /// Hop limit.
+    pub hop_limit: u8,
+    /// Source address.
+    pub src: u128,
+    /// Destination address.
+    pub dst: u128,
+}
+
+/// Checks the fixed IPv6 header at the start of `l3` as [`Ipv6Packet::check_len`] does
+/// (40 bytes, version 6, payload length within the buffer) and returns its fields: one pass over
+/// a fixed 40-byte array instead of a bounds-checked accessor per field (the decapsulation's
+/// hot path). `None` for what `check_len` refuses.
+#[inline(always)]
+pub fn parse_fixed(l3: &[u8]) -> Option<Ipv6Fields> {
+    let h = l3.first_chunk::<HEADER_LEN>()?;
+    let addr = |at: usize| {
+        h.get(at..at + 16)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map_or(0, u128::from_be_bytes)
+    };
+    let first = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    let payload_len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    if first >> 28 != 6 || payload_len > l3.len() - HEADER_LEN {
+        return None;
+    }
+    Some(Ipv6Fields {
+        traffic_class: (first >> 20) as u8,
+        payload_len,
+        next_header: IpProtocol(h[6]),
+        hop_limit: h[7],
+        src: addr(8),
+        dst: addr(24),
+    })
+}
+
 /// fe80::/10 (`Ipv6Addr::is_unicast_link_local` needs a newer Rust than the workspace minimum).
 pub fn is_link_local(addr: &Ipv6Addr) -> bool {
     addr.segments()[0] & 0xffc0 == 0xfe80
@@ -302,6 +346,47 @@ impl Ipv6Repr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `parse_fixed` refuses what the view refuses and reads the same fields.
+    #[test]
+    fn parse_fixed_matches_the_view() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..20_000usize {
+            let mut buf = vec![0u8; i % 90];
+            for b in buf.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            if i % 3 != 0 && buf.len() >= 6 {
+                buf[0] = 0x60 | (buf[0] & 0x0f);
+                let room = (buf.len().saturating_sub(40) + 3) as u16;
+                let payload = u16::from_be_bytes([buf[4], buf[5]]) % room.max(1);
+                buf[4..6].copy_from_slice(&payload.to_be_bytes());
+            }
+            let view = Ipv6Packet::new_checked(&buf[..]);
+            match parse_fixed(&buf) {
+                None => assert!(view.is_err(), "{buf:02x?}"),
+                Some(f) => {
+                    let v = view.unwrap();
+                    assert_eq!(
+                        (f.traffic_class, f.payload_len, f.next_header, f.hop_limit),
+                        (
+                            v.traffic_class(),
+                            usize::from(v.payload_len()),
+                            v.next_header(),
+                            v.hop_limit()
+                        )
+                    );
+                    assert_eq!(
+                        (f.src, f.dst),
+                        (u128::from(v.src_addr()), u128::from(v.dst_addr()))
+                    );
+                }
+            }
+        }
+    }
 
     // scapy: IPv6(src='fc00:1::1', dst='fc00:2::5', tc=0xb8, fl=0x12345, hlim=63, nh=4)/b'\xaa\xbb\xcc\xdd'
     const PACKET: [u8; 44] = [

@@ -23,6 +23,7 @@
 
 use dp_packet::checksum;
 use dp_packet::ipv4::{self, Ipv4Refusal};
+use dp_packet::ipv6;
 use dp_packet::{EtherType, Ipv4Packet, Ipv6Addr, Ipv6Packet};
 use dp_tables::{Iface, PortId, UnderlayTarget};
 
@@ -103,21 +104,22 @@ fn decap<'a>(
     last: &mut Option<(u128, Target<'a>)>,
 ) -> Result<Verdict, DropReason> {
     let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
-    let outer = Ipv6Packet::new_checked(l3).map_err(|_| DropReason::UnderlayMalformed)?;
-    let dst = outer.dst_addr();
-    let key = u128::from(dst);
+    let outer = ipv6::parse_fixed(l3).ok_or(DropReason::UnderlayMalformed)?;
+    let key = outer.dst;
     let (port, target) = match *last {
         Some((k, cached)) if k == key => cached,
         _ => {
-            let found = target(ctx, dst);
+            let found = target(ctx, Ipv6Addr::from(key));
             *last = Some((key, found));
             found
         }
     }?;
-    let outer_ecn = outer.traffic_class() & ECN_MASK;
-    let inner = outer.payload();
+    let outer_ecn = outer.traffic_class & ECN_MASK;
+    let inner = l3
+        .get(IPV6_HEADER_LEN..IPV6_HEADER_LEN + outer.payload_len)
+        .unwrap_or_default();
 
-    let (ethertype, inner_len, inner_ecn, inner_header_len) = match outer.next_header().0 {
+    let (ethertype, inner_len, inner_ecn, inner_header_len) = match outer.next_header.0 {
         NEXT_HEADER_IPV4 => {
             let ip = ipv4::parse_fields(inner).map_err(|refusal| match refusal {
                 Ipv4Refusal::Malformed => DropReason::DecapInnerMalformed,
@@ -137,14 +139,14 @@ fn decap<'a>(
             if !ctx.config.ipv6_overlay {
                 return Err(DropReason::Ipv6OverlayDisabled);
             }
-            let ip = Ipv6Packet::new_checked(inner).map_err(|_| DropReason::DecapInnerMalformed)?;
-            if !target.owns_source_v6(ip.dst_addr()) {
+            let ip = ipv6::parse_fixed(inner).ok_or(DropReason::DecapInnerMalformed)?;
+            if !target.owns_source_v6(Ipv6Addr::from(ip.dst)) {
                 return Err(DropReason::DecapInnerNotForTarget);
             }
             (
                 EtherType::IPV6,
-                IPV6_HEADER_LEN + usize::from(ip.payload_len()),
-                ip.traffic_class() & ECN_MASK,
+                IPV6_HEADER_LEN + ip.payload_len,
+                ip.traffic_class & ECN_MASK,
                 IPV6_HEADER_LEN,
             )
         }
