@@ -10,8 +10,8 @@ use dp_packet::checksum;
 use dp_packet::icmpv4::Icmpv4Type;
 use dp_packet::icmpv6::Icmpv6Type;
 use dp_packet::{
-    EtherType, EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv6Packet, IpProtocol, Ipv4Packet,
-    Ipv4Repr, Ipv6Packet, Ipv6Repr,
+    Error, EtherType, EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet,
+    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
 };
 
 use crate::buffer::PacketBuf;
@@ -59,11 +59,11 @@ fn echo_v4(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
     let src = ip.src_addr();
     let header_len = ip.header_len();
     let icmp = Icmpv4Packet::new_checked(ip.payload()).map_err(|_| DropReason::L4Malformed)?;
-    if !icmp.verify_checksum() {
-        return Err(DropReason::L4BadChecksum);
-    }
-    if icmp.msg_type() != Icmpv4Type::ECHO_REQUEST || icmp.msg_code() != 0 {
-        return Err(DropReason::IcmpUnhandled);
+    // Checksum, then the message (dp-packet's one ICMP parser): only an echo request is answered.
+    match Icmpv4Repr::parse(&icmp) {
+        Ok(Icmpv4Repr::EchoRequest { .. }) => {}
+        Err(Error::Checksum) => return Err(DropReason::L4BadChecksum),
+        Ok(_) | Err(_) => return Err(DropReason::IcmpUnhandled),
     }
     let icmp_len = ip.payload().len();
     let old_check = icmp.checksum();

@@ -22,8 +22,8 @@
 
 use dp_packet::ipv6::{is_solicited_node, multicast_mac, ALL_NODES};
 use dp_packet::{
-    Error, EtherType, EthernetFrame, EthernetRepr, Icmpv6Packet, IpProtocol, Ipv6Packet, Ipv6Repr,
-    MacAddr, NdiscRepr,
+    Error, EtherType, EthernetFrame, EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpProtocol,
+    Ipv6Packet, Ipv6Repr, MacAddr, NdiscRepr,
 };
 
 use crate::buffer::PacketBuf;
@@ -75,13 +75,13 @@ fn answer(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
     if ip.hop_limit() != ND_HOP_LIMIT {
         return Err(DropReason::NdMalformed);
     }
-    if !icmp.verify_checksum(&src, &dst) {
-        return Err(DropReason::L4BadChecksum);
-    }
-    let request = NdiscRepr::parse(&icmp).map_err(|e| match e {
-        Error::Unsupported => DropReason::NdUnhandled,
-        _ => DropReason::NdMalformed,
-    })?;
+    // Checksum, then the message (dp-packet's one ICMPv6 parser).
+    let request = match Icmpv6Repr::parse(&src, &dst, &icmp) {
+        Ok(Icmpv6Repr::Ndisc(msg)) => msg,
+        Ok(_) | Err(Error::Unsupported) => return Err(DropReason::NdUnhandled),
+        Err(Error::Checksum) => return Err(DropReason::L4BadChecksum),
+        Err(_) => return Err(DropReason::NdMalformed),
+    };
 
     let unspecified_src = src.is_unspecified();
     let reply = match request {
