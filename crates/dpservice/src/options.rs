@@ -17,8 +17,13 @@
 //!
 //! # DPDK EAL arguments
 //! dpservice is started as `dpservice-bin EAL-ARGS -- OPTIONS`. Everything before the first `--`
-//! is taken as EAL arguments and ignored (listed in [`Options::warnings`]); without a `--`,
-//! every argument is ours. The config-file keys `a-pf0`/`a-pf1` (EAL `-a` device arguments for
+//! is taken as EAL arguments and ignored (listed in [`Options::warnings`]), except the TAPs they
+//! ask for: `--vdev=net_tapN,iface=NAME,mac=MAC` gives the port on `NAME` the MAC `MAC` (the one
+//! the dataplane answers ARP/ND with and sends from, as DPDK's TAP driver takes it for its own
+//! side), and unless `--vf-count` is given the VF count is the number of such TAPs whose name
+//! starts with the VF pattern — so ironcore's `test/local` command line works unchanged. Other
+//! `--vdev`s are ignored with a warning; a `net_tap` without `iface=` or with a bad MAC is refused.
+//! Without a `--`, every argument is ours. The config-file keys `a-pf0`/`a-pf1` (EAL `-a` device arguments for
 //! Mellanox NICs) are accepted and ignored the same way.
 //!
 //! # Where we differ from dpservice, on purpose
@@ -62,6 +67,7 @@ use std::str::FromStr;
 
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use dp_packet::MacAddr;
 
 /// The config file read when `DP_CONF` is not set.
 pub const DEFAULT_CONF_FILE: &str = "/run/dpservice/dpservice.conf";
@@ -228,6 +234,71 @@ pub struct Options {
     /// Things worth logging once logging is up (ignored EAL arguments, unimplemented options).
     #[arg(skip)]
     pub warnings: Vec<String>,
+
+    /// The TAP devices the EAL arguments ask for (`--vdev=net_tapN,iface=NAME,mac=MAC`): their
+    /// MAC is the dataplane's on that port (see "DPDK EAL arguments").
+    #[arg(skip)]
+    pub vdevs: Vec<Vdev>,
+}
+
+/// The VF interface name pattern when `--vf-pattern` is not given.
+pub const DEFAULT_VF_PATTERN: &str = "dtapvf_";
+
+/// One `--vdev=net_tapN,iface=NAME[,mac=MAC][,...]` EAL argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vdev {
+    /// The TAP's interface name.
+    pub iface: String,
+    /// The MAC DPDK's TAP driver gives its own side: the MAC the dataplane answers ARP/ND with
+    /// and sends from on that port (`None`: ours, derived from the underlay address).
+    pub mac: Option<MacAddr>,
+}
+
+impl Vdev {
+    /// Parses a `--vdev` value; `Ok(None)` for a device that is not a TAP (ignored).
+    fn parse(spec: &str) -> Result<Option<Vdev>, String> {
+        let mut parts = spec.split(',');
+        let driver = parts.next().unwrap_or_default();
+        if !driver.starts_with("net_tap") {
+            return Ok(None);
+        }
+        let (mut iface, mut mac) = (None, None);
+        for part in parts {
+            match part.split_once('=') {
+                Some(("iface", name)) => iface = Some(name.trim_matches('"').to_string()),
+                Some(("mac", value)) => {
+                    let value = value.trim_matches('"');
+                    mac = Some(value.parse::<MacAddr>().map_err(|_| {
+                        format!("--vdev={spec}: mac '{value}' is not a MAC address")
+                    })?);
+                }
+                _ => {} // persist, remote=, … : nothing for us
+            }
+        }
+        let iface = iface.ok_or_else(|| format!("--vdev={spec}: no iface="))?;
+        Ok(Some(Vdev { iface, mac }))
+    }
+}
+
+/// The `--vdev` values among the EAL arguments (`--vdev=SPEC` or `--vdev SPEC`).
+fn vdevs_of(eal: &[OsString], warnings: &mut Vec<String>) -> Result<Vec<Vdev>, String> {
+    let mut out = Vec::new();
+    let mut args = eal.iter().map(|a| a.to_string_lossy());
+    while let Some(arg) = args.next() {
+        let spec = match arg.strip_prefix("--vdev=") {
+            Some(spec) => spec.to_string(),
+            None if arg == "--vdev" => match args.next() {
+                Some(spec) => spec.to_string(),
+                None => break,
+            },
+            None => continue,
+        };
+        match Vdev::parse(&spec)? {
+            Some(vdev) => out.push(vdev),
+            None => warnings.push(format!("ignoring --vdev={spec}: not a TAP device")),
+        }
+    }
+    Ok(out)
 }
 
 impl Default for Options {
@@ -428,11 +499,17 @@ impl Options {
         }
 
         let rest: Vec<OsString> = args.collect();
+        let mut vdevs = Vec::new();
         match rest.iter().position(|a| a == "--") {
             Some(sep) => {
                 if sep > 0 {
-                    let eal: Vec<_> = rest[..sep].iter().map(|a| a.to_string_lossy()).collect();
-                    warnings.push(format!("ignoring DPDK EAL arguments: {}", eal.join(" ")));
+                    let eal_args = rest.get(..sep).unwrap_or_default();
+                    vdevs = vdevs_of(eal_args, &mut warnings).map_err(LoadError::Invalid)?;
+                    let eal: Vec<_> = eal_args.iter().map(|a| a.to_string_lossy()).collect();
+                    warnings.push(format!(
+                        "ignoring DPDK EAL arguments (but the TAPs of --vdev): {}",
+                        eal.join(" ")
+                    ));
                 }
                 argv.extend(rest.into_iter().skip(sep + 1));
             }
@@ -453,6 +530,18 @@ impl Options {
             Options::from_arg_matches(&matches).map_err(|e| LoadError::Invalid(one_line(&e)))?;
         opts.help = None;
         opts.version = None;
+        // As DPDK's TAP driver: the VF count follows the TAPs the EAL arguments create, unless
+        // --vf-count says otherwise.
+        if !vdevs.is_empty() && matches.value_source("vf_count") == Some(ValueSource::DefaultValue)
+        {
+            let pattern = opts.vf_pattern.as_deref().unwrap_or(DEFAULT_VF_PATTERN);
+            let vfs = vdevs
+                .iter()
+                .filter(|v| v.iface.starts_with(pattern))
+                .count();
+            opts.vf_count = u16::try_from(vfs).unwrap_or(u16::MAX).min(256);
+        }
+        opts.vdevs = vdevs;
         opts.validate(&mut warnings).map_err(LoadError::Invalid)?;
         warnings.extend(ignored_options(&matches));
         opts.warnings = warnings;
@@ -822,8 +911,52 @@ mod tests {
             .warnings
             .iter()
             .any(|w| w.contains("EAL") && w.contains("-l 0,1")));
+        // The one TAP of the EAL arguments, with its MAC; no VF among them.
+        assert_eq!(
+            o.vdevs,
+            vec![Vdev {
+                iface: "dtap0".into(),
+                mac: Some(MacAddr([0x22, 0x22, 0x22, 0x22, 0x22, 0x00])),
+            }]
+        );
+        assert_eq!(o.vf_count, 0);
         assert!(o.warnings.iter().any(|w| w.contains("--udp-virtsvc")));
         assert!(o.warnings.iter().any(|w| w.contains("--tcp-virtsvc")));
+    }
+
+    /// The suite's six TAPs: two uplinks and four VFs by the pattern, MACs as given (quoted or
+    /// not), a non-TAP device ignored, a bad MAC refused; an explicit --vf-count wins.
+    #[test]
+    fn vdevs_make_the_taps_and_count_the_vfs() {
+        let mut args = vec!["-l", "0,1", "--no-pci"];
+        let specs = [
+            "--vdev=net_tap0,iface=dtap0,mac=\"22:22:22:22:22:00\"",
+            "--vdev=net_tap1,iface=dtap1,mac=22:22:22:22:22:01",
+            "--vdev=net_tap2,iface=dtapvf_0,mac=\"66:66:66:66:66:00\"",
+            "--vdev=net_tap3,iface=dtapvf_1,mac=\"66:66:66:66:66:01\"",
+            "--vdev=net_tap4,iface=dtapvf_2,mac=\"66:66:66:66:66:02\"",
+            "--vdev",
+            "net_tap5,iface=dtapvf_3,mac=\"66:66:66:66:66:03\"",
+            "--vdev=net_ring0",
+        ];
+        args.extend(specs);
+        args.extend(["--", "--pf0=dtap0", "--pf1=dtap1", "--vf-pattern=dtapvf_"]);
+        let o = cli(&args).unwrap();
+        assert_eq!(o.vf_count, 4);
+        assert_eq!(o.vdevs.len(), 6);
+        assert_eq!(o.vdevs[5].iface, "dtapvf_3");
+        assert_eq!(
+            o.vdevs[5].mac,
+            Some(MacAddr([0x66, 0x66, 0x66, 0x66, 0x66, 0x03]))
+        );
+        assert!(o.warnings.iter().any(|w| w.contains("net_ring0")));
+        let mut explicit = args.clone();
+        explicit.push("--vf-count=2");
+        assert_eq!(cli(&explicit).unwrap().vf_count, 2);
+        let bad = ["--vdev=net_tap0,iface=x,mac=nope", "--", "--pf0=x"];
+        assert!(cli(&bad).is_err());
+        let no_iface = ["--vdev=net_tap0,mac=22:22:22:22:22:00", "--", "--pf0=x"];
+        assert!(cli(&no_iface).is_err());
     }
 
     #[test]

@@ -64,6 +64,16 @@ struct OpenSpec {
 }
 
 /// Our MAC on a port: locally administered, unique per host (from the underlay address) and port.
+/// The dataplane's MAC on a port: the one a `--vdev` EAL argument gives its TAP (as DPDK's TAP
+/// driver takes it for its own side), else ours from the underlay address.
+fn port_mac(opts: &Options, name: &str, underlay: Ipv6Addr, port: PortId) -> MacAddr {
+    opts.vdevs
+        .iter()
+        .find(|v| v.iface == name)
+        .and_then(|v| v.mac)
+        .unwrap_or_else(|| own_mac(underlay, port))
+}
+
 fn own_mac(underlay: Ipv6Addr, port: PortId) -> MacAddr {
     // FNV-1a over the address: two hosts on one link get different MACs.
     let hash = underlay.octets().iter().fold(0x811c_9dc5_u32, |h, &b| {
@@ -129,7 +139,10 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
     if let Some(pf1) = &opts.pf1 {
         wanted.push((pf1.clone(), PortKind::Uplink));
     }
-    let pattern = opts.vf_pattern.as_deref().unwrap_or("dtapvf_");
+    let pattern = opts
+        .vf_pattern
+        .as_deref()
+        .unwrap_or(crate::options::DEFAULT_VF_PATTERN);
     for i in 0..opts.vf_count {
         wanted.push((format!("{pattern}{i}"), PortKind::Vf));
     }
@@ -161,7 +174,7 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
         let Some(port) = queues.first() else {
             return Err(format!("'{name}': no port opened"));
         };
-        let entry = PortEntry::new(kind, name.clone(), own_mac(underlay, id));
+        let entry = PortEntry::new(kind, name.clone(), port_mac(opts, &name, underlay, id));
         // A TAP's kernel side is the VM's NIC: its MAC is the VM's until the VM's own frames say
         // otherwise. An existing interface's MAC (a veth's host end) is *ours*, not the VM's: the
         // VM's MAC stays unknown — traffic to it is dropped as `no_peer_mac` — until the VM sends
@@ -193,6 +206,21 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vdev_mac_is_the_ports_mac() {
+        let ul: Ipv6Addr = "fc00:1::1".parse().unwrap();
+        let mut opts = Options::default();
+        opts.vdevs = vec![crate::options::Vdev {
+            iface: "vm0".into(),
+            mac: Some(MacAddr([0x66, 0x66, 0x66, 0x66, 0x66, 0])),
+        }];
+        assert_eq!(
+            port_mac(&opts, "vm0", ul, 2),
+            MacAddr([0x66, 0x66, 0x66, 0x66, 0x66, 0])
+        );
+        assert_eq!(port_mac(&opts, "p0", ul, 0), own_mac(ul, 0));
+    }
 
     #[test]
     fn own_macs_are_local_unicast_and_distinct() {
