@@ -34,6 +34,13 @@ pub fn read_u32_be(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(<[u8; 4]>::try_from(b).ok()?))
 }
 
+/// The big-endian u64 at `at`, or `None` if the buffer ends before `at + 8`.
+#[inline]
+pub fn read_u64_be(buf: &[u8], at: usize) -> Option<u64> {
+    let b = buf.get(at..at + 8)?;
+    Some(u64::from_be_bytes(<[u8; 8]>::try_from(b).ok()?))
+}
+
 /// Stores `value` big-endian at `at`; does nothing if the buffer ends before `at + 2`.
 #[inline]
 pub fn write_u16_be(buf: &mut [u8], at: usize, value: u16) {
@@ -146,6 +153,9 @@ mod tests {
         assert_eq!(read_u16_be(&buf, 6), None);
         assert_eq!(read_u16_be(&buf, 100), None);
         assert_eq!(read_u32_be(&buf, 3), None);
+        let long = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        assert_eq!(read_u64_be(&long, 1), Some(0x0203_0405_0607_0809));
+        assert_eq!(read_u64_be(&long, 2), None);
         write_u16_be(&mut buf, 5, 0xffff);
         write_u32_be(&mut buf, 3, 0xffff_ffff);
         write_u16_be(&mut buf, 100, 0xffff);

@@ -77,17 +77,13 @@ fn finish(addrs: u64, proto_ports: u64) -> u64 {
 /// The big-endian u32 at `at` as a u64, or 0 past the end.
 #[inline(always)]
 fn word32(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 4)
-        .and_then(|s| <[u8; 4]>::try_from(s).ok())
-        .map_or(0, |a| u64::from(u32::from_be_bytes(a)))
+    crate::bytes::read_u32_be(b, at).map_or(0, u64::from)
 }
 
 /// The big-endian u64 at `at`, or 0 past the end.
 #[inline(always)]
 fn word64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-        .map_or(0, u64::from_be_bytes)
+    crate::bytes::read_u64_be(b, at).unwrap_or(0)
 }
 
 /// The first L4 word (two big-endian u16s), or 0 when the payload is shorter.

@@ -142,16 +142,16 @@ impl Rings {
     /// worker, and notes the buffers owed for them. Returns how many came.
     pub fn receive(&mut self, into: &mut Vec<PacketBuf>, room: usize, pool: &BufferPool) -> usize {
         let mut taken = 0;
-        for (j, ring) in self.from.iter_mut().enumerate() {
+        // Owed in kind: a large buffer for a large one, when the pool has large ones.
+        let large_above = (pool.large_room() > pool.data_room()).then_some(pool.data_room());
+        for (ring, owed) in self.from.iter_mut().zip(self.owed.iter_mut()) {
             let Some(ring) = ring else { continue };
             while taken < room {
                 let Ok(pkt) = ring.pop() else { break };
-                if let Some(owed) = self.owed.get_mut(j) {
-                    if pool.large_room() > pool.data_room() && pkt.capacity() > pool.data_room() {
-                        owed.1 += 1;
-                    } else {
-                        owed.0 += 1;
-                    }
+                if large_above.is_some_and(|room| pkt.capacity() > room) {
+                    owed.1 += 1;
+                } else {
+                    owed.0 += 1;
                 }
                 into.push(pkt);
                 taken += 1;
