@@ -85,6 +85,8 @@ pub(crate) struct IfaceEntry {
     pub(crate) info: InterfaceInfo,
     /// Alias prefixes, in creation order.
     pub(crate) prefixes: Vec<PrefixInfo>,
+    /// VIP, NAT and firewall rules, as the packet path reads them.
+    pub(crate) services: dp_tables::IfaceServices,
 }
 
 impl IfaceEntry {
@@ -120,6 +122,7 @@ impl IfaceEntry {
             }),
             prefixes_v4,
             prefixes_v6,
+            services: self.services.clone(),
         }
     }
 
@@ -286,6 +289,7 @@ impl State {
                 pxe: spec.pxe,
             },
             prefixes: Vec::new(),
+            services: Default::default(),
         };
         if let Some(t) = self.vnis.table(spec.vni) {
             if entry

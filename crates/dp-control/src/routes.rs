@@ -144,6 +144,8 @@ impl State {
         let target = RouteTarget::Remote {
             vni: nexthop_vni,
             underlay,
+            // dpservice translates (VIP, NAT) what takes the default route.
+            public: len == 0,
         };
         routes.commit(&[RouteOp::insert(addr, len, target)]);
         self.changed();
@@ -187,7 +189,7 @@ fn external_routes_v4(vni: Vni, t: &VniTable, out: &mut Vec<RouteInfo>) {
     let mut routes: Vec<(u32, u8, Vni, Ipv6Addr)> =
         t.v4.iter()
             .filter_map(|(addr, len, target)| match *target {
-                RouteTarget::Remote { vni, underlay } => Some((addr, len, vni, underlay)),
+                RouteTarget::Remote { vni, underlay, .. } => Some((addr, len, vni, underlay)),
                 RouteTarget::Local { .. } => None,
             })
             .collect();

@@ -172,6 +172,8 @@ impl State {
             ifaces_by_port: self.interfaces.published(),
             vnis: self.vnis.published(),
             underlay: self.underlays.published(),
+            public: Default::default(),
+            neighbor_nats: Default::default(),
             generation: 0,
         };
         self.publisher.publish(snapshot);

@@ -521,14 +521,16 @@ fn routes_are_stored_as_remote_targets() {
         t.lookup_v4("10.100.2.9".parse().unwrap()),
         Some(&RouteTarget::Remote {
             vni: VNI,
-            underlay: nh
+            underlay: nh,
+            public: false
         })
     );
     assert_eq!(
         t.lookup_v6(v6("2000:100:2::7")),
         Some(&RouteTarget::Remote {
             vni: 7,
-            underlay: nh
+            underlay: nh,
+            public: false
         })
     );
     // The VM /32 still wins over a covering route.

@@ -206,6 +206,7 @@ fn remote(n: u8) -> RouteTarget {
     RouteTarget::Remote {
         vni: 1,
         underlay: Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, u16::from(n)),
+        public: false,
     }
 }
 

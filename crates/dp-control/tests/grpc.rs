@@ -529,7 +529,8 @@ async fn routes_and_vnis() {
             .lookup_v4("1.2.3.200".parse().unwrap()),
         Some(&RouteTarget::Remote {
             vni: 100,
-            underlay: nh.parse().unwrap()
+            underlay: nh.parse().unwrap(),
+            public: false
         })
     );
 

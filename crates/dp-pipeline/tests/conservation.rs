@@ -162,8 +162,8 @@ proptest! {
         if router_known {
             h.learn_router(PF0, ROUTER_MAC0);
         }
-        h.add_route_v4(100, std::net::Ipv4Addr::new(10, 100, 2, 0), 24, dp_tables::RouteTarget::Remote { vni: 100, underlay: remote_underlay() });
-        h.add_route_v6(100, "2000:100:2::".parse().unwrap(), 64, dp_tables::RouteTarget::Remote { vni: 100, underlay: remote_underlay() });
+        h.add_route_v4(100, std::net::Ipv4Addr::new(10, 100, 2, 0), 24, dp_tables::RouteTarget::Remote { vni: 100, underlay: remote_underlay(), public: false });
+        h.add_route_v6(100, "2000:100:2::".parse().unwrap(), 64, dp_tables::RouteTarget::Remote { vni: 100, underlay: remote_underlay(), public: false });
         let mut out = h.run(&batch);
         for _ in 0..ticks {
             out.extend(h.tick_after_ms(700));

@@ -417,6 +417,7 @@ fn two_hypervisors_round_trip() {
         RouteTarget::Remote {
             vni: 100,
             underlay: b_ul,
+            public: false,
         },
     );
     a.add_route_v6(
@@ -426,6 +427,7 @@ fn two_hypervisors_round_trip() {
         RouteTarget::Remote {
             vni: 100,
             underlay: b_ul,
+            public: false,
         },
     );
     let mut b = Harness::with(|ifaces, c| {

@@ -13,6 +13,7 @@ fn remote(vni: u32) -> RouteTarget {
     RouteTarget::Remote {
         vni,
         underlay: remote_underlay(),
+        public: false,
     }
 }
 

@@ -13,6 +13,7 @@ fn remote() -> RouteTarget {
     RouteTarget::Remote {
         vni: 100,
         underlay: remote_underlay(),
+        public: false,
     }
 }
 

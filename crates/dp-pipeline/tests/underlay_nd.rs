@@ -432,6 +432,7 @@ fn a_known_router_is_revalidated_then_forgotten_when_silent() {
         RouteTarget::Remote {
             vni: 100,
             underlay: remote_underlay(),
+            public: false,
         },
     );
     let u = udp_v4(vm_ipv4(VM1), Ipv4Addr::new(10, 100, 2, 1), 1, 2, b"x");

@@ -30,6 +30,8 @@ pub struct Iface {
     /// Alias prefixes routed to this VM (CreatePrefix): also valid source addresses.
     pub prefixes_v4: Vec<(Ipv4Addr, u8)>,
     pub prefixes_v6: Vec<(Ipv6Addr, u8)>,
+    /// VIP, NAT and firewall rules.
+    pub services: crate::IfaceServices,
 }
 
 impl Iface {
@@ -70,6 +72,7 @@ mod tests {
             pxe: None,
             prefixes_v4: vec![(Ipv4Addr::new(192, 168, 7, 0), 24)],
             prefixes_v6: vec![],
+            services: Default::default(),
         }
     }
 

@@ -11,15 +11,22 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod firewall;
 mod iface;
 mod lpm;
 mod lpm4;
+mod nat;
 mod snapshot;
 mod vni;
 
+pub use firewall::{
+    FirewallAction, FirewallRule, FirewallRules, FlowMatch, IpNet, PortRange, ProtocolFilter,
+    TrafficDirection,
+};
 pub use iface::{Iface, PxeConfig};
 pub use lpm::{Lpm, LpmKey};
 pub use lpm4::Lpm4;
+pub use nat::{IfaceServices, NatRange, NeighborNat, PublicTarget};
 pub use snapshot::{Publisher, Snapshot, SnapshotReader, UnderlayTarget};
 pub use vni::{RouteTarget, VniTable};
 

@@ -7,13 +7,19 @@ use arc_swap::{ArcSwap, Guard};
 
 use rustc_hash::FxHashMap;
 
-use crate::{Iface, PortId, Vni, VniTable};
+use crate::{Iface, NeighborNat, PortId, PublicTarget, Vni, VniTable};
 
 /// What an underlay (outer IPv6 destination) address of ours delivers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnderlayTarget {
     /// A VM interface: decapsulated packets go to its port, in its VNI.
     Iface { port: PortId, vni: Vni },
+    /// An interface's VIP (CreateVip's underlay route): packets for the VIP, translated to the
+    /// interface's own address, go to its port.
+    Vip { port: PortId, vni: Vni },
+    /// An interface's NAT (CreateNat's underlay route): replies of its flows, found in the flow
+    /// table, or relayed to a neighbor NAT.
+    Nat { port: PortId, vni: Vni },
 }
 
 /// Everything the packet path reads, frozen at one instant.
@@ -30,6 +36,11 @@ pub struct Snapshot {
     /// addresses (a counter in the low bits) badly, the integer mixes well. Shared between
     /// snapshots until an underlay address changes.
     pub underlay: Arc<FxHashMap<u128, UnderlayTarget>>,
+    /// The public IPv4 addresses (VIPs and NAT addresses) of each VNI, keyed `(vni, address)`:
+    /// what traffic to them translates back to.
+    pub public: Arc<FxHashMap<(Vni, u32), PublicTarget>>,
+    /// Neighbor NAT ranges, keyed `(vni, NAT address)`, sorted by `min_port`.
+    pub neighbor_nats: Arc<FxHashMap<(Vni, u32), Vec<NeighborNat>>>,
     /// Bumped on every publish; lets workers notice a change cheaply.
     pub generation: u64,
 }
@@ -57,6 +68,27 @@ impl Snapshot {
     #[inline]
     pub fn owns_underlay(&self, addr: Ipv6Addr) -> bool {
         self.underlay.contains_key(&u128::from(addr))
+    }
+
+    /// What a public IPv4 address of a VNI translates back to, if it is one.
+    #[inline]
+    pub fn public_target(&self, vni: Vni, addr: std::net::Ipv4Addr) -> Option<PublicTarget> {
+        self.public.get(&(vni, u32::from(addr))).copied()
+    }
+
+    /// The neighbor NAT whose range holds `port` of the NAT address `addr` in `vni`.
+    #[inline]
+    pub fn neighbor_nat(
+        &self,
+        vni: Vni,
+        addr: std::net::Ipv4Addr,
+        port: u16,
+    ) -> Option<NeighborNat> {
+        self.neighbor_nats
+            .get(&(vni, u32::from(addr)))?
+            .iter()
+            .find(|n| n.min_port <= port && port < n.max_port)
+            .copied()
     }
 
     /// Registers an underlay address (copies the map if another snapshot shares it).

@@ -12,7 +12,13 @@ pub enum RouteTarget {
     /// A VM on this host, reached through its VF port.
     Local { port: PortId },
     /// Another hypervisor: encapsulate towards `underlay` and deliver into `vni` there.
-    Remote { vni: Vni, underlay: Ipv6Addr },
+    /// `public`: a default route (prefix length 0), which leaves the VNI's private space —
+    /// the traffic an interface's VIP or NAT translates (dpservice's "south-north" flows).
+    Remote {
+        vni: Vni,
+        underlay: Ipv6Addr,
+        public: bool,
+    },
 }
 
 /// The IPv4 and IPv6 routing tables of one VNI.

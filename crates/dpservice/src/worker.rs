@@ -628,6 +628,7 @@ mod tests {
             pxe: None,
             prefixes_v4: vec![],
             prefixes_v6: vec![],
+            services: Default::default(),
         };
         let mut table = VniTable::default();
         table
@@ -642,6 +643,7 @@ mod tests {
                 RouteTarget::Remote {
                     vni: 100,
                     underlay: "fc00:2::2".parse().unwrap(),
+                    public: false,
                 },
             )
             .unwrap();

@@ -242,6 +242,7 @@ fn vm_iface(id: &str, port: u16, ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> Iface {
         pxe: None,
         prefixes_v4: Vec::new(),
         prefixes_v6: Vec::new(),
+        services: Default::default(),
     }
 }
 
@@ -283,6 +284,7 @@ fn snapshot(routes: usize) -> Snapshot {
         RouteTarget::Remote {
             vni: VNI,
             underlay: REMOTE_HOST,
+            public: false,
         },
     );
     // Extra routes: /24s in 172.16.0.0/12 and beyond towards another hypervisor, plus some /20s,
@@ -296,6 +298,7 @@ fn snapshot(routes: usize) -> Snapshot {
             RouteTarget::Remote {
                 vni: VNI,
                 underlay: Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1),
+                public: false,
             },
         );
     }

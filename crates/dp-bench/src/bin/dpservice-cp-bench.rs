@@ -707,6 +707,7 @@ async fn drive(
         let want = RouteTarget::Remote {
             vni,
             underlay: nexthop,
+            public: false,
         };
         if snap.vni(vni).and_then(|t| t.lookup_v4(host)) == Some(&want) {
             lookups_ok += 1;

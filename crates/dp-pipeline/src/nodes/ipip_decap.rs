@@ -85,7 +85,9 @@ type Target<'a> = Result<(PortId, &'a Iface), DropReason>;
 
 #[inline]
 fn target<'a>(ctx: &Ctx<'a>, dst: Ipv6Addr) -> Target<'a> {
-    let UnderlayTarget::Iface { port, vni } = ctx
+    let (UnderlayTarget::Iface { port, vni }
+    | UnderlayTarget::Vip { port, vni }
+    | UnderlayTarget::Nat { port, vni }) = ctx
         .tables
         .underlay_target(dst)
         .ok_or(DropReason::DecapUnknownDst)?;

@@ -146,6 +146,7 @@ pub fn iface(p: PortId) -> Iface {
         pxe: None,
         prefixes_v4: vec![],
         prefixes_v6: vec![],
+        services: Default::default(),
     }
 }
 
