@@ -95,6 +95,8 @@ pub mod icmpv6;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
+pub mod nat;
+pub mod nat64;
 pub mod ndisc;
 pub mod tcp;
 pub mod udp;
@@ -116,6 +118,7 @@ pub use icmpv6::{Icmpv6Packet, Icmpv6Repr, Icmpv6Type};
 pub use ip::IpProtocol;
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
+pub use nat::{NatError, QuotedV4, QuotedV6};
 pub use ndisc::{
     NdiscOption, NdiscOptionType, NdiscOptions, NdiscRepr, NeighborAdvert, NeighborSolicit,
     PrefixInfo, RouterAdvert, RouterSolicit,
