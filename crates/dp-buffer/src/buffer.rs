@@ -42,6 +42,35 @@ pub struct PacketMeta {
     /// Whether another worker handed the packet to this one (flow affinity): the hand-off node
     /// lets it go on instead of handing it again, and clears the mark.
     pub handed_off: bool,
+    /// Set by the lookups: the route taken is a default route, which leaves the VNI's private
+    /// space (what an interface's VIP or NAT translates; dpservice's "south-north" flows).
+    pub route_public: bool,
+    /// Where the packet came from: a VM, or the underlay for one of our addresses (set by the
+    /// decapsulation).
+    pub origin: Origin,
+}
+
+/// Where a packet entered the dataplane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Origin {
+    /// A VM's port.
+    #[default]
+    Vm,
+    /// The underlay, for an interface's underlay address.
+    Underlay,
+    /// The underlay, for an interface's VIP.
+    UnderlayVip,
+    /// The underlay, for an interface's NAT.
+    UnderlayNat,
+}
+
+impl Origin {
+    /// Whether the packet was decapsulated.
+    #[inline]
+    pub fn is_underlay(self) -> bool {
+        self != Origin::Vm
+    }
 }
 
 /// The headers of a packet as validated once, by the pipeline's input (`classify` for a VM's
@@ -110,13 +139,34 @@ const NO_FLOW: dp_packet::FlowKey = dp_packet::FlowKey {
     dst_port: 0,
 };
 
-/// A reference to a flow-table entry (an index into the worker's table), or none.
+/// A reference to a flow-table entry (an index into the worker's table) and the direction the
+/// packet travels in, or none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowRef(pub u32);
 
 impl FlowRef {
     /// No flow entry.
     pub const NONE: FlowRef = FlowRef(u32::MAX);
+
+    /// Flow `id`, direction `dir`.
+    #[inline]
+    pub fn new(id: dp_tables::FlowId, dir: dp_tables::Direction) -> Self {
+        FlowRef((id.0 << 1) | dir as u32)
+    }
+
+    /// The flow and direction, unless none.
+    #[inline]
+    pub fn get(self) -> Option<(dp_tables::FlowId, dp_tables::Direction)> {
+        if self == FlowRef::NONE {
+            return None;
+        }
+        let dir = if self.0 & 1 == 0 {
+            dp_tables::Direction::Original
+        } else {
+            dp_tables::Direction::Reply
+        };
+        Some((dp_tables::FlowId(self.0 >> 1), dir))
+    }
 }
 
 impl Default for FlowRef {
@@ -135,6 +185,8 @@ impl Default for PacketMeta {
             offload: crate::offload::Offload::NONE,
             hops: 0,
             handed_off: false,
+            route_public: false,
+            origin: Origin::Vm,
         }
     }
 }

@@ -20,7 +20,7 @@ pub mod buffer;
 pub mod offload;
 
 pub use buffer::{
-    BufferError, BufferPool, FlowRef, PacketBuf, PacketMeta, Parsed, DEFAULT_DATA_ROOM, HEADROOM,
-    LARGE_DATA_ROOM,
+    BufferError, BufferPool, FlowRef, Origin, PacketBuf, PacketMeta, Parsed, DEFAULT_DATA_ROOM,
+    HEADROOM, LARGE_DATA_ROOM,
 };
 pub use offload::{ChecksumPolicy, Offload, OffloadError, Segments, VNET_HDR_LEN};

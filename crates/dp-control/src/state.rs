@@ -174,6 +174,7 @@ impl State {
             underlay: self.underlays.published(),
             public: Default::default(),
             neighbor_nats: Default::default(),
+            firewall_generation: 0,
             generation: 0,
         };
         self.publisher.publish(snapshot);

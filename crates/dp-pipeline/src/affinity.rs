@@ -233,6 +233,14 @@ pub fn owner(hash: u64, count: usize) -> usize {
     ((u64::from(hash as u32) * count as u64) >> 32) as usize
 }
 
+/// The worker that owns NAT port `port` (of every NAT address): a worker gives its flows only
+/// ports it owns, so a reply — whose key names just the NAT address and port — is steered to the
+/// flow by its destination port alone.
+#[inline]
+pub fn nat_port_owner(port: u16, count: usize) -> usize {
+    usize::from(port) % count.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,8 @@ pub struct DpConfig {
     /// The underlay router's address on every uplink link (`--router`), resolved by neighbor
     /// discovery; without it, the router is whoever sends router advertisements.
     pub router: Option<Ipv6Addr>,
+    /// How long flows live without packets (`--flow-timeout` and dpservice's fixed ones).
+    pub flow_timeouts: dp_tables::Timeouts,
 }
 
 impl DpConfig {
@@ -54,6 +56,7 @@ impl Default for DpConfig {
             underlay_mtu: DEFAULT_UNDERLAY_MTU,
             wcmp_percent: 100,
             router: None,
+            flow_timeouts: dp_tables::Timeouts::default(),
         }
     }
 }

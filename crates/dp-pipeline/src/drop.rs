@@ -93,6 +93,15 @@ drop_reasons! {
     OffloadInvalid => "offload_invalid", "a superframe whose offload request (virtio-net header) does not match its headers, so it cannot be segmented";
     ArpReplyConsumed => "arp_reply_consumed", "ARP reply from a VM to the gateway about the VM's own address (the answer to a probe): its MAC was learned, nothing to send";
     VmNaConsumed => "vm_na_consumed", "neighbor advertisement from a VM for its own address (the answer to a probe): its MAC was learned, nothing to send";
+    FlowTableFull => "flow_table_full", "a new flow while the worker's flow table is full (live flows are never evicted)";
+    FlowKeyInUse => "flow_key_in_use", "a new flow whose reply key belongs to another flow";
+    NoFlow => "no_flow", "a packet that belongs to no flow and cannot start one (TCP RST, TCP without SYN to be translated)";
+    IcmpErrorNoFlow => "icmp_error_no_flow", "an ICMP error quoting a packet of no known flow";
+    FirewallDenied => "firewall_denied", "the flow is refused by the interface's firewall rules";
+    NatNoFlow => "nat_no_flow", "a packet for a NAT address that is the reply of no flow here and of no neighbor NAT range";
+    NatPortsExhausted => "nat_ports_exhausted", "no free port in the interface's NAT range for a new flow to this destination";
+    NatUnsupported => "nat_unsupported", "a packet that cannot be translated: a fragment, IPv6 extension headers, or an ICMP message other than echo and errors";
+    NatGone => "nat_gone", "a translated flow whose VIP or NAT was removed (the flow is closed)";
 }
 
 impl From<dp_buffer::OffloadError> for DropReason {

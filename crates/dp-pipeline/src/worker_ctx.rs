@@ -1,8 +1,8 @@
 //! The worker-local context: state that several nodes of one worker share and mutate — no locks,
-//! no atomics, because only this worker's thread ever sees it. (The flow table, NAT port slices
-//! and the timer wheel of the stateful services go here.)
+//! no atomics, because only this worker's thread ever sees it: the flow table of the stateful
+//! services is here (conntrack makes and finds flows, the firewall and NAT nodes read them).
 
-use dp_tables::PortId;
+use dp_tables::{FlowTable, PortId};
 
 use crate::affinity::Rings;
 
@@ -15,7 +15,13 @@ pub struct WorkerCtx {
     count: usize,
     /// The rings to and from the other workers (flow affinity); none: never hand off.
     rings: Option<Rings>,
+    /// This worker's flows (connection tracking).
+    pub flows: FlowTable,
 }
+
+/// Flows of a worker made with [`WorkerCtx::new`] (tests, tools); the daemon sizes its
+/// workers' tables with [`WorkerCtx::with_flow_capacity`].
+pub const DEFAULT_WORKER_FLOWS: usize = 1 << 14;
 
 impl WorkerCtx {
     /// The context of worker `index` of `count` (`count` at least 1).
@@ -25,7 +31,15 @@ impl WorkerCtx {
             index: index.min(count - 1),
             count,
             rings: None,
+            flows: FlowTable::new(DEFAULT_WORKER_FLOWS),
         }
+    }
+
+    /// The same context with a flow table of `capacity` flows (empty).
+    #[must_use]
+    pub fn with_flow_capacity(mut self, capacity: usize) -> Self {
+        self.flows = FlowTable::new(capacity);
+        self
     }
 
     /// The context of worker `rings.index()` of `rings.count()`, handing packets of the flows

@@ -5,12 +5,14 @@
 //! (one atomic load, no lock) and read it without synchronisation. Per-VNI tables are behind `Arc`s
 //! so that publishing a change copies only what changed.
 
-#![forbid(unsafe_code)]
+// One exception, a prefetch hint in the flow table (`conntrack::prefetch_read`).
+#![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod conntrack;
 mod firewall;
 mod iface;
 mod lpm;
@@ -19,6 +21,10 @@ mod nat;
 mod snapshot;
 mod vni;
 
+pub use conntrack::{
+    ConnKey, Direction, FirewallVerdict, Flow, FlowId, FlowStats, FlowTable, InsertError,
+    TcpSegment, TcpState, Timeouts, Translation, NO_PORT,
+};
 pub use firewall::{
     FirewallAction, FirewallRule, FirewallRules, FlowMatch, IpNet, PortRange, ProtocolFilter,
     TrafficDirection,

@@ -41,6 +41,9 @@ pub struct Snapshot {
     pub public: Arc<FxHashMap<(Vni, u32), PublicTarget>>,
     /// Neighbor NAT ranges, keyed `(vni, NAT address)`, sorted by `min_port`.
     pub neighbor_nats: Arc<FxHashMap<(Vni, u32), Vec<NeighborNat>>>,
+    /// Changes whenever a firewall rule or an interface is added or removed: a flow whose
+    /// verdict was made under another generation is decided again.
+    pub firewall_generation: u64,
     /// Bumped on every publish; lets workers notice a change cheaply.
     pub generation: u64,
 }

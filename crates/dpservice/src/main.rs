@@ -98,6 +98,7 @@ fn run(opts: Options) -> Result<(), String> {
         underlay_mtu: opts.underlay_mtu,
         wcmp_percent: opts.wcmp_percent(),
         router: opts.router,
+        flow_timeouts: dp_tables::Timeouts::with_default_secs(u64::from(opts.flow_timeout)),
     });
     if opts.wcmp_enabled() && opts.pf1.is_none() {
         tracing::warn!(
@@ -179,7 +180,8 @@ fn run(opts: Options) -> Result<(), String> {
             worker: match rings.next() {
                 Some(r) => WorkerCtx::with_rings(r),
                 None => WorkerCtx::new(index, worker_count),
-            },
+            }
+            .with_flow_capacity(opts.flow_table_size as usize / worker_count.max(1)),
             wakeup: wakeups.get(index).cloned(),
             commands: Some(commands_rx),
         };

@@ -35,7 +35,7 @@
 //! - Accepted but ignored, each with a warning at start-up when given ([`ignored_options`]):
 //!   `--active-lockfile` (there is no active/standby lock: the daemon forwards at once, so a
 //!   standby started with it would forward too), `--sync-tap` (no dpservice-ha state sync),
-//!   `--debug-coredumps` and `--flow-timeout` (no flow table). `--graphtrace-loglevel` is
+//!   `--debug-coredumps`. `--graphtrace-loglevel` is
 //!   honoured: 1 logs every node's verdict on every packet (target `graphtrace`), 2 also the
 //!   frame's first 64 bytes. `--multiport-eswitch` is accepted with a warning too (TAP ports).
 //! - Config file: lines of only whitespace count as blank, a `#` after leading whitespace starts
@@ -190,6 +190,13 @@ pub struct Options {
     #[arg(long = "flow-timeout", value_name = "SECONDS", default_value = "30",
           value_parser = ranged::<u32>(1, 300))]
     pub flow_timeout: u32,
+
+    /// most tracked flows (connections) of the daemon, shared out evenly between the workers;
+    /// a new flow beyond it is dropped (counted), live flows are never evicted (dpservice-rs;
+    /// dpservice has a fixed 850000)
+    #[arg(long = "flow-table-size", value_name = "FLOWS", default_value = "1000000",
+          value_parser = ranged::<u32>(1024, 1 << 28))]
+    pub flow_table_size: u32,
 
     /// run on NIC configured in multiport e-switch mode
     #[arg(long = "multiport-eswitch")]
@@ -632,7 +639,7 @@ impl Options {
 /// Warnings for the options given (on the command line or in the config file) that are
 /// accepted, for dpservice's deployments, but do nothing here; one per option.
 pub fn ignored_options(matches: &ArgMatches) -> Vec<String> {
-    const IGNORED: [(&str, &str); 4] = [
+    const IGNORED: [(&str, &str); 3] = [
         (
             "active_lockfile",
             "--active-lockfile is ignored: dpservice-rs has no active/standby lock and starts \
@@ -646,10 +653,6 @@ pub fn ignored_options(matches: &ArgMatches) -> Vec<String> {
         (
             "debug_coredumps",
             "--debug-coredumps is ignored: /proc/self/coredump_filter is left unchanged",
-        ),
-        (
-            "flow_timeout",
-            "--flow-timeout is ignored: dpservice-rs keeps no flow table",
         ),
     ];
     IGNORED

@@ -1,21 +1,28 @@
 //! Flow affinity: sends a packet to the worker that owns its flow, so that both directions of a
-//! flow meet one worker (see [`crate::affinity`]).
+//! flow meet one worker's connection tracking (see [`crate::affinity`]).
 //!
 //! Only on the path of a dataplane with several workers: what the lookups (a VM's packets,
-//! routed) and the decapsulation (the underlay's, the inner packet) send to the encapsulation or
-//! the rewrite comes here first when `WorkerCtx::count() > 1` (the graph redirects their
-//! verdicts, [`via_handoff_all`]; they declare the edge). The owner is
-//! [`affinity::owner`] of the flow's [`symmetric_hash`](dp_packet::FlowKey::symmetric_hash), the
-//! same for both directions. A packet of its own flow goes on; another's is marked
-//! [`handed_off`](crate::buffer::PacketMeta::handed_off) and handed to its owner
-//! ([`Verdict::Handoff`]), whose graph takes it here again: marked, it goes on (never handed
-//! twice). "Going on" is the encapsulation when a remote route set the underlay destination,
-//! else the rewrite for the VM port the lookup or the decapsulation chose.
+//! routed) and the decapsulation (the underlay's, the inner packet) send to
+//! [`Conntrack`](super::Conntrack) comes here first when `WorkerCtx::count() > 1` (the graph
+//! redirects their verdicts, [`via_handoff_all`]; they declare the edge). A packet of its own
+//! flow goes on; another's is marked [`handed_off`](crate::buffer::PacketMeta::handed_off) and
+//! handed to its owner ([`Verdict::Handoff`]), whose graph takes it here again: marked, it goes
+//! on (never handed twice).
+//!
+//! The owner is [`affinity::owner`] of the flow's *inside* key — as the VM sees it — by its
+//! [`symmetric_hash`](dp_packet::FlowKey::symmetric_hash), the same for both directions:
+//! * a packet for a VIP (from the underlay, or from a VM of the VNI) is hashed with the VIP
+//!   replaced by the interface's own address, which is what the reply comes from;
+//! * a packet from the underlay for a NAT address belongs to the worker that owns its
+//!   destination port ([`affinity::nat_port_owner`]): a worker only gives its flows NAT ports it
+//!   owns, so the reply, whose key names only the NAT address and port, finds its flow;
+//! * an ICMP error is hashed (or, for a NAT address, owned) by the packet it quotes.
 
-use std::net::Ipv6Addr;
+use dp_packet::{nat, FlowKey, IpProtocol, Ipv4Addr};
+use dp_tables::PublicTarget;
 
 use crate::affinity;
-use crate::buffer::PacketBuf;
+use crate::buffer::{Origin, PacketBuf};
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
@@ -25,48 +32,80 @@ pub struct Handoff;
 
 impl Node for Handoff {
     const NAME: &'static str = "handoff";
-    const NEXT: &'static [NodeId] = &[NodeId::IpipEncap, NodeId::L2Rewrite];
+    const NEXT: &'static [NodeId] = &[NodeId::Conntrack];
     const HANDS_OFF: bool = true;
 
     #[inline]
-    fn process(&mut self, pkt: &mut PacketBuf, _ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
         if pkt.meta.handed_off {
             pkt.meta.handed_off = false;
-            return go_on(pkt);
+            return Verdict::Next(NodeId::Conntrack);
         }
-        let owner = affinity::owner(pkt.flow().symmetric_hash(), worker.count());
+        let owner = owner_of(pkt, ctx, worker.count());
         if owner == worker.index() {
-            return go_on(pkt);
+            return Verdict::Next(NodeId::Conntrack);
         }
         pkt.meta.handed_off = true;
         Verdict::Handoff(u16::try_from(owner).unwrap_or(u16::MAX))
     }
 }
 
-/// Where a packet of this worker's flow goes: encapsulated when a remote route set its underlay
-/// destination, else rewritten for its VM port (a local route, or decapsulated).
+/// The worker that owns the packet's flow (see the module docs).
 #[inline]
-fn go_on(pkt: &PacketBuf) -> Verdict {
-    if pkt.meta.underlay_dst != Ipv6Addr::UNSPECIFIED {
-        Verdict::Next(NodeId::IpipEncap)
+fn owner_of(pkt: &mut PacketBuf, ctx: &Ctx<'_>, count: usize) -> usize {
+    let mut key = *pkt.flow();
+    if matches!(key.proto, IpProtocol::ICMP | IpProtocol::ICMPV6) {
+        if let Some(quoted) = quoted_key(pkt) {
+            if pkt.meta.origin == Origin::UnderlayNat {
+                // The quote went out from the NAT address and port.
+                return affinity::nat_port_owner(quoted.src_port, count);
+            }
+            key = quoted;
+        }
+    }
+    match pkt.meta.origin {
+        Origin::UnderlayNat => return affinity::nat_port_owner(key.dst_port, count),
+        Origin::UnderlayVip => inside_of_vip(&mut key, ctx, pkt.parsed.vni),
+        Origin::Vm if pkt.meta.route_public => inside_of_vip(&mut key, ctx, pkt.parsed.vni),
+        _ => {}
+    }
+    affinity::owner(key.symmetric_hash(), count)
+}
+
+/// Replaces a VIP destination by its interface's own address.
+#[inline]
+fn inside_of_vip(key: &mut FlowKey, ctx: &Ctx<'_>, vni: u32) {
+    if key.is_v6 {
+        return;
+    }
+    let dst = Ipv4Addr::from(key.dst as u32);
+    if let Some(PublicTarget::Vip { private, .. }) = ctx.tables.public_target(vni, dst) {
+        key.dst = u128::from(u32::from(private));
+    }
+}
+
+/// The key of the packet an ICMP error quotes, if it is one.
+#[cold]
+fn quoted_key(pkt: &PacketBuf) -> Option<FlowKey> {
+    let start = usize::from(pkt.parsed.l3_offset);
+    let l3 = pkt.data().get(start..start + pkt.parsed.l3_len as usize)?;
+    if l3.first()? >> 4 == 4 {
+        nat::icmp_error_quote_v4(l3).map(|q| q.flow_key())
     } else {
-        Verdict::Next(NodeId::L2Rewrite)
+        nat::icmp_error_quote_v6(l3).map(|q| q.flow_key())
     }
 }
 
 /// A node's decided verdicts, through the hand-off node (several workers): a packet that would
-/// go to the encapsulation or the rewrite goes to [`Handoff`] first. The graph calls it after
-/// the batch of a node that declares the edge to `handoff` ([`NodeId::via_handoff`]), only with
-/// several workers: one branch per batch, none per packet, and the node's own loop unchanged
-/// (a check per packet in `ipv4_lookup`'s loop, or after it in the same function, changed its
-/// code generation: 11 to 15 instructions per packet more for a single worker in callgrind).
+/// go to connection tracking goes to [`Handoff`] first. The graph calls it after the batch of a
+/// node that declares the edge to `handoff` ([`NodeId::via_handoff`]), only with several
+/// workers: one branch per batch, none per packet, and the node's own loop unchanged (a check
+/// per packet in `ipv4_lookup`'s loop, or after it in the same function, changed its code
+/// generation: 11 to 15 instructions per packet more for a single worker in callgrind).
 #[inline(never)]
 pub(crate) fn via_handoff_all(verdicts: &mut [Verdict]) {
     for verdict in verdicts {
-        if matches!(
-            *verdict,
-            Verdict::Next(NodeId::IpipEncap | NodeId::L2Rewrite)
-        ) {
+        if *verdict == Verdict::Next(NodeId::Conntrack) {
             *verdict = Verdict::Next(NodeId::Handoff);
         }
     }

@@ -27,7 +27,7 @@ use dp_packet::ipv6;
 use dp_packet::{EtherType, Ipv4Packet, Ipv6Addr, Ipv6Packet};
 use dp_tables::{Iface, PortId, UnderlayTarget};
 
-use crate::buffer::PacketBuf;
+use crate::buffer::{Origin, PacketBuf};
 use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
@@ -49,7 +49,7 @@ impl Node for IpipDecap {
     const NAME: &'static str = "ipip_decap";
     // `Handoff`: with several workers the graph sends the packets there first
     // (`NodeId::via_handoff`).
-    const NEXT: &'static [NodeId] = &[NodeId::Handoff, NodeId::L2Rewrite];
+    const NEXT: &'static [NodeId] = &[NodeId::Handoff, NodeId::Conntrack];
 
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
@@ -80,23 +80,38 @@ impl Node for IpipDecap {
     }
 }
 
-/// The VM an outer destination leads to: its port and interface (the interface's VNI checked).
-type Target<'a> = Result<(PortId, &'a Iface), DropReason>;
+/// The VM an outer destination leads to: its port, its interface (the interface's VNI checked)
+/// and as what (its own address, its VIP or its NAT).
+type Target<'a> = Result<(PortId, &'a Iface, Origin), DropReason>;
 
 #[inline]
 fn target<'a>(ctx: &Ctx<'a>, dst: Ipv6Addr) -> Target<'a> {
-    let (UnderlayTarget::Iface { port, vni }
-    | UnderlayTarget::Vip { port, vni }
-    | UnderlayTarget::Nat { port, vni }) = ctx
+    let (port, vni, origin) = match ctx
         .tables
         .underlay_target(dst)
-        .ok_or(DropReason::DecapUnknownDst)?;
+        .ok_or(DropReason::DecapUnknownDst)?
+    {
+        UnderlayTarget::Iface { port, vni } => (port, vni, Origin::Underlay),
+        UnderlayTarget::Vip { port, vni } => (port, vni, Origin::UnderlayVip),
+        UnderlayTarget::Nat { port, vni } => (port, vni, Origin::UnderlayNat),
+    };
     let iface = ctx
         .tables
         .iface(port)
         .filter(|i| i.vni == vni)
         .ok_or(DropReason::DstPortDown)?;
-    Ok((port, iface))
+    Ok((port, iface, origin))
+}
+
+/// Whether an inner IPv4 destination is what the outer one names: the interface's address or
+/// alias prefix, its VIP, or its NAT address.
+#[inline]
+fn accepts_v4(iface: &Iface, origin: Origin, dst: dp_packet::Ipv4Addr) -> bool {
+    match origin {
+        Origin::UnderlayVip => iface.services.vip == Some(dst),
+        Origin::UnderlayNat => iface.services.nat.is_some_and(|n| n.ip == dst),
+        _ => iface.owns_source_v4(dst),
+    }
 }
 
 #[inline]
@@ -108,7 +123,7 @@ fn decap<'a>(
     let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
     let outer = ipv6::parse_fixed(l3).ok_or(DropReason::UnderlayMalformed)?;
     let key = outer.dst;
-    let (port, target) = match *last {
+    let (port, target, origin) = match *last {
         Some((k, cached)) if k == key => cached,
         _ => {
             let found = target(ctx, Ipv6Addr::from(key));
@@ -127,7 +142,7 @@ fn decap<'a>(
                 Ipv4Refusal::Malformed => DropReason::DecapInnerMalformed,
                 Ipv4Refusal::BadChecksum => DropReason::DecapInnerBadChecksum,
             })?;
-            if !target.owns_source_v4(ip.dst) {
+            if !accepts_v4(target, origin, ip.dst) {
                 return Err(DropReason::DecapInnerNotForTarget);
             }
             (
@@ -142,7 +157,7 @@ fn decap<'a>(
                 return Err(DropReason::Ipv6OverlayDisabled);
             }
             let ip = ipv6::parse_fixed(inner).ok_or(DropReason::DecapInnerMalformed)?;
-            if !target.owns_source_v6(Ipv6Addr::from(ip.dst)) {
+            if origin != Origin::Underlay || !target.owns_source_v6(Ipv6Addr::from(ip.dst)) {
                 return Err(DropReason::DecapInnerNotForTarget);
             }
             (
@@ -172,6 +187,7 @@ fn decap<'a>(
         mark_congestion(frame, ethertype);
     }
     pkt.meta.out_port = port;
+    pkt.meta.origin = origin;
     // The inner packet is the one the later nodes see, validated here.
     pkt.parsed.set_validated(
         ETH_HEADER_LEN,
@@ -179,7 +195,7 @@ fn decap<'a>(
         inner_len,
         target.vni,
     );
-    Ok(Verdict::Next(NodeId::L2Rewrite))
+    Ok(Verdict::Next(NodeId::Conntrack))
 }
 
 /// Sets CE on the inner packet (RFC 6040), patching the IPv4 header checksum.

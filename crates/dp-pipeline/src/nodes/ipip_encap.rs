@@ -35,6 +35,7 @@ use crate::buffer::{BufferPool, PacketBuf};
 use crate::drop::DropReason;
 use crate::graph::{NodeId, MAX_EXTRA_PACKETS};
 use crate::node::{Ctx, Emit, Node, Verdict};
+use crate::port_table::PortKind;
 use crate::worker_ctx::WorkerCtx;
 
 use super::common::{vm_port, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
@@ -81,6 +82,9 @@ struct Sender {
     underlay: Ipv6Addr,
     /// Our MAC on its port (the source of ICMP errors back to the VM).
     own_mac: MacAddr,
+    /// An uplink: a packet relayed to a neighbor NAT (outer source: the host's `--ipv6`; too
+    /// big is a drop, there is no VM to tell).
+    relayed: bool,
 }
 
 impl Node for IpipEncap {
@@ -180,11 +184,22 @@ impl IpipEncap {
         if self.sender.is_some_and(|s| s.port == in_port) {
             return Ok(());
         }
-        let (entry, iface) = vm_port(ctx, in_port)?;
-        self.sender = Some(Sender {
-            port: in_port,
-            underlay: iface.underlay_ipv6,
-            own_mac: entry.own_mac,
+        self.sender = Some(match vm_port(ctx, in_port) {
+            Ok((entry, iface)) => Sender {
+                port: in_port,
+                underlay: iface.underlay_ipv6,
+                own_mac: entry.own_mac,
+                relayed: false,
+            },
+            Err(reason) => match ctx.ports.get(in_port) {
+                Some(entry) if entry.kind == PortKind::Uplink => Sender {
+                    port: in_port,
+                    underlay: ctx.config.underlay_ipv6,
+                    own_mac: entry.own_mac,
+                    relayed: true,
+                },
+                _ => return Err(reason),
+            },
         });
         Ok(())
     }
@@ -244,6 +259,9 @@ impl IpipEncap {
                     .is_some_and(|l| l <= mtu);
             // A superframe whose segments would not fit either is answered as one of them would
             // be (the ICMP error forgets the offload request, and the sender's MSS shrinks).
+            if !segments_fit && sender.relayed {
+                return Err(DropReason::TooBig);
+            }
             if !segments_fit {
                 let vm_mac = EthernetFrame::new_unchecked(frame).src_addr();
                 if inner.next_header == NEXT_HEADER_IPV6 {

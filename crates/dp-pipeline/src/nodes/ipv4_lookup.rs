@@ -45,8 +45,7 @@ impl Node for Ipv4Lookup {
         NodeId::Dhcp,
         NodeId::Handoff,
         NodeId::GatewayIcmp,
-        NodeId::IpipEncap,
-        NodeId::L2Rewrite,
+        NodeId::Conntrack,
     ];
     const TRANSMITS: bool = true;
 
@@ -158,13 +157,16 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
     Ok(match *target {
         RouteTarget::Local { port } => {
             pkt.meta.out_port = port;
-            Verdict::Next(NodeId::L2Rewrite)
+            Verdict::Next(NodeId::Conntrack)
         }
         // The next-hop VNI is not carried on the wire: the receiving hypervisor knows it from the
         // outer destination (the target interface's underlay address), as in dpservice.
-        RouteTarget::Remote { underlay, .. } => {
+        RouteTarget::Remote {
+            underlay, public, ..
+        } => {
             pkt.meta.underlay_dst = underlay;
-            Verdict::Next(NodeId::IpipEncap)
+            pkt.meta.route_public = public;
+            Verdict::Next(NodeId::Conntrack)
         }
     })
 }

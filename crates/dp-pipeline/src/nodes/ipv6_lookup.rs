@@ -30,12 +30,7 @@ impl Node for Ipv6Lookup {
     const NAME: &'static str = "ipv6_lookup";
     // `Handoff`: with several workers the graph sends what goes to the encapsulation or the
     // rewrite there first (`NodeId::via_handoff`).
-    const NEXT: &'static [NodeId] = &[
-        NodeId::Handoff,
-        NodeId::GatewayIcmp,
-        NodeId::IpipEncap,
-        NodeId::L2Rewrite,
-    ];
+    const NEXT: &'static [NodeId] = &[NodeId::Handoff, NodeId::GatewayIcmp, NodeId::Conntrack];
     const TRANSMITS: bool = true;
 
     #[inline]
@@ -118,11 +113,14 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
     Ok(match target {
         RouteTarget::Local { port } => {
             pkt.meta.out_port = port;
-            Verdict::Next(NodeId::L2Rewrite)
+            Verdict::Next(NodeId::Conntrack)
         }
-        RouteTarget::Remote { underlay, .. } => {
+        RouteTarget::Remote {
+            underlay, public, ..
+        } => {
             pkt.meta.underlay_dst = underlay;
-            Verdict::Next(NodeId::IpipEncap)
+            pkt.meta.route_public = public;
+            Verdict::Next(NodeId::Conntrack)
         }
     })
 }

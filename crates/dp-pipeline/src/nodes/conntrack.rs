@@ -1,0 +1,499 @@
+//! Connection tracking: every routed packet — a VM's, after the lookup, and the underlay's, after
+//! the decapsulation — is matched to its flow in the worker's [`FlowTable`] (keyed on VNI and
+//! 5-tuple, both directions one lookup each; see `dp_tables::conntrack`).
+//!
+//! * **Found**: the flow's TCP state and expiry are updated; a flow the firewall refused is
+//!   dropped, one decided under an older firewall generation goes to [`Firewall`](super::Firewall)
+//!   again, a translated one to [`Nat`](super::Nat), the rest straight on (encapsulation or
+//!   rewrite): an established, untranslated flow visits no other stateful node.
+//! * **ICMP errors** are matched to the flow of the packet they quote (never a flow of their
+//!   own), so they reach the VM that caused them, translated back ([`Nat`](super::Nat)).
+//! * **New**: the flow is made here, with its translation decided once, as dpservice's conntrack,
+//!   dnat and snat nodes decide it:
+//!   - a VM's packet to a VIP of its VNI: destination NAT to the VIP's interface;
+//!   - a VM's packet on a default route (`route_public`): source NAT by the interface's NAT
+//!     (address and a port of its range) or else its VIP (address only); an IPv6 packet to
+//!     64:ff9b::/96 is translated to IPv4 by the interface's NAT (NAT64);
+//!   - a packet from the underlay for a VIP: destination NAT to the interface;
+//!   - a packet from the underlay for a NAT address that is no flow's reply: to
+//!     [`PacketRelay`](super::PacketRelay) (a neighbor NAT's range, or dropped) — it never
+//!     starts a flow.
+//!
+//!   Then it goes to the firewall, which decides it. A TCP RST never starts a flow, nor does a
+//!   TCP segment other than a SYN when a NAT port would be allocated for it (`no_flow`). A full
+//!   table drops the new flow (`flow_table_full`); live flows are never evicted.
+//!
+//! NAT ports: the first candidate is a stable hash of the inside address and port (so an inside
+//! endpoint keeps its public port), then the next port whose reply key is free — which is
+//! dpservice's rule (a port may serve many flows, one per destination). With several workers a
+//! worker only takes the ports it owns ([`affinity::nat_port_owner`]), so the reply, steered by
+//! its destination port, meets the flow. A range with no free port is `nat_ports_exhausted`,
+//! logged at most once a second.
+//!
+//! Aging: every tick sweeps a bounded share of the table ([`SWEEP_PER_TICK`] slots), removing
+//! expired flows and flows whose interface, VIP or NAT is gone.
+
+use dp_packet::{nat, nat64, FlowKey, IpProtocol, Ipv4Addr, Ipv6Addr};
+use dp_tables::{
+    ConnKey, Direction, FirewallVerdict, Flow, FlowTable, InsertError, NatRange, PublicTarget,
+    TcpSegment, TcpState, Translation,
+};
+
+use crate::affinity;
+use crate::buffer::{FlowRef, Origin, PacketBuf};
+use crate::drop::DropReason;
+use crate::graph::{NodeId, BATCH_SIZE};
+use crate::node::{Ctx, Emit, Node, Verdict};
+use crate::worker_ctx::WorkerCtx;
+
+/// Flow slots the sweep looks at per tick (100 ms): a table of a million flows is swept in
+/// under two seconds, at a few hundred microseconds of work per tick.
+pub const SWEEP_PER_TICK: usize = 65_536;
+
+/// How often the sweep runs.
+pub const SWEEP_INTERVAL_NS: u64 = 100_000_000;
+
+/// A verdict no snapshot's firewall generation equals: the flow still has to be decided.
+pub(crate) const UNDECIDED: FirewallVerdict = FirewallVerdict {
+    generation: u64::MAX,
+    accept: false,
+};
+
+/// How often a full NAT range is logged (per worker).
+const EXHAUSTED_LOG_INTERVAL_NS: u64 = 1_000_000_000;
+
+#[derive(Debug)]
+pub struct Conntrack {
+    next_sweep_ns: u64,
+    last_exhausted_log_ns: Option<u64>,
+    /// The keys of the batch being looked up (computed and prefetched before the lookups).
+    keys: Vec<(ConnKey, u64)>,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack {
+            next_sweep_ns: 0,
+            last_exhausted_log_ns: None,
+            keys: Vec::with_capacity(BATCH_SIZE),
+        }
+    }
+}
+
+impl Node for Conntrack {
+    const NAME: &'static str = "conntrack";
+    const NEXT: &'static [NodeId] = &[
+        NodeId::Firewall,
+        NodeId::Nat,
+        NodeId::PacketRelay,
+        NodeId::IpipEncap,
+        NodeId::L2Rewrite,
+    ];
+
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
+        let (key, hash) = conn_key(pkt);
+        self.track(pkt, &key, hash, ctx, worker)
+    }
+
+    /// Keys first, for the whole batch, each lookup's index slot prefetched; then the lookups,
+    /// whose cache misses (a table of a million flows is mostly out of cache) now overlap.
+    fn process_batch(
+        &mut self,
+        pkts: &mut [PacketBuf],
+        ctx: &Ctx<'_>,
+        worker: &mut WorkerCtx,
+        verdicts: &mut [Verdict],
+    ) {
+        self.keys.clear();
+        for pkt in pkts.iter_mut() {
+            let (key, hash) = conn_key(pkt);
+            worker.flows.prefetch(hash);
+            if self.keys.len() < self.keys.capacity() {
+                self.keys.push((key, hash));
+            }
+        }
+        for &(_, hash) in &self.keys {
+            worker.flows.prefetch_flow(hash);
+        }
+        let keys = std::mem::take(&mut self.keys);
+        for (i, (pkt, verdict)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
+            let (key, hash) = match keys.get(i) {
+                Some(&k) => k,
+                None => conn_key(pkt),
+            };
+            *verdict = self.track(pkt, &key, hash, ctx, worker);
+        }
+        self.keys = keys;
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        Some(self.next_sweep_ns)
+    }
+
+    fn handle_timeout(&mut self, ctx: &Ctx<'_>, worker: &mut WorkerCtx, _emit: &mut Emit<'_>) {
+        self.next_sweep_ns = ctx.now_ns.saturating_add(SWEEP_INTERVAL_NS);
+        let tables = ctx.tables;
+        worker.flows.sweep(ctx.now_ns, SWEEP_PER_TICK, |flow| {
+            !super::nat::still_valid(flow, tables)
+        });
+    }
+}
+
+/// The packet's key in its VNI and the key's hash.
+#[inline]
+fn conn_key(pkt: &mut PacketBuf) -> (ConnKey, u64) {
+    let vni = pkt.parsed.vni;
+    let key = ConnKey::new(vni, pkt.flow());
+    let hash = key.hash();
+    (key, hash)
+}
+
+impl Conntrack {
+    #[inline]
+    fn track(
+        &mut self,
+        pkt: &mut PacketBuf,
+        key: &ConnKey,
+        hash: u64,
+        ctx: &Ctx<'_>,
+        worker: &mut WorkerCtx,
+    ) -> Verdict {
+        pkt.parsed.flow_ref = FlowRef::NONE;
+        match worker.flows.find(key, hash) {
+            Some((id, dir)) => {
+                let Some(flow) = worker.flows.get_mut(id) else {
+                    return Verdict::Drop(DropReason::NoFlow);
+                };
+                if key.proto == IpProtocol::TCP {
+                    if let Some(seg) = tcp_segment(pkt) {
+                        flow.tcp = flow.tcp.next(dir, seg);
+                    }
+                }
+                flow.expires_ns = ctx
+                    .now_ns
+                    .saturating_add(ctx.config.flow_timeouts.of(key.proto, flow.tcp));
+                pkt.parsed.flow_ref = FlowRef::new(id, dir);
+                after_lookup(pkt, flow, ctx)
+            }
+            None => match icmp_error_key(pkt, key.vni) {
+                Some(quoted) => self.icmp_error(pkt, &quoted, ctx, &worker.flows),
+                None => self.new_flow(pkt, key, ctx, worker),
+            },
+        }
+    }
+
+    /// An ICMP error: the flow of the packet it quotes, which it travels against.
+    #[cold]
+    fn icmp_error(
+        &mut self,
+        pkt: &mut PacketBuf,
+        quoted_reversed: &ConnKey,
+        ctx: &Ctx<'_>,
+        flows: &FlowTable,
+    ) -> Verdict {
+        let Some((id, dir)) = flows.find(quoted_reversed, quoted_reversed.hash()) else {
+            return Verdict::Drop(DropReason::IcmpErrorNoFlow);
+        };
+        let Some(flow) = flows.get(id) else {
+            return Verdict::Drop(DropReason::IcmpErrorNoFlow);
+        };
+        pkt.parsed.flow_ref = FlowRef::new(id, dir);
+        after_lookup(pkt, flow, ctx)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn new_flow(
+        &mut self,
+        pkt: &mut PacketBuf,
+        key: &ConnKey,
+        ctx: &Ctx<'_>,
+        worker: &mut WorkerCtx,
+    ) -> Verdict {
+        let origin = pkt.meta.origin;
+        if origin == Origin::UnderlayNat {
+            // No flow of ours has this reply key: a neighbor's range, or nothing.
+            return Verdict::Next(NodeId::PacketRelay);
+        }
+        let segment = if key.proto == IpProtocol::TCP {
+            tcp_segment(pkt)
+        } else {
+            None
+        };
+        if segment.is_some_and(|s| s.rst) {
+            return Verdict::Drop(DropReason::NoFlow);
+        }
+        let mut flow = Flow::new(*key, key.reversed(), 0);
+        match origin {
+            Origin::Vm => {
+                flow.ports[0] = pkt.meta.in_port;
+                if pkt.meta.underlay_dst.is_unspecified() {
+                    flow.ports[1] = pkt.meta.out_port;
+                }
+                if let Err(reason) = self.translate_outbound(pkt, &mut flow, ctx, worker) {
+                    return Verdict::Drop(reason);
+                }
+            }
+            Origin::Underlay => flow.ports[1] = pkt.meta.out_port,
+            Origin::UnderlayVip => {
+                let dst = Ipv4Addr::from(key.dst as u32);
+                match ctx.tables.public_target(key.vni, dst) {
+                    Some(PublicTarget::Vip { port, private }) if !key.is_v6 => {
+                        flow.translation = Translation::DnatVip;
+                        flow.keys[1].src = u128::from(u32::from(private));
+                        flow.ports[1] = port;
+                    }
+                    _ => return Verdict::Drop(DropReason::NatNoFlow),
+                }
+            }
+            Origin::UnderlayNat => return Verdict::Drop(DropReason::NatNoFlow),
+        }
+        if flow.translation != Translation::None && is_fragment(pkt) {
+            return Verdict::Drop(DropReason::NatUnsupported);
+        }
+        let allocates_port = matches!(flow.translation, Translation::SnatNat | Translation::Nat64);
+        if allocates_port && segment.is_some_and(|s| !s.syn || s.ack) {
+            return Verdict::Drop(DropReason::NoFlow);
+        }
+        if let Some(seg) = segment {
+            flow.tcp = TcpState::None.next(Direction::Original, seg);
+        }
+        flow.expires_ns = ctx
+            .now_ns
+            .saturating_add(ctx.config.flow_timeouts.of(key.proto, flow.tcp));
+        flow.firewall = UNDECIDED;
+        match worker.flows.insert(flow) {
+            Ok(id) => {
+                pkt.parsed.flow_ref = FlowRef::new(id, Direction::Original);
+                Verdict::Next(NodeId::Firewall)
+            }
+            Err(InsertError::Full) => Verdict::Drop(DropReason::FlowTableFull),
+            Err(InsertError::KeyInUse) => Verdict::Drop(DropReason::FlowKeyInUse),
+        }
+    }
+
+    /// The translation of a VM's new flow (see the module docs), written into its reply key.
+    fn translate_outbound(
+        &mut self,
+        pkt: &PacketBuf,
+        flow: &mut Flow,
+        ctx: &Ctx<'_>,
+        worker: &WorkerCtx,
+    ) -> Result<(), DropReason> {
+        let key = flow.keys[0];
+        let Some(iface) = ctx.tables.iface(pkt.meta.in_port) else {
+            return Ok(());
+        };
+        let services = &iface.services;
+        if !key.is_v6 {
+            let dst = Ipv4Addr::from(key.dst as u32);
+            if let Some(PublicTarget::Vip { port, private }) =
+                ctx.tables.public_target(key.vni, dst)
+            {
+                flow.translation = Translation::DnatVip;
+                flow.keys[1].src = u128::from(u32::from(private));
+                flow.ports[1] = port;
+                return Ok(());
+            }
+            if !pkt.meta.route_public {
+                return Ok(());
+            }
+            if let Some(range) = services.nat {
+                let mut reply = flow.keys[1];
+                reply.dst = u128::from(u32::from(range.ip));
+                let port = self.allocate_port(&key, reply, range, ctx, worker)?;
+                set_reply_port(&mut reply, port);
+                flow.keys[1] = reply;
+                flow.translation = Translation::SnatNat;
+            } else if let Some(vip) = services.vip {
+                flow.keys[1].dst = u128::from(u32::from(vip));
+                flow.translation = Translation::SnatVip;
+            }
+            return Ok(());
+        }
+        let dst = Ipv6Addr::from(key.dst);
+        let Some(range) = services.nat else {
+            return Ok(());
+        };
+        if !pkt.meta.route_public || !nat64::is_nat64(dst) {
+            return Ok(());
+        }
+        let proto = match key.proto {
+            IpProtocol::ICMPV6 if key.src_port == key.dst_port && key.src_port != 0 => {
+                IpProtocol::ICMP
+            }
+            IpProtocol::TCP | IpProtocol::UDP => key.proto,
+            _ => return Err(DropReason::NatUnsupported),
+        };
+        let mut reply = ConnKey {
+            src: u128::from(u32::from(nat64::extract(dst))),
+            dst: u128::from(u32::from(range.ip)),
+            vni: key.vni,
+            src_port: key.dst_port,
+            dst_port: key.src_port,
+            proto,
+            is_v6: false,
+        };
+        let port = self.allocate_port(&key, reply, range, ctx, worker)?;
+        set_reply_port(&mut reply, port);
+        flow.keys[1] = reply;
+        flow.translation = Translation::Nat64;
+        Ok(())
+    }
+
+    /// A port of `range` for the inside endpoint of `inside` whose reply key (`reply` with that
+    /// port) is free, owned by this worker; see the module docs.
+    fn allocate_port(
+        &mut self,
+        inside: &ConnKey,
+        reply: ConnKey,
+        range: NatRange,
+        ctx: &Ctx<'_>,
+        worker: &WorkerCtx,
+    ) -> Result<u16, DropReason> {
+        let len = u32::from(range.len());
+        if len == 0 {
+            return Err(DropReason::NatPortsExhausted);
+        }
+        let endpoint = ConnKey {
+            dst: 0,
+            dst_port: 0,
+            proto: IpProtocol(0),
+            ..*inside
+        };
+        let start = (endpoint.hash() >> 32) as u32 % len;
+        let (index, count) = (worker.index(), worker.count());
+        for i in 0..len {
+            let port = range.min_port + ((start + i) % len) as u16;
+            if count > 1 && affinity::nat_port_owner(port, count) != index {
+                continue;
+            }
+            let mut candidate = reply;
+            set_reply_port(&mut candidate, port);
+            if !worker.flows.contains(&candidate) {
+                return Ok(port);
+            }
+        }
+        let logged_recently = self
+            .last_exhausted_log_ns
+            .is_some_and(|t| ctx.now_ns < t.saturating_add(EXHAUSTED_LOG_INTERVAL_NS));
+        if !logged_recently {
+            self.last_exhausted_log_ns = Some(ctx.now_ns);
+            tracing::warn!(
+                nat_ip = %range.ip,
+                min_port = range.min_port,
+                max_port = range.max_port,
+                vni = inside.vni,
+                "NAT port range is full for this destination"
+            );
+        }
+        Err(DropReason::NatPortsExhausted)
+    }
+}
+
+/// Puts the NAT port into a reply key: the destination port, and for an ICMP echo (whose key
+/// holds the identifier in both ports) the source port too.
+#[inline]
+fn set_reply_port(reply: &mut ConnKey, port: u16) {
+    reply.dst_port = port;
+    if matches!(reply.proto, IpProtocol::ICMP | IpProtocol::ICMPV6) {
+        reply.src_port = port;
+    }
+}
+
+/// What a packet of a known flow does next.
+#[inline]
+fn after_lookup(pkt: &PacketBuf, flow: &Flow, ctx: &Ctx<'_>) -> Verdict {
+    if flow.firewall.generation != ctx.tables.firewall_generation {
+        return Verdict::Next(NodeId::Firewall);
+    }
+    if !flow.firewall.accept {
+        return Verdict::Drop(DropReason::FirewallDenied);
+    }
+    if flow.translation != Translation::None {
+        return Verdict::Next(NodeId::Nat);
+    }
+    go_on(pkt)
+}
+
+/// Where an accepted, untranslated packet goes: encapsulated when a remote route set its
+/// underlay destination, else rewritten for its VM port.
+#[inline]
+pub(crate) fn go_on(pkt: &PacketBuf) -> Verdict {
+    if pkt.meta.underlay_dst.is_unspecified() {
+        Verdict::Next(NodeId::L2Rewrite)
+    } else {
+        Verdict::Next(NodeId::IpipEncap)
+    }
+}
+
+/// The TCP flags of a packet with a TCP header (not a later fragment).
+#[inline]
+fn tcp_segment(pkt: &PacketBuf) -> Option<TcpSegment> {
+    let l4 = usize::from(pkt.parsed.l4_offset);
+    if l4 == 0 || is_later_fragment(pkt) {
+        return None;
+    }
+    let flags = *pkt.data().get(l4 + 13)?;
+    Some(TcpSegment {
+        fin: flags & 0x01 != 0,
+        syn: flags & 0x02 != 0,
+        rst: flags & 0x04 != 0,
+        ack: flags & 0x10 != 0,
+    })
+}
+
+/// Whether an IPv4 packet is a fragment (first or later).
+#[inline]
+fn is_fragment(pkt: &PacketBuf) -> bool {
+    ipv4_frag_word(pkt).is_some_and(|w| w & 0x3fff != 0)
+}
+
+/// Whether an IPv4 packet is a fragment other than the first (no L4 header).
+#[inline]
+fn is_later_fragment(pkt: &PacketBuf) -> bool {
+    ipv4_frag_word(pkt).is_some_and(|w| w & 0x1fff != 0)
+}
+
+/// The IPv4 flags-and-fragment-offset word, for an IPv4 packet.
+#[inline]
+fn ipv4_frag_word(pkt: &PacketBuf) -> Option<u16> {
+    let l3 = usize::from(pkt.parsed.l3_offset);
+    let data = pkt.data();
+    if data.get(l3).is_none_or(|&v| v >> 4 != 4) {
+        return None;
+    }
+    dp_packet::bytes::read_u16_be(data, l3 + 6)
+}
+
+/// For an ICMP or ICMPv6 error, the key of the flow it is about, as a packet of that flow
+/// travelling the same way as the error would carry (the quoted packet, reversed).
+#[inline]
+fn icmp_error_key(pkt: &PacketBuf, vni: u32) -> Option<ConnKey> {
+    let l3_offset = usize::from(pkt.parsed.l3_offset);
+    let l3_end = l3_offset + pkt.parsed.l3_len as usize;
+    let l3 = pkt.data().get(l3_offset..l3_end)?;
+    let version = l3.first()? >> 4;
+    let quoted = if version == 4 {
+        let q = nat::icmp_error_quote_v4(l3)?;
+        FlowKey {
+            src: u128::from(u32::from(q.src)),
+            dst: u128::from(u32::from(q.dst)),
+            proto: q.proto,
+            is_v6: false,
+            src_port: q.src_port,
+            dst_port: q.dst_port,
+        }
+    } else {
+        let q = nat::icmp_error_quote_v6(l3)?;
+        FlowKey {
+            src: u128::from(q.src),
+            dst: u128::from(q.dst),
+            proto: q.proto,
+            is_v6: true,
+            src_port: q.src_port,
+            dst_port: q.dst_port,
+        }
+    };
+    Some(ConnKey::new(vni, &quoted).reversed())
+}

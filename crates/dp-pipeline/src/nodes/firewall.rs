@@ -1,0 +1,93 @@
+//! The firewall: decides a flow once — when it is made, and again when the snapshot's firewall
+//! generation changed (a rule or an interface was added or removed) — and keeps the verdict in
+//! the flow, which [`Conntrack`](super::Conntrack) then applies to every packet of both
+//! directions without coming here: replies of an accepted flow always pass.
+//!
+//! Enforcing, unlike dpservice (whose node computes verdicts and never drops): the egress rules
+//! of the VM that started the flow and the ingress rules of the VM it goes to (each end that is a
+//! VM of this host) must both accept it; a direction without rules accepts everything
+//! (`dp_tables::FirewallRules::decide`). Egress rules see the flow as the VM sent it (before
+//! source NAT), ingress rules as the VM receives it (after destination NAT). A refused flow is
+//! kept, so that its later packets are dropped at once (`firewall_denied`) until it expires or
+//! the rules change.
+
+use dp_packet::IpProtocol;
+use dp_tables::{
+    Direction, FirewallAction, FirewallVerdict, Flow, FlowMatch, Snapshot, TrafficDirection,
+    NO_PORT,
+};
+
+use crate::buffer::PacketBuf;
+use crate::drop::DropReason;
+use crate::graph::NodeId;
+use crate::node::{Ctx, Node, Verdict};
+use crate::worker_ctx::WorkerCtx;
+
+use super::conntrack::go_on;
+
+#[derive(Debug, Default)]
+pub struct Firewall;
+
+impl Node for Firewall {
+    const NAME: &'static str = "firewall";
+    const NEXT: &'static [NodeId] = &[NodeId::Nat, NodeId::IpipEncap, NodeId::L2Rewrite];
+
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
+        let Some((id, dir)) = pkt.parsed.flow_ref.get() else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let icmp = icmp_of(pkt, dir);
+        let Some(flow) = worker.flows.get_mut(id) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let accept = decide(flow, ctx.tables, icmp);
+        flow.firewall = FirewallVerdict {
+            generation: ctx.tables.firewall_generation,
+            accept,
+        };
+        if !accept {
+            return Verdict::Drop(DropReason::FirewallDenied);
+        }
+        if flow.translation != dp_tables::Translation::None {
+            return Verdict::Next(NodeId::Nat);
+        }
+        go_on(pkt)
+    }
+}
+
+/// The ICMP type and code the rules match: the packet's when it travels the original
+/// direction, else the echo request an ICMP flow (keyed by its identifier) began with.
+fn icmp_of(pkt: &mut PacketBuf, dir: Direction) -> Option<(u8, u8)> {
+    let key = *pkt.flow();
+    if !matches!(key.proto, IpProtocol::ICMP | IpProtocol::ICMPV6) {
+        return None;
+    }
+    let l4 = usize::from(pkt.parsed.l4_offset);
+    let header = pkt.data().get(l4..l4 + 2);
+    match (dir, header) {
+        (Direction::Original, Some(&[t, c])) => Some((t, c)),
+        _ => Some((if key.is_v6 { 128 } else { 8 }, 0)),
+    }
+}
+
+/// Whether the flow passes the rules of both its VM ends.
+pub(crate) fn decide(flow: &Flow, tables: &Snapshot, icmp: Option<(u8, u8)>) -> bool {
+    let [from, to] = flow.ports;
+    // As the sending VM sent it, and as the receiving VM receives it.
+    let sent = flow.keys[0].flow_key();
+    let received = flow.keys[1].reversed().flow_key();
+    let passes = |port, direction, key| {
+        if port == NO_PORT {
+            return true;
+        }
+        match tables.iface(port) {
+            Some(iface) => {
+                let m = FlowMatch { key: &key, icmp };
+                iface.services.firewall.decide(direction, &m) == FirewallAction::Accept
+            }
+            // The end's interface is gone: nothing to deliver to or send for.
+            None => false,
+        }
+    };
+    passes(from, TrafficDirection::Egress, sent) && passes(to, TrafficDirection::Ingress, received)
+}

@@ -1,0 +1,294 @@
+//! Address translation of a tracked flow's packets: VIP (1:1 source and destination NAT), NAT
+//! (address and port) and NAT64, in both directions, as [`Conntrack`](super::Conntrack) decided
+//! when it made the flow.
+//!
+//! The flow's two keys say everything: a packet that matched one of them leaves looking like the
+//! *other* key reversed (dpservice's `flow_key[DP_FLOW_DIR_REPLY]` rule). So an outbound packet
+//! of a NAT'd flow leaves with the NAT address and port as its source, and its reply, which
+//! arrives for them, leaves for the VM's own address and port. Checksums are patched
+//! incrementally (`dp_packet::nat`); NAT64 rebuilds the IP header (`dp_packet::nat64`, RFC 7915).
+//!
+//! ICMP errors about a translated flow are translated back to the inside flow: the outer
+//! destination and the quoted packet's source address, port and checksum
+//! (`dp_packet::nat::rewrite_icmp_error_v4`).
+//!
+//! Routing after the translation: a destination-translated packet (to a VIP) is routed again
+//! in its VNI for its new destination; the reply of a source-translated flow (arriving from the
+//! underlay for the NAT or VIP address) goes to the VM that started the flow.
+//!
+//! Before translating, the node checks that the VIP or NAT the flow was made for still exists on
+//! the interface: a flow whose translation was removed is closed and its packet dropped
+//! (`nat_gone`); the conntrack sweep closes such flows too.
+
+use dp_packet::{nat, nat64, IpProtocol, Ipv4Addr, Ipv6Addr};
+use dp_tables::{ConnKey, Direction, Flow, PublicTarget, RouteTarget, Snapshot, Translation};
+
+use crate::buffer::PacketBuf;
+use crate::drop::DropReason;
+use crate::graph::NodeId;
+use crate::node::{Ctx, Node, Verdict};
+use crate::worker_ctx::WorkerCtx;
+
+use super::common::ETH_HEADER_LEN;
+use super::conntrack::go_on;
+
+/// Largest IP packet NAT64 translates (an IPv4 datagram plus the IPv6 header's 20 more bytes).
+const SCRATCH_LEN: usize = 65_535 + 40;
+
+#[derive(Debug)]
+pub struct Nat {
+    /// Where NAT64 writes the translated header and payload (allocated once).
+    scratch: Vec<u8>,
+}
+
+impl Default for Nat {
+    fn default() -> Self {
+        Nat {
+            scratch: vec![0; SCRATCH_LEN],
+        }
+    }
+}
+
+impl Node for Nat {
+    const NAME: &'static str = "nat";
+    const NEXT: &'static [NodeId] = &[NodeId::IpipEncap, NodeId::L2Rewrite];
+
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
+        let Some((id, dir)) = pkt.parsed.flow_ref.get() else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let Some(flow) = worker.flows.get(id).copied() else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        if !still_valid(&flow, ctx.tables) {
+            worker.flows.close(id);
+            return Verdict::Drop(DropReason::NatGone);
+        }
+        match self.translate(pkt, &flow, dir) {
+            Ok(()) => route(pkt, &flow, dir, ctx),
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+}
+
+impl Nat {
+    fn translate(
+        &mut self,
+        pkt: &mut PacketBuf,
+        flow: &Flow,
+        dir: Direction,
+    ) -> Result<(), DropReason> {
+        let current = *flow.key(dir);
+        let other = match dir {
+            Direction::Original => flow.keys[1],
+            Direction::Reply => flow.keys[0],
+        };
+        let wanted = other.reversed();
+        let l3_offset = usize::from(pkt.parsed.l3_offset);
+        let l3_end = l3_offset + pkt.parsed.l3_len as usize;
+        let vni = pkt.parsed.vni;
+        match (current.is_v6, wanted.is_v6) {
+            (false, false) => {
+                let l3 = pkt
+                    .data_mut()
+                    .get_mut(l3_offset..l3_end)
+                    .ok_or(DropReason::NatUnsupported)?;
+                if is_icmpv4_error(l3) {
+                    return translate_icmp_error(l3, &current, &wanted, dir);
+                }
+                rewrite_v4(l3, &current, &wanted).map_err(|_| DropReason::NatUnsupported)?;
+                // The key cached in the packet is the old one.
+                let l4 = usize::from(pkt.parsed.l4_offset);
+                pkt.parsed
+                    .set_validated(l3_offset, l4, l3_end - l3_offset, vni);
+                Ok(())
+            }
+            (true, false) => {
+                let l3 = pkt
+                    .data()
+                    .get(l3_offset..l3_end)
+                    .ok_or(DropReason::NatUnsupported)?;
+                let port = (current.src_port != wanted.src_port).then_some(wanted.src_port);
+                let n = nat64::v6_to_v4(l3, v4(wanted.src), port, &mut self.scratch)
+                    .map_err(|_| DropReason::NatUnsupported)?;
+                self.replace_ip(pkt, n, dp_packet::EtherType::IPV4, 20, vni)
+            }
+            (false, true) => {
+                let l3 = pkt
+                    .data()
+                    .get(l3_offset..l3_end)
+                    .ok_or(DropReason::NatUnsupported)?;
+                let port = (current.dst_port != wanted.dst_port).then_some(wanted.dst_port);
+                let n = nat64::v4_to_v6(
+                    l3,
+                    Ipv6Addr::from(wanted.src),
+                    Ipv6Addr::from(wanted.dst),
+                    port,
+                    &mut self.scratch,
+                )
+                .map_err(|_| DropReason::NatUnsupported)?;
+                self.replace_ip(pkt, n, dp_packet::EtherType::IPV6, 40, vni)
+            }
+            (true, true) => Err(DropReason::NatUnsupported),
+        }
+    }
+
+    /// Puts the `n` translated bytes of `self.scratch` in place of the packet's IP packet, with
+    /// the Ethernet header's type changed.
+    fn replace_ip(
+        &mut self,
+        pkt: &mut PacketBuf,
+        n: usize,
+        ethertype: dp_packet::EtherType,
+        header_len: usize,
+        vni: u32,
+    ) -> Result<(), DropReason> {
+        let old = pkt.parsed.l3_len as usize;
+        let mut eth = [0u8; ETH_HEADER_LEN];
+        eth.copy_from_slice(
+            pkt.data()
+                .get(..ETH_HEADER_LEN)
+                .ok_or(DropReason::EthTruncated)?,
+        );
+        eth[12..].copy_from_slice(&ethertype.0.to_be_bytes());
+        pkt.truncate(ETH_HEADER_LEN + old);
+        if n >= old {
+            pkt.prepend(n - old).map_err(|_| DropReason::NoRoom)?;
+        } else {
+            pkt.strip_front(old - n)
+                .map_err(|_| DropReason::NatUnsupported)?;
+        }
+        let translated = self.scratch.get(..n).ok_or(DropReason::NoRoom)?;
+        let frame = pkt.data_mut();
+        frame
+            .get_mut(..ETH_HEADER_LEN)
+            .ok_or(DropReason::NoRoom)?
+            .copy_from_slice(&eth);
+        frame
+            .get_mut(ETH_HEADER_LEN..ETH_HEADER_LEN + n)
+            .ok_or(DropReason::NoRoom)?
+            .copy_from_slice(translated);
+        pkt.parsed
+            .set_validated(ETH_HEADER_LEN, ETH_HEADER_LEN + header_len, n, vni);
+        Ok(())
+    }
+}
+
+#[inline]
+fn v4(a: u128) -> Ipv4Addr {
+    Ipv4Addr::from(a as u32)
+}
+
+fn is_icmp(key: &ConnKey) -> bool {
+    matches!(key.proto, IpProtocol::ICMP | IpProtocol::ICMPV6)
+}
+
+/// Rewrites an IPv4 packet matching `current` to match `wanted` (addresses, ports or the echo
+/// identifier, which an ICMP key holds in both ports).
+fn rewrite_v4(l3: &mut [u8], current: &ConnKey, wanted: &ConnKey) -> Result<(), nat::NatError> {
+    let icmp = is_icmp(current);
+    if current.src != wanted.src || current.src_port != wanted.src_port {
+        let port = (current.src_port != wanted.src_port).then_some(wanted.src_port);
+        nat::rewrite_src_v4(l3, v4(wanted.src), port)?;
+    }
+    let dst_port_changed = current.dst_port != wanted.dst_port && !icmp;
+    if current.dst != wanted.dst || dst_port_changed {
+        nat::rewrite_dst_v4(
+            l3,
+            v4(wanted.dst),
+            dst_port_changed.then_some(wanted.dst_port),
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether an IPv4 packet is an ICMP error.
+fn is_icmpv4_error(l3: &[u8]) -> bool {
+    let header_len = usize::from(l3.first().map_or(0, |b| b & 0x0f)) * 4;
+    l3.get(9) == Some(&IpProtocol::ICMP.0)
+        && l3.get(header_len).is_some_and(|&t| nat::is_icmpv4_error(t))
+}
+
+/// An ICMP error travelling direction `dir` of a translated flow: translated as its flow's
+/// packets are — the outer destination, and the quoted packet (which went the other way) back
+/// to what it was on this side.
+fn translate_icmp_error(
+    l3: &mut [u8],
+    current: &ConnKey,
+    wanted: &ConnKey,
+    dir: Direction,
+) -> Result<(), DropReason> {
+    let _ = dir;
+    // The quoted packet is the reverse of `current`'s flow key as translated: its source is
+    // `current.dst` (port `current.dst_port`), to become `wanted.dst` (`wanted.dst_port`).
+    if current.dst != wanted.dst || current.dst_port != wanted.dst_port {
+        let port = (current.dst_port != wanted.dst_port).then_some(wanted.dst_port);
+        nat::rewrite_icmp_error_v4(l3, v4(wanted.dst), v4(wanted.dst), port)
+            .map_err(|_| DropReason::NatUnsupported)?;
+    }
+    if current.src != wanted.src {
+        // An error sent from inside a VIP'd VM: only the outer source is translated.
+        nat::rewrite_src_v4(l3, v4(wanted.src), None).map_err(|_| DropReason::NatUnsupported)?;
+    }
+    Ok(())
+}
+
+/// Where a translated packet goes: routed again for a new destination, to the VM that started
+/// the flow for a translated reply, else as the lookup decided.
+fn route(pkt: &mut PacketBuf, flow: &Flow, dir: Direction, ctx: &Ctx<'_>) -> Verdict {
+    match (flow.translation, dir) {
+        (Translation::DnatVip, Direction::Original) => {
+            let dst = v4(flow.keys[1].src);
+            let target = ctx
+                .tables
+                .vni(pkt.parsed.vni)
+                .and_then(|t| t.lookup_v4(dst).copied());
+            match target {
+                Some(RouteTarget::Local { port }) => {
+                    pkt.meta.out_port = port;
+                    pkt.meta.underlay_dst = Ipv6Addr::UNSPECIFIED;
+                    Verdict::Next(NodeId::L2Rewrite)
+                }
+                Some(RouteTarget::Remote { underlay, .. }) => {
+                    pkt.meta.underlay_dst = underlay;
+                    Verdict::Next(NodeId::IpipEncap)
+                }
+                None => Verdict::Drop(DropReason::NoRoute),
+            }
+        }
+        (Translation::SnatNat | Translation::SnatVip | Translation::Nat64, Direction::Reply) => {
+            pkt.meta.out_port = flow.ports[0];
+            pkt.meta.underlay_dst = Ipv6Addr::UNSPECIFIED;
+            Verdict::Next(NodeId::L2Rewrite)
+        }
+        _ => go_on(pkt),
+    }
+}
+
+/// Whether what a flow was translated by (and the VMs at its ends) still exist: the VIP or NAT
+/// range of the interface that started it, or the VIP it was sent to.
+pub(crate) fn still_valid(flow: &Flow, tables: &Snapshot) -> bool {
+    let ends_exist = flow
+        .ports
+        .iter()
+        .all(|&p| p == dp_tables::NO_PORT || tables.iface(p).is_some());
+    if !ends_exist {
+        return false;
+    }
+    let [orig, reply] = &flow.keys;
+    let inside = || tables.iface(flow.ports[0]).map(|i| &i.services);
+    match flow.translation {
+        Translation::None => true,
+        Translation::SnatVip => inside().and_then(|s| s.vip) == Some(v4(reply.dst)),
+        Translation::SnatNat | Translation::Nat64 => inside()
+            .and_then(|s| s.nat)
+            .is_some_and(|r| r.ip == v4(reply.dst) && r.contains(reply.dst_port)),
+        Translation::DnatVip => {
+            tables.public_target(orig.vni, v4(orig.dst))
+                == Some(PublicTarget::Vip {
+                    port: flow.ports[1],
+                    private: v4(reply.src),
+                })
+        }
+    }
+}

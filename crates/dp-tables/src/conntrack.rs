@@ -1,0 +1,825 @@
+//! The connection-tracking table of one worker: flows keyed on (VNI, 5-tuple), each findable from
+//! both directions with one lookup.
+//!
+//! A flow holds two keys, as dpservice's `flow_value` does: the *original* one (the first
+//! packet's addresses, protocol and ports) and the *reply* one (what a reply looks like when it
+//! arrives — the original reversed, or, for a translated flow, the reversed translation: the
+//! NAT address and port instead of the VM's). Both keys are in the index, so a packet of either
+//! direction finds its flow and learns the direction.
+//!
+//! # Layout (why not a `HashMap`)
+//!
+//! * The **flows** are a slab sized once (`Vec::with_capacity`; the memory is only touched as
+//!   flows are made), indexed by [`FlowId`], with a free list.
+//! * The **index** is open addressing with linear probing over 8-byte slots — a 32-bit hash tag
+//!   and the flow id with the direction — at most half full (two keys per flow). Deletion shifts
+//!   the following slots back (no tombstones), so the table never needs a rehash: a general hash
+//!   map's tombstone clean-up is a stall of the worker proportional to the table, and growing it
+//!   would allocate on the packet path. Probing 8-byte slots touches one cache line for several
+//!   candidates; the key itself is compared in the flow, which the caller reads anyway.
+//! * [`FlowTable::prefetch`] lets a node start the index and flow loads of a whole batch before
+//!   it looks any of them up (a lookup in a table of a million flows misses every cache).
+//!
+//! A full table refuses a new flow ([`FlowTable::insert`] → [`Full`]); it never evicts a live
+//! one. Expired flows are reclaimed by [`FlowTable::sweep`], a bounded scan per call.
+
+use dp_packet::{FlowKey, IpProtocol};
+
+use crate::{PortId, Vni};
+
+/// The most flows a table may hold (the index is sized for twice as many keys at half load).
+pub const MAX_FLOW_CAPACITY: usize = 1 << 28;
+
+/// What identifies one direction of a flow: the VNI and the 5-tuple (IPv4 addresses in the low
+/// 32 bits, as in [`FlowKey`]; ICMP echo: the identifier in both ports).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub src: u128,
+    pub dst: u128,
+    pub vni: Vni,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: IpProtocol,
+    pub is_v6: bool,
+}
+
+/// Seeds of [`ConnKey::hash`]: arbitrary odd constants.
+const SEED_A: u64 = 0x9e37_79b9_7f4a_7c15;
+const SEED_B: u64 = 0xc2b2_ae3d_27d4_eb4f;
+const SEED_C: u64 = 0x1656_67b1_9e37_79f9;
+
+#[inline(always)]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+#[inline(always)]
+fn fold(a: u128) -> u64 {
+    ((a >> 64) as u64) ^ (a as u64)
+}
+
+impl ConnKey {
+    /// The key of a packet with flow key `key` in `vni`.
+    #[inline]
+    pub fn new(vni: Vni, key: &FlowKey) -> Self {
+        ConnKey {
+            src: key.src,
+            dst: key.dst,
+            vni,
+            src_port: key.src_port,
+            dst_port: key.dst_port,
+            proto: key.proto,
+            is_v6: key.is_v6,
+        }
+    }
+
+    /// The same flow seen from the other end.
+    #[inline]
+    pub fn reversed(&self) -> Self {
+        ConnKey {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            ..*self
+        }
+    }
+
+    /// The flow key part (without the VNI).
+    #[inline]
+    pub fn flow_key(&self) -> FlowKey {
+        FlowKey {
+            src: self.src,
+            dst: self.dst,
+            proto: self.proto,
+            is_v6: self.is_v6,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+        }
+    }
+
+    /// The table's hash of the key: every field counts (ICMP identifiers included, unlike the
+    /// uplink hash). Two folded multiplies for the addresses, one for the rest.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        let addrs = fold_mul(fold(self.src) ^ SEED_A, fold(self.dst) ^ SEED_B);
+        let rest = (u64::from(self.vni) << 32)
+            | (u64::from(self.src_port) << 16)
+            | u64::from(self.dst_port);
+        let proto = (u64::from(self.proto.0) << 1) | u64::from(self.is_v6);
+        fold_mul(addrs ^ rest, SEED_C ^ (proto << 56))
+    }
+}
+
+/// Which of its two keys a packet matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Direction {
+    /// The direction of the packet that made the flow.
+    Original = 0,
+    /// The other one.
+    Reply = 1,
+}
+
+impl Direction {
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A flow's index in its table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowId(pub u32);
+
+/// TCP connection state, as far as a middlebox can tell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum TcpState {
+    /// Not TCP, or TCP picked up without a handshake seen.
+    #[default]
+    None,
+    /// The original direction sent SYN.
+    SynSent,
+    /// The reply direction answered SYN-ACK.
+    SynReceived,
+    /// The handshake completed (or data flowed both ways).
+    Established,
+    /// One side sent FIN.
+    FinWait,
+    /// Both sides sent FIN, or a RST was seen: the flow lingers briefly for stray segments.
+    Closed,
+}
+
+/// The TCP flags the state machine looks at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSegment {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+impl TcpState {
+    /// The state after a segment with `flags` in direction `dir`.
+    #[must_use]
+    pub fn next(self, dir: Direction, flags: TcpSegment) -> TcpState {
+        use TcpState::*;
+        if flags.rst {
+            return Closed;
+        }
+        match (self, dir) {
+            (Closed, _) => Closed,
+            (_, _) if flags.fin => match self {
+                FinWait => Closed,
+                _ => FinWait,
+            },
+            (None, Direction::Original) if flags.syn && !flags.ack => SynSent,
+            (SynSent, Direction::Reply) if flags.syn && flags.ack => SynReceived,
+            (SynReceived, Direction::Original) if flags.ack && !flags.syn => Established,
+            // A picked-up flow (no handshake seen) is established once the reply flows.
+            (None, Direction::Reply) => Established,
+            (s, _) => s,
+        }
+    }
+}
+
+/// How long a flow lives without packets, per state (nanoseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Every flow but an established TCP one (dpservice's `--flow-timeout`, 30 s).
+    pub default_ns: u64,
+    /// Established TCP (dpservice: 24 h).
+    pub tcp_established_ns: u64,
+    /// TCP after RST or both FINs (at most `default_ns`).
+    pub tcp_closed_ns: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts::with_default_secs(30)
+    }
+}
+
+impl Timeouts {
+    /// dpservice's timeouts with `--flow-timeout` = `secs`.
+    pub fn with_default_secs(secs: u64) -> Self {
+        let default_ns = secs.saturating_mul(1_000_000_000);
+        Timeouts {
+            default_ns,
+            tcp_established_ns: 24 * 3600 * 1_000_000_000,
+            tcp_closed_ns: default_ns.min(10_000_000_000),
+        }
+    }
+
+    /// The timeout of a flow of protocol `proto` in TCP state `state`.
+    #[inline]
+    pub fn of(&self, proto: IpProtocol, state: TcpState) -> u64 {
+        if proto != IpProtocol::TCP {
+            return self.default_ns;
+        }
+        match state {
+            TcpState::Established => self.tcp_established_ns,
+            TcpState::Closed => self.tcp_closed_ns,
+            _ => self.default_ns,
+        }
+    }
+}
+
+/// No port number: the flow's end is not a VM on this host.
+pub const NO_PORT: PortId = PortId::MAX;
+
+/// The firewall's decision for a flow, made once and kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FirewallVerdict {
+    /// The snapshot's firewall generation the decision was made under (0: never decided).
+    pub generation: u64,
+    /// Whether the flow may pass (both directions).
+    pub accept: bool,
+}
+
+/// What kind of translation a flow has (the keys say what exactly).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Translation {
+    #[default]
+    None,
+    /// Source NAT by the interface's VIP (address only).
+    SnatVip,
+    /// Source NAT by the interface's NAT (address and port).
+    SnatNat,
+    /// Destination NAT of a VIP to its interface.
+    DnatVip,
+    /// IPv6 to IPv4 through the interface's NAT (NAT64).
+    Nat64,
+}
+
+/// One tracked connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// `[original, reply]`.
+    pub keys: [ConnKey; 2],
+    /// When the flow expires unless a packet refreshes it (worker clock, ns).
+    pub expires_ns: u64,
+    pub tcp: TcpState,
+    pub translation: Translation,
+    pub firewall: FirewallVerdict,
+    /// The VM ports at its ends as the original packet saw them: `[source, destination]`
+    /// ([`NO_PORT`] for an end beyond the underlay).
+    pub ports: [PortId; 2],
+    /// Whether the slot holds a flow.
+    pub live: bool,
+}
+
+impl Flow {
+    /// A new flow from `original` to `reply`, expiring at `expires_ns`.
+    pub fn new(original: ConnKey, reply: ConnKey, expires_ns: u64) -> Self {
+        Flow {
+            keys: [original, reply],
+            expires_ns,
+            live: true,
+            ports: [NO_PORT; 2],
+            ..Flow::default()
+        }
+    }
+
+    #[inline]
+    pub fn key(&self, dir: Direction) -> &ConnKey {
+        match dir {
+            Direction::Original => &self.keys[0],
+            Direction::Reply => &self.keys[1],
+        }
+    }
+
+    /// Whether the reply key is the original reversed (no translation of the 5-tuple).
+    #[inline]
+    pub fn is_translated(&self) -> bool {
+        self.keys[1] != self.keys[0].reversed()
+    }
+}
+
+/// The table is full: the new flow is refused (a counted drop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full;
+
+/// Why a flow could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// Every flow slot is in use.
+    Full,
+    /// One of the keys belongs to another flow already.
+    KeyInUse,
+}
+
+/// Counters of a table (monotonic, except `live`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub live: u64,
+    pub created: u64,
+    pub expired: u64,
+    /// Removed before expiry (closed by a control-plane change, or by the caller).
+    pub removed: u64,
+    pub refused_full: u64,
+}
+
+/// A slot of the index: `tag << 32 | (flow id + 1) << 1 | direction`; 0 is empty.
+type Slot = u64;
+
+#[inline(always)]
+fn tag_of(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
+#[inline(always)]
+fn slot(tag: u32, id: u32, dir: Direction) -> Slot {
+    (u64::from(tag) << 32) | (u64::from(id + 1) << 1) | dir as u64
+}
+
+#[inline(always)]
+fn slot_flow(s: Slot) -> (u32, Direction) {
+    let low = s as u32;
+    let dir = if low & 1 == 0 {
+        Direction::Original
+    } else {
+        Direction::Reply
+    };
+    ((low >> 1).wrapping_sub(1), dir)
+}
+
+/// One worker's flows; see the module docs.
+#[derive(Debug)]
+pub struct FlowTable {
+    index: Vec<Slot>,
+    /// `index.len() - 1` (a power of two minus one).
+    mask: usize,
+    flows: Vec<Flow>,
+    free: Vec<u32>,
+    capacity: usize,
+    /// Where the next [`FlowTable::sweep`] starts.
+    cursor: usize,
+    stats: FlowStats,
+}
+
+impl FlowTable {
+    /// A table for up to `capacity` flows (at least 1, at most [`MAX_FLOW_CAPACITY`]).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.clamp(1, MAX_FLOW_CAPACITY);
+        // Two keys per flow at no more than half load.
+        let slots = (capacity * 4).next_power_of_two();
+        FlowTable {
+            index: vec![0; slots],
+            mask: slots - 1,
+            flows: Vec::with_capacity(capacity),
+            free: Vec::with_capacity(capacity),
+            capacity,
+            cursor: 0,
+            stats: FlowStats::default(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn len(&self) -> usize {
+        self.stats.live as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stats.live == 0
+    }
+
+    pub fn stats(&self) -> FlowStats {
+        self.stats
+    }
+
+    /// Starts loading what a lookup of `hash` will read (its index slot), so that a batch's
+    /// lookups overlap their cache misses.
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        let home = tag_of(hash) as usize & self.mask;
+        if let Some(s) = self.index.get(home) {
+            prefetch_read(s);
+        }
+    }
+
+    /// Starts loading the flow a lookup of `hash` will most likely find (the first candidate
+    /// of its probe), once its index slot is in cache.
+    #[inline(always)]
+    pub fn prefetch_flow(&self, hash: u64) {
+        let home = tag_of(hash) as usize & self.mask;
+        if let Some(&s) = self.index.get(home) {
+            if s != 0 {
+                let (id, _) = slot_flow(s);
+                if let Some(f) = self.flows.get(id as usize) {
+                    prefetch_read(f);
+                }
+            }
+        }
+    }
+
+    /// The flow `key` (with `hash` = `key.hash()`) belongs to, and the direction it matched.
+    #[inline]
+    pub fn find(&self, key: &ConnKey, hash: u64) -> Option<(FlowId, Direction)> {
+        let tag = tag_of(hash);
+        let mut i = tag as usize & self.mask;
+        // At most half full: an empty slot is always reached; the bound is a guard.
+        for _ in 0..=self.mask {
+            let s = *self.index.get(i)?;
+            if s == 0 {
+                return None;
+            }
+            if (s >> 32) as u32 == tag {
+                let (id, dir) = slot_flow(s);
+                if self
+                    .flows
+                    .get(id as usize)
+                    .is_some_and(|f| f.key(dir) == key)
+                {
+                    return Some((FlowId(id), dir));
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+
+    /// Whether some flow has `key`.
+    #[inline]
+    pub fn contains(&self, key: &ConnKey) -> bool {
+        self.find(key, key.hash()).is_some()
+    }
+
+    #[inline]
+    pub fn get(&self, id: FlowId) -> Option<&Flow> {
+        self.flows.get(id.0 as usize).filter(|f| f.live)
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, id: FlowId) -> Option<&mut Flow> {
+        self.flows.get_mut(id.0 as usize).filter(|f| f.live)
+    }
+
+    /// Makes `flow` findable by both its keys (one, if the reply key is the original itself).
+    pub fn insert(&mut self, flow: Flow) -> Result<FlowId, InsertError> {
+        if self.len() >= self.capacity {
+            self.stats.refused_full += 1;
+            return Err(InsertError::Full);
+        }
+        let [orig, reply] = flow.keys;
+        let (h0, h1) = (orig.hash(), reply.hash());
+        if self.find(&orig, h0).is_some() || self.find(&reply, h1).is_some() {
+            return Err(InsertError::KeyInUse);
+        }
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                let id = self.flows.len() as u32;
+                // Within the capacity reserved at construction: never reallocates.
+                self.flows.push(Flow::default());
+                id
+            }
+        };
+        let Some(entry) = self.flows.get_mut(id as usize) else {
+            return Err(InsertError::Full);
+        };
+        *entry = Flow { live: true, ..flow };
+        self.place(slot(tag_of(h0), id, Direction::Original));
+        if reply != orig {
+            self.place(slot(tag_of(h1), id, Direction::Reply));
+        }
+        self.stats.live += 1;
+        self.stats.created += 1;
+        Ok(FlowId(id))
+    }
+
+    /// Puts a slot at the first empty place of its probe sequence.
+    fn place(&mut self, s: Slot) {
+        let mut i = (s >> 32) as usize & self.mask;
+        for _ in 0..=self.mask {
+            match self.index.get_mut(i) {
+                Some(cell) if *cell == 0 => {
+                    *cell = s;
+                    return;
+                }
+                Some(_) => i = (i + 1) & self.mask,
+                None => return,
+            }
+        }
+    }
+
+    /// Removes the index slot of `key` that points at flow `id`, shifting later slots back.
+    fn unplace(&mut self, key: &ConnKey, id: u32) {
+        let tag = tag_of(key.hash());
+        let mut i = tag as usize & self.mask;
+        let mut found = None;
+        for _ in 0..=self.mask {
+            let s = self.index.get(i).copied().unwrap_or(0);
+            if s == 0 {
+                break;
+            }
+            if (s >> 32) as u32 == tag && slot_flow(s).0 == id {
+                found = Some(i);
+                break;
+            }
+            i = (i + 1) & self.mask;
+        }
+        let Some(mut hole) = found else { return };
+        // Backward-shift deletion: move every later slot of the cluster that may live in the
+        // hole (its home is not cyclically inside (hole, j]) into it.
+        let mut j = hole;
+        loop {
+            j = (j + 1) & self.mask;
+            let s = self.index.get(j).copied().unwrap_or(0);
+            if s == 0 {
+                break;
+            }
+            let home = (s >> 32) as usize & self.mask;
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                if let Some(cell) = self.index.get_mut(hole) {
+                    *cell = s;
+                }
+                hole = j;
+            }
+        }
+        if let Some(cell) = self.index.get_mut(hole) {
+            *cell = 0;
+        }
+    }
+
+    /// Removes a flow (both keys); returns it.
+    pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
+        let flow = *self.get(id)?;
+        self.unplace(&flow.keys[0], id.0);
+        if flow.keys[1] != flow.keys[0] {
+            self.unplace(&flow.keys[1], id.0);
+        }
+        if let Some(f) = self.flows.get_mut(id.0 as usize) {
+            f.live = false;
+        }
+        self.free.push(id.0);
+        self.stats.live = self.stats.live.saturating_sub(1);
+        Some(flow)
+    }
+
+    /// Closes a flow before it expires (counted as removed).
+    pub fn close(&mut self, id: FlowId) -> Option<Flow> {
+        let flow = self.remove(id)?;
+        self.stats.removed += 1;
+        Some(flow)
+    }
+
+    /// Looks at up to `budget` flow slots from where the last sweep stopped and removes the
+    /// flows that expired by `now_ns` or that `is_stale` condemns; returns how many it removed.
+    /// Bounded work per call: a full pass over a table of `n` slots takes `n / budget` calls.
+    pub fn sweep(
+        &mut self,
+        now_ns: u64,
+        budget: usize,
+        mut is_stale: impl FnMut(&Flow) -> bool,
+    ) -> usize {
+        let n = self.flows.len();
+        if n == 0 {
+            return 0;
+        }
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            if self.cursor >= n {
+                self.cursor = 0;
+            }
+            let id = self.cursor as u32;
+            self.cursor += 1;
+            let Some(flow) = self.flows.get(id as usize) else {
+                continue;
+            };
+            if !flow.live {
+                continue;
+            }
+            if flow.expires_ns <= now_ns {
+                self.remove(FlowId(id));
+                self.stats.expired += 1;
+                removed += 1;
+            } else if is_stale(flow) {
+                self.close(FlowId(id));
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Every live flow (tests, diagnostics).
+    pub fn iter(&self) -> impl Iterator<Item = (FlowId, &Flow)> {
+        self.flows
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.live)
+            .map(|(i, f)| (FlowId(i as u32), f))
+    }
+
+    /// Removes every flow.
+    pub fn clear(&mut self) {
+        let ids: Vec<u32> = self.iter().map(|(id, _)| id.0).collect();
+        for id in ids {
+            self.close(FlowId(id));
+        }
+    }
+}
+
+/// A hint to start loading `value`'s cache line; no effect on other targets.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch_read<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint: it never faults, reads nothing into the program and
+        // writes nothing; the pointer comes from a reference anyway. SSE is baseline on x86_64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u32) -> ConnKey {
+        ConnKey {
+            src: u128::from(0x0a00_0000 | i),
+            dst: u128::from(0x0a01_0000u32),
+            vni: 100,
+            src_port: (i % 50_000) as u16 + 1024,
+            dst_port: 80,
+            proto: IpProtocol::TCP,
+            is_v6: false,
+        }
+    }
+
+    #[test]
+    fn both_directions_find_the_flow() {
+        let mut t = FlowTable::new(16);
+        let k = key(1);
+        let id = t.insert(Flow::new(k, k.reversed(), 100)).unwrap();
+        assert_eq!(t.find(&k, k.hash()), Some((id, Direction::Original)));
+        let r = k.reversed();
+        assert_eq!(t.find(&r, r.hash()), Some((id, Direction::Reply)));
+        let mut other = k;
+        other.vni = 101;
+        assert_eq!(
+            t.find(&other, other.hash()),
+            None,
+            "the VNI is part of the key"
+        );
+        assert_eq!(t.len(), 1);
+        assert!(!t.get(id).unwrap().is_translated());
+    }
+
+    #[test]
+    fn full_table_refuses_and_keeps_live_flows() {
+        let mut t = FlowTable::new(3);
+        for i in 0..3 {
+            t.insert(Flow::new(key(i), key(i).reversed(), 100)).unwrap();
+        }
+        assert_eq!(
+            t.insert(Flow::new(key(9), key(9).reversed(), 100)),
+            Err(InsertError::Full)
+        );
+        assert_eq!(t.stats().refused_full, 1);
+        for i in 0..3 {
+            assert!(t.contains(&key(i)));
+        }
+        assert_eq!(
+            t.insert(Flow::new(key(0), key(7), 100)),
+            Err(InsertError::Full)
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let mut t = FlowTable::new(8);
+        t.insert(Flow::new(key(1), key(1).reversed(), 100)).unwrap();
+        assert_eq!(
+            t.insert(Flow::new(key(2), key(1).reversed(), 100)),
+            Err(InsertError::KeyInUse)
+        );
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn sweep_is_bounded_and_reclaims_expired_flows() {
+        let mut t = FlowTable::new(1000);
+        for i in 0..1000 {
+            let expires = if i % 2 == 0 { 10 } else { 1000 };
+            t.insert(Flow::new(key(i), key(i).reversed(), expires))
+                .unwrap();
+        }
+        assert_eq!(t.sweep(50, 100, |_| false), 50, "100 slots looked at");
+        let mut total = 50;
+        for _ in 0..9 {
+            total += t.sweep(50, 100, |_| false);
+        }
+        assert_eq!(total, 500);
+        assert_eq!(t.len(), 500);
+        for i in 0..1000 {
+            assert_eq!(t.contains(&key(i)), i % 2 == 1, "flow {i}");
+            assert_eq!(t.contains(&key(i).reversed()), i % 2 == 1);
+        }
+        // Freed slots are reused, not appended.
+        for i in 1000..1500 {
+            t.insert(Flow::new(key(i), key(i).reversed(), 2000))
+                .unwrap();
+        }
+        assert_eq!(t.flows.len(), 1000);
+        // Stale flows go too, counted as removed.
+        let removed = t.sweep(50, 1000, |f| f.expires_ns == 2000);
+        assert_eq!(removed, 500);
+        assert_eq!(t.stats().removed, 500);
+    }
+
+    /// Random inserts and removals against a model: every present key is found with its flow,
+    /// every absent one is not (backward-shift deletion keeps probe chains intact).
+    #[test]
+    fn index_matches_a_model_under_churn() {
+        use std::collections::HashMap;
+        let mut t = FlowTable::new(512);
+        let mut model: HashMap<u32, FlowId> = HashMap::new();
+        let mut x: u64 = 0x1234_5678;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x % 700) as u32;
+            if let Some(id) = model.remove(&i) {
+                assert!(t.remove(id).is_some());
+            } else if let Ok(id) = t.insert(Flow::new(key(i), key(i).reversed(), 1)) {
+                model.insert(i, id);
+            } else {
+                assert_eq!(t.len(), 512, "refused only when full (step {step})");
+            }
+            if step % 97 == 0 {
+                for j in 0..700 {
+                    let found = t.find(&key(j), key(j).hash()).map(|(id, _)| id);
+                    assert_eq!(found, model.get(&j).copied(), "key {j} at step {step}");
+                    let back = t.find(&key(j).reversed(), key(j).reversed().hash());
+                    assert_eq!(back.map(|(id, _)| id), model.get(&j).copied());
+                }
+            }
+        }
+        assert_eq!(t.len(), model.len());
+    }
+
+    #[test]
+    fn tcp_states() {
+        use Direction::*;
+        let syn = TcpSegment {
+            syn: true,
+            ..Default::default()
+        };
+        let synack = TcpSegment {
+            syn: true,
+            ack: true,
+            ..Default::default()
+        };
+        let ack = TcpSegment {
+            ack: true,
+            ..Default::default()
+        };
+        let fin = TcpSegment {
+            fin: true,
+            ack: true,
+            ..Default::default()
+        };
+        let rst = TcpSegment {
+            rst: true,
+            ..Default::default()
+        };
+        let s = TcpState::None.next(Original, syn);
+        assert_eq!(s, TcpState::SynSent);
+        let s = s.next(Reply, synack);
+        assert_eq!(s, TcpState::SynReceived);
+        let s = s.next(Original, ack);
+        assert_eq!(s, TcpState::Established);
+        let s = s.next(Reply, fin);
+        assert_eq!(s, TcpState::FinWait);
+        assert_eq!(s.next(Original, fin), TcpState::Closed);
+        assert_eq!(TcpState::Established.next(Reply, rst), TcpState::Closed);
+        assert_eq!(TcpState::None.next(Reply, ack), TcpState::Established);
+        let t = Timeouts::default();
+        assert_eq!(t.of(IpProtocol::UDP, TcpState::None), 30_000_000_000);
+        assert_eq!(
+            t.of(IpProtocol::TCP, TcpState::Established),
+            86_400_000_000_000
+        );
+        assert_eq!(t.of(IpProtocol::TCP, TcpState::Closed), 10_000_000_000);
+        assert_eq!(Timeouts::with_default_secs(5).tcp_closed_ns, 5_000_000_000);
+    }
+}
