@@ -461,7 +461,102 @@ pub fn snapshot_of(ifaces: &[Iface], port_count: usize) -> Snapshot {
         }
     }
     snapshot.vnis = vnis.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    // VIPs and NATs as the control plane publishes them: public addresses and underlay routes.
+    for i in ifaces {
+        let public = Arc::make_mut(&mut snapshot.public);
+        if let Some(vip) = i.services.vip {
+            public.insert(
+                (i.vni, u32::from(vip)),
+                dp_tables::PublicTarget::Vip {
+                    port: i.port,
+                    private: i.ipv4,
+                },
+            );
+            snapshot.set_underlay(
+                vip_underlay(i.port),
+                UnderlayTarget::Vip {
+                    port: i.port,
+                    vni: i.vni,
+                },
+            );
+        }
+        if let Some(nat) = i.services.nat {
+            Arc::make_mut(&mut snapshot.public)
+                .insert((i.vni, u32::from(nat.ip)), dp_tables::PublicTarget::Nat);
+            snapshot.set_underlay(
+                nat_underlay(i.port),
+                UnderlayTarget::Nat {
+                    port: i.port,
+                    vni: i.vni,
+                },
+            );
+        }
+    }
     snapshot
+}
+
+/// The underlay route of the VIP of the interface on port `p`.
+pub fn vip_underlay(p: PortId) -> Ipv6Addr {
+    format!("fc00:1::100:{p}").parse().unwrap()
+}
+
+/// The underlay route of the NAT of the interface on port `p`.
+pub fn nat_underlay(p: PortId) -> Ipv6Addr {
+    format!("fc00:1::200:{p}").parse().unwrap()
+}
+
+/// A TCP segment (20-byte header, window 512) with its checksum over IPv4.
+pub fn tcp_v4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut t = tcp_header(sport, dport, flags, payload);
+    let c = inet_checksum(&[&pseudo_v4(src, dst, 6, t.len()), &t]);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+/// A TCP segment with its checksum over IPv6.
+pub fn tcp_v6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut t = tcp_header(sport, dport, flags, payload);
+    let c = inet_checksum(&[&pseudo_v6(src, dst, 6, t.len()), &t]);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+fn tcp_header(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&1000u32.to_be_bytes()); // sequence
+    t.extend_from_slice(&(if flags & TCP_ACK != 0 { 2000u32 } else { 0 }).to_be_bytes());
+    t.push(5 << 4);
+    t.push(flags);
+    t.extend_from_slice(&512u16.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+    t.extend_from_slice(payload);
+    t
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// The inner IP packet of an encapsulated frame (after the Ethernet and outer IPv6 headers).
+pub fn inner_of(frame: &[u8]) -> &[u8] {
+    &frame[14 + 40..]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -525,7 +620,7 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, hop_limit: u8, payload: &[u8
     h
 }
 
-fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
+pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
     let mut p = Vec::new();
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
@@ -534,7 +629,7 @@ fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
     p
 }
 
-fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, len: usize) -> Vec<u8> {
+pub fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, len: usize) -> Vec<u8> {
     let mut p = Vec::new();
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
