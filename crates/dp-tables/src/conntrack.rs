@@ -74,6 +74,85 @@ impl ConnKey {
         }
     }
 
+    /// Reads the key of the validated IP packet `l3` (cut to its length) in `vni` into `self`
+    /// and returns its [`hash`](ConnKey::hash): the same key as
+    /// `ConnKey::new(vni, &FlowKey::of_header(l3))` (a test checks it on random headers),
+    /// written in place. The conntrack node's hot path: building the `FlowKey` and converting
+    /// it, returned by value, cost 123 instructions per packet in callgrind.
+    #[inline(always)]
+    pub fn read_into(&mut self, vni: Vni, l3: &[u8]) -> u64 {
+        let (src, dst, proto, is_v6, l4, ports_allowed) = match l3.first().map(|b| b >> 4) {
+            Some(6) => {
+                let Some(h) = l3.first_chunk::<40>() else {
+                    *self = ConnKey::new(vni, &FlowKey::default());
+                    return self.hash();
+                };
+                let payload = usize::from(u16::from_be_bytes([h[4], h[5]]));
+                let l4 = l3.get(40..40 + payload).unwrap_or_default();
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&h[8..24]);
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&h[24..40]);
+                (
+                    u128::from_be_bytes(a),
+                    u128::from_be_bytes(b),
+                    h[6],
+                    true,
+                    l4,
+                    true,
+                )
+            }
+            _ => {
+                let Some(h) = l3.first_chunk::<20>() else {
+                    *self = ConnKey::new(vni, &FlowKey::default());
+                    return self.hash();
+                };
+                let header_len = usize::from(h[0] & 0x0f) * 4;
+                let total_len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+                let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+                let l4 = l3.get(header_len..total_len).unwrap_or_default();
+                let src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+                let dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+                (u128::from(src), u128::from(dst), h[9], false, l4, !fragment)
+            }
+        };
+        let proto = IpProtocol(proto);
+        let (src_port, dst_port) = if !ports_allowed {
+            (0, 0)
+        } else if dp_packet::flow::has_ports(proto) {
+            match l4.first_chunk::<4>() {
+                Some(w) => (
+                    u16::from_be_bytes([w[0], w[1]]),
+                    u16::from_be_bytes([w[2], w[3]]),
+                ),
+                None => (0, 0),
+            }
+        } else {
+            let (icmp, echo) = if is_v6 {
+                (IpProtocol::ICMPV6, [128, 129])
+            } else {
+                (IpProtocol::ICMP, [8, 0])
+            };
+            match l4.first_chunk::<6>() {
+                Some(m) if proto == icmp && echo.contains(&m[0]) => {
+                    let id = u16::from_be_bytes([m[4], m[5]]);
+                    (id, id)
+                }
+                _ => (0, 0),
+            }
+        };
+        *self = ConnKey {
+            src,
+            dst,
+            vni,
+            src_port,
+            dst_port,
+            proto,
+            is_v6,
+        };
+        self.hash()
+    }
+
     /// The same flow seen from the other end.
     #[inline]
     pub fn reversed(&self) -> Self {
@@ -445,6 +524,14 @@ impl FlowTable {
         None
     }
 
+    /// [`FlowTable::find`], with the flow to update.
+    #[inline]
+    pub fn find_mut(&mut self, key: &ConnKey, hash: u64) -> Option<(FlowId, Direction, &mut Flow)> {
+        let (id, dir) = self.find(key, hash)?;
+        let flow = self.flows.get_mut(id.0 as usize)?;
+        Some((id, dir, flow))
+    }
+
     /// Whether some flow has `key`.
     #[inline]
     pub fn contains(&self, key: &ConnKey) -> bool {
@@ -661,6 +748,52 @@ mod tests {
             dst_port: 80,
             proto: IpProtocol::TCP,
             is_v6: false,
+        }
+    }
+
+    /// `read_into` is `FlowKey::of_header` then `new`, on random headers of every kind.
+    #[test]
+    fn reading_in_place_gives_the_flow_keys_key() {
+        let mut x: u64 = 0x9e37_79b9;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let v6 = round % 3 == 0;
+            let len = if v6 {
+                40 + (next() % 24) as usize
+            } else {
+                20 + (next() % 24) as usize
+            };
+            let mut p: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if v6 {
+                p[0] = 0x60;
+                let payload = (len - 40) as u16;
+                p[4..6].copy_from_slice(&payload.to_be_bytes());
+                p[6] = [6, 17, 58, 132, 44, 1][(next() % 6) as usize];
+                if let Some(t) = p.get_mut(40) {
+                    *t = [128, 129, 1, 0][(next() % 4) as usize];
+                }
+            } else {
+                p[0] = 0x45;
+                p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                p[9] = [6, 17, 1, 136, 47][(next() % 5) as usize];
+                if next() % 2 == 0 {
+                    p[6] = 0;
+                    p[7] = 0;
+                }
+                if let Some(t) = p.get_mut(20) {
+                    *t = [8, 0, 3, 11][(next() % 4) as usize];
+                }
+            }
+            let mut k = ConnKey::default();
+            let h = k.read_into(77, &p);
+            let want = ConnKey::new(77, &FlowKey::of_header(&p));
+            assert_eq!(k, want, "header {p:02x?}");
+            assert_eq!(h, want.hash());
         }
     }
 

@@ -15,7 +15,18 @@
 //!   full UDP checksum, option parsing, a new reply). Its size is fixed at 342 bytes, what a
 //!   stock client's request is (BOOTP padded to 300 bytes); `flows` are distinct transaction ids;
 //! * `drop`: UDP from VM1 with a spoofed source address (10.100.9.9): parsed and fully validated
-//!   (Ethernet, IPv4 header and checksum), then dropped as `spoofed` by ipv4_lookup.
+//!   (Ethernet, IPv4 header and checksum), then dropped as `spoofed` by ipv4_lookup;
+//! * `firewall`: `encap` with ten egress rules on VM1 (the last accepts the remote /16): the
+//!   rules are evaluated once per flow, established packets only meet the kept verdict;
+//! * `nat`: VM1 behind a NAT (ports 1024–65535 of 203.0.113.1) sends to 198.18.0.0/16 over the
+//!   public default route: source address and port translated, then encapsulated;
+//! * `nat_return`: the replies of `nat`'s flows from the underlay, translated back to VM1;
+//! * `setup`: every packet a new flow (`encap` frames, measured over one pass of them, the table
+//!   empty at the start): the cost of making a flow, its firewall decision included.
+//!
+//! Every routed packet passes connection tracking (the `encap`, `decap`, `local` paths too): the
+//! flow table holds twice `flows` flows, and the warm-up makes every flow before measuring, so
+//! the figures are those of established flows (`setup` aside).
 //!
 //! `flows`: distinct frames replayed round-robin (destinations spread over a /16, the upper bits
 //! in the UDP source port). `routes`: routes in the VNI besides the VMs' own and the remote /16
@@ -40,7 +51,13 @@ use dp_pipeline::{
     PortTable, BATCH_SIZE, DEFAULT_DATA_ROOM,
 };
 use dp_ports::{MemoryPort, Port};
-use dp_tables::{Iface, Publisher, RouteTarget, Snapshot, UnderlayTarget, VniTable};
+use dp_tables::{
+    FirewallAction, FirewallRule, FirewallRules, Iface, IpNet, NatRange, PortRange, ProtocolFilter,
+    PublicTarget, Publisher, RouteTarget, Snapshot, TrafficDirection, UnderlayTarget, VniTable,
+};
+
+/// Packets a worker round takes in (`setup` measures `flows / SETUP_BURST` rounds).
+const SETUP_BURST: usize = BATCH_SIZE;
 use dpservice::worker::Worker;
 
 /// Counts every heap allocation of the process.
@@ -90,7 +107,8 @@ struct Args {
     /// time: for instruction counting under `valgrind --tool=callgrind`.
     #[arg(long)]
     rounds: Option<u64>,
-    /// Only these paths (comma-separated: encap, decap, local, dhcp, drop, handoff). `handoff`:
+    /// Only these paths (comma-separated: encap, decap, local, dhcp, drop, handoff, firewall,
+    /// nat, nat_return, setup). `handoff`:
     /// two workers in one thread, worker 0 receives encap flows that worker 1 owns, hands them
     /// over, and worker 1 encapsulates them.
     #[arg(long, value_delimiter = ',')]
@@ -131,8 +149,26 @@ const REMOTE_HOST: Ipv6Addr = Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1);
 /// Frame size of the DHCP request (Ethernet + IPv4 + UDP + a 300-byte BOOTP message).
 const DHCP_FRAME_LEN: usize = 14 + 20 + 8 + 300;
 
-const PATHS: [&str; 6] = ["encap", "decap", "local", "dhcp", "drop", "handoff"];
-const FLOWS: [usize; 2] = [1, 100_000];
+const PATHS: [&str; 10] = [
+    "encap",
+    "decap",
+    "local",
+    "dhcp",
+    "drop",
+    "handoff",
+    "firewall",
+    "nat",
+    "nat_return",
+    "setup",
+];
+const FLOWS: [usize; 3] = [1, 100_000, 1_000_000];
+/// The paths measured with a million flows too (connection tracking at scale).
+const MILLION_FLOW_PATHS: [&str; 5] = ["encap", "firewall", "nat", "nat_return", "setup"];
+/// VM1's NAT address and ports, and where its NAT'd flows go (a benchmarking network, RFC 2544).
+const NAT_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const NAT_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+const ROUTER_UNDERLAY: Ipv6Addr = Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0xffff, 1);
+const VM1_NAT_UNDERLAY: Ipv6Addr = Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0x200, 2);
 const ROUTES: [usize; 2] = [10, 100_000];
 const SIZES: [usize; 2] = [64, 1400];
 
@@ -153,6 +189,12 @@ fn cases(args: &Args) -> Vec<Case> {
         };
         for &size in sizes {
             for flows in FLOWS {
+                if flows > 100_000 && !MILLION_FLOW_PATHS.contains(&path) {
+                    continue;
+                }
+                if path == "setup" && flows == 1 {
+                    continue;
+                }
                 for routes in ROUTES {
                     cases.push(Case {
                         path,
@@ -248,8 +290,8 @@ fn vm_iface(id: &str, port: u16, ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> Iface {
 
 /// VM1 (10.100.1.1) on port 2 and VM2 (10.100.1.2, plus a /16 alias prefix so the 100k
 /// flows all reach it) on port 3, and `routes` extra remote routes in the VNI.
-fn snapshot(routes: usize) -> Snapshot {
-    let vm1 = vm_iface(
+fn snapshot(routes: usize, path: &str) -> Snapshot {
+    let mut vm1 = vm_iface(
         "vm1",
         VM1_PORT,
         Ipv4Addr::new(10, 100, 1, 1),
@@ -262,7 +304,26 @@ fn snapshot(routes: usize) -> Snapshot {
         "2000:100:1::2".parse().unwrap_or(Ipv6Addr::UNSPECIFIED),
     );
     vm2.prefixes_v4.push((Ipv4Addr::new(10, 101, 0, 0), 16));
+    if path == "firewall" {
+        vm1.services.firewall = Arc::new(egress_rules());
+    }
+    if path.starts_with("nat") {
+        vm1.services.nat = Some(NatRange {
+            ip: NAT_IP,
+            min_port: 1024,
+            max_port: u16::MAX,
+        });
+    }
     let mut table = VniTable::default();
+    let _ = table.v4.insert(
+        0,
+        0,
+        RouteTarget::Remote {
+            vni: VNI,
+            underlay: ROUTER_UNDERLAY,
+            public: true,
+        },
+    );
     let _ = table.v4.insert(
         u32::from(vm1.ipv4),
         32,
@@ -317,15 +378,87 @@ fn snapshot(routes: usize) -> Snapshot {
                 vni: VNI,
             },
         ),
+        (
+            u128::from(VM1_NAT_UNDERLAY),
+            UnderlayTarget::Nat {
+                port: VM1_PORT,
+                vni: VNI,
+            },
+        ),
     ]
     .into_iter()
     .collect();
+    let public = [((VNI, u32::from(NAT_IP)), PublicTarget::Nat)]
+        .into_iter()
+        .collect();
     Snapshot {
         ifaces_by_port: Arc::new(vec![None, None, Some(Arc::new(vm1)), Some(Arc::new(vm2))]),
         vnis: [(VNI, Arc::new(table))].into_iter().collect(),
         underlay: Arc::new(underlay),
+        public: Arc::new(public),
+        firewall_generation: 1,
         ..Snapshot::default()
     }
+}
+
+/// Ten egress rules: nine for other traffic, the last (lowest priority) accepts the remote /16.
+fn egress_rules() -> FirewallRules {
+    let rule = |i: u32, dst: Ipv4Addr, len: u8| FirewallRule {
+        id: format!("rule{i}"),
+        direction: TrafficDirection::Egress,
+        action: FirewallAction::Accept,
+        priority: i,
+        src: IpNet {
+            addr: 0,
+            len: 0,
+            is_v6: false,
+        },
+        dst: IpNet {
+            addr: u128::from(u32::from(dst)),
+            len,
+            is_v6: false,
+        },
+        filter: ProtocolFilter::Udp {
+            src: PortRange::ANY,
+            dst: PortRange::ANY,
+        },
+    };
+    let mut rules: Vec<FirewallRule> = (0..9)
+        .map(|i| rule(i, Ipv4Addr::new(192, 168, i as u8, 0), 24))
+        .collect();
+    rules.push(rule(9, REMOTE_NET, 16));
+    FirewallRules::new(1, rules)
+}
+
+/// The replies to the NAT'd flows in `flows`, as the router sends them: from pf0, to VM1's NAT
+/// underlay route, the server's answer to the NAT address and port.
+fn nat_replies(flows: &dp_tables::FlowTable, size: usize) -> Vec<Vec<u8>> {
+    let mut out: Vec<(u32, Vec<u8>)> = flows
+        .iter()
+        .map(|(id, f)| {
+            let r = &f.keys[1];
+            let inner = dp_bench::udp_frame(
+                GW_MAC[usize::from(PF0_PORT)],
+                ROUTER_MAC,
+                Ipv4Addr::from(r.src as u32),
+                Ipv4Addr::from(r.dst as u32),
+                r.src_port,
+                size,
+            );
+            let mut inner = inner;
+            // `udp_frame` sends to port 5000 (the VM side's destination); the reply goes to the
+            // NAT port: patch it and the UDP checksum (over the pseudo header and the ports).
+            let l4 = 14 + 20;
+            let old = u16::from_be_bytes([inner[l4 + 2], inner[l4 + 3]]);
+            inner[l4 + 2..l4 + 4].copy_from_slice(&r.dst_port.to_be_bytes());
+            let check = u16::from_be_bytes([inner[l4 + 6], inner[l4 + 7]]);
+            let check = dp_packet::checksum::update_u16(check, old, r.dst_port);
+            inner[l4 + 6..l4 + 8].copy_from_slice(&check.to_be_bytes());
+            (id.0, encapsulated_to(&inner, VM1_NAT_UNDERLAY))
+        })
+        .collect();
+    out.sort_by_key(|(id, _)| *id);
+    out.into_iter().map(|(_, f)| f).collect()
 }
 
 /// A UDP frame from VM1 (source address `src`) to `dst` of `size` bytes (Ethernet included),
@@ -352,6 +485,14 @@ fn flow_dst(net: Ipv4Addr, i: usize) -> (Ipv4Addr, u16) {
 /// Wraps a VM1 → VM2 frame as the remote hypervisor would send it: from the router on pf0, to
 /// VM2's underlay address.
 fn encapsulated(inner_frame: &[u8]) -> Vec<u8> {
+    encapsulated_to(
+        inner_frame,
+        Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0, VM2_PORT),
+    )
+}
+
+/// Wraps a frame's IP packet as the router sends it on pf0, to the underlay address `dst`.
+fn encapsulated_to(inner_frame: &[u8], dst: Ipv6Addr) -> Vec<u8> {
     let inner = inner_frame.get(14..).unwrap_or(&[]);
     let mut f = Vec::with_capacity(54 + inner.len());
     f.extend_from_slice(&GW_MAC[usize::from(PF0_PORT)].0);
@@ -360,7 +501,7 @@ fn encapsulated(inner_frame: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&(inner.len() as u16).to_be_bytes());
     f.extend_from_slice(&[4, 63]);
     f.extend_from_slice(&REMOTE_HOST.octets());
-    f.extend_from_slice(&Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0, VM2_PORT).octets());
+    f.extend_from_slice(&dst.octets());
     f.extend_from_slice(inner);
     f
 }
@@ -424,6 +565,9 @@ fn frames(case: &Case) -> (u16, Vec<Vec<u8>>) {
                 .collect(),
         ),
         "drop" => (VM1_PORT, udp(SPOOFED_IP, LOCAL_NET)),
+        "firewall" | "setup" => (VM1_PORT, udp(VM1_IP, REMOTE_NET)),
+        // The replies are made from the flows `nat` leaves in the table (`run_case`).
+        "nat" | "nat_return" => (VM1_PORT, udp(VM1_IP, NAT_NET)),
         _ => (VM1_PORT, udp(VM1_IP, LOCAL_NET)),
     }
 }
@@ -444,7 +588,10 @@ fn flows_of_worker_1(case: &Case) -> Vec<Vec<u8>> {
 }
 
 fn run_case(case: &Case, run: Run) -> Result {
-    let publisher = Publisher::new(snapshot(case.routes));
+    let publisher = Publisher::new(snapshot(case.routes, case.path));
+    // Room for every flow of the case (twice: replies of the local paths are not flows of
+    // their own, but a table at most half full is the normal operating point).
+    let flow_capacity = (2 * case.flows).max(1 << 14);
     let entries = (0..4u16)
         .map(|p| {
             let kind = if p < 2 {
@@ -494,7 +641,7 @@ fn run_case(case: &Case, run: Run) -> Result {
         port_table: Arc::clone(&port_table),
         config: Arc::clone(&config),
         stop: Arc::new(AtomicBool::new(false)),
-        worker: dp_pipeline::WorkerCtx::single(),
+        worker: dp_pipeline::WorkerCtx::single().with_flow_capacity(flow_capacity),
         wakeup: None,
         commands: None,
     };
@@ -508,7 +655,7 @@ fn run_case(case: &Case, run: Run) -> Result {
         let (Some(r1), Some(r0)) = (rings.pop(), rings.pop()) else {
             unreachable!("two workers")
         };
-        worker.worker = dp_pipeline::WorkerCtx::with_rings(r0);
+        worker.worker = dp_pipeline::WorkerCtx::with_rings(r0).with_flow_capacity(flow_capacity);
         second = Some(Worker {
             ports: (0..4u16)
                 .map(|p| {
@@ -522,7 +669,7 @@ fn run_case(case: &Case, run: Run) -> Result {
             port_table: Arc::clone(&port_table),
             config: Arc::clone(&config),
             stop: Arc::new(AtomicBool::new(false)),
-            worker: dp_pipeline::WorkerCtx::with_rings(r1),
+            worker: dp_pipeline::WorkerCtx::with_rings(r1).with_flow_capacity(flow_capacity),
             wakeup: None,
             commands: None,
         });
@@ -536,6 +683,7 @@ fn run_case(case: &Case, run: Run) -> Result {
     let mut rx: Vec<PacketBuf> = Vec::with_capacity(BATCH_SIZE);
     // Warm up: caches, branch predictors, first touch of the buffers and of every flow's frame.
     let warm_rounds = match run {
+        _ if case.path == "setup" => 0,
         Run::Rounds(_) => 2 + case.flows / BATCH_SIZE,
         Run::Time(_) => 200.max(2 + case.flows / BATCH_SIZE),
     };
@@ -545,6 +693,24 @@ fn run_case(case: &Case, run: Run) -> Result {
             w.poll_once(&mut rx, 0);
         }
     }
+    if case.path == "nat_return" {
+        // The flows exist now: replay their replies from the underlay instead, warmed up too.
+        let replies = nat_replies(&worker.worker.flows, case.size);
+        if let Some(port) = worker.ports.get_mut(usize::from(VM1_PORT)) {
+            *port = Box::new(MemoryPort::replay("p2".to_string(), VM1_MAC, Vec::new()));
+        }
+        if let Some(port) = worker.ports.get_mut(usize::from(PF0_PORT)) {
+            *port = Box::new(MemoryPort::replay("p0".to_string(), VM1_MAC, replies));
+        }
+        for _ in 0..warm_rounds {
+            worker.poll_once(&mut rx, 0);
+        }
+    }
+    // Setup: one pass over the flows, each packet a new one.
+    let run = match run {
+        _ if case.path == "setup" => Run::Rounds((case.flows / SETUP_BURST) as u64),
+        other => other,
+    };
     let tx_before = out.tx_packets.load(Ordering::Relaxed);
     let spoofed_before = counters.drops(DropReason::Spoofed);
     // Both workers' drops (the second's counters stay zero without one).
