@@ -87,9 +87,14 @@ fn overlaps(min_a: u16, max_a: u16, min_b: u16, max_b: u16) -> bool {
 /// What a public address of a VNI is used by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PublicUse {
-    Vip { port: PortId, private: Ipv4Addr },
+    Vip {
+        port: PortId,
+        private: Ipv4Addr,
+    },
     /// A NAT address, used by `users` local and neighbor NATs (at least one).
-    Nat { users: u32 },
+    Nat {
+        users: u32,
+    },
 }
 
 /// The public addresses of all VNIs, and the snapshot's `public` map built from them.
@@ -241,8 +246,7 @@ impl State {
         }
         let local_overlap = self.interfaces.in_vni(vni).any(|o| {
             o.nat.is_some_and(|n| {
-                n.info.ip == ip
-                    && overlaps(min_port, max_port, n.info.min_port, n.info.max_port)
+                n.info.ip == ip && overlaps(min_port, max_port, n.info.min_port, n.info.max_port)
             })
         });
         let neighbor_overlap = self
@@ -371,8 +375,7 @@ impl State {
         }
         if self.interfaces.in_vni(vni).any(|o| {
             o.nat.is_some_and(|n| {
-                n.info.ip == ip
-                    && overlaps(min_port, max_port, n.info.min_port, n.info.max_port)
+                n.info.ip == ip && overlaps(min_port, max_port, n.info.min_port, n.info.max_port)
             })
         }) {
             return Err(DpError::AlreadyExists);
