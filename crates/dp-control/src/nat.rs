@@ -155,11 +155,6 @@ impl PublicAddrs {
             }
         }
     }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.by_key.len()
-    }
 }
 
 /// The neighbor NATs in creation order, and the snapshot's `neighbor_nats` built from them.
