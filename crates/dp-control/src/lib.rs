@@ -52,9 +52,14 @@
 //!   or a dpservice error code and name (see [`DpError`]).
 //! * `GetVersion` reports [`Config::service_version`] (the crate version by default) as both
 //!   `service_protocol` and `service_version`, as dpservice reports one version for both.
-//! * Underlay addresses are generated as dpservice does (see [`underlay`]).
-//! * RPCs of later issues (NAT, VIP, loadbalancers, firewall, capture) answer gRPC
-//!   `UNIMPLEMENTED` `"not implemented yet in dpservice-rs"`.
+//! * Underlay addresses are generated as dpservice does (see [`underlay`]), for interfaces,
+//!   alias prefixes, VIPs and NATs alike.
+//! * Firewall rules, VIPs, NATs and neighbor NATs follow dpservice's checks and codes, except
+//!   that firewall rules are enforced (DROP and priorities) and conflicting NAT/VIP set-ups are
+//!   refused (see [`firewall`], [`vip`], [`nat`] and docs/compatibility.md).
+//! * Tables filled on request have limits ([`Limits`]); a full table is a dpservice error code.
+//! * RPCs of later issues (load balancers, capture) answer gRPC `UNIMPLEMENTED`
+//!   `"not implemented yet in dpservice-rs"`.
 //!
 //! The operations themselves live in [`state::State`] (usable without gRPC), the gRPC
 //! conversion and validation in [`service`].
@@ -73,15 +78,15 @@
 //! | routes | [`routes`] | (the VNI tables) | `service/routes.rs` |
 //! | VNIs | [`vnis`] | `vnis` | `service/vnis.rs` |
 //! | underlay addresses | [`underlay`] | `underlay` | (used by the others) |
+//! | firewall | [`firewall`] | (each interface's `services.firewall`) | `service/firewall.rs` |
+//! | VIPs | [`vip`] | (`public`, each interface's `services.vip`) | `service/vip.rs` |
+//! | NAT | [`nat`] | `public`, `neighbor_nats` (each interface's `services.nat`) | `service/nat.rs` |
 //! | initialization, version | [`state`] | — | `service/init.rs` |
 //!
-//! Still to come, each as a domain of its own (module `nat`, `loadbalancers`, `firewall`,
-//! `capture` and the `service/` file of the same name), their RPCs answering UNIMPLEMENTED
-//! until then:
+//! Still to come, each as a domain of its own (module `loadbalancers`, `capture` and the
+//! `service/` file of the same name), their RPCs answering UNIMPLEMENTED until then:
 //!
-//! * **NAT**: VIPs, NAT port ranges and neighbor NATs;
 //! * **load balancers**: balancers, targets and load-balancer prefixes;
-//! * **firewall**: per-interface rules;
 //! * **capture**: packet capture start/stop/status (no snapshot part).
 //!
 //! A domain whose table in the snapshot changes per request keeps it in a `VersionedTable`
