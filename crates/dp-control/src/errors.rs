@@ -35,6 +35,10 @@ pub enum DpError {
     /// 206: no interface (hence no routing table) in this VNI.
     #[error("NO_VNI")]
     NoVni,
+    /// 209: a table of ours is full (firewall rules of an interface, neighbor NATs; see
+    /// [`crate::Limits`]).
+    #[error("LIMIT_REACHED")]
+    LimitReached,
     /// 301: exactly this prefix is routed already.
     #[error("ROUTE_EXISTS")]
     RouteExists,
@@ -47,6 +51,19 @@ pub enum DpError {
     /// 304: the route exists but belongs to something else (an interface vs. the uplink).
     #[error("ROUTE_BAD_PORT")]
     RouteBadPort,
+    /// 322: the public address table (VIPs and NAT addresses of all VNIs) is full.
+    #[error("DNAT_CREATE")]
+    DnatCreate,
+    /// 323: the address is a public address of the VNI already (a VIP, or a NAT address where
+    /// a VIP is asked for).
+    #[error("DNAT_EXISTS")]
+    DnatExists,
+    /// 341: the interface has no VIP / no NAT.
+    #[error("SNAT_NO_DATA")]
+    SnatNoData,
+    /// 343: the interface has a VIP / a NAT already.
+    #[error("SNAT_EXISTS")]
+    SnatExists,
     /// 401: the (preferred) underlay address is registered already.
     #[error("VNF_INSERT")]
     VnfInsert,
@@ -65,10 +82,15 @@ impl DpError {
             DpError::BadIpVer => status::BAD_IPVER,
             DpError::NoVm => status::NO_VM,
             DpError::NoVni => status::NO_VNI,
+            DpError::LimitReached => status::LIMIT_REACHED,
             DpError::RouteExists => status::ROUTE_EXISTS,
             DpError::RouteNotFound => status::ROUTE_NOT_FOUND,
             DpError::RouteInsert => status::ROUTE_INSERT,
             DpError::RouteBadPort => status::ROUTE_BAD_PORT,
+            DpError::DnatCreate => status::DNAT_CREATE,
+            DpError::DnatExists => status::DNAT_EXISTS,
+            DpError::SnatNoData => status::SNAT_NO_DATA,
+            DpError::SnatExists => status::SNAT_EXISTS,
             DpError::VnfInsert => status::VNF_INSERT,
             DpError::VmHandle => status::VM_HANDLE,
         }
@@ -117,10 +139,15 @@ mod tests {
             (DpError::BadIpVer, 204, "BAD_IPVER"),
             (DpError::NoVm, 205, "NO_VM"),
             (DpError::NoVni, 206, "NO_VNI"),
+            (DpError::LimitReached, 209, "LIMIT_REACHED"),
             (DpError::RouteExists, 301, "ROUTE_EXISTS"),
             (DpError::RouteNotFound, 302, "ROUTE_NOT_FOUND"),
             (DpError::RouteInsert, 303, "ROUTE_INSERT"),
             (DpError::RouteBadPort, 304, "ROUTE_BAD_PORT"),
+            (DpError::DnatCreate, 322, "DNAT_CREATE"),
+            (DpError::DnatExists, 323, "DNAT_EXISTS"),
+            (DpError::SnatNoData, 341, "SNAT_NO_DATA"),
+            (DpError::SnatExists, 343, "SNAT_EXISTS"),
             (DpError::VnfInsert, 401, "VNF_INSERT"),
             (DpError::VmHandle, 402, "VM_HANDLE"),
         ];

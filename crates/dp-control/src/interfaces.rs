@@ -5,7 +5,8 @@
 //! As in dpservice (`src/dp_iface.c`, `src/grpc/dp_grpc_impl.c`), an interface owns a `/32`
 //! and a `/128` route (`Local{port}`) for its addresses in its VNI, and an underlay address;
 //! an all-zero address means "no IPv4" / "no IPv6" and gets no route. Its alias prefixes
-//! ([`crate::prefixes`]) are kept with it and go away with it.
+//! ([`crate::prefixes`]) are kept with it and go away with it, and so do its VIP
+//! ([`crate::vip`]), its NAT ([`crate::nat`]) and its firewall rules ([`crate::firewall`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -14,10 +15,13 @@ use std::sync::Arc;
 use dp_tables::{Iface, LpmKey, PortId, PxeConfig, RouteTarget, Vni};
 
 use crate::errors::DpError;
+use crate::firewall::FirewallRuleSpec;
+use crate::nat::LocalNat;
 use crate::prefixes::PrefixInfo;
 use crate::routes::{exact, RouteOp};
 use crate::state::State;
 use crate::underlay::UnderlayUse;
+use crate::vip::VipInfo;
 
 /// Prefix of dpservice's TAP-mode device names: `net_tap<N>` names port `N`.
 pub const TAP_ALIAS_PREFIX: &str = "net_tap";
@@ -85,7 +89,14 @@ pub(crate) struct IfaceEntry {
     pub(crate) info: InterfaceInfo,
     /// Alias prefixes, in creation order.
     pub(crate) prefixes: Vec<PrefixInfo>,
-    /// VIP, NAT and firewall rules, as the packet path reads them.
+    /// CreateVip's address and underlay address.
+    pub(crate) vip: Option<VipInfo>,
+    /// CreateNat's range and underlay address.
+    pub(crate) nat: Option<LocalNat>,
+    /// Firewall rules as given, in creation order.
+    pub(crate) firewall: Vec<FirewallRuleSpec>,
+    /// VIP, NAT and firewall rules, as the packet path reads them (kept in step with `vip`,
+    /// `nat` and `firewall` by their domains).
     pub(crate) services: dp_tables::IfaceServices,
 }
 
@@ -205,6 +216,11 @@ impl Interfaces {
         Some(r)
     }
 
+    /// Every interface, in no particular order.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &IfaceEntry> {
+        self.by_id.values()
+    }
+
     /// The interfaces in `vni`.
     pub(crate) fn in_vni(&self, vni: Vni) -> impl Iterator<Item = &IfaceEntry> {
         self.by_id.values().filter(move |e| e.info.vni == vni)
@@ -289,6 +305,9 @@ impl State {
                 pxe: spec.pxe,
             },
             prefixes: Vec::new(),
+            vip: None,
+            nat: None,
+            firewall: Vec::new(),
             services: Default::default(),
         };
         if let Some(t) = self.vnis.table(spec.vni) {
@@ -322,15 +341,21 @@ impl State {
         Ok(created)
     }
 
-    /// Removes an interface with its routes, alias prefixes and underlay addresses, and
-    /// releases its port. The VNI goes away with its last interface. Unknown id → NOT_FOUND.
+    /// Removes an interface with its routes, alias prefixes, VIP, NAT, firewall rules and
+    /// underlay addresses, and releases its port. The VNI goes away with its last interface,
+    /// and with it the VNI's neighbor NATs (as in dpservice). Unknown id → NOT_FOUND.
     pub fn delete_interface(&mut self, id: &str) -> Result<InterfaceInfo, DpError> {
         let entry = self.interfaces.remove(id).ok_or(DpError::NotFound)?;
         self.underlays.remove(&entry.info.underlay);
         for p in &entry.prefixes {
             self.underlays.remove(&p.underlay);
         }
-        if let Some(routes) = self.vnis.detach(entry.info.vni) {
+        self.release_vip(&entry);
+        self.release_nat(&entry);
+        let vni = entry.info.vni;
+        if self.vnis.detach(vni).is_none() {
+            self.remove_vni_neighbor_nats(vni);
+        } else if let Some(routes) = self.vnis.routes_mut(vni) {
             let mine = RouteTarget::Local {
                 port: entry.info.port,
             };

@@ -52,9 +52,14 @@
 //!   or a dpservice error code and name (see [`DpError`]).
 //! * `GetVersion` reports [`Config::service_version`] (the crate version by default) as both
 //!   `service_protocol` and `service_version`, as dpservice reports one version for both.
-//! * Underlay addresses are generated as dpservice does (see [`underlay`]).
-//! * RPCs of later issues (NAT, VIP, loadbalancers, firewall, capture) answer gRPC
-//!   `UNIMPLEMENTED` `"not implemented yet in dpservice-rs"`.
+//! * Underlay addresses are generated as dpservice does (see [`underlay`]), for interfaces,
+//!   alias prefixes, VIPs and NATs alike.
+//! * Firewall rules, VIPs, NATs and neighbor NATs follow dpservice's checks and codes, except
+//!   that firewall rules are enforced (DROP and priorities) and conflicting NAT/VIP set-ups are
+//!   refused (see [`firewall`], [`vip`], [`nat`] and docs/compatibility.md).
+//! * Tables filled on request have limits ([`Limits`]); a full table is a dpservice error code.
+//! * RPCs of later issues (load balancers, capture) answer gRPC `UNIMPLEMENTED`
+//!   `"not implemented yet in dpservice-rs"`.
 //!
 //! The operations themselves live in [`state::State`] (usable without gRPC), the gRPC
 //! conversion and validation in [`service`].
@@ -73,15 +78,15 @@
 //! | routes | [`routes`] | (the VNI tables) | `service/routes.rs` |
 //! | VNIs | [`vnis`] | `vnis` | `service/vnis.rs` |
 //! | underlay addresses | [`underlay`] | `underlay` | (used by the others) |
+//! | firewall | [`firewall`] | (each interface's `services.firewall`) | `service/firewall.rs` |
+//! | VIPs | [`vip`] | (`public`, each interface's `services.vip`) | `service/vip.rs` |
+//! | NAT | [`nat`] | `public`, `neighbor_nats` (each interface's `services.nat`) | `service/nat.rs` |
 //! | initialization, version | [`state`] | — | `service/init.rs` |
 //!
-//! Still to come, each as a domain of its own (module `nat`, `loadbalancers`, `firewall`,
-//! `capture` and the `service/` file of the same name), their RPCs answering UNIMPLEMENTED
-//! until then:
+//! Still to come, each as a domain of its own (module `loadbalancers`, `capture` and the
+//! `service/` file of the same name), their RPCs answering UNIMPLEMENTED until then:
 //!
-//! * **NAT**: VIPs, NAT port ranges and neighbor NATs;
 //! * **load balancers**: balancers, targets and load-balancer prefixes;
-//! * **firewall**: per-interface rules;
 //! * **capture**: packet capture start/stop/status (no snapshot part).
 //!
 //! A domain whose table in the snapshot changes per request keeps it in a `VersionedTable`
@@ -93,13 +98,16 @@
 #![forbid(unsafe_code)]
 
 pub mod errors;
+pub mod firewall;
 pub mod interfaces;
+pub mod nat;
 pub mod prefixes;
 pub mod routes;
 pub mod service;
 pub mod state;
 pub mod underlay;
 mod versioned;
+pub mod vip;
 pub mod vnis;
 
 use std::future::Future;
@@ -133,6 +141,39 @@ pub struct Config {
     pub underlay_mode: UnderlayMode,
     /// Reported by GetVersion (default: this crate's version).
     pub service_version: String,
+    /// Table sizes (default: dpservice's, see [`Limits`]).
+    pub limits: Limits,
+}
+
+/// Sizes of the tables the control plane fills on request. A request that would go beyond
+/// one is refused with a dpservice status code, never silently dropped.
+///
+/// | limit | default | why | when full |
+/// |---|---|---|---|
+/// | [`Limits::firewall_rules_per_interface`] | 1024 | dpservice has none (a list per interface) | LIMIT_REACHED (209) |
+/// | [`Limits::public_addresses`] | 4032 | dpservice's DNAT table (`DP_NAT_TABLE_MAX` = 126 VFs · 32) | DNAT_CREATE (322), as dpservice |
+/// | [`Limits::neighbor_nats`] | 4032 | dpservice has none (a list); as many as public addresses | LIMIT_REACHED (209) |
+///
+/// The public addresses are the VIPs and NAT addresses (local or neighbor) of all VNIs, one
+/// entry per (VNI, address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Firewall rules of one interface.
+    pub firewall_rules_per_interface: usize,
+    /// Public addresses (VIPs, NAT addresses) of all VNIs together.
+    pub public_addresses: usize,
+    /// Neighbor NATs of all VNIs together.
+    pub neighbor_nats: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            firewall_rules_per_interface: 1024,
+            public_addresses: 126 * 32,
+            neighbor_nats: 126 * 32,
+        }
+    }
 }
 
 impl Config {
@@ -154,6 +195,7 @@ impl Config {
             uplinks: uplinks.into_iter().collect(),
             underlay_mode: UnderlayMode::default(),
             service_version: env!("CARGO_PKG_VERSION").to_owned(),
+            limits: Limits::default(),
         }
     }
 }
@@ -167,13 +209,14 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Takes over `publisher`; every successful change is published through it.
     pub fn new(publisher: Publisher, config: Config) -> Self {
-        let state = State::new(
+        let mut state = State::new(
             publisher,
             config.underlay_ipv6,
             config.underlay_mode,
             config.vfs,
             config.uplinks,
         );
+        state.set_limits(config.limits);
         ControlPlane {
             shared: Arc::new(service::Shared {
                 state: Mutex::new(state),

@@ -20,8 +20,12 @@
 //! | routes | [`crate::routes`] | (tables of `vnis`) | create/delete/list route |
 //! | VNIs | [`crate::vnis`] | `vnis` | VNI in use, reset VNI |
 //! | underlay | [`crate::underlay`] | `underlay` | (addresses of the others) |
+//! | firewall | [`crate::firewall`] | (each interface's `services.firewall`) | create/delete/get/list firewall rule |
+//! | VIPs | [`crate::vip`] | (`public`, each interface's `services.vip`) | create/delete/get VIP |
+//! | NAT | [`crate::nat`] | `public`, `neighbor_nats` (each interface's `services.nat`) | create/delete/get NAT, list local NATs, create/delete/list neighbor NATs |
 //!
-//! This module keeps what they share: initialization and publishing.
+//! This module keeps what they share: initialization, publishing and the table limits
+//! ([`crate::Limits`]).
 //!
 //! The semantics follow dpservice's worker-side handlers (`src/grpc/dp_grpc_impl.c`,
 //! `src/dp_lpm.c`, `src/dp_vni.c`, `src/dp_iface.c`, `src/dp_vnf.c`); each domain's module
@@ -32,9 +36,18 @@ use std::sync::Arc;
 
 use dp_tables::{PortId, Publisher, Snapshot, SnapshotReader};
 
+use crate::firewall::Firewalls;
 use crate::interfaces::Interfaces;
+use crate::nat::Nats;
 use crate::underlay::{UnderlayMode, Underlays};
 use crate::vnis::Vnis;
+use crate::Limits;
+
+pub use crate::firewall::{
+    FirewallAction, FirewallRuleSpec, PortFilter, RuleFilter, TrafficDirection,
+};
+pub use crate::nat::{LocalNatInfo, NatInfo, NeighborNatInfo};
+pub use crate::vip::VipInfo;
 
 pub use crate::interfaces::{
     CreatedInterface, InterfaceInfo, InterfaceSpec, Pxe, VfDevice, TAP_ALIAS_PREFIX,
@@ -55,11 +68,21 @@ pub struct State {
     pub(crate) vnis: Vnis,
     /// Underlay addresses in use: the snapshot's `underlay`.
     pub(crate) underlays: Underlays,
+    /// Firewall rule versions (the rules are kept with their interfaces).
+    pub(crate) firewalls: Firewalls,
+    /// Public addresses and neighbor NATs: the snapshot's `public` and `neighbor_nats`
+    /// (VIPs and local NATs are kept with their interfaces).
+    pub(crate) nat: Nats,
+    /// Table sizes.
+    pub(crate) limits: Limits,
     /// Changes made so far, and how many of them have been published.
     changes: u64,
     published: u64,
     /// Set while [`State::deferred`] runs: changes wait for an explicit publish.
     defer: bool,
+    /// The snapshot's `firewall_generation`, and the interface table it was counted for.
+    firewall_generation: u64,
+    firewall_ifaces: Option<Arc<Vec<Option<Arc<dp_tables::Iface>>>>>,
 }
 
 impl State {
@@ -81,9 +104,14 @@ impl State {
             interfaces: Interfaces::new(vfs, uplinks),
             vnis: Vnis::default(),
             underlays: Underlays::new(host_underlay, mode),
+            firewalls: Firewalls::default(),
+            nat: Nats::default(),
+            limits: Limits::default(),
             changes: 0,
             published: 0,
             defer: false,
+            firewall_generation: 0,
+            firewall_ifaces: None,
         }
     }
 
@@ -100,6 +128,17 @@ impl State {
     /// Whether Initialize has been called.
     pub fn is_initialized(&self) -> bool {
         self.initialized
+    }
+
+    /// The table limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Changes the table limits; existing entries beyond a lowered limit stay (only further
+    /// creations are refused).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Whether `addr` is acceptable as a `preferred_underlay_route`.
@@ -166,15 +205,27 @@ impl State {
 
     fn publish(&mut self) {
         self.published = self.changes;
+        // Flows are decided again by the firewall when its generation changes: whenever an
+        // interface changed (its rules, or it came or went), which the shared interface table
+        // tells (a new Arc only then).
+        let ifaces = self.interfaces.published();
+        if !self
+            .firewall_ifaces
+            .as_ref()
+            .is_some_and(|last| Arc::ptr_eq(last, &ifaces))
+        {
+            self.firewall_generation += 1;
+            self.firewall_ifaces = Some(Arc::clone(&ifaces));
+        }
         // O(VNIs): each domain hands over its part, shared with the previous snapshot where
         // it did not change (interfaces, underlay addresses, every VNI's table is an Arc).
         let snapshot = Snapshot {
-            ifaces_by_port: self.interfaces.published(),
+            ifaces_by_port: ifaces,
             vnis: self.vnis.published(),
             underlay: self.underlays.published(),
-            public: Default::default(),
-            neighbor_nats: Default::default(),
-            firewall_generation: 0,
+            public: self.nat.public.published(),
+            neighbor_nats: self.nat.neighbors.published(),
+            firewall_generation: self.firewall_generation,
             generation: 0,
         };
         self.publisher.publish(snapshot);
@@ -182,11 +233,13 @@ impl State {
 
     // ----- Initialize -------------------------------------------------------------------------
 
-    /// Marks the service initialized and, as dpservice does on every Initialize, resets all
-    /// VNI tables to the interface routes (external and alias-prefix routes are dropped).
+    /// Marks the service initialized and, as dpservice does on every Initialize, removes all
+    /// neighbor NATs and resets all VNI tables to the interface routes (external and
+    /// alias-prefix routes are dropped). Interfaces keep their VIPs, NATs and firewall rules.
     pub fn initialize(&mut self) {
         self.initialized = true;
-        if self.vnis.is_empty() {
+        let had_neighbor_nats = self.clear_neighbor_nats();
+        if self.vnis.is_empty() && !had_neighbor_nats {
             return;
         }
         for vni in self.vnis.ids() {

@@ -79,14 +79,37 @@ fn dump(s: &State) -> String {
         .collect();
     let mut underlays: Vec<_> = s.underlays.iter().map(|(a, u)| (*a, *u)).collect();
     underlays.sort_by_key(|x| x.0);
+    let mut published_underlay: Vec<_> = snap.underlay.iter().collect();
+    published_underlay.sort_by_key(|x| *x.0);
+    let mut public: Vec<_> = snap.public.iter().collect();
+    public.sort_by_key(|x| *x.0);
+    let mut neighbor_nats: Vec<_> = snap.neighbor_nats.iter().collect();
+    neighbor_nats.sort_by_key(|x| *x.0);
+    let services: Vec<_> = s
+        .list_interfaces()
+        .iter()
+        .map(|i| {
+            (
+                s.get_vip(&i.id),
+                s.get_nat(&i.id),
+                s.list_firewall_rules(&i.id).unwrap(),
+            )
+        })
+        .collect();
     format!(
-        "{} {:?} {:?} {:?} {:?} {:?}",
+        "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
         snap.generation,
         snap.ifaces_by_port,
         tables,
         s.list_interfaces(),
         prefixes,
-        underlays
+        underlays,
+        published_underlay,
+        public,
+        neighbor_nats,
+        services,
+        s.list_local_nats(ip("0.0.0.0")),
+        s.list_neighbor_nats(ip("0.0.0.0")),
     )
 }
 
@@ -886,4 +909,624 @@ fn deferred_changes_publish_once() {
     assert_eq!(s.snapshot().vni(VNI).unwrap().v4.len(), 8 + 2);
     // No whole table was copied: the unpublished table was changed in place.
     assert!(s.table_copies() <= 1, "{} copies", s.table_copies());
+}
+
+// ----- firewall ---------------------------------------------------------------------------------
+
+fn v4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn fw_rule(id: &str, priority: u32, action: FirewallAction) -> FirewallRuleSpec {
+    FirewallRuleSpec {
+        id: id.into(),
+        direction: TrafficDirection::Ingress,
+        action,
+        priority,
+        src_addr: ip("0.0.0.0"),
+        src_len: 0,
+        dst_addr: ip("10.100.1.1"),
+        dst_len: 32,
+        filter: RuleFilter::Tcp(PortFilter {
+            src_lower: None,
+            src_upper: None,
+            dst_lower: Some(80),
+            dst_upper: Some(80),
+        }),
+    }
+}
+
+fn fw_version(s: &State, port: PortId) -> u32 {
+    s.snapshot().iface(port).unwrap().services.firewall.version
+}
+
+#[test]
+fn firewall_rules_publish_with_new_versions() {
+    let mut s = with_two_vms();
+    assert_eq!(fw_version(&s, 2), 0, "no rules yet: version 0");
+    s.create_firewall_rule("vm1", fw_rule("r1", 100, FirewallAction::Accept))
+        .unwrap();
+    let v1 = fw_version(&s, 2);
+    assert_ne!(v1, 0);
+    let snap = s.snapshot();
+    let fw = &snap.iface(2).unwrap().services.firewall;
+    let rules = fw.rules(TrafficDirection::Ingress);
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].id, "r1");
+    assert_eq!(
+        rules[0].filter,
+        dp_tables::ProtocolFilter::Tcp {
+            src: dp_tables::PortRange::ANY,
+            dst: dp_tables::PortRange { lo: 80, hi: 80 }
+        }
+    );
+    assert_eq!(
+        rules[0].dst,
+        dp_tables::IpNet {
+            addr: u128::from(u32::from(v4("10.100.1.1"))),
+            len: 32,
+            is_v6: false
+        }
+    );
+    assert!(fw.rules(TrafficDirection::Egress).is_empty());
+    // vm2 is untouched.
+    assert_eq!(fw_version(&s, 3), 0);
+
+    // DROP and any priority are accepted (dpservice: NO_DROP_SUPPORT); the evaluation order
+    // is the packet path's (priority, drop first), the listing is creation order.
+    s.create_firewall_rule("vm1", fw_rule("r0", 5, FirewallAction::Drop))
+        .unwrap();
+    let v2 = fw_version(&s, 2);
+    assert!(v2 > v1);
+    let ids: Vec<_> = s
+        .list_firewall_rules("vm1")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["r1", "r0"]);
+    let snap = s.snapshot();
+    let order: Vec<_> = snap
+        .iface(2)
+        .unwrap()
+        .services
+        .firewall
+        .rules(TrafficDirection::Ingress)
+        .iter()
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(order, ["r0", "r1"]);
+
+    assert_eq!(
+        s.get_firewall_rule("vm1", "r0").unwrap(),
+        fw_rule("r0", 5, FirewallAction::Drop)
+    );
+    // Another interface's rules have versions of their own counter value (never reused).
+    s.create_firewall_rule("vm2", fw_rule("r1", 1, FirewallAction::Accept))
+        .unwrap();
+    let v_vm2 = fw_version(&s, 3);
+    assert!(v_vm2 > v2);
+
+    s.delete_firewall_rule("vm1", "r1").unwrap();
+    let v3 = fw_version(&s, 2);
+    assert!(v3 > v_vm2);
+    assert_eq!(s.list_firewall_rules("vm1").unwrap().len(), 1);
+    s.delete_firewall_rule("vm1", "r0").unwrap();
+    let snap = s.snapshot();
+    let fw = &snap.iface(2).unwrap().services.firewall;
+    assert!(fw.is_empty());
+    assert!(fw.version > v3, "emptying the rules is a change too");
+}
+
+#[test]
+fn firewall_errors_change_nothing() {
+    let mut s = with_two_vms();
+    s.set_limits(crate::Limits {
+        firewall_rules_per_interface: 2,
+        ..Default::default()
+    });
+    s.create_firewall_rule("vm1", fw_rule("r1", 0, FirewallAction::Accept))
+        .unwrap();
+    rejected(&mut s, DpError::NoVm, |s| {
+        s.create_firewall_rule("nope", fw_rule("r9", 0, FirewallAction::Accept))
+    });
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_firewall_rule("vm1", fw_rule("r1", 7, FirewallAction::Drop))
+    });
+    s.create_firewall_rule("vm1", fw_rule("r2", 0, FirewallAction::Accept))
+        .unwrap();
+    rejected(&mut s, DpError::LimitReached, |s| {
+        s.create_firewall_rule("vm1", fw_rule("r3", 0, FirewallAction::Accept))
+    });
+    // The same id on another interface is another rule.
+    s.create_firewall_rule("vm2", fw_rule("r1", 0, FirewallAction::Accept))
+        .unwrap();
+    rejected(&mut s, DpError::NoVm, |s| {
+        s.delete_firewall_rule("nope", "r1")
+    });
+    rejected(&mut s, DpError::NotFound, |s| {
+        s.delete_firewall_rule("vm1", "r9")
+    });
+    assert_eq!(s.get_firewall_rule("nope", "r1"), Err(DpError::NoVm));
+    assert_eq!(s.get_firewall_rule("vm1", "r9"), Err(DpError::NotFound));
+    assert_eq!(s.list_firewall_rules("nope"), Err(DpError::NoVm));
+}
+
+#[test]
+fn deleting_an_interface_drops_its_rules() {
+    let mut s = with_two_vms();
+    s.create_firewall_rule("vm1", fw_rule("r1", 0, FirewallAction::Accept))
+        .unwrap();
+    let v = fw_version(&s, 2);
+    s.delete_interface("vm1").unwrap();
+    s.create_interface(spec("vm1", "dtapvf_0", VNI, "10.100.1.1", "::"))
+        .unwrap();
+    assert!(s.list_firewall_rules("vm1").unwrap().is_empty());
+    assert_eq!(fw_version(&s, 2), 0);
+    s.create_firewall_rule("vm1", fw_rule("r1", 0, FirewallAction::Accept))
+        .unwrap();
+    assert!(
+        fw_version(&s, 2) > v,
+        "a recreated interface gets new versions"
+    );
+}
+
+// ----- VIPs -------------------------------------------------------------------------------------
+
+#[test]
+fn vip_publishes_public_address_and_underlay() {
+    let mut s = with_two_vms();
+    let g = s.snapshot().generation;
+    let ul = s.create_vip("vm1", ip("172.20.0.1"), None).unwrap();
+    assert_eq!(
+        ul,
+        v6("fc00:1::d000:1:0:3"),
+        "allocated like interfaces' addresses"
+    );
+    let snap = s.snapshot();
+    assert_eq!(snap.generation, g + 1);
+    assert_eq!(
+        snap.underlay_target(ul),
+        Some(dp_tables::UnderlayTarget::Vip { port: 2, vni: VNI })
+    );
+    assert_eq!(
+        snap.public_target(VNI, v4("172.20.0.1")),
+        Some(dp_tables::PublicTarget::Vip {
+            port: 2,
+            private: v4("10.100.1.1")
+        })
+    );
+    assert_eq!(snap.public.len(), 1);
+    assert_eq!(snap.iface(2).unwrap().services.vip, Some(v4("172.20.0.1")));
+    assert_eq!(snap.iface(3).unwrap().services.vip, None);
+    assert_eq!(
+        s.underlay_use(ul),
+        Some(UnderlayUse::Vip { port: 2, vni: VNI })
+    );
+    assert_eq!(
+        s.get_vip("vm1").unwrap(),
+        VipInfo {
+            ip: v4("172.20.0.1"),
+            underlay: ul
+        }
+    );
+
+    let removed = s.delete_vip("vm1").unwrap();
+    assert_eq!(removed.ip, v4("172.20.0.1"));
+    let snap = s.snapshot();
+    assert!(snap.public.is_empty());
+    assert_eq!(snap.underlay_target(ul), None);
+    assert_eq!(snap.iface(2).unwrap().services.vip, None);
+    assert_eq!(s.get_vip("vm1"), Err(DpError::SnatNoData));
+    // Again, with a preferred underlay address.
+    let preferred = v6("fc00:1::8000:0:1");
+    assert_eq!(
+        s.create_vip("vm1", ip("172.20.0.1"), Some(preferred)),
+        Ok(preferred)
+    );
+}
+
+#[test]
+fn vip_errors_change_nothing() {
+    let mut s = with_two_vms();
+    let ul = s.create_vip("vm1", ip("172.20.0.1"), None).unwrap();
+    rejected(&mut s, DpError::NoVm, |s| {
+        s.create_vip("nope", ip("172.20.0.9"), None)
+    });
+    rejected(&mut s, DpError::BadIpVer, |s| {
+        s.create_vip("vm2", ip("1234::1"), None)
+    });
+    // The preferred underlay is checked before the interface's VIP (dpservice's order).
+    rejected(&mut s, DpError::VnfInsert, |s| {
+        s.create_vip("vm1", ip("172.20.0.9"), Some(ul))
+    });
+    rejected(&mut s, DpError::SnatExists, |s| {
+        s.create_vip("vm1", ip("172.20.0.9"), None)
+    });
+    // Another interface's VIP, or a NAT address of the VNI.
+    rejected(&mut s, DpError::DnatExists, |s| {
+        s.create_vip("vm2", ip("172.20.0.1"), None)
+    });
+    s.create_nat("vm1", ip("172.21.1.1"), 100, 102, None)
+        .unwrap();
+    rejected(&mut s, DpError::DnatExists, |s| {
+        s.create_vip("vm2", ip("172.21.1.1"), None)
+    });
+    s.create_neighbor_nat(ip("172.21.1.2"), VNI, 500, 520, v6("fc00:2::64:0:1"))
+        .unwrap();
+    rejected(&mut s, DpError::DnatExists, |s| {
+        s.create_vip("vm2", ip("172.21.1.2"), None)
+    });
+    rejected(&mut s, DpError::NoVm, |s| s.delete_vip("nope"));
+    rejected(&mut s, DpError::SnatNoData, |s| s.delete_vip("vm2"));
+    assert_eq!(s.get_vip("nope"), Err(DpError::NoVm));
+    assert_eq!(s.get_vip("vm2"), Err(DpError::SnatNoData));
+    // The same address in another VNI is another public address.
+    s.create_interface(spec("vm3", "dtapvf_2", 200, "10.200.1.1", "::"))
+        .unwrap();
+    s.create_vip("vm3", ip("172.20.0.1"), None).unwrap();
+    // A full public address table.
+    s.set_limits(crate::Limits {
+        public_addresses: 4,
+        ..Default::default()
+    });
+    rejected(&mut s, DpError::DnatCreate, |s| {
+        s.create_vip("vm2", ip("172.20.0.2"), None)
+    });
+}
+
+// ----- NAT --------------------------------------------------------------------------------------
+
+#[test]
+fn nat_shares_an_address_and_publishes_it() {
+    let mut s = with_two_vms();
+    let ul1 = s
+        .create_nat("vm1", ip("172.21.1.1"), 100, 102, None)
+        .unwrap();
+    let ul2 = s
+        .create_nat("vm2", ip("172.21.1.1"), 102, 103, None)
+        .unwrap();
+    assert_ne!(ul1, ul2);
+    let snap = s.snapshot();
+    assert_eq!(
+        snap.underlay_target(ul1),
+        Some(dp_tables::UnderlayTarget::Nat { port: 2, vni: VNI })
+    );
+    assert_eq!(
+        snap.underlay_target(ul2),
+        Some(dp_tables::UnderlayTarget::Nat { port: 3, vni: VNI })
+    );
+    assert_eq!(
+        snap.public_target(VNI, v4("172.21.1.1")),
+        Some(dp_tables::PublicTarget::Nat)
+    );
+    assert_eq!(
+        snap.iface(2).unwrap().services.nat,
+        Some(dp_tables::NatRange {
+            ip: v4("172.21.1.1"),
+            min_port: 100,
+            max_port: 102
+        })
+    );
+    assert_eq!(
+        s.get_nat("vm2").unwrap(),
+        NatInfo {
+            ip: v4("172.21.1.1"),
+            min_port: 102,
+            max_port: 103,
+            underlay: ul2
+        }
+    );
+    // Newest first, with the interfaces' own addresses (dpservice's test order).
+    let list = s.list_local_nats(ip("172.21.1.1")).unwrap();
+    let l: Vec<_> = list
+        .iter()
+        .map(|n| {
+            (
+                n.iface_id.as_str(),
+                n.iface_ipv4,
+                n.vni,
+                n.min_port,
+                n.max_port,
+            )
+        })
+        .collect();
+    assert_eq!(
+        l,
+        [
+            ("vm2", v4("10.100.1.2"), VNI, 102, 103),
+            ("vm1", v4("10.100.1.1"), VNI, 100, 102)
+        ]
+    );
+    assert_eq!(s.list_local_nats(ip("0.0.0.0")).unwrap().len(), 2);
+    assert!(s.list_local_nats(ip("172.21.9.9")).unwrap().is_empty());
+    assert_eq!(s.list_local_nats(ip("1234::1")), Err(DpError::BadIpVer));
+
+    // The public address stays while any NAT uses it.
+    s.delete_nat("vm2").unwrap();
+    let snap = s.snapshot();
+    assert_eq!(
+        snap.public_target(VNI, v4("172.21.1.1")),
+        Some(dp_tables::PublicTarget::Nat)
+    );
+    assert_eq!(snap.underlay_target(ul2), None);
+    assert_eq!(snap.iface(3).unwrap().services.nat, None);
+    s.delete_nat("vm1").unwrap();
+    assert!(s.snapshot().public.is_empty());
+    assert_eq!(s.get_nat("vm1"), Err(DpError::SnatNoData));
+    // A VIP and a NAT on one interface coexist; the VIP may reuse a former NAT address.
+    s.create_vip("vm1", ip("172.21.1.1"), None).unwrap();
+    s.create_nat("vm1", ip("172.21.1.5"), 100, 102, None)
+        .unwrap();
+    assert_eq!(s.snapshot().public.len(), 2);
+}
+
+#[test]
+fn nat_errors_change_nothing() {
+    let mut s = with_two_vms();
+    let ul = s
+        .create_nat("vm1", ip("172.21.1.1"), 100, 200, None)
+        .unwrap();
+    s.create_vip("vm1", ip("172.20.0.1"), None).unwrap();
+    rejected(&mut s, DpError::NoVm, |s| {
+        s.create_nat("nope", ip("172.21.1.1"), 300, 400, None)
+    });
+    rejected(&mut s, DpError::BadIpVer, |s| {
+        s.create_nat("vm2", ip("1234::1"), 1024, 2048, None)
+    });
+    rejected(&mut s, DpError::VnfInsert, |s| {
+        s.create_nat("vm2", ip("172.21.1.1"), 300, 400, Some(ul))
+    });
+    rejected(&mut s, DpError::SnatExists, |s| {
+        s.create_nat("vm1", ip("172.21.1.1"), 300, 400, None)
+    });
+    // Overlapping ranges on one address in the VNI.
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_nat("vm2", ip("172.21.1.1"), 199, 300, None)
+    });
+    s.create_neighbor_nat(ip("172.21.1.1"), VNI, 500, 520, v6("fc00:2::64:0:1"))
+        .unwrap();
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_nat("vm2", ip("172.21.1.1"), 510, 600, None)
+    });
+    // A VIP of the VNI is no NAT address.
+    rejected(&mut s, DpError::DnatExists, |s| {
+        s.create_nat("vm2", ip("172.20.0.1"), 100, 200, None)
+    });
+    s.set_limits(crate::Limits {
+        public_addresses: 2,
+        ..Default::default()
+    });
+    rejected(&mut s, DpError::DnatCreate, |s| {
+        s.create_nat("vm2", ip("172.21.1.9"), 100, 200, None)
+    });
+    // An address in use needs no new entry.
+    s.create_nat("vm2", ip("172.21.1.1"), 200, 300, None)
+        .unwrap();
+    rejected(&mut s, DpError::NoVm, |s| s.delete_nat("nope"));
+    s.delete_nat("vm2").unwrap();
+    rejected(&mut s, DpError::SnatNoData, |s| s.delete_nat("vm2"));
+    assert_eq!(s.get_nat("nope"), Err(DpError::NoVm));
+}
+
+#[test]
+fn neighbor_nats_publish_sorted() {
+    let mut s = with_two_vms();
+    let nh = v6("fc00:2::64:0:1");
+    let nh2 = v6("fc00:3::64:0:1");
+    s.create_neighbor_nat(ip("172.21.1.1"), VNI, 600, 700, nh)
+        .unwrap();
+    s.create_neighbor_nat(ip("172.21.1.1"), VNI, 500, 520, nh2)
+        .unwrap();
+    // Another VNI without interfaces here.
+    s.create_neighbor_nat(ip("172.21.1.2"), 300, 100, 200, nh)
+        .unwrap();
+    let snap = s.snapshot();
+    let ranges = &snap.neighbor_nats[&(VNI, u32::from(v4("172.21.1.1")))];
+    assert_eq!(
+        ranges,
+        &vec![
+            dp_tables::NeighborNat {
+                min_port: 500,
+                max_port: 520,
+                underlay: nh2
+            },
+            dp_tables::NeighborNat {
+                min_port: 600,
+                max_port: 700,
+                underlay: nh
+            }
+        ]
+    );
+    assert_eq!(
+        snap.public_target(VNI, v4("172.21.1.1")),
+        Some(dp_tables::PublicTarget::Nat)
+    );
+    assert_eq!(
+        snap.public_target(300, v4("172.21.1.2")),
+        Some(dp_tables::PublicTarget::Nat)
+    );
+    // Listing: creation order, every VNI; 0.0.0.0 lists all.
+    let l: Vec<_> = s
+        .list_neighbor_nats(ip("172.21.1.1"))
+        .unwrap()
+        .iter()
+        .map(|n| (n.vni, n.min_port, n.max_port, n.underlay))
+        .collect();
+    assert_eq!(l, [(VNI, 600, 700, nh), (VNI, 500, 520, nh2)]);
+    assert_eq!(s.list_neighbor_nats(ip("0.0.0.0")).unwrap().len(), 3);
+
+    // A local NAT keeps the address public after its neighbors went.
+    s.create_nat("vm1", ip("172.21.1.1"), 100, 102, None)
+        .unwrap();
+    s.delete_neighbor_nat(ip("172.21.1.1"), VNI, 600, 700)
+        .unwrap();
+    s.delete_neighbor_nat(ip("172.21.1.1"), VNI, 500, 520)
+        .unwrap();
+    let snap = s.snapshot();
+    assert!(!snap
+        .neighbor_nats
+        .contains_key(&(VNI, u32::from(v4("172.21.1.1")))));
+    assert_eq!(
+        snap.public_target(VNI, v4("172.21.1.1")),
+        Some(dp_tables::PublicTarget::Nat)
+    );
+    s.delete_neighbor_nat(ip("172.21.1.2"), 300, 100, 200)
+        .unwrap();
+    assert_eq!(s.snapshot().public.len(), 1);
+}
+
+#[test]
+fn neighbor_nat_errors_change_nothing() {
+    let mut s = with_two_vms();
+    let nh = v6("fc00:2::64:0:1");
+    s.create_neighbor_nat(ip("172.21.1.1"), VNI, 500, 520, nh)
+        .unwrap();
+    rejected(&mut s, DpError::BadIpVer, |s| {
+        s.create_neighbor_nat(ip("1234::1"), VNI, 500, 520, nh)
+    });
+    // The same or an overlapping range, in this or another VNI (dpservice's test).
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_neighbor_nat(ip("172.21.1.1"), VNI, 500, 520, nh)
+    });
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_neighbor_nat(ip("172.21.1.1"), 200, 501, 521, nh)
+    });
+    // Overlapping a local NAT.
+    s.create_nat("vm1", ip("172.21.1.1"), 100, 102, None)
+        .unwrap();
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_neighbor_nat(ip("172.21.1.1"), VNI, 101, 200, nh)
+    });
+    // A VIP of the VNI.
+    s.create_vip("vm2", ip("172.20.0.1"), None).unwrap();
+    rejected(&mut s, DpError::DnatExists, |s| {
+        s.create_neighbor_nat(ip("172.20.0.1"), VNI, 100, 200, nh)
+    });
+    // Adjacent ranges are fine (the upper bound is excluded).
+    s.create_neighbor_nat(ip("172.21.1.1"), VNI, 520, 521, nh)
+        .unwrap();
+    s.set_limits(crate::Limits {
+        neighbor_nats: 2,
+        ..Default::default()
+    });
+    rejected(&mut s, DpError::LimitReached, |s| {
+        s.create_neighbor_nat(ip("172.21.1.1"), VNI, 900, 901, nh)
+    });
+    s.set_limits(crate::Limits {
+        public_addresses: 2,
+        ..Default::default()
+    });
+    rejected(&mut s, DpError::DnatCreate, |s| {
+        s.create_neighbor_nat(ip("172.21.1.7"), VNI, 900, 901, nh)
+    });
+    rejected(&mut s, DpError::BadIpVer, |s| {
+        s.delete_neighbor_nat(ip("1234::1"), VNI, 500, 520)
+    });
+    rejected(&mut s, DpError::NotFound, |s| {
+        s.delete_neighbor_nat(ip("172.21.1.1"), VNI, 500, 521)
+    });
+    rejected(&mut s, DpError::NotFound, |s| {
+        s.delete_neighbor_nat(ip("172.21.1.1"), 200, 500, 520)
+    });
+    assert_eq!(s.list_neighbor_nats(ip("1234::1")), Err(DpError::BadIpVer));
+}
+
+#[test]
+fn deleting_an_interface_releases_vip_nat_and_vni_neighbor_nats() {
+    let mut s = with_two_vms();
+    let nh = v6("fc00:2::64:0:1");
+    let vip_ul = s.create_vip("vm1", ip("172.20.0.1"), None).unwrap();
+    let nat_ul = s
+        .create_nat("vm1", ip("172.21.1.1"), 100, 102, None)
+        .unwrap();
+    s.create_nat("vm2", ip("172.21.1.1"), 102, 104, None)
+        .unwrap();
+    s.create_neighbor_nat(ip("172.21.1.1"), VNI, 500, 520, nh)
+        .unwrap();
+    s.create_neighbor_nat(ip("172.21.1.3"), 300, 500, 520, nh)
+        .unwrap();
+    s.delete_interface("vm1").unwrap();
+    let snap = s.snapshot();
+    assert_eq!(snap.underlay_target(vip_ul), None);
+    assert_eq!(snap.underlay_target(nat_ul), None);
+    assert_eq!(snap.public_target(VNI, v4("172.20.0.1")), None);
+    assert_eq!(
+        snap.public_target(VNI, v4("172.21.1.1")),
+        Some(dp_tables::PublicTarget::Nat)
+    );
+    assert_eq!(s.list_local_nats(ip("0.0.0.0")).unwrap().len(), 1);
+    // The VNI's last interface takes the VNI's neighbor NATs along (as dpservice).
+    s.delete_interface("vm2").unwrap();
+    let snap = s.snapshot();
+    assert!(!snap
+        .neighbor_nats
+        .contains_key(&(VNI, u32::from(v4("172.21.1.1")))));
+    assert_eq!(
+        snap.public.keys().copied().collect::<Vec<_>>(),
+        [(300, u32::from(v4("172.21.1.3")))]
+    );
+    assert_eq!(s.list_neighbor_nats(ip("0.0.0.0")).unwrap().len(), 1);
+    assert_eq!(s.underlays.iter().count(), 0);
+    // The address is free for a VIP again.
+    s.create_interface(spec("vm1", "dtapvf_0", VNI, "10.100.1.1", "::"))
+        .unwrap();
+    s.create_vip("vm1", ip("172.21.1.1"), None).unwrap();
+}
+
+#[test]
+fn initialize_removes_neighbor_nats_only() {
+    let mut s = with_two_vms();
+    let nh = v6("fc00:2::64:0:1");
+    s.create_vip("vm1", ip("172.20.0.1"), None).unwrap();
+    s.create_nat("vm2", ip("172.21.1.1"), 100, 102, None)
+        .unwrap();
+    s.create_firewall_rule("vm1", fw_rule("r1", 0, FirewallAction::Accept))
+        .unwrap();
+    s.create_neighbor_nat(ip("172.21.1.1"), VNI, 500, 520, nh)
+        .unwrap();
+    s.create_neighbor_nat(ip("172.21.1.2"), VNI, 500, 520, nh)
+        .unwrap();
+    let g = s.snapshot().generation;
+    s.initialize();
+    let snap = s.snapshot();
+    assert_eq!(snap.generation, g + 1);
+    assert!(snap.neighbor_nats.is_empty());
+    assert!(s.list_neighbor_nats(ip("0.0.0.0")).unwrap().is_empty());
+    assert_eq!(
+        snap.public.len(),
+        2,
+        "the VIP and the local NAT's address stay"
+    );
+    assert_eq!(snap.public_target(VNI, v4("172.21.1.2")), None);
+    assert!(s.get_vip("vm1").is_ok() && s.get_nat("vm2").is_ok());
+    assert_eq!(s.list_firewall_rules("vm1").unwrap().len(), 1);
+}
+
+/// The packet path decides flows again when the firewall generation changes: after an
+/// interface or its rules changed, never after a route change.
+#[test]
+fn firewall_generation_follows_interface_changes_only() {
+    let mut s = with_two_vms();
+    let g0 = s.snapshot().firewall_generation;
+    assert_ne!(g0, 0);
+    s.create_route(VNI, ip("10.9.0.0"), 16, VNI, ip("fc00:2::1"))
+        .unwrap();
+    assert_eq!(s.snapshot().firewall_generation, g0, "routes do not count");
+    let rule = crate::firewall::FirewallRuleSpec {
+        id: "r1".into(),
+        direction: dp_tables::TrafficDirection::Ingress,
+        action: dp_tables::FirewallAction::Accept,
+        priority: 1,
+        src_addr: ip("0.0.0.0"),
+        src_len: 0,
+        dst_addr: ip("0.0.0.0"),
+        dst_len: 0,
+        filter: crate::firewall::RuleFilter::Any,
+    };
+    s.create_firewall_rule("vm1", rule).unwrap();
+    let g1 = s.snapshot().firewall_generation;
+    assert!(g1 > g0, "a rule counts");
+    s.delete_interface("vm2").unwrap();
+    assert!(s.snapshot().firewall_generation > g1, "an interface counts");
 }

@@ -21,8 +21,8 @@
 //! `fc00:1::d000:1:0:2`, ... and the random one e.g. `fc00:1::d000:5e:0:a4`.
 //!
 //! The underlay domain of the control plane also keeps the registry of the underlay addresses
-//! in use on this host ([`UnderlayUse`]: interfaces and alias prefixes so far; VIPs, NAT and
-//! load balancers later) and owns the snapshot's `underlay` map, which tells the decap path
+//! in use on this host ([`UnderlayUse`]: interfaces, alias prefixes, VIPs and NATs; load
+//! balancers later) and owns the snapshot's `underlay` map, which tells the decap path
 //! where packets for each address go.
 
 use std::collections::hash_map::RandomState;
@@ -120,6 +120,23 @@ pub enum UnderlayUse {
         addr: IpAddr,
         len: u8,
     },
+    /// An interface's VIP (CreateVip), allocated like an interface's address.
+    Vip { port: PortId, vni: Vni },
+    /// An interface's NAT (CreateNat), allocated like an interface's address.
+    Nat { port: PortId, vni: Vni },
+}
+
+impl UnderlayUse {
+    /// What the packet path does with packets for the address.
+    fn target(self) -> UnderlayTarget {
+        match self {
+            UnderlayUse::Interface { port, vni } | UnderlayUse::Prefix { port, vni, .. } => {
+                UnderlayTarget::Iface { port, vni }
+            }
+            UnderlayUse::Vip { port, vni } => UnderlayTarget::Vip { port, vni },
+            UnderlayUse::Nat { port, vni } => UnderlayTarget::Nat { port, vni },
+        }
+    }
 }
 
 /// The underlay addresses in use on this host, and the snapshot's `underlay` map built from
@@ -181,11 +198,9 @@ impl Underlays {
     }
 
     /// Registers an underlay address: interfaces and alias prefixes alike deliver into the
-    /// interface's port and VNI.
+    /// interface's port and VNI, VIPs and NATs translate first.
     pub(crate) fn insert(&mut self, addr: Ipv6Addr, used: UnderlayUse) {
-        let (UnderlayUse::Interface { port, vni } | UnderlayUse::Prefix { port, vni, .. }) = used;
-        Arc::make_mut(&mut self.published)
-            .insert(u128::from(addr), UnderlayTarget::Iface { port, vni });
+        Arc::make_mut(&mut self.published).insert(u128::from(addr), used.target());
         self.by_addr.insert(addr, used);
     }
 

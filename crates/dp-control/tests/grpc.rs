@@ -732,7 +732,7 @@ async fn unimplemented_rpcs_and_health() {
     let server = Server::start().await;
     let mut c = initialized_client(&server).await;
     let e = c
-        .create_vip(v1::CreateVipRequest::default())
+        .create_load_balancer(v1::CreateLoadBalancerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(
@@ -740,7 +740,7 @@ async fn unimplemented_rpcs_and_health() {
         (Code::Unimplemented, "not implemented yet in dpservice-rs")
     );
     let e = c
-        .list_firewall_rules(v1::ListFirewallRulesRequest::default())
+        .list_load_balancer_prefixes(v1::ListLoadBalancerPrefixesRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
@@ -876,4 +876,523 @@ async fn dropping_serve_stops_the_server() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+// ----- firewall, VIP, NAT ------------------------------------------------------------------------
+
+async fn two_vms(server: &Server) -> Client {
+    let mut c = initialized_client(server).await;
+    for (id, dev, v4, v6) in [
+        ("vm1", "dtapvf_0", "10.100.1.1", "2000:100:1::1"),
+        ("vm2", "dtapvf_1", "10.100.1.2", "2000:100:1::2"),
+    ] {
+        let r = c
+            .create_interface(iface_req(id, dev, 100, v4, v6))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), OK);
+    }
+    c
+}
+
+fn tcp_rule(
+    id: &str,
+    action: v1::FirewallAction,
+    dst_lower: i32,
+    dst_upper: i32,
+) -> v1::FirewallRule {
+    v1::FirewallRule {
+        id: id.as_bytes().to_vec(),
+        direction: v1::TrafficDirection::Ingress as i32,
+        action: action as i32,
+        priority: 1000,
+        source_prefix: Some(prefix("0.0.0.0/0")),
+        destination_prefix: Some(prefix("10.100.1.1/32")),
+        protocol_filter: Some(v1::ProtocolFilter {
+            filter: Some(v1::protocol_filter::Filter::Tcp(v1::TcpFilter {
+                src_port_lower: -1,
+                src_port_upper: -1,
+                dst_port_lower: dst_lower,
+                dst_port_upper: dst_upper,
+            })),
+        }),
+    }
+}
+
+fn fw_req(iface: &str, rule: v1::FirewallRule) -> v1::CreateFirewallRuleRequest {
+    v1::CreateFirewallRuleRequest {
+        interface_id: iface.as_bytes().to_vec(),
+        rule: Some(rule),
+    }
+}
+
+#[tokio::test]
+async fn firewall_rules() {
+    let server = Server::start().await;
+    let mut c = two_vms(&server).await;
+
+    let rule = tcp_rule("r1", v1::FirewallAction::Accept, 80, 80);
+    let r = c
+        .create_firewall_rule(fw_req("vm1", rule.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    assert_eq!(r.rule_id, b"r1");
+    // DROP is accepted (dpservice: NO_DROP_SUPPORT); the rule is enforced.
+    let drop = tcp_rule("r2", v1::FirewallAction::Drop, 22, -1);
+    let r = c
+        .create_firewall_rule(fw_req("vm1", drop.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let snap = server.control.snapshot();
+    let fw = &snap.iface(2).unwrap().services.firewall;
+    assert_ne!(fw.version, 0);
+    assert_eq!(fw.rules(dp_tables::TrafficDirection::Ingress).len(), 2);
+
+    // Get and List report the rule as given (-1 wildcards included), in creation order.
+    let r = c
+        .get_firewall_rule(v1::GetFirewallRuleRequest {
+            interface_id: b"vm1".to_vec(),
+            rule_id: b"r2".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    assert_eq!(r.rule, Some(drop.clone()));
+    let r = c
+        .list_firewall_rules(v1::ListFirewallRulesRequest {
+            interface_id: b"vm1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.rules, vec![rule.clone(), drop]);
+
+    // dpservice's status codes.
+    let r = c
+        .create_firewall_rule(fw_req("vm1", rule.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (202, "ALREADY_EXISTS"));
+    let r = c
+        .create_firewall_rule(fw_req("nope", rule.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (205, "NO_VM"));
+    let r = c
+        .get_firewall_rule(v1::GetFirewallRuleRequest {
+            interface_id: b"vm1".to_vec(),
+            rule_id: b"r9".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (201, "NOT_FOUND"));
+    let r = c
+        .delete_firewall_rule(v1::DeleteFirewallRuleRequest {
+            interface_id: b"vm1".to_vec(),
+            rule_id: b"r1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let r = c
+        .delete_firewall_rule(v1::DeleteFirewallRuleRequest {
+            interface_id: b"vm1".to_vec(),
+            rule_id: b"r1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (201, "NOT_FOUND"));
+    let r = c
+        .list_firewall_rules(v1::ListFirewallRulesRequest {
+            interface_id: b"nope".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (205, "NO_VM"));
+
+    // Malformed rules: INVALID_ARGUMENT with dpservice's messages.
+    let mut bad = Vec::new();
+    let mut r = rule.clone();
+    r.id = Vec::new();
+    bad.push((r, "Invalid rule id"));
+    let mut r = rule.clone();
+    r.id = vec![b'a'; 64];
+    bad.push((r, "Invalid rule id"));
+    let mut r = rule.clone();
+    r.source_prefix = Some(prefix("1.2.3.4/33"));
+    bad.push((r, "Invalid source_prefix.length"));
+    let mut r = rule.clone();
+    r.destination_prefix = Some(prefix("2001:db8::/129"));
+    bad.push((r, "Invalid ip6 destination_prefix.length"));
+    let mut r = rule.clone();
+    r.source_prefix = Some(v1::Prefix {
+        ip: Some(v1::IpAddress {
+            ipver: 7,
+            address: b"1.2.3.4".to_vec(),
+        }),
+        length: 8,
+        underlay_route: Vec::new(),
+    });
+    bad.push((r, "Invalid source_prefix.ip.ipver"));
+    let mut r = rule.clone();
+    r.direction = 5;
+    bad.push((r, "Invalid direction"));
+    let mut r = rule.clone();
+    r.action = 5;
+    bad.push((r, "Invalid action"));
+    let mut r = rule.clone();
+    r.priority = 65536;
+    bad.push((r, "Invalid priority"));
+    bad.push((
+        tcp_rule("x", v1::FirewallAction::Accept, 65536, 80),
+        "Invalid tcp.dst_port_lower",
+    ));
+    bad.push((
+        tcp_rule("x", v1::FirewallAction::Accept, 90, 80),
+        "Invalid tcp.dst_port range",
+    ));
+    let mut r = rule.clone();
+    r.protocol_filter = Some(v1::ProtocolFilter {
+        filter: Some(v1::protocol_filter::Filter::Icmp(v1::IcmpFilter {
+            icmp_type: 256,
+            icmp_code: -1,
+        })),
+    });
+    bad.push((r, "Invalid icmp.icmp_type"));
+    for (r, msg) in bad {
+        let e = c.create_firewall_rule(fw_req("vm1", r)).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+    assert_eq!(
+        server
+            .control
+            .with_state(|s| s.list_firewall_rules("vm1").unwrap().len()),
+        1
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn vips() {
+    let server = Server::start().await;
+    let mut c = two_vms(&server).await;
+    let req = |id: &str, vip: &str| v1::CreateVipRequest {
+        interface_id: id.as_bytes().to_vec(),
+        vip_ip: Some(ip(vip)),
+        preferred_underlay_route: Vec::new(),
+    };
+    let r = c
+        .create_vip(req("vm1", "172.20.0.1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    assert_eq!(r.underlay_route, b"fc00:1::d000:1:0:3");
+    let snap = server.control.snapshot();
+    assert_eq!(
+        snap.public_target(100, "172.20.0.1".parse().unwrap()),
+        Some(dp_tables::PublicTarget::Vip {
+            port: 2,
+            private: "10.100.1.1".parse().unwrap()
+        })
+    );
+    let r = c
+        .get_vip(v1::GetVipRequest {
+            interface_id: b"vm1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    assert_eq!(r.vip_ip, Some(ip("172.20.0.1")));
+    assert_eq!(r.underlay_route, b"fc00:1::d000:1:0:3");
+    // dpservice's test_grpc_vip / test_grpc_vip_errors.
+    let r = c
+        .create_vip(req("vm1", "172.20.0.1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (343, "SNAT_EXISTS"));
+    let r = c
+        .create_vip(req("vm2", "172.20.0.1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (323, "DNAT_EXISTS"));
+    let r = c
+        .create_vip(req("invalid_name", "172.20.0.1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (205, "NO_VM"));
+    let r = c
+        .create_vip(req("vm2", "1234::1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (204, "BAD_IPVER"));
+    let e = c
+        .create_vip(v1::CreateVipRequest {
+            interface_id: b"vm2".to_vec(),
+            vip_ip: Some(v1::IpAddress {
+                ipver: v1::IpVersion::Ipv4 as i32,
+                address: b"xxx".to_vec(),
+            }),
+            preferred_underlay_route: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "Invalid vip_ip")
+    );
+    let r = c
+        .delete_vip(v1::DeleteVipRequest {
+            interface_id: b"vm1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    for _ in 0..2 {
+        let r = c
+            .get_vip(v1::GetVipRequest {
+                interface_id: b"vm1".to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), (341, "SNAT_NO_DATA"));
+        assert_eq!(r.vip_ip, None);
+        let r = c
+            .delete_vip(v1::DeleteVipRequest {
+                interface_id: b"vm1".to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), (341, "SNAT_NO_DATA"));
+    }
+    assert!(server.control.snapshot().public.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn nats_and_neighbor_nats() {
+    let server = Server::start().await;
+    let mut c = two_vms(&server).await;
+    let nat = |id: &str, nat_ip: &str, min: u32, max: u32| v1::CreateNatRequest {
+        interface_id: id.as_bytes().to_vec(),
+        nat_ip: Some(ip(nat_ip)),
+        min_port: min,
+        max_port: max,
+        preferred_underlay_route: Vec::new(),
+    };
+    let r = c
+        .create_nat(nat("vm1", "172.21.1.1", 100, 102))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let ul1 = r.underlay_route;
+    let r = c
+        .create_nat(nat("vm2", "172.21.1.1", 102, 103))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let r = c
+        .get_nat(v1::GetNatRequest {
+            interface_id: b"vm1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    assert_eq!(
+        (r.nat_ip, r.min_port, r.max_port, r.underlay_route),
+        (Some(ip("172.21.1.1")), 100, 102, ul1)
+    );
+    // ListLocalNats: nat_ip is the interface's address, actual_nat_ip the NAT address;
+    // dpservice's test_grpc_nat_list order.
+    let r = c
+        .list_local_nats(v1::ListLocalNatsRequest {
+            nat_ip: Some(ip("172.21.1.1")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let entry = |own: &str, min: u32, max: u32| v1::NatEntry {
+        nat_ip: Some(ip(own)),
+        min_port: min,
+        max_port: max,
+        underlay_route: Vec::new(),
+        vni: 100,
+        actual_nat_ip: Some(ip("172.21.1.1")),
+    };
+    assert_eq!(
+        r.nat_entries,
+        vec![entry("10.100.1.2", 102, 103), entry("10.100.1.1", 100, 102)]
+    );
+    // Errors.
+    let r = c
+        .create_nat(nat("vm1", "172.21.1.1", 200, 300))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (343, "SNAT_EXISTS"));
+    let r = c
+        .create_nat(nat("invalid_name", "172.21.1.1", 200, 300))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (205, "NO_VM"));
+    let r = c
+        .create_nat(nat("vm1", "1234::1", 1024, 2048))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (204, "BAD_IPVER"));
+    let r = c
+        .list_local_nats(v1::ListLocalNatsRequest {
+            nat_ip: Some(ip("1234::1")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (204, "BAD_IPVER"));
+    for (min, max, msg) in [
+        (65536, 65537, "Invalid min_port"),
+        (1, 65536, "Invalid max_port"),
+        (200, 200, "Invalid port range"),
+    ] {
+        let e = c
+            .create_nat(nat("vm1", "172.21.1.1", min, max))
+            .await
+            .unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+
+    // Neighbor NATs (dpservice's test_grpc_neighnat*).
+    let neigh = |vni: u32, min: u32, max: u32| v1::CreateNeighborNatRequest {
+        nat_ip: Some(ip("172.21.1.1")),
+        vni,
+        min_port: min,
+        max_port: max,
+        underlay_route: b"fc00:2::64:0:1".to_vec(),
+    };
+    let r = c
+        .create_neighbor_nat(neigh(100, 500, 520))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    for req in [
+        neigh(100, 500, 520),
+        neigh(200, 500, 520),
+        neigh(200, 501, 521),
+    ] {
+        let r = c.create_neighbor_nat(req).await.unwrap().into_inner();
+        assert_eq!(code(&r.status), (202, "ALREADY_EXISTS"));
+    }
+    let e = c
+        .create_neighbor_nat(v1::CreateNeighborNatRequest {
+            underlay_route: b"1.2.3.4".to_vec(),
+            ..neigh(100, 600, 700)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "Invalid underlay_route")
+    );
+    let r = c
+        .list_neighbor_nats(v1::ListNeighborNatsRequest {
+            nat_ip: Some(ip("172.21.1.1")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.nat_entries,
+        vec![v1::NatEntry {
+            nat_ip: None,
+            min_port: 500,
+            max_port: 520,
+            underlay_route: b"fc00:2::64:0:1".to_vec(),
+            vni: 100,
+            actual_nat_ip: Some(ip("172.21.1.1")),
+        }]
+    );
+    let snap = server.control.snapshot();
+    assert_eq!(
+        snap.neighbor_nat(100, "172.21.1.1".parse().unwrap(), 510)
+            .map(|n| n.underlay),
+        Some("fc00:2::64:0:1".parse().unwrap())
+    );
+    let del = v1::DeleteNeighborNatRequest {
+        nat_ip: Some(ip("172.21.1.1")),
+        vni: 100,
+        min_port: 500,
+        max_port: 520,
+    };
+    let r = c
+        .delete_neighbor_nat(del.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let r = c.delete_neighbor_nat(del).await.unwrap().into_inner();
+    assert_eq!(code(&r.status), (201, "NOT_FOUND"));
+
+    // DeleteNat, then GetNat / DeleteNat answer SNAT_NO_DATA.
+    for id in ["vm1", "vm2"] {
+        let r = c
+            .delete_nat(v1::DeleteNatRequest {
+                interface_id: id.as_bytes().to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), OK);
+    }
+    let r = c
+        .get_nat(v1::GetNatRequest {
+            interface_id: b"vm1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (341, "SNAT_NO_DATA"));
+    let r = c
+        .delete_nat(v1::DeleteNatRequest {
+            interface_id: b"vm1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (341, "SNAT_NO_DATA"));
+    let r = c
+        .list_local_nats(v1::ListLocalNatsRequest {
+            nat_ip: Some(ip("172.21.1.1")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.nat_entries.is_empty());
+    assert!(server.control.snapshot().public.is_empty());
+    server.stop().await;
 }

@@ -583,3 +583,80 @@ fn other_groups_answer_readably() {
         assert!(r.stdout.contains(" error: "), "{}", r.stdout);
     }
 }
+
+#[test]
+fn nat_virtualip_and_firewall() {
+    let Some(d) = start() else { return };
+    d.init();
+    for (id, ip, dev) in [("vm1", "10.100.1.1", 0), ("vm2", "10.100.1.2", 1)] {
+        d.ok(&format!(
+            "add interface --id {id} --vni 100 --ipv4 {ip} --device {}",
+            d.dev(dev)
+        ));
+    }
+
+    // virtual IP
+    let v = d.ok("add virtualip --interface-id vm1 --vip 172.20.0.1");
+    assert_eq!(v["kind"], "VirtualIP");
+    let ul = v["spec"]["underlay_route"].clone();
+    assert!(in_host_underlay(&ul), "{v}");
+    let v = d.ok("get virtualip --interface-id vm1");
+    assert_eq!(v["spec"]["vip_ip"], "172.20.0.1", "{v}");
+    assert_eq!(v["spec"]["underlay_route"], ul, "{v}");
+    let (_, source, code, msg) = d.fails("add virtualip --interface-id vm1 --vip 172.20.0.1");
+    assert_eq!(
+        (source.as_str(), code, msg.as_str()),
+        ("server", 343, "SNAT_EXISTS")
+    );
+
+    // NAT, shared by two interfaces
+    let v = d.ok("add nat --interface-id vm1 --nat-ip 172.21.1.1 --minport 100 --maxport 102");
+    assert_eq!(v["kind"], "Nat");
+    assert!(in_host_underlay(&v["spec"]["underlay_route"]), "{v}");
+    d.ok("add nat --interface-id vm2 --nat-ip 172.21.1.1 --minport 102 --maxport 103");
+    let v = d.ok("get nat --interface-id vm1");
+    assert_eq!(
+        (
+            &v["spec"]["nat_ip"],
+            &v["spec"]["min_port"],
+            &v["spec"]["max_port"]
+        ),
+        (
+            &serde_json::json!("172.21.1.1"),
+            &serde_json::json!(100),
+            &serde_json::json!(102)
+        ),
+        "{v}"
+    );
+    let v = d.ok("list nats --nat-ip 172.21.1.1 --nat-type local");
+    assert_eq!(v["kind"], "NatList");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(2), "{v}");
+    d.ok("add neighbornat --nat-ip 172.21.1.1 --vni 100 --minport 500 --maxport 520 --underlayroute fc00:2::64:0:1");
+    let (_, source, code, _) = d.fails(
+        "add neighbornat --nat-ip 172.21.1.1 --vni 200 --minport 510 --maxport 530 --underlayroute fc00:2::64:0:1",
+    );
+    assert_eq!((source.as_str(), code), ("server", 202));
+
+    // firewall rules
+    let v = d.ok(
+        "add firewallrule --interface-id vm1 --rule-id fw1 --direction ingress --action accept \
+         --src 0.0.0.0/0 --dst 10.100.1.1/32 --protocol tcp --src-port-min -1 --dst-port-min 80 \
+         --dst-port-max 80",
+    );
+    assert_eq!(v["kind"], "FirewallRule");
+    let v = d.ok("get firewallrule --interface-id vm1 --rule-id fw1");
+    assert_eq!(v["spec"]["id"], "fw1", "{v}");
+    assert_eq!(v["spec"]["priority"], 1000, "{v}");
+    let v = d.ok("list firewallrules --interface-id vm1");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{v}");
+    let (_, source, code, _) = d.fails(
+        "add firewallrule --interface-id vm1 --rule-id fw1 --direction ingress --action drop \
+         --src 0.0.0.0/0 --dst 0.0.0.0/0",
+    );
+    assert_eq!((source.as_str(), code), ("server", 202));
+
+    // everything goes with the interface
+    d.ok("del interface --id vm1");
+    let v = d.ok("list nats --nat-ip 172.21.1.1 --nat-type local");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{v}");
+}

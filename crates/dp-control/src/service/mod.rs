@@ -18,9 +18,10 @@
 //! domain's file, and what every RPC shares (the lock, the initialization check, publishing).
 //! The RPCs themselves — field conversion, the [`State`] operation, the response — live per
 //! domain, next to the state domains of the same names: `init.rs` (CheckInitialized,
-//! Initialize, GetVersion), `interfaces.rs`, `prefixes.rs`, `routes.rs`, `vnis.rs`; the request
-//! field rules they share are in `fields.rs`. NAT, load balancers, firewall and capture get a
-//! file each when they are implemented (their RPCs are grouped accordingly below).
+//! Initialize, GetVersion), `interfaces.rs`, `prefixes.rs`, `routes.rs`, `vnis.rs`,
+//! `firewall.rs`, `vip.rs`, `nat.rs`; the request field rules they share are in `fields.rs`.
+//! Load balancers and capture get a file each when they are implemented (their RPCs are
+//! grouped accordingly below).
 //!
 //! # Publishing
 //!
@@ -59,11 +60,16 @@ pub const VERSION_SIZE: usize = 64;
 pub const UNIMPLEMENTED_MESSAGE: &str = "not implemented yet in dpservice-rs";
 
 mod fields;
+mod firewall;
 mod init;
 mod interfaces;
+mod nat;
 mod prefixes;
 mod routes;
+mod vip;
 mod vnis;
+
+pub use firewall::RULE_ID_SIZE;
 
 /// State shared by the [`crate::ControlPlane`] handle and the gRPC service.
 #[derive(Debug)]
@@ -288,6 +294,110 @@ impl DpdKironcore for GrpcService {
         vnis::reset_vni(self, request).await
     }
 
+    // ----- firewall (firewall.rs) ---------------------------------------------------------------
+
+    async fn list_firewall_rules(
+        &self,
+        request: Request<v1::ListFirewallRulesRequest>,
+    ) -> Result<Response<v1::ListFirewallRulesResponse>, Status> {
+        firewall::list_firewall_rules(self, request).await
+    }
+
+    async fn create_firewall_rule(
+        &self,
+        request: Request<v1::CreateFirewallRuleRequest>,
+    ) -> Result<Response<v1::CreateFirewallRuleResponse>, Status> {
+        firewall::create_firewall_rule(self, request).await
+    }
+
+    async fn get_firewall_rule(
+        &self,
+        request: Request<v1::GetFirewallRuleRequest>,
+    ) -> Result<Response<v1::GetFirewallRuleResponse>, Status> {
+        firewall::get_firewall_rule(self, request).await
+    }
+
+    async fn delete_firewall_rule(
+        &self,
+        request: Request<v1::DeleteFirewallRuleRequest>,
+    ) -> Result<Response<v1::DeleteFirewallRuleResponse>, Status> {
+        firewall::delete_firewall_rule(self, request).await
+    }
+
+    // ----- VIPs (vip.rs) ------------------------------------------------------------------------
+
+    async fn create_vip(
+        &self,
+        request: Request<v1::CreateVipRequest>,
+    ) -> Result<Response<v1::CreateVipResponse>, Status> {
+        vip::create_vip(self, request).await
+    }
+
+    async fn get_vip(
+        &self,
+        request: Request<v1::GetVipRequest>,
+    ) -> Result<Response<v1::GetVipResponse>, Status> {
+        vip::get_vip(self, request).await
+    }
+
+    async fn delete_vip(
+        &self,
+        request: Request<v1::DeleteVipRequest>,
+    ) -> Result<Response<v1::DeleteVipResponse>, Status> {
+        vip::delete_vip(self, request).await
+    }
+
+    // ----- NAT (nat.rs) -------------------------------------------------------------------------
+
+    async fn create_nat(
+        &self,
+        request: Request<v1::CreateNatRequest>,
+    ) -> Result<Response<v1::CreateNatResponse>, Status> {
+        nat::create_nat(self, request).await
+    }
+
+    async fn get_nat(
+        &self,
+        request: Request<v1::GetNatRequest>,
+    ) -> Result<Response<v1::GetNatResponse>, Status> {
+        nat::get_nat(self, request).await
+    }
+
+    async fn delete_nat(
+        &self,
+        request: Request<v1::DeleteNatRequest>,
+    ) -> Result<Response<v1::DeleteNatResponse>, Status> {
+        nat::delete_nat(self, request).await
+    }
+
+    async fn list_local_nats(
+        &self,
+        request: Request<v1::ListLocalNatsRequest>,
+    ) -> Result<Response<v1::ListLocalNatsResponse>, Status> {
+        nat::list_local_nats(self, request).await
+    }
+
+    async fn create_neighbor_nat(
+        &self,
+        request: Request<v1::CreateNeighborNatRequest>,
+    ) -> Result<Response<v1::CreateNeighborNatResponse>, Status> {
+        nat::create_neighbor_nat(self, request).await
+    }
+
+    async fn delete_neighbor_nat(
+        &self,
+        request: Request<v1::DeleteNeighborNatRequest>,
+    ) -> Result<Response<v1::DeleteNeighborNatResponse>, Status> {
+        nat::delete_neighbor_nat(self, request).await
+    }
+
+    async fn list_neighbor_nats(
+        &self,
+        request: Request<v1::ListNeighborNatsRequest>,
+    ) -> Result<Response<v1::ListNeighborNatsResponse>, Status> {
+        nat::list_neighbor_nats(self, request).await
+    }
+
     // ----- not implemented yet: one group per future domain (its own service/<domain>.rs) ---
 
     // Load balancers (service/loadbalancers.rs): balancers, their targets and prefixes.
@@ -302,28 +412,6 @@ impl DpdKironcore for GrpcService {
         list_load_balancer_prefixes(ListLoadBalancerPrefixesRequest) -> ListLoadBalancerPrefixesResponse;
         create_load_balancer_prefix(CreateLoadBalancerPrefixRequest) -> CreateLoadBalancerPrefixResponse;
         delete_load_balancer_prefix(DeleteLoadBalancerPrefixRequest) -> DeleteLoadBalancerPrefixResponse;
-    }
-
-    // NAT (service/nat.rs): VIPs (1:1 NAT), NAT port ranges, neighbor NATs.
-    unimplemented_rpcs! {
-        create_vip(CreateVipRequest) -> CreateVipResponse;
-        get_vip(GetVipRequest) -> GetVipResponse;
-        delete_vip(DeleteVipRequest) -> DeleteVipResponse;
-        create_nat(CreateNatRequest) -> CreateNatResponse;
-        get_nat(GetNatRequest) -> GetNatResponse;
-        delete_nat(DeleteNatRequest) -> DeleteNatResponse;
-        list_local_nats(ListLocalNatsRequest) -> ListLocalNatsResponse;
-        create_neighbor_nat(CreateNeighborNatRequest) -> CreateNeighborNatResponse;
-        delete_neighbor_nat(DeleteNeighborNatRequest) -> DeleteNeighborNatResponse;
-        list_neighbor_nats(ListNeighborNatsRequest) -> ListNeighborNatsResponse;
-    }
-
-    // Firewall (service/firewall.rs).
-    unimplemented_rpcs! {
-        list_firewall_rules(ListFirewallRulesRequest) -> ListFirewallRulesResponse;
-        create_firewall_rule(CreateFirewallRuleRequest) -> CreateFirewallRuleResponse;
-        get_firewall_rule(GetFirewallRuleRequest) -> GetFirewallRuleResponse;
-        delete_firewall_rule(DeleteFirewallRuleRequest) -> DeleteFirewallRuleResponse;
     }
 
     // Packet capture (service/capture.rs).
