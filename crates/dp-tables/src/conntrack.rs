@@ -249,6 +249,10 @@ impl TcpState {
             return Closed;
         }
         match (self, dir) {
+            // A new handshake on the tuple of a closed connection (the port reused while the
+            // flow lingers) opens it again, as dpservice's RST_FIN state does on a lone SYN;
+            // left Closed, the new connection would age out after tcp_closed_ns.
+            (Closed, Direction::Original) if flags.syn && !flags.ack && !flags.fin => SynSent,
             (Closed, _) => Closed,
             (_, _) if flags.fin => match self {
                 FinWait => Closed,
@@ -946,6 +950,9 @@ mod tests {
         assert_eq!(s.next(Original, fin), TcpState::Closed);
         assert_eq!(TcpState::Established.next(Reply, rst), TcpState::Closed);
         assert_eq!(TcpState::None.next(Reply, ack), TcpState::Established);
+        assert_eq!(TcpState::Closed.next(Original, syn), TcpState::SynSent);
+        assert_eq!(TcpState::Closed.next(Reply, synack), TcpState::Closed);
+        assert_eq!(TcpState::Closed.next(Original, ack), TcpState::Closed);
         let t = Timeouts::default();
         assert_eq!(t.of(IpProtocol::UDP, TcpState::None), 30_000_000_000);
         assert_eq!(

@@ -950,6 +950,321 @@ mod tests {
         assert_eq!(w1.pool.available(), w1.pool.capacity());
     }
 
+    const NAT_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+    const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+    const VM_IP: Ipv4Addr = Ipv4Addr::new(10, 100, 1, 1);
+
+    fn public_router() -> Ipv6Addr {
+        "fc00::ffff:1".parse().unwrap()
+    }
+
+    fn nat_underlay() -> Ipv6Addr {
+        "fc00:1::200:2".parse().unwrap()
+    }
+
+    fn vip_underlay() -> Ipv6Addr {
+        "fc00:1::100:2".parse().unwrap()
+    }
+
+    /// Two workers as in the affinity proof, meshed, the router known on both uplinks; the VM's
+    /// interface given `services` as the control plane publishes them (its public addresses
+    /// and their underlay routes), and a public default route in VNI 100.
+    fn nat_workers(
+        services: dp_tables::IfaceServices,
+    ) -> ([Worker; 2], [Vec<MemoryPortHandle>; 2], Publisher) {
+        let (mut w0, h0, publisher) = worker(1);
+        let (mut w1, h1) = second_worker(&w0, &publisher);
+        for uplink in 0..2 {
+            w0.port_table.get(uplink).unwrap().confirm_peer(ROUTER, 0);
+        }
+        let mut rings =
+            dp_pipeline::affinity::mesh(2, dp_pipeline::affinity::RING_CAPACITY, vec![]);
+        w1.worker = WorkerCtx::with_rings(rings.pop().unwrap());
+        w0.worker = WorkerCtx::with_rings(rings.pop().unwrap());
+        let mut s = (*publisher.current()).clone();
+        let mut iface = s.iface(2).unwrap().clone();
+        iface.services = services;
+        let public = Arc::make_mut(&mut s.public);
+        if let Some(nat) = iface.services.nat {
+            public.insert((100, u32::from(nat.ip)), dp_tables::PublicTarget::Nat);
+            s.set_underlay(nat_underlay(), UnderlayTarget::Nat { port: 2, vni: 100 });
+        }
+        let public = Arc::make_mut(&mut s.public);
+        if let Some(vip) = iface.services.vip {
+            public.insert(
+                (100, u32::from(vip)),
+                dp_tables::PublicTarget::Vip {
+                    port: 2,
+                    private: iface.ipv4,
+                },
+            );
+            s.set_underlay(vip_underlay(), UnderlayTarget::Vip { port: 2, vni: 100 });
+        }
+        s.set_iface(2, Some(Arc::new(iface)));
+        let mut table = (**s.vnis.get(&100).unwrap()).clone();
+        table
+            .v4
+            .insert(
+                0,
+                0,
+                RouteTarget::Remote {
+                    vni: 100,
+                    underlay: public_router(),
+                    public: true,
+                },
+            )
+            .unwrap();
+        s.vnis.insert(100, Arc::new(table));
+        publisher.publish(s);
+        ([w0, w1], [h0, h1], publisher)
+    }
+
+    /// An IPv4 TCP segment (no payload) with both checksums.
+    fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, ttl: u8) -> Vec<u8> {
+        let mut tcp = sport.to_be_bytes().to_vec();
+        tcp.extend_from_slice(&dport.to_be_bytes());
+        tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, u8::from(flags & 0x10 != 0)]);
+        tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        let c = dp_packet::checksum::transport_v4(&src, &dst, dp_packet::IpProtocol::TCP, &tcp);
+        tcp[16..18].copy_from_slice(&c.to_be_bytes());
+        let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0, 0, ttl, 6, 0, 0];
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        let c = dp_packet::checksum::finish(dp_packet::checksum::data(&ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        ip.extend_from_slice(&tcp);
+        ip
+    }
+
+    /// The VM on port 2 sends `ip`.
+    fn from_vm(ip: &[u8]) -> Vec<u8> {
+        let mut f = own(2).0.to_vec();
+        f.extend_from_slice(&VM_MAC.0);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(ip);
+        f
+    }
+
+    /// What the VM on port 2 receives: `ip` from our MAC.
+    fn to_vm(ip: &[u8]) -> Vec<u8> {
+        let mut f = VM_MAC.0.to_vec();
+        f.extend_from_slice(&own(2).0);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(ip);
+        f
+    }
+
+    /// The router sends `inner` from the public router's underlay address to `dst` on pf0.
+    fn from_router(dst: Ipv6Addr, inner: &[u8]) -> Vec<u8> {
+        let mut f = own(0).0.to_vec();
+        f.extend_from_slice(&ROUTER.0);
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[4, 64]);
+        f.extend_from_slice(&public_router().octets());
+        f.extend_from_slice(&dst.octets());
+        f.extend_from_slice(inner);
+        f
+    }
+
+    /// What a worker sent: out of its uplinks, and to its VF.
+    type Sent = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+    /// Polls both workers `rounds` times; what each sent out of its uplinks and its VF.
+    fn run_both(
+        w: &mut [Worker; 2],
+        h: &[Vec<MemoryPortHandle>; 2],
+        rounds: u64,
+        now: &mut u64,
+    ) -> [Sent; 2] {
+        let mut rx = Vec::with_capacity(BATCH_SIZE);
+        let mut out: [Sent; 2] = Default::default();
+        for _ in 0..rounds {
+            *now += 1000;
+            for w in w.iter_mut() {
+                w.poll_once(&mut rx, *now);
+            }
+            for (out, h) in out.iter_mut().zip(h) {
+                for uplink in &h[..2] {
+                    out.0.extend(uplink.take_sent());
+                }
+                out.1.extend(h[2].take_sent());
+            }
+        }
+        out
+    }
+
+    /// How many packets both workers handed to the other so far.
+    fn handed_off(w: &[Worker; 2]) -> u64 {
+        w.iter().map(|w| w.graph.counters().handed_off()).sum()
+    }
+
+    /// The two workers' graph counters: no drop, conservation, every buffer home.
+    fn assert_both_clean(w: &[Worker; 2]) {
+        let (c0, c1) = (w[0].graph.counters(), w[1].graph.counters());
+        assert_eq!(c0.total_drops() + c1.total_drops(), 0, "no drop");
+        let sum = |f: &dyn Fn(&GraphCounters) -> u64| f(c0) + f(c1);
+        assert_eq!(
+            sum(&|c| c.node_packets(dp_pipeline::NodeId::Classify)) + sum(&|c| c.originated()),
+            sum(&|c| c.tx_packets.load(Ordering::Relaxed)),
+            "every packet sent"
+        );
+        assert_eq!(sum(&|c| c.handed_off()), sum(&|c| c.handed_in()));
+        for w in w {
+            assert_eq!(w.pool.available(), w.pool.capacity());
+        }
+    }
+
+    /// NAT return traffic with two workers: VM1's SYNs, received alternately by both workers,
+    /// are translated by the worker that owns their flow, with NAT ports that worker owns; the
+    /// SYN-ACKs to the NAT address, all received by the *other* worker, are steered by their
+    /// destination port to the flow and reach the VM translated back.
+    #[test]
+    fn nat_replies_meet_their_flow_on_the_other_worker() {
+        const FLOWS: u16 = 500;
+        let (mut w, h, _publisher) = nat_workers(dp_tables::IfaceServices {
+            nat: Some(dp_tables::NatRange {
+                ip: NAT_IP,
+                min_port: 1024,
+                max_port: 3072,
+            }),
+            ..Default::default()
+        });
+        for i in 0..FLOWS {
+            let syn = tcp4(VM_IP, SERVER, 20000 + i, 80, 0x02, 64);
+            h[usize::from(i % 2)][2].inject(&from_vm(&syn));
+        }
+        let mut now = 0;
+        let out = run_both(&mut w, &h, 50, &mut now);
+        // Each SYN left once, from the worker that owns its flow, with a NAT port it owns.
+        let mut nat_port = vec![None; usize::from(FLOWS)];
+        for (index, (uplinks, vf)) in out.iter().enumerate() {
+            assert!(vf.is_empty());
+            for f in uplinks {
+                assert_eq!(&f[14 + 24..14 + 40], &public_router().octets());
+                let inner = &f[14 + 40..];
+                assert_eq!(&inner[12..16], &NAT_IP.octets(), "source translated");
+                assert_eq!(&inner[16..20], &SERVER.octets());
+                let port = u16::from_be_bytes([inner[20], inner[21]]);
+                assert!((1024..3072).contains(&port));
+                assert_eq!(
+                    dp_pipeline::affinity::nat_port_owner(port, 2),
+                    index,
+                    "port {port} owned by the worker that allocated it"
+                );
+                // Which flow: the one of that worker with this NAT port (one destination).
+                let flow = w[index]
+                    .worker
+                    .flows
+                    .iter()
+                    .find(|(_, fl)| fl.keys[1].dst_port == port)
+                    .map(|(_, fl)| fl.keys[0].src_port - 20000)
+                    .expect("a flow with that NAT port");
+                assert_eq!(nat_port[usize::from(flow)].replace((port, index)), None);
+            }
+        }
+        assert!(nat_port.iter().all(Option::is_some), "every SYN out");
+        assert!(!w[0].worker.flows.is_empty() && !w[1].worker.flows.is_empty());
+        assert_eq!(
+            w[0].worker.flows.len() + w[1].worker.flows.len(),
+            usize::from(FLOWS)
+        );
+        for (index, w) in w.iter().enumerate() {
+            assert!(w
+                .worker
+                .flows
+                .iter()
+                .all(
+                    |(_, fl)| dp_pipeline::affinity::nat_port_owner(fl.keys[1].dst_port, 2)
+                        == index
+                ));
+        }
+        let handed_before = handed_off(&w);
+        // The SYN-ACKs, each received by the worker that does not own its flow.
+        for &(port, owner) in nat_port.iter().flatten() {
+            let synack = tcp4(SERVER, NAT_IP, 80, port, 0x12, 60);
+            h[1 - owner][0].inject(&from_router(nat_underlay(), &synack));
+        }
+        let out = run_both(&mut w, &h, 50, &mut now);
+        let mut delivered = vec![false; usize::from(FLOWS)];
+        for (index, (uplinks, vf)) in out.iter().enumerate() {
+            assert!(uplinks.is_empty(), "{uplinks:?}");
+            for f in vf {
+                let dport = u16::from_be_bytes([f[14 + 22], f[14 + 23]]);
+                let flow = usize::from(dport - 20000);
+                let (port, owner) = nat_port[flow].unwrap();
+                assert_eq!(owner, index, "delivered by the flow's worker");
+                // Exactly the SYN-ACK the server sent, to the VM's own address and port, every
+                // checksum right.
+                let want = to_vm(&tcp4(SERVER, VM_IP, 80, 20000 + flow as u16, 0x12, 60));
+                assert_eq!(f, &want, "flow {flow} (NAT port {port})");
+                assert!(!std::mem::replace(&mut delivered[flow], true), "once");
+            }
+        }
+        assert!(delivered.iter().all(|&d| d), "every SYN-ACK reached the VM");
+        assert_eq!(
+            handed_off(&w) - handed_before,
+            u64::from(FLOWS),
+            "every reply handed over"
+        );
+        assert_both_clean(&w);
+    }
+
+    /// The VIP variant: clients' SYNs for VM1's VIP, received alternately by both workers, are
+    /// delivered (translated to VM1's address) by the worker that owns their flow; VM1's
+    /// SYN-ACKs, all received by the other worker's VF queue, are handed to it and leave from
+    /// the VIP.
+    #[test]
+    fn vip_flows_meet_their_worker_in_both_directions() {
+        const FLOWS: u16 = 500;
+        const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
+        let (mut w, h, _publisher) = nat_workers(dp_tables::IfaceServices {
+            vip: Some(VIP),
+            ..Default::default()
+        });
+        for i in 0..FLOWS {
+            let syn = tcp4(CLIENT, VIP, 30000 + i, 22, 0x02, 60);
+            h[usize::from(i % 2)][0].inject(&from_router(vip_underlay(), &syn));
+        }
+        let mut now = 0;
+        let out = run_both(&mut w, &h, 50, &mut now);
+        let mut owner_of = vec![None; usize::from(FLOWS)];
+        for (index, (uplinks, vf)) in out.iter().enumerate() {
+            assert!(uplinks.is_empty(), "{uplinks:?}");
+            for f in vf {
+                let sport = u16::from_be_bytes([f[14 + 20], f[14 + 21]]);
+                let flow = usize::from(sport - 30000);
+                assert_eq!(f, &to_vm(&tcp4(CLIENT, VM_IP, sport, 22, 0x02, 60)));
+                assert_eq!(owner_of[flow].replace(index), None, "once");
+            }
+        }
+        assert!(owner_of.iter().all(Option::is_some), "every SYN delivered");
+        assert!(!w[0].worker.flows.is_empty() && !w[1].worker.flows.is_empty());
+        let handed_before = handed_off(&w);
+        for (i, owner) in owner_of.iter().enumerate() {
+            let synack = tcp4(VM_IP, CLIENT, 22, 30000 + i as u16, 0x12, 64);
+            h[1 - owner.unwrap()][2].inject(&from_vm(&synack));
+        }
+        let out = run_both(&mut w, &h, 50, &mut now);
+        let mut sent = vec![false; usize::from(FLOWS)];
+        for (index, (uplinks, vf)) in out.iter().enumerate() {
+            assert!(vf.is_empty(), "{vf:?}");
+            for f in uplinks {
+                assert_eq!(&f[14 + 24..14 + 40], &public_router().octets());
+                let inner = &f[14 + 40..];
+                let dport = u16::from_be_bytes([inner[22], inner[23]]);
+                let flow = usize::from(dport - 30000);
+                assert_eq!(owner_of[flow], Some(index), "sent by the flow's worker");
+                assert_eq!(inner, &tcp4(VIP, CLIENT, 22, dport, 0x12, 63)[..]);
+                assert!(!std::mem::replace(&mut sent[flow], true), "once");
+            }
+        }
+        assert!(sent.iter().all(|&s| s), "every SYN-ACK out from the VIP");
+        assert_eq!(handed_off(&w) - handed_before, u64::from(FLOWS));
+        assert_both_clean(&w);
+    }
+
     /// The command queue through the worker: a report of its pool and hand-off counters.
     #[test]
     fn a_worker_answers_a_report_command() {

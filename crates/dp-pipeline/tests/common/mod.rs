@@ -226,6 +226,25 @@ impl Harness {
         self.snapshot = snapshot_of(&self.ifaces, self.ports.len());
     }
 
+    /// Replaces the firewall rules of the interface on `port` and publishes them under a new
+    /// firewall generation (as the control plane does on every rule change), keeping every
+    /// other table (routes added by the test included).
+    pub fn set_firewall(&mut self, port: PortId, rules: Vec<dp_tables::FirewallRule>) {
+        let generation = self.snapshot.firewall_generation + 1;
+        let iface = self
+            .ifaces
+            .iter_mut()
+            .find(|i| i.port == port)
+            .expect("an interface on the port");
+        iface.services.firewall = Arc::new(dp_tables::FirewallRules::new(
+            u32::try_from(generation).unwrap(),
+            rules,
+        ));
+        let iface = Arc::new(iface.clone());
+        self.snapshot.set_iface(port, Some(iface));
+        self.snapshot.firewall_generation = generation;
+    }
+
     /// Feeds frames into the graph, runs it once and returns what was transmitted, per port in
     /// port order (within a port, in order of transmission).
     /// More frames than a batch holds go through in several runs, as a worker would take them.
