@@ -201,9 +201,15 @@ impl Tracker {
                         flow.tcp = flow.tcp.next(dir, seg);
                     }
                 }
-                flow.expires_ns = ctx
-                    .now_ns
-                    .saturating_add(ctx.config.flow_timeouts.of(key.proto, flow.tcp));
+                // A refused flow is not kept alive by its packets: a scan of a firewalled VM
+                // must not fill the table with flows that never pass.
+                if flow.firewall.accept
+                    || flow.firewall.generation != ctx.tables.firewall_generation
+                {
+                    flow.expires_ns = ctx
+                        .now_ns
+                        .saturating_add(ctx.config.flow_timeouts.of(key.proto, flow.tcp));
+                }
                 pkt.parsed.flow_ref = FlowRef::new(id, dir);
                 after_lookup(pkt, flow, ctx)
             }

@@ -8,8 +8,8 @@
 //! VM of this host) must both accept it; a direction without rules accepts everything
 //! (`dp_tables::FirewallRules::decide`). Egress rules see the flow as the VM sent it (before
 //! source NAT), ingress rules as the VM receives it (after destination NAT). A refused flow is
-//! kept, so that its later packets are dropped at once (`firewall_denied`) until it expires or
-//! the rules change.
+//! kept for [`DENIED_FLOW_NS`] (its packets do not refresh it), so that its later packets are
+//! dropped at once (`firewall_denied`) until it expires or the rules change.
 
 use dp_packet::IpProtocol;
 use dp_tables::{
@@ -24,6 +24,11 @@ use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
 use super::conntrack::go_on;
+
+/// How long a refused flow is kept (its packets do not refresh it): long enough to drop a
+/// burst without deciding every packet again, short enough that a scan of a firewalled VM
+/// cannot fill the flow table with flows that never pass.
+pub const DENIED_FLOW_NS: u64 = 2_000_000_000;
 
 #[derive(Debug, Default)]
 pub struct Firewall;
@@ -46,6 +51,10 @@ impl Node for Firewall {
             accept,
         };
         if !accept {
+            // Kept briefly, so its next packets are dropped at once, and never refreshed.
+            flow.expires_ns = ctx
+                .now_ns
+                .saturating_add(DENIED_FLOW_NS.min(ctx.config.flow_timeouts.default_ns));
             return Verdict::Drop(DropReason::FirewallDenied);
         }
         if flow.translation != dp_tables::Translation::None {
