@@ -33,6 +33,12 @@ pub struct DpConfig {
     /// The underlay router's address on every uplink link (`--router`), resolved by neighbor
     /// discovery; without it, the router is whoever sends router advertisements.
     pub router: Option<Ipv6Addr>,
+    /// The uplinks' next-hop MAC comes from the kernel's IPv6 neighbour table, as dpservice
+    /// takes it (TAP uplinks without `--router`): the daemon reads it and writes it into the
+    /// [`PortTable`](crate::PortTable); the pipeline neither solicits nor learns it, and an
+    /// uplink whose link is up is used even while the table has no router entry, with the
+    /// all-zero MAC dpservice sends to then (see [`UnderlayNd`](crate::nodes::UnderlayNd)).
+    pub router_mac_from_kernel: bool,
 }
 
 impl DpConfig {
@@ -54,6 +60,7 @@ impl Default for DpConfig {
             underlay_mtu: DEFAULT_UNDERLAY_MTU,
             wcmp_percent: 100,
             router: None,
+            router_mac_from_kernel: false,
         }
     }
 }
