@@ -126,8 +126,11 @@ impl IfaceEntry {
             pxe: i.pxe.as_ref().map(|p| PxeConfig {
                 next_server: match p.next_server {
                     IpAddr::V4(a) => Some(a),
-                    // dp-tables cannot carry an IPv6 PXE server yet.
                     IpAddr::V6(_) => None,
+                },
+                next_server_v6: match p.next_server {
+                    IpAddr::V6(a) => Some(a),
+                    IpAddr::V4(_) => None,
                 },
                 boot_filename: p.boot_filename.clone(),
             }),

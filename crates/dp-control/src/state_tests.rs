@@ -157,8 +157,9 @@ fn create_interface_publishes_iface_and_routes() {
     assert_eq!(pxe.boot_filename, "ipxe");
     assert_eq!(
         pxe.next_server, None,
-        "IPv6 PXE servers cannot be published yet"
+        "an IPv6 PXE server is no DHCPv4 siaddr"
     );
+    assert_eq!(pxe.next_server_v6, Some(v6("2001:dede::1")));
     assert!(snap.iface(3).is_none());
     let t = snap.vni(VNI).unwrap();
     assert_eq!(t.lookup_v4("10.100.1.1".parse().unwrap()), Some(&local(2)));

@@ -70,6 +70,11 @@ pub mod option {
     pub const STATUS_CODE: u16 = 13;
     /// Rapid commit (empty).
     pub const RAPID_COMMIT: u16 = 14;
+    /// User class: a list of 2-byte-length-prefixed opaque strings (e.g. `iPXE`).
+    pub const USER_CLASS: u16 = 15;
+    /// Vendor class: enterprise number, then 2-byte-length-prefixed opaque strings (e.g.
+    /// `PXEClient:Arch:00007:…`).
+    pub const VENDOR_CLASS: u16 = 16;
     /// DNS recursive name servers (RFC 3646).
     pub const DNS_SERVERS: u16 = 23;
     /// Domain search list (RFC 3646).

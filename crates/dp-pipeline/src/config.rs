@@ -35,6 +35,12 @@ pub struct DpConfig {
     pub router: Option<Ipv6Addr>,
     /// How long flows live without packets (`--flow-timeout` and dpservice's fixed ones).
     pub flow_timeouts: dp_tables::Timeouts,
+    /// The uplinks' next-hop MAC comes from the kernel's IPv6 neighbour table, as dpservice
+    /// takes it (TAP uplinks without `--router`): the daemon reads it and writes it into the
+    /// [`PortTable`](crate::PortTable); the pipeline neither solicits nor learns it, and an
+    /// uplink whose link is up is used even while the table has no router entry, with the
+    /// all-zero MAC dpservice sends to then (see [`UnderlayNd`](crate::nodes::UnderlayNd)).
+    pub router_mac_from_kernel: bool,
 }
 
 impl DpConfig {
@@ -57,6 +63,7 @@ impl Default for DpConfig {
             wcmp_percent: 100,
             router: None,
             flow_timeouts: dp_tables::Timeouts::default(),
+            router_mac_from_kernel: false,
         }
     }
 }

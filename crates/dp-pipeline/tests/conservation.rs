@@ -156,6 +156,7 @@ proptest! {
             ifaces[0].hostname = Some("vm1".into());
             ifaces[0].pxe = Some(dp_tables::PxeConfig {
                 next_server: Some(std::net::Ipv4Addr::new(192, 168, 1, 1)),
+                next_server_v6: None,
                 boot_filename: "/boot.ipxe".into(),
             });
         });

@@ -139,6 +139,7 @@ fn offer_with_dns_and_hostname() {
 fn with_pxe(ifaces: &mut [dp_tables::Iface]) {
     ifaces[0].pxe = Some(PxeConfig {
         next_server: Some(Ipv4Addr::new(192, 168, 100, 5)),
+        next_server_v6: None,
         boot_filename: "/boot.ipxe".into(),
     });
 }

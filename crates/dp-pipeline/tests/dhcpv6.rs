@@ -19,6 +19,9 @@ const REPLY_INFO: &str = "66666666660222222222220286dd60000000004c1140fe80000000
 const REPLY_NOADDRS: &str = "66666666660522222222220586dd60000000002e1140fe800000000000000000000000000001fe80000000000000646666fffe66660502230222002e5f9207abcdef0002000a000300012222222222050001000a00030001666666666605000d00020002";
 const SOLICIT: &str = "33330001000266666666660286dd6000000000361101fe80000000000000646666fffe666602ff0200000000000000000000000100020222022300368dc501abcdef0001000a000300016666666666020003000c187025010000000000000000000800020000000600020017";
 
+const ADVERTISE_PXE: &str = "66666666660222222222220286dd6000000000ac1140fe800000000000000000000000000001fe80000000000000646666fffe6666020223022200ac362302abcdef0002000a000300012222222222020001000a000300016666666666020003002e18702501ffffffffffffffff0005001e20000100000100000000000000000001ffffffffffffffff000d00020000001700202001486048600000000000000000646420024861486100000000000000006464003b002a746674703a2f2f5b323030313a646564653a3a315d2f697078652f7838365f36342f697078652e6e6577";
+const ADVERTISE_IPXE: &str = "66666666660222222222220286dd60000000009c1140fe800000000000000000000000000001fe80000000000000646666fffe66660202230222009cb31402abcdef0002000a000300012222222222020001000a000300016666666666020003002e18702501ffffffffffffffff0005001e20000100000100000000000000000001ffffffffffffffff000d00020000001700202001486048600000000000000000646420024861486100000000000000006464003b001a687474703a2f2f5b323030313a646564653a3a315d2f69707865";
+
 const TRID: u32 = 0xabcdef;
 const IAID: u32 = 0x1870_2501;
 
@@ -325,4 +328,90 @@ fn truncated_dhcpv6_at_every_length() {
         assert_eq!(h.total_drops(), 1, "len {len}");
         h.assert_conservation();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PXE: the boot file URL (option 59), as dpservice's test/local test_dhcpv6 asks for it.
+
+/// dpservice's suite: vendor class, enterprise 343, one string with the PXE ROM's class id.
+fn pxe_vendor_class() -> Vec<u8> {
+    let text = b"PXEClient:Arch:00007:UNDI:003016";
+    let mut d = 343u32.to_be_bytes().to_vec();
+    d.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    d.extend_from_slice(text);
+    opt(16, &d)
+}
+
+/// dpservice's suite: user class with the one string `iPXE`.
+fn ipxe_user_class() -> Vec<u8> {
+    opt(15, &[0, 4, b'i', b'P', b'X', b'E'])
+}
+
+fn with_pxe(server: Option<&str>) -> Harness {
+    let server = server.map(|s| s.parse().unwrap());
+    Harness::with(move |ifaces, c| {
+        c.dhcpv6_dns = dns();
+        ifaces[0].pxe = Some(dp_tables::PxeConfig {
+            next_server: None,
+            next_server_v6: server,
+            boot_filename: "ipxe".into(),
+        });
+    })
+}
+
+#[test]
+fn a_pxe_rom_gets_the_ipxe_loader_url() {
+    let mut h = with_pxe(Some("2001:dede::1"));
+    let reply = exchange(&mut h, VM1, solicit(VM1, &pxe_vendor_class()));
+    assert_frame(&reply, &hex(ADVERTISE_PXE));
+    h.assert_conservation();
+}
+
+#[test]
+fn ipxe_gets_the_interfaces_boot_file_url() {
+    let mut h = with_pxe(Some("2001:dede::1"));
+    let reply = exchange(&mut h, VM1, solicit(VM1, &ipxe_user_class()));
+    assert_frame(&reply, &hex(ADVERTISE_IPXE));
+    // Both classes: the later option decides (dpservice overwrites).
+    let mut both = pxe_vendor_class();
+    both.extend(ipxe_user_class());
+    let reply = exchange(&mut h, VM1, solicit(VM1, &both));
+    assert_frame(&reply, &hex(ADVERTISE_IPXE));
+    // The REQUEST's REPLY carries it too.
+    let mut o = client_id(VM1);
+    o.extend(ia_na(IAID, &ia_addr(vm_ipv6(VM1))));
+    o.extend(ipxe_user_class());
+    let reply = exchange(&mut h, VM1, dhcp6_frame(VM1, 3, &o));
+    let url = b"http://[2001:dede::1]/ipxe";
+    assert_eq!(
+        &reply[reply.len() - url.len() - 4..reply.len() - url.len()],
+        &[0, 59, 0, 26]
+    );
+    assert_eq!(&reply[reply.len() - url.len()..], url);
+}
+
+#[test]
+fn no_boot_file_url_without_a_pxe_client_or_an_ipv6_pxe_server() {
+    // Not a PXE client: the plain ADVERTISE.
+    let mut h = with_pxe(Some("2001:dede::1"));
+    let reply = exchange(&mut h, VM1, solicit(VM1, &[]));
+    assert_frame(&reply, &hex(ADVERTISE));
+    // Classes that are not dpservice's: a short first string, another user class.
+    let text = b"PXEClient:Arch:0000";
+    let mut d = 343u32.to_be_bytes().to_vec();
+    d.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    d.extend_from_slice(text);
+    let reply = exchange(&mut h, VM1, solicit(VM1, &opt(16, &d)));
+    assert_frame(&reply, &hex(ADVERTISE));
+    let reply = exchange(
+        &mut h,
+        VM1,
+        solicit(VM1, &opt(15, &[0, 5, b'i', b'P', b'X', b'E', b'2'])),
+    );
+    assert_frame(&reply, &hex(ADVERTISE));
+    // No IPv6 PXE server: nothing to point at.
+    let mut h = with_pxe(None);
+    let reply = exchange(&mut h, VM1, solicit(VM1, &pxe_vendor_class()));
+    assert_frame(&reply, &hex(ADVERTISE));
+    h.assert_conservation();
 }

@@ -492,3 +492,74 @@ fn tick_without_free_buffers_sends_nothing() {
     assert_eq!(h.tick_after_ms(SECOND_MS).len(), 2);
     h.assert_conservation();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The router's MAC from the kernel's neighbour table (TAP uplinks without --router).
+
+fn kernel_mode() -> Harness {
+    Harness::with(|_, c| {
+        c.router = None;
+        c.router_mac_from_kernel = true;
+    })
+}
+
+fn remote_udp(h: &mut Harness) -> Vec<u8> {
+    h.add_route_v4(
+        100,
+        Ipv4Addr::new(10, 100, 2, 0),
+        24,
+        RouteTarget::Remote {
+            vni: 100,
+            underlay: remote_underlay(),
+        },
+    );
+    let u = udp_v4(vm_ipv4(VM1), Ipv4Addr::new(10, 100, 2, 1), 1, 2, b"x");
+    eth(
+        own_mac(VM1),
+        vm_mac(VM1),
+        ETH_IPV4,
+        &ipv4(vm_ipv4(VM1), Ipv4Addr::new(10, 100, 2, 1), 17, 64, &u),
+    )
+}
+
+#[test]
+fn with_the_kernels_router_mac_nothing_is_solicited_nor_learned() {
+    let mut h = kernel_mode();
+    for _ in 0..50 {
+        assert!(h.tick_after_ms(100).is_empty(), "no RS, no NS");
+    }
+    let rtr: Ipv6Addr = "fe80::5054:ff:fe00:ff00".parse().unwrap();
+    assert!(h.run1(PF0, ra(rtr, ROUTER_MAC0, 1800)).is_empty());
+    assert!(h
+        .run1(PF0, router_ns(PF0, "fc00:1::77".parse().unwrap()))
+        .is_empty());
+    assert!(h
+        .run1(PF1, na(PF1, ROUTER_MAC1, router_ll(), Some(ROUTER_MAC1)))
+        .is_empty());
+    assert_eq!((router_known(&h, PF0), router_known(&h, PF1)), (None, None));
+    // Our own addresses are still answered.
+    assert_eq!(h.run1(PF0, router_ns(PF0, host_underlay())).len(), 1);
+    h.assert_conservation();
+}
+
+#[test]
+fn with_the_kernels_router_mac_an_up_uplink_is_used_before_the_kernel_knows_one() {
+    let mut h = kernel_mode();
+    let frame = remote_udp(&mut h);
+    // Nothing in the kernel's table yet: out of pf0 to 00:00:00:00:00:00, as dpservice.
+    let out = h.run1(VM1, frame.clone());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, PF0);
+    assert_eq!(&out[0].1[0..6], &[0u8; 6][..]);
+    assert_eq!(&out[0].1[6..12], &own_mac(PF0)[..]);
+    // The daemon found the kernel's entry: that MAC from the next batch on.
+    h.learn_router(PF0, ROUTER_MAC0);
+    let out = h.run1(VM1, frame.clone());
+    assert_eq!(&out[0].1[0..6], &ROUTER_MAC0[..]);
+    // Link state still decides.
+    h.ports.get(PF0).unwrap().set_link_up(false);
+    h.ports.get(PF1).unwrap().set_link_up(false);
+    assert!(h.run1(VM1, frame).is_empty());
+    assert_eq!(h.drops(DropReason::UplinkDown), 1);
+    h.assert_conservation();
+}

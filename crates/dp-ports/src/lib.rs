@@ -62,6 +62,7 @@ pub mod af_packet;
 pub mod af_xdp;
 pub mod epoll;
 pub mod memory;
+pub mod neighbor;
 mod sys;
 pub mod tap;
 pub mod wakeup;

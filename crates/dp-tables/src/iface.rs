@@ -9,6 +9,9 @@ use crate::{PortId, Vni};
 pub struct PxeConfig {
     /// DHCP `siaddr` (next server).
     pub next_server: Option<Ipv4Addr>,
+    /// The IPv6 PXE server of an interface with IPv6 (dpservice's rule): the host of the DHCPv6
+    /// boot file URL (option 59).
+    pub next_server_v6: Option<Ipv6Addr>,
     /// Boot file name sent to iPXE clients (user class "iPXE").
     pub boot_filename: String,
 }

@@ -22,7 +22,7 @@ use dp_tables::{Publisher, Snapshot};
 
 use dpservice::options::Options;
 use dpservice::worker::{EventfdWake, Worker};
-use dpservice::{logging, ports, stats};
+use dpservice::{logging, neighbor, ports, stats};
 
 /// Packet buffers per worker: enough for every batch in flight with room to spare.
 const BUFFERS_PER_WORKER: usize = 4096;
@@ -99,6 +99,7 @@ fn run(opts: Options) -> Result<(), String> {
         wcmp_percent: opts.wcmp_percent(),
         router: opts.router,
         flow_timeouts: dp_tables::Timeouts::with_default_secs(u64::from(opts.flow_timeout)),
+        router_mac_from_kernel: neighbor::uses_kernel_neighbors(&opts),
     });
     if opts.wcmp_enabled() && opts.pf1.is_none() {
         tracing::warn!(
@@ -117,6 +118,10 @@ fn run(opts: Options) -> Result<(), String> {
     }
     match opts.router {
         Some(router) => tracing::info!(%router, "resolving the underlay router on every uplink"),
+        None if config.router_mac_from_kernel => tracing::info!(
+            "no --router: the uplinks' router MAC comes from the kernel's IPv6 neighbour table \
+             (00:00:00:00:00:00 until it has a router entry)"
+        ),
         None => tracing::info!(
             "no --router: the underlay router is whoever sends router advertisements on an uplink"
         ),
@@ -139,6 +144,7 @@ fn run(opts: Options) -> Result<(), String> {
     };
     let port_count = ports.count();
     let port_table = Arc::clone(&ports.table);
+    let uplink_ids = ports.uplink_ids();
     let mut all_counters = Vec::new();
     let mut worker_threads = Vec::new();
     let worker_count = ports.per_worker.len();
@@ -192,6 +198,14 @@ fn run(opts: Options) -> Result<(), String> {
         worker_threads.push(thread);
     }
     let counters = all_counters;
+    let neighbor_thread = if config.router_mac_from_kernel {
+        Some(
+            neighbor::spawn(Arc::clone(&port_table), uplink_ids, Arc::clone(&stop))
+                .map_err(|e| format!("cannot start the neighbour table reader: {e}"))?,
+        )
+    } else {
+        None
+    };
     tracing::info!(
         ports = port_table.len(),
         workers = worker_threads.len(),
@@ -228,6 +242,9 @@ fn run(opts: Options) -> Result<(), String> {
     }
     stop.store(true, Ordering::Relaxed);
     for thread in worker_threads {
+        let _ = thread.join();
+    }
+    if let Some(thread) = neighbor_thread {
         let _ = thread.join();
     }
     if counters.len() > 1 {

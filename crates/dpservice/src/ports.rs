@@ -74,6 +74,18 @@ fn port_mac(opts: &Options, name: &str, underlay: Ipv6Addr, port: PortId) -> Mac
         .unwrap_or_else(|| own_mac(underlay, port))
 }
 
+/// The VM's MAC on a VF TAP until its frames tell: the TAP's kernel-side MAC — or, for a TAP
+/// a `--vdev` gave a MAC, that MAC, as dpservice guesses the VM's MAC to be the port's own
+/// (`neigh_mac = own_mac` for a VF) until ARP, DHCP or ND arrive (its test/local suite checks
+/// this: test_l2_addr_once).
+fn initial_vm_mac(opts: &Options, name: &str, kernel_side: MacAddr) -> MacAddr {
+    opts.vdevs
+        .iter()
+        .find(|v| v.iface == name)
+        .and_then(|v| v.mac)
+        .unwrap_or(kernel_side)
+}
+
 fn own_mac(underlay: Ipv6Addr, port: PortId) -> MacAddr {
     // FNV-1a over the address: two hosts on one link get different MACs.
     let hash = underlay.octets().iter().fold(0x811c_9dc5_u32, |h, &b| {
@@ -175,14 +187,14 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
             return Err(format!("'{name}': no port opened"));
         };
         let entry = PortEntry::new(kind, name.clone(), port_mac(opts, &name, underlay, id));
-        // A TAP's kernel side is the VM's NIC: its MAC is the VM's until the VM's own frames say
-        // otherwise. An existing interface's MAC (a veth's host end) is *ours*, not the VM's: the
+        // A TAP's kernel side is the VM's NIC: its MAC (or a --vdev's, see `initial_vm_mac`)
+        // is the VM's until the VM's own frames say otherwise. An existing interface's MAC (a veth's host end) is *ours*, not the VM's: the
         // VM's MAC stays unknown — traffic to it is dropped as `no_peer_mac` — until the VM sends
         // a frame or answers the ARP/ND probe the graph's tick sends for it
         // (`dp_pipeline::nodes::VmProbe`).
         if kind == PortKind::Vf {
             if opts.nic_type == NicType::Tap {
-                entry.learn_peer_mac(port.mac());
+                entry.learn_peer_mac(initial_vm_mac(opts, &name, port.mac()));
             }
             vfs.push((name.clone(), id));
         } else {
@@ -220,6 +232,14 @@ mod tests {
             MacAddr([0x66, 0x66, 0x66, 0x66, 0x66, 0])
         );
         assert_eq!(port_mac(&opts, "p0", ul, 0), own_mac(ul, 0));
+        // dpservice's first guess of the VM's MAC is the port's; without a --vdev MAC, the
+        // TAP's kernel side.
+        let kernel = MacAddr([0x52, 0x54, 0, 0, 0, 7]);
+        assert_eq!(
+            initial_vm_mac(&opts, "vm0", kernel),
+            MacAddr([0x66, 0x66, 0x66, 0x66, 0x66, 0])
+        );
+        assert_eq!(initial_vm_mac(&opts, "vm1", kernel), kernel);
     }
 
     #[test]

@@ -667,3 +667,55 @@ fn cli_creates_lists_and_deletes_interfaces() {
     let out = must(nobody.run(&["--connect-timeout", "2s", "list", "interfaces"]));
     assert_eq!(out.status.code(), Some(1), "no daemon:\n{out}");
 }
+
+// ---------------------------------------------------------------------------------------
+// TAP uplinks without --router: the router's MAC from the kernel's neighbour table.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn tap_uplinks_take_the_router_mac_from_the_kernels_neighbour_table() {
+    let test = "tap_uplinks_take_the_router_mac_from_the_kernels_neighbour_table";
+    skip_unless_ready!(test, DAEMON_TOOLS);
+    let names = Names::new();
+    let scratch = Scratch::new(&names).unwrap_or_else(|e| panic!("{e}"));
+    let log = scratch.path("dpservice.log");
+    let d =
+        Daemon::start_standard(&names, 1, log.clone()).unwrap_or_else(|e| panic!("{test}: {e}"));
+    let pf0 = names.pf0();
+    let sh = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(args[0]);
+        cmd.args(&args[1..]);
+        must(run(&mut cmd, Duration::from_secs(10)).and_then(|o| o.check()));
+    };
+    sh(&[
+        "sysctl",
+        "-q",
+        "-w",
+        &format!("net.ipv6.conf.{pf0}.disable_ipv6=0"),
+    ]);
+    sh(&["ip", "link", "set", &pf0, "up"]);
+    sh(&[
+        "ip",
+        "-6",
+        "neigh",
+        "add",
+        "fe80::ffff",
+        "lladdr",
+        "52:54:00:ab:cd:ef",
+        "dev",
+        &pf0,
+        "nud",
+        "permanent",
+        "router",
+    ]);
+    // Read within the back-off (1, 2, 4 s … after start-up).
+    let found = wait_until("the router MAC in the log", Duration::from_secs(15), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("neighboring router") && text.contains("52:54:00:ab:cd:ef") {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    });
+    assert!(found.is_ok(), "{test}: {found:?}\n{}", d.report());
+}

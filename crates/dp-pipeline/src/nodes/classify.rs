@@ -105,17 +105,23 @@ fn classify(frame: &[u8], port: &Receiver<'_>) -> Verdict {
     };
     let dst = word(0) >> 16;
     let src = word(4) & PACKED_MAC_MASK;
-    if src & PACKED_GROUP_BIT != 0 || src == 0 {
+    // A zero source is refused from a VM (its MAC would be learned as "unknown"), not from an
+    // uplink: with the router MAC from the kernel's table (TAP uplinks, no --router) our frames
+    // go to 00:00:00:00:00:00 until it has one, as dpservice's do, and a peer answering them
+    // swaps the addresses (dpservice's test/local suite does).
+    if src & PACKED_GROUP_BIT != 0 || (src == 0 && port.entry.kind != PortKind::Uplink) {
         return Verdict::Drop(DropReason::EthBadSource);
-    }
-    if dst != port.own_mac && dst & PACKED_GROUP_BIT == 0 {
-        return Verdict::Drop(DropReason::EthNotForUs);
     }
     let ethertype = EtherType(u16::from_be_bytes([eth[12], eth[13]]));
     let l3 = frame.get(ETH_HEADER_LEN..).unwrap_or(&[]);
     if port.entry.kind == PortKind::Uplink {
+        if dst != port.own_mac && dst & PACKED_GROUP_BIT == 0 {
+            return Verdict::Drop(DropReason::EthNotForUs);
+        }
         return classify_uplink(ethertype, l3);
     }
+    // A VM's port is promiscuous, as dpservice's VF ports are: whatever unicast MAC the VM
+    // sends to, the frame is the VM's (only the uplinks are shared with other hosts).
     // In tap mode the VM's MAC is whatever its kernel side uses; keep it current.
     port.entry.learn_packed_peer_mac(src);
 

@@ -8,7 +8,16 @@
 //!   infinity, carrying a nested status code Success), rapid commit, DNS servers (23);
 //! * from fe80::1 port 547 and our MAC on the port, to the client's address and MAC, port 546;
 //! * an interface without IPv6 answers SOLICIT and REQUEST with a REPLY carrying status
-//!   NoAddrsAvail (so the client stops waiting) and drops everything else.
+//!   NoAddrsAvail (so the client stops waiting) and drops everything else;
+//! * the boot file URL (option 59, RFC 5970), last, after the DNS servers, when the interface
+//!   has an IPv6 PXE server (CreateInterface's `pxe_config.next_server` of an interface with
+//!   IPv6) and the client is a PXE ROM or iPXE: a vendor class (16) whose first opaque string is
+//!   at least 20 bytes long and which contains `PXEClient:Arch:00007` gets
+//!   `tftp://[SERVER]/ipxe/x86_64/ipxe.new` (the iPXE loader); a user class (15) whose first
+//!   string is exactly `iPXE` gets `http://[SERVER]/BOOT_FILENAME` (CreateInterface's
+//!   `pxe_config.boot_filename`). When both are there, the later option decides. Sent with
+//!   every lease (ADVERTISE, REPLY to a rapid-commit SOLICIT, REQUEST, RENEW, REBIND); dpservice
+//!   asserts on an interface without an IPv6 PXE server, here no option is sent then.
 //!
 //! Deliberate differences, each to follow RFC 8415 where dpservice does not (clients accept both):
 //! * a SOLICIT with rapid commit gets a REPLY with rapid commit (dpservice sends an ADVERTISE
@@ -22,7 +31,6 @@
 //!   when the client confirms an address that is not the interface's), not an empty option list;
 //!   the NoAddrsAvail REPLY carries the identifiers too (clients discard a REPLY without them);
 //! * no DNS option when no DNS server is configured (dpservice sends an empty one);
-//! * PXE boot file URLs (option 59) are not sent: the tables carry an IPv4 PXE server only;
 //! * a fresh IPv6 header (hop limit 64) instead of the request's;
 //! * the request is validated first: IPv6 header, UDP length and checksum (mandatory over IPv6),
 //!   link-local or global unicast source, well-formed option TLVs, client identifier of 1..=130
@@ -81,6 +89,48 @@ struct Request {
     /// The first address the client names inside its IA_NA (CONFIRM checks it).
     ia_addr: Option<Ipv6Addr>,
     rapid_commit: bool,
+    /// The PXE client kind its vendor or user class says (the later option wins).
+    pxe: PxeMode,
+}
+
+/// Which boot file URL a client gets (dpservice's `dp_pxe_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PxeMode {
+    None,
+    /// A PXE ROM: the iPXE loader over TFTP.
+    Tftp,
+    /// iPXE: the interface's boot file over HTTP.
+    Http,
+}
+
+/// dpservice's `DP_VND_CLASS_ID_COMP_STR` and `DP_USER_CLASS_INF_COMP_STR`, and the iPXE loader
+/// (`DP_PXE_TFTP_PATH`, as the DHCPv4 node).
+const PXE_VENDOR_CLASS: &[u8] = b"PXEClient:Arch:00007";
+const IPXE_USER_CLASS: &[u8] = b"iPXE";
+const PXE_TFTP_PATH: &str = "ipxe/x86_64/ipxe.new";
+
+/// A vendor class option of a PXE ROM: enterprise number (4), a first string whose 2-byte length
+/// is at least that of `PXEClient:Arch:00007`, and that text somewhere in the option's data.
+fn is_pxe_vendor_class(data: &[u8]) -> bool {
+    let first_len = be16(data.get(4..6));
+    usize::from(first_len) >= PXE_VENDOR_CLASS.len()
+        && data
+            .get(6..)
+            .unwrap_or_default()
+            .windows(PXE_VENDOR_CLASS.len())
+            .any(|w| w == PXE_VENDOR_CLASS)
+}
+
+fn be16(b: Option<&[u8]>) -> u16 {
+    b.and_then(|b| <[u8; 2]>::try_from(b).ok())
+        .map_or(0, u16::from_be_bytes)
+}
+
+/// A user class option whose first string is exactly `iPXE`.
+fn is_ipxe_user_class(data: &[u8]) -> bool {
+    let first_len = be16(data.get(0..2));
+    usize::from(first_len) == IPXE_USER_CLASS.len()
+        && data.get(2..2 + IPXE_USER_CLASS.len()) == Some(IPXE_USER_CLASS)
 }
 
 impl Request {
@@ -151,7 +201,8 @@ fn answer(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
     let dhcp = frame.get_mut(dhcp_at..).ok_or(DropReason::NoRoom)?;
     dhcpv6::emit_header(dhcp, msg_type, req.transaction_id).map_err(|_| DropReason::NoRoom)?;
     let options = frame.get_mut(options_at..).ok_or(DropReason::NoRoom)?;
-    let options_len = write_options(options, &req, &reply, port.own_mac, iface.ipv6, ctx)
+    let boot = BootFile::of(&req, iface);
+    let options_len = write_options(options, &req, &reply, port.own_mac, iface.ipv6, boot, ctx)
         .map_err(|_| DropReason::NoRoom)?;
     let udp_len = UDP_HEADER_LEN + dhcpv6::HEADER_LEN + options_len;
 
@@ -221,6 +272,7 @@ fn parse(frame: &[u8]) -> Result<Request, DropReason> {
         iaid: None,
         ia_addr: None,
         rapid_commit: false,
+        pxe: PxeMode::None,
     };
     for opt in dhcp.options() {
         let (code, data) = opt.map_err(|_| DropReason::Dhcpv6Malformed)?;
@@ -247,10 +299,58 @@ fn parse(frame: &[u8]) -> Result<Request, DropReason> {
                 }
                 req.rapid_commit = true;
             }
+            option::VENDOR_CLASS if is_pxe_vendor_class(data) => req.pxe = PxeMode::Tftp,
+            option::USER_CLASS if is_ipxe_user_class(data) => req.pxe = PxeMode::Http,
             _ => {}
         }
     }
     Ok(req)
+}
+
+/// The boot file URL's parts: scheme, server, path.
+#[derive(Clone, Copy)]
+struct BootFile<'a> {
+    scheme: &'static str,
+    server: Ipv6Addr,
+    path: &'a str,
+}
+
+impl<'a> BootFile<'a> {
+    /// The URL for this client and interface, if it gets one.
+    fn of(req: &Request, iface: &'a dp_tables::Iface) -> Option<BootFile<'a>> {
+        let pxe = iface.pxe.as_ref()?;
+        let server = pxe.next_server_v6?;
+        match req.pxe {
+            PxeMode::None => None,
+            PxeMode::Tftp => Some(BootFile {
+                scheme: "tftp",
+                server,
+                path: PXE_TFTP_PATH,
+            }),
+            PxeMode::Http => Some(BootFile {
+                scheme: "http",
+                server,
+                path: &pxe.boot_filename,
+            }),
+        }
+    }
+
+    /// `scheme://[server]/path`, as dpservice's `dp_fill_boot_file_option` formats it.
+    fn put(&self, w: &mut Dhcpv6OptionWriter<'_>) -> dp_packet::Result<()> {
+        use std::io::Write;
+        // The address's text form is at most 39 bytes ("[" and "]" around it).
+        let mut server = [0u8; 41];
+        let mut cursor = std::io::Cursor::new(&mut server[..]);
+        write!(cursor, "[{}]", self.server).map_err(|_| dp_packet::Error::Truncated)?;
+        let n = cursor.position() as usize;
+        let at = w.begin(option::BOOTFILE_URL)?;
+        w.put_raw(self.scheme.as_bytes())?;
+        w.put_raw(b"://")?;
+        w.put_raw(server.get(..n).unwrap_or_default())?;
+        w.put_raw(b"/")?;
+        w.put_raw(self.path.as_bytes())?;
+        w.end(at)
+    }
 }
 
 fn write_options(
@@ -259,6 +359,7 @@ fn write_options(
     reply: &Reply,
     own_mac: MacAddr,
     address: Ipv6Addr,
+    boot: Option<BootFile<'_>>,
     ctx: &Ctx<'_>,
 ) -> dp_packet::Result<usize> {
     let mut w = Dhcpv6OptionWriter::new(buf);
@@ -286,6 +387,9 @@ fn write_options(
                 w.put(option::RAPID_COMMIT, &[])?;
             }
             put_dns(&mut w, ctx)?;
+            if let Some(boot) = boot {
+                boot.put(&mut w)?;
+            }
         }
         Reply::Information => put_dns(&mut w, ctx)?,
         Reply::Status(code) => w.put_status_code(code, "")?,

@@ -43,6 +43,15 @@
 //!   back; when the link returns, a probe goes out at once.
 //!
 //! Our solicitations come from our link-local address with a source link-layer address option.
+//!
+//! # From the kernel instead ([`DpConfig::router_mac_from_kernel`](crate::DpConfig))
+//! With TAP uplinks and no `--router`, the daemon does what dpservice does: it reads the router's
+//! MAC from the kernel's IPv6 neighbour table for the TAP (`dp_ports::neighbor`, off the packet
+//! path) and writes it into the port table. This node then neither solicits nor learns (no RS,
+//! no NS, router advertisements and advertisements for a router are `nd_unhandled`); it still
+//! answers solicitations for our addresses and echo requests. Until the kernel has a router
+//! entry, the uplink is used with the all-zero MAC, as dpservice's (see
+//! [`uplink`](super::uplink)).
 
 use dp_packet::icmpv6::Icmpv6Type;
 use dp_packet::ipv6::{is_link_local, is_solicited_node, multicast_mac, solicited_node, ALL_NODES};
@@ -205,7 +214,8 @@ impl UnderlayNd {
                 // A solicitation from the router carries its MAC (RFC 4861 §7.2.3): proof enough
                 // that it is there, whoever it is asking for.
                 if let Some(mac) = source_lladdr.filter(|m| m.is_unicast() && !m.is_zero()) {
-                    if self.router(ctx, in_port) == Some(src) {
+                    if !ctx.config.router_mac_from_kernel && self.router(ctx, in_port) == Some(src)
+                    {
                         self.confirmed(entry, in_port, mac, now);
                     }
                 }
@@ -232,7 +242,9 @@ impl UnderlayNd {
                 target_lladdr,
                 ..
             } => {
-                if self.router(ctx, in_port) != Some(target_addr) {
+                if ctx.config.router_mac_from_kernel
+                    || self.router(ctx, in_port) != Some(target_addr)
+                {
                     return Err(DropReason::NdUnhandled);
                 }
                 let mac = target_lladdr.unwrap_or(eth_src);
@@ -250,7 +262,10 @@ impl UnderlayNd {
                 if !is_link_local(&src) {
                     return Err(DropReason::NdMalformed);
                 }
-                if ctx.config.router.is_some_and(|r| r != src) || router_lifetime == 0 {
+                if ctx.config.router_mac_from_kernel
+                    || ctx.config.router.is_some_and(|r| r != src)
+                    || router_lifetime == 0
+                {
                     return Err(DropReason::NdUnhandled);
                 }
                 let mac = source_lladdr.unwrap_or(eth_src);
@@ -272,6 +287,9 @@ impl UnderlayNd {
     /// Periodic discovery of the router on every uplink (see the module docs). Frames go to
     /// `emit(port, frame, pool)`.
     fn probe(&mut self, ctx: &Ctx<'_>, emit: &mut Emit<'_>) {
+        if ctx.config.router_mac_from_kernel {
+            return;
+        }
         let now = ctx.now_ns;
         for index in 0..MAX_UPLINKS {
             let port = index as PortId;

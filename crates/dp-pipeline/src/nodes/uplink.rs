@@ -14,7 +14,11 @@
 //! is exact to the percent, and the same for every multiple of 10. 100, the default as in
 //! dpservice, keeps everything on pf0 with pf1 as the fail-over.
 //!
-//! An uplink is usable when its link is up and its router's MAC is known. A flow whose preferred
+//! An uplink is usable when its link is up and its router's MAC is known — or, when the MAC comes
+//! from the kernel's neighbour table ([`DpConfig::router_mac_from_kernel`](crate::DpConfig), TAP
+//! uplinks without `--router`), whenever its link is up, as in dpservice (whose
+//! `dp_multipath_get_pf` looks at link state only): until the kernel has a router entry the
+//! frames go to 00:00:00:00:00:00, the MAC dpservice's zeroed port holds then. A flow whose preferred
 //! uplink is unusable takes the other one; when neither is usable the packet is dropped as
 //! [`NoRouterMac`](DropReason::NoRouterMac) if some link is up (its router not resolved yet) or
 //! [`UplinkDown`](DropReason::UplinkDown) if none is. The state is read from the
@@ -76,7 +80,13 @@ fn usable(ctx: &Ctx<'_>, port: PortId) -> Option<Uplink> {
     if !e.link_up() {
         return None;
     }
-    Some(Uplink::new(port, e.own_mac, e.peer_mac()?))
+    let router_mac = match e.peer_mac() {
+        Some(mac) => mac,
+        // dpservice's neighbour MAC before the kernel knows a router: all zeroes.
+        None if ctx.config.router_mac_from_kernel => MacAddr([0; 6]),
+        None => return None,
+    };
+    Some(Uplink::new(port, e.own_mac, router_mac))
 }
 
 /// The uplinks' state as of one batch, to choose from per flow (see the module docs).

@@ -27,3 +27,6 @@ print("REPLY_NOADDRS", bytes(p).hex())
 # a request as scapy / dpservice's test builds it, for cross-checking the Rust builder
 req = Ether(dst="33:33:00:01:00:02", src=vm)/IPv6(src=ll, dst="ff02::1:2", hlim=1)/UDP(sport=546, dport=547)/DHCP6_Solicit(trid=TRID)/DHCP6OptClientId(duid=DUID_LL(lladdr=vm))/DHCP6OptIA_NA(iaid=IAID, T1=0, T2=0)/DHCP6OptElapsedTime(elapsedtime=0)/DHCP6OptOptReq(reqopts=[23])
 print("SOLICIT", bytes(req).hex())
+# PXE: boot file URL (option 59) last, after the DNS servers; VM1's PXE server 2001:dede::1, boot file "ipxe"
+frame("ADVERTISE_PXE", DHCP6_Advertise(trid=TRID)/sid/cid/iana()/DHCP6OptDNSServers(dnsservers=dns)/DHCP6OptBootFileUrl(optdata=b"tftp://[2001:dede::1]/ipxe/x86_64/ipxe.new"))
+frame("ADVERTISE_IPXE", DHCP6_Advertise(trid=TRID)/sid/cid/iana()/DHCP6OptDNSServers(dnsservers=dns)/DHCP6OptBootFileUrl(optdata=b"http://[2001:dede::1]/ipxe"))
