@@ -511,6 +511,7 @@ fn remote_udp(h: &mut Harness) -> Vec<u8> {
         RouteTarget::Remote {
             vni: 100,
             underlay: remote_underlay(),
+            public: false,
         },
     );
     let u = udp_v4(vm_ipv4(VM1), Ipv4Addr::new(10, 100, 2, 1), 1, 2, b"x");
