@@ -1276,8 +1276,9 @@ vf-count 2
             "--flow-timeout=30",
         ]);
         let names: Vec<&str> = w.iter().map(|w| w.split(' ').next().unwrap()).collect();
-        // --graphtrace-loglevel is honoured (the graph's trace), not ignored.
-        assert_eq!(names, ["--debug-coredumps", "--flow-timeout"]);
+        // --graphtrace-loglevel is honoured (the graph's trace), not ignored; so is
+        // --flow-timeout (the flow table's timeout).
+        assert_eq!(names, ["--debug-coredumps"]);
         // Options::warnings carries them, from the config file too.
         let o = with_file(
             "active-lockfile /run/lock
