@@ -10,6 +10,7 @@
 //! them at shutdown). Meant to come here: flow dumps (conntrack), capture on/off, and, as events
 //! the other way, learned MACs.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 
 use crate::buffer::BufferPool;
@@ -36,6 +37,9 @@ pub struct WorkerReport {
     pub pool_capacity: usize,
     pub handed_off: u64,
     pub handed_in: u64,
+    /// Live flows of the worker's table and its room (as of its last tick).
+    pub flows: u64,
+    pub flow_capacity: u64,
 }
 
 /// The control side of a worker's queue.
@@ -86,6 +90,8 @@ pub fn serve(queue: &CommandQueue, view: &WorkerView<'_>) -> usize {
                     pool_capacity: view.pool.capacity(),
                     handed_off: view.counters.handed_off(),
                     handed_in: view.counters.handed_in(),
+                    flows: view.counters.flows.live.load(Ordering::Relaxed),
+                    flow_capacity: view.counters.flows.capacity.load(Ordering::Relaxed),
                 });
             }
         }
@@ -134,7 +140,9 @@ mod tests {
                 pool_available: 8,
                 pool_capacity: 8,
                 handed_off: 0,
-                handed_in: 3
+                handed_in: 3,
+                flows: 0,
+                flow_capacity: 0,
             }
         );
         let mut total = COMMANDS_PER_TICK;

@@ -268,6 +268,34 @@ pub struct GraphCounters {
     /// Packets other workers handed to this one ([`Graph::receive_handoffs`]). Over a worker:
     /// received + originated + handed in = sent + dropped + handed off.
     pub handed_in: AtomicU64,
+    /// The worker's flow table, as of its last tick (written by [`Graph::tick`]).
+    pub flows: FlowCounters,
+}
+
+/// A worker's flow-table figures (connection tracking), refreshed every tick.
+#[derive(Debug, Default)]
+pub struct FlowCounters {
+    pub live: AtomicU64,
+    pub capacity: AtomicU64,
+    pub created: AtomicU64,
+    pub expired: AtomicU64,
+    /// Closed before they expired (their VIP, NAT or interface went away).
+    pub removed: AtomicU64,
+    /// New flows refused because the table was full (also counted as `flow_table_full` drops).
+    pub refused_full: AtomicU64,
+}
+
+impl FlowCounters {
+    fn store(&self, table: &dp_tables::FlowTable) {
+        let s = table.stats();
+        self.live.store(s.live, Ordering::Relaxed);
+        self.capacity
+            .store(table.capacity() as u64, Ordering::Relaxed);
+        self.created.store(s.created, Ordering::Relaxed);
+        self.expired.store(s.expired, Ordering::Relaxed);
+        self.removed.store(s.removed, Ordering::Relaxed);
+        self.refused_full.store(s.refused_full, Ordering::Relaxed);
+    }
 }
 
 impl Default for GraphCounters {
@@ -279,6 +307,7 @@ impl Default for GraphCounters {
             originated: AtomicU64::new(0),
             handed_off: AtomicU64::new(0),
             handed_in: AtomicU64::new(0),
+            flows: FlowCounters::default(),
         }
     }
 }
@@ -445,6 +474,7 @@ impl Graph {
         };
         self.timeouts(&mut env);
         self.run_passes(&mut env);
+        self.counters.flows.store(&env.worker.flows);
     }
 
     pub fn counters(&self) -> &std::sync::Arc<GraphCounters> {

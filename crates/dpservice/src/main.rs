@@ -237,6 +237,8 @@ fn run(opts: Options) -> Result<(), String> {
             pool_capacity = report.pool_capacity,
             handed_off = report.handed_off,
             handed_in = report.handed_in,
+            flows = report.flows,
+            flow_capacity = report.flow_capacity,
             "worker report"
         );
     }

@@ -30,6 +30,23 @@ pub fn summary(workers: &[Arc<GraphCounters>]) -> String {
     if handed_off > 0 || handed_in > 0 {
         let _ = write!(line, " handed_off={handed_off} handed_in={handed_in}");
     }
+    // Connection tracking: live flows of every worker's table against their room.
+    let flows = |f: fn(&dp_pipeline::FlowCounters) -> &std::sync::atomic::AtomicU64| -> u64 {
+        workers
+            .iter()
+            .map(|c| f(&c.flows).load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
+    let capacity = flows(|f| &f.capacity);
+    if capacity > 0 {
+        let _ = write!(
+            line,
+            " flows={}/{capacity} flows_created={} flows_expired={}",
+            flows(|f| &f.live),
+            flows(|f| &f.created),
+            flows(|f| &f.expired)
+        );
+    }
     for &reason in DropReason::ALL {
         let n: u64 = workers.iter().map(|c| c.drops(reason)).sum();
         if n > 0 {
