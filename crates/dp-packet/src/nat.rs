@@ -95,6 +95,7 @@ pub(crate) struct V4Header {
 
 /// Reads and checks the IPv4 header at the start of `l3`: 20 bytes, version 4, IHL ≥ 5,
 /// header ≤ total length ≤ buffer.
+#[inline]
 pub(crate) fn v4_header(l3: &[u8]) -> Result<V4Header, NatError> {
     let Some(h) = l3.first_chunk::<20>() else {
         return Err(NatError::Truncated);
@@ -136,6 +137,7 @@ struct L4Patch {
 
 /// Plans the L4 part of a rewrite: `port_at` is the offset of the port to replace in TCP/UDP
 /// (0 for the source, 2 for the destination). `None` when the L4 header is left alone.
+#[inline]
 fn plan_l4(
     protocol: u8,
     l4: &[u8],
@@ -192,6 +194,7 @@ fn plan_l4(
 
 /// The patched checksum of `l4` for the planned changes (reading the old values from `l4`), or
 /// `None` when a UDP checksum of 0 is to stay 0.
+#[inline]
 fn patched_checksum(l4: &[u8], patch: &L4Patch, old_addr: u32, new_addr: u32) -> Option<u16> {
     let old = read_u16_be(l4, patch.checksum_at)?;
     if patch.udp && old == 0 {
@@ -211,6 +214,7 @@ fn patched_checksum(l4: &[u8], patch: &L4Patch, old_addr: u32, new_addr: u32) ->
 }
 
 /// Rewrites the source (`addr_at` = 12) or destination (16) address and the matching port.
+#[inline]
 fn rewrite_v4(
     l3: &mut [u8],
     addr_at: usize,
@@ -247,6 +251,7 @@ fn rewrite_v4(
 /// `Truncated` when a header does not fit; `Unsupported` for a non-IPv4 packet, a malformed header,
 /// or a port asked for where there is none (an ICMP message other than echo, a protocol other than
 /// TCP/UDP/ICMP) — except in a non-first fragment, whose IP header alone is rewritten.
+#[inline]
 pub fn rewrite_src_v4(
     l3: &mut [u8],
     new_src: Ipv4Addr,
@@ -257,6 +262,7 @@ pub fn rewrite_src_v4(
 
 /// DNAT: [`rewrite_src_v4`] for the destination address and the TCP/UDP destination port (or the
 /// ICMP echo identifier).
+#[inline]
 pub fn rewrite_dst_v4(
     l3: &mut [u8],
     new_dst: Ipv4Addr,
