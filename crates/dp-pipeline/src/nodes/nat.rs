@@ -88,6 +88,7 @@ impl Nat {
         let l3_offset = usize::from(pkt.parsed.l3_offset);
         let l3_end = l3_offset + pkt.parsed.l3_len as usize;
         let vni = pkt.parsed.vni;
+        let header_len = usize::from(pkt.parsed.l4_offset).saturating_sub(l3_offset);
         match (current.is_v6, wanted.is_v6) {
             (false, false) => {
                 let l3 = pkt
@@ -97,7 +98,8 @@ impl Nat {
                 if is_icmpv4_error(l3) {
                     return translate_icmp_error(l3, &current, &wanted, dir);
                 }
-                rewrite_v4(l3, &current, &wanted).map_err(|_| DropReason::NatUnsupported)?;
+                rewrite_v4(l3, header_len, &current, &wanted)
+                    .map_err(|_| DropReason::NatUnsupported)?;
                 // The key cached in the packet is the old one.
                 let l4 = usize::from(pkt.parsed.l4_offset);
                 pkt.parsed
@@ -185,20 +187,35 @@ fn is_icmp(key: &ConnKey) -> bool {
 }
 
 /// Rewrites an IPv4 packet matching `current` to match `wanted` (addresses, ports or the echo
-/// identifier, which an ICMP key holds in both ports).
-fn rewrite_v4(l3: &mut [u8], current: &ConnKey, wanted: &ConnKey) -> Result<(), nat::NatError> {
+/// identifier, which an ICMP key holds in both ports). The common case — TCP or UDP, one end
+/// translated — takes the fast rewrite for validated headers (`header_len` from the lookup);
+/// the rest the general one.
+fn rewrite_v4(
+    l3: &mut [u8],
+    header_len: usize,
+    current: &ConnKey,
+    wanted: &ConnKey,
+) -> Result<(), nat::NatError> {
     let icmp = is_icmp(current);
-    if current.src != wanted.src || current.src_port != wanted.src_port {
+    let src_changed = current.src != wanted.src || current.src_port != wanted.src_port;
+    let dst_changed = current.dst != wanted.dst || (current.dst_port != wanted.dst_port && !icmp);
+    if !icmp && src_changed != dst_changed {
+        let (end, addr, port) = if src_changed {
+            (nat::End::Source, wanted.src, wanted.src_port)
+        } else {
+            (nat::End::Destination, wanted.dst, wanted.dst_port)
+        };
+        if nat::rewrite_tcp_udp_v4(l3, header_len, end, v4(addr), port).is_ok() {
+            return Ok(());
+        }
+    }
+    if src_changed {
         let port = (current.src_port != wanted.src_port).then_some(wanted.src_port);
         nat::rewrite_src_v4(l3, v4(wanted.src), port)?;
     }
-    let dst_port_changed = current.dst_port != wanted.dst_port && !icmp;
-    if current.dst != wanted.dst || dst_port_changed {
-        nat::rewrite_dst_v4(
-            l3,
-            v4(wanted.dst),
-            dst_port_changed.then_some(wanted.dst_port),
-        )?;
+    if dst_changed {
+        let port_changed = current.dst_port != wanted.dst_port && !icmp;
+        nat::rewrite_dst_v4(l3, v4(wanted.dst), port_changed.then_some(wanted.dst_port))?;
     }
     Ok(())
 }
