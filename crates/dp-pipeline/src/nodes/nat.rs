@@ -79,6 +79,9 @@ impl Nat {
         flow: &Flow,
         dir: Direction,
     ) -> Result<(), DropReason> {
+        if self.translate_fast(pkt, flow, dir) {
+            return Ok(());
+        }
         let current = *flow.key(dir);
         let other = match dir {
             Direction::Original => flow.keys[1],
@@ -134,6 +137,44 @@ impl Nat {
             }
             (true, true) => Err(DropReason::NatUnsupported),
         }
+    }
+
+    /// The common case without comparing keys: an IPv4 TCP or UDP packet of a VIP or NAT flow
+    /// (not an ICMP error) has exactly one end translated, which the flow's translation and
+    /// the direction name. Returns whether it was done (else the general path runs).
+    #[inline]
+    fn translate_fast(&mut self, pkt: &mut PacketBuf, flow: &Flow, dir: Direction) -> bool {
+        let [orig, reply] = &flow.keys;
+        if orig.is_v6 || !matches!(orig.proto, IpProtocol::TCP | IpProtocol::UDP) {
+            return false;
+        }
+        let (end, addr, port) = match (flow.translation, dir) {
+            (Translation::SnatNat | Translation::SnatVip, Direction::Original) => {
+                (nat::End::Source, reply.dst, reply.dst_port)
+            }
+            (Translation::SnatNat | Translation::SnatVip, Direction::Reply) => {
+                (nat::End::Destination, orig.src, orig.src_port)
+            }
+            (Translation::DnatVip, Direction::Original) => {
+                (nat::End::Destination, reply.src, reply.src_port)
+            }
+            (Translation::DnatVip, Direction::Reply) => (nat::End::Source, orig.dst, orig.dst_port),
+            _ => return false,
+        };
+        let l3_offset = usize::from(pkt.parsed.l3_offset);
+        let l4_offset = usize::from(pkt.parsed.l4_offset);
+        let l3_len = pkt.parsed.l3_len as usize;
+        let vni = pkt.parsed.vni;
+        let Some(l3) = pkt.data_mut().get_mut(l3_offset..l3_offset + l3_len) else {
+            return false;
+        };
+        let header_len = l4_offset.saturating_sub(l3_offset);
+        if nat::rewrite_tcp_udp_v4(l3, header_len, end, v4(addr), port).is_err() {
+            return false;
+        }
+        // The flow key cached in the packet is the old one.
+        pkt.parsed.set_validated(l3_offset, l4_offset, l3_len, vni);
+        true
     }
 
     /// Puts the `n` translated bytes of `self.scratch` in place of the packet's IP packet, with
