@@ -2,7 +2,8 @@
 # The test command: every test of the workspace — unit, graph (memory ports) and, as root, the
 # system tests (crates/dpservice/tests/system.rs: the real daemon on TAP ports, VMs as network
 # namespaces, stock DHCP clients, ping; crates/dpservice/tests/multihost.rs: two daemons behind a
-# router namespace, iperf3, tcpdump). Fails if anything fails.
+# router namespace, iperf3, tcpdump; crates/dpservice/tests/stateful.rs: NAT, VIP, firewall,
+# NAT64 and neighbor NAT against an "internet" namespace). Fails if anything fails.
 #
 # Usage: sudo scripts/test.sh [extra `cargo test` arguments, e.g. -- --nocapture]
 #

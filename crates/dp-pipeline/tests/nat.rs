@@ -170,6 +170,44 @@ fn nat_translates_tcp_both_ways_with_exact_checksums() {
     h.assert_conservation();
 }
 
+/// A VM behind a TAP with checksum offload sends its SYN with a *partial* checksum (the field
+/// holds the pseudo-header sum, `NEEDS_CSUM`): what leaves for the server carries the exact
+/// complete checksum of the translated segment. (Found by tests/stateful.rs in dpservice: the
+/// NAT's incremental update treated the partial sum as a complete checksum, and the server's
+/// kernel dropped every SYN as TcpInCsumErrors.)
+#[test]
+fn nat_finishes_a_partial_checksum_from_an_offloading_vm() {
+    let mut h = harness();
+    let vm1 = vm_ipv4(VM1);
+    let complete = tcp_v4(vm1, SERVER, 40000, 80, TCP_SYN, b"abc");
+    let mut partial = complete.clone();
+    // The pseudo-header sum, folded and not complemented, as Linux leaves it.
+    let pseudo = !inet_checksum(&[&pseudo_v4(vm1, SERVER, 6, complete.len())]);
+    partial[16..18].copy_from_slice(&pseudo.to_be_bytes());
+    let offload = dp_pipeline::Offload {
+        flags: dp_pipeline::Offload::NEEDS_CSUM,
+        csum_start: 14 + 20,
+        csum_offset: 16,
+        ..dp_pipeline::Offload::NONE
+    };
+    let syn = ipv4(vm1, SERVER, 6, 64, &partial);
+    let out = h.run1_offload(VM1, from_vm4(VM1, &syn), offload);
+    let inner = one_encapsulated(&out, router_underlay());
+    let port = u16::from_be_bytes([inner[20], inner[21]]);
+    assert!(
+        (NAT_MIN..NAT_MAX).contains(&port),
+        "port {port} in the range"
+    );
+    let want = ipv4(
+        NAT_IP,
+        SERVER,
+        6,
+        63,
+        &tcp_v4(NAT_IP, SERVER, port, 80, TCP_SYN, b"abc"),
+    );
+    assert_frame(&inner, &want);
+}
+
 #[test]
 fn nat_keeps_an_inside_endpoints_port_and_separates_destinations() {
     let mut h = harness();

@@ -16,11 +16,19 @@
 //! in its VNI for its new destination; the reply of a source-translated flow (arriving from the
 //! underlay for the NAT or VIP address) goes to the VM that started the flow.
 //!
+//! Checksum offload: a VM's packet may carry a *partial* TCP/UDP checksum (its TAP's virtio-net
+//! request: the field holds the pseudo-header sum, the rest is summed on transmit). The
+//! incremental updates are for complete checksums, so a partial one is finished first (what the
+//! encapsulation does anyway); a TCP superframe keeps its request — its segments' checksums are
+//! computed from scratch on transmit, and a receiving kernel uses the field as the pseudo-header
+//! sum — so only that sum is moved to the translated addresses ([`move_pseudo_sum`]).
+//!
 //! Before translating, the node checks that the VIP or NAT the flow was made for still exists on
 //! the interface: a flow whose translation was removed is closed and its packet dropped
 //! (`nat_gone`); the conntrack sweep closes such flows too.
 
-use dp_packet::{nat, nat64, IpProtocol, Ipv4Addr, Ipv6Addr};
+use dp_packet::bytes::read_u16_be;
+use dp_packet::{checksum, nat, nat64, IpProtocol, Ipv4Addr, Ipv6Addr};
 use dp_tables::{ConnKey, Direction, Flow, PublicTarget, RouteTarget, Snapshot, Translation};
 
 use crate::buffer::PacketBuf;
@@ -65,6 +73,11 @@ impl Node for Nat {
             worker.flows.close(id);
             return Verdict::Drop(DropReason::NatGone);
         }
+        // A partial checksum updated as a complete one comes out wrong (the server's kernel
+        // dropped every SNAT'd TCP SYN of a VM behind a TAP with checksum offload).
+        if let Err(e) = crate::offload::finish_checksum(pkt) {
+            return Verdict::Drop(e.into());
+        }
         match self.translate(pkt, flow, dir) {
             Ok(()) => route(pkt, flow, dir, ctx),
             Err(reason) => Verdict::Drop(reason),
@@ -94,6 +107,15 @@ impl Nat {
         let header_len = usize::from(pkt.parsed.l4_offset).saturating_sub(l3_offset);
         match (current.is_v6, wanted.is_v6) {
             (false, false) => {
+                // A superframe (finish_checksum left it partial): its field must end up
+                // holding the pseudo-header sum of the new addresses, not what the complete
+                // checksum's update of addresses and ports makes of it.
+                let off = pkt.meta.offload;
+                let field = usize::from(off.csum_start) + usize::from(off.csum_offset);
+                let partial = off
+                    .needs_csum()
+                    .then(|| read_u16_be(pkt.data(), field))
+                    .flatten();
                 let l3 = pkt
                     .data_mut()
                     .get_mut(l3_offset..l3_end)
@@ -103,6 +125,12 @@ impl Nat {
                 }
                 rewrite_v4(l3, header_len, &current, &wanted)
                     .map_err(|_| DropReason::NatUnsupported)?;
+                if let Some(sum) = partial {
+                    let moved = move_pseudo_sum(sum, &current, &wanted).to_be_bytes();
+                    if let Some(f) = pkt.data_mut().get_mut(field..field + 2) {
+                        f.copy_from_slice(&moved);
+                    }
+                }
                 // The key cached in the packet is the old one.
                 let l4 = usize::from(pkt.parsed.l4_offset);
                 pkt.parsed
@@ -145,7 +173,11 @@ impl Nat {
     #[inline]
     fn translate_fast(&mut self, pkt: &mut PacketBuf, flow: &Flow, dir: Direction) -> bool {
         let [orig, reply] = &flow.keys;
-        if orig.is_v6 || !matches!(orig.proto, IpProtocol::TCP | IpProtocol::UDP) {
+        // A superframe keeps its partial checksum: the general path moves it.
+        if orig.is_v6
+            || !matches!(orig.proto, IpProtocol::TCP | IpProtocol::UDP)
+            || pkt.meta.offload.needs_csum()
+        {
             return false;
         }
         let (end, addr, port) = match (flow.translation, dir) {
@@ -261,6 +293,14 @@ fn rewrite_v4(
     Ok(())
 }
 
+/// A partial checksum field (the pseudo-header sum, not complemented) after the addresses
+/// changed from `current`'s to `wanted`'s: the complement of the RFC 1624 update of its
+/// complement. Ports are not part of it (they are in the data summed on transmit).
+fn move_pseudo_sum(sum: u16, current: &ConnKey, wanted: &ConnKey) -> u16 {
+    let c = checksum::update_u32(!sum, current.src as u32, wanted.src as u32);
+    !checksum::update_u32(c, current.dst as u32, wanted.dst as u32)
+}
+
 /// Whether an IPv4 packet is an ICMP error.
 fn is_icmpv4_error(l3: &[u8]) -> bool {
     let header_len = usize::from(l3.first().map_or(0, |b| b & 0x0f)) * 4;
@@ -348,6 +388,50 @@ pub(crate) fn still_valid(flow: &Flow, tables: &Snapshot) -> bool {
                     port: flow.ports[1],
                     private: v4(reply.src),
                 })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> ConnKey {
+        ConnKey {
+            src: u128::from(u32::from(src)),
+            dst: u128::from(u32::from(dst)),
+            vni: 100,
+            src_port: sport,
+            dst_port: dport,
+            proto: IpProtocol::TCP,
+            is_v6: false,
+        }
+    }
+
+    /// The moved sum is the pseudo-header sum of the new addresses (ports play no part).
+    #[test]
+    fn a_partial_checksum_follows_the_addresses() {
+        let (vm, server) = (
+            Ipv4Addr::new(10, 100, 1, 1),
+            Ipv4Addr::new(198, 51, 100, 10),
+        );
+        let (nat_ip, vip) = (Ipv4Addr::new(203, 0, 113, 1), Ipv4Addr::new(10, 100, 1, 2));
+        for len in [20u32, 1480, 65_000] {
+            let p =
+                |s: &Ipv4Addr, d: &Ipv4Addr| checksum::pseudo_header_v4(s, d, IpProtocol::TCP, len);
+            // Source NAT with a port change; destination NAT.
+            let moved = move_pseudo_sum(
+                p(&vm, &server),
+                &key(vm, server, 40000, 80),
+                &key(nat_ip, server, 1500, 80),
+            );
+            assert_eq!(moved, p(&nat_ip, &server));
+            let moved = move_pseudo_sum(
+                p(&server, &nat_ip),
+                &key(server, nat_ip, 80, 1500),
+                &key(server, vip, 80, 40000),
+            );
+            assert_eq!(moved, p(&server, &vip));
         }
     }
 }

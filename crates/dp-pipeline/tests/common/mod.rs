@@ -376,6 +376,27 @@ impl Harness {
         self.run(&[(port, frame)])
     }
 
+    /// Runs one frame that arrived with an offload request (a TAP's virtio-net header, e.g. a
+    /// partial checksum) and returns what came out.
+    pub fn run1_offload(
+        &mut self,
+        port: PortId,
+        frame: Vec<u8>,
+        offload: dp_pipeline::Offload,
+    ) -> Vec<(PortId, Vec<u8>)> {
+        let mut buf = self.pool.alloc().expect("pool exhausted");
+        buf.set_frame(&frame).expect("frame too large");
+        buf.meta.in_port = port;
+        buf.meta.offload = offload;
+        self.graph.push_rx(buf).expect("rx batch full");
+        self.rx += 1;
+        let (ctx, graph, worker, pool, mut sink) = self.parts();
+        graph.run(&ctx, worker, pool, &mut sink);
+        let mut out = self.drain();
+        out.sort_by_key(|(port, _)| *port);
+        out
+    }
+
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.counters.drops(reason)
     }

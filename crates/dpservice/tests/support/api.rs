@@ -6,9 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use dp_proto::v1::{
-    CreateInterfaceRequest, CreateInterfaceResponse, CreateRouteRequest, DeleteInterfaceRequest,
-    DeleteRouteRequest, InitializeRequest, Interface, IpConfig, ListInterfacesRequest,
-    ListRoutesRequest, Route, Status,
+    CreateFirewallRuleRequest, CreateInterfaceRequest, CreateInterfaceResponse, CreateNatRequest,
+    CreateNeighborNatRequest, CreateRouteRequest, CreateVipRequest, DeleteFirewallRuleRequest,
+    DeleteInterfaceRequest, DeleteRouteRequest, FirewallRule, InitializeRequest, Interface,
+    IpConfig, ListInterfacesRequest, ListRoutesRequest, Route, Status,
 };
 use dp_proto::DpdKironcoreClient;
 use tonic::transport::Channel;
@@ -195,5 +196,95 @@ impl Api {
                 Ok((addr, len, rt.nexthop_vni, nh))
             })
             .collect()
+    }
+
+    /// `CreateVip` of `vip` on interface `id`; returns the VIP's underlay address.
+    pub fn create_vip(&mut self, id: &str, vip: Ipv4Addr) -> Result<Ipv6Addr, String> {
+        let what = format!("CreateVip {vip} on {id}");
+        let req = CreateVipRequest {
+            interface_id: id.as_bytes().to_vec(),
+            vip_ip: Some(dp_proto::convert::ip_to_proto(IpAddr::V4(vip))),
+            preferred_underlay_route: Vec::new(),
+        };
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.create_vip(req))?;
+        check(&what, r.status)?;
+        dp_proto::ipv6_from_bytes(&r.underlay_route)
+            .map_err(|e| format!("{what}: bad underlay_route: {e}"))
+    }
+
+    /// `CreateNat` of `ip`, ports `min..max` (upper bound excluded) on interface `id`; returns
+    /// the NAT's underlay address.
+    pub fn create_nat(
+        &mut self,
+        id: &str,
+        ip: Ipv4Addr,
+        min_port: u16,
+        max_port: u16,
+    ) -> Result<Ipv6Addr, String> {
+        let what = format!("CreateNat {ip} {min_port}..{max_port} on {id}");
+        let req = CreateNatRequest {
+            interface_id: id.as_bytes().to_vec(),
+            nat_ip: Some(dp_proto::convert::ip_to_proto(IpAddr::V4(ip))),
+            min_port: u32::from(min_port),
+            max_port: u32::from(max_port),
+            preferred_underlay_route: Vec::new(),
+        };
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.create_nat(req))?;
+        check(&what, r.status)?;
+        dp_proto::ipv6_from_bytes(&r.underlay_route)
+            .map_err(|e| format!("{what}: bad underlay_route: {e}"))
+    }
+
+    /// `CreateNeighborNat`: ports `min..max` of `ip` in `vni` are used by the hypervisor whose
+    /// NAT has the underlay address `underlay`.
+    pub fn create_neighbor_nat(
+        &mut self,
+        ip: Ipv4Addr,
+        vni: u32,
+        min_port: u16,
+        max_port: u16,
+        underlay: Ipv6Addr,
+    ) -> Result<(), String> {
+        let what = format!("CreateNeighborNat {ip} vni {vni} {min_port}..{max_port} -> {underlay}");
+        let req = CreateNeighborNatRequest {
+            nat_ip: Some(dp_proto::convert::ip_to_proto(IpAddr::V4(ip))),
+            vni,
+            min_port: u32::from(min_port),
+            max_port: u32::from(max_port),
+            underlay_route: dp_proto::ip_to_bytes(IpAddr::V6(underlay)),
+        };
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.create_neighbor_nat(req))?;
+        check(&what, r.status)
+    }
+
+    /// `CreateFirewallRule` on interface `id`; returns the rule id.
+    pub fn create_firewall_rule(&mut self, id: &str, rule: FirewallRule) -> Result<String, String> {
+        let what = format!(
+            "CreateFirewallRule {} on {id}",
+            String::from_utf8_lossy(&rule.id)
+        );
+        let req = CreateFirewallRuleRequest {
+            interface_id: id.as_bytes().to_vec(),
+            rule: Some(rule),
+        };
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.create_firewall_rule(req))?;
+        check(&what, r.status)?;
+        Ok(String::from_utf8_lossy(&r.rule_id).into_owned())
+    }
+
+    /// `DeleteFirewallRule` `rule` of interface `id`.
+    pub fn delete_firewall_rule(&mut self, id: &str, rule: &str) -> Result<(), String> {
+        let what = format!("DeleteFirewallRule {rule} on {id}");
+        let req = DeleteFirewallRuleRequest {
+            interface_id: id.as_bytes().to_vec(),
+            rule_id: rule.as_bytes().to_vec(),
+        };
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.delete_firewall_rule(req))?;
+        check(&what, r.status)
     }
 }
