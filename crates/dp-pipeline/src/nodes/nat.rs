@@ -75,8 +75,10 @@ impl Node for Nat {
         }
         // A partial checksum updated as a complete one comes out wrong (the server's kernel
         // dropped every SNAT'd TCP SYN of a VM behind a TAP with checksum offload).
-        if let Err(e) = crate::offload::finish_checksum(pkt) {
-            return Verdict::Drop(e.into());
+        if pkt.meta.offload.is_set() {
+            if let Err(e) = crate::offload::finish_checksum(pkt) {
+                return Verdict::Drop(e.into());
+            }
         }
         match self.translate(pkt, flow, dir) {
             Ok(()) => route(pkt, flow, dir, ctx),
