@@ -503,12 +503,37 @@ impl FlowTable {
     }
 
     /// The flow `key` (with `hash` = `key.hash()`) belongs to, and the direction it matched.
+    ///
+    /// The first slot of the probe is looked at inline, the rest out of line: most lookups
+    /// end there (an empty slot or the key), and a loop here made the compiler hoist the key's
+    /// fields into stack slots before it (22 instructions per lookup in callgrind).
     #[inline]
     pub fn find(&self, key: &ConnKey, hash: u64) -> Option<(FlowId, Direction)> {
         let tag = tag_of(hash);
-        let mut i = tag as usize & self.mask;
+        let home = tag as usize & self.mask;
+        let s = *self.index.get(home)?;
+        if s == 0 {
+            return None;
+        }
+        if (s >> 32) as u32 == tag {
+            let (id, dir) = slot_flow(s);
+            if self
+                .flows
+                .get(id as usize)
+                .is_some_and(|f| f.key(dir) == key)
+            {
+                return Some((FlowId(id), dir));
+            }
+        }
+        self.find_further(key, tag, home)
+    }
+
+    /// [`FlowTable::find`] past the first slot of the probe.
+    #[inline(never)]
+    fn find_further(&self, key: &ConnKey, tag: u32, home: usize) -> Option<(FlowId, Direction)> {
+        let mut i = (home + 1) & self.mask;
         // At most half full: an empty slot is always reached; the bound is a guard.
-        for _ in 0..=self.mask {
+        for _ in 0..self.mask {
             let s = *self.index.get(i)?;
             if s == 0 {
                 return None;
