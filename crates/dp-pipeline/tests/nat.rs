@@ -713,3 +713,101 @@ fn nat64_translates_udp_and_echo() {
     );
     assert_frame(&out[0].1, &to_vm6(VM1, &want));
 }
+
+/// A TCPv6 superframe (segmentation offload) from an IPv6-only VM through NAT64: translated to
+/// IPv4 with its offload request moved to the new TCP header, so the encapsulation passes it on
+/// to be segmented (a request left 20 bytes off was refused and answered with "too big": bulk
+/// TCP through NAT64 stalled).
+#[test]
+fn nat64_moves_a_superframes_offload_request() {
+    let mut h = harness();
+    // Overlay MTU 1280: the 1740-byte superframe must be segmented, not sent whole.
+    h.config.underlay_mtu = 1320;
+    let vm1 = vm_ipv6(VM1);
+    let dst = nat64(SERVER);
+    let syn = ipv6(vm1, dst, 6, 64, &tcp_v6(vm1, dst, 40000, 80, TCP_SYN, b""));
+    let inner = one_encapsulated(&h.run1(VM1, from_vm6(VM1, &syn)), router_underlay());
+    let port = u16::from_be_bytes([inner[20], inner[21]]);
+    let data = vec![0x5a; 1700];
+    let mut segment = tcp_v6(vm1, dst, 40000, 80, TCP_ACK, &data);
+    let pseudo = !inet_checksum(&[&pseudo_v6(vm1, dst, 6, segment.len())]);
+    segment[16..18].copy_from_slice(&pseudo.to_be_bytes());
+    let offload = dp_pipeline::Offload {
+        flags: dp_pipeline::Offload::NEEDS_CSUM,
+        gso_type: dp_pipeline::Offload::GSO_TCPV6,
+        gso_size: 1000,
+        hdr_len: 14 + 40 + 20,
+        csum_start: 14 + 40,
+        csum_offset: 16,
+    };
+    let superframe = ipv6(vm1, dst, 6, 64, &segment);
+    let out = h.run1_offload(VM1, from_vm6(VM1, &superframe), offload);
+    let inner = one_encapsulated(&out, router_underlay());
+    assert_eq!(
+        inner.len(),
+        20 + 20 + 1700,
+        "passed on whole, to be segmented"
+    );
+    assert_eq!(inner[9], 6);
+    assert_eq!(&inner[12..16], &NAT_IP.octets());
+    assert_eq!(u16::from_be_bytes([inner[20], inner[21]]), port);
+    assert_eq!(h.total_drops(), 0, "{:?}", h.nonzero_drops());
+}
+
+/// The same with a 20 kB superframe in a large buffer, as a VM's TSO sends them.
+#[test]
+fn nat64_passes_a_large_superframe_on() {
+    let mut h = harness();
+    h.pool = dp_pipeline::BufferPool::with_large(64, 2048, 4, dp_pipeline::LARGE_DATA_ROOM);
+    let vm1 = vm_ipv6(VM1);
+    let dst = nat64(SERVER);
+    let syn = ipv6(vm1, dst, 6, 64, &tcp_v6(vm1, dst, 40000, 80, TCP_SYN, b""));
+    let inner = one_encapsulated(&h.run1(VM1, from_vm6(VM1, &syn)), router_underlay());
+    let port = u16::from_be_bytes([inner[20], inner[21]]);
+    let data = vec![0x5a; 20_000];
+    let mut segment = tcp_v6(vm1, dst, 40000, 80, TCP_ACK, &data);
+    let pseudo = !inet_checksum(&[&pseudo_v6(vm1, dst, 6, segment.len())]);
+    segment[16..18].copy_from_slice(&pseudo.to_be_bytes());
+    let offload = dp_pipeline::Offload {
+        flags: dp_pipeline::Offload::NEEDS_CSUM,
+        gso_type: dp_pipeline::Offload::GSO_TCPV6,
+        gso_size: 1348,
+        hdr_len: 14 + 40 + 20,
+        csum_start: 14 + 40,
+        csum_offset: 16,
+    };
+    let frame = from_vm6(VM1, &ipv6(vm1, dst, 6, 64, &segment));
+    let out = h.run1_large(VM1, frame, offload);
+    assert_eq!(h.total_drops(), 0, "{:?}", h.nonzero_drops());
+    let inner = one_encapsulated(&out, router_underlay());
+    assert_eq!(inner.len(), 20 + 20 + 20_000);
+    assert_eq!(u16::from_be_bytes([inner[20], inner[21]]), port);
+}
+
+/// An IPv6 packet NAT64 would make too long for the underlay: ICMPv6 Packet Too Big to the VM
+/// with the MTU that fits (an ICMPv4 error after the translation would not reach it).
+#[test]
+fn nat64_answers_packet_too_big_in_icmpv6() {
+    let mut h = harness();
+    let vm1 = vm_ipv6(VM1);
+    let dst = nat64(SERVER);
+    let syn = ipv6(vm1, dst, 6, 64, &tcp_v6(vm1, dst, 40000, 80, TCP_SYN, b""));
+    assert_eq!(h.run1(VM1, from_vm6(VM1, &syn)).len(), 1);
+    // 1500 bytes of IPv6: 1480 of IPv4, more than the 1460 an encapsulated packet may have.
+    let data = vec![7u8; 1500 - 40 - 20];
+    let big = ipv6(vm1, dst, 6, 64, &tcp_v6(vm1, dst, 40000, 80, TCP_ACK, &data));
+    let out = h.run1(VM1, from_vm6(VM1, &big));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, VM1, "back to the VM");
+    let reply = &out[0].1;
+    assert_eq!(&reply[12..14], &[0x86, 0xdd]);
+    let icmp = &reply[14 + 40..];
+    assert_eq!((icmp[0], icmp[1]), (2, 0), "Packet Too Big");
+    assert_eq!(u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]), 1460 + 20);
+    assert_eq!(&reply[14 + 24..14 + 40], &vm1.octets(), "to the VM");
+    // 1480 bytes of IPv6 fit (1460 of IPv4).
+    let data = vec![7u8; 1480 - 40 - 20];
+    let fits = ipv6(vm1, dst, 6, 64, &tcp_v6(vm1, dst, 40000, 80, TCP_ACK, &data));
+    let inner = one_encapsulated(&h.run1(VM1, from_vm6(VM1, &fits)), router_underlay());
+    assert_eq!(inner.len(), 1460);
+}

@@ -39,6 +39,7 @@ use crate::worker_ctx::WorkerCtx;
 
 use super::common::ETH_HEADER_LEN;
 use super::conntrack::go_on;
+use super::icmp_error::{packet_too_big_v6, Offender6};
 
 /// Largest IP packet NAT64 translates (an IPv4 datagram plus the IPv6 header's 20 more bytes).
 const SCRATCH_LEN: usize = 65_535 + 40;
@@ -60,6 +61,9 @@ impl Default for Nat {
 impl Node for Nat {
     const NAME: &'static str = "nat";
     const NEXT: &'static [NodeId] = &[NodeId::IpipEncap, NodeId::L2Rewrite];
+    // ICMPv6 Packet Too Big back to a VM whose IPv6 packet would not fit once NAT64 made it
+    // IPv4 and the encapsulation added its header.
+    const TRANSMITS: bool = true;
 
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
         let Some((id, dir)) = pkt.parsed.flow_ref.get() else {
@@ -78,6 +82,11 @@ impl Node for Nat {
         if pkt.meta.offload.is_set() {
             if let Err(e) = crate::offload::finish_checksum(pkt) {
                 return Verdict::Drop(e.into());
+            }
+        }
+        if flow.translation == Translation::Nat64 && dir == Direction::Original {
+            if let Some(verdict) = too_big_for_nat64(pkt, ctx) {
+                return verdict;
             }
         }
         match self.translate(pkt, flow, dir) {
@@ -222,6 +231,8 @@ impl Nat {
         vni: u32,
     ) -> Result<(), DropReason> {
         let old = pkt.parsed.l3_len as usize;
+        let old_header_len =
+            usize::from(pkt.parsed.l4_offset).saturating_sub(usize::from(pkt.parsed.l3_offset));
         let mut eth = [0u8; ETH_HEADER_LEN];
         eth.copy_from_slice(
             pkt.data()
@@ -248,8 +259,71 @@ impl Nat {
             .copy_from_slice(translated);
         pkt.parsed
             .set_validated(ETH_HEADER_LEN, ETH_HEADER_LEN + header_len, n, vni);
+        if pkt.meta.offload.is_set() {
+            retarget_offload(&mut pkt.meta.offload, old_header_len, header_len, ethertype);
+        }
         Ok(())
     }
+}
+
+/// A TCP superframe's offload request after NAT64 changed its IP header (its checksum was left
+/// partial to be computed per segment): the checksum start and the header length move by the
+/// difference of the headers, and the segmentation type follows the new family. Without this
+/// the request pointed 20 bytes off the TCP header, the encapsulation refused to segment it,
+/// and bulk TCP through NAT64 stalled (found by the stateful system test).
+fn retarget_offload(
+    off: &mut dp_buffer::Offload,
+    old_header_len: usize,
+    new_header_len: usize,
+    ethertype: dp_packet::EtherType,
+) {
+    let move_by = |v: u16| -> u16 {
+        let moved = usize::from(v) + new_header_len;
+        u16::try_from(moved.saturating_sub(old_header_len)).unwrap_or(v)
+    };
+    if off.needs_csum() {
+        off.csum_start = move_by(off.csum_start);
+    }
+    if off.hdr_len != 0 {
+        off.hdr_len = move_by(off.hdr_len);
+    }
+    if off.is_tcp_gso() {
+        let ecn = off.gso_type & dp_buffer::Offload::GSO_ECN;
+        off.gso_type = ecn
+            | if ethertype == dp_packet::EtherType::IPV4 {
+                dp_buffer::Offload::GSO_TCPV4
+            } else {
+                dp_buffer::Offload::GSO_TCPV6
+            };
+    }
+}
+
+/// An IPv6 packet from a VM that NAT64 would make into an IPv4 packet too long for the
+/// underlay once encapsulated: answered with ICMPv6 Packet Too Big (the MTU that fits, the 20
+/// bytes NAT64 saves counted), as the encapsulation answers an IPv6 packet that does not fit —
+/// after the translation it could only answer in ICMPv4, which an IPv6-only VM cannot take,
+/// and bulk TCP stalled (found by the stateful system test). A superframe is segmented instead.
+#[cold]
+fn too_big_for_nat64(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Option<Verdict> {
+    let v6_len = pkt.parsed.l3_len as usize;
+    let mtu = ctx.config.overlay_mtu();
+    if pkt.meta.offload.is_gso() || v6_len.saturating_sub(20) <= mtu {
+        return None;
+    }
+    let own_mac = ctx.ports.get(pkt.meta.in_port)?.own_mac;
+    let l3 = pkt.data().get(ETH_HEADER_LEN..)?;
+    let ip = dp_packet::Ipv6Packet::new_checked(l3).ok()?;
+    let offender = Offender6 {
+        vm_mac: dp_packet::EthernetFrame::new_unchecked(pkt.data()).src_addr(),
+        own_mac,
+        src: ip.src_addr(),
+        packet_len: v6_len,
+    };
+    let fits = u32::try_from(mtu + 20).unwrap_or(u32::MAX);
+    Some(match packet_too_big_v6(pkt, &offender, fits) {
+        Ok(()) => Verdict::Tx(pkt.meta.in_port),
+        Err(reason) => Verdict::Drop(reason),
+    })
 }
 
 #[inline]

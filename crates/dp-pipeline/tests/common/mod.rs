@@ -397,6 +397,27 @@ impl Harness {
         out
     }
 
+    /// [`Harness::run1_offload`] in a large buffer (the pool must have them: `with_large`), for
+    /// superframes beyond a normal buffer.
+    pub fn run1_large(
+        &mut self,
+        port: PortId,
+        frame: Vec<u8>,
+        offload: dp_pipeline::Offload,
+    ) -> Vec<(PortId, Vec<u8>)> {
+        let mut buf = self.pool.alloc_large().expect("no large buffer");
+        buf.set_frame(&frame).expect("frame too large");
+        buf.meta.in_port = port;
+        buf.meta.offload = offload;
+        self.graph.push_rx(buf).expect("rx batch full");
+        self.rx += 1;
+        let (ctx, graph, worker, pool, mut sink) = self.parts();
+        graph.run(&ctx, worker, pool, &mut sink);
+        let mut out = self.drain();
+        out.sort_by_key(|(port, _)| *port);
+        out
+    }
+
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.counters.drops(reason)
     }
