@@ -131,7 +131,14 @@ fn run(opts: Options) -> Result<(), String> {
     let reader = publisher.reader();
     let control = ControlPlane::new(
         publisher,
-        Config::new(underlay, ports.vf_devices(), ports.uplink_ids()),
+        Config {
+            limits: dp_control::Limits {
+                firewall_rules_per_interface: opts.max_firewall_rules as usize,
+                public_addresses: opts.max_public_addresses as usize,
+                neighbor_nats: opts.max_neighbor_nats as usize,
+            },
+            ..Config::new(underlay, ports.vf_devices(), ports.uplink_ids())
+        },
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -206,6 +213,13 @@ fn run(opts: Options) -> Result<(), String> {
     } else {
         None
     };
+    tracing::info!(
+        flow_table_size = opts.flow_table_size,
+        max_firewall_rules = opts.max_firewall_rules,
+        max_public_addresses = opts.max_public_addresses,
+        max_neighbor_nats = opts.max_neighbor_nats,
+        "table limits"
+    );
     tracing::info!(
         ports = port_table.len(),
         workers = worker_threads.len(),

@@ -198,6 +198,22 @@ pub struct Options {
           value_parser = ranged::<u32>(1024, 1 << 28))]
     pub flow_table_size: u32,
 
+    /// most firewall rules per interface (dpservice-rs; dpservice has no limit)
+    #[arg(long = "max-firewall-rules", value_name = "RULES", default_value = "1024",
+          value_parser = ranged::<u32>(1, 1 << 20))]
+    pub max_firewall_rules: u32,
+
+    /// most public addresses (VIPs and NAT addresses) of all VNIs (dpservice-rs; dpservice:
+    /// a fixed 4032)
+    #[arg(long = "max-public-addresses", value_name = "ADDRESSES", default_value = "4032",
+          value_parser = ranged::<u32>(1, 1 << 24))]
+    pub max_public_addresses: u32,
+
+    /// most neighbor NAT ranges of all VNIs (dpservice-rs; dpservice has no limit)
+    #[arg(long = "max-neighbor-nats", value_name = "RANGES", default_value = "4032",
+          value_parser = ranged::<u32>(1, 1 << 24))]
+    pub max_neighbor_nats: u32,
+
     /// run on NIC configured in multiport e-switch mode
     #[arg(long = "multiport-eswitch")]
     pub multiport_eswitch: bool,
@@ -1014,6 +1030,13 @@ mod tests {
             ("--flow-timeout=0", false),
             ("--flow-timeout=300", true),
             ("--flow-timeout=301", false),
+            ("--flow-table-size=1023", false),
+            ("--flow-table-size=1024", true),
+            ("--max-firewall-rules=0", false),
+            ("--max-firewall-rules=1", true),
+            ("--max-public-addresses=0", false),
+            ("--max-neighbor-nats=16777216", true),
+            ("--max-neighbor-nats=16777217", false),
             ("--graphtrace-loglevel=2", true),
             ("--graphtrace-loglevel=3", false),
             ("--workers=0", false),
