@@ -338,16 +338,19 @@ pub enum Translation {
     Nat64,
 }
 
-/// One tracked connection.
+/// One tracked connection: exactly two cache lines (laid out in this order and aligned to 64
+/// bytes), the original key on the first, the reply key's end and the state on the second, so
+/// that a lookup's prefetch of both lines covers all it reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C, align(64))]
 pub struct Flow {
     /// `[original, reply]`.
     pub keys: [ConnKey; 2],
     /// When the flow expires unless a packet refreshes it (worker clock, ns).
     pub expires_ns: u64,
+    pub firewall: FirewallVerdict,
     pub tcp: TcpState,
     pub translation: Translation,
-    pub firewall: FirewallVerdict,
     /// The VM ports at its ends as the original packet saw them: `[source, destination]`
     /// ([`NO_PORT`] for an end beyond the underlay).
     pub ports: [PortId; 2],
@@ -381,6 +384,8 @@ impl Flow {
         self.keys[1] != self.keys[0].reversed()
     }
 }
+
+const _: () = assert!(std::mem::size_of::<Flow>() == 128);
 
 /// The table is full: the new flow is refused (a counted drop).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -496,7 +501,9 @@ impl FlowTable {
             if s != 0 {
                 let (id, _) = slot_flow(s);
                 if let Some(f) = self.flows.get(id as usize) {
+                    // A flow is two cache lines; the reply key and the state are on the second.
                     prefetch_read(f);
+                    prefetch_read(&f.expires_ns);
                 }
             }
         }
