@@ -83,22 +83,6 @@ fn vm_to_vm_v6() {
 }
 
 #[test]
-fn learned_mac_is_used_for_the_destination() {
-    // VM2's MAC changes (a new VM behind the same port): its next frame teaches the new one.
-    let mut h = Harness::new();
-    let new_mac = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc];
-    let mut hello = vm_udp4(VM2, vm_ipv4(VM2), vm_ipv4(VM1), 64, b"hi");
-    hello[6..12].copy_from_slice(&new_mac);
-    h.run1(VM2, hello);
-    let out = h.run1(
-        VM1,
-        vm_udp4(VM1, vm_ipv4(VM1), vm_ipv4(VM2), 64, b"payload"),
-    );
-    assert_eq!(out.len(), 1);
-    assert_eq!(&out[0].1[0..6], &new_mac);
-}
-
-#[test]
 fn alias_prefix_is_a_valid_source_and_destination() {
     let mut h = Harness::with(|ifaces, _| {
         ifaces[1]
