@@ -122,3 +122,14 @@ fn a_solicitation_for_the_gateway_changes_the_mac() {
     assert_eq!(na.len(), 1);
     assert_eq!(vm2_mac_seen(&mut h), NEW_MAC);
 }
+
+#[test]
+fn a_dhcp_client_with_a_multicast_mac_gets_it() {
+    // dpservice checks no source MAC; a guest may use one with the group bit set.
+    let mut h = Harness::new();
+    let mac = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06];
+    let ack = h.run1(VM2, dhcp(VM2, mac, 3));
+    assert_eq!(ack.len(), 1, "{:?}", h.nonzero_drops());
+    assert_eq!(&ack[0].1[0..6], &mac);
+    assert_eq!(vm2_mac_seen(&mut h), mac);
+}
