@@ -61,7 +61,7 @@ drop_reasons! {
     DhcpNoAddress => "dhcp_no_address", "DHCPv4 request from an interface without an IPv4 address";
     IcmpUnhandled => "icmp_unhandled", "ICMP to the gateway that is not an echo request";
     GatewayNotIcmp => "gateway_not_icmp", "TCP, UDP or other non-ICMP packet addressed to the gateway";
-    BadDestination => "bad_destination", "destination is multicast, broadcast, loopback, unspecified or link-local (other than the gateway)";
+    BadDestination => "bad_destination", "destination is multicast, broadcast or link-local (other than the gateway); for IPv6 also loopback or unspecified";
     TtlExceeded => "ttl_exceeded", "TTL or hop limit would reach zero";
     NoInterface => "no_interface", "packet from a VF port with no interface bound to it";
     Spoofed => "spoofed", "source address is not the VM's own address or one of its prefixes";
