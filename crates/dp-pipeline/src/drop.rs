@@ -40,7 +40,7 @@ macro_rules! drop_reasons {
 drop_reasons! {
     EthTruncated => "eth_truncated", "frame shorter than an Ethernet header";
     EthNotForUs => "eth_not_for_us", "destination MAC neither ours, broadcast nor a multicast we serve";
-    EthBadSource => "eth_bad_source", "source MAC is broadcast or zero (from a VM), multicast (from an uplink)";
+    EthBadSource => "eth_bad_source", "source MAC is broadcast, or zero from a VM";
     UnknownEthertype => "unknown_ethertype", "ethertype not handled (VLAN tags included)";
     ArpMalformed => "arp_malformed", "ARP packet truncated or not Ethernet/IPv4";
     ArpNotForGateway => "arp_not_for_gateway", "ARP request for an address other than the gateway, or not a request";

@@ -109,14 +109,12 @@ fn classify(frame: &[u8], port: &Receiver<'_>) -> Verdict {
     // uplink: with the router MAC from the kernel's table (TAP uplinks, no --router) our frames
     // go to 00:00:00:00:00:00 until it has one, as dpservice's do, and a peer answering them
     // swaps the addresses (dpservice's test/local suite does).
-    // A group (multicast) source is refused from an uplink; on a VM's port, as in dpservice,
-    // it is the VM's MAC all the same (a guest can be configured with one; dpservice's suite
-    // has a DHCP client use 01:02:03:04:05:06), and our frames to it only go down that VM's
-    // port. Only the broadcast address and zero are refused there.
-    let refused = match port.entry.kind {
-        PortKind::Uplink => src & PACKED_GROUP_BIT != 0,
-        _ => src == 0 || src == PACKED_MAC_MASK,
-    };
+    // A group (multicast) source is taken, as dpservice checks none: on a VM's port it is the
+    // VM's MAC all the same (dpservice's suite has a DHCP client use 01:02:03:04:05:06) and our
+    // frames to it only go down that port; on an uplink the router's MAC is never learned from
+    // frames (dpservice's suite sends from 33:33:00:00:00:01). Only broadcast is refused, and
+    // zero from a VM.
+    let refused = src == PACKED_MAC_MASK || (src == 0 && port.entry.kind != PortKind::Uplink);
     if refused {
         return Verdict::Drop(DropReason::EthBadSource);
     }
