@@ -675,3 +675,44 @@ fn nat64_translates_udp_and_echo() {
     );
     assert_frame(&out[0].1, &to_vm6(VM1, &want));
 }
+
+#[test]
+fn an_echo_request_to_the_nat_address_is_answered() {
+    // As dpservice's packet_relay: the reply goes back through the underlay to the sender.
+    let mut h = harness();
+    let request = ipv4(
+        SERVER,
+        NAT_IP,
+        1,
+        60,
+        &icmpv4(8, 0, [0, 0x40, 0, 7], b"ping"),
+    );
+    let out = h.run1(
+        PF0,
+        from_underlay(PF0, router_underlay(), nat_underlay(VM1), 4, &request),
+    );
+    let inner = one_encapsulated(&out, router_underlay());
+    let want = ipv4(
+        NAT_IP,
+        SERVER,
+        1,
+        60,
+        &icmpv4(0, 0, [0, 0x40, 0, 7], b"ping"),
+    );
+    assert_frame(&inner, &want);
+    assert_eq!(
+        &out[0].1[14 + 8..14 + 24],
+        &host_underlay().octets(),
+        "outer source"
+    );
+    // Other ICMP to the NAT address (an unsolicited echo reply) is not answered.
+    let stray = ipv4(SERVER, NAT_IP, 1, 60, &icmpv4(0, 0, [0, 0x41, 0, 1], b""));
+    assert!(h
+        .run1(
+            PF0,
+            from_underlay(PF0, router_underlay(), nat_underlay(VM1), 4, &stray)
+        )
+        .is_empty());
+    h.assert_single_drop(DropReason::NatNoFlow);
+    assert_eq!(h.worker.flows.len(), 0, "answering keeps no state");
+}
