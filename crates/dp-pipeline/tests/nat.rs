@@ -716,3 +716,39 @@ fn an_echo_request_to_the_nat_address_is_answered() {
     h.assert_single_drop(DropReason::NatNoFlow);
     assert_eq!(h.worker.flows.len(), 0, "answering keeps no state");
 }
+
+#[test]
+fn nat64_translates_an_echo_with_identifier_zero() {
+    // scapy's ICMPv6EchoRequest() has identifier 0, which the flow key shares with non-echo
+    // ICMPv6; the message type decides.
+    let mut h = harness();
+    let vm1 = vm_ipv6(VM1);
+    let dst = nat64(SERVER);
+    let ping = ipv6(vm1, dst, 58, 64, &icmpv6(vm1, dst, 128, 0, &[0, 0, 0, 1]));
+    let inner = one_encapsulated(&h.run1(VM1, from_vm6(VM1, &ping)), router_underlay());
+    let id = [inner[24], inner[25]];
+    assert_frame(
+        &inner,
+        &ipv4_df(
+            NAT_IP,
+            SERVER,
+            1,
+            63,
+            &icmpv4(8, 0, [id[0], id[1], 0, 1], b""),
+        ),
+    );
+    let pong = ipv4(
+        SERVER,
+        NAT_IP,
+        1,
+        60,
+        &icmpv4(0, 0, [id[0], id[1], 0, 1], b""),
+    );
+    let out = h.run1(
+        PF0,
+        from_underlay(PF0, router_underlay(), nat_underlay(VM1), 4, &pong),
+    );
+    assert_eq!(out.len(), 1, "{:?}", h.nonzero_drops());
+    let want = ipv6(dst, vm1, 58, 60, &icmpv6(dst, vm1, 129, 0, &[0, 0, 0, 1]));
+    assert_frame(&out[0].1, &to_vm6(VM1, &want));
+}
