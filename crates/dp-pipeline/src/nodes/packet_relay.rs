@@ -63,24 +63,25 @@ fn answer_echo(pkt: &mut PacketBuf) -> bool {
     let l3 = usize::from(pkt.parsed.l3_offset);
     let l4 = usize::from(pkt.parsed.l4_offset);
     let frame = pkt.data_mut();
-    let Some(&[ty, code, c0, c1]) = frame.get(l4..l4 + 4) else {
+    let Some(&mut [ty, code, c0, c1]) = frame.get_mut(l4..l4 + 4) else {
         return false;
     };
-    if ty != ICMP_ECHO_REQUEST || frame.len() < l3 + 20 {
+    if ty != ICMP_ECHO_REQUEST {
         return false;
     }
     // Swapping the addresses leaves the IPv4 header checksum as it is.
-    let (src, dst) = (l3 + 12, l3 + 16);
-    let mut addr = [0u8; 4];
-    addr.copy_from_slice(&frame[src..src + 4]);
-    frame.copy_within(dst..dst + 4, src);
-    frame[dst..dst + 4].copy_from_slice(&addr);
+    let Some(addrs) = frame.get_mut(l3 + 12..l3 + 20) else {
+        return false;
+    };
+    addrs.rotate_left(4);
     let check = checksum::update_u16(
         u16::from_be_bytes([c0, c1]),
         u16::from_be_bytes([ty, code]),
         u16::from_be_bytes([ICMP_ECHO_REPLY, code]),
     );
-    frame[l4] = ICMP_ECHO_REPLY;
-    frame[l4 + 2..l4 + 4].copy_from_slice(&check.to_be_bytes());
+    let [c0, c1] = check.to_be_bytes();
+    if let Some(icmp) = frame.get_mut(l4..l4 + 4) {
+        icmp.copy_from_slice(&[ICMP_ECHO_REPLY, code, c0, c1]);
+    }
     true
 }
