@@ -40,7 +40,7 @@ macro_rules! drop_reasons {
 drop_reasons! {
     EthTruncated => "eth_truncated", "frame shorter than an Ethernet header";
     EthNotForUs => "eth_not_for_us", "destination MAC neither ours, broadcast nor a multicast we serve";
-    EthBadSource => "eth_bad_source", "source MAC is multicast or broadcast";
+    EthBadSource => "eth_bad_source", "source MAC is broadcast, or zero from a VM";
     UnknownEthertype => "unknown_ethertype", "ethertype not handled (VLAN tags included)";
     ArpMalformed => "arp_malformed", "ARP packet truncated or not Ethernet/IPv4";
     ArpNotForGateway => "arp_not_for_gateway", "ARP request for an address other than the gateway, or not a request";
@@ -61,7 +61,7 @@ drop_reasons! {
     DhcpNoAddress => "dhcp_no_address", "DHCPv4 request from an interface without an IPv4 address";
     IcmpUnhandled => "icmp_unhandled", "ICMP to the gateway that is not an echo request";
     GatewayNotIcmp => "gateway_not_icmp", "TCP, UDP or other non-ICMP packet addressed to the gateway";
-    BadDestination => "bad_destination", "destination is multicast, broadcast, loopback, unspecified or link-local (other than the gateway)";
+    BadDestination => "bad_destination", "destination is multicast, broadcast or link-local (other than the gateway); for IPv6 also loopback or unspecified";
     TtlExceeded => "ttl_exceeded", "TTL or hop limit would reach zero";
     NoInterface => "no_interface", "packet from a VF port with no interface bound to it";
     Spoofed => "spoofed", "source address is not the VM's own address or one of its prefixes";

@@ -70,6 +70,16 @@ impl PortEntry {
         }
     }
 
+    /// [`Self::learn_packed_peer_mac`] only while the peer's MAC is unknown: a VM's first frame
+    /// names it (an existing-interface VF has no guess); later frames do not change it, as in
+    /// dpservice only ARP, DHCP and neighbor discovery do.
+    #[inline]
+    pub(crate) fn learn_packed_peer_mac_if_unknown(&self, packed: u64) {
+        if self.peer_mac.load(Ordering::Relaxed) == 0 {
+            self.peer_mac.store(packed, Ordering::Relaxed);
+        }
+    }
+
     /// Records the peer's MAC as confirmed at `now_ns` (a neighbor or router advertisement).
     #[inline]
     pub fn confirm_peer(&self, mac: MacAddr, now_ns: u64) {

@@ -83,22 +83,6 @@ fn vm_to_vm_v6() {
 }
 
 #[test]
-fn learned_mac_is_used_for_the_destination() {
-    // VM2's MAC changes (a new VM behind the same port): its next frame teaches the new one.
-    let mut h = Harness::new();
-    let new_mac = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc];
-    let mut hello = vm_udp4(VM2, vm_ipv4(VM2), vm_ipv4(VM1), 64, b"hi");
-    hello[6..12].copy_from_slice(&new_mac);
-    h.run1(VM2, hello);
-    let out = h.run1(
-        VM1,
-        vm_udp4(VM1, vm_ipv4(VM1), vm_ipv4(VM2), 64, b"payload"),
-    );
-    assert_eq!(out.len(), 1);
-    assert_eq!(&out[0].1[0..6], &new_mac);
-}
-
-#[test]
 fn alias_prefix_is_a_valid_source_and_destination() {
     let mut h = Harness::with(|ifaces, _| {
         ifaces[1]
@@ -239,9 +223,10 @@ fn unroutable_destinations_are_dropped() {
             DropReason::BadDestination,
         ),
         (
+            // Looked up as any other address (dpservice routes it if a route says so).
             "loopback v4",
             vm_udp4(VM1, vm_ipv4(VM1), Ipv4Addr::LOCALHOST, 64, b"x"),
-            DropReason::BadDestination,
+            DropReason::NoRoute,
         ),
         (
             "link-local v4",
@@ -257,7 +242,7 @@ fn unroutable_destinations_are_dropped() {
         (
             "zero network v4",
             vm_udp4(VM1, vm_ipv4(VM1), Ipv4Addr::new(0, 1, 2, 3), 64, b"x"),
-            DropReason::BadDestination,
+            DropReason::NoRoute,
         ),
         (
             "multicast v6 (MLD-like)",
@@ -278,6 +263,29 @@ fn unroutable_destinations_are_dropped() {
     for (what, frame, reason) in cases {
         let mut h = Harness::new();
         assert_dropped(&mut h, VM1, frame, reason, what);
+    }
+}
+
+#[test]
+fn loopback_and_zero_network_destinations_follow_the_routes() {
+    // As dpservice: no martian check for 0/8 and 127/8, the VNI's routes decide.
+    let mut h = Harness::new().with_routers();
+    let underlay = remote_underlay();
+    let remote = |public| dp_tables::RouteTarget::Remote {
+        vni: vm_vni(VM1),
+        underlay,
+        public,
+    };
+    h.add_route_v4(vm_vni(VM1), Ipv4Addr::UNSPECIFIED, 0, remote(true));
+    h.add_route_v4(vm_vni(VM1), Ipv4Addr::UNSPECIFIED, 1, remote(false));
+    for dst in [
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::new(127, 255, 255, 255),
+        Ipv4Addr::new(128, 0, 0, 1),
+    ] {
+        let out = h.run1(VM1, vm_udp4(VM1, vm_ipv4(VM1), dst, 64, b"x"));
+        assert_eq!(out.len(), 1, "{dst}: {:?}", h.nonzero_drops());
+        assert_eq!(out[0].0, PF0, "{dst}");
     }
 }
 

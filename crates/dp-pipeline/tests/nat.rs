@@ -795,7 +795,13 @@ fn nat64_answers_packet_too_big_in_icmpv6() {
     assert_eq!(h.run1(VM1, from_vm6(VM1, &syn)).len(), 1);
     // 1500 bytes of IPv6: 1480 of IPv4, more than the 1460 an encapsulated packet may have.
     let data = vec![7u8; 1500 - 40 - 20];
-    let big = ipv6(vm1, dst, 6, 64, &tcp_v6(vm1, dst, 40000, 80, TCP_ACK, &data));
+    let big = ipv6(
+        vm1,
+        dst,
+        6,
+        64,
+        &tcp_v6(vm1, dst, 40000, 80, TCP_ACK, &data),
+    );
     let out = h.run1(VM1, from_vm6(VM1, &big));
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].0, VM1, "back to the VM");
@@ -803,11 +809,97 @@ fn nat64_answers_packet_too_big_in_icmpv6() {
     assert_eq!(&reply[12..14], &[0x86, 0xdd]);
     let icmp = &reply[14 + 40..];
     assert_eq!((icmp[0], icmp[1]), (2, 0), "Packet Too Big");
-    assert_eq!(u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]), 1460 + 20);
+    assert_eq!(
+        u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]),
+        1460 + 20
+    );
     assert_eq!(&reply[14 + 24..14 + 40], &vm1.octets(), "to the VM");
     // 1480 bytes of IPv6 fit (1460 of IPv4).
     let data = vec![7u8; 1480 - 40 - 20];
-    let fits = ipv6(vm1, dst, 6, 64, &tcp_v6(vm1, dst, 40000, 80, TCP_ACK, &data));
+    let fits = ipv6(
+        vm1,
+        dst,
+        6,
+        64,
+        &tcp_v6(vm1, dst, 40000, 80, TCP_ACK, &data),
+    );
     let inner = one_encapsulated(&h.run1(VM1, from_vm6(VM1, &fits)), router_underlay());
     assert_eq!(inner.len(), 1460);
+}
+
+#[test]
+fn an_echo_request_to_the_nat_address_is_answered() {
+    // As dpservice's packet_relay: the reply goes back through the underlay to the sender.
+    let mut h = harness();
+    let request = ipv4(
+        SERVER,
+        NAT_IP,
+        1,
+        60,
+        &icmpv4(8, 0, [0, 0x40, 0, 7], b"ping"),
+    );
+    let out = h.run1(
+        PF0,
+        from_underlay(PF0, router_underlay(), nat_underlay(VM1), 4, &request),
+    );
+    let inner = one_encapsulated(&out, router_underlay());
+    let want = ipv4(
+        NAT_IP,
+        SERVER,
+        1,
+        60,
+        &icmpv4(0, 0, [0, 0x40, 0, 7], b"ping"),
+    );
+    assert_frame(&inner, &want);
+    assert_eq!(
+        &out[0].1[14 + 8..14 + 24],
+        &host_underlay().octets(),
+        "outer source"
+    );
+    // Other ICMP to the NAT address (an unsolicited echo reply) is not answered.
+    let stray = ipv4(SERVER, NAT_IP, 1, 60, &icmpv4(0, 0, [0, 0x41, 0, 1], b""));
+    assert!(h
+        .run1(
+            PF0,
+            from_underlay(PF0, router_underlay(), nat_underlay(VM1), 4, &stray)
+        )
+        .is_empty());
+    h.assert_single_drop(DropReason::NatNoFlow);
+    assert_eq!(h.worker.flows.len(), 0, "answering keeps no state");
+}
+
+#[test]
+fn nat64_translates_an_echo_with_identifier_zero() {
+    // scapy's ICMPv6EchoRequest() has identifier 0, which the flow key shares with non-echo
+    // ICMPv6; the message type decides.
+    let mut h = harness();
+    let vm1 = vm_ipv6(VM1);
+    let dst = nat64(SERVER);
+    let ping = ipv6(vm1, dst, 58, 64, &icmpv6(vm1, dst, 128, 0, &[0, 0, 0, 1]));
+    let inner = one_encapsulated(&h.run1(VM1, from_vm6(VM1, &ping)), router_underlay());
+    let id = [inner[24], inner[25]];
+    assert_frame(
+        &inner,
+        &ipv4_df(
+            NAT_IP,
+            SERVER,
+            1,
+            63,
+            &icmpv4(8, 0, [id[0], id[1], 0, 1], b""),
+        ),
+    );
+    let pong = ipv4(
+        SERVER,
+        NAT_IP,
+        1,
+        60,
+        &icmpv4(0, 0, [id[0], id[1], 0, 1], b""),
+    );
+    let out = h.run1(
+        PF0,
+        from_underlay(PF0, router_underlay(), nat_underlay(VM1), 4, &pong),
+    );
+    assert_eq!(out.len(), 1, "{:?}", h.nonzero_drops());
+    let want = ipv6(dst, vm1, 58, 60, &icmpv6(dst, vm1, 129, 0, &[0, 0, 0, 1]));
+    assert_frame(&out[0].1, &to_vm6(VM1, &want));
 }

@@ -49,9 +49,10 @@
 //!   usable as config-file keys). `--no-offload` keeps dpservice's meaning (hardware flow
 //!   offload, which TAP ports never do); VM TAPs use virtio-net headers (checksum and TCP
 //!   segmentation offload from the VM's kernel) unless `--no-tap-offload` is given.
-//! - `--wcmp` defaults to 50 when `--pf1` is given (flows spread evenly over both uplinks, each
-//!   the other's fail-over) and to 100 without it; dpservice defaults to 100 always.
-//!   `--wcmp 100` with both uplinks keeps every flow on pf0 and pf1 as the fail-over only.
+//! - `--wcmp` defaults to 100, as dpservice's: every flow on pf0, pf1 (when given) as the
+//!   fail-over only; `--wcmp 50` spreads flows evenly over both uplinks, each the other's
+//!   fail-over. (dpservice's test/local suite runs with both uplinks and no `--wcmp`, and
+//!   expects everything on pf0.)
 //! - `--nic-type` also takes `af_packet` and `af_xdp` (ours): the uplinks and VF ports are then
 //!   existing interfaces (e.g. veth ends) opened with AF_PACKET TPACKET_V3 rings or AF_XDP
 //!   sockets instead of TAP devices the daemon creates.
@@ -640,10 +641,9 @@ impl Options {
         !self.no_offload
     }
 
-    /// pf0's share of flows in percent: `--wcmp`, else 50 with two uplinks and 100 with one.
+    /// pf0's share of flows in percent: `--wcmp`, else 100 (dpservice's default).
     pub fn wcmp_percent(&self) -> u8 {
-        self.wcmp
-            .unwrap_or(if self.pf1.is_some() { 50 } else { 100 })
+        self.wcmp.unwrap_or(100)
     }
 
     /// Whether WCMP is in use (dpservice: a pf0 share below 100%).
@@ -1239,8 +1239,8 @@ vf-count 2
         );
         // The same option twice on the command line: the last one wins.
         assert_eq!(cli(&["--wcmp=10", "--wcmp=20"]).unwrap().wcmp, Some(20));
-        // Two uplinks spread flows by default; one uplink takes them all.
-        assert_eq!(cli(&["--pf1=p1"]).unwrap().wcmp_percent(), 50);
+        // As dpservice: pf0 takes every flow by default, with two uplinks too.
+        assert_eq!(cli(&["--pf1=p1"]).unwrap().wcmp_percent(), 100);
         assert_eq!(
             cli(&["--pf1=p1", "--wcmp=100"]).unwrap().wcmp_percent(),
             100

@@ -69,8 +69,8 @@ struct HvDef {
     extra: &'static [&'static str],
 }
 
-/// hv2 spreads flows over both uplinks (`--wcmp 50`, the default with two uplinks, spelled out)
-/// for the WCMP check; hv1 runs `--wcmp 100` (every flow on pf0, pf1 as fail-over) so the
+/// hv2 spreads flows over both uplinks (`--wcmp 50`)
+/// for the WCMP check; hv1 runs `--wcmp 100` (the default: every flow on pf0, pf1 as fail-over) so the
 /// fail-over check knows which link carries the flow.
 const HVS: [HvDef; 2] = [
     HvDef {

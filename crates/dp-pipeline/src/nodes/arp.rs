@@ -3,10 +3,10 @@
 //! As dpservice's `arp_node`: only a *request* whose target is the gateway is answered, whatever the
 //! sender IP (an RFC 5227 probe with sender 0.0.0.0 included); the reply is the request rewritten in
 //! place and sent back out of the port it came from. Everything else (gratuitous ARP, requests for
-//! other addresses, replies) is dropped and counted. dpservice also uses ARP replies from the VM to
-//! learn its MAC; here [`Classify`](super::Classify) learns it from every frame, so those replies are
-//! simply dropped — a reply to the gateway about the interface's own address (the answer to a
-//! [`VmProbe`](super::VmProbe)) counted as `arp_reply_consumed`, any other as `arp_not_for_gateway`.
+//! other addresses, replies) is dropped and counted. As in dpservice, a reply to the gateway about the
+//! interface's own address (the answer to a [`VmProbe`](super::VmProbe)) sets the VM's MAC to its
+//! Ethernet source and is counted as `arp_reply_consumed`; any other as `arp_not_for_gateway`.
+//! A request does not change the MAC (dpservice's does not either).
 
 use dp_packet::arp::ETHERNET_IPV4_LEN;
 use dp_packet::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, MacAddr};
@@ -55,6 +55,10 @@ impl Node for Arp {
             && request.source_protocol_addr == iface.ipv4
             && !iface.ipv4.is_unspecified()
         {
+            let src = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+            if is_host_mac(src) {
+                port.learn_peer_mac(src);
+            }
             return Verdict::Drop(DropReason::ArpReplyConsumed);
         }
         if request.operation != ArpOperation::REQUEST

@@ -1,4 +1,4 @@
-//! First node: checks the Ethernet header, learns the VM's MAC, and sorts packets by what must
+//! First node: checks the Ethernet header, learns an unknown VM MAC, and sorts packets by what must
 //! handle them: ARP to its responder, a VM's IPv4 to [`Ipv4Lookup`](super::Ipv4Lookup) (which
 //! validates it once and hands DHCP requests to [`Dhcp`](super::Dhcp)), IPv6 to neighbor
 //! discovery, DHCPv6 or [`Ipv6Lookup`](super::Ipv6Lookup) by a peek at its next header and
@@ -109,7 +109,13 @@ fn classify(frame: &[u8], port: &Receiver<'_>) -> Verdict {
     // uplink: with the router MAC from the kernel's table (TAP uplinks, no --router) our frames
     // go to 00:00:00:00:00:00 until it has one, as dpservice's do, and a peer answering them
     // swaps the addresses (dpservice's test/local suite does).
-    if src & PACKED_GROUP_BIT != 0 || (src == 0 && port.entry.kind != PortKind::Uplink) {
+    // A group (multicast) source is taken, as dpservice checks none: on a VM's port it is the
+    // VM's MAC all the same (dpservice's suite has a DHCP client use 01:02:03:04:05:06) and our
+    // frames to it only go down that port; on an uplink the router's MAC is never learned from
+    // frames (dpservice's suite sends from 33:33:00:00:00:01). Only broadcast is refused, and
+    // zero from a VM.
+    let refused = src == PACKED_MAC_MASK || (src == 0 && port.entry.kind != PortKind::Uplink);
+    if refused {
         return Verdict::Drop(DropReason::EthBadSource);
     }
     let ethertype = EtherType(u16::from_be_bytes([eth[12], eth[13]]));
@@ -122,8 +128,12 @@ fn classify(frame: &[u8], port: &Receiver<'_>) -> Verdict {
     }
     // A VM's port is promiscuous, as dpservice's VF ports are: whatever unicast MAC the VM
     // sends to, the frame is the VM's (only the uplinks are shared with other hosts).
-    // In tap mode the VM's MAC is whatever its kernel side uses; keep it current.
-    port.entry.learn_packed_peer_mac(src);
+    // The VM's MAC is learned from its first frame when there is no guess yet (an existing
+    // interface); after that, as in dpservice, only an ARP reply about its own address, a DHCP
+    // request that is ACKed and a neighbor solicitation for the gateway change it (the kernel
+    // side of a TAP sends router solicitations and MLD reports from its own MAC, which must not
+    // replace the `--vdev` MAC a VM is given).
+    port.entry.learn_packed_peer_mac_if_unknown(src);
 
     match ethertype {
         EtherType::ARP => Verdict::Next(NodeId::Arp),

@@ -369,7 +369,9 @@ impl Tracker {
             return Ok(());
         }
         let proto = match key.proto {
-            IpProtocol::ICMPV6 if key.src_port == key.dst_port && key.src_port != 0 => {
+            // An echo request (identifier 0 included: the key alone cannot tell it from
+            // another ICMPv6 message, whose ports are 0 too).
+            IpProtocol::ICMPV6 if key.src_port == key.dst_port && is_echo_request_v6(pkt) => {
                 IpProtocol::ICMP
             }
             IpProtocol::TCP | IpProtocol::UDP => key.proto,
@@ -491,6 +493,13 @@ fn tcp_segment(pkt: &PacketBuf) -> Option<TcpSegment> {
         rst: flags & 0x04 != 0,
         ack: flags & 0x10 != 0,
     })
+}
+
+/// Whether an ICMPv6 packet is an echo request.
+#[inline]
+fn is_echo_request_v6(pkt: &PacketBuf) -> bool {
+    let l4 = usize::from(pkt.parsed.l4_offset);
+    l4 != 0 && pkt.data().get(l4) == Some(&128)
 }
 
 /// Whether an IPv4 packet is a fragment (first or later).

@@ -124,6 +124,10 @@ fn answer(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
         }
         _ => return Err(DropReason::DhcpUnhandled),
     };
+    if reply_type == DhcpMessageType::ACK {
+        // As dpservice: the MAC a DHCP client ACKed uses is the VM's from now on.
+        port.learn_peer_mac(req.vm_mac);
+    }
     let pxe_server = iface.pxe.as_ref().and_then(|p| p.next_server);
     let pxe = match pxe_server {
         Some(_) => req.pxe,

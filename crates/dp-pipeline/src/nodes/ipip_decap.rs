@@ -188,6 +188,11 @@ fn decap<'a>(
     }
     pkt.meta.out_port = port;
     pkt.meta.origin = origin;
+    if origin == Origin::UnderlayNat {
+        // Where an echo request to the NAT address is answered (see PacketRelay); a relayed
+        // packet gets the neighbor's address instead.
+        pkt.meta.underlay_dst = Ipv6Addr::from(outer.src);
+    }
     // The inner packet is the one the later nodes see, validated here.
     pkt.parsed.set_validated(
         ETH_HEADER_LEN,

@@ -5,7 +5,9 @@
 //! [`Parsed`](crate::buffer::Parsed) metadata recorded for the later nodes (as VPP's
 //! `ip4-input`, fused with the lookup: a node of its own cost 69 instructions per packet more); the source must be the VM's address or one of its alias prefixes
 //! (anti-spoofing) — except for DHCP requests, which go to [`Dhcp`](super::Dhcp) first; packets for the gateway go to [`GatewayIcmp`](super::GatewayIcmp); other
-//! multicast, broadcast, loopback, unspecified and link-local destinations are never routed; then the
+//! multicast, limited broadcast and link-local destinations are never routed (loopback and "this
+//! network", 0/8 and 127/8, are looked up as any other: as in dpservice, a route decides — the
+//! suite routes 0.0.0.0 and 127.255.255.255 by a /1 and a default route); then the
 //! destination is looked up in the sender's VNI only (nothing crosses VNIs unless a route says so).
 //!
 //! Unlike dpservice, which rewrites only the Ethernet header, the TTL is decremented as a router would
@@ -199,7 +201,7 @@ fn ttl_exceeded(pkt: &mut PacketBuf, sender: &Sender<'_>) -> Result<Verdict, Dro
     Ok(Verdict::Tx(pkt.meta.in_port))
 }
 
-/// First octets of the addresses [`is_routable`] may refuse (0, 127, 169 and 224–255), as a
+/// First octets of the addresses [`is_routable`] may refuse (169 and 224–255), as a
 /// 256-bit set: one lookup settles almost every destination.
 const SPECIAL_FIRST_OCTETS: [u64; 4] = [
     special_octets_from(0),
@@ -213,7 +215,7 @@ const fn special_octets_from(first: usize) -> u64 {
     let mut word = 0;
     let mut bit = 0;
     while bit < 64 {
-        if matches!(first + bit, 0 | 127 | 169 | 224..=255) {
+        if matches!(first + bit, 169 | 224..=255) {
             word |= 1 << bit;
         }
         bit += 1;
@@ -233,11 +235,7 @@ fn is_routable(dst: Ipv4Addr) -> bool {
 
 #[cold]
 fn is_routable_special(dst: Ipv4Addr) -> bool {
-    !(dst.is_multicast()
-        || dst.is_broadcast()
-        || dst.is_loopback()
-        || dst.is_link_local()
-        || dst.octets()[0] == 0)
+    !(dst.is_multicast() || dst.is_broadcast() || dst.is_link_local())
 }
 
 #[cfg(test)]
@@ -249,11 +247,7 @@ mod tests {
         for first in 0..=255u8 {
             for rest in [[0, 0, 0], [254, 0, 1], [255, 255, 255], [1, 2, 3]] {
                 let dst = Ipv4Addr::new(first, rest[0], rest[1], rest[2]);
-                let expected = !(dst.is_multicast()
-                    || dst.is_broadcast()
-                    || dst.is_loopback()
-                    || dst.is_link_local()
-                    || first == 0);
+                let expected = !(dst.is_multicast() || dst.is_broadcast() || dst.is_link_local());
                 assert_eq!(is_routable(dst), expected, "{dst}");
             }
         }
@@ -261,5 +255,7 @@ mod tests {
         assert!(!is_routable(Ipv4Addr::new(169, 254, 0, 1)));
         assert!(is_routable(Ipv4Addr::new(240, 0, 0, 1)));
         assert!(!is_routable(Ipv4Addr::new(255, 255, 255, 255)));
+        assert!(is_routable(Ipv4Addr::new(127, 255, 255, 255)));
+        assert!(is_routable(Ipv4Addr::UNSPECIFIED));
     }
 }

@@ -1,8 +1,8 @@
 //! Neighbor discovery for the gateway fe80::1: a neighbor solicitation for it gets a neighbor
 //! advertisement, a router solicitation gets a router advertisement. Other ND messages are dropped
 //! (a neighbor advertisement for the interface's own address — the answer to a
-//! [`VmProbe`](super::VmProbe), whose MAC [`Classify`](super::Classify) learned — as
-//! `vm_na_consumed`).
+//! [`VmProbe`](super::VmProbe), which sets the VM's MAC — as `vm_na_consumed`). A solicitation for
+//! the gateway sets the VM's MAC too (as dpservice's), a router solicitation does not.
 //!
 //! As dpservice's `ipv6_nd_node`:
 //! * nothing is answered unless the IPv6 overlay is enabled;
@@ -111,6 +111,8 @@ fn answer(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
             if target_addr != GATEWAY_IPV6 {
                 return Err(DropReason::NdNotForGateway);
             }
+            // As dpservice: a solicitation for the gateway names the VM's MAC.
+            port.learn_peer_mac(vm_mac);
             NdiscRepr::NeighborAdvert {
                 router: true,
                 solicited: !unspecified_src,
@@ -122,6 +124,7 @@ fn answer(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<(), DropReason> {
         NdiscRepr::NeighborAdvert { target_addr, .. }
             if target_addr == iface.ipv6 && !target_addr.is_unspecified() =>
         {
+            port.learn_peer_mac(vm_mac);
             return Err(DropReason::VmNaConsumed);
         }
         NdiscRepr::RouterAdvert { .. } | NdiscRepr::NeighborAdvert { .. } => {

@@ -1,13 +1,16 @@
 //! Neighbor NAT: a packet from the underlay for one of our NAT addresses that is no flow's reply
 //! here may belong to a port range of the same address used on another hypervisor
 //! (CreateNeighborNat); it is relayed there through the underlay, unchanged inside, encapsulated
-//! again towards that hypervisor's underlay address (dpservice's `packet_relay` node). Anything
-//! else for a NAT address is dropped (`nat_no_flow`): a NAT never accepts a flow from outside.
+//! again towards that hypervisor's underlay address (dpservice's `packet_relay` node). An ICMP
+//! echo request to the NAT address is answered, as dpservice's `packet_relay` does: the echo
+//! reply (addresses swapped, type 0, checksum patched, TTL kept) goes back encapsulated to the
+//! request's outer source, from the host's underlay address. Anything else for a NAT address is
+//! dropped (`nat_no_flow`): a NAT never accepts a flow from outside.
 //!
 //! Stateless: every packet of a relayed flow is looked up in the snapshot's neighbor ranges
 //! (few per address), so relaying needs no flow-table entry and survives a restart.
 
-use dp_packet::{IpProtocol, Ipv4Addr};
+use dp_packet::{checksum, IpProtocol, Ipv4Addr};
 
 use crate::buffer::{Origin, PacketBuf};
 use crate::drop::DropReason;
@@ -27,6 +30,10 @@ impl Node for PacketRelay {
             return Verdict::Drop(DropReason::NatNoFlow);
         }
         let key = *pkt.flow();
+        if !key.is_v6 && key.proto == IpProtocol::ICMP && answer_echo(pkt) {
+            // `underlay_dst` is the request's outer source (IpipDecap).
+            return Verdict::Next(NodeId::IpipEncap);
+        }
         let has_port = matches!(key.proto, IpProtocol::TCP | IpProtocol::UDP)
             || (key.proto == IpProtocol::ICMP && key.dst_port != 0);
         if key.is_v6 || !has_port {
@@ -44,4 +51,37 @@ impl Node for PacketRelay {
             None => Verdict::Drop(DropReason::NatNoFlow),
         }
     }
+}
+
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_ECHO_REPLY: u8 = 0;
+
+/// Turns an ICMP echo request to the NAT address into its reply in place; false (untouched)
+/// for any other ICMP message.
+#[cold]
+fn answer_echo(pkt: &mut PacketBuf) -> bool {
+    let l3 = usize::from(pkt.parsed.l3_offset);
+    let l4 = usize::from(pkt.parsed.l4_offset);
+    let frame = pkt.data_mut();
+    let Some(&mut [ty, code, c0, c1]) = frame.get_mut(l4..l4 + 4) else {
+        return false;
+    };
+    if ty != ICMP_ECHO_REQUEST {
+        return false;
+    }
+    // Swapping the addresses leaves the IPv4 header checksum as it is.
+    let Some(addrs) = frame.get_mut(l3 + 12..l3 + 20) else {
+        return false;
+    };
+    addrs.rotate_left(4);
+    let check = checksum::update_u16(
+        u16::from_be_bytes([c0, c1]),
+        u16::from_be_bytes([ty, code]),
+        u16::from_be_bytes([ICMP_ECHO_REPLY, code]),
+    );
+    let [c0, c1] = check.to_be_bytes();
+    if let Some(icmp) = frame.get_mut(l4..l4 + 4) {
+        icmp.copy_from_slice(&[ICMP_ECHO_REPLY, code, c0, c1]);
+    }
+    true
 }

@@ -2,7 +2,7 @@
 //!
 //! On a VF port that is an existing interface (`--nic-type af_packet` / `af_xdp`, a veth's host
 //! end) the VM's MAC is only known once the VM sends a frame ([`Classify`](super::Classify) learns
-//! it from every frame). Until then [`L2Rewrite`](super::L2Rewrite) drops what is routed to the VM
+//! an unknown MAC from the first frame). Until then [`L2Rewrite`](super::L2Rewrite) drops what is routed to the VM
 //! (`no_peer_mac`). A VM with a static address that has nothing to say — or any VM after the
 //! daemon restarted — would stay unreachable; so [`VmProbe::tick`] (run by
 //! [`Graph::tick`](crate::Graph::tick) every 100 ms, on every worker for its share of the ports,
@@ -23,10 +23,10 @@
 //!   33:33:ff:xx:xx:xx), hop limit 255, with a source link-layer address option (our MAC), so the
 //!   guest can answer at once.
 //!
-//! The answer (ARP reply, neighbor advertisement) is an ordinary frame from the VM:
-//! [`Classify`](super::Classify) learns the MAC from it, as from any frame. The responders then
-//! consume it, counted as `arp_reply_consumed` / `vm_na_consumed` (when it is about the
-//! interface's own address) rather than as an unexpected message.
+//! The answer (ARP reply, neighbor advertisement) is an ordinary frame from the VM: the
+//! responders set the MAC from it and consume it, counted as `arp_reply_consumed` /
+//! `vm_na_consumed` (when it is about the interface's own address) rather than as an unexpected
+//! message.
 //!
 //! # How often
 //! The first probe goes out at the first tick the port qualifies, the next two
@@ -42,7 +42,7 @@
 //! once. Without a free buffer a probe is simply retried at the next tick.
 //!
 //! A known MAC is not re-validated: a VM's port has one VM behind it, and a VM that changes its
-//! MAC is learned again from its next frame.
+//! MAC says so by ARP, DHCP or neighbor discovery (as in dpservice, other frames do not change it).
 
 use dp_packet::ipv6::{multicast_mac, solicited_node};
 use dp_packet::{
