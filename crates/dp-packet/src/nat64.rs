@@ -226,50 +226,48 @@ fn v6_header(l3: &[u8]) -> Result<(crate::ipv6::Ipv6Fields, &[u8]), NatError> {
 /// The IPv4 protocol and translation of an IPv6 upper layer (`l4` starts with it: the ICMPv6 type
 /// says whether it is an echo).
 fn kind_6to4(next_header: IpProtocol, l4: &[u8]) -> Result<(IpProtocol, L4Kind), NatError> {
-    match next_header {
-        IpProtocol::TCP => Ok((IpProtocol::TCP, L4Kind::Tcp)),
-        IpProtocol::UDP => Ok((IpProtocol::UDP, L4Kind::Udp)),
-        IpProtocol::ICMPV6 => match l4.first().copied() {
-            Some(ICMPV6_ECHO_REQUEST) => Ok((
-                IpProtocol::ICMP,
-                L4Kind::Echo {
-                    to_type: ICMPV4_ECHO_REQUEST,
-                },
-            )),
-            Some(ICMPV6_ECHO_REPLY) => Ok((
-                IpProtocol::ICMP,
-                L4Kind::Echo {
-                    to_type: ICMPV4_ECHO_REPLY,
-                },
-            )),
-            Some(_) => Err(NatError::Unsupported),
-            None => Err(NatError::Truncated),
-        },
-        _ => Err(NatError::Unsupported),
-    }
+    kind(
+        next_header,
+        l4,
+        (IpProtocol::ICMPV6, IpProtocol::ICMP),
+        [
+            (ICMPV6_ECHO_REQUEST, ICMPV4_ECHO_REQUEST),
+            (ICMPV6_ECHO_REPLY, ICMPV4_ECHO_REPLY),
+        ],
+    )
 }
 
 /// The IPv6 next header and translation of an IPv4 upper layer.
 fn kind_4to6(protocol: IpProtocol, l4: &[u8]) -> Result<(IpProtocol, L4Kind), NatError> {
+    kind(
+        protocol,
+        l4,
+        (IpProtocol::ICMP, IpProtocol::ICMPV6),
+        [
+            (ICMPV4_ECHO_REQUEST, ICMPV6_ECHO_REQUEST),
+            (ICMPV4_ECHO_REPLY, ICMPV6_ECHO_REPLY),
+        ],
+    )
+}
+
+/// The translated protocol and kind of an upper layer: TCP and UDP as they are, an echo of
+/// `icmp.0` as one of `icmp.1` (the types mapped by `echo`), anything else unsupported.
+fn kind(
+    protocol: IpProtocol,
+    l4: &[u8],
+    icmp: (IpProtocol, IpProtocol),
+    echo: [(u8, u8); 2],
+) -> Result<(IpProtocol, L4Kind), NatError> {
     match protocol {
         IpProtocol::TCP => Ok((IpProtocol::TCP, L4Kind::Tcp)),
         IpProtocol::UDP => Ok((IpProtocol::UDP, L4Kind::Udp)),
-        IpProtocol::ICMP => match l4.first().copied() {
-            Some(ICMPV4_ECHO_REQUEST) => Ok((
-                IpProtocol::ICMPV6,
-                L4Kind::Echo {
-                    to_type: ICMPV6_ECHO_REQUEST,
-                },
-            )),
-            Some(ICMPV4_ECHO_REPLY) => Ok((
-                IpProtocol::ICMPV6,
-                L4Kind::Echo {
-                    to_type: ICMPV6_ECHO_REPLY,
-                },
-            )),
-            Some(_) => Err(NatError::Unsupported),
-            None => Err(NatError::Truncated),
-        },
+        p if p == icmp.0 => {
+            let ty = l4.first().copied().ok_or(NatError::Truncated)?;
+            echo.iter()
+                .find(|(from, _)| *from == ty)
+                .map(|&(_, to_type)| (icmp.1, L4Kind::Echo { to_type }))
+                .ok_or(NatError::Unsupported)
+        }
         _ => Err(NatError::Unsupported),
     }
 }

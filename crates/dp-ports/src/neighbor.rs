@@ -23,7 +23,7 @@
 
 use std::io;
 use std::net::Ipv6Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use dp_packet::MacAddr;
 
@@ -239,29 +239,6 @@ pub fn choose_router(neighbors: &[Neighbor]) -> Option<MacAddr> {
         .map(|(_, mac)| mac)
 }
 
-/// A route netlink socket with a bounded receive wait.
-fn socket() -> io::Result<OwnedFd> {
-    // SAFETY: socket() takes no pointers; on success we own the new descriptor.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval {
-        tv_sec: 2,
-        tv_usec: 0,
-    };
-    crate::sys::setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
-    Ok(fd)
-}
-
 /// The interface index of `name` (`ENODEV` when there is none).
 pub fn ifindex(name: &str) -> io::Result<u32> {
     let c = std::ffi::CString::new(name)
@@ -277,7 +254,7 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
 /// The IPv6 neighbours of interface `ifindex` in the kernel's table.
 pub fn neighbors(ifindex: u32) -> io::Result<Vec<Neighbor>> {
     const SEQ: u32 = 1;
-    let fd = socket()?;
+    let fd = crate::sys::route_netlink_socket(2)?;
     let msg = dump_request(ifindex, SEQ);
     // SAFETY: sockaddr_nl is plain old data; all-zero (then the family) addresses the kernel.
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };

@@ -275,3 +275,26 @@ impl Drop for Mmap {
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
+
+/// A route netlink socket (`NETLINK_ROUTE`) whose receives wait at most `timeout_secs`.
+pub(crate) fn route_netlink_socket(timeout_secs: libc::time_t) -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes no pointers; on success we own the new descriptor.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: timeout_secs,
+        tv_usec: 0,
+    };
+    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+    Ok(fd)
+}

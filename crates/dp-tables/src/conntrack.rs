@@ -435,6 +435,15 @@ fn slot_flow(s: Slot) -> (u32, Direction) {
     ((low >> 1).wrapping_sub(1), dir)
 }
 
+/// What one index slot holds for a probed key.
+enum Probe {
+    Found((FlowId, Direction)),
+    /// The end of the probe: the key is not in the table.
+    Empty,
+    /// Another key: probe on.
+    Other,
+}
+
 /// One worker's flows; see the module docs.
 #[derive(Debug)]
 pub struct FlowTable {
@@ -518,9 +527,37 @@ impl FlowTable {
     pub fn find(&self, key: &ConnKey, hash: u64) -> Option<(FlowId, Direction)> {
         let tag = tag_of(hash);
         let home = tag as usize & self.mask;
-        let s = *self.index.get(home)?;
+        match self.probe(key, tag, home) {
+            Probe::Found(found) => Some(found),
+            Probe::Empty => None,
+            Probe::Other => self.find_further(key, tag, home),
+        }
+    }
+
+    /// [`FlowTable::find`] past the first slot of the probe.
+    #[inline(never)]
+    fn find_further(&self, key: &ConnKey, tag: u32, home: usize) -> Option<(FlowId, Direction)> {
+        let mut i = home;
+        // At most half full: an empty slot is always reached; the bound is a guard.
+        for _ in 0..self.mask {
+            i = (i + 1) & self.mask;
+            match self.probe(key, tag, i) {
+                Probe::Found(found) => return Some(found),
+                Probe::Empty => return None,
+                Probe::Other => {}
+            }
+        }
+        None
+    }
+
+    /// What index slot `i` holds for `key` (hash tag `tag`).
+    #[inline(always)]
+    fn probe(&self, key: &ConnKey, tag: u32, i: usize) -> Probe {
+        let Some(&s) = self.index.get(i) else {
+            return Probe::Empty;
+        };
         if s == 0 {
-            return None;
+            return Probe::Empty;
         }
         if (s >> 32) as u32 == tag {
             let (id, dir) = slot_flow(s);
@@ -529,35 +566,10 @@ impl FlowTable {
                 .get(id as usize)
                 .is_some_and(|f| f.key(dir) == key)
             {
-                return Some((FlowId(id), dir));
+                return Probe::Found((FlowId(id), dir));
             }
         }
-        self.find_further(key, tag, home)
-    }
-
-    /// [`FlowTable::find`] past the first slot of the probe.
-    #[inline(never)]
-    fn find_further(&self, key: &ConnKey, tag: u32, home: usize) -> Option<(FlowId, Direction)> {
-        let mut i = (home + 1) & self.mask;
-        // At most half full: an empty slot is always reached; the bound is a guard.
-        for _ in 0..self.mask {
-            let s = *self.index.get(i)?;
-            if s == 0 {
-                return None;
-            }
-            if (s >> 32) as u32 == tag {
-                let (id, dir) = slot_flow(s);
-                if self
-                    .flows
-                    .get(id as usize)
-                    .is_some_and(|f| f.key(dir) == key)
-                {
-                    return Some((FlowId(id), dir));
-                }
-            }
-            i = (i + 1) & self.mask;
-        }
-        None
+        Probe::Other
     }
 
     /// [`FlowTable::find`], with the flow to update.

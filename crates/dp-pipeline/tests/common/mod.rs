@@ -384,17 +384,8 @@ impl Harness {
         frame: Vec<u8>,
         offload: dp_pipeline::Offload,
     ) -> Vec<(PortId, Vec<u8>)> {
-        let mut buf = self.pool.alloc().expect("pool exhausted");
-        buf.set_frame(&frame).expect("frame too large");
-        buf.meta.in_port = port;
-        buf.meta.offload = offload;
-        self.graph.push_rx(buf).expect("rx batch full");
-        self.rx += 1;
-        let (ctx, graph, worker, pool, mut sink) = self.parts();
-        graph.run(&ctx, worker, pool, &mut sink);
-        let mut out = self.drain();
-        out.sort_by_key(|(port, _)| *port);
-        out
+        let buf = self.pool.alloc().expect("pool exhausted");
+        self.run_in(buf, port, &frame, offload)
     }
 
     /// [`Harness::run1_offload`] in a large buffer (the pool must have them: `with_large`), for
@@ -405,8 +396,19 @@ impl Harness {
         frame: Vec<u8>,
         offload: dp_pipeline::Offload,
     ) -> Vec<(PortId, Vec<u8>)> {
-        let mut buf = self.pool.alloc_large().expect("no large buffer");
-        buf.set_frame(&frame).expect("frame too large");
+        let buf = self.pool.alloc_large().expect("no large buffer");
+        self.run_in(buf, port, &frame, offload)
+    }
+
+    /// Runs the graph on one frame in `buf`, received on `port` with `offload`.
+    fn run_in(
+        &mut self,
+        mut buf: PacketBuf,
+        port: PortId,
+        frame: &[u8],
+        offload: dp_pipeline::Offload,
+    ) -> Vec<(PortId, Vec<u8>)> {
+        buf.set_frame(frame).expect("frame too large");
         buf.meta.in_port = port;
         buf.meta.offload = offload;
         self.graph.push_rx(buf).expect("rx batch full");

@@ -4,7 +4,7 @@
 //! start-up.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 // linux/rtnetlink.h, linux/netlink.h, linux/if_link.h
 const RTM_NEWLINK: u16 = 16;
@@ -46,30 +46,6 @@ pub(crate) struct Attached {
     pub prog_id: u32,
 }
 
-/// A route netlink socket, connected to the kernel.
-fn socket() -> io::Result<OwnedFd> {
-    // SAFETY: socket() takes no pointers; on success we own the new descriptor.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Replies should never take long; bound the wait anyway.
-    let tv = libc::timeval {
-        tv_sec: 5,
-        tv_usec: 0,
-    };
-    crate::sys::setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
-    Ok(fd)
-}
-
 /// A request: header, `ifinfomsg` for `ifindex`, then `attrs`.
 fn request(kind: u16, flags: u16, ifindex: i32, attrs: &[u8]) -> Vec<u8> {
     let len = NLMSG_HDRLEN + IFINFOMSG_LEN + attrs.len();
@@ -98,7 +74,8 @@ fn attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
 
 /// Sends `msg` and returns the first reply.
 fn transact(msg: &[u8], reply: &mut [u8]) -> io::Result<usize> {
-    let fd = socket()?;
+    // Replies should never take long; bound the wait anyway.
+    let fd = crate::sys::route_netlink_socket(5)?;
     // SAFETY: sockaddr_nl is plain old data; all-zero (then the family) addresses the kernel.
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     kernel.nl_family = libc::AF_NETLINK as u16;
