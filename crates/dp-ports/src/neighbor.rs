@@ -254,25 +254,8 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
 /// The IPv6 neighbours of interface `ifindex` in the kernel's table.
 pub fn neighbors(ifindex: u32) -> io::Result<Vec<Neighbor>> {
     const SEQ: u32 = 1;
-    let fd = crate::sys::route_netlink_socket(2)?;
     let msg = dump_request(ifindex, SEQ);
-    // SAFETY: sockaddr_nl is plain old data; all-zero (then the family) addresses the kernel.
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: `msg` and `kernel` are live for the call, with the stated lengths.
-    let rc = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = crate::sys::route_netlink_request(&msg, 2)?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
     // A dump is a bounded number of receives (the table is finite); bound it anyway.

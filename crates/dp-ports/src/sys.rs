@@ -298,3 +298,27 @@ pub(crate) fn route_netlink_socket(timeout_secs: libc::time_t) -> io::Result<Own
     setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
     Ok(fd)
 }
+
+/// Sends the netlink request `msg` to the kernel on a new [`route_netlink_socket`]; the caller
+/// receives the replies on the returned socket.
+pub(crate) fn route_netlink_request(msg: &[u8], timeout_secs: libc::time_t) -> io::Result<OwnedFd> {
+    let fd = route_netlink_socket(timeout_secs)?;
+    // SAFETY: sockaddr_nl is plain old data; all-zero (then the family) addresses the kernel.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: `msg` and `kernel` are live for the call, with the stated lengths.
+    let rc = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}

@@ -75,24 +75,7 @@ fn attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
 /// Sends `msg` and returns the first reply.
 fn transact(msg: &[u8], reply: &mut [u8]) -> io::Result<usize> {
     // Replies should never take long; bound the wait anyway.
-    let fd = crate::sys::route_netlink_socket(5)?;
-    // SAFETY: sockaddr_nl is plain old data; all-zero (then the family) addresses the kernel.
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: `msg` and `kernel` are live for the call, with the stated lengths.
-    let rc = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = crate::sys::route_netlink_request(msg, 5)?;
     // SAFETY: `reply` is writable for its length.
     let n = unsafe { libc::recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
     if n < 0 {
