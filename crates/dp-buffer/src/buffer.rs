@@ -63,6 +63,8 @@ pub enum Origin {
     UnderlayVip,
     /// The underlay, for an interface's NAT.
     UnderlayNat,
+    /// The underlay, for a load balancer.
+    UnderlayLb,
 }
 
 impl Origin {

@@ -35,6 +35,9 @@ pub enum DpError {
     /// 206: no interface (hence no routing table) in this VNI.
     #[error("NO_VNI")]
     NoVni,
+    /// 208: a table is full (dpservice: its hash table refused the entry; the load balancers).
+    #[error("OUT_OF_MEMORY")]
+    OutOfMemory,
     /// 209: a table of ours is full (firewall rules of an interface, neighbor NATs; see
     /// [`crate::Limits`]).
     #[error("LIMIT_REACHED")]
@@ -64,6 +67,12 @@ pub enum DpError {
     /// 343: the interface has a VIP / a NAT already.
     #[error("SNAT_EXISTS")]
     SnatExists,
+    /// 422: no load balancer with this id.
+    #[error("NO_LB")]
+    NoLb,
+    /// 423: the load balancer has as many targets as it may have.
+    #[error("BACKIP_ADD")]
+    BackipAdd,
     /// 401: the (preferred) underlay address is registered already.
     #[error("VNF_INSERT")]
     VnfInsert,
@@ -82,6 +91,7 @@ impl DpError {
             DpError::BadIpVer => status::BAD_IPVER,
             DpError::NoVm => status::NO_VM,
             DpError::NoVni => status::NO_VNI,
+            DpError::OutOfMemory => status::OUT_OF_MEMORY,
             DpError::LimitReached => status::LIMIT_REACHED,
             DpError::RouteExists => status::ROUTE_EXISTS,
             DpError::RouteNotFound => status::ROUTE_NOT_FOUND,
@@ -93,6 +103,8 @@ impl DpError {
             DpError::SnatExists => status::SNAT_EXISTS,
             DpError::VnfInsert => status::VNF_INSERT,
             DpError::VmHandle => status::VM_HANDLE,
+            DpError::NoLb => status::NO_LB,
+            DpError::BackipAdd => status::BACKIP_ADD,
         }
     }
 
@@ -139,6 +151,7 @@ mod tests {
             (DpError::BadIpVer, 204, "BAD_IPVER"),
             (DpError::NoVm, 205, "NO_VM"),
             (DpError::NoVni, 206, "NO_VNI"),
+            (DpError::OutOfMemory, 208, "OUT_OF_MEMORY"),
             (DpError::LimitReached, 209, "LIMIT_REACHED"),
             (DpError::RouteExists, 301, "ROUTE_EXISTS"),
             (DpError::RouteNotFound, 302, "ROUTE_NOT_FOUND"),
@@ -150,6 +163,8 @@ mod tests {
             (DpError::SnatExists, 343, "SNAT_EXISTS"),
             (DpError::VnfInsert, 401, "VNF_INSERT"),
             (DpError::VmHandle, 402, "VM_HANDLE"),
+            (DpError::NoLb, 422, "NO_LB"),
+            (DpError::BackipAdd, 423, "BACKIP_ADD"),
         ];
         for (e, code, msg) in all {
             assert_eq!(e.code(), code);

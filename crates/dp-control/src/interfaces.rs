@@ -89,6 +89,8 @@ pub(crate) struct IfaceEntry {
     pub(crate) info: InterfaceInfo,
     /// Alias prefixes, in creation order.
     pub(crate) prefixes: Vec<PrefixInfo>,
+    /// Load balancer target prefixes (CreateLoadBalancerPrefix), in creation order.
+    pub(crate) lb_prefixes: Vec<PrefixInfo>,
     /// CreateVip's address and underlay address.
     pub(crate) vip: Option<VipInfo>,
     /// CreateNat's range and underlay address.
@@ -104,7 +106,9 @@ impl IfaceEntry {
     fn to_iface(&self) -> Iface {
         let mut prefixes_v4 = Vec::new();
         let mut prefixes_v6 = Vec::new();
-        for p in &self.prefixes {
+        // A load balancer target prefix is, for the packet path, an alias prefix without a
+        // route: what the VM may send from and what the underlay may deliver to it.
+        for p in self.prefixes.iter().chain(&self.lb_prefixes) {
             match p.addr {
                 IpAddr::V4(a) => {
                     prefixes_v4.push((Ipv4Addr::from(u32::from(a).masked(p.len)), p.len))
@@ -308,6 +312,7 @@ impl State {
                 pxe: spec.pxe,
             },
             prefixes: Vec::new(),
+            lb_prefixes: Vec::new(),
             vip: None,
             nat: None,
             firewall: Vec::new(),
@@ -350,7 +355,7 @@ impl State {
     pub fn delete_interface(&mut self, id: &str) -> Result<InterfaceInfo, DpError> {
         let entry = self.interfaces.remove(id).ok_or(DpError::NotFound)?;
         self.underlays.remove(&entry.info.underlay);
-        for p in &entry.prefixes {
+        for p in entry.prefixes.iter().chain(&entry.lb_prefixes) {
             self.underlays.remove(&p.underlay);
         }
         self.release_vip(&entry);

@@ -100,6 +100,7 @@
 pub mod errors;
 pub mod firewall;
 pub mod interfaces;
+pub mod loadbalancers;
 pub mod nat;
 pub mod prefixes;
 pub mod routes;
@@ -164,6 +165,12 @@ pub struct Limits {
     pub public_addresses: usize,
     /// Neighbor NATs of all VNIs together.
     pub neighbor_nats: usize,
+    /// Load balancers (dpservice: 256).
+    pub load_balancers: usize,
+    /// Targets of one load balancer (dpservice: 64).
+    pub lb_targets: usize,
+    /// Protocol/port pairs of one load balancer (dpservice: 16, of which it accepts 15).
+    pub lb_ports: usize,
 }
 
 impl Default for Limits {
@@ -172,6 +179,9 @@ impl Default for Limits {
             firewall_rules_per_interface: 1024,
             public_addresses: 126 * 32,
             neighbor_nats: 126 * 32,
+            load_balancers: 1024,
+            lb_targets: 1024,
+            lb_ports: 16,
         }
     }
 }

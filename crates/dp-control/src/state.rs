@@ -23,6 +23,7 @@
 //! | firewall | [`crate::firewall`] | (each interface's `services.firewall`) | create/delete/get/list firewall rule |
 //! | VIPs | [`crate::vip`] | (`public`, each interface's `services.vip`) | create/delete/get VIP |
 //! | NAT | [`crate::nat`] | `public`, `neighbor_nats` (each interface's `services.nat`) | create/delete/get NAT, list local NATs, create/delete/list neighbor NATs |
+//! | load balancers | [`crate::loadbalancers`] | `load_balancers`, `lb_generation` (target prefixes in each interface's prefixes) | create/delete/get/list balancer, create/delete/list target, create/delete/list target prefix |
 //!
 //! This module keeps what they share: initialization, publishing and the table limits
 //! ([`crate::Limits`]).
@@ -38,6 +39,7 @@ use dp_tables::{PortId, Publisher, Snapshot, SnapshotReader};
 
 use crate::firewall::Firewalls;
 use crate::interfaces::Interfaces;
+use crate::loadbalancers::LoadBalancers;
 use crate::nat::Nats;
 use crate::underlay::{UnderlayMode, Underlays};
 use crate::vnis::Vnis;
@@ -46,6 +48,7 @@ use crate::Limits;
 pub use crate::firewall::{
     FirewallAction, FirewallRuleSpec, PortFilter, RuleFilter, TrafficDirection,
 };
+pub use crate::loadbalancers::LoadBalancerInfo;
 pub use crate::nat::{LocalNatInfo, NatInfo, NeighborNatInfo};
 pub use crate::vip::VipInfo;
 
@@ -73,6 +76,9 @@ pub struct State {
     /// Public addresses and neighbor NATs: the snapshot's `public` and `neighbor_nats`
     /// (VIPs and local NATs are kept with their interfaces).
     pub(crate) nat: Nats,
+    /// Load balancers and their targets: the snapshot's `load_balancers` and `lb_generation`
+    /// (target prefixes are kept with their interfaces).
+    pub(crate) lbs: LoadBalancers,
     /// Table sizes.
     pub(crate) limits: Limits,
     /// Changes made so far, and how many of them have been published.
@@ -106,6 +112,7 @@ impl State {
             underlays: Underlays::new(host_underlay, mode),
             firewalls: Firewalls::default(),
             nat: Nats::default(),
+            lbs: LoadBalancers::default(),
             limits: Limits::default(),
             changes: 0,
             published: 0,
@@ -219,12 +226,15 @@ impl State {
         }
         // O(VNIs): each domain hands over its part, shared with the previous snapshot where
         // it did not change (interfaces, underlay addresses, every VNI's table is an Arc).
+        let (load_balancers, lb_generation) = self.lbs.published();
         let snapshot = Snapshot {
             ifaces_by_port: ifaces,
             vnis: self.vnis.published(),
             underlay: self.underlays.published(),
             public: self.nat.public.published(),
             neighbor_nats: self.nat.neighbors.published(),
+            load_balancers,
+            lb_generation,
             firewall_generation: self.firewall_generation,
             generation: 0,
         };

@@ -21,8 +21,8 @@
 //! `fc00:1::d000:1:0:2`, ... and the random one e.g. `fc00:1::d000:5e:0:a4`.
 //!
 //! The underlay domain of the control plane also keeps the registry of the underlay addresses
-//! in use on this host ([`UnderlayUse`]: interfaces, alias prefixes, VIPs and NATs; load
-//! balancers later) and owns the snapshot's `underlay` map, which tells the decap path
+//! in use on this host ([`UnderlayUse`]: interfaces, alias prefixes, VIPs, NATs, load
+//! balancers and their target prefixes) and owns the snapshot's `underlay` map, which tells the decap path
 //! where packets for each address go.
 
 use std::collections::hash_map::RandomState;
@@ -124,17 +124,28 @@ pub enum UnderlayUse {
     Vip { port: PortId, vni: Vni },
     /// An interface's NAT (CreateNat), allocated like an interface's address.
     Nat { port: PortId, vni: Vni },
+    /// A load balancer (CreateLoadBalancer).
+    LoadBalancer { vni: Vni },
+    /// A load balancer target prefix of an interface (CreateLoadBalancerPrefix): delivered to
+    /// the interface like an alias prefix.
+    LbPrefix {
+        port: PortId,
+        vni: Vni,
+        addr: IpAddr,
+        len: u8,
+    },
 }
 
 impl UnderlayUse {
     /// What the packet path does with packets for the address.
     fn target(self) -> UnderlayTarget {
         match self {
-            UnderlayUse::Interface { port, vni } | UnderlayUse::Prefix { port, vni, .. } => {
-                UnderlayTarget::Iface { port, vni }
-            }
+            UnderlayUse::Interface { port, vni }
+            | UnderlayUse::Prefix { port, vni, .. }
+            | UnderlayUse::LbPrefix { port, vni, .. } => UnderlayTarget::Iface { port, vni },
             UnderlayUse::Vip { port, vni } => UnderlayTarget::Vip { port, vni },
             UnderlayUse::Nat { port, vni } => UnderlayTarget::Nat { port, vni },
+            UnderlayUse::LoadBalancer { vni } => UnderlayTarget::LoadBalancer { vni },
         }
     }
 }

@@ -102,6 +102,9 @@ drop_reasons! {
     NatPortsExhausted => "nat_ports_exhausted", "no free port in the interface's NAT range for a new flow to this destination";
     NatUnsupported => "nat_unsupported", "a packet that cannot be translated: a fragment, IPv6 extension headers, or an ICMP message other than echo and errors";
     NatGone => "nat_gone", "a translated flow whose VIP or NAT was removed (the flow is closed)";
+    LbNoBalancer => "lb_no_balancer", "a packet for a load balancer's underlay address whose inner destination is no balancer of its VNI";
+    LbPortClosed => "lb_port_closed", "a new flow to a load balancer on a protocol/port it does not serve (or an ICMP message other than an echo request or an error)";
+    LbNoTarget => "lb_no_target", "a new flow to a load balancer that has no target";
 }
 
 impl From<dp_buffer::OffloadError> for DropReason {

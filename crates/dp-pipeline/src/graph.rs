@@ -207,6 +207,7 @@ node_ids! {
     Firewall => firewall: Firewall,
     Nat => nat: Nat,
     PacketRelay => packet_relay: PacketRelay,
+    Lb => lb: Lb,
     GatewayIcmp => gateway_icmp: GatewayIcmp,
     IpipEncap => ipip_encap: IpipEncap,
     L2Rewrite => l2_rewrite: L2Rewrite,

@@ -336,6 +336,9 @@ pub enum Translation {
     DnatVip,
     /// IPv6 to IPv4 through the interface's NAT (NAT64).
     Nat64,
+    /// Sent on to a load balancer's target, whose underlay address the reply key holds
+    /// ([`crate::lb::lb_reply_key`]); the packet itself is not changed.
+    Lb,
 }
 
 /// One tracked connection: exactly two cache lines (laid out in this order and aligned to 64
@@ -356,6 +359,9 @@ pub struct Flow {
     pub ports: [PortId; 2],
     /// Whether the slot holds a flow.
     pub live: bool,
+    /// A load-balanced flow: the low bits of the snapshot's `lb_generation` when its target was
+    /// last confirmed (the flow's last free byte).
+    pub lb_stamp: u8,
 }
 
 impl Flow {

@@ -15,8 +15,10 @@
 pub mod conntrack;
 mod firewall;
 mod iface;
+pub mod lb;
 mod lpm;
 mod lpm4;
+pub mod maglev;
 mod nat;
 mod snapshot;
 mod vni;
@@ -30,6 +32,7 @@ pub use firewall::{
     TrafficDirection,
 };
 pub use iface::{Iface, PxeConfig};
+pub use lb::{LbPort, LoadBalancer};
 pub use lpm::{Lpm, LpmKey};
 pub use lpm4::Lpm4;
 pub use nat::{IfaceServices, NatRange, NeighborNat, PublicTarget};

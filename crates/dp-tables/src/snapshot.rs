@@ -7,6 +7,7 @@ use arc_swap::{ArcSwap, Guard};
 
 use rustc_hash::FxHashMap;
 
+use crate::lb::{lb_key, LbKey, LoadBalancer};
 use crate::{Iface, NeighborNat, PortId, PublicTarget, Vni, VniTable};
 
 /// What an underlay (outer IPv6 destination) address of ours delivers to.
@@ -20,6 +21,9 @@ pub enum UnderlayTarget {
     /// An interface's NAT (CreateNat's underlay route): replies of its flows, found in the flow
     /// table, or relayed to a neighbor NAT.
     Nat { port: PortId, vni: Vni },
+    /// A load balancer's (CreateLoadBalancer's underlay route): packets for one of the VNI's
+    /// balancers, sent on to a target.
+    LoadBalancer { vni: Vni },
 }
 
 /// Everything the packet path reads, frozen at one instant.
@@ -41,6 +45,11 @@ pub struct Snapshot {
     pub public: Arc<FxHashMap<(Vni, u32), PublicTarget>>,
     /// Neighbor NAT ranges, keyed `(vni, NAT address)`, sorted by `min_port`.
     pub neighbor_nats: Arc<FxHashMap<(Vni, u32), Vec<NeighborNat>>>,
+    /// The load balancers, keyed by VNI and address ([`lb_key`]).
+    pub load_balancers: Arc<FxHashMap<LbKey, Arc<LoadBalancer>>>,
+    /// Changes whenever a balancer's targets change (or a balancer goes): a load-balanced
+    /// flow whose target was confirmed under another generation checks it again.
+    pub lb_generation: u64,
     /// Changes whenever a firewall rule or an interface is added or removed: a flow whose
     /// verdict was made under another generation is decided again.
     pub firewall_generation: u64,
@@ -77,6 +86,20 @@ impl Snapshot {
     #[inline]
     pub fn public_target(&self, vni: Vni, addr: std::net::Ipv4Addr) -> Option<PublicTarget> {
         self.public.get(&(vni, u32::from(addr))).copied()
+    }
+
+    /// The load balancer of `vni` at `ip`, if there is one.
+    #[inline]
+    pub fn load_balancer(&self, vni: Vni, ip: std::net::IpAddr) -> Option<&LoadBalancer> {
+        self.load_balancers.get(&lb_key(vni, ip)).map(|lb| &**lb)
+    }
+
+    /// The load balancer of a connection key's destination, if there is one.
+    #[inline]
+    pub fn load_balancer_of(&self, key: &crate::ConnKey) -> Option<&LoadBalancer> {
+        self.load_balancers
+            .get(&(key.vni, key.dst, key.is_v6))
+            .map(|lb| &**lb)
     }
 
     /// The neighbor NAT whose range holds `port` of the NAT address `addr` in `vni`.

@@ -136,6 +136,9 @@ fn run(opts: Options) -> Result<(), String> {
                 firewall_rules_per_interface: opts.max_firewall_rules as usize,
                 public_addresses: opts.max_public_addresses as usize,
                 neighbor_nats: opts.max_neighbor_nats as usize,
+                load_balancers: opts.max_load_balancers as usize,
+                lb_targets: opts.max_lb_targets as usize,
+                lb_ports: opts.max_lb_ports as usize,
             },
             ..Config::new(underlay, ports.vf_devices(), ports.uplink_ids())
         },

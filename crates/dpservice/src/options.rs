@@ -215,6 +215,22 @@ pub struct Options {
           value_parser = ranged::<u32>(1, 1 << 24))]
     pub max_neighbor_nats: u32,
 
+    /// most load balancers (dpservice-rs; dpservice: a fixed 256)
+    #[arg(long = "max-load-balancers", value_name = "BALANCERS", default_value = "1024",
+          value_parser = ranged::<u32>(1, 1 << 16))]
+    pub max_load_balancers: u32,
+
+    /// most targets of one load balancer (dpservice-rs; dpservice: a fixed 64)
+    #[arg(long = "max-lb-targets", value_name = "TARGETS", default_value = "1024",
+          value_parser = ranged::<u32>(1, 65_535))]
+    pub max_lb_targets: u32,
+
+    /// most protocol/port pairs of one load balancer (dpservice-rs; dpservice: 16, of which
+    /// it accepts 15)
+    #[arg(long = "max-lb-ports", value_name = "PORTS", default_value = "16",
+          value_parser = ranged::<u32>(1, 1024))]
+    pub max_lb_ports: u32,
+
     /// run on NIC configured in multiport e-switch mode
     #[arg(long = "multiport-eswitch")]
     pub multiport_eswitch: bool,
@@ -1037,6 +1053,12 @@ mod tests {
             ("--max-public-addresses=0", false),
             ("--max-neighbor-nats=16777216", true),
             ("--max-neighbor-nats=16777217", false),
+            ("--max-load-balancers=0", false),
+            ("--max-load-balancers=65536", true),
+            ("--max-lb-targets=65535", true),
+            ("--max-lb-targets=65536", false),
+            ("--max-lb-ports=0", false),
+            ("--max-lb-ports=1024", true),
             ("--graphtrace-loglevel=2", true),
             ("--graphtrace-loglevel=3", false),
             ("--workers=0", false),

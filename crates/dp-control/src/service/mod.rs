@@ -63,6 +63,7 @@ mod fields;
 mod firewall;
 mod init;
 mod interfaces;
+mod loadbalancers;
 mod nat;
 mod prefixes;
 mod routes;
@@ -398,21 +399,80 @@ impl DpdKironcore for GrpcService {
         nat::list_neighbor_nats(self, request).await
     }
 
-    // ----- not implemented yet: one group per future domain (its own service/<domain>.rs) ---
+    // ----- load balancers -------------------------------------------------------------------
 
     // Load balancers (service/loadbalancers.rs): balancers, their targets and prefixes.
-    unimplemented_rpcs! {
-        create_load_balancer(CreateLoadBalancerRequest) -> CreateLoadBalancerResponse;
-        get_load_balancer(GetLoadBalancerRequest) -> GetLoadBalancerResponse;
-        delete_load_balancer(DeleteLoadBalancerRequest) -> DeleteLoadBalancerResponse;
-        list_load_balancers(ListLoadBalancersRequest) -> ListLoadBalancersResponse;
-        create_load_balancer_target(CreateLoadBalancerTargetRequest) -> CreateLoadBalancerTargetResponse;
-        list_load_balancer_targets(ListLoadBalancerTargetsRequest) -> ListLoadBalancerTargetsResponse;
-        delete_load_balancer_target(DeleteLoadBalancerTargetRequest) -> DeleteLoadBalancerTargetResponse;
-        list_load_balancer_prefixes(ListLoadBalancerPrefixesRequest) -> ListLoadBalancerPrefixesResponse;
-        create_load_balancer_prefix(CreateLoadBalancerPrefixRequest) -> CreateLoadBalancerPrefixResponse;
-        delete_load_balancer_prefix(DeleteLoadBalancerPrefixRequest) -> DeleteLoadBalancerPrefixResponse;
+    async fn create_load_balancer(
+        &self,
+        request: Request<v1::CreateLoadBalancerRequest>,
+    ) -> Result<Response<v1::CreateLoadBalancerResponse>, Status> {
+        loadbalancers::create_load_balancer(self, request).await
     }
+
+    async fn get_load_balancer(
+        &self,
+        request: Request<v1::GetLoadBalancerRequest>,
+    ) -> Result<Response<v1::GetLoadBalancerResponse>, Status> {
+        loadbalancers::get_load_balancer(self, request).await
+    }
+
+    async fn delete_load_balancer(
+        &self,
+        request: Request<v1::DeleteLoadBalancerRequest>,
+    ) -> Result<Response<v1::DeleteLoadBalancerResponse>, Status> {
+        loadbalancers::delete_load_balancer(self, request).await
+    }
+
+    async fn list_load_balancers(
+        &self,
+        request: Request<v1::ListLoadBalancersRequest>,
+    ) -> Result<Response<v1::ListLoadBalancersResponse>, Status> {
+        loadbalancers::list_load_balancers(self, request).await
+    }
+
+    async fn create_load_balancer_target(
+        &self,
+        request: Request<v1::CreateLoadBalancerTargetRequest>,
+    ) -> Result<Response<v1::CreateLoadBalancerTargetResponse>, Status> {
+        loadbalancers::create_load_balancer_target(self, request).await
+    }
+
+    async fn list_load_balancer_targets(
+        &self,
+        request: Request<v1::ListLoadBalancerTargetsRequest>,
+    ) -> Result<Response<v1::ListLoadBalancerTargetsResponse>, Status> {
+        loadbalancers::list_load_balancer_targets(self, request).await
+    }
+
+    async fn delete_load_balancer_target(
+        &self,
+        request: Request<v1::DeleteLoadBalancerTargetRequest>,
+    ) -> Result<Response<v1::DeleteLoadBalancerTargetResponse>, Status> {
+        loadbalancers::delete_load_balancer_target(self, request).await
+    }
+
+    async fn list_load_balancer_prefixes(
+        &self,
+        request: Request<v1::ListLoadBalancerPrefixesRequest>,
+    ) -> Result<Response<v1::ListLoadBalancerPrefixesResponse>, Status> {
+        loadbalancers::list_load_balancer_prefixes(self, request).await
+    }
+
+    async fn create_load_balancer_prefix(
+        &self,
+        request: Request<v1::CreateLoadBalancerPrefixRequest>,
+    ) -> Result<Response<v1::CreateLoadBalancerPrefixResponse>, Status> {
+        loadbalancers::create_load_balancer_prefix(self, request).await
+    }
+
+    async fn delete_load_balancer_prefix(
+        &self,
+        request: Request<v1::DeleteLoadBalancerPrefixRequest>,
+    ) -> Result<Response<v1::DeleteLoadBalancerPrefixResponse>, Status> {
+        loadbalancers::delete_load_balancer_prefix(self, request).await
+    }
+
+    // ----- not implemented yet: one group per future domain (its own service/<domain>.rs) ---
 
     // Packet capture (service/capture.rs).
     unimplemented_rpcs! {

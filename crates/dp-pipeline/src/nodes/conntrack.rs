@@ -17,7 +17,11 @@
 //!   - a packet from the underlay for a VIP: destination NAT to the interface;
 //!   - a packet from the underlay for a NAT address that is no flow's reply: to
 //!     [`PacketRelay`](super::PacketRelay) (a neighbor NAT's range, or dropped) — it never
-//!     starts a flow.
+//!     starts a flow;
+//!   - a packet from the underlay for a load balancer: a target chosen by Maglev, kept in the
+//!     flow ([`Lb`](super::Lb)); ICMP to a balancer goes to [`Lb`](super::Lb) without a flow (an
+//!     echo is answered, an error about a flow this host has not seen follows the Maglev
+//!     choice for the flow it quotes).
 //!
 //!   Then it goes to the firewall, which decides it. A TCP RST never starts a flow, nor does a
 //!   TCP segment other than a SYN when a NAT port would be allocated for it (`no_flow`). A full
@@ -98,6 +102,7 @@ impl Node for Conntrack {
         NodeId::Firewall,
         NodeId::Nat,
         NodeId::PacketRelay,
+        NodeId::Lb,
         NodeId::IpipEncap,
         NodeId::L2Rewrite,
     ];
@@ -242,6 +247,10 @@ impl Tracker {
         flows: &FlowTable,
     ) -> Verdict {
         let Some((id, dir)) = flows.find(quoted_reversed, quoted_reversed.hash()) else {
+            if pkt.meta.origin == Origin::UnderlayLb {
+                // About a flow another balancer host saw: the target is chosen as it was.
+                return Verdict::Next(NodeId::Lb);
+            }
             return Verdict::Drop(DropReason::IcmpErrorNoFlow);
         };
         let Some(flow) = flows.get(id) else {
@@ -297,8 +306,21 @@ impl Tracker {
                 }
             }
             Origin::UnderlayNat => return Verdict::Drop(DropReason::NatNoFlow),
+            Origin::UnderlayLb => {
+                let Some(lb) = ctx.tables.load_balancer_of(key) else {
+                    return Verdict::Drop(DropReason::LbNoBalancer);
+                };
+                if matches!(key.proto, IpProtocol::ICMP | IpProtocol::ICMPV6) {
+                    // An echo request is answered, nothing else of ICMP starts a flow.
+                    return Verdict::Next(NodeId::Lb);
+                }
+                if let Err(reason) = super::lb::balance(&mut flow, lb, ctx) {
+                    return Verdict::Drop(reason);
+                }
+            }
         }
-        if flow.translation != Translation::None && is_fragment(pkt) {
+        let rewrites = !matches!(flow.translation, Translation::None | Translation::Lb);
+        if rewrites && is_fragment(pkt) {
             return Verdict::Drop(DropReason::NatUnsupported);
         }
         let allocates_port = matches!(flow.translation, Translation::SnatNat | Translation::Nat64);
@@ -462,10 +484,11 @@ fn after_lookup(pkt: &PacketBuf, flow: &Flow, ctx: &Ctx<'_>) -> Verdict {
     if !flow.firewall.accept {
         return Verdict::Drop(DropReason::FirewallDenied);
     }
-    if flow.translation != Translation::None {
-        return Verdict::Next(NodeId::Nat);
+    match flow.translation {
+        Translation::None => go_on(pkt),
+        Translation::Lb => Verdict::Next(NodeId::Lb),
+        _ => Verdict::Next(NodeId::Nat),
     }
-    go_on(pkt)
 }
 
 /// Where an accepted, untranslated packet goes: encapsulated when a remote route set its
@@ -528,7 +551,7 @@ fn ipv4_frag_word(pkt: &PacketBuf) -> Option<u16> {
 /// For an ICMP or ICMPv6 error, the key of the flow it is about, as a packet of that flow
 /// travelling the same way as the error would carry (the quoted packet, reversed).
 #[inline]
-fn icmp_error_key(pkt: &PacketBuf, vni: u32) -> Option<ConnKey> {
+pub(crate) fn icmp_error_key(pkt: &PacketBuf, vni: u32) -> Option<ConnKey> {
     let l3_offset = usize::from(pkt.parsed.l3_offset);
     let l3_end = l3_offset + pkt.parsed.l3_len as usize;
     let l3 = pkt.data().get(l3_offset..l3_end)?;

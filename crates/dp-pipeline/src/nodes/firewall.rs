@@ -14,7 +14,7 @@
 use dp_packet::IpProtocol;
 use dp_tables::{
     Direction, FirewallAction, FirewallVerdict, Flow, FlowMatch, Snapshot, TrafficDirection,
-    NO_PORT,
+    Translation, NO_PORT,
 };
 
 use crate::buffer::PacketBuf;
@@ -35,7 +35,12 @@ pub struct Firewall;
 
 impl Node for Firewall {
     const NAME: &'static str = "firewall";
-    const NEXT: &'static [NodeId] = &[NodeId::Nat, NodeId::IpipEncap, NodeId::L2Rewrite];
+    const NEXT: &'static [NodeId] = &[
+        NodeId::Nat,
+        NodeId::Lb,
+        NodeId::IpipEncap,
+        NodeId::L2Rewrite,
+    ];
 
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
         let Some((id, dir)) = pkt.parsed.flow_ref.get() else {
@@ -57,10 +62,11 @@ impl Node for Firewall {
                 .saturating_add(DENIED_FLOW_NS.min(ctx.config.flow_timeouts.default_ns));
             return Verdict::Drop(DropReason::FirewallDenied);
         }
-        if flow.translation != dp_tables::Translation::None {
-            return Verdict::Next(NodeId::Nat);
+        match flow.translation {
+            Translation::None => go_on(pkt),
+            Translation::Lb => Verdict::Next(NodeId::Lb),
+            _ => Verdict::Next(NodeId::Nat),
         }
-        go_on(pkt)
     }
 }
 
@@ -84,7 +90,12 @@ pub(crate) fn decide(flow: &Flow, tables: &Snapshot, icmp: Option<(u8, u8)>) -> 
     let [from, to] = flow.ports;
     // As the sending VM sent it, and as the receiving VM receives it.
     let sent = flow.keys[0].flow_key();
-    let received = flow.keys[1].reversed().flow_key();
+    // A balanced flow reaches its target as it was sent (its reply key holds the target).
+    let received = if flow.translation == Translation::Lb {
+        sent
+    } else {
+        flow.keys[1].reversed().flow_key()
+    };
     let passes = |port, direction, key| {
         if port == NO_PORT {
             return true;

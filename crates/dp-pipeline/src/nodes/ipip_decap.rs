@@ -2,8 +2,8 @@
 //! whose underlay address is the outer destination.
 //!
 //! As dpservice's `ipip_decap_node`, the outer destination alone says where the packet goes: it must
-//! be one of our underlay addresses (an interface's own or one of its alias prefixes'), which names
-//! the target interface and its VNI — the sender's VNI is not on the wire, so a route into another
+//! be one of our underlay addresses (an interface's own or one of its alias prefixes', its VIP's or
+//! NAT's, or a load balancer's), which names the target interface (or balancer) and its VNI — the sender's VNI is not on the wire, so a route into another
 //! VNI (VNI peering) arrives in the target's VNI. Then the checks a local packet gets, on the inner
 //! packet:
 //! * the inner header is validated in full (version matching the outer next header, IPv4 header
@@ -25,7 +25,8 @@ use dp_packet::checksum;
 use dp_packet::ipv4::{self, Ipv4Refusal};
 use dp_packet::ipv6;
 use dp_packet::{EtherType, Ipv4Packet, Ipv6Addr, Ipv6Packet};
-use dp_tables::{Iface, PortId, UnderlayTarget};
+use dp_tables::{Iface, PortId, UnderlayTarget, Vni, NO_PORT};
+use std::net::IpAddr;
 
 use crate::buffer::{Origin, PacketBuf};
 use crate::drop::DropReason;
@@ -80,9 +81,17 @@ impl Node for IpipDecap {
     }
 }
 
-/// The VM an outer destination leads to: its port, its interface (the interface's VNI checked)
-/// and as what (its own address, its VIP or its NAT).
-type Target<'a> = Result<(PortId, &'a Iface, Origin), DropReason>;
+/// Where an outer destination leads: a VM's port and interface (the interface's VNI checked)
+/// as its own address, its VIP or its NAT — or a load balancer of a VNI (no port yet).
+#[derive(Clone, Copy)]
+struct Delivery<'a> {
+    port: PortId,
+    vni: Vni,
+    iface: Option<&'a Iface>,
+    origin: Origin,
+}
+
+type Target<'a> = Result<Delivery<'a>, DropReason>;
 
 #[inline]
 fn target<'a>(ctx: &Ctx<'a>, dst: Ipv6Addr) -> Target<'a> {
@@ -94,23 +103,41 @@ fn target<'a>(ctx: &Ctx<'a>, dst: Ipv6Addr) -> Target<'a> {
         UnderlayTarget::Iface { port, vni } => (port, vni, Origin::Underlay),
         UnderlayTarget::Vip { port, vni } => (port, vni, Origin::UnderlayVip),
         UnderlayTarget::Nat { port, vni } => (port, vni, Origin::UnderlayNat),
+        UnderlayTarget::LoadBalancer { vni } => {
+            return Ok(Delivery {
+                port: NO_PORT,
+                vni,
+                iface: None,
+                origin: Origin::UnderlayLb,
+            })
+        }
     };
     let iface = ctx
         .tables
         .iface(port)
         .filter(|i| i.vni == vni)
         .ok_or(DropReason::DstPortDown)?;
-    Ok((port, iface, origin))
+    Ok(Delivery {
+        port,
+        vni,
+        iface: Some(iface),
+        origin,
+    })
 }
 
-/// Whether an inner IPv4 destination is what the outer one names: the interface's address or
-/// alias prefix, its VIP, or its NAT address.
+/// Whether an inner destination is what the outer one names: the interface's address or
+/// alias prefix, its VIP, its NAT address, or a load balancer of the VNI.
 #[inline]
-fn accepts_v4(iface: &Iface, origin: Origin, dst: dp_packet::Ipv4Addr) -> bool {
-    match origin {
-        Origin::UnderlayVip => iface.services.vip == Some(dst),
-        Origin::UnderlayNat => iface.services.nat.is_some_and(|n| n.ip == dst),
-        _ => iface.owns_source_v4(dst),
+fn accepts(ctx: &Ctx<'_>, to: &Delivery<'_>, dst: IpAddr) -> bool {
+    match (to.iface, to.origin, dst) {
+        (_, Origin::UnderlayLb, dst) => ctx.tables.load_balancer(to.vni, dst).is_some(),
+        (Some(iface), Origin::UnderlayVip, IpAddr::V4(dst)) => iface.services.vip == Some(dst),
+        (Some(iface), Origin::UnderlayNat, IpAddr::V4(dst)) => {
+            iface.services.nat.is_some_and(|n| n.ip == dst)
+        }
+        (Some(iface), Origin::Underlay, IpAddr::V4(dst)) => iface.owns_source_v4(dst),
+        (Some(iface), Origin::Underlay, IpAddr::V6(dst)) => iface.owns_source_v6(dst),
+        _ => false,
     }
 }
 
@@ -123,7 +150,7 @@ fn decap<'a>(
     let l3 = pkt.data().get(ETH_HEADER_LEN..).unwrap_or(&[]);
     let outer = ipv6::parse_fixed(l3).ok_or(DropReason::UnderlayMalformed)?;
     let key = outer.dst;
-    let (port, target, origin) = match *last {
+    let to = match *last {
         Some((k, cached)) if k == key => cached,
         _ => {
             let found = target(ctx, Ipv6Addr::from(key));
@@ -142,7 +169,7 @@ fn decap<'a>(
                 Ipv4Refusal::Malformed => DropReason::DecapInnerMalformed,
                 Ipv4Refusal::BadChecksum => DropReason::DecapInnerBadChecksum,
             })?;
-            if !accepts_v4(target, origin, ip.dst) {
+            if !accepts(ctx, &to, IpAddr::V4(ip.dst)) {
                 return Err(DropReason::DecapInnerNotForTarget);
             }
             (
@@ -157,7 +184,7 @@ fn decap<'a>(
                 return Err(DropReason::Ipv6OverlayDisabled);
             }
             let ip = ipv6::parse_fixed(inner).ok_or(DropReason::DecapInnerMalformed)?;
-            if origin != Origin::Underlay || !target.owns_source_v6(Ipv6Addr::from(ip.dst)) {
+            if !accepts(ctx, &to, IpAddr::V6(Ipv6Addr::from(ip.dst))) {
                 return Err(DropReason::DecapInnerNotForTarget);
             }
             (
@@ -186,11 +213,11 @@ fn decap<'a>(
     if mark_ce {
         mark_congestion(frame, ethertype);
     }
-    pkt.meta.out_port = port;
-    pkt.meta.origin = origin;
-    if origin == Origin::UnderlayNat {
-        // Where an echo request to the NAT address is answered (see PacketRelay); a relayed
-        // packet gets the neighbor's address instead.
+    pkt.meta.out_port = to.port;
+    pkt.meta.origin = to.origin;
+    if matches!(to.origin, Origin::UnderlayNat | Origin::UnderlayLb) {
+        // Where an echo request to the NAT address or balancer is answered (see PacketRelay
+        // and Lb); a relayed or balanced packet gets the neighbor's or target's address instead.
         pkt.meta.underlay_dst = Ipv6Addr::from(outer.src);
     }
     // The inner packet is the one the later nodes see, validated here.
@@ -198,7 +225,7 @@ fn decap<'a>(
         ETH_HEADER_LEN,
         ETH_HEADER_LEN + inner_header_len,
         inner_len,
-        target.vni,
+        to.vni,
     );
     Ok(Verdict::Next(NodeId::Conntrack))
 }

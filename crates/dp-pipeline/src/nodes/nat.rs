@@ -454,6 +454,7 @@ pub(crate) fn still_valid(flow: &Flow, tables: &Snapshot) -> bool {
     let inside = || tables.iface(flow.ports[0]).map(|i| &i.services);
     match flow.translation {
         Translation::None => true,
+        Translation::Lb => super::lb::target_still_valid(flow, tables),
         Translation::SnatVip => inside().and_then(|s| s.vip) == Some(v4(reply.dst)),
         Translation::SnatNat | Translation::Nat64 => inside()
             .and_then(|s| s.nat)

@@ -10,13 +10,15 @@
 //! Stateless: every packet of a relayed flow is looked up in the snapshot's neighbor ranges
 //! (few per address), so relaying needs no flow-table entry and survives a restart.
 
-use dp_packet::{checksum, IpProtocol, Ipv4Addr};
+use dp_packet::{IpProtocol, Ipv4Addr};
 
 use crate::buffer::{Origin, PacketBuf};
 use crate::drop::DropReason;
 use crate::graph::NodeId;
 use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
+
+use super::common::answer_echo;
 
 #[derive(Debug, Default)]
 pub struct PacketRelay;
@@ -51,37 +53,4 @@ impl Node for PacketRelay {
             None => Verdict::Drop(DropReason::NatNoFlow),
         }
     }
-}
-
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_ECHO_REPLY: u8 = 0;
-
-/// Turns an ICMP echo request to the NAT address into its reply in place; false (untouched)
-/// for any other ICMP message.
-#[cold]
-fn answer_echo(pkt: &mut PacketBuf) -> bool {
-    let l3 = usize::from(pkt.parsed.l3_offset);
-    let l4 = usize::from(pkt.parsed.l4_offset);
-    let frame = pkt.data_mut();
-    let Some(&mut [ty, code, c0, c1]) = frame.get_mut(l4..l4 + 4) else {
-        return false;
-    };
-    if ty != ICMP_ECHO_REQUEST {
-        return false;
-    }
-    // Swapping the addresses leaves the IPv4 header checksum as it is.
-    let Some(addrs) = frame.get_mut(l3 + 12..l3 + 20) else {
-        return false;
-    };
-    addrs.rotate_left(4);
-    let check = checksum::update_u16(
-        u16::from_be_bytes([c0, c1]),
-        u16::from_be_bytes([ty, code]),
-        u16::from_be_bytes([ICMP_ECHO_REPLY, code]),
-    );
-    let [c0, c1] = check.to_be_bytes();
-    if let Some(icmp) = frame.get_mut(l4..l4 + 4) {
-        icmp.copy_from_slice(&[ICMP_ECHO_REPLY, code, c0, c1]);
-    }
-    true
 }
