@@ -198,7 +198,12 @@ impl State {
         if !lb.has_target(target) {
             return Err(DpError::NotFound);
         }
-        let targets = lb.targets.iter().copied().filter(|&t| t != target).collect();
+        let targets = lb
+            .targets
+            .iter()
+            .copied()
+            .filter(|&t| t != target)
+            .collect();
         self.set_lb_targets(at, targets);
         Ok(())
     }
@@ -274,7 +279,12 @@ impl State {
 
     /// Removes a target prefix of an interface with its underlay address.
     /// Errors: unknown interface → NO_VM; no such prefix → NOT_FOUND.
-    pub fn delete_lb_prefix(&mut self, iface_id: &str, addr: IpAddr, len: u8) -> Result<(), DpError> {
+    pub fn delete_lb_prefix(
+        &mut self,
+        iface_id: &str,
+        addr: IpAddr,
+        len: u8,
+    ) -> Result<(), DpError> {
         let e = self.interfaces.get(iface_id).ok_or(DpError::NoVm)?;
         position(&e.lb_prefixes, addr, len).ok_or(DpError::NotFound)?;
         let removed = self.interfaces.update(iface_id, |e| {

@@ -1,10 +1,11 @@
 //! Load balancers as the packet path reads them: a VIP of a VNI with the protocol/port pairs it
 //! serves and the underlay addresses of its targets, with their Maglev table.
 //!
-//! A load-balanced flow carries its chosen target in its reply key (see [`lb_reply_key`]): the
-//! target answers the client itself, from its own hypervisor, so no packet ever travels an LB
-//! flow's reply direction here, and the flow needs no field of its own for the target (the
-//! flow is exactly two cache lines and full).
+//! A flow balanced to a target on another host carries the target in its reply key (see
+//! [`lb_reply_key`]): the target answers the client itself, from its own hypervisor, so no
+//! packet ever travels such a flow's reply direction here, and the flow needs no field of its
+//! own for the target (the flow is exactly two cache lines and full). A flow to a target on this
+//! host keeps the usual reply key (its VM's answers are the flow's replies) and the VM's port.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -63,7 +64,9 @@ impl LoadBalancer {
     /// Whether the balancer serves this protocol and destination port.
     #[inline]
     pub fn serves(&self, proto: IpProtocol, port: u16) -> bool {
-        self.ports.iter().any(|p| p.proto == proto && p.port == port)
+        self.ports
+            .iter()
+            .any(|p| p.proto == proto && p.port == port)
     }
 
     /// The target of a new flow with this (directional, host-independent) flow hash: every
@@ -149,7 +152,10 @@ mod tests {
     fn targets_are_a_sorted_set_and_the_pick_ignores_their_order() {
         let a = balancer(&["fc00:2::1", "fc00:1::1", "fc00:2::1", "fc00:3::1"]);
         let b = balancer(&["fc00:3::1", "fc00:2::1", "fc00:1::1"]);
-        assert_eq!(a.targets, [v6("fc00:1::1"), v6("fc00:2::1"), v6("fc00:3::1")]);
+        assert_eq!(
+            a.targets,
+            [v6("fc00:1::1"), v6("fc00:2::1"), v6("fc00:3::1")]
+        );
         for h in 0..10_000u64 {
             let h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             assert_eq!(a.pick(h), b.pick(h));

@@ -142,7 +142,11 @@ pub(super) async fn list_load_balancers(
     let state = svc.read()?;
     Ok(Response::new(v1::ListLoadBalancersResponse {
         status: Some(ok_status()),
-        loadbalancers: state.list_load_balancers().iter().map(lb_to_proto).collect(),
+        loadbalancers: state
+            .list_load_balancers()
+            .iter()
+            .map(lb_to_proto)
+            .collect(),
     }))
 }
 
@@ -172,8 +176,8 @@ pub(super) async fn create_load_balancer_target(
     svc.ensure_initialized()?;
     let r = request.into_inner();
     let id = lb_id(WHAT, &r.loadbalancer_id)?;
-    let target =
-        parse_ip(&r.target_ip.unwrap_or_default()).ok_or_else(|| invalid(WHAT, "Invalid target_ip"))?;
+    let target = parse_ip(&r.target_ip.unwrap_or_default())
+        .ok_or_else(|| invalid(WHAT, "Invalid target_ip"))?;
     let (result, change) = svc.state().deferred(|s| s.create_lb_target(&id, target));
     svc.published(change).await;
     let status = outcome(WHAT, result, |()| {
@@ -192,8 +196,8 @@ pub(super) async fn delete_load_balancer_target(
     svc.ensure_initialized()?;
     let r = request.into_inner();
     let id = lb_id(WHAT, &r.loadbalancer_id)?;
-    let target =
-        parse_ip(&r.target_ip.unwrap_or_default()).ok_or_else(|| invalid(WHAT, "Invalid target_ip"))?;
+    let target = parse_ip(&r.target_ip.unwrap_or_default())
+        .ok_or_else(|| invalid(WHAT, "Invalid target_ip"))?;
     let (result, change) = svc.state().deferred(|s| s.delete_lb_target(&id, target));
     svc.published(change).await;
     let status = outcome(WHAT, result, |()| {
@@ -268,9 +272,7 @@ pub(super) async fn delete_load_balancer_prefix(
     let r = request.into_inner();
     let id = interface_id(WHAT, &r.interface_id)?;
     let (addr, len) = alias_prefix(WHAT, r.prefix)?;
-    let (result, change) = svc
-        .state()
-        .deferred(|s| s.delete_lb_prefix(&id, addr, len));
+    let (result, change) = svc.state().deferred(|s| s.delete_lb_prefix(&id, addr, len));
     svc.published(change).await;
     let status = outcome(WHAT, result, |()| {
         info!(interface_id = %id, prefix = %addr, len, "Load balancer prefix removed");

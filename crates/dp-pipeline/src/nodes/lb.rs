@@ -20,7 +20,8 @@
 //!   Nothing else of ICMP is balanced (`lb_port_closed`).
 //!
 //! The target answers the client itself (its target prefix lets it send from the balancer's
-//! address), so the reply direction never comes here.
+//! address): a remote target's answers never come here; a local target's are the flow's reply
+//! direction and routed as the lookup decided (never translated, even if the VM has a NAT).
 
 use dp_packet::nat::{is_icmpv4_error, is_icmpv6_error};
 use dp_packet::{IpProtocol, Ipv6Addr};
@@ -49,7 +50,9 @@ impl Node for Lb {
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
         match pkt.parsed.flow_ref.get() {
-            Some((id, _)) => forward(pkt, id, ctx, worker),
+            Some((id, Direction::Original)) => forward(pkt, id, ctx, worker),
+            // A local target's answer: routed as the lookup decided.
+            Some((_, Direction::Reply)) => super::conntrack::go_on(pkt),
             None => icmp_without_flow(pkt, ctx),
         }
     }
@@ -63,25 +66,42 @@ pub(crate) fn balance(flow: &mut Flow, lb: &LoadBalancer, ctx: &Ctx<'_>) -> Resu
         return Err(DropReason::LbPortClosed);
     }
     let target = lb.pick(key.hash()).ok_or(DropReason::LbNoTarget)?;
+    let port = local_port(ctx.tables, target, key.vni);
     flow.translation = Translation::Lb;
-    flow.keys[1] = lb_reply_key(&key, target);
-    flow.ports[1] = local_port(ctx.tables, target, key.vni);
+    // A local target's VM answers through this host: its replies are the flow's. A remote
+    // target's never come here, and the reply key holds the target instead.
+    flow.keys[1] = if port == NO_PORT {
+        lb_reply_key(&key, target)
+    } else {
+        key.reversed()
+    };
+    flow.ports[1] = port;
     flow.lb_stamp = lb_stamp(ctx.tables.lb_generation);
     Ok(())
 }
 
-/// Whether a balanced flow's balancer still exists and still has the flow's target.
+/// Whether a balanced flow's balancer still exists and still has the flow's target (for a
+/// local target: a target that is this VM's).
 pub(crate) fn target_still_valid(flow: &Flow, tables: &Snapshot) -> bool {
-    tables
-        .load_balancer_of(&flow.keys[0])
-        .is_some_and(|lb| lb.has_target(lb_target_of(&flow.keys[1])))
+    let Some(lb) = tables.load_balancer_of(&flow.keys[0]) else {
+        return false;
+    };
+    match flow.ports[1] {
+        NO_PORT => lb.has_target(lb_target_of(&flow.keys[1])),
+        port => lb
+            .targets
+            .iter()
+            .any(|&t| local_port(tables, t, flow.keys[0].vni) == port),
+    }
 }
 
 /// The VM port behind a target that is a target prefix of this host in the flow's VNI, else
 /// [`NO_PORT`] (a target elsewhere, reached through the underlay).
 fn local_port(tables: &Snapshot, target: Ipv6Addr, vni: Vni) -> PortId {
     match tables.underlay_target(target) {
-        Some(UnderlayTarget::Iface { port, vni: v }) if v == vni && tables.iface(port).is_some() => {
+        Some(UnderlayTarget::Iface { port, vni: v })
+            if v == vni && tables.iface(port).is_some() =>
+        {
             port
         }
         _ => NO_PORT,
