@@ -96,8 +96,20 @@ fn dump(s: &State) -> String {
             )
         })
         .collect();
+    let lb_prefixes: Vec<_> = s
+        .list_interfaces()
+        .iter()
+        .map(|i| s.list_lb_prefixes(&i.id).unwrap())
+        .collect();
+    let lbs = (
+        s.list_load_balancers(),
+        s.list_lb_targets(None),
+        lb_prefixes,
+        snap.lb_generation,
+        snap.load_balancers.len(),
+    );
     format!(
-        "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+        "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
         snap.generation,
         snap.ifaces_by_port,
         tables,
@@ -110,6 +122,7 @@ fn dump(s: &State) -> String {
         services,
         s.list_local_nats(ip("0.0.0.0")),
         s.list_neighbor_nats(ip("0.0.0.0")),
+        lbs,
     )
 }
 
@@ -1530,4 +1543,182 @@ fn firewall_generation_follows_interface_changes_only() {
     assert!(g1 > g0, "a rule counts");
     s.delete_interface("vm2").unwrap();
     assert!(s.snapshot().firewall_generation > g1, "an interface counts");
+}
+
+// ----- load balancers ---------------------------------------------------------------------------
+
+fn tcp(port: u16) -> dp_tables::LbPort {
+    dp_tables::LbPort {
+        proto: dp_packet::IpProtocol::TCP,
+        port,
+    }
+}
+
+#[test]
+fn load_balancers_publish_their_targets_and_keep_their_vni() {
+    let mut s = new_state();
+    let ul = s
+        .create_load_balancer("lb1", 300, ip("10.20.30.40"), vec![tcp(80)], None)
+        .unwrap();
+    // The VNI exists for the balancer alone, as in dpservice (test_vni_existence).
+    assert!(s.vni_in_use(300, VniType::Ipv4).unwrap());
+    assert_eq!(
+        s.underlay_use(ul),
+        Some(UnderlayUse::LoadBalancer { vni: 300 })
+    );
+    let info = s.get_load_balancer("lb1").unwrap();
+    assert_eq!(
+        (info.vni, info.ip, info.underlay),
+        (300, ip("10.20.30.40"), ul)
+    );
+    let gen0 = s.snapshot().lb_generation;
+    s.create_lb_target("lb1", ip("fc00:2::2")).unwrap();
+    s.create_lb_target("lb1", ip("fc00:2::1")).unwrap();
+    // Listed sorted, published with a Maglev table, under a new generation.
+    assert_eq!(
+        s.list_lb_targets(Some("lb1")).unwrap(),
+        [v6("fc00:2::1"), v6("fc00:2::2")]
+    );
+    let snap = s.snapshot();
+    assert!(snap.lb_generation > gen0);
+    let lb = snap.load_balancer(300, ip("10.20.30.40")).unwrap();
+    assert_eq!(lb.targets, [v6("fc00:2::1"), v6("fc00:2::2")]);
+    assert!(lb.pick(12345).is_some());
+    assert!(snap.load_balancer(100, ip("10.20.30.40")).is_none());
+    s.delete_lb_target("lb1", ip("fc00:2::1")).unwrap();
+    assert_eq!(s.list_lb_targets(None).unwrap(), [v6("fc00:2::2")]);
+    // An interface in the VNI comes and goes: the balancer keeps the VNI.
+    s.create_interface(spec("vm4", "dtapvf_3", 300, "10.30.0.4", "::"))
+        .unwrap();
+    s.delete_interface("vm4").unwrap();
+    assert!(s.vni_in_use(300, VniType::Ipv4).unwrap());
+    s.delete_load_balancer("lb1").unwrap();
+    assert!(!s.vni_in_use(300, VniType::Ipv4).unwrap());
+    assert_eq!(s.underlay_use(ul), None);
+    assert!(s.snapshot().load_balancers.is_empty());
+}
+
+#[test]
+fn load_balancers_are_listed_in_creation_order() {
+    let mut s = new_state();
+    s.create_load_balancer("lb2", VNI, ip("1234::1"), vec![tcp(80)], None)
+        .unwrap();
+    s.create_load_balancer("lb1", VNI, ip("1.2.3.4"), vec![tcp(80), tcp(443)], None)
+        .unwrap();
+    let ids: Vec<_> = s.list_load_balancers().into_iter().map(|l| l.id).collect();
+    assert_eq!(ids, ["lb2", "lb1"]);
+    assert_eq!(
+        s.get_load_balancer("lb1").unwrap().ports,
+        [tcp(80), tcp(443)]
+    );
+}
+
+#[test]
+fn load_balancer_errors_change_nothing() {
+    let mut s = with_two_vms();
+    s.create_load_balancer("lb1", VNI, ip("10.20.30.40"), vec![tcp(80)], None)
+        .unwrap();
+    let lb = |id: &'static str, addr: &'static str| {
+        move |s: &mut State| s.create_load_balancer(id, VNI, ip(addr), vec![tcp(80)], None)
+    };
+    rejected(&mut s, DpError::AlreadyExists, lb("lb1", "10.20.30.41"));
+    rejected(&mut s, DpError::AlreadyExists, lb("lb2", "10.20.30.40"));
+    rejected(&mut s, DpError::NotFound, |s| s.get_load_balancer("nope"));
+    rejected(&mut s, DpError::NotFound, |s| {
+        s.delete_load_balancer("nope")
+    });
+    rejected(&mut s, DpError::NoLb, |s| {
+        s.create_lb_target("nope", ip("::1"))
+    });
+    rejected(&mut s, DpError::NoLb, |s| {
+        s.delete_lb_target("nope", ip("::1"))
+    });
+    rejected(&mut s, DpError::NoLb, |s| s.list_lb_targets(Some("nope")));
+    rejected(&mut s, DpError::BadIpVer, |s| {
+        s.create_lb_target("lb1", ip("1.2.3.4"))
+    });
+    rejected(&mut s, DpError::BadIpVer, |s| {
+        s.delete_lb_target("lb1", ip("1.2.3.4"))
+    });
+    rejected(&mut s, DpError::NotFound, |s| {
+        s.delete_lb_target("lb1", ip("fc00:2::1"))
+    });
+    s.create_lb_target("lb1", ip("fc00:2::1")).unwrap();
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_lb_target("lb1", ip("fc00:2::1"))
+    });
+    // Table limits.
+    let mut limits = s.limits().clone();
+    limits.load_balancers = 1;
+    limits.lb_targets = 1;
+    s.set_limits(limits);
+    rejected(&mut s, DpError::OutOfMemory, lb("lb2", "10.20.30.41"));
+    rejected(&mut s, DpError::BackipAdd, |s| {
+        s.create_lb_target("lb1", ip("fc00:2::2"))
+    });
+    // A preferred underlay address that is taken.
+    let taken = s.get_load_balancer("lb1").unwrap().underlay;
+    rejected(&mut s, DpError::VnfInsert, |s| {
+        s.create_load_balancer("lb3", VNI, ip("10.20.30.42"), vec![tcp(80)], Some(taken))
+    });
+}
+
+#[test]
+fn lb_prefixes_deliver_to_their_interface_without_a_route() {
+    let mut s = with_two_vms();
+    let ul = s
+        .create_lb_prefix("vm1", ip("10.20.30.40"), 32, None)
+        .unwrap();
+    assert_eq!(
+        s.underlay_use(ul),
+        Some(UnderlayUse::LbPrefix {
+            port: 2,
+            vni: VNI,
+            addr: ip("10.20.30.40"),
+            len: 32
+        })
+    );
+    let snap = s.snapshot();
+    assert_eq!(
+        snap.underlay_target(ul),
+        Some(dp_tables::UnderlayTarget::Iface { port: 2, vni: VNI })
+    );
+    // The VM may send from the prefix (its answers as the balancer) ...
+    assert!(snap
+        .iface(2)
+        .unwrap()
+        .owns_source_v4(Ipv4Addr::new(10, 20, 30, 40)));
+    // ... but the VNI routes nothing there.
+    assert_eq!(
+        snap.vni(VNI)
+            .unwrap()
+            .lookup_v4(Ipv4Addr::new(10, 20, 30, 40)),
+        None
+    );
+    assert_eq!(s.list_lb_prefixes("vm1").unwrap()[0].underlay, ul);
+    assert!(s.list_prefixes("vm1").unwrap().is_empty());
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_lb_prefix("vm1", ip("10.20.30.40"), 32, None)
+    });
+    rejected(&mut s, DpError::NoVm, |s| {
+        s.create_lb_prefix("nope", ip("10.20.30.40"), 32, None)
+    });
+    rejected(&mut s, DpError::NoVm, |s| s.list_lb_prefixes("nope"));
+    rejected(&mut s, DpError::NoVm, |s| {
+        s.delete_lb_prefix("nope", ip("10.20.30.40"), 32)
+    });
+    rejected(&mut s, DpError::NotFound, |s| {
+        s.delete_lb_prefix("vm1", ip("10.20.30.41"), 32)
+    });
+    s.delete_lb_prefix("vm1", ip("10.20.30.40"), 32).unwrap();
+    assert_eq!(s.underlay_use(ul), None);
+    assert!(!s
+        .snapshot()
+        .iface(2)
+        .unwrap()
+        .owns_source_v4(Ipv4Addr::new(10, 20, 30, 40)));
+    // They go with their interface.
+    let ul = s.create_lb_prefix("vm2", ip("1.2.3.0"), 24, None).unwrap();
+    s.delete_interface("vm2").unwrap();
+    assert_eq!(s.underlay_use(ul), None);
 }
