@@ -480,3 +480,64 @@ fn the_sweep_removes_flows_of_a_removed_balancer() {
     h.tick_after_ms(200);
     assert_eq!(h.worker.flows.len(), 0, "the balancer's flows are gone");
 }
+
+#[test]
+fn a_nated_client_of_this_host_reaches_a_local_target_through_the_router() {
+    // dpservice's test_nat_to_lb_nat: VM2 (NAT) → balancer → router → back to the balancer
+    // → VM1 (a target on this host); VM1's answer is VM2's flow's reply.
+    let nat_ip = Ipv4Addr::new(203, 0, 113, 9);
+    let mut h = harness();
+    make_vm1_a_local_target(&mut h);
+    let mut vm2 = h.ifaces[1].clone();
+    vm2.services.nat = Some(dp_tables::NatRange {
+        ip: nat_ip,
+        min_port: 400,
+        max_port: 402,
+    });
+    h.snapshot.set_iface(VM2, Some(Arc::new(vm2)));
+    set_lb(
+        &mut h,
+        LB_IP.into(),
+        lb_underlay(),
+        &[tcp80()],
+        &[local_target()],
+    );
+    let vm2_ip = vm_ipv4(VM2);
+    let syn = ipv4(
+        vm2_ip,
+        LB_IP,
+        6,
+        64,
+        &tcp_v4(vm2_ip, LB_IP, 2400, 80, TCP_SYN, b""),
+    );
+    let (dst, natted) = one_out(&h.run1(VM2, eth(own_mac(VM2), vm_mac(VM2), ETH_IPV4, &syn)));
+    assert_eq!(dst, router_underlay());
+    let nat_port = u16::from_be_bytes([natted[20], natted[21]]);
+    assert!((400..402).contains(&nat_port));
+    // The router sends it back to the balancer; VM1 gets it as the router sent it.
+    let out = h.run1(PF0, to_lb(&natted));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, VM1);
+    assert_eq!(&out[0].1[14..], &natted[..]);
+    // VM1 answers the NAT address: that is VM2's flow's reply, translated back to VM2.
+    let synack = ipv4(
+        LB_IP,
+        nat_ip,
+        6,
+        64,
+        &tcp_v4(LB_IP, nat_ip, 80, nat_port, TCP_SYN | TCP_ACK, b""),
+    );
+    let out = h.run1(VM1, eth(own_mac(VM1), vm_mac(VM1), ETH_IPV4, &synack));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, VM2);
+    let want = ipv4(
+        LB_IP,
+        vm2_ip,
+        6,
+        63,
+        &tcp_v4(LB_IP, vm2_ip, 80, 2400, TCP_SYN | TCP_ACK, b""),
+    );
+    assert_frame(&out[0].1, &eth(vm_mac(VM2), own_mac(VM2), ETH_IPV4, &want));
+    assert_eq!(h.total_drops(), 0);
+    h.assert_conservation();
+}

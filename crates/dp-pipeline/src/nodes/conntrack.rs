@@ -314,7 +314,7 @@ impl Tracker {
                     // An echo request is answered, nothing else of ICMP starts a flow.
                     return Verdict::Next(NodeId::Lb);
                 }
-                if let Err(reason) = super::lb::balance(&mut flow, lb, ctx) {
+                if let Err(reason) = super::lb::balance(&mut flow, lb, ctx, &worker.flows) {
                     return Verdict::Drop(reason);
                 }
             }

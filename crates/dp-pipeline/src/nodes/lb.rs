@@ -27,8 +27,8 @@ use dp_packet::nat::{is_icmpv4_error, is_icmpv6_error};
 use dp_packet::{IpProtocol, Ipv6Addr};
 use dp_tables::lb::{lb_reply_key, lb_stamp, lb_target_of};
 use dp_tables::{
-    Direction, FirewallVerdict, Flow, FlowId, InsertError, LoadBalancer, PortId, Snapshot,
-    Translation, UnderlayTarget, Vni, NO_PORT,
+    Direction, FirewallVerdict, Flow, FlowId, FlowTable, InsertError, LoadBalancer, PortId,
+    Snapshot, Translation, UnderlayTarget, Vni, NO_PORT,
 };
 
 use crate::buffer::{FlowRef, PacketBuf};
@@ -60,7 +60,12 @@ impl Node for Lb {
 
 /// Makes `flow` (a new flow to `lb`, its original key set) a balanced one: its target chosen,
 /// kept in its reply key, and the target's VM port if the target is on this host.
-pub(crate) fn balance(flow: &mut Flow, lb: &LoadBalancer, ctx: &Ctx<'_>) -> Result<(), DropReason> {
+pub(crate) fn balance(
+    flow: &mut Flow,
+    lb: &LoadBalancer,
+    ctx: &Ctx<'_>,
+    flows: &FlowTable,
+) -> Result<(), DropReason> {
     let key = flow.keys[0];
     if !lb.serves(key.proto, key.dst_port) {
         return Err(DropReason::LbPortClosed);
@@ -68,12 +73,15 @@ pub(crate) fn balance(flow: &mut Flow, lb: &LoadBalancer, ctx: &Ctx<'_>) -> Resu
     let target = lb.pick(key.hash()).ok_or(DropReason::LbNoTarget)?;
     let port = local_port(ctx.tables, target, key.vni);
     flow.translation = Translation::Lb;
-    // A local target's VM answers through this host: its replies are the flow's. A remote
+    // A local target's VM answers through this host: its replies are the flow's — unless
+    // another flow has that reply already (a client of this host whose NAT'd flow came back
+    // through the router: its answer is that flow's reply, translated back to it). A remote
     // target's never come here, and the reply key holds the target instead.
-    flow.keys[1] = if port == NO_PORT {
+    let reversed = key.reversed();
+    flow.keys[1] = if port == NO_PORT || flows.contains(&reversed) {
         lb_reply_key(&key, target)
     } else {
-        key.reversed()
+        reversed
     };
     flow.ports[1] = port;
     flow.lb_stamp = lb_stamp(ctx.tables.lb_generation);
@@ -153,7 +161,7 @@ fn rebalance(pkt: &mut PacketBuf, id: FlowId, ctx: &Ctx<'_>, worker: &mut Worker
     let mut flow = Flow::new(key, key.reversed(), old.expires_ns);
     flow.tcp = old.tcp;
     flow.ports[0] = old.ports[0];
-    if let Err(reason) = balance(&mut flow, lb, ctx) {
+    if let Err(reason) = balance(&mut flow, lb, ctx, &worker.flows) {
         return Verdict::Drop(reason);
     }
     let accept = super::firewall::decide(&flow, ctx.tables, None);
