@@ -485,9 +485,11 @@ fn the_sweep_removes_flows_of_a_removed_balancer() {
 fn a_nated_client_of_this_host_reaches_a_local_target_through_the_router() {
     // dpservice's test_nat_to_lb_nat: VM2 (NAT) → balancer → router → back to the balancer
     // → VM1 (a target on this host); VM1's answer is VM2's flow's reply.
-    let nat_ip = Ipv4Addr::new(203, 0, 113, 9);
+    // Both VMs share VM1's NAT address (other ports), as in dpservice's test.
+    let nat_ip = Ipv4Addr::new(203, 0, 113, 1);
     let mut h = harness();
     make_vm1_a_local_target(&mut h);
+    h.set_firewall(VM1, vec![ingress_tcp(80)]);
     let mut vm2 = h.ifaces[1].clone();
     vm2.services.nat = Some(dp_tables::NatRange {
         ip: nat_ip,
@@ -495,6 +497,13 @@ fn a_nated_client_of_this_host_reaches_a_local_target_through_the_router() {
         max_port: 402,
     });
     h.snapshot.set_iface(VM2, Some(Arc::new(vm2)));
+    h.snapshot.set_underlay(
+        nat_underlay(VM2),
+        UnderlayTarget::Nat {
+            port: VM2,
+            vni: VNI,
+        },
+    );
     set_lb(
         &mut h,
         LB_IP.into(),
@@ -519,7 +528,8 @@ fn a_nated_client_of_this_host_reaches_a_local_target_through_the_router() {
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].0, VM1);
     assert_eq!(&out[0].1[14..], &natted[..]);
-    // VM1 answers the NAT address: that is VM2's flow's reply, translated back to VM2.
+    // VM1 answers the NAT address: routed to the router (not taken for VM2's flow's reply
+    // on this host), which sends it to the NAT's underlay address: VM2's reply, translated.
     let synack = ipv4(
         LB_IP,
         nat_ip,
@@ -527,7 +537,15 @@ fn a_nated_client_of_this_host_reaches_a_local_target_through_the_router() {
         64,
         &tcp_v4(LB_IP, nat_ip, 80, nat_port, TCP_SYN | TCP_ACK, b""),
     );
-    let out = h.run1(VM1, eth(own_mac(VM1), vm_mac(VM1), ETH_IPV4, &synack));
+    let (dst, routed) = one_out(&h.run1(VM1, eth(own_mac(VM1), vm_mac(VM1), ETH_IPV4, &synack)));
+    assert_eq!(dst, router_underlay());
+    let mut want = synack.clone();
+    want[8] = 63;
+    assert_eq!(&routed[12..], &want[12..], "routed untranslated");
+    let out = h.run1(
+        PF0,
+        from_underlay(PF0, router_underlay(), nat_underlay(VM2), 4, &routed),
+    );
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].0, VM2);
     let want = ipv4(

@@ -217,7 +217,7 @@ impl Tracker {
                 .saturating_add(ctx.config.flow_timeouts.of(key.proto, flow.tcp));
         }
         pkt.parsed.flow_ref = FlowRef::new(id, dir);
-        after_lookup(pkt, flow, ctx)
+        after_lookup(pkt, flow, dir, ctx)
     }
 
     /// A packet of no known flow: an ICMP error (about a flow), or a new flow.
@@ -257,7 +257,7 @@ impl Tracker {
             return Verdict::Drop(DropReason::IcmpErrorNoFlow);
         };
         pkt.parsed.flow_ref = FlowRef::new(id, dir);
-        after_lookup(pkt, flow, ctx)
+        after_lookup(pkt, flow, dir, ctx)
     }
 
     #[cold]
@@ -476,8 +476,13 @@ fn set_reply_port(reply: &mut ConnKey, port: u16) {
 }
 
 /// What a packet of a known flow does next.
+///
+/// A source-NAT flow's replies are taken from the underlay (the NAT's or VIP's underlay
+/// address) only: a VM of this host sending to the public address is routed as any packet (to
+/// the router, which sends it back to that address), as in dpservice, where such a packet takes
+/// the route too.
 #[inline]
-fn after_lookup(pkt: &PacketBuf, flow: &Flow, ctx: &Ctx<'_>) -> Verdict {
+fn after_lookup(pkt: &PacketBuf, flow: &Flow, dir: Direction, ctx: &Ctx<'_>) -> Verdict {
     if flow.firewall.generation != ctx.tables.firewall_generation {
         return Verdict::Next(NodeId::Firewall);
     }
@@ -487,6 +492,11 @@ fn after_lookup(pkt: &PacketBuf, flow: &Flow, ctx: &Ctx<'_>) -> Verdict {
     match flow.translation {
         Translation::None => go_on(pkt),
         Translation::Lb => Verdict::Next(NodeId::Lb),
+        Translation::SnatNat | Translation::SnatVip | Translation::Nat64
+            if dir == Direction::Reply && pkt.meta.origin == Origin::Vm =>
+        {
+            go_on(pkt)
+        }
         _ => Verdict::Next(NodeId::Nat),
     }
 }
