@@ -660,3 +660,55 @@ fn nat_virtualip_and_firewall() {
     let v = d.ok("list nats --nat-ip 172.21.1.1 --nat-type local");
     assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{v}");
 }
+
+#[test]
+fn load_balancers_targets_and_prefixes() {
+    let Some(d) = start() else { return };
+    d.init();
+    d.ok(&format!(
+        "add interface --id vm1 --vni 100 --ipv4 10.100.1.1 --device {}",
+        d.dev(0)
+    ));
+
+    let v = d.ok("add loadbalancer --id lb1 --vni 100 --vip 10.20.30.40 --lbports tcp/80,udp/53");
+    assert_eq!(v["kind"], "LoadBalancer");
+    let ul = v["spec"]["underlay_route"].clone();
+    assert!(in_host_underlay(&ul), "{v}");
+    let v = d.ok("get loadbalancer --id lb1");
+    assert_eq!(v["spec"]["loadbalanced_ip"], "10.20.30.40", "{v}");
+    assert_eq!(v["spec"]["underlay_route"], ul, "{v}");
+    assert_eq!(
+        v["spec"]["loadbalanced_ports"],
+        serde_json::json!([{"protocol": 6, "port": 80}, {"protocol": 17, "port": 53}]),
+        "{v}"
+    );
+    let (_, source, code, _) =
+        d.fails("add loadbalancer --id lb1 --vni 100 --vip 10.20.30.40 --lbports tcp/80");
+    assert_eq!((source.as_str(), code), ("server", 202));
+    let v = d.ok("list loadbalancers");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{v}");
+
+    // A target prefix on vm1, and its underlay address as a target.
+    let v = d.ok("add lbprefix --interface-id vm1 --prefix 10.20.30.40/32");
+    assert_eq!(v["kind"], "LoadBalancerPrefix");
+    let target = v["spec"]["underlay_route"].as_str().unwrap().to_owned();
+    let v = d.ok("list lbprefixes --interface-id vm1");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{v}");
+    d.ok(&format!("add lbtarget --lb-id lb1 --target-ip {target}"));
+    d.ok("add lbtarget --lb-id lb1 --target-ip fc00:2::64:0:1");
+    let v = d.ok("list lbtargets --lb-id lb1");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(2), "{v}");
+    let (_, source, code, _) = d.fails("add lbtarget --lb-id nope --target-ip fc00:2::64:0:1");
+    assert_eq!((source.as_str(), code), ("server", 422));
+    let (_, source, code, _) = d.fails("add lbtarget --lb-id lb1 --target-ip 1.2.3.4");
+    assert_eq!((source.as_str(), code), ("server", 204));
+    d.ok("del lbtarget --lb-id lb1 --target-ip fc00:2::64:0:1");
+    let v = d.ok("list lbtargets --lb-id lb1");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{v}");
+
+    // Removal.
+    d.ok("del lbprefix --interface-id vm1 --prefix 10.20.30.40/32");
+    d.ok("del loadbalancer --id lb1");
+    let (_, source, code, _) = d.fails("get loadbalancer --id lb1");
+    assert_eq!((source.as_str(), code), ("server", 201));
+}
