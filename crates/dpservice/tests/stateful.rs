@@ -32,6 +32,10 @@
 //! 5. Neighbor NAT: vm4 on hv2 shares 203.0.113.1 (ports 2048–3072); the router sends every
 //!    packet for 203.0.113.1 to hv1, which relays the replies of vm4's flows to hv2 (seen on
 //!    hv1's uplinks, encapsulated towards hv2's NAT underlay address) and vm4 gets them.
+//! 6. Load balancer: 203.0.113.20:9000 on hv1 with two targets, vm1 (hv1) and vm4 (hv2), each
+//!    holding the address in a target prefix; 100 connections from the internet spread over
+//!    both and stay open; removing vm4's target moves only vm4's connections (vm1's keep
+//!    answering, vm4's are sent to vm1, which resets them) and new ones all go to vm1.
 //!
 //! Sockets are plain std sockets made by a thread that entered the namespace (`setns`), so the
 //! servers and clients need no tools and the test reads exactly which addresses they saw.
@@ -845,12 +849,13 @@ fn scenario(lab: &mut Lab) -> Result<(), String> {
     lab.servers.push(Server::tcp(&rns, sa(SERVER, TCP_PORT))?);
     lab.servers.push(Server::udp(&rns, sa(SERVER, UDP_PORT))?);
 
-    let steps: [(&str, Step); 5] = [
+    let steps: [(&str, Step); 6] = [
         ("1 NAT", check_nat),
         ("2 VIP", check_vip),
         ("3 firewall", check_firewall),
         ("4 NAT64", check_nat64),
         ("5 neighbor NAT", check_neighbor_nat),
+        ("6 load balancer", check_load_balancer),
     ];
     for (name, f) in steps {
         let t = Instant::now();
@@ -1218,5 +1223,175 @@ fn check_neighbor_nat(lab: &mut Lab) -> Result<(), String> {
     );
     // hv1's own share still comes back to hv1.
     expect_translated(lab, "vm1", IpAddr::V4(SERVER), NAT_IP, Some(HV1_PORTS))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Step 6: load balancer
+// ---------------------------------------------------------------------------------------
+
+const LB_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+const LB_PORT: u16 = 9000;
+const LB_CONNECTIONS: usize = 100;
+
+/// A TCP server in a namespace that keeps every connection open and answers each line with its
+/// name (a thread per connection). Dropping it stops every thread within ~100 ms.
+struct NamedEcho {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl NamedEcho {
+    fn start(ns: &str, addr: SocketAddr, name: &'static str) -> Result<NamedEcho, String> {
+        let listener = in_netns(ns, || TcpListener::bind(addr))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("tcp {addr}: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let handle = thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let st = st.clone();
+                        conns.push(thread::spawn(move || echo_name(s, name, &st)));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        Ok(NamedEcho {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+fn echo_name(mut s: TcpStream, name: &str, stop: &AtomicBool) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = [0u8; 256];
+    while !stop.load(Ordering::Relaxed) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                if s.write_all(format!("{name}\n").as_bytes()).is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+impl Drop for NamedEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Sends a line on an open connection and reads the one-line answer (bounded by the stream's
+/// read timeout).
+fn ask(s: &mut TcpStream) -> Result<String, String> {
+    s.write_all(b"who\n").map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\n") {
+        match s.read(&mut byte) {
+            Ok(0) => return Err("closed".into()),
+            Ok(_) => answer.push(byte[0]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    Ok(String::from_utf8_lossy(&answer).trim().to_string())
+}
+
+/// A connection from the internet to the balancer, and which target answered it.
+fn lb_connect(rns: &str, timeout: Duration) -> Result<(TcpStream, String), String> {
+    let dst = sa(LB_IP, LB_PORT);
+    let mut s = in_netns(rns, || TcpStream::connect_timeout(&dst, IO_TIMEOUT))
+        .map_err(|e| format!("TCP connect to {dst}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| format!("{dst}: {e}"))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| format!("{dst}: {e}"))?;
+    let who = ask(&mut s)?;
+    Ok((s, who))
+}
+
+fn check_load_balancer(lab: &mut Lab) -> Result<(), String> {
+    let lb_ul = lab.hvs[0]
+        .api
+        .create_load_balancer("lb1", VNI, LB_IP, LB_PORT)?;
+    let vm1_ul = lab.hvs[0].api.create_lb_prefix("vm1", LB_IP)?;
+    let vm4_ul = lab.hvs[1].api.create_lb_prefix("vm4", LB_IP)?;
+    lab.hvs[0].api.create_lb_target("lb1", vm1_ul)?;
+    lab.hvs[0].api.create_lb_target("lb1", vm4_ul)?;
+    step!(
+        "lb1 {LB_IP}:{LB_PORT} (underlay {lb_ul}): targets vm1 {vm1_ul} (hv1), vm4 {vm4_ul} (hv2)"
+    );
+    route_public(lab, lb_ul, LB_IP)?;
+    let mut servers = Vec::new();
+    for vm in ["vm1", "vm4"] {
+        // The balancer's address is the VM's (its target prefix), as a load-balanced VM has it.
+        lab.vm(vm)
+            .ns
+            .exec(&["ip", "addr", "add", &format!("{LB_IP}/32"), "dev", "lo"])?
+            .check()?;
+        servers.push(NamedEcho::start(&lab.ns(vm), sa(LB_IP, LB_PORT), vm)?);
+    }
+    let rns = lab.router_ns();
+    let first = wait_until(
+        "a first connection to the load balancer",
+        Duration::from_secs(6),
+        || lb_connect(&rns, IO_TIMEOUT),
+    )?;
+    let mut conns = vec![first];
+    while conns.len() < LB_CONNECTIONS {
+        conns.push(lb_connect(&rns, IO_TIMEOUT)?);
+    }
+    let on = |who: &str, conns: &[(TcpStream, String)]| conns.iter().filter(|c| c.1 == who).count();
+    let (n1, n4) = (on("vm1", &conns), on("vm4", &conns));
+    step!("{LB_CONNECTIONS} connections: vm1 {n1}, vm4 {n4}");
+    ensure(n1 + n4 == LB_CONNECTIONS && n1 >= 20 && n4 >= 20, || {
+        format!("connections not spread over both targets: vm1 {n1}, vm4 {n4}")
+    })?;
+
+    lab.hvs[0].api.delete_lb_target("lb1", vm4_ul)?;
+    step!("target vm4 removed");
+    let (mut kept, mut reset) = (0, 0);
+    for (s, who) in &mut conns {
+        if who == "vm1" {
+            let again = ask(s)?;
+            ensure(again == "vm1", || {
+                format!("a vm1 connection answered {again:?}")
+            })?;
+            kept += 1;
+        } else {
+            // Sent to vm1 now, which knows no such connection and resets it.
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let r = ask(s);
+            ensure(r.is_err(), || {
+                format!("a vm4 connection still answered {r:?}")
+            })?;
+            reset += 1;
+        }
+    }
+    step!("after the removal: {kept} vm1 connections kept, {reset} vm4 connections moved (reset)");
+    for _ in 0..20 {
+        let (_, who) = lb_connect(&rns, IO_TIMEOUT)?;
+        ensure(who == "vm1", || format!("a new connection went to {who}"))?;
+    }
+    step!("20 new connections: all vm1");
+    drop(conns);
+    drop(servers);
     Ok(())
 }

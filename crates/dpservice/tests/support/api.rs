@@ -11,6 +11,10 @@ use dp_proto::v1::{
     DeleteInterfaceRequest, DeleteRouteRequest, FirewallRule, InitializeRequest, Interface,
     IpConfig, ListInterfacesRequest, ListRoutesRequest, Route, Status,
 };
+use dp_proto::v1::{
+    CreateLoadBalancerPrefixRequest, CreateLoadBalancerRequest, CreateLoadBalancerTargetRequest,
+    DeleteLoadBalancerTargetRequest, LbPort, Prefix, Protocol,
+};
 use dp_proto::DpdKironcoreClient;
 use tonic::transport::Channel;
 
@@ -211,6 +215,75 @@ impl Api {
         check(&what, r.status)?;
         dp_proto::ipv6_from_bytes(&r.underlay_route)
             .map_err(|e| format!("{what}: bad underlay_route: {e}"))
+    }
+
+    /// `CreateLoadBalancer` `id` in `vni` at `ip` for TCP `port`; returns its underlay address.
+    pub fn create_load_balancer(
+        &mut self,
+        id: &str,
+        vni: u32,
+        ip: Ipv4Addr,
+        port: u16,
+    ) -> Result<Ipv6Addr, String> {
+        let what = format!("CreateLoadBalancer {id} {ip}:{port}");
+        let req = CreateLoadBalancerRequest {
+            loadbalancer_id: id.as_bytes().to_vec(),
+            loadbalanced_ip: Some(dp_proto::convert::ip_to_proto(IpAddr::V4(ip))),
+            vni,
+            loadbalanced_ports: vec![LbPort {
+                port: u32::from(port),
+                protocol: Protocol::Tcp as i32,
+            }],
+            preferred_underlay_route: Vec::new(),
+        };
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.create_load_balancer(req))?;
+        check(&what, r.status)?;
+        dp_proto::ipv6_from_bytes(&r.underlay_route)
+            .map_err(|e| format!("{what}: bad underlay_route: {e}"))
+    }
+
+    /// `CreateLoadBalancerPrefix` `ip/32` on interface `id`; returns its underlay address.
+    pub fn create_lb_prefix(&mut self, id: &str, ip: Ipv4Addr) -> Result<Ipv6Addr, String> {
+        let what = format!("CreateLoadBalancerPrefix {ip}/32 on {id}");
+        let req = CreateLoadBalancerPrefixRequest {
+            interface_id: id.as_bytes().to_vec(),
+            prefix: Some(Prefix {
+                ip: Some(dp_proto::convert::ip_to_proto(IpAddr::V4(ip))),
+                length: 32,
+                underlay_route: Vec::new(),
+            }),
+            preferred_underlay_route: Vec::new(),
+        };
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.create_load_balancer_prefix(req))?;
+        check(&what, r.status)?;
+        dp_proto::ipv6_from_bytes(&r.underlay_route)
+            .map_err(|e| format!("{what}: bad underlay_route: {e}"))
+    }
+
+    /// `CreateLoadBalancerTarget` `target` of balancer `id`.
+    pub fn create_lb_target(&mut self, id: &str, target: Ipv6Addr) -> Result<(), String> {
+        let what = format!("CreateLoadBalancerTarget {target} of {id}");
+        let req = CreateLoadBalancerTargetRequest {
+            loadbalancer_id: id.as_bytes().to_vec(),
+            target_ip: Some(dp_proto::convert::ip_to_proto(IpAddr::V6(target))),
+        };
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.create_load_balancer_target(req))?;
+        check(&what, r.status)
+    }
+
+    /// `DeleteLoadBalancerTarget` `target` of balancer `id`.
+    pub fn delete_lb_target(&mut self, id: &str, target: Ipv6Addr) -> Result<(), String> {
+        let what = format!("DeleteLoadBalancerTarget {target} of {id}");
+        let req = DeleteLoadBalancerTargetRequest {
+            loadbalancer_id: id.as_bytes().to_vec(),
+            target_ip: Some(dp_proto::convert::ip_to_proto(IpAddr::V6(target))),
+        };
+        let mut c = self.client.clone();
+        let r = self.call(&what, c.delete_load_balancer_target(req))?;
+        check(&what, r.status)
     }
 
     /// `CreateNat` of `ip`, ports `min..max` (upper bound excluded) on interface `id`; returns
