@@ -17,6 +17,8 @@ mod firewall;
 mod iface;
 mod lpm;
 mod lpm4;
+pub mod maglev;
+pub mod meter;
 mod nat;
 mod snapshot;
 mod vni;
@@ -32,6 +34,8 @@ pub use firewall::{
 pub use iface::{Iface, PxeConfig};
 pub use lpm::{Lpm, LpmKey};
 pub use lpm4::Lpm4;
+pub use maglev::{Maglev, MAGLEV_TABLE_SIZE};
+pub use meter::{MeterConfig, TokenBucket};
 pub use nat::{IfaceServices, NatRange, NeighborNat, PublicTarget};
 pub use snapshot::{Publisher, Snapshot, SnapshotReader, UnderlayTarget};
 pub use vni::{RouteTarget, VniTable};
