@@ -840,6 +840,7 @@ fn route_rate_state_only() {
             pxe: None,
             hostname: None,
             preferred_underlay: None,
+            meter: Default::default(),
         };
         s.create_interface(spec).unwrap();
     });
@@ -1395,4 +1396,62 @@ async fn nats_and_neighbor_nats() {
     assert!(r.nat_entries.is_empty());
     assert!(server.control.snapshot().public.is_empty());
     server.stop().await;
+}
+
+#[tokio::test]
+async fn metering_parameters_are_validated_stored_and_read_back() {
+    let server = Server::start().await;
+    let mut c = initialized_client(&server).await;
+    let metered = |total, public| {
+        let mut req = iface_req("vm1", "dtapvf_0", 100, "10.100.1.1", "::");
+        req.metering_parameters = Some(v1::MeteringParams {
+            total_rate: total,
+            public_rate: public,
+        });
+        req
+    };
+    // A public rate above the total: dpservice's PORT_METER (383) in the status, nothing made.
+    for (total, public) in [(100, 200), (0, 1), (u64::from(u32::MAX) + 1, 0)] {
+        let r = c
+            .create_interface(metered(total, public))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), (383, "PORT_METER"), "{total}/{public}");
+        assert!(r.vf.is_none());
+    }
+    let none = c
+        .list_interfaces(v1::ListInterfacesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.interfaces.is_empty());
+    assert!(server.control.snapshot().iface(2).is_none());
+
+    let r = c
+        .create_interface(metered(100, 30))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let want = Some(v1::MeteringParams {
+        total_rate: 100,
+        public_rate: 30,
+    });
+    let got = c
+        .get_interface(v1::GetInterfaceRequest {
+            interface_id: b"vm1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.interface.unwrap().metering_params, want);
+    let list = c
+        .list_interfaces(v1::ListInterfacesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.interfaces[0].metering_params, want);
+    let m = server.control.snapshot().iface(2).unwrap().meter;
+    assert_eq!((m.total_mbps, m.public_mbps), (100, 30));
 }
