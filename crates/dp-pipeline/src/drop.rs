@@ -102,6 +102,8 @@ drop_reasons! {
     NatPortsExhausted => "nat_ports_exhausted", "no free port in the interface's NAT range for a new flow to this destination";
     NatUnsupported => "nat_unsupported", "a packet that cannot be translated: a fragment, IPv6 extension headers, or an ICMP message other than echo and errors";
     NatGone => "nat_gone", "a translated flow whose VIP or NAT was removed (the flow is closed)";
+    MeterTotalExceeded => "meter_total_exceeded", "the VM sent more than its interface's total rate (metering_parameters.total_rate) allows";
+    MeterPublicExceeded => "meter_public_exceeded", "the VM sent more over a public route (NAT, VIP) than its interface's public rate (metering_parameters.public_rate) allows";
 }
 
 impl From<dp_buffer::OffloadError> for DropReason {

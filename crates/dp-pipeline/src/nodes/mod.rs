@@ -16,6 +16,7 @@ mod ipv4_lookup;
 mod ipv6_lookup;
 mod ipv6_nd;
 mod l2_rewrite;
+mod meter;
 mod nat;
 mod packet_relay;
 mod underlay_nd;
@@ -38,6 +39,8 @@ pub use ipv4_lookup::Ipv4Lookup;
 pub use ipv6_lookup::Ipv6Lookup;
 pub use ipv6_nd::Ipv6Nd;
 pub use l2_rewrite::L2Rewrite;
+pub(crate) use meter::via_meter_all;
+pub use meter::Meter;
 pub use nat::Nat;
 pub use packet_relay::PacketRelay;
 pub use underlay_nd::{
