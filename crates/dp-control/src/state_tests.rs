@@ -1558,7 +1558,9 @@ fn metering_is_checked_as_dpservice_and_published() {
     // Device and route errors come first, as in dpservice.
     let mut taken = metered(100, 101);
     taken.device = "dtapvf_0".into();
-    rejected(&mut s, DpError::AlreadyExists, |s| s.create_interface(taken));
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_interface(taken)
+    });
 
     s.create_interface(metered(100, 20)).unwrap();
     let info = s.get_interface("vm3").unwrap();
