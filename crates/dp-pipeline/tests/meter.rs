@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use dp_pipeline::{DropReason, NodeId};
-use dp_tables::meter::{BYTES_PER_MBIT, MIN_BURST_BYTES};
+use dp_tables::meter::{burst_bytes, BYTES_PER_MBIT};
 use dp_tables::{MeterConfig, RouteTarget};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -57,7 +57,8 @@ fn packets(p: u16, dst: Ipv4Addr, n: usize) -> Vec<(u16, Vec<u8>)> {
     let payload = [0x5a; (L3_LEN - 28) as usize];
     (0..n)
         .map(|i| {
-            let u = udp_v4(vm_ipv4(p), dst, 20_000 + i as u16, 5000, &payload);
+            let sport = 10_000 + (i % 50_000) as u16;
+            let u = udp_v4(vm_ipv4(p), dst, sport, 5000, &payload);
             let frame = eth(
                 own_mac(p),
                 vm_mac(p),
@@ -67,6 +68,11 @@ fn packets(p: u16, dst: Ipv4Addr, n: usize) -> Vec<(u16, Vec<u8>)> {
             (p, frame)
         })
         .collect()
+}
+
+/// The bucket's burst at `mbps`, in bytes.
+fn burst(mbps: u64) -> u64 {
+    burst_bytes(mbps * BYTES_PER_MBIT)
 }
 
 fn sent_to(out: &[(u16, Vec<u8>)], port: u16) -> usize {
@@ -93,18 +99,18 @@ fn a_metered_port_admits_exactly_its_bucket_then_drops_counted() {
     });
     h.now_ns = 5_000 * MS;
     // A full bucket at first: the burst, in whole packets.
-    let burst = MIN_BURST_BYTES;
+    let burst = burst(100);
     let fit = (burst / L3_LEN) as usize;
-    let out = h.run(&packets(VM1, vm_ipv4(VM2), 200));
+    let out = h.run(&packets(VM1, vm_ipv4(VM2), fit + 100));
     assert_eq!(sent_to(&out, VM2), fit);
     assert_eq!(
         h.nonzero_drops(),
-        vec![(DropReason::MeterTotalExceeded, 200 - fit as u64)]
+        vec![(DropReason::MeterTotalExceeded, 100)]
     );
     assert_eq!(
         h.counters
             .node_drops(Some(NodeId::Meter), DropReason::MeterTotalExceeded),
-        200 - fit as u64
+        100
     );
     // Another VM is not limited by VM1's meter (it passes the node, untouched).
     let out = h.run(&packets(VM2, vm_ipv4(VM1), 200));
@@ -134,28 +140,28 @@ fn a_metered_port_admits_exactly_its_bucket_then_drops_counted() {
 #[test]
 fn the_public_meter_only_hits_public_routes() {
     let mut h = harness(MeterConfig {
-        total_mbps: 1_000,
+        total_mbps: 100,
         public_mbps: 10,
     });
-    let fit = (MIN_BURST_BYTES / L3_LEN) as usize;
+    let fit = (burst(10) / L3_LEN) as usize;
     // Public (default route): the public bucket's burst passes, the rest is a public drop.
-    let out = h.run(&packets(VM1, SERVER, 200));
+    let out = h.run(&packets(VM1, SERVER, fit + 50));
     assert_eq!(out.len(), fit);
     assert!(out.iter().all(|(p, _)| *p == PF0 || *p == PF1));
     assert_eq!(
         h.nonzero_drops(),
-        vec![(DropReason::MeterPublicExceeded, 200 - fit as u64)]
+        vec![(DropReason::MeterPublicExceeded, 50)]
     );
-    // Private, local and remote: only the total rate (500 KB of burst at 1 Gbit/s) applies.
+    // Private, local and remote: only the total rate applies.
     let out = h.run(&packets(VM1, vm_ipv4(VM2), 200));
     assert_eq!(sent_to(&out, VM2), 200);
     let out = h.run(&packets(VM1, Ipv4Addr::new(10, 100, 2, 7), 100));
     assert_eq!(out.len(), 100);
-    // The total bucket also counted what went out publicly: 500,000 - 133,000 - 300,000 left.
-    let left = 500_000 - (fit as u64 + 300) * L3_LEN;
-    let out = h.run(&packets(VM1, vm_ipv4(VM2), 200));
-    assert_eq!(sent_to(&out, VM2) as u64, left / L3_LEN);
-    assert_eq!(h.drops(DropReason::MeterTotalExceeded), 200 - left / L3_LEN);
+    // The total bucket also counted what went out publicly (not what the public meter refused).
+    let left = (burst(100) - (fit as u64 + 300) * L3_LEN) / L3_LEN;
+    let out = h.run(&packets(VM1, vm_ipv4(VM2), left as usize + 50));
+    assert_eq!(sent_to(&out, VM2) as u64, left);
+    assert_eq!(h.drops(DropReason::MeterTotalExceeded), 50);
     h.assert_conservation();
 }
 
@@ -165,12 +171,13 @@ fn a_changed_meter_starts_over_and_removing_it_stops_metering() {
         total_mbps: 100,
         public_mbps: 0,
     });
-    let fit = (MIN_BURST_BYTES / L3_LEN) as usize;
-    assert_eq!(h.run(&packets(VM1, vm_ipv4(VM2), 200)).len(), fit);
+    let fit = (burst(100) / L3_LEN) as usize;
+    assert_eq!(h.run(&packets(VM1, vm_ipv4(VM2), fit + 10)).len(), fit);
     assert_eq!(h.run(&packets(VM1, vm_ipv4(VM2), 10)).len(), 0);
     // A new rate: a new, full bucket (same clock).
     set_meter(&mut h, 200);
-    assert_eq!(h.run(&packets(VM1, vm_ipv4(VM2), 200)).len(), fit);
+    let fit = (burst(200) / L3_LEN) as usize;
+    assert_eq!(h.run(&packets(VM1, vm_ipv4(VM2), fit + 10)).len(), fit);
     // No meter: everything, and the node is no longer visited.
     set_meter(&mut h, 0);
     let visits = h.counters.node_packets(NodeId::Meter);
