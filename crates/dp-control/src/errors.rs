@@ -73,6 +73,10 @@ pub enum DpError {
     /// 423: the load balancer has as many targets as it may have.
     #[error("BACKIP_ADD")]
     BackipAdd,
+    /// 383: the interface's metering cannot be configured (a public rate above the total, a
+    /// total beyond 32 bits).
+    #[error("PORT_METER")]
+    PortMeter,
     /// 401: the (preferred) underlay address is registered already.
     #[error("VNF_INSERT")]
     VnfInsert,
@@ -101,6 +105,7 @@ impl DpError {
             DpError::DnatExists => status::DNAT_EXISTS,
             DpError::SnatNoData => status::SNAT_NO_DATA,
             DpError::SnatExists => status::SNAT_EXISTS,
+            DpError::PortMeter => status::PORT_METER,
             DpError::VnfInsert => status::VNF_INSERT,
             DpError::VmHandle => status::VM_HANDLE,
             DpError::NoLb => status::NO_LB,
@@ -161,6 +166,7 @@ mod tests {
             (DpError::DnatExists, 323, "DNAT_EXISTS"),
             (DpError::SnatNoData, 341, "SNAT_NO_DATA"),
             (DpError::SnatExists, 343, "SNAT_EXISTS"),
+            (DpError::PortMeter, 383, "PORT_METER"),
             (DpError::VnfInsert, 401, "VNF_INSERT"),
             (DpError::VmHandle, 402, "VM_HANDLE"),
             (DpError::NoLb, 422, "NO_LB"),

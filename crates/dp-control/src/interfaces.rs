@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use dp_tables::{Iface, LpmKey, PortId, PxeConfig, RouteTarget, Vni};
+use dp_tables::{Iface, LpmKey, MeterConfig, PortId, PxeConfig, RouteTarget, Vni};
 
 use crate::errors::DpError;
 use crate::firewall::FirewallRuleSpec;
@@ -57,6 +57,9 @@ pub struct InterfaceSpec {
     pub hostname: Option<String>,
     /// Use this underlay address instead of generating one (`None` or `::`: generate).
     pub preferred_underlay: Option<Ipv6Addr>,
+    /// Rate limits of what the VM sends (Mbit/s, 0 = none); checked by
+    /// [`State::create_interface`] as dpservice's `dp_port_meter_config`.
+    pub meter: MeterConfig,
 }
 
 /// An interface as GetInterface / ListInterfaces report it.
@@ -74,6 +77,8 @@ pub struct InterfaceInfo {
     pub port: PortId,
     pub hostname: Option<String>,
     pub pxe: Option<Pxe>,
+    /// The metering as set by CreateInterface.
+    pub meter: MeterConfig,
 }
 
 /// What CreateInterface returns.
@@ -141,6 +146,7 @@ impl IfaceEntry {
             prefixes_v4,
             prefixes_v6,
             services: self.services.clone(),
+            meter: i.meter,
         }
     }
 
@@ -274,12 +280,24 @@ impl Interfaces {
     }
 }
 
+/// dpservice's checks of `dp_port_meter_config` (which it only applies on Mellanox NICs; we
+/// meter on every port, so always): the total rate fits its 32-bit VF rate limit, and the
+/// public rate is not above the total (so a public rate needs a total rate).
+fn check_meter(m: &MeterConfig) -> Result<(), DpError> {
+    if m.total_mbps > u64::from(u32::MAX) || m.public_mbps > m.total_mbps {
+        return Err(DpError::PortMeter);
+    }
+    Ok(())
+}
+
 impl State {
     /// Binds a VF to a new interface.
     ///
     /// Errors, in dpservice's order: unknown device → NOT_FOUND; device in use (or an
     /// uplink) → ALREADY_EXISTS; preferred underlay taken → VNF_INSERT; id taken → VM_HANDLE;
-    /// the `/32` or `/128` routed already in the VNI → ROUTE_EXISTS.
+    /// the `/32` or `/128` routed already in the VNI → ROUTE_EXISTS; a metering dpservice
+    /// refuses (a total rate beyond `u32::MAX` Mbit/s, or a public rate above the total —
+    /// also when the total is 0) → PORT_METER. A refused request changes nothing.
     pub fn create_interface(&mut self, spec: InterfaceSpec) -> Result<CreatedInterface, DpError> {
         let port = match self.interfaces.resolve_device(&spec.device) {
             None => return Err(DpError::NotFound),
@@ -310,6 +328,7 @@ impl State {
                 port,
                 hostname: spec.hostname.filter(|h| !h.is_empty()),
                 pxe: spec.pxe,
+                meter: spec.meter,
             },
             prefixes: Vec::new(),
             lb_prefixes: Vec::new(),
@@ -326,6 +345,8 @@ impl State {
                 return Err(DpError::RouteExists);
             }
         }
+        // dpservice configures the meter after the routes and undoes them when it fails.
+        check_meter(&spec.meter)?;
 
         let target = RouteTarget::Local { port };
         let ops: Vec<RouteOp> = entry

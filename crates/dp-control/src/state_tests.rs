@@ -44,6 +44,7 @@ fn spec(id: &str, device: &str, vni: Vni, ipv4: &str, ipv6: &str) -> InterfaceSp
         pxe: None,
         hostname: None,
         preferred_underlay: None,
+        meter: Default::default(),
     }
 }
 
@@ -1721,4 +1722,57 @@ fn lb_prefixes_deliver_to_their_interface_without_a_route() {
     let ul = s.create_lb_prefix("vm2", ip("1.2.3.0"), 24, None).unwrap();
     s.delete_interface("vm2").unwrap();
     assert_eq!(s.underlay_use(ul), None);
+}
+
+#[test]
+fn metering_is_checked_as_dpservice_and_published() {
+    let mut s = with_two_vms();
+    let metered = |total, public| {
+        let mut sp = spec("vm3", "dtapvf_2", VNI, "10.100.1.3", "2000:100:1::3");
+        sp.meter = dp_tables::MeterConfig {
+            total_mbps: total,
+            public_mbps: public,
+        };
+        sp
+    };
+    // dpservice's dp_port_meter_config: public above total (a total of 0 included), or a total
+    // beyond its 32-bit VF rate limit, is PORT_METER, and nothing is created.
+    rejected(&mut s, DpError::PortMeter, |s| {
+        s.create_interface(metered(100, 101))
+    });
+    rejected(&mut s, DpError::PortMeter, |s| {
+        s.create_interface(metered(0, 10))
+    });
+    rejected(&mut s, DpError::PortMeter, |s| {
+        s.create_interface(metered(u64::from(u32::MAX) + 1, 0))
+    });
+    // Device and route errors come first, as in dpservice.
+    let mut taken = metered(100, 101);
+    taken.device = "dtapvf_0".into();
+    rejected(&mut s, DpError::AlreadyExists, |s| {
+        s.create_interface(taken)
+    });
+
+    s.create_interface(metered(100, 20)).unwrap();
+    let info = s.get_interface("vm3").unwrap();
+    let m = dp_tables::MeterConfig {
+        total_mbps: 100,
+        public_mbps: 20,
+    };
+    assert_eq!(info.meter, m);
+    assert_eq!(s.snapshot().iface(4).unwrap().meter, m);
+    assert!(!s.snapshot().iface(2).unwrap().meter.is_metered());
+    // Equal rates and the largest total are accepted.
+    s.create_interface(InterfaceSpec {
+        id: "vm4".into(),
+        device: "dtapvf_3".into(),
+        ipv4: "10.100.1.4".parse().unwrap(),
+        ipv6: "::".parse().unwrap(),
+        ..metered(u64::from(u32::MAX), u64::from(u32::MAX))
+    })
+    .unwrap();
+    assert_eq!(
+        s.list_interfaces().last().map(|i| i.meter.total_mbps),
+        Some(u64::from(u32::MAX))
+    );
 }

@@ -728,22 +728,144 @@ async fn prefixes() {
 }
 
 #[tokio::test]
-async fn unimplemented_rpcs_and_health() {
+async fn load_balancer_rpcs_check_their_arguments_and_answer_dpservices_codes() {
     let server = Server::start().await;
     let mut c = initialized_client(&server).await;
-    let e = c
-        .create_load_balancer(v1::CreateLoadBalancerRequest::default())
+    let ip = |a: &str| Some(dp_proto::convert::ip_to_proto(a.parse().unwrap()));
+    let port = |protocol: v1::Protocol, port: u32| v1::LbPort {
+        port,
+        protocol: protocol as i32,
+    };
+    let lb = |id: &str, ports: Vec<v1::LbPort>| v1::CreateLoadBalancerRequest {
+        loadbalancer_id: id.as_bytes().to_vec(),
+        loadbalanced_ip: ip("10.20.30.40"),
+        vni: 100,
+        loadbalanced_ports: ports,
+        preferred_underlay_route: Vec::new(),
+    };
+    for (req, msg) in [
+        (lb("", vec![]), "Invalid loadbalancer_id"),
+        (
+            v1::CreateLoadBalancerRequest {
+                vni: 1 << 24,
+                ..lb("lb1", vec![])
+            },
+            "VNI exceeds 24-bit range",
+        ),
+        (
+            lb("lb1", vec![port(v1::Protocol::Icmp, 22)]),
+            "Invalid loadbalanced_ports.protocol",
+        ),
+        (
+            lb("lb1", vec![port(v1::Protocol::Udp, 65536)]),
+            "Invalid loadbalanced_ports.port",
+        ),
+        (
+            lb(
+                "lb1",
+                vec![port(v1::Protocol::Tcp, 80), port(v1::Protocol::Tcp, 80)],
+            ),
+            "Duplicate loadbalanced_ports entry",
+        ),
+    ] {
+        let e = c.create_load_balancer(req).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+    let r = c
+        .create_load_balancer(lb("lb1", vec![port(v1::Protocol::Tcp, 80)]))
         .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::Unimplemented, "not implemented yet in dpservice-rs")
-    );
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let underlay = r.underlay_route;
+    let r = c
+        .create_load_balancer(lb("lb1", vec![port(v1::Protocol::Tcp, 80)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (202, "ALREADY_EXISTS"));
+    let r = c
+        .get_load_balancer(v1::GetLoadBalancerRequest {
+            loadbalancer_id: b"lb1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    assert_eq!((r.vni, r.underlay_route), (100, underlay));
+    assert_eq!(r.loadbalanced_ports, [port(v1::Protocol::Tcp, 80)]);
+    let target = |addr: &str| v1::CreateLoadBalancerTargetRequest {
+        loadbalancer_id: b"lb1".to_vec(),
+        target_ip: ip(addr),
+    };
+    let r = c
+        .create_load_balancer_target(target("fc00:2::1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let r = c
+        .create_load_balancer_target(target("1.2.3.4"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (204, "BAD_IPVER"));
+    let r = c
+        .create_load_balancer_target(v1::CreateLoadBalancerTargetRequest {
+            loadbalancer_id: b"nope".to_vec(),
+            ..target("fc00:2::1")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (422, "NO_LB"));
+    // An empty id lists every balancer's targets.
+    let r = c
+        .list_load_balancer_targets(v1::ListLoadBalancerTargetsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    assert_eq!(r.target_ips, [ip("fc00:2::1").unwrap()]);
     let e = c
         .list_load_balancer_prefixes(v1::ListLoadBalancerPrefixesRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "Invalid interface_id")
+    );
+    let r = c
+        .list_load_balancer_prefixes(v1::ListLoadBalancerPrefixesRequest {
+            interface_id: b"invalid_name".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (205, "NO_VM"));
+    let r = c
+        .delete_load_balancer(v1::DeleteLoadBalancerRequest {
+            loadbalancer_id: b"lb1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let r = c
+        .delete_load_balancer(v1::DeleteLoadBalancerRequest {
+            loadbalancer_id: b"lb1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), (201, "NOT_FOUND"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unimplemented_rpcs_and_health() {
+    let server = Server::start().await;
+    let mut c = initialized_client(&server).await;
     let e = c
         .capture_status(v1::CaptureStatusRequest {})
         .await
@@ -840,6 +962,7 @@ fn route_rate_state_only() {
             pxe: None,
             hostname: None,
             preferred_underlay: None,
+            meter: Default::default(),
         };
         s.create_interface(spec).unwrap();
     });
@@ -1395,4 +1518,62 @@ async fn nats_and_neighbor_nats() {
     assert!(r.nat_entries.is_empty());
     assert!(server.control.snapshot().public.is_empty());
     server.stop().await;
+}
+
+#[tokio::test]
+async fn metering_parameters_are_validated_stored_and_read_back() {
+    let server = Server::start().await;
+    let mut c = initialized_client(&server).await;
+    let metered = |total, public| {
+        let mut req = iface_req("vm1", "dtapvf_0", 100, "10.100.1.1", "::");
+        req.metering_parameters = Some(v1::MeteringParams {
+            total_rate: total,
+            public_rate: public,
+        });
+        req
+    };
+    // A public rate above the total: dpservice's PORT_METER (383) in the status, nothing made.
+    for (total, public) in [(100, 200), (0, 1), (u64::from(u32::MAX) + 1, 0)] {
+        let r = c
+            .create_interface(metered(total, public))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&r.status), (383, "PORT_METER"), "{total}/{public}");
+        assert!(r.vf.is_none());
+    }
+    let none = c
+        .list_interfaces(v1::ListInterfacesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.interfaces.is_empty());
+    assert!(server.control.snapshot().iface(2).is_none());
+
+    let r = c
+        .create_interface(metered(100, 30))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), OK);
+    let want = Some(v1::MeteringParams {
+        total_rate: 100,
+        public_rate: 30,
+    });
+    let got = c
+        .get_interface(v1::GetInterfaceRequest {
+            interface_id: b"vm1".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.interface.unwrap().metering_params, want);
+    let list = c
+        .list_interfaces(v1::ListInterfacesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.interfaces[0].metering_params, want);
+    let m = server.control.snapshot().iface(2).unwrap().meter;
+    assert_eq!((m.total_mbps, m.public_mbps), (100, 30));
 }

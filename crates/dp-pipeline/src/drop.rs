@@ -105,6 +105,8 @@ drop_reasons! {
     LbNoBalancer => "lb_no_balancer", "a packet for a load balancer's underlay address whose inner destination is no balancer of its VNI";
     LbPortClosed => "lb_port_closed", "a new flow to a load balancer on a protocol/port it does not serve (or an ICMP message other than an echo request or an error)";
     LbNoTarget => "lb_no_target", "a new flow to a load balancer that has no target";
+    MeterTotalExceeded => "meter_total_exceeded", "the VM sent more than its interface's total rate (metering_parameters.total_rate) allows";
+    MeterPublicExceeded => "meter_public_exceeded", "the VM sent more over a public route (NAT, VIP) than its interface's public rate (metering_parameters.public_rate) allows";
 }
 
 impl From<dp_buffer::OffloadError> for DropReason {

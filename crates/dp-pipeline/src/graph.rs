@@ -135,6 +135,13 @@ macro_rules! node_ids {
                 !matches!(self, NodeId::Handoff) && self.declares(NodeId::Handoff)
             }
 
+            /// Whether the graph sends this node's packets for connection tracking through the
+            /// meter while an interface is metered: it declares the edge.
+            #[inline]
+            pub fn via_meter(self) -> bool {
+                !matches!(self, NodeId::Meter) && self.declares(NodeId::Meter)
+            }
+
             /// Whether this node declared an edge to `to`.
             #[inline]
             fn declares(self, to: NodeId) -> bool {
@@ -202,6 +209,7 @@ node_ids! {
     Ipv4Lookup => ipv4_lookup: Ipv4Lookup,
     Dhcp => dhcp: Dhcp,
     Ipv6Lookup => ipv6_lookup: Ipv6Lookup,
+    Meter => meter: Meter,
     Handoff => handoff: Handoff,
     Conntrack => conntrack: Conntrack,
     Firewall => firewall: Firewall,
@@ -409,6 +417,7 @@ impl Graph {
     pub fn new(port_count: usize, counters: std::sync::Arc<GraphCounters>) -> Self {
         let nodes = Nodes {
             vm_probe: VmProbe::new(port_count),
+            meter: Meter::new(port_count),
             ..Nodes::default()
         };
         Graph {
@@ -681,6 +690,10 @@ impl Graph {
                         break;
                     }
                 }
+                if id.via_meter() && self.nodes.meter.active(env.ctx.tables) {
+                    let n = i.min(verdicts.len());
+                    crate::nodes::via_meter_all(verdicts.get_mut(..n).unwrap_or_default());
+                }
                 if id.via_handoff() && env.worker.count() > 1 {
                     let n = i.min(verdicts.len());
                     crate::nodes::via_handoff_all(verdicts.get_mut(..n).unwrap_or_default());
@@ -697,6 +710,12 @@ impl Graph {
             put_slot(&mut self.staged, id, staged);
         } else {
             select(&mut self.nodes).process_batch(&mut batch, env.ctx, env.worker, &mut verdicts);
+            // A metered interface: what goes on to connection tracking goes through the meter
+            // first (one branch per batch and a compare; `id` is a constant here).
+            if id.via_meter() && self.nodes.meter.active(env.ctx.tables) {
+                let n = batch.len().min(verdicts.len());
+                crate::nodes::via_meter_all(verdicts.get_mut(..n).unwrap_or_default());
+            }
             // Several workers: what goes on to the encapsulation or the rewrite goes through
             // the hand-off node first (one branch per batch; `id` is a constant here).
             if id.via_handoff() && env.worker.count() > 1 {

@@ -35,6 +35,8 @@ pub struct Iface {
     pub prefixes_v6: Vec<(Ipv6Addr, u8)>,
     /// VIP, NAT and firewall rules.
     pub services: crate::IfaceServices,
+    /// Rate limits of what the VM sends (CreateInterface's metering parameters).
+    pub meter: crate::MeterConfig,
 }
 
 impl Iface {
@@ -76,6 +78,7 @@ mod tests {
             prefixes_v4: vec![(Ipv4Addr::new(192, 168, 7, 0), 24)],
             prefixes_v6: vec![],
             services: Default::default(),
+            meter: Default::default(),
         }
     }
 

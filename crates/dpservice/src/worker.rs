@@ -629,6 +629,7 @@ mod tests {
             prefixes_v4: vec![],
             prefixes_v6: vec![],
             services: Default::default(),
+            meter: Default::default(),
         };
         let mut table = VniTable::default();
         table

@@ -285,6 +285,7 @@ fn vm_iface(id: &str, port: u16, ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> Iface {
         prefixes_v4: Vec::new(),
         prefixes_v6: Vec::new(),
         services: Default::default(),
+        meter: Default::default(),
     }
 }
 

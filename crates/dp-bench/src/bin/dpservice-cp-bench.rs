@@ -746,6 +746,7 @@ fn direct(interfaces: usize, routes: usize, vnis: u32, static_underlay: bool) {
             pxe: None,
             hostname: None,
             preferred_underlay: None,
+            meter: Default::default(),
         };
         if let Err(e) = control.with_state(|s| s.create_interface(spec)) {
             eprintln!("direct CreateInterface {i}: {e:?}");

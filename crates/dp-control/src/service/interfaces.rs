@@ -4,7 +4,7 @@ use dp_proto::v1;
 use std::net::IpAddr;
 
 use tonic::{Request, Response, Status};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::fields::{
     failed, fixed_str, interface_id, interface_id_chars_valid, invalid, outcome, parse_ipv4,
@@ -13,6 +13,7 @@ use super::fields::{
 use super::{GrpcService, DEVICE_NAME_SIZE, HOSTNAME_SIZE, PXE_FILE_SIZE};
 use crate::errors::ok_status;
 use crate::state::{InterfaceInfo, InterfaceSpec, Pxe};
+use dp_tables::MeterConfig;
 
 pub(super) fn interface_to_proto(i: &InterfaceInfo) -> v1::Interface {
     v1::Interface {
@@ -22,8 +23,10 @@ pub(super) fn interface_to_proto(i: &InterfaceInfo) -> v1::Interface {
         primary_ipv6: text(i.ipv6),
         underlay_route: text(i.underlay),
         pci_name: i.device.clone(),
-        // Metering has no effect on these ports (as dpservice on non-Mellanox NICs): 0 = none.
-        metering_params: Some(v1::MeteringParams::default()),
+        metering_params: Some(v1::MeteringParams {
+            total_rate: i.meter.total_mbps,
+            public_rate: i.meter.public_mbps,
+        }),
         hostname: i.hostname.clone().unwrap_or_default(),
     }
 }
@@ -121,17 +124,13 @@ pub(super) async fn create_interface(
     };
     let preferred_underlay = preferred_underlay(&svc.state(), &r.preferred_underlay_route)
         .ok_or_else(|| invalid(WHAT, "Invalid preferred_underlay_route"))?;
-    if let Some(m) = r
+    let meter = r
         .metering_parameters
-        .filter(|m| m.total_rate != 0 || m.public_rate != 0)
-    {
-        warn!(
-            interface_id = %id,
-            total_rate = m.total_rate,
-            public_rate = m.public_rate,
-            "Metering config will not take effect on these ports"
-        );
-    }
+        .map(|m| MeterConfig {
+            total_mbps: m.total_rate,
+            public_mbps: m.public_rate,
+        })
+        .unwrap_or_default();
 
     let spec = InterfaceSpec {
         id: id.clone(),
@@ -142,6 +141,7 @@ pub(super) async fn create_interface(
         pxe,
         hostname,
         preferred_underlay,
+        meter,
     };
     let (result, change) = svc.state().deferred(|s| s.create_interface(spec));
     svc.published(change).await;
@@ -154,6 +154,8 @@ pub(super) async fn create_interface(
                 %ipv6,
                 underlay = %created.underlay,
                 vf = %created.vf_name,
+                total_rate = meter.total_mbps,
+                public_rate = meter.public_mbps,
                 "Interface created"
             );
             v1::CreateInterfaceResponse {

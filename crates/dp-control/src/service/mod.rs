@@ -507,6 +507,7 @@ mod tests {
                 pxe: None,
                 hostname: None,
                 preferred_underlay: None,
+                meter: Default::default(),
             })
             .unwrap();
         });

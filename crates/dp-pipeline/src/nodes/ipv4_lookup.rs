@@ -42,12 +42,14 @@ pub struct Ipv4Lookup;
 impl Node for Ipv4Lookup {
     const NAME: &'static str = "ipv4_lookup";
     // `Handoff`: with several workers the graph sends what goes to the encapsulation or the
-    // rewrite there first (`NodeId::via_handoff`).
+    // rewrite there first (`NodeId::via_handoff`); `Meter`: while an interface is metered, it
+    // sends what goes to connection tracking there first (`NodeId::via_meter`).
     const NEXT: &'static [NodeId] = &[
         NodeId::Dhcp,
         NodeId::Handoff,
         NodeId::GatewayIcmp,
         NodeId::Conntrack,
+        NodeId::Meter,
     ];
     const TRANSMITS: bool = true;
 

@@ -29,8 +29,13 @@ pub struct Ipv6Lookup;
 impl Node for Ipv6Lookup {
     const NAME: &'static str = "ipv6_lookup";
     // `Handoff`: with several workers the graph sends what goes to the encapsulation or the
-    // rewrite there first (`NodeId::via_handoff`).
-    const NEXT: &'static [NodeId] = &[NodeId::Handoff, NodeId::GatewayIcmp, NodeId::Conntrack];
+    // rewrite there first (`NodeId::via_handoff`); `Meter`: as for IPv4 (`NodeId::via_meter`).
+    const NEXT: &'static [NodeId] = &[
+        NodeId::Handoff,
+        NodeId::GatewayIcmp,
+        NodeId::Conntrack,
+        NodeId::Meter,
+    ];
     const TRANSMITS: bool = true;
 
     #[inline]

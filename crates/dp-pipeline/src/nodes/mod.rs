@@ -17,6 +17,7 @@ mod ipv6_lookup;
 mod ipv6_nd;
 mod l2_rewrite;
 mod lb;
+mod meter;
 mod nat;
 mod packet_relay;
 mod underlay_nd;
@@ -40,6 +41,8 @@ pub use ipv6_lookup::Ipv6Lookup;
 pub use ipv6_nd::Ipv6Nd;
 pub use l2_rewrite::L2Rewrite;
 pub use lb::Lb;
+pub(crate) use meter::via_meter_all;
+pub use meter::Meter;
 pub use nat::Nat;
 pub use packet_relay::PacketRelay;
 pub use underlay_nd::{

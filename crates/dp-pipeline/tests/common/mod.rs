@@ -147,6 +147,7 @@ pub fn iface(p: PortId) -> Iface {
         prefixes_v4: vec![],
         prefixes_v6: vec![],
         services: Default::default(),
+        meter: Default::default(),
     }
 }
 

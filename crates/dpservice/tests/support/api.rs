@@ -91,7 +91,21 @@ impl Api {
         &mut self,
         spec: &IfaceSpec<'_>,
     ) -> Result<CreateInterfaceResponse, String> {
+        self.create_interface_metered(spec, 0, 0)
+    }
+
+    /// [`Api::create_interface`] with metering parameters (Mbit/s, 0 = none).
+    pub fn create_interface_metered(
+        &mut self,
+        spec: &IfaceSpec<'_>,
+        total_rate: u64,
+        public_rate: u64,
+    ) -> Result<CreateInterfaceResponse, String> {
         let req = CreateInterfaceRequest {
+            metering_parameters: Some(dp_proto::v1::MeteringParams {
+                total_rate,
+                public_rate,
+            }),
             interface_id: spec.id.as_bytes().to_vec(),
             vni: spec.vni,
             ipv4_config: Some(IpConfig {
