@@ -1649,7 +1649,7 @@ fn load_balancer_errors_change_nothing() {
         s.create_lb_target("lb1", ip("fc00:2::1"))
     });
     // Table limits.
-    let mut limits = s.limits().clone();
+    let mut limits = *s.limits();
     limits.load_balancers = 1;
     limits.lb_targets = 1;
     s.set_limits(limits);
