@@ -22,7 +22,11 @@
 //!   public default route: source address and port translated, then encapsulated;
 //! * `nat_return`: the replies of `nat`'s flows from the underlay, translated back to VM1;
 //! * `setup`: every packet a new flow (`encap` frames, measured over one pass of them, the table
-//!   empty at the start): the cost of making a flow, its firewall decision included.
+//!   empty at the start): the cost of making a flow, its firewall decision included;
+//! * `lb`: UDP from the internet (clients spread over 198.19.0.0/16) to a load balancer's VIP
+//!   (its underlay address, from pf0), sent on to the Maglev target of the flow among 16 remote
+//!   targets: decapsulated, tracked, encapsulated again; established flows;
+//! * `lb_setup`: `lb` with every packet a new flow (one pass, as `setup`): the target choice.
 //!
 //! Every routed packet passes connection tracking (the `encap`, `decap`, `local` paths too): the
 //! flow table holds twice `flows` flows, and the warm-up makes every flow before measuring, so
@@ -52,7 +56,8 @@ use dp_pipeline::{
 };
 use dp_ports::{MemoryPort, Port};
 use dp_tables::{
-    FirewallAction, FirewallRule, FirewallRules, Iface, IpNet, NatRange, PortRange, ProtocolFilter,
+    FirewallAction, FirewallRule, FirewallRules, Iface, IpNet, LbPort, LoadBalancer, NatRange,
+    PortRange, ProtocolFilter,
     PublicTarget, Publisher, RouteTarget, Snapshot, TrafficDirection, UnderlayTarget, VniTable,
 };
 
@@ -108,7 +113,7 @@ struct Args {
     #[arg(long)]
     rounds: Option<u64>,
     /// Only these paths (comma-separated: encap, decap, local, dhcp, drop, handoff, firewall,
-    /// nat, nat_return, setup). `handoff`:
+    /// nat, nat_return, setup, lb, lb_setup). `handoff`:
     /// two workers in one thread, worker 0 receives encap flows that worker 1 owns, hands them
     /// over, and worker 1 encapsulates them.
     #[arg(long, value_delimiter = ',')]
@@ -149,7 +154,7 @@ const REMOTE_HOST: Ipv6Addr = Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1);
 /// Frame size of the DHCP request (Ethernet + IPv4 + UDP + a 300-byte BOOTP message).
 const DHCP_FRAME_LEN: usize = 14 + 20 + 8 + 300;
 
-const PATHS: [&str; 10] = [
+const PATHS: [&str; 12] = [
     "encap",
     "decap",
     "local",
@@ -160,10 +165,26 @@ const PATHS: [&str; 10] = [
     "nat",
     "nat_return",
     "setup",
+    "lb",
+    "lb_setup",
 ];
 const FLOWS: [usize; 3] = [1, 100_000, 1_000_000];
 /// The paths measured with a million flows too (connection tracking at scale).
-const MILLION_FLOW_PATHS: [&str; 5] = ["encap", "firewall", "nat", "nat_return", "setup"];
+const MILLION_FLOW_PATHS: [&str; 7] = [
+    "encap",
+    "firewall",
+    "nat",
+    "nat_return",
+    "setup",
+    "lb",
+    "lb_setup",
+];
+/// The load balancer of the `lb` paths (UDP port 9, what `udp_frame` sends to), its clients
+/// and its 16 targets on other hypervisors.
+const LB_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 80);
+const LB_CLIENTS: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 0);
+const LB_UNDERLAY: Ipv6Addr = Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0x300, 1);
+const LB_TARGETS: u16 = 16;
 /// VM1's NAT address and ports, and where its NAT'd flows go (a benchmarking network, RFC 2544).
 const NAT_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const NAT_NET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
@@ -192,7 +213,7 @@ fn cases(args: &Args) -> Vec<Case> {
                 if flows > 100_000 && !MILLION_FLOW_PATHS.contains(&path) {
                     continue;
                 }
-                if path == "setup" && flows == 1 {
+                if path.ends_with("setup") && flows == 1 {
                     continue;
                 }
                 for routes in ROUTES {
@@ -389,10 +410,36 @@ fn snapshot(routes: usize, path: &str) -> Snapshot {
     ]
     .into_iter()
     .collect();
+    let mut underlay: rustc_hash::FxHashMap<u128, UnderlayTarget> = underlay;
+    let mut load_balancers = rustc_hash::FxHashMap::default();
+    if path.starts_with("lb") {
+        let ip = std::net::IpAddr::V4(LB_IP);
+        let mut lb = LoadBalancer::new(
+            "lb".into(),
+            VNI,
+            ip,
+            vec![LbPort {
+                proto: dp_packet::IpProtocol::UDP,
+                port: 9,
+            }],
+            LB_UNDERLAY,
+        );
+        lb.set_targets(
+            (1..=LB_TARGETS)
+                .map(|i| Ipv6Addr::new(0xfc00, 2 + i, 0, 0, 0, 0, 0x400, 1))
+                .collect(),
+        );
+        load_balancers.insert(dp_tables::lb::lb_key(VNI, ip), Arc::new(lb));
+        underlay.insert(
+            u128::from(LB_UNDERLAY),
+            UnderlayTarget::LoadBalancer { vni: VNI },
+        );
+    }
     let public = [((VNI, u32::from(NAT_IP)), PublicTarget::Nat)]
         .into_iter()
         .collect();
     Snapshot {
+        load_balancers: Arc::new(load_balancers),
         ifaces_by_port: Arc::new(vec![None, None, Some(Arc::new(vm1)), Some(Arc::new(vm2))]),
         vnis: [(VNI, Arc::new(table))].into_iter().collect(),
         underlay: Arc::new(underlay),
@@ -567,6 +614,15 @@ fn frames(case: &Case) -> (u16, Vec<Vec<u8>>) {
         ),
         "drop" => (VM1_PORT, udp(SPOOFED_IP, LOCAL_NET)),
         "firewall" | "setup" => (VM1_PORT, udp(VM1_IP, REMOTE_NET)),
+        "lb" | "lb_setup" => (
+            PF0_PORT,
+            (0..case.flows)
+                .map(|i| {
+                    let (src, sport) = flow_dst(LB_CLIENTS, i);
+                    encapsulated_to(&udp_frame(src, LB_IP, sport, case.size), LB_UNDERLAY)
+                })
+                .collect(),
+        ),
         // The replies are made from the flows `nat` leaves in the table (`run_case`).
         "nat" | "nat_return" => (VM1_PORT, udp(VM1_IP, NAT_NET)),
         _ => (VM1_PORT, udp(VM1_IP, LOCAL_NET)),
@@ -684,7 +740,7 @@ fn run_case(case: &Case, run: Run) -> Result {
     let mut rx: Vec<PacketBuf> = Vec::with_capacity(BATCH_SIZE);
     // Warm up: caches, branch predictors, first touch of the buffers and of every flow's frame.
     let warm_rounds = match run {
-        _ if case.path == "setup" => 0,
+        _ if case.path.ends_with("setup") => 0,
         Run::Rounds(_) => 2 + case.flows / BATCH_SIZE,
         Run::Time(_) => 200.max(2 + case.flows / BATCH_SIZE),
     };
@@ -709,7 +765,7 @@ fn run_case(case: &Case, run: Run) -> Result {
     }
     // Setup: one pass over the flows, each packet a new one.
     let run = match run {
-        _ if case.path == "setup" => Run::Rounds((case.flows / SETUP_BURST) as u64),
+        _ if case.path.ends_with("setup") => Run::Rounds((case.flows / SETUP_BURST) as u64),
         other => other,
     };
     let tx_before = out.tx_packets.load(Ordering::Relaxed);
