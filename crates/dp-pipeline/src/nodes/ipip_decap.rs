@@ -125,20 +125,32 @@ fn target<'a>(ctx: &Ctx<'a>, dst: Ipv6Addr) -> Target<'a> {
     })
 }
 
-/// Whether an inner destination is what the outer one names: the interface's address or
+/// Whether an inner IPv4 destination is what the outer one names: the interface's address or
 /// alias prefix, its VIP, its NAT address, or a load balancer of the VNI.
 #[inline]
-fn accepts(ctx: &Ctx<'_>, to: &Delivery<'_>, dst: IpAddr) -> bool {
-    match (to.iface, to.origin, dst) {
-        (_, Origin::UnderlayLb, dst) => ctx.tables.load_balancer(to.vni, dst).is_some(),
-        (Some(iface), Origin::UnderlayVip, IpAddr::V4(dst)) => iface.services.vip == Some(dst),
-        (Some(iface), Origin::UnderlayNat, IpAddr::V4(dst)) => {
-            iface.services.nat.is_some_and(|n| n.ip == dst)
-        }
-        (Some(iface), Origin::Underlay, IpAddr::V4(dst)) => iface.owns_source_v4(dst),
-        (Some(iface), Origin::Underlay, IpAddr::V6(dst)) => iface.owns_source_v6(dst),
-        _ => false,
+fn accepts_v4(ctx: &Ctx<'_>, to: &Delivery<'_>, dst: dp_packet::Ipv4Addr) -> bool {
+    match (to.iface, to.origin) {
+        (Some(iface), Origin::UnderlayVip) => iface.services.vip == Some(dst),
+        (Some(iface), Origin::UnderlayNat) => iface.services.nat.is_some_and(|n| n.ip == dst),
+        (Some(iface), _) => iface.owns_source_v4(dst),
+        (None, _) => is_balancer(ctx, to.vni, IpAddr::V4(dst)),
     }
+}
+
+/// The same for an inner IPv6 destination: the interface's address or alias prefix, or a load
+/// balancer of the VNI (VIPs and NATs are IPv4).
+#[inline]
+fn accepts_v6(ctx: &Ctx<'_>, to: &Delivery<'_>, dst: Ipv6Addr) -> bool {
+    match (to.iface, to.origin) {
+        (Some(iface), Origin::Underlay) => iface.owns_source_v6(dst),
+        (Some(_), _) => false,
+        (None, _) => is_balancer(ctx, to.vni, IpAddr::V6(dst)),
+    }
+}
+
+#[cold]
+fn is_balancer(ctx: &Ctx<'_>, vni: Vni, dst: IpAddr) -> bool {
+    ctx.tables.load_balancer(vni, dst).is_some()
 }
 
 #[inline]
@@ -169,7 +181,7 @@ fn decap<'a>(
                 Ipv4Refusal::Malformed => DropReason::DecapInnerMalformed,
                 Ipv4Refusal::BadChecksum => DropReason::DecapInnerBadChecksum,
             })?;
-            if !accepts(ctx, &to, IpAddr::V4(ip.dst)) {
+            if !accepts_v4(ctx, &to, ip.dst) {
                 return Err(DropReason::DecapInnerNotForTarget);
             }
             (
@@ -184,7 +196,7 @@ fn decap<'a>(
                 return Err(DropReason::Ipv6OverlayDisabled);
             }
             let ip = ipv6::parse_fixed(inner).ok_or(DropReason::DecapInnerMalformed)?;
-            if !accepts(ctx, &to, IpAddr::V6(Ipv6Addr::from(ip.dst))) {
+            if !accepts_v6(ctx, &to, Ipv6Addr::from(ip.dst)) {
                 return Err(DropReason::DecapInnerNotForTarget);
             }
             (
