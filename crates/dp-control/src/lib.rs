@@ -58,7 +58,9 @@
 //!   that firewall rules are enforced (DROP and priorities) and conflicting NAT/VIP set-ups are
 //!   refused (see [`firewall`], [`vip`], [`nat`] and docs/compatibility.md).
 //! * Tables filled on request have limits ([`Limits`]); a full table is a dpservice error code.
-//! * RPCs of later issues (load balancers, capture) answer gRPC `UNIMPLEMENTED`
+//! * Load balancers, their targets and target prefixes follow dpservice's checks and codes
+//!   (see [`loadbalancers`]).
+//! * The capture RPCs (a later issue) answer gRPC `UNIMPLEMENTED`
 //!   `"not implemented yet in dpservice-rs"`.
 //!
 //! The operations themselves live in [`state::State`] (usable without gRPC), the gRPC
@@ -81,13 +83,12 @@
 //! | firewall | [`firewall`] | (each interface's `services.firewall`) | `service/firewall.rs` |
 //! | VIPs | [`vip`] | (`public`, each interface's `services.vip`) | `service/vip.rs` |
 //! | NAT | [`nat`] | `public`, `neighbor_nats` (each interface's `services.nat`) | `service/nat.rs` |
+//! | load balancers | [`loadbalancers`] | `load_balancers`, `lb_generation` (target prefixes in their interface's prefixes and the underlay map) | `service/loadbalancers.rs` |
 //! | initialization, version | [`state`] | — | `service/init.rs` |
 //!
-//! Still to come, each as a domain of its own (module `loadbalancers`, `capture` and the
-//! `service/` file of the same name), their RPCs answering UNIMPLEMENTED until then:
-//!
-//! * **load balancers**: balancers, targets and load-balancer prefixes;
-//! * **capture**: packet capture start/stop/status (no snapshot part).
+//! Still to come, as a domain of its own (module `capture` and `service/capture.rs`), its RPCs
+//! answering UNIMPLEMENTED until then: **capture** (packet capture start/stop/status, no
+//! snapshot part).
 //!
 //! A domain whose table in the snapshot changes per request keeps it in a `VersionedTable`
 //! (`versioned.rs`: triple buffering plus an operation log, so publishing costs O(change), not

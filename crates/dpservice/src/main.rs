@@ -221,6 +221,9 @@ fn run(opts: Options) -> Result<(), String> {
         max_firewall_rules = opts.max_firewall_rules,
         max_public_addresses = opts.max_public_addresses,
         max_neighbor_nats = opts.max_neighbor_nats,
+        max_load_balancers = opts.max_load_balancers,
+        max_lb_targets = opts.max_lb_targets,
+        max_lb_ports = opts.max_lb_ports,
         "table limits"
     );
     tracing::info!(
