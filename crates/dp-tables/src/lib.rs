@@ -19,6 +19,7 @@ mod lpm;
 mod lpm4;
 mod nat;
 mod snapshot;
+pub mod virtsvc;
 mod vni;
 
 pub use conntrack::{
@@ -34,6 +35,10 @@ pub use lpm::{Lpm, LpmKey};
 pub use lpm4::Lpm4;
 pub use nat::{IfaceServices, NatRange, NeighborNat, PublicTarget};
 pub use snapshot::{Publisher, Snapshot, SnapshotReader, UnderlayTarget};
+pub use virtsvc::{
+    virtsvc_underlay, PortMap, PortMapError, PortMapStats, VirtsvcConn, VirtsvcError,
+    VirtsvcTables, VirtsvcTcpState, VirtualService, VirtualServices, VIRTSVC_MAX,
+};
 pub use vni::{RouteTarget, VniTable};
 
 /// Index of a port in the daemon's port list: pf0, pf1, then the VFs.
