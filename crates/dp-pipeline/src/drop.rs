@@ -102,6 +102,9 @@ drop_reasons! {
     NatPortsExhausted => "nat_ports_exhausted", "no free port in the interface's NAT range for a new flow to this destination";
     NatUnsupported => "nat_unsupported", "a packet that cannot be translated: a fragment, IPv6 extension headers, or an ICMP message other than echo and errors";
     NatGone => "nat_gone", "a translated flow whose VIP or NAT was removed (the flow is closed)";
+    VirtsvcPortsExhausted => "virtsvc_ports_exhausted", "a new connection to a virtual service while every mapped port of the service (this worker's share) has a live connection";
+    VirtsvcNoConnection => "virtsvc_no_connection", "a packet from a virtual service to a mapped port with no live connection (timed out, never made, or its VM interface is gone)";
+    VirtsvcMalformed => "virtsvc_malformed", "a packet to or from a virtual service that cannot be translated: a fragment, a truncated TCP/UDP header or lengths that disagree";
 }
 
 impl From<dp_buffer::OffloadError> for DropReason {
