@@ -203,6 +203,7 @@ node_ids! {
     Dhcp => dhcp: Dhcp,
     Ipv6Lookup => ipv6_lookup: Ipv6Lookup,
     Handoff => handoff: Handoff,
+    Virtsvc => virtsvc: Virtsvc,
     Conntrack => conntrack: Conntrack,
     Firewall => firewall: Firewall,
     Nat => nat: Nat,

@@ -46,6 +46,7 @@ impl Node for Ipv4Lookup {
     const NEXT: &'static [NodeId] = &[
         NodeId::Dhcp,
         NodeId::Handoff,
+        NodeId::Virtsvc,
         NodeId::GatewayIcmp,
         NodeId::Conntrack,
     ];
@@ -90,6 +91,8 @@ struct Sender<'a> {
     port: &'a crate::port_table::PortEntry,
     iface: &'a Iface,
     table: Option<&'a VniTable>,
+    /// Virtual services are configured (looked at once per run, not per packet).
+    virtsvc: bool,
 }
 
 impl<'a> Sender<'a> {
@@ -100,6 +103,7 @@ impl<'a> Sender<'a> {
             port,
             iface,
             table: ctx.tables.vni(iface.vni),
+            virtsvc: !ctx.config.virtual_services.is_empty(),
         })
     }
 }
@@ -125,6 +129,15 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
     if !iface.owns_source_v4(ip.src) {
         return Err(DropReason::Spoofed);
     }
+    // A virtual service's endpoint, before any routing (dpservice's classify does the same):
+    // the virtual address may be anything, link-local included.
+    if sender.virtsvc {
+        if let Some(verdict) = virtual_service(pkt, ctx, &ip, iface.vni) {
+            return Ok(verdict);
+        }
+        // `pkt` was only looked at: the view of the header is taken again.
+    }
+    let l3 = pkt.data_mut().get_mut(ETH_HEADER_LEN..).unwrap_or(&mut []);
     if ip.dst == GATEWAY_IPV4 {
         return Ok(Verdict::Next(NodeId::GatewayIcmp));
     }
@@ -171,6 +184,38 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
             Verdict::Next(NodeId::Conntrack)
         }
     })
+}
+
+/// Whether the VM's packet is for a virtual service: TCP or UDP, not a later fragment, to a
+/// service's virtual address and port. Then it is handed to [`Virtsvc`](super::Virtsvc) with
+/// its header recorded as validated and the service marked in its metadata.
+#[cold]
+#[inline(never)]
+fn virtual_service(
+    pkt: &mut PacketBuf,
+    ctx: &Ctx<'_>,
+    ip: &ipv4::Ipv4Fields,
+    vni: u32,
+) -> Option<Verdict> {
+    let proto = IpProtocol(ip.protocol);
+    if !matches!(proto, IpProtocol::TCP | IpProtocol::UDP) || ip.frag_offset() != 0 {
+        return None;
+    }
+    let l3 = pkt.data().get(ETH_HEADER_LEN..)?;
+    let dst_port = read_u16_be(l3, ip.header_len + 2)?;
+    let index = ctx
+        .config
+        .virtual_services
+        .find_virtual(proto, ip.dst, dst_port)?;
+    pkt.truncate(ETH_HEADER_LEN + ip.total_len);
+    pkt.parsed.set_validated(
+        ETH_HEADER_LEN,
+        ETH_HEADER_LEN + ip.header_len,
+        ip.total_len,
+        vni,
+    );
+    pkt.meta.virtsvc = u16::try_from(index + 1).ok()?;
+    Some(Verdict::Next(NodeId::Virtsvc))
 }
 
 /// A packet that would leave with TTL 0: answered with ICMP time exceeded from the gateway,
