@@ -186,7 +186,14 @@ fn tcp_handshake_both_directions_and_the_state_it_leaves() {
 
     let out = h.run1(PF0, tcp_reply(1025, TCP_SYN | TCP_ACK));
     assert_eq!(out.len(), 1, "{:?}", h.nonzero_drops());
-    let tcp = tcp_v4(TCP_VIP, vm_ipv4(VM1), TCP_VPORT, 40000, TCP_SYN | TCP_ACK, b"");
+    let tcp = tcp_v4(
+        TCP_VIP,
+        vm_ipv4(VM1),
+        TCP_VPORT,
+        40000,
+        TCP_SYN | TCP_ACK,
+        b"",
+    );
     let want = eth(
         vm_mac(VM1),
         own_mac(VM1),
@@ -392,11 +399,17 @@ fn what_is_not_a_service_packet_is_handled_as_before_or_dropped_counted() {
     assert!(h.run1(PF0, cut).is_empty());
     assert_eq!(h.drops(DropReason::UnderlayMalformed), 1);
     // Other ports of the virtual address are routed as any packet (no route here).
-    assert!(h.run1(VM1, {
-        let udp = udp_v4(src, UDP_VIP, 5004, 9, b"");
-        eth(own_mac(VM1), vm_mac(VM1), ETH_IPV4, &ipv4(src, UDP_VIP, 17, 64, &udp))
-    })
-    .is_empty());
+    assert!(h
+        .run1(VM1, {
+            let udp = udp_v4(src, UDP_VIP, 5004, 9, b"");
+            eth(
+                own_mac(VM1),
+                vm_mac(VM1),
+                ETH_IPV4,
+                &ipv4(src, UDP_VIP, 17, 64, &udp),
+            )
+        })
+        .is_empty());
     assert_eq!(h.drops(DropReason::NoRoute), 1);
     h.assert_conservation();
 }
@@ -441,7 +454,9 @@ fn pair() -> (Harness, Harness) {
 fn with_two_workers_each_connection_lives_on_one_and_replies_meet_it() {
     let (mut a, mut b) = pair();
     // Requests of 64 endpoints into worker 0; those of worker 1 cross.
-    let frames: Vec<_> = (0..64u16).map(|i| (VM1, vm_udp(VM1, 20000 + i, b"q"))).collect();
+    let frames: Vec<_> = (0..64u16)
+        .map(|i| (VM1, vm_udp(VM1, 20000 + i, b"q")))
+        .collect();
     let out_a = a.run(&frames);
     let out_b = b.run_handed_in();
     let handed = a.counters.handed_off();

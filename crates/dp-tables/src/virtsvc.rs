@@ -106,10 +106,7 @@ impl VirtualServices {
                 return Err(VirtsvcError::Protocol(s.proto));
             }
             let index = u16::try_from(i).map_err(|_| VirtsvcError::TooMany)?;
-            by_virtual.push((
-                virtual_key(s.proto, s.virtual_addr, s.virtual_port),
-                index,
-            ));
+            by_virtual.push((virtual_key(s.proto, s.virtual_addr, s.virtual_port), index));
             by_service.push((
                 u128::from(s.service_addr),
                 service_key(s.proto, s.service_port),
@@ -119,13 +116,17 @@ impl VirtualServices {
         by_virtual.sort_unstable();
         by_service.sort_unstable();
         if let Some(w) = by_virtual.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(VirtsvcError::DuplicateVirtual(usize::from(w[0].1.max(w[1].1))));
+            return Err(VirtsvcError::DuplicateVirtual(usize::from(
+                w[0].1.max(w[1].1),
+            )));
         }
         if let Some(w) = by_service
             .windows(2)
             .find(|w| (w[0].0, w[0].1) == (w[1].0, w[1].1))
         {
-            return Err(VirtsvcError::DuplicateService(usize::from(w[0].2.max(w[1].2))));
+            return Err(VirtsvcError::DuplicateService(usize::from(
+                w[0].2.max(w[1].2),
+            )));
         }
         Ok(VirtualServices {
             services,
@@ -669,7 +670,13 @@ mod tests {
             Err(VirtsvcError::DuplicateVirtual(3))
         );
         let mut dup = list;
-        dup.push(svc(IpProtocol::UDP, [9, 9, 9, 9], 1, "2a00:da8:fff6::1", 53));
+        dup.push(svc(
+            IpProtocol::UDP,
+            [9, 9, 9, 9],
+            1,
+            "2a00:da8:fff6::1",
+            53,
+        ));
         assert_eq!(
             VirtualServices::new(dup),
             Err(VirtsvcError::DuplicateService(3))

@@ -637,8 +637,14 @@ impl Options {
         &self,
         underlay: Ipv6Addr,
     ) -> Result<dp_tables::VirtualServices, String> {
-        let udp = self.udp_virtsvc.iter().map(|s| (dp_packet::IpProtocol::UDP, s));
-        let tcp = self.tcp_virtsvc.iter().map(|s| (dp_packet::IpProtocol::TCP, s));
+        let udp = self
+            .udp_virtsvc
+            .iter()
+            .map(|s| (dp_packet::IpProtocol::UDP, s));
+        let tcp = self
+            .tcp_virtsvc
+            .iter()
+            .map(|s| (dp_packet::IpProtocol::TCP, s));
         let list = udp
             .chain(tcp)
             .enumerate()
@@ -1319,12 +1325,30 @@ vf-count 2
             ("1.2.3.4,53", "Missing virtual service IPv6"),
             ("1.2.3.4,53,fc00::1", "Missing virtual service IPv6 port"),
             ("1.2.3", "Invalid virtual service IPv4 address '1.2.3'"),
-            ("1.2.3.4,0,fc00::1,53", "Invalid virtual service IPv4 port '0'"),
-            ("1.2.3.4,65536,fc00::1,53", "Invalid virtual service IPv4 port '65536'"),
-            ("1.2.3.4,+53,fc00::1,53", "Invalid virtual service IPv4 port '+53'"),
-            ("1.2.3.4,5x,fc00::1,53", "Invalid virtual service IPv4 port '5x'"),
-            ("1.2.3.4,53,1.2.3.5,53", "Invalid virtual service IPv6 address '1.2.3.5'"),
-            ("1.2.3.4,53,fc00::1,-1", "Invalid virtual service IPv6 port '-1'"),
+            (
+                "1.2.3.4,0,fc00::1,53",
+                "Invalid virtual service IPv4 port '0'",
+            ),
+            (
+                "1.2.3.4,65536,fc00::1,53",
+                "Invalid virtual service IPv4 port '65536'",
+            ),
+            (
+                "1.2.3.4,+53,fc00::1,53",
+                "Invalid virtual service IPv4 port '+53'",
+            ),
+            (
+                "1.2.3.4,5x,fc00::1,53",
+                "Invalid virtual service IPv4 port '5x'",
+            ),
+            (
+                "1.2.3.4,53,1.2.3.5,53",
+                "Invalid virtual service IPv6 address '1.2.3.5'",
+            ),
+            (
+                "1.2.3.4,53,fc00::1,-1",
+                "Invalid virtual service IPv6 port '-1'",
+            ),
         ] {
             for opt in ["--udp-virtsvc", "--tcp-virtsvc"] {
                 let arg = format!("{opt}={value}");
@@ -1336,12 +1360,19 @@ vf-count 2
         let many: Vec<String> = (1..=257u32)
             .map(|i| {
                 let proto = if i % 2 == 0 { "udp" } else { "tcp" };
-                format!("--{proto}-virtsvc=10.0.{}.{},53,fc00::{i:x},53", i / 256, i % 256)
+                format!(
+                    "--{proto}-virtsvc=10.0.{}.{},53,fc00::{i:x},53",
+                    i / 256,
+                    i % 256
+                )
             })
             .collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
         let got = err(cli(&refs));
-        assert!(got.contains("Number of virtual services is limited to 256"), "{got}");
+        assert!(
+            got.contains("Number of virtual services is limited to 256"),
+            "{got}"
+        );
         cli(&refs[..256]).unwrap();
         // The IPv6 endpoint may not be shared either.
         let msg = err(cli(&[

@@ -267,16 +267,15 @@ impl Virtsvc {
             let frame = pkt.data_mut();
             let eth = frame.get_mut(..ETH_HEADER_LEN).ok_or(bad)?;
             eth.copy_from_slice(uplink.eth.get(..ETH_HEADER_LEN).ok_or(bad)?);
-            let ip = frame
+            let [p0, p1] = payload_len.to_be_bytes();
+            let mut h = [0u8; IPV6_HEADER_LEN];
+            h[..8].copy_from_slice(&[0x60 | tos >> 4, tos << 4, 0, 0, p0, p1, proto.0, ttl]);
+            h[8..24].copy_from_slice(&svc.underlay_addr.octets());
+            h[24..].copy_from_slice(&svc.service_addr.octets());
+            frame
                 .get_mut(ETH_HEADER_LEN..new_l4_at)
-                .ok_or(DropReason::NoRoom)?;
-            let first = 6u32 << 28 | u32::from(tos) << 20;
-            ip[..4].copy_from_slice(&first.to_be_bytes());
-            ip[4..6].copy_from_slice(&payload_len.to_be_bytes());
-            ip[6] = proto.0;
-            ip[7] = ttl;
-            ip[8..24].copy_from_slice(&svc.underlay_addr.octets());
-            ip[24..40].copy_from_slice(&svc.service_addr.octets());
+                .ok_or(DropReason::NoRoom)?
+                .copy_from_slice(&h);
         }
         if fresh_udp {
             fill_udp_v6(pkt, new_l4_at, &svc.underlay_addr, &svc.service_addr)?;
@@ -336,9 +335,7 @@ impl Virtsvc {
             .virtsvc
             .get_mut(index)
             .ok_or(DropReason::VirtsvcNoConnection)?;
-        let slot = map
-            .slot_of(mapped)
-            .ok_or(DropReason::VirtsvcNoConnection)?;
+        let slot = map.slot_of(mapped).ok_or(DropReason::VirtsvcNoConnection)?;
         let conn = *map.conn(slot).ok_or(DropReason::VirtsvcNoConnection)?;
         if !conn.in_use || now > conn.expires_ns(short) {
             return Err(DropReason::VirtsvcNoConnection);
@@ -401,21 +398,18 @@ impl Virtsvc {
                 .get_mut(12..14)
                 .ok_or(bad)?
                 .copy_from_slice(&dp_packet::EtherType::IPV4.0.to_be_bytes());
-            let h = frame
-                .get_mut(ETH_HEADER_LEN..ETH_HEADER_LEN + IPV4_HEADER_LEN)
-                .ok_or(bad)?;
-            h[0] = 0x45;
-            h[1] = tc;
-            h[2..4].copy_from_slice(&total_len.to_be_bytes());
-            h[4..6].copy_from_slice(&ident.to_be_bytes());
-            h[6..8].copy_from_slice(&[0, 0]);
-            h[8] = hop_limit;
-            h[9] = proto.0;
-            h[10..12].copy_from_slice(&[0, 0]);
+            let [l0, l1] = total_len.to_be_bytes();
+            let [i0, i1] = ident.to_be_bytes();
+            let mut h = [0u8; IPV4_HEADER_LEN];
+            h[..10].copy_from_slice(&[0x45, tc, l0, l1, i0, i1, 0, 0, hop_limit, proto.0]);
             h[12..16].copy_from_slice(&svc.virtual_addr.octets());
-            h[16..20].copy_from_slice(&conn.vm_addr.octets());
-            let c = checksum::finish(checksum::data(h));
+            h[16..].copy_from_slice(&conn.vm_addr.octets());
+            let c = checksum::finish(checksum::data(&h));
             h[10..12].copy_from_slice(&c.to_be_bytes());
+            frame
+                .get_mut(ETH_HEADER_LEN..ETH_HEADER_LEN + IPV4_HEADER_LEN)
+                .ok_or(bad)?
+                .copy_from_slice(&h);
         }
         pkt.parsed.set_validated(
             ETH_HEADER_LEN,
@@ -464,9 +458,8 @@ fn fill_udp_v6(
 /// A superframe's offload request after its IPv4 header became an IPv6 one: the checksum start
 /// and header length move with the L4 header, and the segmentation type is TCPv6.
 fn retarget(off: &mut Offload, old_l4: usize, new_l4: usize) {
-    let moved = |v: u16| {
-        u16::try_from((usize::from(v) + new_l4).saturating_sub(old_l4)).unwrap_or(v)
-    };
+    let moved =
+        |v: u16| u16::try_from((usize::from(v) + new_l4).saturating_sub(old_l4)).unwrap_or(v);
     if off.needs_csum() {
         off.csum_start = moved(off.csum_start);
     }
