@@ -494,3 +494,33 @@ fn with_two_workers_each_connection_lives_on_one_and_replies_meet_it() {
     a.assert_conservation();
     b.assert_conservation();
 }
+
+#[test]
+fn neighbor_solicitations_for_a_services_underlay_address_are_answered() {
+    let mut h = harness();
+    for (i, p) in [(0u32, PF0), (1, PF1)] {
+        let target = ul(i);
+        let o = target.octets();
+        let group: Ipv6Addr = format!("ff02::1:ff{:02x}:{:02x}{:02x}", o[13], o[14], o[15])
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; 4];
+        body.extend_from_slice(&o);
+        body.extend_from_slice(&[1, 1]);
+        body.extend_from_slice(&router_mac(p));
+        let icmp = icmpv6(router_ll(), group, 135, 0, &body);
+        let dst_mac = [0x33, 0x33, 0xff, o[13], o[14], o[15]];
+        let ns = eth(
+            dst_mac,
+            router_mac(p),
+            ETH_IPV6,
+            &ipv6(router_ll(), group, 58, 255, &icmp),
+        );
+        let out = h.run1(p, ns);
+        assert_eq!(out.len(), 1, "{target}: {:?}", h.nonzero_drops());
+        let f = &out[0].1;
+        assert_eq!(f[54], 136, "a neighbor advertisement");
+        assert_eq!(&f[62..78], &o, "for {target}");
+    }
+    h.assert_conservation();
+}

@@ -154,6 +154,12 @@ impl VirtualServices {
         self.services.iter()
     }
 
+    /// Whether `addr` is one of the services' underlay addresses (ours: neighbor discovery
+    /// answers for them, as for an interface's).
+    pub fn is_underlay(&self, addr: Ipv6Addr) -> bool {
+        self.services.iter().any(|s| s.underlay_addr == addr)
+    }
+
     /// The service a VM's packet to `dst`:`dst_port` (`proto`) is for.
     #[inline]
     pub fn find_virtual(&self, proto: IpProtocol, dst: Ipv4Addr, dst_port: u16) -> Option<usize> {
