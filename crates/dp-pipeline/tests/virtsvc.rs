@@ -524,3 +524,37 @@ fn neighbor_solicitations_for_a_services_underlay_address_are_answered() {
     }
     h.assert_conservation();
 }
+
+/// A DHCPDISCOVER from VM `p` (broadcast, from 0.0.0.0:68).
+fn discover(p: u16) -> Vec<u8> {
+    let mut b = vec![1, 1, 6, 0, 0, 0, 0x12, 0x34, 0, 0, 0, 0];
+    b.extend_from_slice(&[0; 16]); // ciaddr, yiaddr, siaddr, giaddr
+    b.extend_from_slice(&vm_mac(p));
+    b.extend_from_slice(&[0; 10 + 64 + 128]);
+    b.extend_from_slice(&[0x63, 0x82, 0x53, 0x63, 53, 1, 1, 255]);
+    let u = udp_v4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67, &b);
+    eth(
+        BROADCAST,
+        vm_mac(p),
+        ETH_IPV4,
+        &ipv4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 17, 64, &u),
+    )
+}
+
+#[test]
+fn dhcp_routes_the_link_local_virtual_services_via_the_gateway() {
+    // As dpservice built with virtual services: 169.254.1.0/24 via the gateway after the
+    // on-link /16 and the default route.
+    let routes: &[u8] = &[
+        121, 20, 16, 169, 254, 0, 0, 0, 0, 0, 169, 254, 0, 1, 24, 169, 254, 1, 169, 254, 0, 1,
+    ];
+    let mut h = harness();
+    let out = h.run1(VM1, discover(VM1));
+    assert_eq!(out.len(), 1, "{:?}", h.nonzero_drops());
+    assert!(out[0].1.windows(routes.len()).any(|w| w == routes));
+    // Without services the option is dpservice's plain one.
+    let plain: &[u8] = &[121, 12, 16, 169, 254, 0, 0, 0, 0, 0, 169, 254, 0, 1, 1];
+    let mut h = Harness::new();
+    let out = h.run1(VM1, discover(VM1));
+    assert!(out[0].1.windows(plain.len()).any(|w| w == plain));
+}
