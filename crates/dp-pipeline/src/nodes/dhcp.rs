@@ -59,8 +59,8 @@ const CLASSLESS_ROUTES_VIRTSVC: [u8; 20] = {
     let gw = GATEWAY_IPV4.octets();
     let r = CLASSLESS_ROUTES;
     [
-        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], 24, 169, 254,
-        1, gw[0], gw[1], gw[2], gw[3],
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], 24, 169, 254, 1,
+        gw[0], gw[1], gw[2], gw[3],
     ]
 };
 const SUBNET_MASK: Ipv4Addr = Ipv4Addr::BROADCAST;
