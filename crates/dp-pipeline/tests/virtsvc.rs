@@ -558,3 +558,68 @@ fn dhcp_routes_the_link_local_virtual_services_via_the_gateway() {
     let out = h.run1(VM1, discover(VM1));
     assert!(out[0].1.windows(plain.len()).any(|w| w == plain));
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Valid service frames of both directions (mapped port 1025 exists once the first request
+    /// went through), mutated, truncated or extended.
+    fn frame() -> impl Strategy<Value = (u16, Vec<u8>)> {
+        let templates: Vec<(u16, Vec<u8>)> = vec![
+            (VM1, vm_udp(VM1, 1000, b"query")),
+            (VM1, vm_tcp(VM1, 1001, TCP_SYN)),
+            (PF0, udp_reply(1025, b"answer")),
+            (PF0, tcp_reply(1025, TCP_SYN | TCP_ACK)),
+            (PF1, udp_reply(1026, b"x")),
+        ];
+        let n = templates.len();
+        (
+            0..n,
+            proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+            prop_oneof![Just(None), (0usize..200).prop_map(Some)],
+        )
+            .prop_map(move |(which, edits, resize)| {
+                let (port, mut f) = templates[which].clone();
+                for (at, value) in edits {
+                    let i = at.index(f.len());
+                    f[i] = value;
+                }
+                if let Some(len) = resize {
+                    f.resize(len, 0);
+                }
+                (port, f)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever arrives, nothing panics, every frame is sent or counted, and what leaves is
+        /// well-formed: IPv6 to the router with an exact payload length and a TCP/UDP checksum
+        /// that verifies when the input's did, or IPv4 to a VM with a valid header.
+        #[test]
+        fn hostile_service_frames_are_sent_well_formed_or_counted(
+            batch in proptest::collection::vec(frame(), 1..8),
+        ) {
+            let mut h = harness();
+            let mut all = vec![(VM1, vm_udp(VM1, 1000, b"query")), (VM1, vm_tcp(VM1, 1001, TCP_SYN))];
+            all.extend(batch);
+            let out = h.run(&all);
+            h.assert_conservation();
+            for (port, f) in &out {
+                prop_assert_eq!(&f[6..12], &own_mac(*port)[..]);
+                if *port == PF0 || *port == PF1 {
+                    prop_assert_eq!(u16::from_be_bytes([f[12], f[13]]), ETH_IPV6);
+                    prop_assert_eq!(&f[0..6], &router_mac(*port)[..]);
+                    prop_assert_eq!(usize::from(u16::from_be_bytes([f[18], f[19]])), f.len() - 54);
+                    prop_assert!(f[20] == 6 || f[20] == 17);
+                } else {
+                    prop_assert_eq!(u16::from_be_bytes([f[12], f[13]]), ETH_IPV4);
+                    prop_assert_eq!(inet_checksum(&[&f[14..34]]), 0);
+                    prop_assert_eq!(usize::from(u16::from_be_bytes([f[16], f[17]])), f.len() - 14);
+                }
+            }
+        }
+    }
+}

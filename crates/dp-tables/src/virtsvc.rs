@@ -69,6 +69,9 @@ pub struct VirtualServices {
     by_virtual: Vec<(u64, u16)>,
     /// (service address, protocol and port packed, index), sorted.
     by_service: Vec<(u128, u32, u16)>,
+    /// Per service: the ones' complement sum of its two IPv6 addresses (service and underlay),
+    /// the part of the IPv6 pseudo header that is the same for every packet of both directions.
+    address_sums: Vec<u16>,
 }
 
 /// Why a list of services was refused.
@@ -128,11 +131,27 @@ impl VirtualServices {
                 w[0].2.max(w[1].2),
             )));
         }
+        let address_sums = services
+            .iter()
+            .map(|s| {
+                dp_packet::checksum::combine(&[
+                    dp_packet::checksum::data(&s.service_addr.octets()),
+                    dp_packet::checksum::data(&s.underlay_addr.octets()),
+                ])
+            })
+            .collect();
         Ok(VirtualServices {
             services,
             by_virtual,
             by_service,
+            address_sums,
         })
+    }
+
+    /// The sum of service `index`'s two IPv6 addresses (for checksum updates), 0 if none.
+    #[inline]
+    pub fn address_sum(&self, index: usize) -> u16 {
+        self.address_sums.get(index).copied().unwrap_or(0)
     }
 
     #[inline]

@@ -91,8 +91,6 @@ struct Sender<'a> {
     port: &'a crate::port_table::PortEntry,
     iface: &'a Iface,
     table: Option<&'a VniTable>,
-    /// Virtual services are configured (looked at once per run, not per packet).
-    virtsvc: bool,
 }
 
 impl<'a> Sender<'a> {
@@ -103,7 +101,6 @@ impl<'a> Sender<'a> {
             port,
             iface,
             table: ctx.tables.vni(iface.vni),
-            virtsvc: !ctx.config.virtual_services.is_empty(),
         })
     }
 }
@@ -131,13 +128,21 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
     }
     // A virtual service's endpoint, before any routing (dpservice's classify does the same):
     // the virtual address may be anything, link-local included.
-    if sender.virtsvc {
-        if let Some(verdict) = virtual_service(pkt, ctx, &ip, iface.vni) {
-            return Ok(verdict);
+    // The fields are passed by value: a reference to `ip` made the hot path keep it on the
+    // stack for every packet.
+    if !ctx.config.virtual_services.is_empty() {
+        if let Some(index) =
+            virtual_service(l3, ctx, ip.protocol, ip.flags_frag, ip.header_len, ip.dst)
+        {
+            return Ok(to_virtual_service(
+                pkt,
+                ip.header_len,
+                ip.total_len,
+                index,
+                iface.vni,
+            ));
         }
-        // `pkt` was only looked at: the view of the header is taken again.
     }
-    let l3 = pkt.data_mut().get_mut(ETH_HEADER_LEN..).unwrap_or(&mut []);
     if ip.dst == GATEWAY_IPV4 {
         return Ok(Verdict::Next(NodeId::GatewayIcmp));
     }
@@ -186,36 +191,49 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
     })
 }
 
-/// Whether the VM's packet is for a virtual service: TCP or UDP, not a later fragment, to a
-/// service's virtual address and port. Then it is handed to [`Virtsvc`](super::Virtsvc) with
-/// its header recorded as validated and the service marked in its metadata.
+/// The virtual service the VM's packet is for, if any: TCP or UDP, not a later fragment, to a
+/// service's virtual address and port.
 #[cold]
 #[inline(never)]
 fn virtual_service(
-    pkt: &mut PacketBuf,
+    l3: &[u8],
     ctx: &Ctx<'_>,
-    ip: &ipv4::Ipv4Fields,
-    vni: u32,
-) -> Option<Verdict> {
-    let proto = IpProtocol(ip.protocol);
-    if !matches!(proto, IpProtocol::TCP | IpProtocol::UDP) || ip.frag_offset() != 0 {
+    protocol: u8,
+    flags_frag: u16,
+    header_len: usize,
+    dst: Ipv4Addr,
+) -> Option<usize> {
+    let proto = IpProtocol(protocol);
+    if !matches!(proto, IpProtocol::TCP | IpProtocol::UDP) || flags_frag & 0x1fff != 0 {
         return None;
     }
-    let l3 = pkt.data().get(ETH_HEADER_LEN..)?;
-    let dst_port = read_u16_be(l3, ip.header_len + 2)?;
-    let index = ctx
-        .config
+    let dst_port = read_u16_be(l3, header_len + 2)?;
+    ctx.config
         .virtual_services
-        .find_virtual(proto, ip.dst, dst_port)?;
-    pkt.truncate(ETH_HEADER_LEN + ip.total_len);
-    pkt.parsed.set_validated(
-        ETH_HEADER_LEN,
-        ETH_HEADER_LEN + ip.header_len,
-        ip.total_len,
-        vni,
-    );
-    pkt.meta.virtsvc = u16::try_from(index + 1).ok()?;
-    Some(Verdict::Next(NodeId::Virtsvc))
+        .find_virtual(proto, dst, dst_port)
+}
+
+/// Hands the packet to [`Virtsvc`](super::Virtsvc) with its header recorded as validated and
+/// the service marked in its metadata.
+#[cold]
+#[inline(never)]
+fn to_virtual_service(
+    pkt: &mut PacketBuf,
+    header_len: usize,
+    total_len: usize,
+    index: usize,
+    vni: u32,
+) -> Verdict {
+    pkt.truncate(ETH_HEADER_LEN + total_len);
+    pkt.parsed
+        .set_validated(ETH_HEADER_LEN, ETH_HEADER_LEN + header_len, total_len, vni);
+    match u16::try_from(index + 1) {
+        Ok(mark) => {
+            pkt.meta.virtsvc = mark;
+            Verdict::Next(NodeId::Virtsvc)
+        }
+        Err(_) => Verdict::Drop(DropReason::VirtsvcMalformed),
+    }
 }
 
 /// A packet that would leave with TTL 0: answered with ICMP time exceeded from the gateway,

@@ -103,14 +103,11 @@ fn replace_sum(csum: u16, old: u16, new: u16) -> u16 {
     !checksum::fold(u64::from(!csum) + u64::from(!old) + u64::from(new))
 }
 
-#[inline]
-fn v6_sum(a: &Ipv6Addr, b: &Ipv6Addr) -> u16 {
-    checksum::combine(&[checksum::data(&a.octets()), checksum::data(&b.octets())])
-}
-
+/// The ones' complement sum of two IPv4 addresses (their part of the pseudo header).
 #[inline]
 fn v4_sum(a: Ipv4Addr, b: Ipv4Addr) -> u16 {
-    checksum::combine(&[checksum::data(&a.octets()), checksum::data(&b.octets())])
+    let (a, b) = (u64::from(u32::from(a)), u64::from(u32::from(b)));
+    checksum::fold((a >> 16) + (a & 0xffff) + (b >> 16) + (b & 0xffff))
 }
 
 /// The L4 header's length and checksum field offset, checked against `l4_len` (the bytes
@@ -227,7 +224,7 @@ impl Virtsvc {
         let old = read_u16_be(pkt.data(), field).ok_or(bad)?;
         let (old_addrs, new_addrs) = (
             v4_sum(src, dst4),
-            v6_sum(&svc.underlay_addr, &svc.service_addr),
+            ctx.config.virtual_services.address_sum(index),
         );
         let fresh_udp = proto == IpProtocol::UDP && old == 0 && !partial;
         let new = if partial {
@@ -365,9 +362,10 @@ impl Virtsvc {
         let new = if proto == IpProtocol::UDP && old == 0 {
             0 // No checksum: IPv4 allows that.
         } else {
+            // The reply's addresses are the service's two (the match checked them).
             let c = replace_sum(
                 old,
-                v6_sum(&src, &dst),
+                services.address_sum(index),
                 v4_sum(svc.virtual_addr, conn.vm_addr),
             );
             let c = checksum::update_u16(c, src_port, svc.virtual_port);
@@ -484,8 +482,13 @@ mod tests {
         let b6: Ipv6Addr = "2a00:da8:fff6::1".parse().unwrap();
         let c4 = checksum::transport_v4(&a4, &b4, IpProtocol::UDP, &data);
         let c6 = checksum::transport_v6(&a6, &b6, IpProtocol::UDP, &data);
-        assert_eq!(replace_sum(c4, v4_sum(a4, b4), v6_sum(&a6, &b6)), c6);
-        assert_eq!(replace_sum(c6, v6_sum(&a6, &b6), v4_sum(a4, b4)), c4);
+        let s6 = checksum::combine(&[checksum::data(&a6.octets()), checksum::data(&b6.octets())]);
+        assert_eq!(
+            v4_sum(a4, b4),
+            checksum::combine(&[checksum::data(&a4.octets()), checksum::data(&b4.octets())])
+        );
+        assert_eq!(replace_sum(c4, v4_sum(a4, b4), s6), c6);
+        assert_eq!(replace_sum(c6, s6, v4_sum(a4, b4)), c4);
     }
 
     #[test]
