@@ -48,6 +48,10 @@ pub struct PacketMeta {
     /// Where the packet came from: a VM, or the underlay for one of our addresses (set by the
     /// decapsulation).
     pub origin: Origin,
+    /// The virtual service the packet is for or from, plus one (0: none), set where it is
+    /// recognised (`ipv4_lookup`, the `virtsvc` node); the hand-off node sends a handed-in
+    /// packet with it back to the `virtsvc` node.
+    pub virtsvc: u16,
 }
 
 /// Where a packet entered the dataplane.
@@ -189,9 +193,14 @@ impl Default for PacketMeta {
             handed_off: false,
             route_public: false,
             origin: Origin::Vm,
+            virtsvc: 0,
         }
     }
 }
+
+// The metadata the pool stamps on every received buffer: the virtual-service mark fits in
+// what was padding (48 bytes, as before it).
+const _: () = assert!(std::mem::size_of::<PacketMeta>() <= 48);
 
 /// One frame in a fixed-size buffer with headroom: a handle (one pointer) to its [`BufSlot`].
 /// `pkt.meta` reaches the slot's metadata through `Deref`.

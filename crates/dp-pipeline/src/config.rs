@@ -41,6 +41,9 @@ pub struct DpConfig {
     /// uplink whose link is up is used even while the table has no router entry, with the
     /// all-zero MAC dpservice sends to then (see [`UnderlayNd`](crate::nodes::UnderlayNd)).
     pub router_mac_from_kernel: bool,
+    /// The virtual services (`--udp-virtsvc`, `--tcp-virtsvc`), fixed for the daemon's life;
+    /// each worker's port maps for them are in [`WorkerCtx::virtsvc`](crate::WorkerCtx).
+    pub virtual_services: std::sync::Arc<dp_tables::VirtualServices>,
 }
 
 impl DpConfig {
@@ -64,6 +67,7 @@ impl Default for DpConfig {
             router: None,
             flow_timeouts: dp_tables::Timeouts::default(),
             router_mac_from_kernel: false,
+            virtual_services: std::sync::Arc::default(),
         }
     }
 }

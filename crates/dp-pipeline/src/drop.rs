@@ -107,6 +107,9 @@ drop_reasons! {
     LbNoTarget => "lb_no_target", "a new flow to a load balancer that has no target";
     MeterTotalExceeded => "meter_total_exceeded", "the VM sent more than its interface's total rate (metering_parameters.total_rate) allows";
     MeterPublicExceeded => "meter_public_exceeded", "the VM sent more over a public route (NAT, VIP) than its interface's public rate (metering_parameters.public_rate) allows";
+    VirtsvcPortsExhausted => "virtsvc_ports_exhausted", "a new connection to a virtual service while every mapped port of the service (this worker's share) has a live connection";
+    VirtsvcNoConnection => "virtsvc_no_connection", "a packet from a virtual service to a mapped port with no live connection (timed out, never made, or its VM interface is gone)";
+    VirtsvcMalformed => "virtsvc_malformed", "a packet to or from a virtual service that cannot be translated: a fragment, a truncated TCP/UDP header or lengths that disagree";
 }
 
 impl From<dp_buffer::OffloadError> for DropReason {

@@ -211,6 +211,7 @@ node_ids! {
     Ipv6Lookup => ipv6_lookup: Ipv6Lookup,
     Meter => meter: Meter,
     Handoff => handoff: Handoff,
+    Virtsvc => virtsvc: Virtsvc,
     Conntrack => conntrack: Conntrack,
     Firewall => firewall: Firewall,
     Nat => nat: Nat,

@@ -2,7 +2,7 @@
 //! no atomics, because only this worker's thread ever sees it: the flow table of the stateful
 //! services is here (conntrack makes and finds flows, the firewall and NAT nodes read them).
 
-use dp_tables::{FlowTable, PortId};
+use dp_tables::{FlowTable, PortId, VirtsvcTables, VirtualServices};
 
 use crate::affinity::Rings;
 
@@ -17,6 +17,9 @@ pub struct WorkerCtx {
     rings: Option<Rings>,
     /// This worker's flows (connection tracking).
     pub flows: FlowTable,
+    /// This worker's mapped ports of every virtual service (empty without services; see
+    /// [`WorkerCtx::with_virtual_services`]).
+    pub virtsvc: VirtsvcTables,
 }
 
 /// Flows of a worker made with [`WorkerCtx::new`] (tests, tools); the daemon sizes its
@@ -32,7 +35,16 @@ impl WorkerCtx {
             count,
             rings: None,
             flows: FlowTable::new(DEFAULT_WORKER_FLOWS),
+            virtsvc: VirtsvcTables::default(),
         }
+    }
+
+    /// The same context with this worker's port maps of `services` (all allocated here: a
+    /// map per service of the ports this worker owns, see [`dp_tables::PortMap`]).
+    #[must_use]
+    pub fn with_virtual_services(mut self, services: &VirtualServices) -> Self {
+        self.virtsvc = VirtsvcTables::new(services, self.index, self.count);
+        self
     }
 
     /// The same context with a flow table of `capacity` flows (empty).

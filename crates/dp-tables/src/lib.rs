@@ -22,6 +22,7 @@ pub mod maglev;
 pub mod meter;
 mod nat;
 mod snapshot;
+pub mod virtsvc;
 mod vni;
 
 pub use conntrack::{
@@ -40,6 +41,10 @@ pub use maglev::{Maglev, MAGLEV_TABLE_SIZE};
 pub use meter::{MeterConfig, TokenBucket};
 pub use nat::{IfaceServices, NatRange, NeighborNat, PublicTarget};
 pub use snapshot::{Publisher, Snapshot, SnapshotReader, UnderlayTarget};
+pub use virtsvc::{
+    virtsvc_underlay, PortMap, PortMapError, PortMapStats, VirtsvcConn, VirtsvcError,
+    VirtsvcTables, VirtsvcTcpState, VirtualService, VirtualServices, VIRTSVC_MAX,
+};
 pub use vni::{RouteTarget, VniTable};
 
 /// Index of a port in the daemon's port list: pf0, pf1, then the VFs.

@@ -100,6 +100,7 @@ fn run(opts: Options) -> Result<(), String> {
         router: opts.router,
         flow_timeouts: dp_tables::Timeouts::with_default_secs(u64::from(opts.flow_timeout)),
         router_mac_from_kernel: neighbor::uses_kernel_neighbors(&opts),
+        virtual_services: Arc::new(opts.virtual_services(underlay)?),
     });
     if opts.wcmp_enabled() && opts.pf1.is_none() {
         tracing::warn!(
@@ -197,7 +198,8 @@ fn run(opts: Options) -> Result<(), String> {
                 Some(r) => WorkerCtx::with_rings(r),
                 None => WorkerCtx::new(index, worker_count),
             }
-            .with_flow_capacity(opts.flow_table_size as usize / worker_count.max(1)),
+            .with_flow_capacity(opts.flow_table_size as usize / worker_count.max(1))
+            .with_virtual_services(&config.virtual_services),
             wakeup: wakeups.get(index).cloned(),
             commands: Some(commands_rx),
         };

@@ -30,8 +30,8 @@
 //! - `--nic-type` defaults to `tap` and `tap` is the only supported value for now; `mellanox`
 //!   and `bluefield2` (dpservice's default) are refused with an error naming what is supported.
 //! - `--graphtrace-loglevel` and `--flow-timeout` are always available (dpservice only has them
-//!   in test builds); `--udp-virtsvc`/`--tcp-virtsvc` are parsed and checked as dpservice does
-//!   but not implemented yet (a warning says so).
+//!   in test builds); `--udp-virtsvc`/`--tcp-virtsvc` are always available too (dpservice only
+//!   with `ENABLE_VIRTSVC`), parsed and checked as dpservice does (docs/compatibility.md).
 //! - Accepted but ignored, each with a warning at start-up when given ([`ignored_options`]):
 //!   `--active-lockfile` (there is no active/standby lock: the daemon forwards at once, so a
 //!   standby started with it would forward too), `--sync-tap` (no dpservice-ha state sync),
@@ -136,12 +136,12 @@ pub struct Options {
           value_parser = ipv6)]
     pub dhcpv6_dns: Vec<Ipv6Addr>,
 
-    /// map a VM-accessible IPv4 endpoint to an outside IPv6 UDP service (not implemented yet)
+    /// map a VM-accessible IPv4 endpoint to an outside IPv6 UDP service
     #[arg(long = "udp-virtsvc", value_name = "IPv4,port,IPv6,port", action = ArgAction::Append,
           value_parser = VirtSvc::from_str)]
     pub udp_virtsvc: Vec<VirtSvc>,
 
-    /// map a VM-accessible IPv4 endpoint to an outside IPv6 TCP service (not implemented yet)
+    /// map a VM-accessible IPv4 endpoint to an outside IPv6 TCP service
     #[arg(long = "tcp-virtsvc", value_name = "IPv4,port,IPv6,port", action = ArgAction::Append,
           value_parser = VirtSvc::from_str)]
     pub tcp_virtsvc: Vec<VirtSvc>,
@@ -406,22 +406,29 @@ pub struct VirtSvc {
 impl FromStr for VirtSvc {
     type Err = String;
 
+    /// dpservice's `add_virtsvc`: four comma-separated fields (empty fields skipped, as
+    /// `strtok` does; anything after the fourth ignored), ports 1 - 65535 in decimal, and its
+    /// error messages.
     fn from_str(s: &str) -> Result<VirtSvc, String> {
         let mut parts = s.split(',').filter(|p| !p.is_empty());
-        let mut next = |what: &str| parts.next().ok_or_else(|| format!("missing {what}"));
-        let port = |p: &str, what: &str| match p.parse::<u16>() {
-            Ok(n) if n != 0 => Ok(n),
-            _ => Err(format!("invalid {what} port '{p}'")),
+        let mut next = |what: &str| {
+            parts
+                .next()
+                .ok_or_else(|| format!("Missing virtual service {what}"))
         };
-        let v4 = next("IPv4 address")?;
+        let port = |p: &str, what: &str| match p.parse::<u16>() {
+            Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(format!("Invalid virtual service {what} port '{p}'")),
+        };
+        let v4 = next("IPv4")?;
         let virtual_addr = v4
             .parse()
-            .map_err(|_| format!("invalid IPv4 address '{v4}'"))?;
+            .map_err(|_| format!("Invalid virtual service IPv4 address '{v4}'"))?;
         let virtual_port = port(next("IPv4 port")?, "IPv4")?;
-        let v6 = next("IPv6 address")?;
+        let v6 = next("IPv6")?;
         let service_addr = v6
             .parse()
-            .map_err(|_| format!("invalid IPv6 address '{v6}'"))?;
+            .map_err(|_| format!("Invalid virtual service IPv6 address '{v6}'"))?;
         let service_port = port(next("IPv6 port")?, "IPv6")?;
         Ok(VirtSvc {
             virtual_addr,
@@ -624,14 +631,6 @@ impl Options {
                     }
                 }
             }
-            if !list.is_empty() {
-                warnings.push(format!(
-                    "--{proto}-virtsvc is accepted but virtual services are not implemented \
-                     yet: {} entr{} ignored",
-                    list.len(),
-                    if list.len() == 1 { "y" } else { "ies" }
-                ));
-            }
         }
         // dpservice refuses this before starting, whatever the NIC.
         if self.multiport_eswitch && !self.no_offload {
@@ -645,6 +644,36 @@ impl Options {
             warnings.push("--multiport-eswitch has no effect with TAP ports".into());
         }
         Ok(())
+    }
+
+    /// The virtual services, UDP first then TCP, each in the order given (dpservice keeps one
+    /// list in the order the options come; the index only picks the service's underlay
+    /// address, [`dp_tables::virtsvc_underlay`]), with their addresses under `underlay`.
+    pub fn virtual_services(
+        &self,
+        underlay: Ipv6Addr,
+    ) -> Result<dp_tables::VirtualServices, String> {
+        let udp = self
+            .udp_virtsvc
+            .iter()
+            .map(|s| (dp_packet::IpProtocol::UDP, s));
+        let tcp = self
+            .tcp_virtsvc
+            .iter()
+            .map(|s| (dp_packet::IpProtocol::TCP, s));
+        let list = udp
+            .chain(tcp)
+            .enumerate()
+            .map(|(i, (proto, s))| dp_tables::VirtualService {
+                proto,
+                virtual_addr: s.virtual_addr,
+                virtual_port: s.virtual_port,
+                service_addr: s.service_addr,
+                service_port: s.service_port,
+                underlay_addr: dp_tables::virtsvc_underlay(underlay, i as u32),
+            })
+            .collect();
+        dp_tables::VirtualServices::new(list).map_err(|e| format!("virtual services: {e:?}"))
     }
 
     /// Whether periodic statistics are printed (dpservice's `stats_enabled`).
@@ -955,8 +984,8 @@ mod tests {
             }]
         );
         assert_eq!(o.vf_count, 0);
-        assert!(o.warnings.iter().any(|w| w.contains("--udp-virtsvc")));
-        assert!(o.warnings.iter().any(|w| w.contains("--tcp-virtsvc")));
+        // Virtual services are implemented: no warning about them.
+        assert!(!o.warnings.iter().any(|w| w.contains("virtsvc")));
     }
 
     /// The suite's six TAPs: two uplinks and four VFs by the pattern, MACs as given (quoted or
@@ -1142,6 +1171,10 @@ mod tests {
                     "--nic-type",
                     "--grpc-port",
                     "--vf-count",
+                    // dpservice's test runner enables its virtual-service tests when it
+                    // finds this in `--help`.
+                    "--udp-virtsvc",
+                    "--tcp-virtsvc",
                 ] {
                     assert!(help.contains(opt), "{opt} missing from help");
                 }
@@ -1283,6 +1316,99 @@ vf-count 2
         // The limit counts the file's and the command line's together.
         let file: String = (0..60).map(|i| format!("dhcp-dns 10.1.0.{i}\n")).collect();
         assert!(err(with_file(&file, &v4[..4])).contains("Too many"));
+    }
+
+    #[test]
+    fn virtsvc_values_are_parsed_and_refused_as_dpservice_does() {
+        let o = cli(&[
+            "--udp-virtsvc=1.2.3.4,5353,2a00:da8:fff6::1,53",
+            "--tcp-virtsvc",
+            "5.6.7.8,4443,2a00:da8:fff6::2,443",
+            "--udp-virtsvc=169.254.1.1,,53,,fc00::53,53,extra",
+        ])
+        .unwrap();
+        assert_eq!(o.udp_virtsvc.len(), 2);
+        assert_eq!(o.udp_virtsvc[1].to_string(), "169.254.1.1,53,fc00::53,53");
+        assert_eq!(o.tcp_virtsvc[0].virtual_port, 4443);
+        let host: Ipv6Addr = "fc00:1::1".parse().unwrap();
+        let services = o.virtual_services(host).unwrap();
+        assert_eq!(services.len(), 3);
+        // UDP first, then TCP; the index picks the underlay address.
+        let tcp = services.get(2).unwrap();
+        assert_eq!(tcp.proto, dp_packet::IpProtocol::TCP);
+        assert_eq!(tcp.underlay_addr, dp_tables::virtsvc_underlay(host, 2));
+        assert_eq!(
+            services.find_virtual(dp_packet::IpProtocol::UDP, Ipv4Addr::new(1, 2, 3, 4), 5353),
+            Some(0)
+        );
+        for (value, msg) in [
+            ("", "Missing virtual service IPv4"),
+            ("1.2.3.4", "Missing virtual service IPv4 port"),
+            ("1.2.3.4,53", "Missing virtual service IPv6"),
+            ("1.2.3.4,53,fc00::1", "Missing virtual service IPv6 port"),
+            ("1.2.3", "Invalid virtual service IPv4 address '1.2.3'"),
+            (
+                "1.2.3.4,0,fc00::1,53",
+                "Invalid virtual service IPv4 port '0'",
+            ),
+            (
+                "1.2.3.4,65536,fc00::1,53",
+                "Invalid virtual service IPv4 port '65536'",
+            ),
+            (
+                "1.2.3.4,+53,fc00::1,53",
+                "Invalid virtual service IPv4 port '+53'",
+            ),
+            (
+                "1.2.3.4,5x,fc00::1,53",
+                "Invalid virtual service IPv4 port '5x'",
+            ),
+            (
+                "1.2.3.4,53,1.2.3.5,53",
+                "Invalid virtual service IPv6 address '1.2.3.5'",
+            ),
+            (
+                "1.2.3.4,53,fc00::1,-1",
+                "Invalid virtual service IPv6 port '-1'",
+            ),
+        ] {
+            for opt in ["--udp-virtsvc", "--tcp-virtsvc"] {
+                let arg = format!("{opt}={value}");
+                let got = err(cli(&[arg.as_str()]));
+                assert!(got.contains(msg), "{arg}: {got}");
+            }
+        }
+        // At most 256 services, UDP and TCP together.
+        let many: Vec<String> = (1..=257u32)
+            .map(|i| {
+                let proto = if i % 2 == 0 { "udp" } else { "tcp" };
+                format!(
+                    "--{proto}-virtsvc=10.0.{}.{},53,fc00::{i:x},53",
+                    i / 256,
+                    i % 256
+                )
+            })
+            .collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let got = err(cli(&refs));
+        assert!(
+            got.contains("Number of virtual services is limited to 256"),
+            "{got}"
+        );
+        cli(&refs[..256]).unwrap();
+        // The IPv6 endpoint may not be shared either.
+        let msg = err(cli(&[
+            "--tcp-virtsvc=1.2.3.4,53,fc00::1,53",
+            "--tcp-virtsvc=1.2.3.5,53,fc00::1,53",
+        ]));
+        assert!(msg.contains("IPv6 specification already used"), "{msg}");
+        // From the config file too (the repeatable list appends).
+        let o = with_file(
+            "udp-virtsvc 1.2.3.4,53,fc00::1,53\n",
+            &["--tcp-virtsvc=1.2.3.4,53,fc00::1,53"],
+        )
+        .unwrap();
+        assert_eq!((o.udp_virtsvc.len(), o.tcp_virtsvc.len()), (1, 1));
     }
 
     #[test]

@@ -21,6 +21,10 @@
 //! * `nat`: VM1 behind a NAT (ports 1024–65535 of 203.0.113.1) sends to 198.18.0.0/16 over the
 //!   public default route: source address and port translated, then encapsulated;
 //! * `nat_return`: the replies of `nat`'s flows from the underlay, translated back to VM1;
+//! * `virtsvc`: UDP from VM1 to a virtual service (169.254.1.53:53 → [fc00:53::1]:5353): the
+//!   IPv4 header replaced by an IPv6 one, a mapped source port, out of pf0 (no conntrack, no
+//!   encapsulation); `flows` VM source ports (at most 60,000: a service has 64,512 ports);
+//! * `virtsvc_return`: the service's replies to `virtsvc`'s mapped ports, back to VM1 as IPv4;
 //! * `setup`: every packet a new flow (`encap` frames, measured over one pass of them, the table
 //!   empty at the start): the cost of making a flow, its firewall decision included;
 //! * `lb`: UDP from the internet (clients spread over 198.19.0.0/16) to a load balancer's VIP
@@ -57,8 +61,8 @@ use dp_pipeline::{
 use dp_ports::{MemoryPort, Port};
 use dp_tables::{
     FirewallAction, FirewallRule, FirewallRules, Iface, IpNet, LbPort, LoadBalancer, NatRange,
-    PortRange, ProtocolFilter,
-    PublicTarget, Publisher, RouteTarget, Snapshot, TrafficDirection, UnderlayTarget, VniTable,
+    PortRange, ProtocolFilter, PublicTarget, Publisher, RouteTarget, Snapshot, TrafficDirection,
+    UnderlayTarget, VniTable,
 };
 
 /// Packets a worker round takes in (`setup` measures `flows / SETUP_BURST` rounds).
@@ -113,7 +117,7 @@ struct Args {
     #[arg(long)]
     rounds: Option<u64>,
     /// Only these paths (comma-separated: encap, decap, local, dhcp, drop, handoff, firewall,
-    /// nat, nat_return, setup, lb, lb_setup). `handoff`:
+    /// nat, nat_return, setup, lb, lb_setup, virtsvc, virtsvc_return). `handoff`:
     /// two workers in one thread, worker 0 receives encap flows that worker 1 owns, hands them
     /// over, and worker 1 encapsulates them.
     #[arg(long, value_delimiter = ',')]
@@ -154,7 +158,7 @@ const REMOTE_HOST: Ipv6Addr = Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1);
 /// Frame size of the DHCP request (Ethernet + IPv4 + UDP + a 300-byte BOOTP message).
 const DHCP_FRAME_LEN: usize = 14 + 20 + 8 + 300;
 
-const PATHS: [&str; 12] = [
+const PATHS: [&str; 14] = [
     "encap",
     "decap",
     "local",
@@ -167,7 +171,15 @@ const PATHS: [&str; 12] = [
     "setup",
     "lb",
     "lb_setup",
+    "virtsvc",
+    "virtsvc_return",
 ];
+/// The flows of the virtual-service paths: one, and most of a service's 64,512 ports.
+const VIRTSVC_FLOWS: [usize; 2] = [1, 60_000];
+const VIRTSVC_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 53);
+const VIRTSVC_PORT: u16 = 53;
+const VIRTSVC_SERVICE: Ipv6Addr = Ipv6Addr::new(0xfc00, 0x53, 0, 0, 0, 0, 0, 1);
+const VIRTSVC_SERVICE_PORT: u16 = 5353;
 const FLOWS: [usize; 3] = [1, 100_000, 1_000_000];
 /// The paths measured with a million flows too (connection tracking at scale).
 const MILLION_FLOW_PATHS: [&str; 7] = [
@@ -209,7 +221,12 @@ fn cases(args: &Args) -> Vec<Case> {
             &SIZES
         };
         for &size in sizes {
-            for flows in FLOWS {
+            let flow_counts: &[usize] = if path.starts_with("virtsvc") {
+                &VIRTSVC_FLOWS
+            } else {
+                &FLOWS
+            };
+            for &flows in flow_counts {
                 if flows > 100_000 && !MILLION_FLOW_PATHS.contains(&path) {
                     continue;
                 }
@@ -625,8 +642,76 @@ fn frames(case: &Case) -> (u16, Vec<Vec<u8>>) {
         ),
         // The replies are made from the flows `nat` leaves in the table (`run_case`).
         "nat" | "nat_return" => (VM1_PORT, udp(VM1_IP, NAT_NET)),
+        // The same: the replies go to the ports `virtsvc` mapped.
+        "virtsvc" | "virtsvc_return" => (
+            VM1_PORT,
+            (0..case.flows)
+                .map(|i| {
+                    let mut f = dp_bench::udp_frame(
+                        GW_MAC[usize::from(VM1_PORT)],
+                        VM1_MAC,
+                        VM1_IP,
+                        VIRTSVC_IP,
+                        1 + i as u16,
+                        case.size,
+                    );
+                    retarget_udp(&mut f, 14 + 20, VIRTSVC_PORT);
+                    f
+                })
+                .collect(),
+        ),
         _ => (VM1_PORT, udp(VM1_IP, LOCAL_NET)),
     }
+}
+
+/// Sets a UDP frame's destination port (`l4`: where its UDP header is), patching the checksum.
+fn retarget_udp(frame: &mut [u8], l4: usize, port: u16) {
+    let old = u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]);
+    frame[l4 + 2..l4 + 4].copy_from_slice(&port.to_be_bytes());
+    let check = u16::from_be_bytes([frame[l4 + 6], frame[l4 + 7]]);
+    let check = dp_packet::checksum::update_u16(check, old, port);
+    frame[l4 + 6..l4 + 8].copy_from_slice(&check.to_be_bytes());
+}
+
+/// The service's replies (`size` bytes on the VM side, 20 more as IPv6) to every port the
+/// virtual service mapped, as the router delivers them on pf0.
+fn virtsvc_replies(
+    worker: &dp_pipeline::WorkerCtx,
+    config: &DpConfig,
+    size: usize,
+) -> Vec<Vec<u8>> {
+    let (Some(map), Some(svc)) = (worker.virtsvc.get(0), config.virtual_services.get(0)) else {
+        return Vec::new();
+    };
+    let payload_len = size.saturating_sub(14 + 20 + 8);
+    (0..map.capacity())
+        .filter(|&slot| map.conn(slot).is_some_and(|c| c.in_use))
+        .map(|slot| {
+            let mut udp = Vec::with_capacity(8 + payload_len);
+            udp.extend_from_slice(&VIRTSVC_SERVICE_PORT.to_be_bytes());
+            udp.extend_from_slice(&map.port_of(slot).to_be_bytes());
+            udp.extend_from_slice(&((8 + payload_len) as u16).to_be_bytes());
+            udp.extend_from_slice(&[0, 0]);
+            udp.resize(8 + payload_len, 0x5a);
+            let c = dp_packet::checksum::transport_v6(
+                &svc.service_addr,
+                &svc.underlay_addr,
+                dp_packet::IpProtocol::UDP,
+                &udp,
+            );
+            udp[6..8].copy_from_slice(&c.to_be_bytes());
+            let mut f = Vec::with_capacity(54 + udp.len());
+            f.extend_from_slice(&GW_MAC[usize::from(PF0_PORT)].0);
+            f.extend_from_slice(&ROUTER_MAC.0);
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[17, 63]);
+            f.extend_from_slice(&svc.service_addr.octets());
+            f.extend_from_slice(&svc.underlay_addr.octets());
+            f.extend_from_slice(&udp);
+            f
+        })
+        .collect()
 }
 
 /// `case.flows` encap flows that worker 1 of two owns (by the hand-off node's rule).
@@ -671,8 +756,23 @@ fn run_case(case: &Case, run: Run) -> Result {
         .collect();
     let entries: Vec<PortEntry> = entries;
     let port_table = Arc::new(PortTable::new(entries));
+    let underlay_ipv6 = Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0, 1);
+    let virtual_services = if case.path.starts_with("virtsvc") {
+        dp_tables::VirtualServices::new(vec![dp_tables::VirtualService {
+            proto: dp_packet::IpProtocol::UDP,
+            virtual_addr: VIRTSVC_IP,
+            virtual_port: VIRTSVC_PORT,
+            service_addr: VIRTSVC_SERVICE,
+            service_port: VIRTSVC_SERVICE_PORT,
+            underlay_addr: dp_tables::virtsvc_underlay(underlay_ipv6, 0),
+        }])
+        .unwrap_or_default()
+    } else {
+        dp_tables::VirtualServices::default()
+    };
     let config = Arc::new(DpConfig {
-        underlay_ipv6: Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0, 1),
+        underlay_ipv6,
+        virtual_services: Arc::new(virtual_services),
         ..DpConfig::default()
     });
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
@@ -698,7 +798,9 @@ fn run_case(case: &Case, run: Run) -> Result {
         port_table: Arc::clone(&port_table),
         config: Arc::clone(&config),
         stop: Arc::new(AtomicBool::new(false)),
-        worker: dp_pipeline::WorkerCtx::single().with_flow_capacity(flow_capacity),
+        worker: dp_pipeline::WorkerCtx::single()
+            .with_flow_capacity(flow_capacity)
+            .with_virtual_services(&config.virtual_services),
         wakeup: None,
         commands: None,
     };
@@ -753,6 +855,19 @@ fn run_case(case: &Case, run: Run) -> Result {
     if case.path == "nat_return" {
         // The flows exist now: replay their replies from the underlay instead, warmed up too.
         let replies = nat_replies(&worker.worker.flows, case.size);
+        if let Some(port) = worker.ports.get_mut(usize::from(VM1_PORT)) {
+            *port = Box::new(MemoryPort::replay("p2".to_string(), VM1_MAC, Vec::new()));
+        }
+        if let Some(port) = worker.ports.get_mut(usize::from(PF0_PORT)) {
+            *port = Box::new(MemoryPort::replay("p0".to_string(), VM1_MAC, replies));
+        }
+        for _ in 0..warm_rounds {
+            worker.poll_once(&mut rx, 0);
+        }
+    }
+    if case.path == "virtsvc_return" {
+        // The mappings exist now: replay the service's replies to them instead.
+        let replies = virtsvc_replies(&worker.worker, &config, case.size);
         if let Some(port) = worker.ports.get_mut(usize::from(VM1_PORT)) {
             *port = Box::new(MemoryPort::replay("p2".to_string(), VM1_MAC, Vec::new()));
         }

@@ -6,7 +6,8 @@
 //!
 //! From an uplink only IPv6 is taken (as dpservice's `cls_node`): IPv4-in-IPv6 and IPv6-in-IPv6
 //! (next header 4 and 41) go to [`IpipDecap`](super::IpipDecap), ICMPv6 (neighbor discovery, echo)
-//! to [`UnderlayNd`](super::UnderlayNd); anything else is dropped and counted. Extension headers are
+//! to [`UnderlayNd`](super::UnderlayNd), plain TCP and UDP — with virtual services configured —
+//! to [`Virtsvc`](super::Virtsvc) (their replies); anything else is dropped and counted. Extension headers are
 //! not walked: encapsulating hypervisors never send them. The router's MAC is not learned from
 //! its frames (only from neighbor discovery, which says which address it belongs to).
 
@@ -37,12 +38,13 @@ impl Node for Classify {
         NodeId::IpipDecap,
         NodeId::Ipv4Lookup,
         NodeId::Ipv6Lookup,
+        NodeId::Virtsvc,
     ];
 
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         match ctx.ports.get(pkt.meta.in_port) {
-            Some(port) => classify(pkt.data(), &Receiver::new(port)),
+            Some(port) => classify(pkt.data(), &Receiver::new(port, ctx)),
             None => Verdict::Drop(DropReason::NoInterface),
         }
     }
@@ -60,7 +62,7 @@ impl Node for Classify {
             pkts,
             verdicts,
             |pkt| pkt.meta.in_port,
-            |in_port| ctx.ports.get(in_port).map(Receiver::new),
+            |in_port| ctx.ports.get(in_port).map(|p| Receiver::new(p, ctx)),
             |pkt, port| match port {
                 Some(port) => classify(pkt.data(), port),
                 None => Verdict::Drop(DropReason::NoInterface),
@@ -75,14 +77,17 @@ impl Node for Classify {
 struct Receiver<'a> {
     entry: &'a PortEntry,
     own_mac: u64,
+    /// Virtual services are configured: plain TCP and UDP from an uplink may be their replies.
+    virtsvc: bool,
 }
 
 impl<'a> Receiver<'a> {
     #[inline]
-    fn new(entry: &'a PortEntry) -> Self {
+    fn new(entry: &'a PortEntry, ctx: &Ctx<'_>) -> Self {
         Receiver {
             entry,
             own_mac: pack_mac(entry.own_mac),
+            virtsvc: !ctx.config.virtual_services.is_empty(),
         }
     }
 }
@@ -124,7 +129,7 @@ fn classify(frame: &[u8], port: &Receiver<'_>) -> Verdict {
         if dst != port.own_mac && dst & PACKED_GROUP_BIT == 0 {
             return Verdict::Drop(DropReason::EthNotForUs);
         }
-        return classify_uplink(ethertype, l3);
+        return classify_uplink(ethertype, l3, port.virtsvc);
     }
     // A VM's port is promiscuous, as dpservice's VF ports are: whatever unicast MAC the VM
     // sends to, the frame is the VM's (only the uplinks are shared with other hosts).
@@ -144,7 +149,7 @@ fn classify(frame: &[u8], port: &Receiver<'_>) -> Verdict {
 }
 
 #[inline]
-fn classify_uplink(ethertype: EtherType, l3: &[u8]) -> Verdict {
+fn classify_uplink(ethertype: EtherType, l3: &[u8], virtsvc: bool) -> Verdict {
     if ethertype != EtherType::IPV6 {
         return Verdict::Drop(DropReason::FromUplink);
     }
@@ -154,6 +159,8 @@ fn classify_uplink(ethertype: EtherType, l3: &[u8]) -> Verdict {
     match l3.get(6).map(|&nh| IpProtocol(nh)) {
         Some(IpProtocol::IPV4_IN_IP | IpProtocol::IPV6_IN_IP) => Verdict::Next(NodeId::IpipDecap),
         Some(IpProtocol::ICMPV6) => Verdict::Next(NodeId::UnderlayNd),
+        // Plain TCP or UDP: a virtual service's reply, if it is one (the node checks).
+        Some(IpProtocol::TCP | IpProtocol::UDP) if virtsvc => Verdict::Next(NodeId::Virtsvc),
         _ => Verdict::Drop(DropReason::UnderlayUnhandled),
     }
 }

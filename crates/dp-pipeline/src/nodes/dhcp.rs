@@ -4,7 +4,8 @@
 //! What is sent matches dpservice's `dhcp_node`:
 //! * options, in this order: message type (53), lease time 0xffffffff (51), server identifier
 //!   169.254.0.1 (54), classless static routes (121) `169.254.0.0/16 → 0.0.0.0` and
-//!   `0.0.0.0/0 → 169.254.0.1`, subnet mask 255.255.255.255 (1), interface MTU (26,
+//!   `0.0.0.0/0 → 169.254.0.1` (with virtual services also `169.254.1.0/24 → 169.254.0.1`,
+//!   as dpservice built with them), subnet mask 255.255.255.255 (1), interface MTU (26,
 //!   `--dhcp-mtu`), then — only for a PXE client — router 169.254.0.1 (3), then DNS servers (6,
 //!   `--dhcp-dns`) when configured, host name (12) when the interface has one, end;
 //! * `yiaddr` the VM's address, `siaddr` 169.254.0.1 (or the PXE next server), `giaddr` 169.254.0.1;
@@ -51,6 +52,16 @@ const LEASE_INFINITE: u32 = 0xffff_ffff;
 const CLASSLESS_ROUTES: [u8; 12] = {
     let gw = GATEWAY_IPV4.octets();
     [16, 169, 254, 0, 0, 0, 0, 0, gw[0], gw[1], gw[2], gw[3]]
+};
+/// With virtual services (as dpservice built with them): also 169.254.1.0/24 via the gateway,
+/// where link-local virtual endpoints live (more specific than the on-link /16).
+const CLASSLESS_ROUTES_VIRTSVC: [u8; 20] = {
+    let gw = GATEWAY_IPV4.octets();
+    let r = CLASSLESS_ROUTES;
+    [
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], 24, 169, 254, 1,
+        gw[0], gw[1], gw[2], gw[3],
+    ]
 };
 const SUBNET_MASK: Ipv4Addr = Ipv4Addr::BROADCAST;
 /// dpservice builds replies no larger than a 1500-byte IP packet.
@@ -320,7 +331,11 @@ fn write_options(
     } else {
         w.put_u32(option::LEASE_TIME, LEASE_INFINITE)?;
         w.put_ipv4(option::SERVER_ID, GATEWAY_IPV4)?;
-        w.put(option::CLASSLESS_STATIC_ROUTE, &CLASSLESS_ROUTES)?;
+        if config.virtual_services.is_empty() {
+            w.put(option::CLASSLESS_STATIC_ROUTE, &CLASSLESS_ROUTES)?;
+        } else {
+            w.put(option::CLASSLESS_STATIC_ROUTE, &CLASSLESS_ROUTES_VIRTSVC)?;
+        }
         w.put_ipv4(option::SUBNET_MASK, SUBNET_MASK)?;
         w.put_u16(option::INTERFACE_MTU, config.dhcp_mtu)?;
         if pxe != PxeMode::None {

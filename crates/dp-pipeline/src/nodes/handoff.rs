@@ -32,13 +32,18 @@ pub struct Handoff;
 
 impl Node for Handoff {
     const NAME: &'static str = "handoff";
-    const NEXT: &'static [NodeId] = &[NodeId::Conntrack];
+    // `Virtsvc`: a virtual service's packet handed in by the worker that received it (the
+    // `virtsvc` node hands its packets off itself; they come back to it here).
+    const NEXT: &'static [NodeId] = &[NodeId::Virtsvc, NodeId::Conntrack];
     const HANDS_OFF: bool = true;
 
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
         if pkt.meta.handed_off {
             pkt.meta.handed_off = false;
+            if pkt.meta.virtsvc != 0 {
+                return Verdict::Next(NodeId::Virtsvc);
+            }
             return Verdict::Next(NodeId::Conntrack);
         }
         let owner = owner_of(pkt, ctx, worker.count());

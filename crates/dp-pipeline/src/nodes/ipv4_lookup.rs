@@ -47,6 +47,7 @@ impl Node for Ipv4Lookup {
     const NEXT: &'static [NodeId] = &[
         NodeId::Dhcp,
         NodeId::Handoff,
+        NodeId::Virtsvc,
         NodeId::GatewayIcmp,
         NodeId::Conntrack,
         NodeId::Meter,
@@ -127,6 +128,23 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
     if !iface.owns_source_v4(ip.src) {
         return Err(DropReason::Spoofed);
     }
+    // A virtual service's endpoint, before any routing (dpservice's classify does the same):
+    // the virtual address may be anything, link-local included.
+    // The fields are passed by value: a reference to `ip` made the hot path keep it on the
+    // stack for every packet.
+    if !ctx.config.virtual_services.is_empty() {
+        if let Some(index) =
+            virtual_service(l3, ctx, ip.protocol, ip.flags_frag, ip.header_len, ip.dst)
+        {
+            return Ok(to_virtual_service(
+                pkt,
+                ip.header_len,
+                ip.total_len,
+                index,
+                iface.vni,
+            ));
+        }
+    }
     if ip.dst == GATEWAY_IPV4 {
         return Ok(Verdict::Next(NodeId::GatewayIcmp));
     }
@@ -173,6 +191,51 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
             Verdict::Next(NodeId::Conntrack)
         }
     })
+}
+
+/// The virtual service the VM's packet is for, if any: TCP or UDP, not a later fragment, to a
+/// service's virtual address and port.
+#[cold]
+#[inline(never)]
+fn virtual_service(
+    l3: &[u8],
+    ctx: &Ctx<'_>,
+    protocol: u8,
+    flags_frag: u16,
+    header_len: usize,
+    dst: Ipv4Addr,
+) -> Option<usize> {
+    let proto = IpProtocol(protocol);
+    if !matches!(proto, IpProtocol::TCP | IpProtocol::UDP) || flags_frag & 0x1fff != 0 {
+        return None;
+    }
+    let dst_port = read_u16_be(l3, header_len + 2)?;
+    ctx.config
+        .virtual_services
+        .find_virtual(proto, dst, dst_port)
+}
+
+/// Hands the packet to [`Virtsvc`](super::Virtsvc) with its header recorded as validated and
+/// the service marked in its metadata.
+#[cold]
+#[inline(never)]
+fn to_virtual_service(
+    pkt: &mut PacketBuf,
+    header_len: usize,
+    total_len: usize,
+    index: usize,
+    vni: u32,
+) -> Verdict {
+    pkt.truncate(ETH_HEADER_LEN + total_len);
+    pkt.parsed
+        .set_validated(ETH_HEADER_LEN, ETH_HEADER_LEN + header_len, total_len, vni);
+    match u16::try_from(index + 1) {
+        Ok(mark) => {
+            pkt.meta.virtsvc = mark;
+            Verdict::Next(NodeId::Virtsvc)
+        }
+        Err(_) => Verdict::Drop(DropReason::VirtsvcMalformed),
+    }
 }
 
 /// A packet that would leave with TTL 0: answered with ICMP time exceeded from the gateway,

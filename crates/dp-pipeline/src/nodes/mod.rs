@@ -22,6 +22,7 @@ mod nat;
 mod packet_relay;
 mod underlay_nd;
 mod uplink;
+mod virtsvc;
 mod vm_probe;
 
 pub use arp::Arp;
@@ -48,6 +49,7 @@ pub use packet_relay::PacketRelay;
 pub use underlay_nd::{
     UnderlayNd, MAX_UNANSWERED, PROBE_INTERVAL_NS, REACHABLE_NS, RS_INTERVAL_NS,
 };
+pub use virtsvc::Virtsvc;
 pub use vm_probe::{
     vm_probe_wait_ns, VmProbe, VM_FAST_PROBES, VM_MAX_PROBES_PER_TICK, VM_MAX_PROBE_INTERVAL_NS,
     VM_PROBE_INTERVAL_NS,

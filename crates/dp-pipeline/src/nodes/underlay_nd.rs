@@ -141,6 +141,7 @@ fn uplink_entry<'a>(ctx: &Ctx<'a>, port: PortId) -> Option<&'a PortEntry> {
 fn owns(ctx: &Ctx<'_>, entry: &PortEntry, addr: &Ipv6Addr) -> bool {
     (*addr == ctx.config.underlay_ipv6 && !addr.is_unspecified())
         || ctx.tables.owns_underlay(*addr)
+        || ctx.config.virtual_services.is_underlay(*addr)
         || *addr == link_local(entry.own_mac)
 }
 
