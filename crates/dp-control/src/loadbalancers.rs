@@ -125,7 +125,7 @@ impl State {
         self.lbs.list.push(Arc::new(lb));
         self.lbs.republish();
         self.underlays
-            .insert(underlay, UnderlayUse::LoadBalancer { vni });
+            .insert(underlay, UnderlayUse::LoadBalancer { vni, ip });
         // A balancer keeps its VNI in use (dpservice creates the VNI's tables for it).
         self.vnis.attach(vni);
         self.changed();

@@ -1565,7 +1565,10 @@ fn load_balancers_publish_their_targets_and_keep_their_vni() {
     assert!(s.vni_in_use(300, VniType::Ipv4).unwrap());
     assert_eq!(
         s.underlay_use(ul),
-        Some(UnderlayUse::LoadBalancer { vni: 300 })
+        Some(UnderlayUse::LoadBalancer {
+            vni: 300,
+            ip: ip("10.20.30.40")
+        })
     );
     let info = s.get_load_balancer("lb1").unwrap();
     assert_eq!(

@@ -125,7 +125,7 @@ pub enum UnderlayUse {
     /// An interface's NAT (CreateNat), allocated like an interface's address.
     Nat { port: PortId, vni: Vni },
     /// A load balancer (CreateLoadBalancer).
-    LoadBalancer { vni: Vni },
+    LoadBalancer { vni: Vni, ip: IpAddr },
     /// A load balancer target prefix of an interface (CreateLoadBalancerPrefix): delivered to
     /// the interface like an alias prefix.
     LbPrefix {
@@ -145,7 +145,7 @@ impl UnderlayUse {
             | UnderlayUse::LbPrefix { port, vni, .. } => UnderlayTarget::Iface { port, vni },
             UnderlayUse::Vip { port, vni } => UnderlayTarget::Vip { port, vni },
             UnderlayUse::Nat { port, vni } => UnderlayTarget::Nat { port, vni },
-            UnderlayUse::LoadBalancer { vni } => UnderlayTarget::LoadBalancer { vni },
+            UnderlayUse::LoadBalancer { vni, ip } => UnderlayTarget::LoadBalancer { vni, ip },
         }
     }
 }

@@ -65,7 +65,7 @@ fn set_lb(h: &mut Harness, ip: IpAddr, underlay: Ipv6Addr, ports: &[LbPort], tar
     lb.set_targets(targets.to_vec());
     Arc::make_mut(&mut h.snapshot.load_balancers).insert(lb_key(VNI, ip), Arc::new(lb));
     h.snapshot
-        .set_underlay(underlay, UnderlayTarget::LoadBalancer { vni: VNI });
+        .set_underlay(underlay, UnderlayTarget::LoadBalancer { vni: VNI, ip });
     h.snapshot.lb_generation += 1;
 }
 

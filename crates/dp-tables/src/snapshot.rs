@@ -21,9 +21,9 @@ pub enum UnderlayTarget {
     /// An interface's NAT (CreateNat's underlay route): replies of its flows, found in the flow
     /// table, or relayed to a neighbor NAT.
     Nat { port: PortId, vni: Vni },
-    /// A load balancer's (CreateLoadBalancer's underlay route): packets for one of the VNI's
-    /// balancers, sent on to a target.
-    LoadBalancer { vni: Vni },
+    /// A load balancer's (CreateLoadBalancer's underlay route): packets for the balancer at `ip`
+    /// in `vni`, sent on to a target.
+    LoadBalancer { vni: Vni, ip: std::net::IpAddr },
 }
 
 /// Everything the packet path reads, frozen at one instant.

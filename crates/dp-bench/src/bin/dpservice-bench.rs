@@ -449,7 +449,7 @@ fn snapshot(routes: usize, path: &str) -> Snapshot {
         load_balancers.insert(dp_tables::lb::lb_key(VNI, ip), Arc::new(lb));
         underlay.insert(
             u128::from(LB_UNDERLAY),
-            UnderlayTarget::LoadBalancer { vni: VNI },
+            UnderlayTarget::LoadBalancer { vni: VNI, ip },
         );
     }
     let public = [((VNI, u32::from(NAT_IP)), PublicTarget::Nat)]

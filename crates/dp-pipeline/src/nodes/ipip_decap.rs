@@ -88,6 +88,8 @@ struct Delivery<'a> {
     port: PortId,
     vni: Vni,
     iface: Option<&'a Iface>,
+    /// The balancer's address (a load balancer's underlay address; else unspecified).
+    lb_ip: IpAddr,
     origin: Origin,
 }
 
@@ -103,11 +105,12 @@ fn target<'a>(ctx: &Ctx<'a>, dst: Ipv6Addr) -> Target<'a> {
         UnderlayTarget::Iface { port, vni } => (port, vni, Origin::Underlay),
         UnderlayTarget::Vip { port, vni } => (port, vni, Origin::UnderlayVip),
         UnderlayTarget::Nat { port, vni } => (port, vni, Origin::UnderlayNat),
-        UnderlayTarget::LoadBalancer { vni } => {
+        UnderlayTarget::LoadBalancer { vni, ip } => {
             return Ok(Delivery {
                 port: NO_PORT,
                 vni,
                 iface: None,
+                lb_ip: ip,
                 origin: Origin::UnderlayLb,
             })
         }
@@ -121,36 +124,32 @@ fn target<'a>(ctx: &Ctx<'a>, dst: Ipv6Addr) -> Target<'a> {
         port,
         vni,
         iface: Some(iface),
+        lb_ip: IpAddr::V4(dp_packet::Ipv4Addr::UNSPECIFIED),
         origin,
     })
 }
 
 /// Whether an inner IPv4 destination is what the outer one names: the interface's address or
-/// alias prefix, its VIP, its NAT address, or a load balancer of the VNI.
+/// alias prefix, its VIP, its NAT address, or the balancer's address.
 #[inline]
-fn accepts_v4(ctx: &Ctx<'_>, to: &Delivery<'_>, dst: dp_packet::Ipv4Addr) -> bool {
+fn accepts_v4(to: &Delivery<'_>, dst: dp_packet::Ipv4Addr) -> bool {
     match (to.iface, to.origin) {
         (Some(iface), Origin::UnderlayVip) => iface.services.vip == Some(dst),
         (Some(iface), Origin::UnderlayNat) => iface.services.nat.is_some_and(|n| n.ip == dst),
         (Some(iface), _) => iface.owns_source_v4(dst),
-        (None, _) => is_balancer(ctx, to.vni, IpAddr::V4(dst)),
+        (None, _) => to.lb_ip == IpAddr::V4(dst),
     }
 }
 
-/// The same for an inner IPv6 destination: the interface's address or alias prefix, or a load
-/// balancer of the VNI (VIPs and NATs are IPv4).
+/// The same for an inner IPv6 destination: the interface's address or alias prefix (VIPs and
+/// NATs are IPv4), or the balancer's address.
 #[inline]
-fn accepts_v6(ctx: &Ctx<'_>, to: &Delivery<'_>, dst: Ipv6Addr) -> bool {
+fn accepts_v6(to: &Delivery<'_>, dst: Ipv6Addr) -> bool {
     match (to.iface, to.origin) {
         (Some(iface), Origin::Underlay) => iface.owns_source_v6(dst),
         (Some(_), _) => false,
-        (None, _) => is_balancer(ctx, to.vni, IpAddr::V6(dst)),
+        (None, _) => to.lb_ip == IpAddr::V6(dst),
     }
-}
-
-#[cold]
-fn is_balancer(ctx: &Ctx<'_>, vni: Vni, dst: IpAddr) -> bool {
-    ctx.tables.load_balancer(vni, dst).is_some()
 }
 
 #[inline]
@@ -181,7 +180,7 @@ fn decap<'a>(
                 Ipv4Refusal::Malformed => DropReason::DecapInnerMalformed,
                 Ipv4Refusal::BadChecksum => DropReason::DecapInnerBadChecksum,
             })?;
-            if !accepts_v4(ctx, &to, ip.dst) {
+            if !accepts_v4(&to, ip.dst) {
                 return Err(DropReason::DecapInnerNotForTarget);
             }
             (
@@ -196,7 +195,7 @@ fn decap<'a>(
                 return Err(DropReason::Ipv6OverlayDisabled);
             }
             let ip = ipv6::parse_fixed(inner).ok_or(DropReason::DecapInnerMalformed)?;
-            if !accepts_v6(ctx, &to, Ipv6Addr::from(ip.dst)) {
+            if !accepts_v6(&to, Ipv6Addr::from(ip.dst)) {
                 return Err(DropReason::DecapInnerNotForTarget);
             }
             (
