@@ -14,7 +14,8 @@
 # 3. lays out a fake dpservice build directory there: src/dpservice-bin and
 #    cli/dpservice-cli/dpservice-cli are symlinks to our binaries (the suite finds them with
 #    --build-path); there is no dpservice-exporter, so test_telemetry errors;
-# 4. runs `python3 -m pytest -v` in a network namespace of its own (the suite's frames carry
+# 4. runs `python3 -m pytest -v` (with `--virtsvc` when our `--help` lists `--udp-virtsvc`, as the
+#    suite's runtest.py does) in a network namespace of its own (the suite's frames carry
 #    public-looking addresses and its TAPs have fixed names), bounded by `timeout`;
 # 5. deletes the namespace and the temporary directory, on failure too.
 # Needs root, iproute2, and Debian's python3-pytest and python3-scapy (installed if missing).
@@ -86,12 +87,18 @@ ip -n "$ns" link set dpsdflt1 up
 ip -n "$ns" link set dpsdflt up
 ip -n "$ns" route add default dev dpsdflt
 ip -n "$ns" -6 route add default dev dpsdflt 2>/dev/null || true
+# As the suite's own runner (test/local/runtest.py, "base" set): virtual-service tests when
+# --help offers them.
+features=()
+if "$bin/dpservice" --help 2>/dev/null | grep -q -- '--udp-virtsvc'; then
+    features+=(--virtsvc)
+fi
 log=${SUITE_LOG:-$tmp/suite.log}
 echo "dpservice test/local at $rev against $bin; namespace $ns; log $log"
 set +e
 (cd "$tmp/test/local" &&
     ip netns exec "$ns" timeout "${SUITE_TIMEOUT:-1200}" \
-        $PY -m pytest -v -p no:cacheprovider --build-path="$build" "$@") 2>&1 | tee "$log"
+        $PY -m pytest -v -p no:cacheprovider --build-path="$build" "${features[@]}" "$@") 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 echo "pytest exit status: $status"
