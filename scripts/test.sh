@@ -27,6 +27,7 @@ if [ "$(id -u)" = 0 ]; then
     have iperf3 || need+=(iperf3)
     have tcpdump || need+=(tcpdump)
     have ethtool || need+=(ethtool)
+    have promtool || need+=(prometheus)
     if ((${#need[@]})); then
         echo "test.sh: installing ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive

@@ -4,6 +4,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod logging;
+pub mod metrics;
 pub mod neighbor;
 pub mod options;
 pub mod ports;

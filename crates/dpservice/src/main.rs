@@ -22,7 +22,7 @@ use dp_tables::{Publisher, Snapshot};
 
 use dpservice::options::Options;
 use dpservice::worker::{EventfdWake, Worker};
-use dpservice::{logging, neighbor, ports, stats};
+use dpservice::{logging, metrics, neighbor, ports, stats};
 
 /// Packet buffers per worker: enough for every batch in flight with room to spare.
 const BUFFERS_PER_WORKER: usize = 4096;
@@ -87,6 +87,16 @@ fn run(opts: Options) -> Result<(), String> {
             )))
         })
         .map_err(|e| format!("cannot listen for gRPC on port {}: {e}", opts.grpc_port))?;
+
+    // The metrics address, like the gRPC port, fails before any device is touched.
+    let metrics_listener = match opts.metrics_addr {
+        Some(addr) => Some(
+            runtime
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
 
     let ports = ports::create(&opts, underlay)?;
     let config = Arc::new(DpConfig {
@@ -179,6 +189,17 @@ fn run(opts: Options) -> Result<(), String> {
     }
     .into_iter();
     let mut command_senders: Vec<CommandSender> = Vec::new();
+    // Every port's counters, a set per worker's queue, for the metrics endpoint.
+    let port_sources: Vec<metrics::PortSource> = (0..port_count)
+        .map(|i| metrics::PortSource {
+            port: dp_tables::PortId::try_from(i).unwrap_or(dp_tables::PortId::MAX),
+            queues: ports
+                .per_worker
+                .iter()
+                .filter_map(|list| list.get(i).map(|p| Arc::clone(p.counters())))
+                .collect(),
+        })
+        .collect();
     for (index, list) in ports.per_worker.into_iter().enumerate() {
         let (commands_tx, commands_rx) = commands::queue();
         command_senders.push(commands_tx);
@@ -210,6 +231,13 @@ fn run(opts: Options) -> Result<(), String> {
         worker_threads.push(thread);
     }
     let counters = all_counters;
+    let metrics_sources = Arc::new(metrics::Sources {
+        hostname: metrics::hostname(),
+        graphs: counters.clone(),
+        ports: port_sources,
+        port_table: Arc::clone(&port_table),
+        tables: reader.clone(),
+    });
     let neighbor_thread = if config.router_mac_from_kernel {
         Some(
             neighbor::spawn(Arc::clone(&port_table), uplink_ids, Arc::clone(&stop))
@@ -246,6 +274,16 @@ fn run(opts: Options) -> Result<(), String> {
                 loop {
                     tick.tick().await;
                     println!("{}", stats::summary(&counters));
+                }
+            });
+        }
+        if let Some(listener) = metrics_listener {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+            }
+            tokio::spawn(async move {
+                if let Err(e) = metrics::serve(listener, metrics_sources).await {
+                    tracing::error!("metrics endpoint failed: {e}");
                 }
             });
         }

@@ -231,6 +231,11 @@ pub struct Options {
           value_parser = ranged::<u32>(1, 1024))]
     pub max_lb_ports: u32,
 
+    /// serve Prometheus metrics (GET /metrics) over HTTP on this address, e.g.
+    /// 127.0.0.1:9064; off when not given [dpservice-rs]
+    #[arg(long = "metrics-addr", value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// run on NIC configured in multiport e-switch mode
     #[arg(long = "multiport-eswitch")]
     pub multiport_eswitch: bool,
@@ -1045,6 +1050,18 @@ mod tests {
         assert_eq!(o.router, Some("fc00::ffff".parse().unwrap()));
         assert_eq!(o.underlay_mtu, 9000);
         assert_eq!(o.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn metrics_addr_is_off_by_default_and_an_address_with_a_port() {
+        assert_eq!(cli(&["--ipv6", "fc00::1"]).unwrap().metrics_addr, None);
+        assert_eq!(
+            cli(&["--metrics-addr", "127.0.0.1:9064"])
+                .unwrap()
+                .metrics_addr,
+            Some("127.0.0.1:9064".parse().unwrap())
+        );
+        assert!(cli(&["--metrics-addr", "127.0.0.1"]).is_err());
     }
 
     #[test]
