@@ -1266,6 +1266,93 @@ mod tests {
         assert_both_clean(&w);
     }
 
+    /// Load balancing with two workers: a flow's packets, received by either worker, reach its
+    /// owner and keep the Maglev target the first one got; removing a target moves only the
+    /// flows that had it.
+    #[test]
+    fn lb_flows_keep_their_target_across_two_workers() {
+        const FLOWS: u16 = 400;
+        const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 77);
+        const LB_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 80);
+        let lb_underlay: Ipv6Addr = "fc00:1::300:1".parse().unwrap();
+        let targets: Vec<Ipv6Addr> = (1..=4)
+            .map(|i| format!("fc00:{}::400:1", i + 2).parse().unwrap())
+            .collect();
+        let (mut w, h, publisher) = nat_workers(dp_tables::IfaceServices::default());
+        let set_targets = |targets: &[Ipv6Addr]| {
+            let mut s = (*publisher.current()).clone();
+            let ip = std::net::IpAddr::V4(LB_IP);
+            let mut lb = dp_tables::LoadBalancer::new(
+                "lb".into(),
+                100,
+                ip,
+                vec![dp_tables::LbPort {
+                    proto: dp_packet::IpProtocol::TCP,
+                    port: 80,
+                }],
+                lb_underlay,
+            );
+            lb.set_targets(targets.to_vec());
+            Arc::make_mut(&mut s.load_balancers)
+                .insert(dp_tables::lb::lb_key(100, ip), Arc::new(lb));
+            s.set_underlay(lb_underlay, UnderlayTarget::LoadBalancer { vni: 100, ip });
+            s.lb_generation += 1;
+            publisher.publish(s);
+        };
+        set_targets(&targets);
+        // Sent on towards `(target, sport)`, each flow once.
+        let collect = |out: &[Sent; 2]| {
+            let mut seen = vec![None; usize::from(FLOWS)];
+            for (uplinks, vf) in out {
+                assert!(vf.is_empty(), "{vf:?}");
+                for f in uplinks {
+                    let target =
+                        Ipv6Addr::from(<[u8; 16]>::try_from(&f[14 + 24..14 + 40]).unwrap());
+                    let inner = &f[14 + 40..];
+                    let sport = u16::from_be_bytes([inner[20], inner[21]]);
+                    let flow = usize::from(sport - 30000);
+                    assert_eq!(seen[flow].replace(target), None, "once");
+                }
+            }
+            assert!(seen.iter().all(Option::is_some), "every packet sent on");
+            seen.into_iter().map(Option::unwrap).collect::<Vec<_>>()
+        };
+        let mut now = 0;
+        for i in 0..FLOWS {
+            let syn = tcp4(CLIENT, LB_IP, 30000 + i, 80, 0x02, 60);
+            h[usize::from(i % 2)][0].inject(&from_router(lb_underlay, &syn));
+        }
+        let first = collect(&run_both(&mut w, &h, 50, &mut now));
+        assert!(!w[0].worker.flows.is_empty() && !w[1].worker.flows.is_empty());
+        // The next packets arrive at the other worker: same target.
+        for i in 0..FLOWS {
+            let ack = tcp4(CLIENT, LB_IP, 30000 + i, 80, 0x10, 60);
+            h[usize::from(1 - i % 2)][0].inject(&from_router(lb_underlay, &ack));
+        }
+        let again = collect(&run_both(&mut w, &h, 50, &mut now));
+        assert_eq!(again, first);
+        // One target removed: its flows move, no other does.
+        let removed = targets[1];
+        let rest: Vec<_> = targets.iter().copied().filter(|&t| t != removed).collect();
+        set_targets(&rest);
+        for i in 0..FLOWS {
+            let ack = tcp4(CLIENT, LB_IP, 30000 + i, 80, 0x10, 60);
+            h[usize::from(i % 2)][0].inject(&from_router(lb_underlay, &ack));
+        }
+        let after = collect(&run_both(&mut w, &h, 50, &mut now));
+        let mut moved = 0;
+        for (before, after) in first.iter().zip(&after) {
+            if *before == removed {
+                assert_ne!(after, &removed);
+                moved += 1;
+            } else {
+                assert_eq!(after, before);
+            }
+        }
+        assert!(moved > 50, "the removed target had its share: {moved}");
+        assert_both_clean(&w);
+    }
+
     /// The command queue through the worker: a report of its pool and hand-off counters.
     #[test]
     fn a_worker_answers_a_report_command() {
