@@ -29,8 +29,8 @@ use dp_tables::{LbPort, LoadBalancer, Vni};
 use rustc_hash::FxHashMap;
 
 use crate::errors::DpError;
-use crate::prefixes::PrefixInfo;
-use crate::routes::{masked, max_len};
+use crate::prefixes::{position, PrefixInfo};
+use crate::routes::max_len;
 use crate::state::State;
 use crate::underlay::UnderlayUse;
 
@@ -88,14 +88,6 @@ impl LoadBalancers {
                 .collect(),
         );
     }
-}
-
-/// The position of the target prefix `addr/len` (compared masked) among `prefixes`.
-fn position(prefixes: &[PrefixInfo], addr: IpAddr, len: u8) -> Option<usize> {
-    let key = masked(addr, len);
-    prefixes
-        .iter()
-        .position(|p| p.len == len && masked(p.addr, p.len) == key)
 }
 
 impl State {

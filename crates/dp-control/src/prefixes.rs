@@ -23,8 +23,9 @@ pub struct PrefixInfo {
     pub underlay: Ipv6Addr,
 }
 
-/// The position of the registration of `addr/len` (compared masked) among `prefixes`.
-fn position(prefixes: &[PrefixInfo], addr: IpAddr, len: u8) -> Option<usize> {
+/// The position of the registration of `addr/len` (compared masked) among `prefixes` (alias
+/// prefixes and load balancer target prefixes alike).
+pub(crate) fn position(prefixes: &[PrefixInfo], addr: IpAddr, len: u8) -> Option<usize> {
     let key = masked(addr, len);
     prefixes
         .iter()

@@ -69,7 +69,7 @@ use support::capture::{parse_outer6, Capture, Inner, Outer6};
 use support::daemon::{hypervisor_args, Daemon};
 use support::underlay::{Router, ROUTER_ADDR, ROUTER_LL};
 use support::vm::Vm;
-use support::{free_port, wait_until, Names, Scratch};
+use support::{free_port, in_netns, wait_until, Names, Scratch};
 
 const TOOLS: &[&str] = &[
     "ip", "udhcpc", "dhclient", "unshare", "ping", "tcpdump", "ipv6",
@@ -197,30 +197,6 @@ fn nat64(v4: Ipv4Addr) -> Ipv6Addr {
 // ---------------------------------------------------------------------------------------
 // Sockets inside a namespace
 // ---------------------------------------------------------------------------------------
-
-/// Runs `f` on a fresh thread that has entered the network namespace `ns` (`setns` changes the
-/// namespace of the calling thread only). A socket made there stays in that namespace wherever
-/// it is used afterwards.
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> std::io::Result<T> + Send) -> Result<T, String> {
-    let path = format!("/run/netns/{ns}");
-    thread::scope(|s| {
-        s.spawn(|| {
-            let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-            // SAFETY: setns(2) with a valid namespace fd, affecting only this (scoped, soon
-            // ended) thread; it has no memory-safety preconditions.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(format!(
-                    "setns({path}): {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            f().map_err(|e| format!("in netns {ns}: {e}"))
-        })
-        .join()
-        .map_err(|_| format!("the thread in netns {ns} panicked"))?
-    })
-}
 
 /// What a server saw of one connection or datagram: the peer and our local address.
 #[derive(Clone, Copy, Debug)]

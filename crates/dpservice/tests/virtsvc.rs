@@ -25,7 +25,6 @@ mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -35,7 +34,7 @@ use support::api::{Api, IfaceSpec};
 use support::daemon::{hypervisor_args, Daemon};
 use support::underlay::{Router, ROUTER_LL};
 use support::vm::Vm;
-use support::{free_port, wait_until, Names, Scratch};
+use support::{free_port, in_netns, wait_until, Names, Scratch};
 
 const TOOLS: &[&str] = &["ip", "udhcpc", "ipv6"];
 
@@ -61,28 +60,6 @@ fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
     } else {
         Err(msg())
     }
-}
-
-/// Runs `f` on a fresh thread that entered the network namespace `ns` (a socket made there
-/// stays in that namespace).
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> std::io::Result<T> + Send) -> Result<T, String> {
-    let path = format!("/run/netns/{ns}");
-    thread::scope(|s| {
-        s.spawn(|| {
-            let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-            // SAFETY: setns(2) with a valid namespace fd, affecting only this scoped thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(format!(
-                    "setns({path}): {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            f().map_err(|e| format!("in netns {ns}: {e}"))
-        })
-        .join()
-        .map_err(|_| format!("the thread in netns {ns} panicked"))?
-    })
 }
 
 /// A server thread in a namespace that answers every datagram or connection with

@@ -523,3 +523,31 @@ impl Drop for Background {
         }
     }
 }
+
+/// Runs `f` on a fresh thread that has entered the network namespace `ns` (`setns` changes the
+/// namespace of the calling thread only). A socket made there stays in that namespace wherever
+/// it is used afterwards.
+pub fn in_netns<T: Send>(
+    ns: &str,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> Result<T, String> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{ns}");
+    thread::scope(|s| {
+        s.spawn(|| {
+            let file = fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+            // SAFETY: setns(2) with a valid namespace fd, affecting only this (scoped, soon
+            // ended) thread; it has no memory-safety preconditions.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(format!(
+                    "setns({path}): {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            f().map_err(|e| format!("in netns {ns}: {e}"))
+        })
+        .join()
+        .map_err(|_| format!("the thread in netns {ns} panicked"))?
+    })
+}
