@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use support::api::{Api, IfaceSpec};
 use support::daemon::{standard_args, Daemon, READY_TIMEOUT};
-use support::{free_port, wait_until, Names, Scratch};
+use support::{ensure, free_port, wait_until, Names, Scratch};
 
 const TOOLS: &[&str] = &["ipv6"];
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
@@ -95,14 +95,6 @@ fn sum_of(text: &str, name: &str, labels: &[&str]) -> f64 {
                 .then(|| value.parse::<f64>().ok())?
         })
         .sum()
-}
-
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
-    if cond {
-        Ok(())
-    } else {
-        Err(msg())
-    }
 }
 
 /// `promtool check metrics` on `text`: Ok if it parses and has no lint findings but the

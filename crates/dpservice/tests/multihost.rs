@@ -38,7 +38,7 @@ use support::cli::Cli;
 use support::daemon::{hypervisor_args, Daemon};
 use support::underlay::{Router, ROUTER_LL};
 use support::vm::Vm;
-use support::{free_port, run, wait_until, Background, Names, Scratch};
+use support::{ensure, free_port, run, wait_until, Background, Names, Scratch};
 
 const TOOLS: &[&str] = &[
     "ip", "udhcpc", "dhclient", "ping", "unshare", "ipv6", "iperf3", "tcpdump", "bash", "ss",
@@ -47,14 +47,6 @@ const TOOLS: &[&str] = &[
 /// Progress on stderr (shown with `--nocapture` and on failure).
 macro_rules! step {
     ($($arg:tt)*) => { eprintln!("[multihost] {}", format!($($arg)*)) };
-}
-
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
-    if cond {
-        Ok(())
-    } else {
-        Err(msg())
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ use support::capture::{parse_outer6, Capture, Inner, Outer6};
 use support::daemon::{hypervisor_args, Daemon};
 use support::underlay::{Router, ROUTER_ADDR, ROUTER_LL};
 use support::vm::Vm;
-use support::{free_port, in_netns, wait_until, Names, Scratch};
+use support::{ensure, free_port, in_netns, sa, udp_exchange, wait_until, Names, Scratch};
 
 const TOOLS: &[&str] = &[
     "ip", "udhcpc", "dhclient", "unshare", "ping", "tcpdump", "ipv6",
@@ -78,14 +78,6 @@ const TOOLS: &[&str] = &[
 /// Progress on stderr (shown with `--nocapture` and on failure).
 macro_rules! step {
     ($($arg:tt)*) => { eprintln!("[stateful] {}", format!($($arg)*)) };
-}
-
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
-    if cond {
-        Ok(())
-    } else {
-        Err(msg())
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -361,36 +353,6 @@ fn tcp_bulk(ns: &str, dst: SocketAddr, len: usize) -> Result<String, String> {
             len + 1
         ))
     }
-}
-
-/// Sends a datagram from namespace `ns` to `dst` and returns the answer; up to 4 tries of 1 s.
-fn udp_exchange(ns: &str, dst: SocketAddr) -> Result<String, String> {
-    let any: SocketAddr = if dst.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let s = in_netns(ns, || UdpSocket::bind(any))?;
-    let io = |e: std::io::Error| format!("UDP {dst}: {e}");
-    s.set_read_timeout(Some(Duration::from_secs(1)))
-        .map_err(io)?;
-    let mut buf = [0u8; 1500];
-    let mut last = String::from("no try");
-    for _ in 0..4 {
-        s.send_to(b"hello\n", dst).map_err(io)?;
-        match s.recv_from(&mut buf) {
-            Ok((n, from)) if from == dst => {
-                return Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-            }
-            Ok((_, from)) => last = format!("answer from {from}, not {dst}"),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(format!("UDP {dst}: no answer to 4 datagrams ({last})"))
-}
-
-fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
 }
 
 // ---------------------------------------------------------------------------------------

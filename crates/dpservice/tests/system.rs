@@ -18,7 +18,7 @@ use support::api::{Api, IfaceSpec};
 use support::cli::{cli_binary, Cli};
 use support::daemon::{standard_args, Daemon, STOP_TIMEOUT};
 use support::vm::Vm;
-use support::{links_with_prefix, run, run_args, wait_until, Names, Scratch, DAEMON};
+use support::{ensure, links_with_prefix, run, run_args, wait_until, Names, Scratch, DAEMON};
 
 /// Tools the DHCP/ping scenario needs.
 const SCENARIO_TOOLS: &[&str] = &["ip", "udhcpc", "dhclient", "ping", "unshare", "ipv6"];
@@ -113,14 +113,6 @@ fn run_in_lab(lab: &mut Lab, f: impl FnOnce(&mut Lab) -> Result<(), String>) {
 /// Progress on stderr (shown with `--nocapture` and on failure).
 macro_rules! step {
     ($($arg:tt)*) => { eprintln!("[system] {}", format!($($arg)*)) };
-}
-
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
-    if cond {
-        Ok(())
-    } else {
-        Err(msg())
-    }
 }
 
 // ---------------------------------------------------------------------------------------

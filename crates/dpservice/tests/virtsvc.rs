@@ -34,7 +34,7 @@ use support::api::{Api, IfaceSpec};
 use support::daemon::{hypervisor_args, Daemon};
 use support::underlay::{Router, ROUTER_LL};
 use support::vm::Vm;
-use support::{free_port, in_netns, wait_until, Names, Scratch};
+use support::{ensure, free_port, in_netns, sa, udp_exchange, wait_until, Names, Scratch};
 
 const TOOLS: &[&str] = &["ip", "udhcpc", "ipv6"];
 
@@ -52,14 +52,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
 macro_rules! step {
     ($($arg:tt)*) => { eprintln!("[virtsvc] {}", format!($($arg)*)) };
-}
-
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
-    if cond {
-        Ok(())
-    } else {
-        Err(msg())
-    }
 }
 
 /// A server thread in a namespace that answers every datagram or connection with
@@ -157,28 +149,6 @@ fn answered_peer(reply: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("not a server answer: {reply:?}"))
 }
 
-/// A datagram from `ns` to `dst` from a fresh socket; the answer must come from `dst` (up to 4
-/// tries of 1 s).
-fn udp_exchange(ns: &str, dst: SocketAddr) -> Result<String, String> {
-    let s = in_netns(ns, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))?;
-    let io = |e: std::io::Error| format!("UDP {dst}: {e}");
-    s.set_read_timeout(Some(Duration::from_secs(1)))
-        .map_err(io)?;
-    let mut buf = [0u8; 1500];
-    let mut last = String::from("no try");
-    for _ in 0..4 {
-        s.send_to(b"hello\n", dst).map_err(io)?;
-        match s.recv_from(&mut buf) {
-            Ok((n, from)) if from == dst => {
-                return Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-            }
-            Ok((_, from)) => last = format!("answer from {from}, not {dst}"),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(format!("UDP {dst}: no answer to 4 datagrams ({last})"))
-}
-
 /// A TCP connection from `ns` to `dst` sending `len` bytes and a newline; the answer must
 /// count them all (bulk data makes the VM's kernel send TCP superframes).
 fn tcp_exchange(ns: &str, dst: SocketAddr, len: usize) -> Result<String, String> {
@@ -201,10 +171,6 @@ fn tcp_exchange(ns: &str, dst: SocketAddr, len: usize) -> Result<String, String>
         )
     })?;
     Ok(reply)
-}
-
-fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
 }
 
 struct Lab {

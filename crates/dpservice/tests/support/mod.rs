@@ -551,3 +551,45 @@ pub fn in_netns<T: Send>(
         .map_err(|_| format!("the thread in netns {ns} panicked"))?
     })
 }
+
+/// `Ok(())` if `cond`, else the error `msg()` (a test step's check).
+pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg())
+    }
+}
+
+/// A socket address.
+pub fn sa(ip: impl Into<std::net::IpAddr>, port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(ip.into(), port)
+}
+
+/// Sends a datagram from namespace `ns` to `dst` (from a fresh socket of `dst`'s family) and
+/// returns the answer, which must come from `dst`; up to 4 tries of 1 s.
+pub fn udp_exchange(ns: &str, dst: std::net::SocketAddr) -> Result<String, String> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+    let any: SocketAddr = if dst.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = in_netns(ns, || UdpSocket::bind(any))?;
+    let io = |e: std::io::Error| format!("UDP {dst}: {e}");
+    s.set_read_timeout(Some(Duration::from_secs(1)))
+        .map_err(io)?;
+    let mut buf = [0u8; 1500];
+    let mut last = String::from("no try");
+    for _ in 0..4 {
+        s.send_to(b"hello\n", dst).map_err(io)?;
+        match s.recv_from(&mut buf) {
+            Ok((n, from)) if from == dst => {
+                return Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+            }
+            Ok((_, from)) => last = format!("answer from {from}, not {dst}"),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!("UDP {dst}: no answer to 4 datagrams ({last})"))
+}
