@@ -264,6 +264,11 @@ pub const DROP_SITES: usize = NodeId::COUNT + 1;
 #[derive(Debug)]
 pub struct GraphCounters {
     pub node_packets: [AtomicU64; NodeId::COUNT],
+    /// Per node: the batches it ran (DPDK's graph `call_count`).
+    pub node_calls: [AtomicU64; NodeId::COUNT],
+    /// Per node: time-stamp counter ticks spent in it ([`crate::cycles`]; DPDK's
+    /// `cycle_count`), the dispatch of its batch included.
+    pub node_cycles: [AtomicU64; NodeId::COUNT],
     /// Drops per (site, reason): a row per node ([`NodeId::index`]), the last row for drops
     /// outside the nodes. One increment per drop; the totals per reason are summed when read.
     drops: [[AtomicU64; DropReason::COUNT]; DROP_SITES],
@@ -312,6 +317,8 @@ impl Default for GraphCounters {
     fn default() -> Self {
         GraphCounters {
             node_packets: std::array::from_fn(|_| AtomicU64::new(0)),
+            node_calls: std::array::from_fn(|_| AtomicU64::new(0)),
+            node_cycles: std::array::from_fn(|_| AtomicU64::new(0)),
             drops: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             tx_packets: AtomicU64::new(0),
             originated: AtomicU64::new(0),
@@ -353,6 +360,20 @@ impl GraphCounters {
 
     pub fn node_packets(&self, node: NodeId) -> u64 {
         self.node_packets
+            .get(node.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Batches `node` ran.
+    pub fn node_calls(&self, node: NodeId) -> u64 {
+        self.node_calls
+            .get(node.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Time-stamp counter ticks spent in `node` ([`crate::cycles::ticks_per_ns`] converts).
+    pub fn node_cycles(&self, node: NodeId) -> u64 {
+        self.node_cycles
             .get(node.index())
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
@@ -668,8 +689,12 @@ impl Graph {
         // (and its capacity) is put back afterwards, so nothing is allocated. No packet is sent
         // to this node meanwhile: the nodes this dispatch may run are all later ones.
         let mut batch = std::mem::take(input);
+        let started = crate::cycles::now();
         if let Some(c) = self.counters.node_packets.get(id.index()) {
             c.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        if let Some(c) = self.counters.node_calls.get(id.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
         select(&mut self.nodes).begin_batch(env.ctx, env.worker);
         // Two passes (as VPP): the node decides for the whole batch, its code and data hot,
@@ -729,6 +754,10 @@ impl Graph {
         put_slot(&mut self.verdicts, id, verdicts);
         if let Some(slot) = self.inputs.get_mut(id.index()) {
             *slot = batch;
+        }
+        // A node that ran a later node (its input was full) includes that one's time: rare.
+        if let Some(c) = self.counters.node_cycles.get(id.index()) {
+            c.fetch_add(crate::cycles::now().wrapping_sub(started), Ordering::Relaxed);
         }
     }
 

@@ -15,6 +15,7 @@
 pub mod affinity;
 pub mod commands;
 pub mod config;
+pub mod cycles;
 pub mod drop;
 pub mod graph;
 pub mod node;
