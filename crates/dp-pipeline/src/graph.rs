@@ -16,6 +16,7 @@ use crate::buffer::{BufferPool, PacketBuf};
 use crate::drop::DropReason;
 use crate::node::{Ctx, Emit, Node, Verdict};
 use crate::nodes::*;
+use crate::trace::{self, TraceTap};
 use crate::worker_ctx::WorkerCtx;
 
 /// Most packets a node's batch holds; a port burst must not be larger.
@@ -419,6 +420,13 @@ pub struct Graph {
     counters: std::sync::Arc<GraphCounters>,
     /// `--graphtrace-loglevel`: 0 off, 1 every verdict, 2 also the frame's first bytes.
     trace_level: u8,
+    /// `dpservice-dump`'s tap ([`crate::trace`]), when the daemon gave one.
+    tap: Option<TraceTap>,
+    /// This run: whether verdicts are traced (logged or tapped), whether frames in and out are
+    /// tapped, and the run's time for the records.
+    tracing: bool,
+    tap_ports: bool,
+    run_now_ns: u64,
     /// Debug builds: the edges taken, per node (bit `i`: to node `i`; bit 63: to a port; bit 62:
     /// to another worker).
     #[cfg(debug_assertions)]
@@ -457,6 +465,10 @@ impl Graph {
             handed_off_in_run: 0,
             counters,
             trace_level: 0,
+            tap: None,
+            tracing: false,
+            tap_ports: false,
+            run_now_ns: 0,
             #[cfg(debug_assertions)]
             edges_taken: [0; NodeId::COUNT],
         }
@@ -466,6 +478,23 @@ impl Graph {
     /// 2 also the frame's first bytes. Off costs one predictable branch per node and batch.
     pub fn set_trace_level(&mut self, level: u8) {
         self.trace_level = level;
+    }
+
+    /// Gives the graph `dpservice-dump`'s tap ([`crate::trace`]): off until a client attaches.
+    pub fn set_trace_tap(&mut self, tap: TraceTap) {
+        self.tap = Some(tap);
+    }
+
+    /// What this run traces: one load of the tap's flags (and a branch) per run.
+    #[inline]
+    fn begin_trace(&mut self, now_ns: u64) {
+        let wants = match &mut self.tap {
+            Some(tap) => tap.refresh(),
+            None => 0,
+        };
+        self.tracing = self.trace_level > 0 || wants & (trace::WANT_DROPS | trace::WANT_NODES) != 0;
+        self.tap_ports = wants & trace::WANT_PORTS != 0;
+        self.run_now_ns = now_ns;
     }
 
     /// Runs every node over its batch, in order — and again for packets that recirculated, up
@@ -478,6 +507,10 @@ impl Graph {
         pool: &mut BufferPool,
         sink: &mut dyn TxSink,
     ) {
+        self.begin_trace(ctx.now_ns);
+        if self.tap_ports {
+            self.tap_received();
+        }
         let mut env = Env {
             ctx,
             worker,
@@ -485,6 +518,23 @@ impl Graph {
             sink,
         };
         self.run_passes(&mut env);
+    }
+
+    /// The frames received this run, as the first node has them.
+    #[cold]
+    fn tap_received(&mut self) {
+        if let (Some(tap), Some(batch)) = (&mut self.tap, self.inputs.get(NodeId::Classify.index()))
+        {
+            tap.port_batch(trace::Event::Rx, None, batch, self.run_now_ns);
+        }
+    }
+
+    /// The frames of `batch`, about to go out of `port`.
+    #[cold]
+    fn tap_sent(tap: &mut Option<TraceTap>, port: PortId, batch: &[PacketBuf], now_ns: u64) {
+        if let Some(tap) = tap {
+            tap.port_batch(trace::Event::Tx, Some(port), batch, now_ns);
+        }
     }
 
     /// The periodic work due at `ctx.now_ns` of every node ([`Node::poll_timeout`]): router
@@ -498,6 +548,7 @@ impl Graph {
         pool: &mut BufferPool,
         sink: &mut dyn TxSink,
     ) {
+        self.begin_trace(ctx.now_ns);
         let mut env = Env {
             ctx,
             worker,
@@ -587,6 +638,9 @@ impl Graph {
         for (index, batch) in self.tx.iter_mut().enumerate() {
             if !batch.is_empty() {
                 let port = PortId::try_from(index).unwrap_or(PortId::MAX);
+                if self.tap_ports {
+                    Self::tap_sent(&mut self.tap, port, batch, self.run_now_ns);
+                }
                 sink.flush(port, batch, pool, &self.counters);
             }
         }
@@ -757,7 +811,10 @@ impl Graph {
         }
         // A node that ran a later node (its input was full) includes that one's time: rare.
         if let Some(c) = self.counters.node_cycles.get(id.index()) {
-            c.fetch_add(crate::cycles::now().wrapping_sub(started), Ordering::Relaxed);
+            c.fetch_add(
+                crate::cycles::now().wrapping_sub(started),
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -804,7 +861,7 @@ impl Graph {
         env: &mut Env<'_, '_>,
     ) {
         let decided = verdicts.get(..count).unwrap_or(verdicts);
-        if self.trace_level > 0 {
+        if self.tracing {
             self.trace(id, batch, decided);
         }
         if count == batch.len() {
@@ -859,6 +916,11 @@ impl Graph {
             Verdict::Handoff(to) => self.hand_off(to, pkt, env),
         };
         if let Err((pkt, reason)) = result {
+            if self.tracing {
+                if let Some(tap) = &mut self.tap {
+                    tap.drop_one(from, reason, &pkt, self.run_now_ns);
+                }
+            }
             self.counters.count_drop(Some(from), reason, 1);
             env.pool.free(pkt);
         }
@@ -898,6 +960,9 @@ impl Graph {
             return Err((pkt, DropReason::DstPortDown));
         };
         if batch.len() >= BATCH_SIZE {
+            if self.tap_ports {
+                Self::tap_sent(&mut self.tap, port, batch, self.run_now_ns);
+            }
             env.sink.flush(port, batch, env.pool, &self.counters);
         }
         push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull))
@@ -960,7 +1025,15 @@ impl Graph {
     /// place: tracing allocates nothing of its own).
     #[cold]
     #[inline(never)]
-    fn trace(&self, id: NodeId, batch: &[PacketBuf], verdicts: &[Verdict]) {
+    fn trace(&mut self, id: NodeId, batch: &[PacketBuf], verdicts: &[Verdict]) {
+        if let Some(tap) = &mut self.tap {
+            if tap.wants_node(id) {
+                tap.node_batch(id, batch, verdicts, self.run_now_ns);
+            }
+        }
+        if self.trace_level == 0 {
+            return;
+        }
         for (pkt, &verdict) in batch.iter().zip(verdicts) {
             let to = Target(verdict);
             if self.trace_level >= 2 {
