@@ -28,6 +28,8 @@ if [ "$(id -u)" = 0 ]; then
     have tcpdump || need+=(tcpdump)
     have ethtool || need+=(ethtool)
     have promtool || need+=(prometheus)
+    have tshark || need+=(tshark)
+    [ -e /usr/include/pcap/pcap.h ] || need+=(libpcap-dev)
     if ((${#need[@]})); then
         echo "test.sh: installing ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive

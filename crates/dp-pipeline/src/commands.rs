@@ -7,11 +7,13 @@
 //! commands costs it bounded work. Answers go back on a channel that comes with the command.
 //!
 //! Today: [`WorkerCommand::Report`] (the worker's pool and hand-off counters; the daemon logs
-//! them at shutdown). Meant to come here: flow dumps (conntrack), capture on/off, and, as events
-//! the other way, learned MACs.
+//! them at shutdown) and [`WorkerCommand::Flows`] (a step of a conntrack dump: `dpservice-dump
+//! --flows`). Meant to come here: as events the other way, learned MACs.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+
+use dp_tables::{Flow, FlowTable, PortId};
 
 use crate::buffer::BufferPool;
 use crate::graph::GraphCounters;
@@ -22,11 +24,33 @@ pub const QUEUE_CAPACITY: usize = 16;
 /// Most commands a worker serves per tick.
 pub const COMMANDS_PER_TICK: usize = 4;
 
+/// Most flow slots one [`WorkerCommand::Flows`] looks at: a dump of a big table takes several
+/// commands (and ticks), each bounded work.
+pub const FLOW_SLOTS_PER_COMMAND: usize = 1 << 16;
+
 /// A request to one worker.
 #[derive(Debug)]
 pub enum WorkerCommand {
     /// Report the pool's and the hand-off counters' state.
     Report { reply: SyncSender<WorkerReport> },
+    /// Copy the live flows from slot `from` on (those with an end on `port`, or all) into
+    /// `flows` — the asker's vector: the worker never allocates for it — until it is full or
+    /// [`FLOW_SLOTS_PER_COMMAND`] slots were looked at; answer where to go on.
+    Flows {
+        from: usize,
+        port: Option<PortId>,
+        flows: Vec<Flow>,
+        reply: SyncSender<FlowChunk>,
+    },
+}
+
+/// A worker's answer to [`WorkerCommand::Flows`].
+#[derive(Debug)]
+pub struct FlowChunk {
+    pub index: usize,
+    pub flows: Vec<Flow>,
+    /// The slot to ask from next; `None`: the dump is complete.
+    pub next: Option<usize>,
 }
 
 /// A worker's answer to [`WorkerCommand::Report`].
@@ -70,6 +94,7 @@ pub struct WorkerView<'a> {
     pub index: usize,
     pub pool: &'a BufferPool,
     pub counters: &'a GraphCounters,
+    pub flows: &'a FlowTable,
 }
 
 /// Serves at most [`COMMANDS_PER_TICK`] waiting commands (never blocks); returns how many.
@@ -94,9 +119,49 @@ pub fn serve(queue: &CommandQueue, view: &WorkerView<'_>) -> usize {
                     flow_capacity: view.counters.flows.capacity.load(Ordering::Relaxed),
                 });
             }
+            WorkerCommand::Flows {
+                from,
+                port,
+                mut flows,
+                reply,
+            } => {
+                let next = copy_flows(view.flows, from, port, &mut flows);
+                let _ = reply.try_send(FlowChunk {
+                    index: view.index,
+                    flows,
+                    next,
+                });
+            }
         }
     }
     served
+}
+
+/// [`WorkerCommand::Flows`]: copies into `out` (up to its capacity) and says where to go on.
+fn copy_flows(
+    table: &FlowTable,
+    from: usize,
+    port: Option<PortId>,
+    out: &mut Vec<Flow>,
+) -> Option<usize> {
+    let end = from
+        .saturating_add(FLOW_SLOTS_PER_COMMAND)
+        .min(table.slot_count());
+    let room = out.capacity();
+    for (id, flow) in table.live_from(from) {
+        let slot = id.0 as usize;
+        if slot >= end {
+            break;
+        }
+        if port.is_some_and(|p| !flow.ports.contains(&p)) {
+            continue;
+        }
+        if out.len() >= room {
+            return Some(slot);
+        }
+        out.push(*flow);
+    }
+    (end < table.slot_count()).then_some(end)
 }
 
 #[cfg(test)]
@@ -126,10 +191,12 @@ mod tests {
         counters
             .handed_in
             .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        let flows = FlowTable::new(16);
         let view = WorkerView {
             index: 1,
             pool: &pool,
             counters: &counters,
+            flows: &flows,
         };
         assert_eq!(serve(&rx, &view), COMMANDS_PER_TICK);
         let report = answers.try_recv().unwrap();
@@ -155,5 +222,39 @@ mod tests {
         }
         assert_eq!(total, QUEUE_CAPACITY);
         assert_eq!(answers.try_iter().count(), QUEUE_CAPACITY - 1);
+    }
+
+    #[test]
+    fn flows_are_dumped_in_bounded_steps_filtered_by_port() {
+        use dp_tables::ConnKey;
+        let mut table = FlowTable::new(64);
+        for i in 0..40u16 {
+            let key = ConnKey {
+                src: 1,
+                dst: 2,
+                src_port: i,
+                dst_port: 80,
+                ..ConnKey::default()
+            };
+            let mut flow = Flow::new(key, key.reversed(), u64::MAX);
+            flow.ports = [i % 4, dp_tables::NO_PORT];
+            table.insert(flow).unwrap();
+        }
+        let (mut all, mut mine) = (0, Vec::new());
+        let mut from = Some(0);
+        while let Some(f) = from {
+            // A small vector: the dump goes on where the vector filled up.
+            let mut out = Vec::with_capacity(3);
+            from = copy_flows(&table, f, Some(2), &mut out);
+            assert!(out.len() <= 3);
+            mine.extend(out.iter().map(|fl| fl.keys[0].src_port));
+            all += 1;
+        }
+        mine.sort_unstable();
+        assert_eq!(mine, (0..40).filter(|i| i % 4 == 2).collect::<Vec<_>>());
+        assert!(all >= 4, "{all} steps");
+        let mut out = Vec::with_capacity(100);
+        assert_eq!(copy_flows(&table, 0, None, &mut out), None);
+        assert_eq!(out.len(), 40);
     }
 }

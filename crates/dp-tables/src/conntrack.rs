@@ -754,6 +754,21 @@ impl FlowTable {
         removed
     }
 
+    /// How many slots the table has (live or free): [`FlowTable::live_from`]'s range.
+    pub fn slot_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// The live flows in slots `from..`, in slot order (diagnostics: a dump in bounded steps).
+    pub fn live_from(&self, from: usize) -> impl Iterator<Item = (FlowId, &Flow)> {
+        self.flows
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter(|(_, f)| f.live)
+            .map(|(i, f)| (FlowId(i as u32), f))
+    }
+
     /// Every live flow (tests, diagnostics).
     pub fn iter(&self) -> impl Iterator<Item = (FlowId, &Flow)> {
         self.flows

@@ -3,6 +3,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod dump;
 pub mod logging;
 pub mod metrics;
 pub mod neighbor;

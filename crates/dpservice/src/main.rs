@@ -22,7 +22,7 @@ use dp_tables::{Publisher, Snapshot};
 
 use dpservice::options::Options;
 use dpservice::worker::{EventfdWake, Worker};
-use dpservice::{logging, metrics, neighbor, ports, stats};
+use dpservice::{dump, logging, metrics, neighbor, ports, stats};
 
 /// Packet buffers per worker: enough for every batch in flight with room to spare.
 const BUFFERS_PER_WORKER: usize = 4096;
@@ -189,6 +189,9 @@ fn run(opts: Options) -> Result<(), String> {
     }
     .into_iter();
     let mut command_senders: Vec<CommandSender> = Vec::new();
+    // dpservice-dump's taps, one ring per worker, off until a client attaches.
+    let trace_control = Arc::new(dp_pipeline::trace::TraceControl::default());
+    let mut trace_readers = Vec::new();
     // Every port's counters, a set per worker's queue, for the metrics endpoint.
     let port_sources: Vec<metrics::PortSource> = (0..port_count)
         .map(|i| metrics::PortSource {
@@ -207,6 +210,15 @@ fn run(opts: Options) -> Result<(), String> {
         all_counters.push(Arc::clone(&counters));
         let mut graph = Graph::new(port_count, counters);
         graph.set_trace_level(opts.graphtrace_loglevel);
+        if !opts.dump_socket.is_empty() {
+            let (tap, reader) = dp_pipeline::trace::tap(
+                Arc::clone(&trace_control),
+                index,
+                dp_pipeline::trace::RING_BYTES,
+            );
+            graph.set_trace_tap(tap);
+            trace_readers.push(reader);
+        }
         let worker = Worker {
             graph,
             pool: BufferPool::with_large(BUFFERS_PER_WORKER, data_room, large, LARGE_DATA_ROOM),
@@ -238,6 +250,29 @@ fn run(opts: Options) -> Result<(), String> {
         port_table: Arc::clone(&port_table),
         tables: reader.clone(),
     });
+    let dump_thread = if opts.dump_socket.is_empty() {
+        None
+    } else {
+        let ctx = dump::DumpContext {
+            control: trace_control,
+            readers: trace_readers,
+            workers: command_senders.clone(),
+            tables: reader.clone(),
+            port_table: Arc::clone(&port_table),
+            stop: Arc::clone(&stop),
+        };
+        // Not fatal: the dataplane runs without its dump socket (said in the log).
+        match dump::spawn(std::path::Path::new(&opts.dump_socket), ctx) {
+            Ok(thread) => {
+                tracing::info!(socket = %opts.dump_socket, "serving dpservice-dump");
+                Some(thread)
+            }
+            Err(e) => {
+                tracing::warn!("no dpservice-dump socket: {e}");
+                None
+            }
+        }
+    };
     let neighbor_thread = if config.router_mac_from_kernel {
         Some(
             neighbor::spawn(Arc::clone(&port_table), uplink_ids, Arc::clone(&stop))
@@ -307,6 +342,9 @@ fn run(opts: Options) -> Result<(), String> {
         let _ = thread.join();
     }
     if let Some(thread) = neighbor_thread {
+        let _ = thread.join();
+    }
+    if let Some(thread) = dump_thread {
         let _ = thread.join();
     }
     if counters.len() > 1 {

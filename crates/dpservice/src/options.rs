@@ -236,6 +236,12 @@ pub struct Options {
     #[arg(long = "metrics-addr", value_name = "ADDR:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// serve dpservice-dump (packet trace, flow listing) on this unix socket; "" turns it
+    /// off [dpservice-rs]
+    #[arg(long = "dump-socket", value_name = "PATH",
+          default_value = crate::dump::DEFAULT_SOCKET)]
+    pub dump_socket: String,
+
     /// run on NIC configured in multiport e-switch mode
     #[arg(long = "multiport-eswitch")]
     pub multiport_eswitch: bool,

@@ -295,6 +295,7 @@ impl Worker {
             index: self.worker.index(),
             pool: &self.pool,
             counters: self.graph.counters(),
+            flows: &self.worker.flows,
         };
         commands::serve(queue, &view)
     }

@@ -39,6 +39,8 @@ pub fn standard_args(names: &Names, vf_count: usize, grpc_port: u16) -> Vec<Stri
         "2001:db8::53",
         "--enable-ipv6-overlay",
         "--no-stats",
+        "--dump-socket",
+        &names.dump_socket(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -78,6 +80,8 @@ pub fn hypervisor_args(
         "1400",
         "--enable-ipv6-overlay",
         "--no-stats",
+        "--dump-socket",
+        &names.dump_socket(),
     ]
     .iter()
     .map(|s| s.to_string())

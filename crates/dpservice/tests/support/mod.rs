@@ -134,6 +134,18 @@ impl Names {
     pub fn pf0(&self) -> String {
         format!("{}p0", self.tag)
     }
+    /// The daemon's `--dump-socket` (one per test: never the shared default path); swept with
+    /// the scratch directories when its run was killed.
+    pub fn dump_socket(&self) -> String {
+        std::env::temp_dir()
+            .join(format!(
+                "{SCRATCH_PREFIX}{}-{}.dump.sock",
+                std::process::id(),
+                self.tag
+            ))
+            .to_string_lossy()
+            .into_owned()
+    }
     pub fn pf1(&self) -> String {
         format!("{}p1", self.tag)
     }
