@@ -16,6 +16,7 @@ use crate::buffer::{BufferPool, PacketBuf};
 use crate::drop::DropReason;
 use crate::node::{Ctx, Emit, Node, Verdict};
 use crate::nodes::*;
+use crate::summary::FrameSummary;
 use crate::trace::{self, TraceTap};
 use crate::worker_ctx::WorkerCtx;
 
@@ -493,7 +494,8 @@ impl Graph {
             None => 0,
         };
         self.tracing = self.trace_level > 0 || wants & (trace::WANT_DROPS | trace::WANT_NODES) != 0;
-        self.tap_ports = wants & trace::WANT_PORTS != 0;
+        // Frames in and out: tapped for dpservice-dump, and logged with the verdicts.
+        self.tap_ports = wants & trace::WANT_PORTS != 0 || self.trace_level > 0;
         self.run_now_ns = now_ns;
     }
 
@@ -523,17 +525,37 @@ impl Graph {
     /// The frames received this run, as the first node has them.
     #[cold]
     fn tap_received(&mut self) {
-        if let (Some(tap), Some(batch)) = (&mut self.tap, self.inputs.get(NodeId::Classify.index()))
-        {
+        let Some(batch) = self.inputs.get(NodeId::Classify.index()) else {
+            return;
+        };
+        if let Some(tap) = self.tap.as_mut().filter(|t| t.wants_ports()) {
             tap.port_batch(trace::Event::Rx, None, batch, self.run_now_ns);
+        }
+        if self.trace_level > 0 {
+            for pkt in batch {
+                tracing::info!(target: "graphtrace", in_port = pkt.meta.in_port, len = pkt.len(),
+                    "rx {}", FrameSummary(pkt.data()));
+            }
         }
     }
 
     /// The frames of `batch`, about to go out of `port`.
     #[cold]
-    fn tap_sent(tap: &mut Option<TraceTap>, port: PortId, batch: &[PacketBuf], now_ns: u64) {
-        if let Some(tap) = tap {
+    fn tap_sent(
+        tap: &mut Option<TraceTap>,
+        trace_level: u8,
+        port: PortId,
+        batch: &[PacketBuf],
+        now_ns: u64,
+    ) {
+        if let Some(tap) = tap.as_mut().filter(|t| t.wants_ports()) {
             tap.port_batch(trace::Event::Tx, Some(port), batch, now_ns);
+        }
+        if trace_level > 0 {
+            for pkt in batch {
+                tracing::info!(target: "graphtrace", out_port = port, len = pkt.len(),
+                    "tx {}", FrameSummary(pkt.data()));
+            }
         }
     }
 
@@ -639,7 +661,13 @@ impl Graph {
             if !batch.is_empty() {
                 let port = PortId::try_from(index).unwrap_or(PortId::MAX);
                 if self.tap_ports {
-                    Self::tap_sent(&mut self.tap, port, batch, self.run_now_ns);
+                    Self::tap_sent(
+                        &mut self.tap,
+                        self.trace_level,
+                        port,
+                        batch,
+                        self.run_now_ns,
+                    );
                 }
                 sink.flush(port, batch, pool, &self.counters);
             }
@@ -961,7 +989,13 @@ impl Graph {
         };
         if batch.len() >= BATCH_SIZE {
             if self.tap_ports {
-                Self::tap_sent(&mut self.tap, port, batch, self.run_now_ns);
+                Self::tap_sent(
+                    &mut self.tap,
+                    self.trace_level,
+                    port,
+                    batch,
+                    self.run_now_ns,
+                );
             }
             env.sink.flush(port, batch, env.pool, &self.counters);
         }
@@ -1036,13 +1070,14 @@ impl Graph {
         }
         for (pkt, &verdict) in batch.iter().zip(verdicts) {
             let to = Target(verdict);
+            let what = FrameSummary(pkt.data());
             if self.trace_level >= 2 {
                 let head = pkt.data().get(..64).unwrap_or(pkt.data());
                 tracing::info!(target: "graphtrace", node = id.name(), in_port = pkt.meta.in_port,
-                    len = pkt.len(), "-> {to} {head:02x?}");
+                    len = pkt.len(), "-> {to} {what} {head:02x?}");
             } else {
                 tracing::info!(target: "graphtrace", node = id.name(), in_port = pkt.meta.in_port,
-                    len = pkt.len(), "-> {to}");
+                    len = pkt.len(), "-> {to} {what}");
             }
         }
     }

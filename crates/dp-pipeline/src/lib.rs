@@ -21,6 +21,7 @@ pub mod graph;
 pub mod node;
 pub mod nodes;
 pub mod port_table;
+pub mod summary;
 pub mod trace;
 pub mod tx;
 pub mod worker_ctx;

@@ -225,6 +225,12 @@ impl TraceTap {
         self.flags
     }
 
+    /// Whether frames in and out are wanted.
+    #[inline]
+    pub(crate) fn wants_ports(&self) -> bool {
+        self.flags & WANT_PORTS != 0
+    }
+
     /// Whether the verdicts of `node` are wanted (all of them, or its drops only).
     #[inline]
     pub(crate) fn wants_node(&self, node: NodeId) -> bool {

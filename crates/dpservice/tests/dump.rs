@@ -7,7 +7,9 @@
 //! - `--filter 'icmp and host 10.100.1.2' -c N`: only those packets are shown (UDP to vm2 and
 //!   pings to the gateway are not), and the tool exits after N;
 //! - `--flows --interface vm1 --json` and `--nat-ports`: vm1's ICMP flow and its NAT'd UDP flow
-//!   (with the NAT address and port).
+//!   (with the NAT address and port);
+//! - the daemon's `--graphtrace-loglevel 1` logs the same trace: frames in and out and every
+//!   node's verdict, with the same one-line summary of the frame.
 //!
 //! Root, `ip`, `ping`, `tshark` needed; otherwise SKIPPED (a failure with
 //! `DPSERVICE_REQUIRE_SYSTEM_TESTS=1`). Names are unique per run, every wait is bounded, guards
@@ -44,6 +46,10 @@ fn dump_binary() -> PathBuf {
 
 /// One daemon, vm1 and vm2 in VNI 100 with static addresses.
 fn lab(names: &Names) -> Result<Lab, String> {
+    lab_with(names, &[])
+}
+
+fn lab_with(names: &Names, extra: &[&str]) -> Result<Lab, String> {
     let scratch = Scratch::new(names)?;
     ensure(dump_binary().exists(), || {
         format!(
@@ -52,7 +58,8 @@ fn lab(names: &Names) -> Result<Lab, String> {
         )
     })?;
     let port = free_port();
-    let args = standard_args(names, 2, port);
+    let mut args = standard_args(names, 2, port);
+    args.extend(extra.iter().map(|s| s.to_string()));
     let daemon = Daemon::start(&args, port, names.taps(2), scratch.path("dpservice.log"))?;
     let mut api = Api::connect(port)?;
     api.init()?;
@@ -406,6 +413,42 @@ fn flows_and_nat_ports_are_listed_per_interface() {
             !out.status.success() && out.stderr.contains("no interface nope"),
             || format!("{out:?}"),
         )?;
+        Ok(())
+    })();
+    let report = lab.daemon.report();
+    result.unwrap_or_else(|e| panic!("{e}\n{report}"));
+}
+
+#[test]
+fn graphtrace_loglevel_logs_the_same_trace() {
+    skip_unless_ready!("graphtrace_loglevel_logs_the_same_trace", TOOLS);
+    let names = Names::new();
+    let mut lab =
+        lab_with(&names, &["--graphtrace-loglevel", "1"]).unwrap_or_else(|e| panic!("{e}"));
+    let result = (|| -> Result<(), String> {
+        lab.vms[0]
+            .ns
+            .exec(&["ping", "-c", "1", "-W", "1", "10.100.1.2"])?
+            .check()?;
+        lab.daemon
+            .stop_with(libc::SIGTERM, support::daemon::STOP_TIMEOUT)?;
+        let log = std::fs::read_to_string(&lab.daemon.log).map_err(|e| e.to_string())?;
+        let request = "10.100.1.1 > 10.100.1.2 ICMP echo request";
+        let trace: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("graphtrace") && l.contains(request))
+            .collect();
+        for want in [
+            "rx 10.100.1.1",
+            "-> ipv4_lookup",
+            "-> conntrack",
+            "-> tx port 3",
+            "tx 10.100.1.1",
+        ] {
+            ensure(trace.iter().any(|l| l.contains(want)), || {
+                format!("{want:?} in the trace: {trace:#?}")
+            })?;
+        }
         Ok(())
     })();
     let report = lab.daemon.report();
