@@ -133,6 +133,11 @@ struct Args {
     /// Only cases with this frame size.
     #[arg(long)]
     size: Option<usize>,
+    /// With dpservice-dump attached: what its trace tap records (comma-separated: ports,
+    /// drops, nodes — `dpservice-dump --drops` is ports,drops; nodes means every node). The
+    /// ring is emptied after every round, outside `Worker::poll_once`.
+    #[arg(long, value_delimiter = ',')]
+    trace: Vec<String>,
 }
 
 const VM1_MAC: MacAddr = MacAddr([0x66, 0x66, 0x66, 0x66, 0x66, 0x01]);
@@ -271,13 +276,30 @@ fn main() {
         None => Run::Time(Duration::from_secs_f64(seconds)),
     };
     let cases = cases(&args);
+    let mut trace_flags = 0;
+    for t in &args.trace {
+        trace_flags |= match t.as_str() {
+            "ports" => dp_pipeline::trace::WANT_PORTS,
+            "drops" => dp_pipeline::trace::WANT_DROPS,
+            "nodes" => dp_pipeline::trace::WANT_NODES,
+            _ => {
+                eprintln!("unknown --trace {t:?}: ports, drops or nodes");
+                std::process::exit(2);
+            }
+        };
+    }
+    let trace_label = if args.trace.is_empty() {
+        String::new()
+    } else {
+        format!(" trace={}", args.trace.join("+"))
+    };
     println!(
         "{:<8} {:>8} {:>8} {:>6} {:>10} {:>12} {:>12} {:>14}",
         "path", "flows", "routes", "size", "Mpps", "ns/packet", "cpu ns/pkt", "allocs/packet"
     );
     let mut lines = Vec::new();
     for case in &cases {
-        let r = run_case(case, run);
+        let r = run_case(case, run, trace_flags);
         println!(
             "{:<8} {:>8} {:>8} {:>6} {:>10.3} {:>12.1} {:>12.1} {:>14.4}",
             case.path,
@@ -290,7 +312,7 @@ fn main() {
             r.allocs_per_pkt
         );
         lines.push(format!(
-            "BENCH path={} flows={} routes={} size={} mpps={:.3} ns_per_pkt={:.1} allocs_per_pkt={:.4}",
+            "BENCH path={} flows={} routes={} size={}{trace_label} mpps={:.3} ns_per_pkt={:.1} allocs_per_pkt={:.4}",
             case.path, case.flows, case.routes, case.size, r.mpps, r.ns_per_pkt, r.allocs_per_pkt
         ));
     }
@@ -733,7 +755,7 @@ fn flows_of_worker_1(case: &Case) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn run_case(case: &Case, run: Run) -> Result {
+fn run_case(case: &Case, run: Run, trace_flags: u64) -> Result {
     let publisher = Publisher::new(snapshot(case.routes, case.path));
     // Room for every flow of the case (twice: replies of the local paths are not flows of
     // their own, but a table at most half full is the normal operating point).
@@ -808,6 +830,21 @@ fn run_case(case: &Case, run: Run) -> Result {
         wakeup: None,
         commands: None,
     };
+    // dpservice-dump attached: the tap records, the ring is emptied between rounds.
+    let mut trace_reader = None;
+    if trace_flags != 0 {
+        let control = Arc::new(dp_pipeline::trace::TraceControl::default());
+        let (tap, reader) =
+            dp_pipeline::trace::tap(Arc::clone(&control), 0, dp_pipeline::trace::RING_BYTES);
+        worker.graph.set_trace_tap(tap);
+        control.enable(trace_flags, u64::MAX);
+        trace_reader = Some((control, reader));
+    }
+    let mut drain = move || {
+        if let Some((_, reader)) = trace_reader.as_mut() {
+            reader.discard();
+        }
+    };
     // The hand-off case: a second worker (its own ports, none with frames, its own pool and
     // graph), polled after the first in every round; it forwards what the first hands it.
     let tx_counters = Arc::new(GraphCounters::default());
@@ -855,6 +892,7 @@ fn run_case(case: &Case, run: Run) -> Result {
         if let Some(w) = second.as_mut() {
             w.poll_once(&mut rx, 0);
         }
+        drain();
     }
     if case.path == "nat_return" {
         // The flows exist now: replay their replies from the underlay instead, warmed up too.
@@ -904,6 +942,7 @@ fn run_case(case: &Case, run: Run) -> Result {
                 if let Some(w) = second.as_mut() {
                     w.poll_once(&mut rx, rounds);
                 }
+                drain();
                 rounds += 1;
             }
         }
@@ -914,6 +953,7 @@ fn run_case(case: &Case, run: Run) -> Result {
                     if let Some(w) = second.as_mut() {
                         w.poll_once(&mut rx, rounds);
                     }
+                    drain();
                     rounds += 1;
                 }
             }
