@@ -65,6 +65,7 @@ pub mod memory;
 pub mod neighbor;
 mod sys;
 pub mod tap;
+pub mod vhost_user;
 pub mod wakeup;
 
 pub use af_packet::{AfPacketOptions, AfPacketPort};

@@ -1,0 +1,443 @@
+//! The data path of a vhost-user port: frames out of the guest's transmit queue into our
+//! buffers ([`receive`]) and our frames into the guest's receive queue ([`transmit`]), on a
+//! split virtqueue ([`virtio_queue::Queue`]) in guest memory ([`vm_memory::GuestMemory`]).
+//!
+//! Every frame is preceded by a `virtio_net_hdr_v1` (12 bytes: VERSION_1 and MRG_RXBUF are
+//! always negotiated). A frame to the guest may span several receive chains (mergeable
+//! buffers); the header's `num_buffers` says how many.
+//!
+//! The guest is not trusted: descriptor addresses and lengths are checked against its memory
+//! map by vm-memory on every access (a bad one fails the access, never reads or writes outside
+//! the map), a loop in a chain ends after as many descriptors as the queue has (virtio-queue's
+//! limit), and a chain that fails is still returned to the guest (used, length 0), so the
+//! queue never stalls on it. Such chains are counted ([`RingStats::bad_chains`]).
+//!
+//! The copies go through `GuestMemory::read_slice`/`write_slice` descriptor by descriptor, not
+//! through virtio-queue's `Reader`/`Writer`, which allocate a `VecDeque` per chain: nothing
+//! here allocates.
+
+use dp_buffer::{BufferPool, PacketBuf};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+
+/// `struct virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
+/// num_buffers.
+pub const NET_HDR_LEN: usize = 12;
+/// Where `num_buffers` is in the header.
+const NUM_BUFFERS_AT: u64 = 10;
+
+/// Most receive chains one frame to the guest may take (a 64 KiB superframe in 4 KiB pages).
+pub const MAX_MERGED: usize = 17;
+
+/// What a burst did, added to the port's counters by the caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Chains whose descriptors point outside guest memory, or whose frame is shorter than the
+    /// header or longer than a buffer: returned to the guest unused, the frame dropped.
+    pub bad_chains: u64,
+    /// The pool had no buffer: the burst stopped, the guest's frames wait in its queue.
+    pub no_buffer: u64,
+    /// Frames to the guest that found too few receive buffers: dropped.
+    pub no_room: u64,
+    /// Whether used entries were added (the guest may need a notification).
+    pub used: bool,
+}
+
+/// Copies up to `max` frames the guest queued on its transmit `queue` into buffers from
+/// `pool`, appended to `out`; returns how many.
+pub fn receive<M: GuestMemory>(
+    queue: &mut Queue,
+    mem: &M,
+    pool: &mut BufferPool,
+    out: &mut Vec<PacketBuf>,
+    max: usize,
+    stats: &mut RingStats,
+) -> usize {
+    let mut received = 0;
+    while received < max {
+        let Some(mut buf) = pool.alloc() else {
+            stats.no_buffer += 1;
+            break;
+        };
+        let Some(chain) = queue.pop_descriptor_chain(mem) else {
+            pool.free(buf);
+            break;
+        };
+        let head = chain.head_index();
+        // The frame follows the header, which may share a descriptor with it or not.
+        let mut skip = NET_HDR_LEN;
+        let mut len = 0usize;
+        let mut ok = true;
+        let area = buf.receive_area();
+        for desc in chain {
+            if desc.is_write_only() {
+                continue;
+            }
+            let mut addr = desc.addr();
+            let mut dlen = desc.len() as usize;
+            if skip > 0 {
+                let s = skip.min(dlen);
+                skip -= s;
+                dlen -= s;
+                match addr.checked_add(s as u64) {
+                    Some(a) => addr = a,
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if dlen == 0 {
+                continue;
+            }
+            let Some(dst) = area.get_mut(len..len + dlen) else {
+                ok = false; // longer than a buffer
+                break;
+            };
+            if mem.read_slice(dst, addr).is_err() {
+                ok = false;
+                break;
+            }
+            len += dlen;
+        }
+        // Returned to the guest whatever it held: its buffer is free again.
+        let _ = queue.add_used(mem, head, 0);
+        stats.used = true;
+        if !ok || skip > 0 || len == 0 || buf.set_len(len).is_err() {
+            stats.bad_chains += 1;
+            pool.free(buf);
+            continue;
+        }
+        stats.packets += 1;
+        stats.bytes += len as u64;
+        out.push(buf);
+        received += 1;
+    }
+    received
+}
+
+/// One receive chain taken for a frame: its head and how much of the frame went into it.
+#[derive(Clone, Copy, Default)]
+struct Taken {
+    head: u16,
+    written: u32,
+}
+
+/// Copies every frame of `pkts` into the guest's receive `queue` (leaving `pkts` empty, the
+/// buffers back in `pool`); returns how many went in.
+pub fn transmit<M: GuestMemory>(
+    queue: &mut Queue,
+    mem: &M,
+    pkts: &mut Vec<PacketBuf>,
+    pool: &mut BufferPool,
+    stats: &mut RingStats,
+) -> usize {
+    let mut sent = 0;
+    for pkt in pkts.drain(..) {
+        match put_frame(queue, mem, pkt.data()) {
+            Put::Done(n) => {
+                sent += 1;
+                stats.packets += 1;
+                stats.bytes += pkt.len() as u64;
+                stats.used |= n > 0;
+            }
+            Put::NoRoom => stats.no_room += 1,
+            Put::Bad => {
+                stats.bad_chains += 1;
+                stats.used = true;
+            }
+        }
+        pool.free(pkt);
+    }
+    sent
+}
+
+enum Put {
+    /// Into this many chains.
+    Done(usize),
+    /// Not enough receive buffers: nothing taken.
+    NoRoom,
+    /// A chain was unusable: it was returned (used, length 0) and the frame dropped.
+    Bad,
+}
+
+/// The header, then the frame, into as many receive chains as it takes.
+fn put_frame<M: GuestMemory>(queue: &mut Queue, mem: &M, frame: &[u8]) -> Put {
+    let mut taken = [Taken::default(); MAX_MERGED];
+    let mut count = 0;
+    let mut first_addr: Option<GuestAddress> = None;
+    // The header first (num_buffers filled in at the end), then the frame.
+    let header = [0u8; NET_HDR_LEN];
+    let total = NET_HDR_LEN + frame.len();
+    let mut done = 0usize;
+    while done < total {
+        let Some(slot) = taken.get_mut(count) else {
+            return undo(queue, count, Put::NoRoom);
+        };
+        let Some(chain) = queue.pop_descriptor_chain(mem) else {
+            return undo(queue, count, Put::NoRoom);
+        };
+        slot.head = chain.head_index();
+        count += 1;
+        let mut written = 0usize;
+        for desc in chain {
+            if !desc.is_write_only() {
+                continue;
+            }
+            let addr = desc.addr();
+            let room = desc.len() as usize;
+            if first_addr.is_none() {
+                // The header must fit the first descriptor: num_buffers is written there.
+                if room < NET_HDR_LEN {
+                    return bad(queue, mem, &taken, count);
+                }
+                first_addr = Some(addr);
+            }
+            let mut at = 0usize;
+            while at < room && done < total {
+                let (src, n) = if done < NET_HDR_LEN {
+                    let src = header.get(done..).unwrap_or_default();
+                    (src, src.len().min(room - at))
+                } else {
+                    let src = frame.get(done - NET_HDR_LEN..).unwrap_or_default();
+                    (src, src.len().min(room - at))
+                };
+                let Some(dst) = addr.checked_add(at as u64) else {
+                    return bad(queue, mem, &taken, count);
+                };
+                if mem
+                    .write_slice(src.get(..n).unwrap_or_default(), dst)
+                    .is_err()
+                {
+                    return bad(queue, mem, &taken, count);
+                }
+                at += n;
+                done += n;
+                written += n;
+            }
+            if done >= total {
+                break;
+            }
+        }
+        slot.written = written as u32;
+        if written == 0 {
+            // A chain with no writable byte: unusable.
+            return bad(queue, mem, &taken, count);
+        }
+    }
+    let Some(addr) = first_addr.and_then(|a| a.checked_add(NUM_BUFFERS_AT)) else {
+        return bad(queue, mem, &taken, count);
+    };
+    if mem.write_obj((count as u16).to_le(), addr).is_err() {
+        return bad(queue, mem, &taken, count);
+    }
+    for t in taken.iter().take(count) {
+        let _ = queue.add_used(mem, t.head, t.written);
+    }
+    Put::Done(count)
+}
+
+/// Gives back the chains taken for a frame that does not fit (the guest keeps them for the next).
+fn undo(queue: &mut Queue, count: usize, result: Put) -> Put {
+    for _ in 0..count {
+        queue.go_to_previous_position();
+    }
+    result
+}
+
+/// Returns the chains taken so far to the guest, unused: one of them was bad.
+fn bad<M: GuestMemory>(queue: &mut Queue, mem: &M, taken: &[Taken], count: usize) -> Put {
+    for t in taken.iter().take(count) {
+        let _ = queue.add_used(mem, t.head, 0);
+    }
+    Put::Bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestUsize};
+
+    const F_NEXT: u16 = 1;
+    const F_WRITE: u16 = 2;
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()
+    }
+
+    fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+    }
+
+    fn used_entries(
+        mem: &GuestMemoryMmap,
+        vq: &MockSplitQueue<GuestMemoryMmap>,
+    ) -> Vec<(u32, u32)> {
+        let used = vq.used_addr();
+        let idx: u16 = mem.read_obj(used.unchecked_add(2)).unwrap();
+        (0..u64::from(idx))
+            .map(|i| {
+                let at = used.unchecked_add(4 + 8 * i);
+                (
+                    mem.read_obj(at).unwrap(),
+                    mem.read_obj(at.unchecked_add(4)).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_come_out_of_the_transmit_queue_without_their_header() {
+        let mem = memory();
+        let vq = MockSplitQueue::new(&mem, 16);
+        // Chain 0: header and frame in one descriptor; chain 1: header alone, then two pieces.
+        let frame_a: Vec<u8> = (0..60).collect();
+        mem.write_slice(&[0; NET_HDR_LEN], GuestAddress(0x10_0000))
+            .unwrap();
+        mem.write_slice(&frame_a, GuestAddress(0x10_0000 + NET_HDR_LEN as u64))
+            .unwrap();
+        mem.write_slice(&[7; 30], GuestAddress(0x20_0000)).unwrap();
+        mem.write_slice(&[8; 34], GuestAddress(0x30_0000)).unwrap();
+        vq.add_desc_chains(
+            &[
+                desc(0x10_0000, 72, 0, 0),
+                desc(0x11_0000, NET_HDR_LEN as u32, F_NEXT, 2),
+                desc(0x20_0000, 30, F_NEXT, 3),
+                desc(0x30_0000, 34, 0, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let mut pool = BufferPool::new(4, 2048);
+        let mut out = Vec::with_capacity(8);
+        let mut stats = RingStats::default();
+        assert_eq!(receive(&mut q, &mem, &mut pool, &mut out, 8, &mut stats), 2);
+        assert_eq!(out[0].data(), &frame_a[..]);
+        let mut b = vec![7u8; 30];
+        b.extend_from_slice(&[8; 34]);
+        assert_eq!(out[1].data(), &b[..]);
+        assert_eq!((stats.packets, stats.bytes, stats.bad_chains), (2, 124, 0));
+        assert_eq!(used_entries(&mem, &vq), vec![(0, 0), (1, 0)]);
+        for b in out.drain(..) {
+            pool.free(b);
+        }
+        assert_eq!(pool.available(), 4, "no buffer kept");
+    }
+
+    #[test]
+    fn hostile_chains_are_returned_and_counted_not_followed() {
+        let mem = memory();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let size = mem.last_addr().raw_value() as GuestUsize;
+        vq.add_desc_chains(
+            &[
+                // Past the end of guest memory.
+                desc(size - 10, 200, 0, 0),
+                // Shorter than the header.
+                desc(0x10_0000, 4, 0, 0),
+                // Longer than a buffer (2048): dropped, not truncated into a wrong frame.
+                desc(0x10_0000, 3000, 0, 0),
+                // A loop: 3 -> 4 -> 3 ...; ends after the queue's size, frame too long or short.
+                desc(0x20_0000, 600, F_NEXT, 4),
+                desc(0x20_0000, 600, F_NEXT, 3),
+            ],
+            0,
+        )
+        .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let mut pool = BufferPool::new(8, 2048);
+        let mut out = Vec::with_capacity(8);
+        let mut stats = RingStats::default();
+        assert_eq!(receive(&mut q, &mem, &mut pool, &mut out, 8, &mut stats), 0);
+        assert_eq!(stats.bad_chains, 4);
+        // Every chain went back to the guest: the queue is not stuck.
+        assert_eq!(used_entries(&mem, &vq).len(), 4);
+        assert_eq!(pool.available(), 8);
+    }
+
+    #[test]
+    fn frames_go_into_the_receive_queue_merged_across_buffers() {
+        let mem = memory();
+        let vq = MockSplitQueue::new(&mem, 16);
+        // Four receive chains of 64 writable bytes each.
+        let descs: Vec<_> = (0..4u64)
+            .map(|i| desc(0x10_0000 + i * 0x1000, 64, F_WRITE, 0))
+            .collect();
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let mut pool = BufferPool::new(4, 2048);
+        let frame: Vec<u8> = (0..100u8).collect();
+        let mut small = pool.alloc().unwrap();
+        small.set_frame(&[0xaa; 20]).unwrap();
+        let mut big = pool.alloc().unwrap();
+        big.set_frame(&frame).unwrap();
+        let mut pkts = vec![small, big];
+        let mut stats = RingStats::default();
+        assert_eq!(transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats), 2);
+        assert!(pkts.is_empty());
+        assert_eq!(pool.available(), 4);
+        // The small frame: one buffer, num_buffers 1.
+        let mut hdr = [0u8; NET_HDR_LEN];
+        mem.read_slice(&mut hdr, GuestAddress(0x10_0000)).unwrap();
+        assert_eq!(u16::from_le_bytes([hdr[10], hdr[11]]), 1);
+        // The big one: 12 + 100 bytes in two buffers (64 + 48), num_buffers 2.
+        mem.read_slice(&mut hdr, GuestAddress(0x10_1000)).unwrap();
+        assert_eq!(u16::from_le_bytes([hdr[10], hdr[11]]), 2);
+        let mut got = vec![0u8; 52];
+        mem.read_slice(&mut got, GuestAddress(0x10_1000 + 12))
+            .unwrap();
+        let mut rest = vec![0u8; 48];
+        mem.read_slice(&mut rest, GuestAddress(0x10_2000)).unwrap();
+        got.extend_from_slice(&rest);
+        assert_eq!(got, frame);
+        assert_eq!(used_entries(&mem, &vq), vec![(0, 32), (1, 64), (2, 48)]);
+
+        // One buffer left (64 bytes) and a frame that needs two: it is dropped, the buffer is
+        // left to the guest for the next frame.
+        let mut big = pool.alloc().unwrap();
+        big.set_frame(&frame).unwrap();
+        let mut pkts = vec![big];
+        let mut stats = RingStats::default();
+        assert_eq!(transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats), 0);
+        assert_eq!(stats.no_room, 1);
+        assert_eq!(used_entries(&mem, &vq).len(), 3);
+        let mut small = pool.alloc().unwrap();
+        small.set_frame(&[1; 40]).unwrap();
+        let mut pkts = vec![small];
+        assert_eq!(transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats), 1);
+        assert_eq!(used_entries(&mem, &vq)[3], (3, 52));
+    }
+
+    #[test]
+    fn a_receive_buffer_outside_guest_memory_is_returned_and_the_frame_dropped() {
+        let mem = memory();
+        let vq = MockSplitQueue::new(&mem, 16);
+        let end = mem.last_addr().raw_value();
+        vq.add_desc_chains(
+            &[
+                desc(end - 20, 64, F_WRITE, 0),
+                desc(0x10_0000, 8, F_WRITE, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let mut pool = BufferPool::new(4, 2048);
+        let mut stats = RingStats::default();
+        for _ in 0..2 {
+            let mut p = pool.alloc().unwrap();
+            p.set_frame(&[5; 60]).unwrap();
+            let mut pkts = vec![p];
+            assert_eq!(transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats), 0);
+        }
+        // The first chain runs past the end; the second cannot hold the header.
+        assert_eq!(stats.bad_chains, 2);
+        assert_eq!(used_entries(&mem, &vq), vec![(0, 0), (1, 0)]);
+        assert_eq!(pool.available(), 4);
+    }
+}
