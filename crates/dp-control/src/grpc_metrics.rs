@@ -69,7 +69,11 @@ impl GrpcCounters {
     pub fn errors(&self) -> Vec<(&'static str, u32, u64)> {
         self.errors
             .lock()
-            .map(|m| m.iter().map(|(&(method, code), &n)| (method, code, n)).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(&(method, code), &n)| (method, code, n))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

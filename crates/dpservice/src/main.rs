@@ -380,7 +380,6 @@ fn run(opts: Options) -> Result<(), String> {
     served.map_err(|e| format!("gRPC server failed: {e}"))
 }
 
-
 /// SIGINT and SIGTERM, watched from start-up on (a signal that came before the first wait is
 /// kept and ends that wait at once).
 struct ShutdownSignals {

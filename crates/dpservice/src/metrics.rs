@@ -20,7 +20,7 @@ use dp_pipeline::commands::CommandSender;
 use dp_pipeline::{DropReason, GraphCounters, NodeId, PortTable};
 use dp_ports::{PortCounters, PortStats};
 use dp_tables::{PortId, SnapshotReader, TrafficDirection, VirtualServices};
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{CounterVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -248,13 +248,14 @@ impl Sources {
             };
             out.push((format!("rx-{}-0", p.port), v));
         }
-        let (originated, drops) = (
-            self.sum(|g| g.originated()),
-            self.sum(|g| g.total_drops()),
-        );
+        let (originated, drops) = (self.sum(|g| g.originated()), self.sum(|g| g.total_drops()));
         out.push((
             "rx_periodic".to_owned(),
-            if stat == GraphStat::Objects { originated } else { 0 },
+            if stat == GraphStat::Objects {
+                originated
+            } else {
+                0
+            },
         ));
         for &node in NodeId::ORDER {
             let v = match stat {
@@ -334,6 +335,13 @@ impl Families {
         Ok(c)
     }
 
+    /// A counter of seconds (a float: Prometheus's base unit of time).
+    fn seconds(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<CounterVec> {
+        let c = CounterVec::new(Opts::new(name, help), labels)?;
+        self.0.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
     fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
         let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
         self.0.register(Box::new(g.clone()))?;
@@ -344,6 +352,13 @@ impl Families {
 /// Sets one counter to `v` (a fresh counter per scrape: adding is setting).
 fn put(c: &IntCounterVec, labels: &[&str], v: u64) -> prometheus::Result<()> {
     c.get_metric_with_label_values(labels)?.inc_by(v);
+    Ok(())
+}
+
+/// Sets one seconds counter to `ns` nanoseconds.
+fn put_ns(c: &CounterVec, labels: &[&str], ns: u64) -> prometheus::Result<()> {
+    c.get_metric_with_label_values(labels)?
+        .inc_by(ns as f64 / 1e9);
     Ok(())
 }
 
@@ -440,15 +455,15 @@ pub fn render(src: &Sources) -> prometheus::Result<String> {
         "Batches each graph node ran, summed over the workers (DPDK's graph call count)",
         &["node"],
     )?;
-    let node_ns = f.counter(
-        "dpservice_node_nanoseconds_total",
+    let node_ns = f.seconds(
+        "dpservice_node_seconds_total",
         "Time each graph node took, summed over the workers (time-stamp counter ticks \
          calibrated against the clock at start)",
         &["node"],
     )?;
     for &node in NodeId::ORDER {
         put(&node_calls, &[node.name()], sum(&|g| g.node_calls(node)))?;
-        put(&node_ns, &[node.name()], src.node_nanoseconds(node))?;
+        put_ns(&node_ns, &[node.name()], src.node_nanoseconds(node))?;
     }
 
     // The worker loops: polls that found work and those that did not, and their time.
@@ -457,8 +472,8 @@ pub fn render(src: &Sources) -> prometheus::Result<String> {
         "Worker loop polls of the ports and rings, per worker: busy (something came) or idle",
         &["worker", "state"],
     )?;
-    let poll_ns = f.counter(
-        "dpservice_worker_nanoseconds_total",
+    let poll_ns = f.seconds(
+        "dpservice_worker_seconds_total",
         "Worker loop time, per worker: busy (rounds that found work) or idle (polling in vain, \
          spinning, sleeping)",
         &["worker", "state"],
@@ -469,8 +484,8 @@ pub fn render(src: &Sources) -> prometheus::Result<String> {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         put(&polls, &[&w, "busy"], load(&p.busy))?;
         put(&polls, &[&w, "idle"], load(&p.idle))?;
-        put(&poll_ns, &[&w, "busy"], load(&p.busy_ns))?;
-        put(&poll_ns, &[&w, "idle"], load(&p.idle_ns))?;
+        put_ns(&poll_ns, &[&w, "busy"], load(&p.busy_ns))?;
+        put_ns(&poll_ns, &[&w, "idle"], load(&p.idle_ns))?;
     }
 
     // Connection tracking (as of each worker's last tick).
@@ -710,6 +725,13 @@ mod tests {
         a.flows.capacity.store(500, Ordering::Relaxed);
         b.flows.capacity.store(500, Ordering::Relaxed);
         a.tx_packets.store(6, Ordering::Relaxed);
+        a.node_calls[NodeId::Classify.index()].store(2, Ordering::Relaxed);
+        b.node_calls[NodeId::Classify.index()].store(1, Ordering::Relaxed);
+        a.node_cycles[NodeId::Classify.index()].store(3000, Ordering::Relaxed);
+        b.node_cycles[NodeId::Classify.index()].store(1000, Ordering::Relaxed);
+        a.polls.busy.store(3, Ordering::Relaxed);
+        a.polls.idle.store(9, Ordering::Relaxed);
+        b.polls.idle_ns.store(1_500_000_000, Ordering::Relaxed);
         let (src, _publisher) = sources(vec![a, b]);
         let text = render(&src).unwrap();
 
@@ -782,6 +804,42 @@ mod tests {
             Some(10)
         );
         assert_eq!(sample(&text, "dpservice_tx_packets_total"), Some(6));
+        assert_eq!(
+            sample(&text, r#"dpservice_node_calls_total{node="classify"}"#),
+            Some(3)
+        );
+        // 4000 ticks at 2 per ns: 2 µs.
+        assert!(
+            text.contains("dpservice_node_seconds_total{node=\"classify\"} 0.000002\n"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"dpservice_worker_polls_total{state="busy",worker="0"}"#
+            ),
+            Some(3)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"dpservice_worker_polls_total{state="idle",worker="0"}"#
+            ),
+            Some(9)
+        );
+        assert!(
+            text.contains("dpservice_worker_seconds_total{state=\"idle\",worker=\"1\"} 1.5\n"),
+            "{text}"
+        );
+        // Every table dpservice reports, this one's capacity unknown (0) without limits.
+        assert_eq!(
+            sample(
+                &text,
+                r#"dps_hash_table_saturation{stat="capacity",table="interface_table"}"#
+            ),
+            Some(0)
+        );
+        assert_eq!(text.matches("dps_hash_table_saturation{").count(), 22);
         assert_eq!(sample(&text, "dpservice_workers"), Some(2));
         assert_eq!(
             sample(

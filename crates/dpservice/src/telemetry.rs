@@ -47,7 +47,10 @@ const REPORT_WAIT: Duration = Duration::from_millis(300);
 
 /// The version string of the greeting and `/info`: DPDK's form, naming what answers.
 pub fn version() -> String {
-    format!("DPDK telemetry v2 (dpservice-rs {})", env!("CARGO_PKG_VERSION"))
+    format!(
+        "DPDK telemetry v2 (dpservice-rs {})",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// One command: its name, its help text (`/help`) and what computes its value (`None`: the
@@ -184,7 +187,9 @@ pub fn greeting() -> String {
 }
 
 fn help(param: Option<&str>) -> Option<Value> {
-    let cmd = COMMANDS.iter().find(|c| c.name == param.unwrap_or("/help"))?;
+    let cmd = COMMANDS
+        .iter()
+        .find(|c| c.name == param.unwrap_or("/help"))?;
     Some(match param {
         Some(name) => {
             let mut m = Map::new();
@@ -547,11 +552,7 @@ mod tests {
                 "pf0",
                 dp_packet::MacAddr([2, 0, 0, 0, 0, 1]),
             ),
-            PortEntry::new(
-                PortKind::Vf,
-                "vf0",
-                dp_packet::MacAddr([2, 0, 0, 0, 0, 2]),
-            ),
+            PortEntry::new(PortKind::Vf, "vf0", dp_packet::MacAddr([2, 0, 0, 0, 0, 2])),
         ]));
         let graph = Arc::new(GraphCounters::default());
         graph.node_packets[NodeId::Classify.index()].store(5, Ordering::Relaxed);
@@ -656,8 +657,7 @@ mod tests {
             assert!(names.contains(&cmd), "{cmd} in {names:?}");
         }
         assert_eq!(
-            ask(&s, "/help,/dp_service/table/saturation")["/help"]
-                ["/dp_service/table/saturation"],
+            ask(&s, "/help,/dp_service/table/saturation")["/help"]["/dp_service/table/saturation"],
             json!("Returns the current and maximal capacity of each hash table.")
         );
         assert!(ask(&s, "/help")["/help"].is_string());
@@ -691,7 +691,10 @@ mod tests {
             json!({})
         );
         assert_eq!(ask(&s, "/ethdev/list")["/ethdev/list"], json!([0, 1]));
-        assert_eq!(ask(&s, "/ethdev/info,1")["/ethdev/info"]["name"], json!("vf0"));
+        assert_eq!(
+            ask(&s, "/ethdev/info,1")["/ethdev/info"]["name"],
+            json!("vf0")
+        );
         assert_eq!(
             ask(&s, "/ethdev/info,1")["/ethdev/info"]["mac_addr"],
             json!("02:00:00:00:00:02")
