@@ -282,6 +282,82 @@ mod tests {
         assert!(std::ptr::eq(a, b));
     }
 
+    /// A stand-in for the server: answers with `headers` on the response and a body of
+    /// `String` (no trailers).
+    #[derive(Clone)]
+    struct Answer(Option<&'static str>);
+
+    impl tower_service::Service<http::Request<()>> for Answer {
+        type Response = http::Response<String>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            let mut r = http::Response::new("body".to_owned());
+            if let Some(code) = self.0 {
+                r.headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static(code));
+            }
+            std::future::ready(Ok(r))
+        }
+    }
+
+    #[test]
+    fn the_layer_counts_trailers_only_ended_and_dropped_responses() {
+        use tower_layer::Layer;
+        use tower_service::Service;
+        let counters: &'static GrpcCounters = Box::leak(Box::new(GrpcCounters::new()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let req = |m: &str| {
+            http::Request::builder()
+                .uri(format!("/dpdkironcore.v1.DPDKironcore/{m}"))
+                .body(())
+                .unwrap()
+        };
+        // An error in the headers (trailers-only): counted at once.
+        let mut svc = GrpcMetricsLayer::new(counters).layer(Answer(Some("3")));
+        let resp = rt.block_on(svc.call(req("CreateRoute"))).unwrap();
+        assert_eq!(
+            counters.requests(),
+            vec![("CreateRoute", "INVALID_ARGUMENT", 1)]
+        );
+        drop(resp);
+        assert_eq!(counters.requests().len(), 1);
+        // A body that ends without trailers: UNKNOWN; one dropped unread: CANCELLED.
+        let mut svc = GrpcMetricsLayer::new(counters).layer(Answer(None));
+        let mut resp = rt.block_on(svc.call(req("ListRoutes"))).unwrap();
+        rt.block_on(std::future::poll_fn(|cx| {
+            let body = Pin::new(resp.body_mut());
+            match http_body::Body::poll_frame(body, cx) {
+                Poll::Ready(Some(_)) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Poll::Ready(None) => Poll::Ready(()),
+                Poll::Pending => Poll::Pending,
+            }
+        }));
+        let resp2 = rt.block_on(svc.call(req("GetVersion"))).unwrap();
+        drop(resp2);
+        drop(resp);
+        let mut got = counters.requests();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            vec![
+                ("CreateRoute", "INVALID_ARGUMENT", 1),
+                ("GetVersion", "CANCELLED", 1),
+                ("ListRoutes", "UNKNOWN", 1),
+            ]
+        );
+    }
+
     #[test]
     fn counts_by_method_and_code() {
         let c = GrpcCounters::new();
