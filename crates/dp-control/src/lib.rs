@@ -100,6 +100,7 @@
 
 pub mod errors;
 pub mod firewall;
+pub mod grpc_metrics;
 pub mod interfaces;
 pub mod loadbalancers;
 pub mod nat;
@@ -123,6 +124,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
 pub use errors::DpError;
+pub use grpc_metrics::{GrpcCounters, GRPC_COUNTERS};
 pub use service::GrpcService;
 pub use state::{State, VfDevice};
 pub use underlay::UnderlayMode;
@@ -325,6 +327,7 @@ impl ControlPlane {
         }
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .layer(grpc_metrics::GrpcMetricsLayer::new(&GRPC_COUNTERS))
             .add_service(health)
             .add_service(self.grpc_service())
             .serve_with_incoming_shutdown(

@@ -287,10 +287,24 @@ pub struct GraphCounters {
     pub handed_in: AtomicU64,
     /// The worker's flow table, as of its last tick (written by [`Graph::tick`]).
     pub flows: FlowCounters,
+    /// The worker loop's polls: those that found work and those that did not (written by the
+    /// worker loop, not the graph).
+    pub polls: PollCounters,
+}
+
+/// A worker loop's polls of its ports and rings: busy (something was received or handed in)
+/// and idle, and the time spent in each (idle: polling in vain, spinning and sleeping); their
+/// ratio is the worker's load.
+#[derive(Debug, Default)]
+pub struct PollCounters {
+    pub busy: AtomicU64,
+    pub idle: AtomicU64,
+    pub busy_ns: AtomicU64,
+    pub idle_ns: AtomicU64,
 }
 
 /// A worker's flow-table figures (connection tracking), refreshed every tick.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FlowCounters {
     pub live: AtomicU64,
     pub capacity: AtomicU64,
@@ -300,10 +314,43 @@ pub struct FlowCounters {
     pub removed: AtomicU64,
     /// New flows refused because the table was full (also counted as `flow_table_full` drops).
     pub refused_full: AtomicU64,
+    /// Per VM port (index: its port id, [`dp_tables::conntrack::NAT_COUNTED_PORTS`] of them):
+    /// live flows holding one of its NAT ports ([`dp_tables::FlowTable::nat_ports_in_use`]).
+    pub nat_ports_in_use: Box<[AtomicU64]>,
+}
+
+impl Default for FlowCounters {
+    fn default() -> Self {
+        FlowCounters {
+            live: AtomicU64::new(0),
+            capacity: AtomicU64::new(0),
+            created: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
+            refused_full: AtomicU64::new(0),
+            nat_ports_in_use: (0..dp_tables::conntrack::NAT_COUNTED_PORTS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
 }
 
 impl FlowCounters {
+    /// Live flows holding a NAT port of `port`, as of the last tick.
+    pub fn nat_ports_in_use(&self, port: PortId) -> u64 {
+        self.nat_ports_in_use
+            .get(usize::from(port))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
     fn store(&self, table: &dp_tables::FlowTable) {
+        for (c, &n) in self
+            .nat_ports_in_use
+            .iter()
+            .zip(table.nat_ports_in_use().iter())
+        {
+            c.store(u64::from(n), Ordering::Relaxed);
+        }
         let s = table.stats();
         self.live.store(s.live, Ordering::Relaxed);
         self.capacity
@@ -327,6 +374,7 @@ impl Default for GraphCounters {
             handed_off: AtomicU64::new(0),
             handed_in: AtomicU64::new(0),
             flows: FlowCounters::default(),
+            polls: PollCounters::default(),
         }
     }
 }

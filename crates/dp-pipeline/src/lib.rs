@@ -33,7 +33,7 @@ pub use buffer::{BufferPool, PacketBuf, PacketMeta, DEFAULT_DATA_ROOM, HEADROOM,
 pub use config::{DpConfig, DEFAULT_UNDERLAY_MTU, GATEWAY_IPV4, GATEWAY_IPV6, MIN_UNDERLAY_MTU};
 pub use drop::DropReason;
 pub use graph::{
-    edge_list, Edge, FlowCounters, Graph, GraphCounters, NodeId, TxSink, BATCH_SIZE,
+    edge_list, Edge, FlowCounters, Graph, GraphCounters, NodeId, PollCounters, TxSink, BATCH_SIZE,
     MAX_RECIRCULATIONS, TICK_INTERVAL_NS,
 };
 pub use node::{Ctx, Emit, Node, Verdict};

@@ -22,6 +22,17 @@
 //!
 //! A full table refuses a new flow ([`FlowTable::insert`] → [`Full`]); it never evicts a live
 //! one. Expired flows are reclaimed by [`FlowTable::sweep`], a bounded scan per call.
+//!
+//! # NAT ports in use
+//!
+//! The table counts, per VM port, its live flows that hold a NAT port ([`Flow::holds_nat_port`]:
+//! translation `SnatNat` or `Nat64`, counted for the flow's source port `ports[0]`) — what the
+//! telemetry and metrics report as an interface's used NAT ports. [`FlowTable::insert`] and
+//! [`FlowTable::remove`] are the only places flows come and go (close, sweep and clear go
+//! through remove), so the count is kept there: it reads the stored flow on removal, and a
+//! flow's translation and source port are never changed once it is inserted (conntrack and the
+//! load balancer set them before the insert; after it only the TCP state, expiry, firewall
+//! verdict and balancer stamp change).
 
 use dp_packet::{FlowKey, IpProtocol};
 
@@ -29,6 +40,10 @@ use crate::{PortId, Vni};
 
 /// The most flows a table may hold (the index is sized for twice as many keys at half load).
 pub const MAX_FLOW_CAPACITY: usize = 1 << 28;
+
+/// VM ports whose NAT ports in use a table counts (ports `0..NAT_COUNTED_PORTS`; the daemon
+/// has far fewer: at most 256 VFs and two uplinks).
+pub const NAT_COUNTED_PORTS: usize = 1024;
 
 /// What identifies one direction of a flow: the VNI and the 5-tuple (IPv4 addresses in the low
 /// 32 bits, as in [`FlowKey`]; ICMP echo: the identifier in both ports).
@@ -389,6 +404,12 @@ impl Flow {
     pub fn is_translated(&self) -> bool {
         self.keys[1] != self.keys[0].reversed()
     }
+
+    /// Whether the flow holds a NAT port of its source interface (NAT or NAT64).
+    #[inline]
+    pub fn holds_nat_port(&self) -> bool {
+        matches!(self.translation, Translation::SnatNat | Translation::Nat64)
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Flow>() == 128);
@@ -462,6 +483,8 @@ pub struct FlowTable {
     /// Where the next [`FlowTable::sweep`] starts.
     cursor: usize,
     stats: FlowStats,
+    /// Per VM port: its live flows holding a NAT port (see the module docs).
+    nat_ports: Box<[u32]>,
 }
 
 impl FlowTable {
@@ -478,6 +501,24 @@ impl FlowTable {
             capacity,
             cursor: 0,
             stats: FlowStats::default(),
+            nat_ports: vec![0; NAT_COUNTED_PORTS].into_boxed_slice(),
+        }
+    }
+
+    /// Per VM port (index: its [`PortId`], up to [`NAT_COUNTED_PORTS`]): the live flows that
+    /// hold one of its NAT ports.
+    pub fn nat_ports_in_use(&self) -> &[u32] {
+        &self.nat_ports
+    }
+
+    /// Counts a flow holding a NAT port in (`add`) or out.
+    #[inline]
+    fn count_nat_port(&mut self, flow: &Flow, add: bool) {
+        if !flow.holds_nat_port() {
+            return;
+        }
+        if let Some(c) = self.nat_ports.get_mut(usize::from(flow.ports[0])) {
+            *c = if add { *c + 1 } else { c.saturating_sub(1) };
         }
     }
 
@@ -632,6 +673,7 @@ impl FlowTable {
         }
         self.stats.live += 1;
         self.stats.created += 1;
+        self.count_nat_port(&flow, true);
         Ok(FlowId(id))
     }
 
@@ -706,6 +748,7 @@ impl FlowTable {
         }
         self.free.push(id.0);
         self.stats.live = self.stats.live.saturating_sub(1);
+        self.count_nat_port(&flow, false);
         Some(flow)
     }
 
@@ -864,6 +907,42 @@ mod tests {
             assert_eq!(k, want, "header {p:02x?}");
             assert_eq!(h, want.hash());
         }
+    }
+
+    #[test]
+    fn nat_ports_in_use_follow_inserts_and_removals() {
+        let mut t = FlowTable::new(16);
+        let nat = |i: u32, port: PortId, translation: Translation| {
+            let k = key(i);
+            let mut reply = k.reversed();
+            reply.dst = 0x0505_0505;
+            reply.dst_port = 1000 + i as u16;
+            let mut f = Flow::new(k, reply, 10);
+            f.translation = translation;
+            f.ports[0] = port;
+            f
+        };
+        let a = t.insert(nat(1, 3, Translation::SnatNat)).unwrap();
+        let b = t.insert(nat(2, 3, Translation::Nat64)).unwrap();
+        t.insert(nat(3, 4, Translation::SnatNat)).unwrap();
+        // Not holding a NAT port: a VIP's flow, a plain one.
+        t.insert(nat(4, 3, Translation::SnatVip)).unwrap();
+        t.insert(Flow::new(key(5), key(5).reversed(), 10)).unwrap();
+        assert_eq!(t.nat_ports_in_use()[3], 2);
+        assert_eq!(t.nat_ports_in_use()[4], 1);
+        t.close(a).unwrap();
+        assert_eq!(t.nat_ports_in_use()[3], 1);
+        // Removing twice counts once.
+        assert!(t.remove(a).is_none());
+        assert_eq!(t.nat_ports_in_use()[3], 1);
+        t.remove(b).unwrap();
+        assert_eq!(t.nat_ports_in_use()[3], 0);
+        // Expiry (the sweep) and clear go through remove too.
+        t.sweep(100, 16, |_| false);
+        assert_eq!(t.nat_ports_in_use()[4], 0);
+        t.insert(nat(6, 4, Translation::SnatNat)).unwrap();
+        t.clear();
+        assert!(t.nat_ports_in_use().iter().all(|&n| n == 0));
     }
 
     #[test]

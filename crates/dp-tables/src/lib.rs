@@ -44,6 +44,7 @@ pub use snapshot::{Publisher, Snapshot, SnapshotReader, UnderlayTarget};
 pub use virtsvc::{
     virtsvc_underlay, PortMap, PortMapError, PortMapStats, VirtsvcConn, VirtsvcError,
     VirtsvcTables, VirtsvcTcpState, VirtualService, VirtualServices, VIRTSVC_MAX,
+    VIRTSVC_PORT_COUNT,
 };
 pub use vni::{RouteTarget, VniTable};
 

@@ -18,6 +18,8 @@
 //! handshake was seen, back to the short one on the first FIN or RST of either side.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use dp_packet::IpProtocol;
 
@@ -412,8 +414,16 @@ impl PortMap {
 
     /// Connections live at `now_ns` (a walk over every slot: for stats, not the packet path).
     pub fn live(&self, now_ns: u64, short_ns: u64) -> usize {
+        self.live_in(0, self.conns.len(), now_ns, short_ns)
+    }
+
+    /// Connections live at `now_ns` among `len` slots from `first` (a bounded part of
+    /// [`PortMap::live`]).
+    pub fn live_in(&self, first: usize, len: usize, now_ns: u64, short_ns: u64) -> usize {
         self.conns
             .iter()
+            .skip(first)
+            .take(len)
             .filter(|c| c.is_live(now_ns, short_ns))
             .count()
     }
@@ -590,9 +600,20 @@ impl PortMap {
 }
 
 /// A worker's tables of every service: one [`PortMap`] per service, in the services' order.
+///
+/// It also counts each service's ports in use (live connections, as dpservice's telemetry
+/// `/dp_service/virtsvc/used_port_count` does) for other threads to read: liveness is a
+/// matter of time (a connection times out without being removed), so the ports are counted by
+/// a walk over the slots, [`VirtsvcTables::count_used`], bounded per call and resumed where
+/// it stopped; a service's count is published once its walk is complete.
 #[derive(Clone, Debug, Default)]
 pub struct VirtsvcTables {
     maps: Vec<PortMap>,
+    /// Per service: its ports in use as of its last complete walk (relaxed atomics, written
+    /// only by the owning worker).
+    used: Arc<Vec<AtomicU64>>,
+    /// The walk in progress: the service, its next slot and its live connections so far.
+    walk: (usize, usize, u64),
 }
 
 impl VirtsvcTables {
@@ -602,6 +623,43 @@ impl VirtsvcTables {
             maps: (0..services.len())
                 .map(|_| PortMap::new(worker, workers))
                 .collect(),
+            used: Arc::new((0..services.len()).map(|_| AtomicU64::new(0)).collect()),
+            walk: (0, 0, 0),
+        }
+    }
+
+    /// Per service (in the services' order), the ports in use as of its last complete walk:
+    /// the handle other threads read (telemetry, metrics).
+    pub fn used_ports(&self) -> Arc<Vec<AtomicU64>> {
+        Arc::clone(&self.used)
+    }
+
+    /// Walks up to `budget` slots on from where the last call stopped, counting the live
+    /// connections at `now_ns` (`short_ns`: the timeout of a connection that is not established
+    /// TCP), and publishes a service's count when its walk is complete.
+    pub fn count_used(&mut self, now_ns: u64, short_ns: u64, budget: usize) {
+        let mut budget = budget;
+        while budget > 0 && !self.maps.is_empty() {
+            let (service, first, live) = self.walk;
+            let Some(map) = self.maps.get(service) else {
+                self.walk = (0, 0, 0);
+                continue;
+            };
+            let len = budget.min(map.capacity().saturating_sub(first));
+            let live = live + map.live_in(first, len, now_ns, short_ns) as u64;
+            budget -= len;
+            if first + len >= map.capacity() {
+                if let Some(u) = self.used.get(service) {
+                    u.store(live, Ordering::Relaxed);
+                }
+                self.walk = ((service + 1) % self.maps.len(), 0, 0);
+                if len == 0 {
+                    // An empty map: nothing to walk, but do not loop on it for ever.
+                    budget = budget.saturating_sub(1);
+                }
+            } else {
+                self.walk = (service, first + len, live);
+            }
         }
     }
 
@@ -730,6 +788,44 @@ mod tests {
     }
 
     const SHORT: u64 = 30_000_000_000;
+
+    #[test]
+    fn used_ports_are_counted_in_bounded_walks() {
+        let list = vec![
+            svc(IpProtocol::UDP, [1, 2, 3, 4], 53, "2a00::1", 53),
+            svc(IpProtocol::TCP, [1, 2, 3, 4], 443, "2a00::2", 443),
+        ];
+        let services = VirtualServices::new(list).unwrap();
+        let mut t = VirtsvcTables::new(&services, 0, 1);
+        let used = t.used_ports();
+        let a = Ipv4Addr::new(10, 0, 0, 1);
+        for l4 in 0..3 {
+            t.get_mut(0)
+                .unwrap()
+                .get_or_insert(2, a, 5000 + l4, 0, SHORT, false)
+                .unwrap();
+        }
+        t.get_mut(1)
+            .unwrap()
+            .get_or_insert(2, a, 6000, 0, SHORT, false)
+            .unwrap();
+        // Half of the first service's slots: nothing published yet.
+        t.count_used(1, SHORT, VIRTSVC_PORT_COUNT / 2);
+        assert_eq!(used[0].load(Ordering::Relaxed), 0);
+        t.count_used(1, SHORT, VIRTSVC_PORT_COUNT);
+        assert_eq!(used[0].load(Ordering::Relaxed), 3);
+        t.count_used(1, SHORT, VIRTSVC_PORT_COUNT);
+        assert_eq!(used[1].load(Ordering::Relaxed), 1);
+        // Timed out: no longer in use, though the slots still hold them (a walk started
+        // before counts what it saw then: two complete walks of each).
+        t.count_used(SHORT + 10, SHORT, 4 * VIRTSVC_PORT_COUNT);
+        assert_eq!(used[0].load(Ordering::Relaxed), 0);
+        assert_eq!(used[1].load(Ordering::Relaxed), 0);
+        // No services: nothing to do, and no endless loop.
+        let mut none = VirtsvcTables::default();
+        none.count_used(0, SHORT, 100);
+        assert!(none.used_ports().is_empty());
+    }
 
     #[test]
     fn ports_are_incremental_and_an_endpoint_keeps_its_own() {

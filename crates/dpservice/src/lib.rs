@@ -10,4 +10,5 @@ pub mod neighbor;
 pub mod options;
 pub mod ports;
 pub mod stats;
+pub mod telemetry;
 pub mod worker;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use dp_control::{Config, ControlPlane};
 use dp_pipeline::affinity::{self, Wake};
-use dp_pipeline::commands::{self, CommandSender, WorkerCommand, WorkerReport};
+use dp_pipeline::commands::{self, CommandSender};
 use dp_pipeline::{
     BufferPool, DpConfig, Graph, GraphCounters, WorkerCtx, DEFAULT_DATA_ROOM, LARGE_DATA_ROOM,
 };
@@ -22,7 +22,7 @@ use dp_tables::{Publisher, Snapshot};
 
 use dpservice::options::Options;
 use dpservice::worker::{EventfdWake, Worker};
-use dpservice::{dump, logging, metrics, neighbor, ports, stats};
+use dpservice::{dump, logging, metrics, neighbor, ports, stats, telemetry};
 
 /// Packet buffers per worker: enough for every batch in flight with room to spare.
 const BUFFERS_PER_WORKER: usize = 4096;
@@ -35,6 +35,21 @@ const UNDERLAY_FRAME_EXTRA: usize = 18;
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
 /// How long the shutdown waits for each worker's report (workers serve commands every tick).
 const REPORT_WAIT: Duration = Duration::from_millis(500);
+/// How long the time-stamp counter is calibrated against the clock at start (per-node time).
+const CALIBRATION: Duration = Duration::from_millis(20);
+
+/// The process's real user id (for DPDK's default telemetry path).
+fn uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
 
 fn main() -> ExitCode {
     let opts = match Options::load() {
@@ -194,15 +209,21 @@ fn run(opts: Options) -> Result<(), String> {
     let mut trace_readers = Vec::new();
     // Every port's counters, a set per worker's queue, for the metrics endpoint.
     let port_sources: Vec<metrics::PortSource> = (0..port_count)
-        .map(|i| metrics::PortSource {
-            port: dp_tables::PortId::try_from(i).unwrap_or(dp_tables::PortId::MAX),
-            queues: ports
+        .map(|i| {
+            let (workers, queues) = ports
                 .per_worker
                 .iter()
-                .filter_map(|list| list.get(i).map(|p| Arc::clone(p.counters())))
-                .collect(),
+                .enumerate()
+                .filter_map(|(w, list)| list.get(i).map(|p| (w, Arc::clone(p.counters()))))
+                .unzip();
+            metrics::PortSource {
+                port: dp_tables::PortId::try_from(i).unwrap_or(dp_tables::PortId::MAX),
+                queues,
+                workers,
+            }
         })
         .collect();
+    let mut virtsvc_used = Vec::new();
     for (index, list) in ports.per_worker.into_iter().enumerate() {
         let (commands_tx, commands_rx) = commands::queue();
         command_senders.push(commands_tx);
@@ -219,6 +240,13 @@ fn run(opts: Options) -> Result<(), String> {
             graph.set_trace_tap(tap);
             trace_readers.push(reader);
         }
+        let worker_ctx = match rings.next() {
+            Some(r) => WorkerCtx::with_rings(r),
+            None => WorkerCtx::new(index, worker_count),
+        }
+        .with_flow_capacity(opts.flow_table_size as usize / worker_count.max(1))
+        .with_virtual_services(&config.virtual_services);
+        virtsvc_used.push(worker_ctx.virtsvc.used_ports());
         let worker = Worker {
             graph,
             pool: BufferPool::with_large(BUFFERS_PER_WORKER, data_room, large, LARGE_DATA_ROOM),
@@ -227,12 +255,7 @@ fn run(opts: Options) -> Result<(), String> {
             config: Arc::clone(&config),
             stop: Arc::clone(&stop),
             ports: list,
-            worker: match rings.next() {
-                Some(r) => WorkerCtx::with_rings(r),
-                None => WorkerCtx::new(index, worker_count),
-            }
-            .with_flow_capacity(opts.flow_table_size as usize / worker_count.max(1))
-            .with_virtual_services(&config.virtual_services),
+            worker: worker_ctx,
             wakeup: wakeups.get(index).cloned(),
             commands: Some(commands_rx),
         };
@@ -243,12 +266,26 @@ fn run(opts: Options) -> Result<(), String> {
         worker_threads.push(thread);
     }
     let counters = all_counters;
+    let vf_ports = port_table
+        .iter()
+        .filter(|(_, p)| p.kind == dp_pipeline::PortKind::Vf)
+        .count();
     let metrics_sources = Arc::new(metrics::Sources {
         hostname: metrics::hostname(),
         graphs: counters.clone(),
         ports: port_sources,
         port_table: Arc::clone(&port_table),
         tables: reader.clone(),
+        limits: metrics::TableLimits {
+            interfaces: vf_ports as u64,
+            public_addresses: u64::from(opts.max_public_addresses),
+            load_balancers: u64::from(opts.max_load_balancers),
+        },
+        virtual_services: Arc::clone(&config.virtual_services),
+        virtsvc_used,
+        ticks_per_ns: dp_pipeline::cycles::ticks_per_ns(CALIBRATION),
+        workers: command_senders.clone(),
+        buffer_bytes: (data_room + dp_pipeline::HEADROOM) as u64,
     });
     let dump_thread = if opts.dump_socket.is_empty() {
         None
@@ -272,6 +309,25 @@ fn run(opts: Options) -> Result<(), String> {
                 None
             }
         }
+    };
+    // The telemetry socket: an explicit --telemetry-socket must work; DPDK's default path may
+    // be another daemon's (then this one goes without).
+    let telemetry_server = match opts.telemetry_path(uid()) {
+        Some(path) => match telemetry::serve(&path, Arc::clone(&metrics_sources)) {
+            Ok(server) => {
+                tracing::info!(path = %path.display(), "serving DPDK telemetry");
+                Some(server)
+            }
+            Err(e) if opts.telemetry_socket.is_none() => {
+                tracing::warn!(path = %path.display(), "no DPDK telemetry socket: {e}");
+                None
+            }
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(format!("cannot serve telemetry on {}: {e}", path.display()));
+            }
+        },
+        None => None,
     };
     let neighbor_thread = if config.router_mac_from_kernel {
         Some(
@@ -325,7 +381,7 @@ fn run(opts: Options) -> Result<(), String> {
         control.serve(listener, signals.recv()).await
     });
 
-    for report in reports(&command_senders) {
+    for report in stats::reports(&command_senders, REPORT_WAIT) {
         tracing::info!(
             worker = report.index,
             pool_available = report.pool_available,
@@ -337,6 +393,7 @@ fn run(opts: Options) -> Result<(), String> {
             "worker report"
         );
     }
+    drop(telemetry_server);
     stop.store(true, Ordering::Relaxed);
     for thread in worker_threads {
         let _ = thread.join();
@@ -359,25 +416,6 @@ fn run(opts: Options) -> Result<(), String> {
     tracing::info!("{}", stats::summary(&counters));
     tracing::info!("dpservice-rs stopped");
     served.map_err(|e| format!("gRPC server failed: {e}"))
-}
-
-/// Asks every worker for its report and waits for the answers (each at most [`REPORT_WAIT`]).
-fn reports(workers: &[CommandSender]) -> Vec<WorkerReport> {
-    let (reply, answers) = std::sync::mpsc::sync_channel(workers.len().max(1));
-    let asked = workers
-        .iter()
-        .filter(|w| {
-            w.send(WorkerCommand::Report {
-                reply: reply.clone(),
-            })
-            .is_ok()
-        })
-        .count();
-    let mut out: Vec<WorkerReport> = (0..asked)
-        .map_while(|_| answers.recv_timeout(REPORT_WAIT).ok())
-        .collect();
-    out.sort_by_key(|r| r.index);
-    out
 }
 
 /// SIGINT and SIGTERM, watched from start-up on (a signal that came before the first wait is

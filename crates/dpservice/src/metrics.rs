@@ -6,14 +6,21 @@
 //! them with the `prometheus` crate; the workers never take a lock or do anything more for it.
 //! Where ironcore dpservice's exporter (`dpservice-exporter`) has a metric for the same thing,
 //! its name and labels are used (`dps_graph_call_count`, `dpdk_ethdev_*`,
-//! `dps_firewall_rules_count`, `dps_hash_table_saturation`); the rest are `dpservice_*`.
+//! `dps_firewall_rules_count`, `dps_hash_table_saturation`, `dps_nat_used_ports_count`,
+//! `dps_virtsvc_used_ports_count`); the rest are `dpservice_*`.
+//!
+//! [`Sources`] also computes the figures that both this endpoint and the DPDK telemetry socket
+//! ([`crate::telemetry`]) report — NAT and virtual-service ports in use, firewall rules, table
+//! saturation, graph node statistics, port statistics — once, for both.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use dp_pipeline::commands::CommandSender;
 use dp_pipeline::{DropReason, GraphCounters, NodeId, PortTable};
-use dp_ports::PortCounters;
-use dp_tables::{PortId, SnapshotReader, TrafficDirection};
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use dp_ports::{PortCounters, PortStats};
+use dp_tables::{PortId, SnapshotReader, TrafficDirection, VirtualServices};
+use prometheus::{CounterVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -29,9 +36,23 @@ pub const FLOW_TABLE: &str = "conntrack_table";
 pub struct PortSource {
     pub port: PortId,
     pub queues: Vec<Arc<PortCounters>>,
+    /// The workers (indices into [`Sources::graphs`]) that poll a queue of the port, in the
+    /// order of `queues`.
+    pub workers: Vec<usize>,
 }
 
-/// Everything a scrape reads.
+/// The limits the tables are made with: the capacities reported for them (0: no fixed
+/// capacity, the table grows with the configuration).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TableLimits {
+    /// VM ports (an interface each at most).
+    pub interfaces: u64,
+    /// Public addresses (VIPs and NAT addresses) of all VNIs together.
+    pub public_addresses: u64,
+    pub load_balancers: u64,
+}
+
+/// Everything a scrape (or a telemetry request) reads.
 pub struct Sources {
     /// dpservice's `node` label of `dps_graph_call_count` (the host's name).
     pub hostname: String,
@@ -42,6 +63,241 @@ pub struct Sources {
     pub port_table: Arc<PortTable>,
     /// The tables the control plane publishes (interfaces and their firewall rules).
     pub tables: SnapshotReader,
+    pub limits: TableLimits,
+    /// The virtual services (`--udp-virtsvc`, `--tcp-virtsvc`).
+    pub virtual_services: Arc<VirtualServices>,
+    /// Per worker, per service: its ports in use ([`dp_tables::VirtsvcTables::used_ports`]).
+    pub virtsvc_used: Vec<Arc<Vec<AtomicU64>>>,
+    /// Time-stamp counter ticks per nanosecond (calibrated at start; 0: no per-node time).
+    pub ticks_per_ns: f64,
+    /// The workers' command queues: the buffer pools are read through them (telemetry's heap
+    /// info; empty: no pool figures).
+    pub workers: Vec<CommandSender>,
+    /// Bytes of one packet buffer (data room and headroom).
+    pub buffer_bytes: u64,
+}
+
+/// One statistic of every graph node, as DPDK's graph telemetry names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphStat {
+    /// Packets the node processed (`obj_count`).
+    Objects,
+    /// Batches it ran (`call_count`).
+    Calls,
+    /// Time-stamp counter ticks it took (`cycle_count`).
+    Cycles,
+    /// Times it grew its batch (`realloc_count`): ours never do.
+    Reallocs,
+}
+
+/// A hash table's fill, as dpservice's `/dp_service/table/saturation` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableFill {
+    pub name: String,
+    pub capacity: u64,
+    pub entries: u64,
+}
+
+impl Sources {
+    fn sum(&self, read: impl Fn(&GraphCounters) -> u64) -> u64 {
+        self.graphs.iter().map(|g| read(g)).sum()
+    }
+
+    /// A port's statistics, summed over its queues.
+    pub fn port_stats(&self, port: &PortSource) -> PortStats {
+        let mut s = PortStats::default();
+        for q in &port.queues {
+            let d = q.snapshot();
+            s.rx_packets += d.rx_packets;
+            s.rx_bytes += d.rx_bytes;
+            s.rx_errors += d.rx_errors;
+            s.rx_nombuf += d.rx_nombuf;
+            s.tx_packets += d.tx_packets;
+            s.tx_bytes += d.tx_bytes;
+            s.tx_errors += d.tx_errors;
+            s.tx_dropped += d.tx_dropped;
+        }
+        s
+    }
+
+    /// The port with id `port`, if there is one.
+    pub fn port(&self, port: PortId) -> Option<&PortSource> {
+        self.ports.iter().find(|p| p.port == port)
+    }
+
+    /// Polls (busy and idle) of worker `index`.
+    pub fn worker_polls(&self, index: usize) -> u64 {
+        self.graphs.get(index).map_or(0, |g| {
+            g.polls.busy.load(Ordering::Relaxed) + g.polls.idle.load(Ordering::Relaxed)
+        })
+    }
+
+    /// Per interface (every one created): the live flows holding one of its NAT ports
+    /// (dpservice's `/dp_service/nat/used_port_count`, `dps_nat_used_ports_count`).
+    pub fn nat_used_ports(&self) -> Vec<(String, u64)> {
+        let snapshot = self.tables.load();
+        snapshot
+            .ifaces_by_port
+            .iter()
+            .flatten()
+            .map(|iface| {
+                let n = self.sum(|g| g.flows.nat_ports_in_use(iface.port));
+                (iface.id.clone(), n)
+            })
+            .collect()
+    }
+
+    /// Per virtual service, named as dpservice does (`UDP:1.2.3.4:53`): its mapped ports with
+    /// a live connection (`/dp_service/virtsvc/used_port_count`, `dps_virtsvc_used_ports_count`).
+    pub fn virtsvc_used_ports(&self) -> Vec<(String, u64)> {
+        self.virtual_services
+            .iter()
+            .enumerate()
+            .map(|(i, svc)| {
+                let n = self
+                    .virtsvc_used
+                    .iter()
+                    .filter_map(|w| w.get(i))
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .sum();
+                (virtsvc_name(svc), n)
+            })
+            .collect()
+    }
+
+    /// Firewall rules per interface (`/dp_service/firewall/rule_count`, `dps_firewall_rules_count`).
+    pub fn firewall_rules(&self) -> Vec<(String, u64)> {
+        let snapshot = self.tables.load();
+        snapshot
+            .ifaces_by_port
+            .iter()
+            .flatten()
+            .map(|iface| {
+                let fw = &iface.services.firewall;
+                let n = fw.rules(TrafficDirection::Ingress).len()
+                    + fw.rules(TrafficDirection::Egress).len();
+                (iface.id.clone(), n as u64)
+            })
+            .collect()
+    }
+
+    /// The fill of dpservice's hash tables, each mapped to what holds that data here (see
+    /// docs/architecture.md, Telemetry): `/dp_service/table/saturation`,
+    /// `dps_hash_table_saturation`.
+    pub fn table_fill(&self) -> Vec<TableFill> {
+        let snapshot = self.tables.load();
+        let flows = |read: fn(&dp_pipeline::FlowCounters) -> &AtomicU64| {
+            self.sum(|g| read(&g.flows).load(Ordering::Relaxed))
+        };
+        let flow_capacity = flows(|f| &f.capacity);
+        let interfaces = snapshot.ifaces_by_port.iter().flatten().count() as u64;
+        let translated = snapshot
+            .ifaces_by_port
+            .iter()
+            .flatten()
+            .filter(|i| i.services.vip.is_some() || i.services.nat.is_some())
+            .count() as u64;
+        let nat_flows: u64 = self.nat_used_ports().iter().map(|(_, n)| n).sum();
+        let lbs = snapshot.load_balancers.len() as u64;
+        let underlay = snapshot.underlay.len() as u64;
+        let fill = |name: &str, capacity: u64, entries: u64| TableFill {
+            name: name.to_owned(),
+            capacity,
+            entries,
+        };
+        let mut out = vec![
+            fill("interface_table", self.limits.interfaces, interfaces),
+            fill(FLOW_TABLE, flow_capacity, flows(|f| &f.live)),
+            fill(
+                "dnat_table",
+                self.limits.public_addresses,
+                snapshot.public.len() as u64,
+            ),
+            fill("snat_table", self.limits.interfaces, translated),
+            fill("nat_portmap_table", flow_capacity, nat_flows),
+            fill("nat_portoverload_table", flow_capacity, nat_flows),
+            fill("loadbalancer_table", self.limits.load_balancers, lbs),
+            fill("loadbalancer_id_table", self.limits.load_balancers, lbs),
+            fill("vni_table", 0, snapshot.vnis.len() as u64),
+            fill("vnf_table", 0, underlay),
+            fill("reverse_vnf_table", 0, underlay),
+        ];
+        // A service's ports are shared out between the workers: together they have them all.
+        for (i, (_, used)) in self.virtsvc_used_ports().into_iter().enumerate() {
+            out.push(fill(
+                &format!("virtsvc_table_{i}"),
+                dp_tables::VIRTSVC_PORT_COUNT as u64,
+                used,
+            ));
+        }
+        out
+    }
+
+    /// One statistic of every node of the graph, under dpservice's node names: its receive
+    /// nodes `rx-<port>-0` and transmit nodes `tx-<port>` per port, `rx_periodic` (the frames
+    /// the graph made itself), `drop`, and the nodes of ours (dpservice's names where it has
+    /// the node). What is not measured here is 0 (see docs/architecture.md, Telemetry).
+    pub fn graph_stats(&self, stat: GraphStat) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for p in &self.ports {
+            let s = self.port_stats(p);
+            let v = match stat {
+                GraphStat::Objects => s.rx_packets,
+                GraphStat::Calls => p.workers.iter().map(|&w| self.worker_polls(w)).sum(),
+                GraphStat::Cycles | GraphStat::Reallocs => 0,
+            };
+            out.push((format!("rx-{}-0", p.port), v));
+        }
+        let (originated, drops) = (self.sum(|g| g.originated()), self.sum(|g| g.total_drops()));
+        out.push((
+            "rx_periodic".to_owned(),
+            if stat == GraphStat::Objects {
+                originated
+            } else {
+                0
+            },
+        ));
+        for &node in NodeId::ORDER {
+            let v = match stat {
+                GraphStat::Objects => self.sum(|g| g.node_packets(node)),
+                GraphStat::Calls => self.sum(|g| g.node_calls(node)),
+                GraphStat::Cycles => self.sum(|g| g.node_cycles(node)),
+                GraphStat::Reallocs => 0,
+            };
+            out.push((dpservice_node_name(node).to_owned(), v));
+        }
+        out.push((
+            "drop".to_owned(),
+            if stat == GraphStat::Objects { drops } else { 0 },
+        ));
+        for p in &self.ports {
+            let s = self.port_stats(p);
+            let v = match stat {
+                GraphStat::Objects => s.tx_packets + s.tx_errors + s.tx_dropped,
+                _ => 0,
+            };
+            out.push((format!("tx-{}", p.port), v));
+        }
+        out
+    }
+
+    /// Nanoseconds `node` took, summed over the workers (0 without a calibrated counter).
+    pub fn node_nanoseconds(&self, node: NodeId) -> u64 {
+        if self.ticks_per_ns <= 0.0 {
+            return 0;
+        }
+        (self.sum(|g| g.node_cycles(node)) as f64 / self.ticks_per_ns) as u64
+    }
+}
+
+/// dpservice's name of a virtual service in its telemetry: `UDP:1.2.3.4:53`.
+pub fn virtsvc_name(svc: &dp_tables::VirtualService) -> String {
+    let proto = if svc.proto == dp_packet::IpProtocol::TCP {
+        "TCP"
+    } else {
+        "UDP"
+    };
+    format!("{proto}:{}:{}", svc.virtual_addr, svc.virtual_port)
 }
 
 /// The host's name, for `dps_graph_call_count`'s `node` label ("" when it cannot be read).
@@ -53,7 +309,7 @@ pub fn hostname() -> String {
 
 /// dpservice's name for a node in `dps_graph_call_count` where it has the same node (`cls`
 /// for classify), else ours.
-fn dpservice_node_name(node: NodeId) -> &'static str {
+pub fn dpservice_node_name(node: NodeId) -> &'static str {
     match node {
         NodeId::Classify => "cls",
         other => other.name(),
@@ -79,6 +335,13 @@ impl Families {
         Ok(c)
     }
 
+    /// A counter of seconds (a float: Prometheus's base unit of time).
+    fn seconds(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<CounterVec> {
+        let c = CounterVec::new(Opts::new(name, help), labels)?;
+        self.0.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
     fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
         let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
         self.0.register(Box::new(g.clone()))?;
@@ -89,6 +352,13 @@ impl Families {
 /// Sets one counter to `v` (a fresh counter per scrape: adding is setting).
 fn put(c: &IntCounterVec, labels: &[&str], v: u64) -> prometheus::Result<()> {
     c.get_metric_with_label_values(labels)?.inc_by(v);
+    Ok(())
+}
+
+/// Sets one seconds counter to `ns` nanoseconds.
+fn put_ns(c: &CounterVec, labels: &[&str], ns: u64) -> prometheus::Result<()> {
+    c.get_metric_with_label_values(labels)?
+        .inc_by(ns as f64 / 1e9);
     Ok(())
 }
 
@@ -179,19 +449,61 @@ pub fn render(src: &Sources) -> prometheus::Result<String> {
         put(&f.counter(name, help, &[])?, &[], sum(&|g| read(g)))?;
     }
 
+    // Per-node batches and time.
+    let node_calls = f.counter(
+        "dpservice_node_calls_total",
+        "Batches each graph node ran, summed over the workers (DPDK's graph call count)",
+        &["node"],
+    )?;
+    let node_ns = f.seconds(
+        "dpservice_node_seconds_total",
+        "Time each graph node took, summed over the workers (time-stamp counter ticks \
+         calibrated against the clock at start)",
+        &["node"],
+    )?;
+    for &node in NodeId::ORDER {
+        put(&node_calls, &[node.name()], sum(&|g| g.node_calls(node)))?;
+        put_ns(&node_ns, &[node.name()], src.node_nanoseconds(node))?;
+    }
+
+    // The worker loops: polls that found work and those that did not, and their time.
+    let polls = f.counter(
+        "dpservice_worker_polls_total",
+        "Worker loop polls of the ports and rings, per worker: busy (something came) or idle",
+        &["worker", "state"],
+    )?;
+    let poll_ns = f.seconds(
+        "dpservice_worker_seconds_total",
+        "Worker loop time, per worker: busy (rounds that found work) or idle (polling in vain, \
+         spinning, sleeping)",
+        &["worker", "state"],
+    )?;
+    for (i, g) in graphs.iter().enumerate() {
+        let w = i.to_string();
+        let p = &g.polls;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        put(&polls, &[&w, "busy"], load(&p.busy))?;
+        put(&polls, &[&w, "idle"], load(&p.idle))?;
+        put_ns(&poll_ns, &[&w, "busy"], load(&p.busy_ns))?;
+        put_ns(&poll_ns, &[&w, "idle"], load(&p.idle_ns))?;
+    }
+
     // Connection tracking (as of each worker's last tick).
-    let flows = |read: fn(&dp_pipeline::FlowCounters) -> &std::sync::atomic::AtomicU64| {
-        sum(&|g| read(&g.flows).load(std::sync::atomic::Ordering::Relaxed))
+    let flows = |read: fn(&dp_pipeline::FlowCounters) -> &AtomicU64| {
+        sum(&|g| read(&g.flows).load(Ordering::Relaxed))
     };
     let live = flows(|f| &f.live);
     let capacity = flows(|f| &f.capacity);
     let saturation = f.gauge(
         "dps_hash_table_saturation",
-        "Entries and capacity of the flow table, summed over the workers",
+        "Entries and capacity of dpservice's hash tables, as the tables here hold that data \
+         (capacity 0: no fixed capacity)",
         &["table", "stat"],
     )?;
-    set(&saturation, &[FLOW_TABLE, "capacity"], capacity)?;
-    set(&saturation, &[FLOW_TABLE, "entries"], live)?;
+    for t in src.table_fill() {
+        set(&saturation, &[&t.name, "capacity"], t.capacity)?;
+        set(&saturation, &[&t.name, "entries"], t.entries)?;
+    }
     set(
         &f.gauge("dpservice_flows", "Live flows (connections tracked)", &[])?,
         &[],
@@ -263,18 +575,7 @@ pub fn render(src: &Sources) -> prometheus::Result<String> {
             continue;
         };
         let name = entry.name.as_str();
-        let mut s = dp_ports::PortStats::default();
-        for q in &p.queues {
-            let d = q.snapshot();
-            s.rx_packets += d.rx_packets;
-            s.rx_bytes += d.rx_bytes;
-            s.rx_errors += d.rx_errors;
-            s.rx_nombuf += d.rx_nombuf;
-            s.tx_packets += d.tx_packets;
-            s.tx_bytes += d.tx_bytes;
-            s.tx_errors += d.tx_errors;
-            s.tx_dropped += d.tx_dropped;
-        }
+        let s = src.port_stats(p);
         put(&packets, &[name, "rx_good_packets"], s.rx_packets)?;
         put(&packets, &[name, "tx_good_packets"], s.tx_packets)?;
         put(&bytes, &[name, "rx_good_bytes"], s.rx_bytes)?;
@@ -287,19 +588,49 @@ pub fn render(src: &Sources) -> prometheus::Result<String> {
     }
 
     // Interfaces (from the control plane's current tables).
-    let snapshot = src.tables.load();
     let rules = f.gauge(
         "dps_firewall_rules_count",
         "Firewall rules per interface",
         &["interface_id"],
     )?;
-    let mut interfaces = 0u64;
-    for iface in snapshot.ifaces_by_port.iter().flatten() {
-        interfaces += 1;
-        let fw = &iface.services.firewall;
-        let n =
-            fw.rules(TrafficDirection::Ingress).len() + fw.rules(TrafficDirection::Egress).len();
-        set(&rules, &[&iface.id], n as u64)?;
+    let fw = src.firewall_rules();
+    let interfaces = fw.len() as u64;
+    for (id, n) in &fw {
+        set(&rules, &[id], *n)?;
+    }
+    let nat = f.gauge(
+        "dps_nat_used_ports_count",
+        "NAT ports in use per interface (its live flows holding a NAT port)",
+        &["interface_id"],
+    )?;
+    for (id, n) in src.nat_used_ports() {
+        set(&nat, &[&id], n)?;
+    }
+    let virtsvc = f.gauge(
+        "dps_virtsvc_used_ports_count",
+        "Ports in use per virtual service (PROTO:IP:PORT): mapped ports with a live connection",
+        &["address"],
+    )?;
+    for (address, n) in src.virtsvc_used_ports() {
+        set(&virtsvc, &[&address], n)?;
+    }
+
+    // gRPC requests (this process's server).
+    let grpc = f.counter(
+        "dpservice_grpc_requests_total",
+        "gRPC requests served, per method and gRPC status code",
+        &["method", "code"],
+    )?;
+    for (method, code, n) in dp_control::GRPC_COUNTERS.requests() {
+        put(&grpc, &[method, code], n)?;
+    }
+    let grpc_errors = f.counter(
+        "dpservice_grpc_errors_total",
+        "gRPC replies carrying a dpservice error status, per method and dpservice error code",
+        &["method", "code"],
+    )?;
+    for (method, code, n) in dp_control::GRPC_COUNTERS.errors() {
+        put(&grpc_errors, &[method, &code.to_string()], n)?;
     }
     set(
         &f.gauge("dpservice_interfaces", "Interfaces (VM ports) created", &[])?,
@@ -359,9 +690,16 @@ mod tests {
             ports: vec![PortSource {
                 port: 0,
                 queues: vec![PortCounters::new(), PortCounters::new()],
+                workers: vec![0, 1],
             }],
             port_table: table,
             tables: publisher.reader(),
+            limits: TableLimits::default(),
+            virtual_services: Arc::default(),
+            virtsvc_used: Vec::new(),
+            ticks_per_ns: 2.0,
+            workers: Vec::new(),
+            buffer_bytes: 2048,
         };
         (src, publisher)
     }
@@ -387,6 +725,13 @@ mod tests {
         a.flows.capacity.store(500, Ordering::Relaxed);
         b.flows.capacity.store(500, Ordering::Relaxed);
         a.tx_packets.store(6, Ordering::Relaxed);
+        a.node_calls[NodeId::Classify.index()].store(2, Ordering::Relaxed);
+        b.node_calls[NodeId::Classify.index()].store(1, Ordering::Relaxed);
+        a.node_cycles[NodeId::Classify.index()].store(3000, Ordering::Relaxed);
+        b.node_cycles[NodeId::Classify.index()].store(1000, Ordering::Relaxed);
+        a.polls.busy.store(3, Ordering::Relaxed);
+        a.polls.idle.store(9, Ordering::Relaxed);
+        b.polls.idle_ns.store(1_500_000_000, Ordering::Relaxed);
         let (src, _publisher) = sources(vec![a, b]);
         let text = render(&src).unwrap();
 
@@ -459,6 +804,42 @@ mod tests {
             Some(10)
         );
         assert_eq!(sample(&text, "dpservice_tx_packets_total"), Some(6));
+        assert_eq!(
+            sample(&text, r#"dpservice_node_calls_total{node="classify"}"#),
+            Some(3)
+        );
+        // 4000 ticks at 2 per ns: 2 µs.
+        assert!(
+            text.contains("dpservice_node_seconds_total{node=\"classify\"} 0.000002\n"),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"dpservice_worker_polls_total{state="busy",worker="0"}"#
+            ),
+            Some(3)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"dpservice_worker_polls_total{state="idle",worker="0"}"#
+            ),
+            Some(9)
+        );
+        assert!(
+            text.contains("dpservice_worker_seconds_total{state=\"idle\",worker=\"1\"} 1.5\n"),
+            "{text}"
+        );
+        // Every table dpservice reports, this one's capacity unknown (0) without limits.
+        assert_eq!(
+            sample(
+                &text,
+                r#"dps_hash_table_saturation{stat="capacity",table="interface_table"}"#
+            ),
+            Some(0)
+        );
+        assert_eq!(text.matches("dps_hash_table_saturation{").count(), 22);
         assert_eq!(sample(&text, "dpservice_workers"), Some(2));
         assert_eq!(
             sample(

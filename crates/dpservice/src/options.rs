@@ -241,6 +241,12 @@ pub struct Options {
     #[arg(long = "dump-socket", value_name = "PATH",
           default_value = crate::dump::DEFAULT_SOCKET)]
     pub dump_socket: String,
+    /// serve DPDK telemetry (v2, dpservice's commands) on this unix socket, or `none` for no
+    /// socket; default DPDK's: /var/run/dpdk/<file-prefix>/dpdk_telemetry.v2 for root,
+    /// /run/user/<uid>/dpdk/<file-prefix>/dpdk_telemetry.v2 otherwise (the EAL
+    /// --file-prefix, default rte) [dpservice-rs]
+    #[arg(long = "telemetry-socket", value_name = "PATH|none")]
+    pub telemetry_socket: Option<PathBuf>,
 
     /// run on NIC configured in multiport e-switch mode
     #[arg(long = "multiport-eswitch")]
@@ -290,6 +296,28 @@ pub struct Options {
     /// MAC is the dataplane's on that port (see "DPDK EAL arguments").
     #[arg(skip)]
     pub vdevs: Vec<Vdev>,
+
+    /// The EAL argument `--file-prefix` (DPDK's runtime directory name, `rte` by default).
+    #[arg(skip)]
+    pub file_prefix: Option<String>,
+}
+
+/// DPDK's runtime directory name without `--file-prefix`.
+pub const DEFAULT_FILE_PREFIX: &str = "rte";
+
+/// The `--file-prefix` value among the EAL arguments (`--file-prefix=P` or `--file-prefix P`;
+/// the last one wins, as in DPDK's getopt loop).
+fn file_prefix_of(eal: &[OsString]) -> Option<String> {
+    let mut out = None;
+    let mut args = eal.iter().map(|a| a.to_string_lossy());
+    while let Some(arg) = args.next() {
+        if let Some(p) = arg.strip_prefix("--file-prefix=") {
+            out = Some(p.to_string());
+        } else if arg == "--file-prefix" {
+            out = args.next().map(|p| p.to_string());
+        }
+    }
+    out.filter(|p| !p.is_empty() && !p.contains('/'))
 }
 
 /// The VF interface name pattern when `--vf-pattern` is not given.
@@ -558,11 +586,13 @@ impl Options {
 
         let rest: Vec<OsString> = args.collect();
         let mut vdevs = Vec::new();
+        let mut file_prefix = None;
         match rest.iter().position(|a| a == "--") {
             Some(sep) => {
                 if sep > 0 {
                     let eal_args = rest.get(..sep).unwrap_or_default();
                     vdevs = vdevs_of(eal_args, &mut warnings).map_err(LoadError::Invalid)?;
+                    file_prefix = file_prefix_of(eal_args);
                     let eal: Vec<_> = eal_args.iter().map(|a| a.to_string_lossy()).collect();
                     warnings.push(format!(
                         "ignoring DPDK EAL arguments (but the TAPs of --vdev): {}",
@@ -600,6 +630,7 @@ impl Options {
             opts.vf_count = u16::try_from(vfs).unwrap_or(u16::MAX).min(256);
         }
         opts.vdevs = vdevs;
+        opts.file_prefix = file_prefix;
         opts.validate(&mut warnings).map_err(LoadError::Invalid)?;
         warnings.extend(ignored_options(&matches));
         opts.warnings = warnings;
@@ -685,6 +716,23 @@ impl Options {
             })
             .collect();
         dp_tables::VirtualServices::new(list).map_err(|e| format!("virtual services: {e:?}"))
+    }
+
+    /// Where the DPDK telemetry socket goes for a process of `uid` (`None`: no socket).
+    pub fn telemetry_path(&self, uid: u32) -> Option<PathBuf> {
+        match &self.telemetry_socket {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => Some(p.clone()),
+            None => {
+                let prefix = self.file_prefix.as_deref().unwrap_or(DEFAULT_FILE_PREFIX);
+                let dir = if uid == 0 {
+                    PathBuf::from("/var/run/dpdk")
+                } else {
+                    PathBuf::from(format!("/run/user/{uid}/dpdk"))
+                };
+                Some(dir.join(prefix).join(crate::telemetry::SOCKET_NAME))
+            }
+        }
     }
 
     /// Whether periodic statistics are printed (dpservice's `stats_enabled`).
@@ -1068,6 +1116,30 @@ mod tests {
             Some("127.0.0.1:9064".parse().unwrap())
         );
         assert!(cli(&["--metrics-addr", "127.0.0.1"]).is_err());
+    }
+
+    #[test]
+    fn telemetry_socket_is_dpdks_unless_given_or_none() {
+        let o = cli(&["--ipv6", "fc00::1"]).unwrap();
+        assert_eq!(
+            o.telemetry_path(0),
+            Some(PathBuf::from("/var/run/dpdk/rte/dpdk_telemetry.v2"))
+        );
+        assert_eq!(
+            o.telemetry_path(1000),
+            Some(PathBuf::from("/run/user/1000/dpdk/rte/dpdk_telemetry.v2"))
+        );
+        let o = cli(&["--telemetry-socket", "/tmp/x.sock"]).unwrap();
+        assert_eq!(o.telemetry_path(0), Some(PathBuf::from("/tmp/x.sock")));
+        let o = cli(&["--telemetry-socket", "none"]).unwrap();
+        assert_eq!(o.telemetry_path(0), None);
+        let o = cli(&["-l", "0", "--file-prefix=dp1", "--", "--ipv6", "fc00::1"]).unwrap();
+        assert_eq!(
+            o.telemetry_path(0),
+            Some(PathBuf::from("/var/run/dpdk/dp1/dpdk_telemetry.v2"))
+        );
+        let o = cli(&["--file-prefix", "dp2", "--", "--ipv6", "fc00::1"]).unwrap();
+        assert_eq!(o.file_prefix.as_deref(), Some("dp2"));
     }
 
     #[test]

@@ -2,8 +2,30 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
+use dp_pipeline::commands::{CommandSender, WorkerCommand, WorkerReport};
 use dp_pipeline::{DropReason, GraphCounters, NodeId};
+
+/// Asks every worker for its report and waits for the answers (each at most `wait`; workers
+/// serve commands every tick), in worker order.
+pub fn reports(workers: &[CommandSender], wait: Duration) -> Vec<WorkerReport> {
+    let (reply, answers) = std::sync::mpsc::sync_channel(workers.len().max(1));
+    let asked = workers
+        .iter()
+        .filter(|w| {
+            w.send(WorkerCommand::Report {
+                reply: reply.clone(),
+            })
+            .is_ok()
+        })
+        .count();
+    let mut out: Vec<WorkerReport> = (0..asked)
+        .map_while(|_| answers.recv_timeout(wait).ok())
+        .collect();
+    out.sort_by_key(|r| r.index);
+    out
+}
 
 /// One line: per-node packet counts and every non-zero drop counter, summed over workers.
 pub fn summary(workers: &[Arc<GraphCounters>]) -> String {

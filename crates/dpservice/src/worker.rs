@@ -186,6 +186,7 @@ impl Worker {
                 time.busy_ns += spent;
                 time.busy_rounds += 1;
                 time.packets += round.received as u64;
+                time.publish(&self.graph.counters().polls);
                 if pacer.busy(round, end) {
                     if let Some(e) = epoll.as_mut() {
                         e.disarm();
@@ -195,6 +196,7 @@ impl Worker {
             }
             time.empty_ns += spent;
             time.empty_rounds += 1;
+            time.publish(&self.graph.counters().polls);
             if pacer.empty(end) {
                 // Not when another worker handed us packets meanwhile (it may not wake us).
                 if !self.worker.rings().is_none_or(|r| r.set_sleeping(true)) {
@@ -564,6 +566,18 @@ struct LoopTime {
 }
 
 impl LoopTime {
+    /// Makes the counts readable by other threads (metrics, telemetry): plain stores, this
+    /// worker being their only writer. The sleep of an idle round shows with the next round.
+    #[inline]
+    fn publish(&self, polls: &dp_pipeline::PollCounters) {
+        polls.busy.store(self.busy_rounds, Ordering::Relaxed);
+        polls.idle.store(self.empty_rounds, Ordering::Relaxed);
+        polls.busy_ns.store(self.busy_ns, Ordering::Relaxed);
+        polls
+            .idle_ns
+            .store(self.empty_ns + self.sleep_ns, Ordering::Relaxed);
+    }
+
     fn log(&self, leader: bool) {
         let total = (self.busy_ns + self.empty_ns + self.sleep_ns).max(1) as f64;
         let pct = |ns: u64| format!("{:.1}", 100.0 * ns as f64 / total);

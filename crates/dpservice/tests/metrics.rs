@@ -30,7 +30,12 @@ const IO_TIMEOUT: Duration = Duration::from_secs(3);
 /// Names that dpservice's exporter gives its metrics and `promtool check metrics` lints
 /// ("non-histogram and non-summary metrics should not have "_count" suffix"): kept for
 /// compatibility, the only lint findings allowed.
-const DPSERVICE_NAMES: &[&str] = &["dps_graph_call_count", "dps_firewall_rules_count"];
+const DPSERVICE_NAMES: &[&str] = &[
+    "dps_graph_call_count",
+    "dps_firewall_rules_count",
+    "dps_nat_used_ports_count",
+    "dps_virtsvc_used_ports_count",
+];
 
 /// `GET /metrics` over plain HTTP/1.1: the status line and the body.
 fn scrape(addr: SocketAddr, path: &str) -> Result<(String, String, String), String> {
@@ -186,6 +191,10 @@ fn metrics_endpoint_serves_the_counters() {
             ("dpdk_ethdev_errors_total", "counter"),
             ("dpdk_ethdev_link_status", "gauge"),
             ("dpservice_workers", "gauge"),
+            ("dpservice_node_calls_total", "counter"),
+            ("dpservice_node_seconds_total", "counter"),
+            ("dpservice_worker_polls_total", "counter"),
+            ("dpservice_worker_seconds_total", "counter"),
         ] {
             ensure(first.contains(&format!("# HELP {family} ")), || {
                 format!("no HELP for {family}:\n{first}")
@@ -249,6 +258,26 @@ fn metrics_endpoint_serves_the_counters() {
             sample(&later, r#"dpservice_node_packets_total{node="classify"}"#) <= Some(rx(&later)),
             || format!("classify counts more than the ports received:\n{later}"),
         )?;
+        // Classify ran batches, taking time (where there is a time-stamp counter), at most one
+        // batch per packet; the worker found work in some polls and none in others.
+        let calls = sample(&later, r#"dpservice_node_calls_total{node="classify"}"#);
+        let packets = sample(&later, r#"dpservice_node_packets_total{node="classify"}"#);
+        ensure(calls.is_some_and(|c| c >= 1.0) && calls <= packets, || {
+            format!("classify batches {calls:?} for {packets:?} packets:\n{later}")
+        })?;
+        if cfg!(target_arch = "x86_64") {
+            ensure(
+                sample(&later, r#"dpservice_node_seconds_total{node="classify"}"#)
+                    .is_some_and(|s| s > 0.0 && s < 10.0),
+                || format!("classify time:\n{later}"),
+            )?;
+        }
+        for state in ["busy", "idle"] {
+            let polls = format!("dpservice_worker_polls_total{{state=\"{state}\",worker=\"0\"}}");
+            ensure(sample(&later, &polls).is_some_and(|n| n >= 1.0), || {
+                format!("{polls}:\n{later}")
+            })?;
+        }
 
         // An interface, and its firewall rule count (none yet).
         let mut api = Api::connect(grpc)?;
@@ -262,11 +291,60 @@ fn metrics_endpoint_serves_the_counters() {
             device: &vf0,
             hostname: None,
         })?;
+        api.create_nat("vm1", Ipv4Addr::new(45, 86, 6, 6), 1000, 2000)?;
+        // The same interface again: a dpservice error in a gRPC OK reply.
+        let again = api.create_interface(&IfaceSpec {
+            id: "vm1",
+            vni: 100,
+            ipv4: Ipv4Addr::new(10, 1, 1, 1),
+            ipv6: Ipv6Addr::UNSPECIFIED,
+            device: &vf0,
+            hostname: None,
+        });
+        ensure(again.is_err(), || "vm1 created twice".into())?;
         let (_, _, text) = scrape(addr, "/metrics")?;
         ensure(
             sample(&text, r#"dps_firewall_rules_count{interface_id="vm1"}"#) == Some(0.0),
             || format!("firewall rules of vm1:\n{text}"),
         )?;
+        // No traffic from vm1: no NAT port in use; the interface and its NAT in the tables.
+        ensure(
+            sample(&text, r#"dps_nat_used_ports_count{interface_id="vm1"}"#) == Some(0.0),
+            || format!("NAT ports of vm1:\n{text}"),
+        )?;
+        for (table, entries) in [
+            ("interface_table", 1.0),
+            ("snat_table", 1.0),
+            ("dnat_table", 1.0),
+        ] {
+            let series = format!("dps_hash_table_saturation{{stat=\"entries\",table=\"{table}\"}}");
+            ensure(sample(&text, &series) == Some(entries), || {
+                format!("{series}:\n{text}")
+            })?;
+        }
+        // The gRPC requests, by method and code, and the failed one's dpservice code.
+        for (series, n) in [
+            (
+                r#"dpservice_grpc_requests_total{code="OK",method="Initialize"}"#,
+                1.0,
+            ),
+            (
+                r#"dpservice_grpc_requests_total{code="OK",method="CreateInterface"}"#,
+                2.0,
+            ),
+            (
+                r#"dpservice_grpc_requests_total{code="OK",method="CreateNat"}"#,
+                1.0,
+            ),
+            (
+                r#"dpservice_grpc_errors_total{code="202",method="CreateInterface"}"#,
+                1.0,
+            ),
+        ] {
+            ensure(sample(&text, series) == Some(n), || {
+                format!("{series} is not {n}:\n{text}")
+            })?;
+        }
         ensure(sample(&text, "dpservice_interfaces") == Some(1.0), || {
             format!("interfaces:\n{text}")
         })?;

@@ -57,6 +57,7 @@ pub(super) fn failed(what: &'static str, e: DpError) -> v1::Status {
         error = e.message(),
         "Failed request"
     );
+    crate::GRPC_COUNTERS.count_error(what, e.code());
     e.to_status()
 }
 

@@ -38,7 +38,7 @@ use crate::affinity;
 use crate::buffer::PacketBuf;
 use crate::drop::DropReason;
 use crate::graph::NodeId;
-use crate::node::{Ctx, Node, Verdict};
+use crate::node::{Ctx, Emit, Node, Verdict};
 use crate::offload::{self, Offload};
 use crate::port_table::PortKind;
 use crate::worker_ctx::WorkerCtx;
@@ -62,7 +62,15 @@ pub struct Virtsvc {
     uplinks: UplinkChoice,
     /// The IPv4 identification of the next reply.
     ident: u16,
+    /// When the ports in use are next counted ([`dp_tables::VirtsvcTables::count_used`]).
+    next_count_ns: u64,
 }
+
+/// How often a worker goes on counting its virtual services' ports in use.
+const COUNT_INTERVAL_NS: u64 = 100_000_000;
+/// Port slots looked at per count (a service has 64512 per worker): a complete count of two
+/// services takes under a second, at a few microseconds per call.
+const COUNT_PER_TICK: usize = 16_384;
 
 impl Node for Virtsvc {
     const NAME: &'static str = "virtsvc";
@@ -86,6 +94,16 @@ impl Node for Virtsvc {
             self.request(pkt, ctx, worker)
         };
         result.unwrap_or_else(Verdict::Drop)
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        Some(self.next_count_ns)
+    }
+
+    fn handle_timeout(&mut self, ctx: &Ctx<'_>, worker: &mut WorkerCtx, _emit: &mut Emit<'_>) {
+        self.next_count_ns = ctx.now_ns.saturating_add(COUNT_INTERVAL_NS);
+        let short = ctx.config.flow_timeouts.default_ns;
+        worker.virtsvc.count_used(ctx.now_ns, short, COUNT_PER_TICK);
     }
 }
 
