@@ -757,7 +757,10 @@ impl Graph {
         }
         // A node that ran a later node (its input was full) includes that one's time: rare.
         if let Some(c) = self.counters.node_cycles.get(id.index()) {
-            c.fetch_add(crate::cycles::now().wrapping_sub(started), Ordering::Relaxed);
+            c.fetch_add(
+                crate::cycles::now().wrapping_sub(started),
+                Ordering::Relaxed,
+            );
         }
     }
 
