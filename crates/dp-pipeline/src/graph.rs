@@ -285,6 +285,8 @@ pub struct GraphCounters {
     pub handed_in: AtomicU64,
     /// The worker's flow table, as of its last tick (written by [`Graph::tick`]).
     pub flows: FlowCounters,
+    /// Packet capture: copies made, truncated, skipped ([`crate::capture`]).
+    pub capture: crate::capture::CaptureCounters,
 }
 
 /// A worker's flow-table figures (connection tracking), refreshed every tick.
@@ -325,6 +327,7 @@ impl Default for GraphCounters {
             handed_off: AtomicU64::new(0),
             handed_in: AtomicU64::new(0),
             flows: FlowCounters::default(),
+            capture: Default::default(),
         }
     }
 }
@@ -417,6 +420,8 @@ pub struct Graph {
     /// run, not with an atomic add per packet.
     handed_off_in_run: u64,
     counters: std::sync::Arc<GraphCounters>,
+    /// Packet capture: the copies waiting ([`crate::capture`]).
+    capture: crate::capture::Capture,
     /// `--graphtrace-loglevel`: 0 off, 1 every verdict, 2 also the frame's first bytes.
     trace_level: u8,
     /// Debug builds: the edges taken, per node (bit `i`: to node `i`; bit 63: to a port; bit 62:
@@ -456,6 +461,7 @@ impl Graph {
             recirc_spare: Vec::with_capacity(RECIRC_CAPACITY),
             handed_off_in_run: 0,
             counters,
+            capture: crate::capture::Capture::new(),
             trace_level: 0,
             #[cfg(debug_assertions)]
             edges_taken: [0; NodeId::COUNT],
@@ -478,6 +484,8 @@ impl Graph {
         pool: &mut BufferPool,
         sink: &mut dyn TxSink,
     ) {
+        let rx = self.inputs.get(NodeId::Classify.index());
+        self.capture.begin(ctx, rx, pool, &self.counters);
         let mut env = Env {
             ctx,
             worker,
@@ -498,6 +506,7 @@ impl Graph {
         pool: &mut BufferPool,
         sink: &mut dyn TxSink,
     ) {
+        self.capture.begin(ctx, None, pool, &self.counters);
         let mut env = Env {
             ctx,
             worker,
@@ -587,9 +596,10 @@ impl Graph {
         for (index, batch) in self.tx.iter_mut().enumerate() {
             if !batch.is_empty() {
                 let port = PortId::try_from(index).unwrap_or(PortId::MAX);
-                sink.flush(port, batch, pool, &self.counters);
+                self.capture.flush(port, batch, pool, sink, &self.counters);
             }
         }
+        self.capture.flush_copies(pool, sink, &self.counters);
     }
 
     /// Number of ports the graph transmits to.
@@ -901,7 +911,8 @@ impl Graph {
             return Err((pkt, DropReason::DstPortDown));
         };
         if batch.len() >= BATCH_SIZE {
-            env.sink.flush(port, batch, env.pool, &self.counters);
+            self.capture
+                .flush(port, batch, env.pool, env.sink, &self.counters);
         }
         push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull))
     }

@@ -346,18 +346,11 @@ impl Harness {
     }
 
     fn drain(&mut self) -> Vec<(PortId, Vec<u8>)> {
-        // What went out in the middle of the run first: it was sent first.
-        let mut out = std::mem::take(&mut self.flushed);
-        for port in 0..self.graph.port_count() {
-            let port = port as PortId;
-            let batch = self.graph.tx_batch(port).unwrap();
-            for buf in batch.drain(..) {
-                out.push((port, buf.data().to_vec()));
-                self.pool.free(buf);
-                self.tx += 1;
-            }
-        }
-        out
+        // What went out in the middle of the run first: it was sent first. Then every port's
+        // batch and the capture copies, as the worker flushes them.
+        let (_, graph, _, pool, mut sink) = self.parts();
+        graph.flush_tx(pool, &mut sink);
+        std::mem::take(&mut self.flushed)
     }
 
     /// Takes what other workers handed to this one (its `worker` has rings), runs the graph
