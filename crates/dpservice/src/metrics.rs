@@ -183,7 +183,11 @@ pub fn render(src: &Sources) -> prometheus::Result<String> {
         (
             "dpservice_capture_truncated_total",
             "Packet capture copies cut to the underlay MTU",
-            |g| g.capture.truncated.load(std::sync::atomic::Ordering::Relaxed),
+            |g| {
+                g.capture
+                    .truncated
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            },
         ),
         (
             "dpservice_capture_skipped_offload_total",

@@ -940,6 +940,9 @@ fn run_case(case: &Case, run: Run) -> Result {
     let drops = all_drops() - drops_before;
     let expected = if case.path == "drop" {
         spoofed == received && sent == 0
+    } else if case.path == "capture" {
+        // Each packet and its copy.
+        sent == 2 * received && drops == 0
     } else {
         sent == received && drops == 0
     };
