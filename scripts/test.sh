@@ -3,7 +3,8 @@
 # system tests (crates/dpservice/tests/system.rs: the real daemon on TAP ports, VMs as network
 # namespaces, stock DHCP clients, ping; crates/dpservice/tests/multihost.rs: two daemons behind a
 # router namespace, iperf3, tcpdump; crates/dpservice/tests/stateful.rs: NAT, VIP, firewall,
-# NAT64 and neighbor NAT against an "internet" namespace). Fails if anything fails.
+# NAT64 and neighbor NAT against an "internet" namespace; crates/dpservice/tests/capture.rs: packet
+# capture, copies caught by tcpdump at a sink behind the uplink). Fails if anything fails.
 #
 # Usage: sudo scripts/test.sh [extra `cargo test` arguments, e.g. -- --nocapture]
 #

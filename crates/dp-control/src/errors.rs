@@ -42,6 +42,12 @@ pub enum DpError {
     /// [`crate::Limits`]).
     #[error("LIMIT_REACHED")]
     LimitReached,
+    /// 210: a packet capture is active already (or an interface is named twice).
+    #[error("ALREADY_ACTIVE")]
+    AlreadyActive,
+    /// 211: no packet capture is active.
+    #[error("NOT_ACTIVE")]
+    NotActive,
     /// 301: exactly this prefix is routed already.
     #[error("ROUTE_EXISTS")]
     RouteExists,
@@ -97,6 +103,8 @@ impl DpError {
             DpError::NoVni => status::NO_VNI,
             DpError::OutOfMemory => status::OUT_OF_MEMORY,
             DpError::LimitReached => status::LIMIT_REACHED,
+            DpError::AlreadyActive => status::ALREADY_ACTIVE,
+            DpError::NotActive => status::NOT_ACTIVE,
             DpError::RouteExists => status::ROUTE_EXISTS,
             DpError::RouteNotFound => status::ROUTE_NOT_FOUND,
             DpError::RouteInsert => status::ROUTE_INSERT,
@@ -158,6 +166,8 @@ mod tests {
             (DpError::NoVni, 206, "NO_VNI"),
             (DpError::OutOfMemory, 208, "OUT_OF_MEMORY"),
             (DpError::LimitReached, 209, "LIMIT_REACHED"),
+            (DpError::AlreadyActive, 210, "ALREADY_ACTIVE"),
+            (DpError::NotActive, 211, "NOT_ACTIVE"),
             (DpError::RouteExists, 301, "ROUTE_EXISTS"),
             (DpError::RouteNotFound, 302, "ROUTE_NOT_FOUND"),
             (DpError::RouteInsert, 303, "ROUTE_INSERT"),

@@ -209,6 +209,11 @@ impl Interfaces {
         Arc::clone(&self.by_port)
     }
 
+    /// The PF ports (pf0, pf1 if there is one).
+    pub(crate) fn uplinks(&self) -> &[PortId] {
+        &self.uplinks
+    }
+
     pub(crate) fn get(&self, id: &str) -> Option<&IfaceEntry> {
         self.by_id.get(id)
     }

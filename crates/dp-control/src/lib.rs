@@ -60,8 +60,8 @@
 //! * Tables filled on request have limits ([`Limits`]); a full table is a dpservice error code.
 //! * Load balancers, their targets and target prefixes follow dpservice's checks and codes
 //!   (see [`loadbalancers`]).
-//! * The capture RPCs (a later issue) answer gRPC `UNIMPLEMENTED`
-//!   `"not implemented yet in dpservice-rs"`.
+//! * Packet capture (CaptureStart/Stop/Status) follows dpservice's checks and codes; the
+//!   copies are made by the workers (see [`capture`]).
 //!
 //! The operations themselves live in [`state::State`] (usable without gRPC), the gRPC
 //! conversion and validation in [`service`].
@@ -84,11 +84,8 @@
 //! | VIPs | [`vip`] | (`public`, each interface's `services.vip`) | `service/vip.rs` |
 //! | NAT | [`nat`] | `public`, `neighbor_nats` (each interface's `services.nat`) | `service/nat.rs` |
 //! | load balancers | [`loadbalancers`] | `load_balancers`, `lb_generation` (target prefixes in their interface's prefixes and the underlay map) | `service/loadbalancers.rs` |
+//! | capture | [`capture`] | `capture` | `service/capture.rs` |
 //! | initialization, version | [`state`] | — | `service/init.rs` |
-//!
-//! Still to come, as a domain of its own (module `capture` and `service/capture.rs`), its RPCs
-//! answering UNIMPLEMENTED until then: **capture** (packet capture start/stop/status, no
-//! snapshot part).
 //!
 //! A domain whose table in the snapshot changes per request keeps it in a `VersionedTable`
 //! (`versioned.rs`: triple buffering plus an operation log, so publishing costs O(change), not
@@ -98,6 +95,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod errors;
 pub mod firewall;
 pub mod grpc_metrics;

@@ -23,6 +23,7 @@
 //! | firewall | [`crate::firewall`] | (each interface's `services.firewall`) | create/delete/get/list firewall rule |
 //! | VIPs | [`crate::vip`] | (`public`, each interface's `services.vip`) | create/delete/get VIP |
 //! | NAT | [`crate::nat`] | `public`, `neighbor_nats` (each interface's `services.nat`) | create/delete/get NAT, list local NATs, create/delete/list neighbor NATs |
+//! | capture | [`crate::capture`] | `capture` | capture start/stop/status |
 //! | load balancers | [`crate::loadbalancers`] | `load_balancers`, `lb_generation` (target prefixes in each interface's prefixes) | create/delete/get/list balancer, create/delete/list target, create/delete/list target prefix |
 //!
 //! This module keeps what they share: initialization, publishing and the table limits
@@ -37,6 +38,7 @@ use std::sync::Arc;
 
 use dp_tables::{PortId, Publisher, Snapshot, SnapshotReader};
 
+use crate::capture::Capture;
 use crate::firewall::Firewalls;
 use crate::interfaces::Interfaces;
 use crate::loadbalancers::LoadBalancers;
@@ -45,6 +47,7 @@ use crate::underlay::{UnderlayMode, Underlays};
 use crate::vnis::Vnis;
 use crate::Limits;
 
+pub use crate::capture::{CaptureSpec, CaptureStatus, CaptureTarget, CapturedIface};
 pub use crate::firewall::{
     FirewallAction, FirewallRuleSpec, PortFilter, RuleFilter, TrafficDirection,
 };
@@ -79,6 +82,8 @@ pub struct State {
     /// Load balancers and their targets: the snapshot's `load_balancers` and `lb_generation`
     /// (target prefixes are kept with their interfaces).
     pub(crate) lbs: LoadBalancers,
+    /// The active packet capture: the snapshot's `capture`.
+    pub(crate) capture: Capture,
     /// Table sizes.
     pub(crate) limits: Limits,
     /// Changes made so far, and how many of them have been published.
@@ -113,6 +118,7 @@ impl State {
             firewalls: Firewalls::default(),
             nat: Nats::default(),
             lbs: LoadBalancers::default(),
+            capture: Capture::default(),
             limits: Limits::default(),
             changes: 0,
             published: 0,
@@ -236,6 +242,7 @@ impl State {
             load_balancers,
             lb_generation,
             firewall_generation: self.firewall_generation,
+            capture: self.capture_published(),
             generation: 0,
         };
         self.publisher.publish(snapshot);

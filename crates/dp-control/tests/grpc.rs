@@ -863,14 +863,16 @@ async fn load_balancer_rpcs_check_their_arguments_and_answer_dpservices_codes() 
 }
 
 #[tokio::test]
-async fn unimplemented_rpcs_and_health() {
+async fn capture_status_and_health() {
     let server = Server::start().await;
     let mut c = initialized_client(&server).await;
-    let e = c
+    let r = c
         .capture_status(v1::CaptureStatusRequest {})
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+        .unwrap()
+        .into_inner();
+    assert!(!r.is_active);
+    assert_eq!(code(&r.status), (0, "Success"));
 
     let channel = Channel::from_shared(format!("http://{}", server.addr))
         .unwrap()

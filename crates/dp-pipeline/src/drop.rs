@@ -90,6 +90,7 @@ drop_reasons! {
     HandoffRingFull => "handoff_ring_full", "the ring to the worker that owns the packet's flow was full (or there is none): flow affinity drops rather than stalls";
     TxFailed => "tx_failed", "the port could not transmit the frame";
     NoBuffer => "no_buffer", "no free packet buffer";
+    CaptureNoBuffer => "capture_no_buffer", "a capture copy not made: no free packet buffer, or too many copies waiting";
     OffloadInvalid => "offload_invalid", "a superframe whose offload request (virtio-net header) does not match its headers, so it cannot be segmented";
     ArpReplyConsumed => "arp_reply_consumed", "ARP reply from a VM to the gateway about the VM's own address (the answer to a probe): its MAC was learned, nothing to send";
     VmNaConsumed => "vm_na_consumed", "neighbor advertisement from a VM for its own address (the answer to a probe): its MAC was learned, nothing to send";

@@ -290,6 +290,8 @@ pub struct GraphCounters {
     /// The worker loop's polls: those that found work and those that did not (written by the
     /// worker loop, not the graph).
     pub polls: PollCounters,
+    /// Packet capture: copies made, truncated, skipped ([`crate::capture`]).
+    pub capture: crate::capture::CaptureCounters,
 }
 
 /// A worker loop's polls of its ports and rings: busy (something was received or handed in)
@@ -375,6 +377,7 @@ impl Default for GraphCounters {
             handed_in: AtomicU64::new(0),
             flows: FlowCounters::default(),
             polls: PollCounters::default(),
+            capture: Default::default(),
         }
     }
 }
@@ -467,6 +470,8 @@ pub struct Graph {
     /// run, not with an atomic add per packet.
     handed_off_in_run: u64,
     counters: std::sync::Arc<GraphCounters>,
+    /// Packet capture: the copies waiting ([`crate::capture`]).
+    capture: crate::capture::Capture,
     /// `--graphtrace-loglevel`: 0 off, 1 every verdict, 2 also the frame's first bytes.
     trace_level: u8,
     /// `dpservice-dump`'s tap ([`crate::trace`]), when the daemon gave one.
@@ -513,6 +518,7 @@ impl Graph {
             recirc_spare: Vec::with_capacity(RECIRC_CAPACITY),
             handed_off_in_run: 0,
             counters,
+            capture: crate::capture::Capture::new(),
             trace_level: 0,
             tap: None,
             tracing: false,
@@ -561,6 +567,8 @@ impl Graph {
         if self.tap_ports {
             self.tap_received();
         }
+        let rx = self.inputs.get(NodeId::Classify.index());
+        self.capture.begin(ctx, rx, pool, &self.counters);
         let mut env = Env {
             ctx,
             worker,
@@ -619,6 +627,7 @@ impl Graph {
         sink: &mut dyn TxSink,
     ) {
         self.begin_trace(ctx.now_ns);
+        self.capture.begin(ctx, None, pool, &self.counters);
         let mut env = Env {
             ctx,
             worker,
@@ -717,9 +726,10 @@ impl Graph {
                         self.run_now_ns,
                     );
                 }
-                sink.flush(port, batch, pool, &self.counters);
+                self.capture.flush(port, batch, pool, sink, &self.counters);
             }
         }
+        self.capture.flush_copies(pool, sink, &self.counters);
     }
 
     /// Number of ports the graph transmits to.
@@ -1045,7 +1055,8 @@ impl Graph {
                     self.run_now_ns,
                 );
             }
-            env.sink.flush(port, batch, env.pool, &self.counters);
+            self.capture
+                .flush(port, batch, env.pool, env.sink, &self.counters);
         }
         push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull))
     }

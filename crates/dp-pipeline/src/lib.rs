@@ -13,6 +13,7 @@
 )]
 
 pub mod affinity;
+pub mod capture;
 pub mod commands;
 pub mod config;
 pub mod cycles;

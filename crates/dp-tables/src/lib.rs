@@ -12,6 +12,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod capture;
 pub mod conntrack;
 mod firewall;
 mod iface;
@@ -25,6 +26,7 @@ mod snapshot;
 pub mod virtsvc;
 mod vni;
 
+pub use capture::{CaptureConfig, CaptureDirections, CAPTURE_MAX_PORTS};
 pub use conntrack::{
     ConnKey, Direction, FirewallVerdict, Flow, FlowId, FlowStats, FlowTable, InsertError,
     TcpSegment, TcpState, Timeouts, Translation, NO_PORT,

@@ -53,6 +53,9 @@ pub struct Snapshot {
     /// Changes whenever a firewall rule or an interface is added or removed: a flow whose
     /// verdict was made under another generation is decided again.
     pub firewall_generation: u64,
+    /// The active packet capture (CaptureStart), `None` when capture is off: the packet path
+    /// looks at it once per batch.
+    pub capture: Option<crate::CaptureConfig>,
     /// Bumped on every publish; lets workers notice a change cheaply.
     pub generation: u64,
 }

@@ -445,6 +445,29 @@ pub fn render(src: &Sources) -> prometheus::Result<String> {
             "Packets other workers handed to this one",
             |g| g.handed_in(),
         ),
+        (
+            "dpservice_capture_copies_total",
+            "Packet capture copies made for the sink (CaptureStart)",
+            |g| g.capture.copies.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "dpservice_capture_truncated_total",
+            "Packet capture copies cut to the underlay MTU",
+            |g| {
+                g.capture
+                    .truncated
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            },
+        ),
+        (
+            "dpservice_capture_skipped_offload_total",
+            "Superframes (segmentation offload) not copied by packet capture",
+            |g| {
+                g.capture
+                    .skipped_offload
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            },
+        ),
     ] {
         put(&f.counter(name, help, &[])?, &[], sum(&|g| read(g)))?;
     }

@@ -9,6 +9,8 @@
 //!
 //! Paths (`size` is the VM-side frame, Ethernet included; on the underlay it is 40 bytes longer):
 //! * `local`: VM1 → VM2 on this host (UDP; classify → ipv4_lookup → l2_rewrite → tx);
+//! * `capture`: `local` with VM1 captured: every packet also copied, wrapped for the capture
+//!   sink and sent out of pf0;
 //! * `encap`: VM1 → a remote route (IPv4-in-IPv6 out of pf0, the router's MAC known);
 //! * `decap`: IPv4-in-IPv6 from pf0 → VM2;
 //! * `dhcp`: a DHCPREQUEST (selecting) from VM1 answered in place with a DHCPACK (the slow path:
@@ -119,7 +121,7 @@ struct Args {
     #[arg(long)]
     rounds: Option<u64>,
     /// Only these paths (comma-separated: encap, decap, local, dhcp, drop, handoff, firewall,
-    /// nat, nat_return, setup, lb, lb_setup, virtsvc, virtsvc_return). `handoff`:
+    /// nat, nat_return, setup, lb, lb_setup, virtsvc, virtsvc_return, capture). `handoff`:
     /// two workers in one thread, worker 0 receives encap flows that worker 1 owns, hands them
     /// over, and worker 1 encapsulates them.
     #[arg(long, value_delimiter = ',')]
@@ -165,7 +167,7 @@ const REMOTE_HOST: Ipv6Addr = Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1);
 /// Frame size of the DHCP request (Ethernet + IPv4 + UDP + a 300-byte BOOTP message).
 const DHCP_FRAME_LEN: usize = 14 + 20 + 8 + 300;
 
-const PATHS: [&str; 14] = [
+const PATHS: [&str; 15] = [
     "encap",
     "decap",
     "local",
@@ -180,6 +182,7 @@ const PATHS: [&str; 14] = [
     "lb_setup",
     "virtsvc",
     "virtsvc_return",
+    "capture",
 ];
 /// The flows of the virtual-service paths: one, and most of a service's 64,512 ports.
 const VIRTSVC_FLOWS: [usize; 2] = [1, 60_000];
@@ -488,6 +491,16 @@ fn snapshot(routes: usize, path: &str) -> Snapshot {
         underlay: Arc::new(underlay),
         public: Arc::new(public),
         firewall_generation: 1,
+        // `capture`: the `local` path with VM1 captured (each packet copied once, as received).
+        capture: (path == "capture").then(|| {
+            dp_tables::CaptureConfig::new(
+                ROUTER_UNDERLAY,
+                3000,
+                3010,
+                dp_tables::CaptureDirections::default(),
+                [VM1_PORT],
+            )
+        }),
         ..Snapshot::default()
     }
 }
@@ -967,6 +980,9 @@ fn run_case(case: &Case, run: Run, trace_flags: u64) -> Result {
     let drops = all_drops() - drops_before;
     let expected = if case.path == "drop" {
         spoofed == received && sent == 0
+    } else if case.path == "capture" {
+        // Each packet and its copy.
+        sent == 2 * received && drops == 0
     } else {
         sent == received && drops == 0
     };

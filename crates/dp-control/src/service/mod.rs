@@ -10,7 +10,6 @@
 //! * otherwise the call succeeds at the gRPC level and the response's `status` carries
 //!   `{0, "Success"}` or the dpservice error code and name.
 //!
-//! RPCs not implemented yet answer gRPC `UNIMPLEMENTED` (after the initialization check).
 //!
 //! # Layout
 //!
@@ -19,9 +18,8 @@
 //! The RPCs themselves — field conversion, the [`State`] operation, the response — live per
 //! domain, next to the state domains of the same names: `init.rs` (CheckInitialized,
 //! Initialize, GetVersion), `interfaces.rs`, `prefixes.rs`, `routes.rs`, `vnis.rs`,
-//! `firewall.rs`, `vip.rs`, `nat.rs`; the request field rules they share are in `fields.rs`.
-//! Load balancers and capture get a file each when they are implemented (their RPCs are
-//! grouped accordingly below).
+//! `firewall.rs`, `vip.rs`, `nat.rs`, `loadbalancers.rs`, `capture.rs`; the request field rules
+//! they share are in `fields.rs`.
 //!
 //! # Publishing
 //!
@@ -35,13 +33,10 @@
 //! publish pending changes before they read, so no answer shows a change the packet path does
 //! not see yet.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dp_proto::v1::{self, dpd_kironcore_server::DpdKironcore};
 use tonic::{Request, Response, Status};
-use tracing::warn;
 
 use crate::state::State;
 
@@ -56,9 +51,7 @@ pub const PXE_FILE_SIZE: usize = 32;
 /// Size of dpservice's version string buffers (`DP_GRPC_VERSION_MAX_LEN`).
 pub const VERSION_SIZE: usize = 64;
 
-/// Message of the error returned by RPCs not implemented yet.
-pub const UNIMPLEMENTED_MESSAGE: &str = "not implemented yet in dpservice-rs";
-
+mod capture;
 mod fields;
 mod firewall;
 mod init;
@@ -149,33 +142,6 @@ impl GrpcService {
             Err(Status::aborted("not initialized"))
         }
     }
-
-    fn unimplemented(&self, rpc: &'static str) -> Status {
-        if let Err(e) = self.initialized() {
-            return e;
-        }
-        warn!(request = rpc, "Request not implemented yet");
-        Status::unimplemented(UNIMPLEMENTED_MESSAGE)
-    }
-}
-
-/// Implements RPCs of later issues as gRPC UNIMPLEMENTED. The methods are written in the form
-/// `#[async_trait]` expands to, because the attribute cannot see into a macro invocation.
-macro_rules! unimplemented_rpcs {
-    ($( $method:ident ( $req:ident ) -> $resp:ident; )*) => {
-        $(
-            fn $method<'life0, 'async_trait>(
-                &'life0 self,
-                _request: Request<v1::$req>,
-            ) -> Pin<Box<dyn Future<Output = Result<Response<v1::$resp>, Status>> + Send + 'async_trait>>
-            where
-                'life0: 'async_trait,
-                Self: 'async_trait,
-            {
-                Box::pin(std::future::ready(Err(self.unimplemented(stringify!($method)))))
-            }
-        )*
-    };
 }
 
 #[tonic::async_trait]
@@ -472,13 +438,27 @@ impl DpdKironcore for GrpcService {
         loadbalancers::delete_load_balancer_prefix(self, request).await
     }
 
-    // ----- not implemented yet: one group per future domain (its own service/<domain>.rs) ---
+    // ----- packet capture (capture.rs) -----------------------------------------------------
 
-    // Packet capture (service/capture.rs).
-    unimplemented_rpcs! {
-        capture_start(CaptureStartRequest) -> CaptureStartResponse;
-        capture_stop(CaptureStopRequest) -> CaptureStopResponse;
-        capture_status(CaptureStatusRequest) -> CaptureStatusResponse;
+    async fn capture_start(
+        &self,
+        request: Request<v1::CaptureStartRequest>,
+    ) -> Result<Response<v1::CaptureStartResponse>, Status> {
+        capture::capture_start(self, request).await
+    }
+
+    async fn capture_stop(
+        &self,
+        request: Request<v1::CaptureStopRequest>,
+    ) -> Result<Response<v1::CaptureStopResponse>, Status> {
+        capture::capture_stop(self, request).await
+    }
+
+    async fn capture_status(
+        &self,
+        request: Request<v1::CaptureStatusRequest>,
+    ) -> Result<Response<v1::CaptureStatusResponse>, Status> {
+        capture::capture_status(self, request).await
     }
 }
 
@@ -490,7 +470,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     /// An initialized service with one interface in VNI 100, called directly (no transport).
-    fn service() -> (crate::ControlPlane, GrpcService) {
+    pub(super) fn service() -> (crate::ControlPlane, GrpcService) {
         let config = crate::Config::new("fc00:1::1".parse().unwrap(), [("dtapvf_0", 2)], [0, 1]);
         let control = crate::ControlPlane::new(Publisher::new(Snapshot::default()), config);
         let svc = GrpcService {

@@ -21,7 +21,7 @@ mod meter;
 mod nat;
 mod packet_relay;
 mod underlay_nd;
-mod uplink;
+pub(crate) mod uplink;
 mod virtsvc;
 mod vm_probe;
 

@@ -140,6 +140,13 @@ impl UplinkChoice {
         }
     }
 
+    /// The uplink of what is not a flow's (capture copies): pf0, or pf1 when pf0 cannot send.
+    #[inline]
+    pub(crate) fn primary(&self) -> Result<&Uplink, DropReason> {
+        let [for_pf0, _] = &self.pick;
+        for_pf0.as_ref().map_err(|&reason| reason)
+    }
+
     /// The uplink a flow with this hash leaves by.
     #[inline]
     pub(crate) fn select(&self, hash: u64) -> Result<&Uplink, DropReason> {

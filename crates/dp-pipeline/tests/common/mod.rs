@@ -346,8 +346,8 @@ impl Harness {
     }
 
     fn drain(&mut self) -> Vec<(PortId, Vec<u8>)> {
-        // What went out in the middle of the run first: it was sent first.
-        // The rest as the worker sends it: through the graph's flush (the trace tap sees it).
+        // What went out in the middle of the run first: it was sent first. Then every port's
+        // batch and the capture copies, as the worker flushes them.
         let (_, graph, _, pool, mut sink) = self.parts();
         graph.flush_tx(pool, &mut sink);
         std::mem::take(&mut self.flushed)

@@ -602,6 +602,42 @@ fn capture_objects() {
     );
 }
 
+/// An active capture as `capture status` prints it (dpservice-cli's `captureStatusTable`: the
+/// interfaces of each kind joined with a space after each).
+#[test]
+fn capture_status_active() {
+    let iface = |t: &str, i: &str| CaptureInterface {
+        interface_type: t.into(),
+        interface_info: i.into(),
+    };
+    let st = CaptureStatus {
+        spec: CaptureStatusSpec {
+            operation_status: true,
+            capture_config: CaptureConfig {
+                sink_node_ip: Some(addr("fc00::ffff")),
+                udp_src_port: 3000,
+                udp_dst_port: 3010,
+            },
+            interfaces: vec![iface("pf", "0"), iface("vf", "vm1"), iface("vf", "vm2")],
+        },
+        status: ok(),
+        ..Default::default()
+    };
+    assert_eq!(
+        json_of(&st),
+        "{\"kind\":\"\",\"metadata\":{},\"spec\":{\"operation_status\":true,\"capture_config\":\
+         {\"sink_node_ipv6\":\"fc00::ffff\",\"udp_src_port\":3000,\"udp_dst_port\":3010},\"interfaces\":\
+         [{\"interface_type\":\"pf\",\"interface_info\":\"0\"},{\"interface_type\":\"vf\",\
+         \"interface_info\":\"vm1\"},{\"interface_type\":\"vf\",\"interface_info\":\"vm2\"}]},\
+         \"status\":{\"code\":0,\"message\":\"Success\"}}\n"
+    );
+    assert_eq!(
+        render("table", "", &st),
+        " Operation Status  SinkNodeIP  UdpSrcPort  UdpDstPort  PF Interfaces  VF Interfaces \n \
+         ACTIVE            fc00::ffff        3000        3010  0              vm1 vm2       \n"
+    );
+}
+
 #[test]
 fn pretty_json_and_html_escaping() {
     let v = Vni {
