@@ -1,0 +1,586 @@
+//! The device side of a vhost-user port: the protocol with the frontend (QEMU), through the
+//! `vhost` crate's backend request handler, and the guest memory map and ring set-up it
+//! leads to, published to the worker that owns the queues as an immutable [`DataPath`].
+//!
+//! Why not `vhost-user-backend`'s daemon: it keeps each vring behind a lock and processes
+//! queues on threads of its own, woken by the guest's kicks; here a worker thread polls the
+//! rings in its own loop with the rest of the graph and owns the queue state. So the protocol
+//! is the `vhost` crate's (`VhostUserBackendReqHandlerMut`, `BackendReqHandler`) and the state
+//! it sets up reaches the worker as an RCU-style snapshot ([`Shared`]): one atomic load per
+//! burst, no lock on the packet path.
+//!
+//! Ring life cycle (the vhost-user spec's "ring states"): a ring *starts* when it has a size,
+//! addresses and a kick descriptor and the memory map is known; it is *enabled* by
+//! SET_VRING_ENABLE (or at SET_FEATURES when protocol features were not negotiated); it
+//! *stops* at GET_VRING_BASE, whose answer — the next index to read — is the worker's: the
+//! device publishes the stop, wakes the worker, waits until it acknowledged the new snapshot
+//! (bounded), and reads the index the worker left.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use vhost::vhost_user::message::{
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags,
+    VhostUserInflight, VhostUserLog, VhostUserMemoryRegion, VhostUserMemoryRegionBase,
+    VhostUserProtocolFeatures, VhostUserShMemConfig, VhostUserSharedMsg,
+    VhostUserSingleMemoryRegion, VhostUserVirtioFeatures, VhostUserVringAddrFlags,
+    VhostUserVringState,
+};
+use vhost::vhost_user::{
+    BackendReqHandler, Error as VuError, GpuBackend, Result as VuResult,
+    VhostUserBackendReqHandlerMut,
+};
+use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+
+/// The guest's receive queue (we write into it) and transmit queue (we read from it).
+pub const RX_QUEUE: usize = 0;
+pub const TX_QUEUE: usize = 1;
+const QUEUES: usize = 2;
+
+/// Largest ring the device accepts.
+pub const MAX_QUEUE_SIZE: u16 = 1024;
+
+const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
+const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+const VIRTIO_F_NOTIFY_ON_EMPTY: u64 = 1 << 24;
+
+/// The virtio features offered: version 1, mergeable receive buffers, indirect descriptors.
+/// (Checksum and segmentation offloads, EVENT_IDX and multi-queue are to follow.)
+pub const FEATURES: u64 = VIRTIO_F_VERSION_1
+    | VIRTIO_NET_F_MRG_RXBUF
+    | VIRTIO_RING_F_INDIRECT_DESC
+    | VIRTIO_F_NOTIFY_ON_EMPTY
+    | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+
+/// How long GET_VRING_BASE waits for the worker to let go of a ring.
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// One ring as the worker runs it.
+#[derive(Debug)]
+pub struct QueueSpec {
+    /// Changes whenever the ring (re)starts: the worker builds a fresh queue state for a new
+    /// epoch and keeps its own indices within one.
+    pub epoch: u64,
+    pub size: u16,
+    pub desc: u64,
+    pub avail: u64,
+    pub used: u64,
+    /// Where to start (SET_VRING_BASE).
+    pub next_avail: u16,
+    /// The guest's "used buffer" notification (eventfd), if it wants them.
+    pub call: Option<Arc<File>>,
+}
+
+/// What the worker needs, as one immutable snapshot.
+#[derive(Debug, Default)]
+pub struct DataPath {
+    pub generation: u64,
+    pub memory: Option<Arc<GuestMemoryMmap>>,
+    /// `[RX_QUEUE, TX_QUEUE]`: the running rings.
+    pub queues: [Option<QueueSpec>; QUEUES],
+}
+
+/// Between the device (protocol thread) and the queue (worker).
+#[derive(Debug)]
+pub struct Shared {
+    pub(crate) data_path: ArcSwap<DataPath>,
+    /// The generation last published: the worker compares it with its own (one load).
+    pub(crate) published: AtomicU64,
+    /// The generation the worker runs.
+    pub(crate) acked: AtomicU64,
+    /// The worker's indices, for GET_VRING_BASE.
+    pub(crate) next_avail: [AtomicU16; QUEUES],
+    pub(crate) connected: AtomicBool,
+    /// The port's `rx_fd`: an epoll set holding the transmit ring's kick descriptor and the
+    /// `wake` eventfd; readable when either is.
+    pub(crate) poll: OwnedFd,
+    /// Written by the device to make the worker look at a new snapshot now.
+    pub(crate) wake: OwnedFd,
+    /// The transmit ring's kick descriptor as registered in `poll` (-1: none).
+    kick_in_poll: std::sync::atomic::AtomicI32,
+    /// Bad rings and memory maps the device refused (counted).
+    pub(crate) refused: AtomicU64,
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd has no memory preconditions; the result is checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn epoll_ctl(epfd: RawFd, op: libc::c_int, fd: RawFd) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: fd as u64,
+    };
+    // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+    if unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads an eventfd's counter (clears it); a no-op when it is not readable.
+pub(crate) fn drain_eventfd(fd: RawFd) {
+    let mut v = 0u64;
+    // SAFETY: reads 8 bytes into `v`; the descriptor is non-blocking.
+    let _ = unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+}
+
+/// Adds 1 to an eventfd (a notification to the guest or to the worker).
+pub(crate) fn signal_eventfd(fd: RawFd) {
+    let v = 1u64;
+    // SAFETY: writes 8 bytes from `v`.
+    let _ = unsafe { libc::write(fd, (&v as *const u64).cast(), 8) };
+}
+
+impl Shared {
+    pub(crate) fn new() -> io::Result<Shared> {
+        // SAFETY: epoll_create1 has no memory preconditions; the result is checked.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `ep` is a fresh descriptor we own.
+        let poll = unsafe { OwnedFd::from_raw_fd(ep) };
+        let wake = eventfd()?;
+        epoll_ctl(poll.as_raw_fd(), libc::EPOLL_CTL_ADD, wake.as_raw_fd())?;
+        Ok(Shared {
+            data_path: ArcSwap::from_pointee(DataPath::default()),
+            published: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            next_avail: [AtomicU16::new(0), AtomicU16::new(0)],
+            connected: AtomicBool::new(false),
+            poll,
+            wake,
+            kick_in_poll: std::sync::atomic::AtomicI32::new(-1),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// Publishes `dp` and wakes the worker.
+    fn publish(&self, dp: DataPath) {
+        let generation = dp.generation;
+        self.data_path.store(Arc::new(dp));
+        self.published.store(generation, Ordering::Release);
+        signal_eventfd(self.wake.as_raw_fd());
+    }
+
+    /// Waits (bounded) until the worker runs `generation` or later.
+    fn wait_acked(&self, generation: u64) -> bool {
+        let deadline = Instant::now() + STOP_WAIT;
+        while self.acked.load(Ordering::Acquire) < generation {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        true
+    }
+
+    /// Makes `kick` (or nothing) the transmit ring's descriptor in the port's poll set.
+    fn set_kick_in_poll(&self, kick: Option<RawFd>) {
+        let old = self.kick_in_poll.swap(kick.unwrap_or(-1), Ordering::AcqRel);
+        if old >= 0 {
+            let _ = epoll_ctl(self.poll.as_raw_fd(), libc::EPOLL_CTL_DEL, old);
+        }
+        if let Some(fd) = kick {
+            let _ = epoll_ctl(self.poll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd);
+        }
+    }
+}
+
+/// A region of the frontend's address space and where it is in guest memory (vring addresses
+/// come in the frontend's address space).
+#[derive(Clone, Copy, Debug)]
+struct Mapping {
+    frontend_addr: u64,
+    size: u64,
+    guest_addr: u64,
+}
+
+#[derive(Debug, Default)]
+struct Vring {
+    size: u16,
+    /// Guest addresses of the descriptor table, available and used rings.
+    addrs: Option<(u64, u64, u64)>,
+    base: u16,
+    kick: Option<Arc<File>>,
+    call: Option<Arc<File>>,
+    enabled: bool,
+    started: bool,
+    epoch: u64,
+}
+
+/// The protocol state of one connection (and what survives a reconnect: nothing).
+#[derive(Debug)]
+pub(crate) struct Handler {
+    shared: Arc<Shared>,
+    acked_features: u64,
+    protocol_features: u64,
+    memory: Option<Arc<GuestMemoryMmap>>,
+    mappings: Vec<Mapping>,
+    vrings: [Vring; QUEUES],
+    generation: u64,
+    epochs: u64,
+}
+
+impl Handler {
+    pub(crate) fn new(shared: Arc<Shared>) -> Handler {
+        Handler {
+            shared,
+            acked_features: 0,
+            protocol_features: 0,
+            memory: None,
+            mappings: Vec::new(),
+            vrings: Default::default(),
+            generation: 0,
+            epochs: 0,
+        }
+    }
+
+    fn vring(&mut self, index: u32) -> VuResult<&mut Vring> {
+        self.vrings
+            .get_mut(index as usize)
+            .ok_or(VuError::InvalidParam)
+    }
+
+    fn to_guest(&self, frontend_addr: u64) -> VuResult<u64> {
+        self.mappings
+            .iter()
+            .find(|m| frontend_addr >= m.frontend_addr && frontend_addr - m.frontend_addr < m.size)
+            .map(|m| frontend_addr - m.frontend_addr + m.guest_addr)
+            .ok_or(VuError::InvalidParam)
+    }
+
+    /// Starts the rings that have all they need, then publishes what runs.
+    fn update(&mut self) {
+        let have_memory = self.memory.is_some();
+        for v in &mut self.vrings {
+            if !v.started && have_memory && v.size > 0 && v.addrs.is_some() && v.kick.is_some() {
+                v.started = true;
+                self.epochs += 1;
+                v.epoch = self.epochs;
+            }
+        }
+        self.generation = self.shared.published.load(Ordering::Acquire).max(self.generation) + 1;
+        let spec = |v: &Vring| -> Option<QueueSpec> {
+            let (desc, avail, used) = v.addrs?;
+            (v.started && v.enabled).then(|| QueueSpec {
+                epoch: v.epoch,
+                size: v.size,
+                desc,
+                avail,
+                used,
+                next_avail: v.base,
+                call: v.call.clone(),
+            })
+        };
+        let tx_kick = self.vrings[TX_QUEUE]
+            .started
+            .then(|| self.vrings[TX_QUEUE].kick.as_ref().map(|k| k.as_raw_fd()))
+            .flatten();
+        self.shared.set_kick_in_poll(tx_kick);
+        self.shared.publish(DataPath {
+            generation: self.generation,
+            memory: self.memory.clone(),
+            queues: [spec(&self.vrings[RX_QUEUE]), spec(&self.vrings[TX_QUEUE])],
+        });
+    }
+
+    /// The frontend went away: nothing runs until the next one set it all up again.
+    pub(crate) fn disconnect(&mut self) {
+        self.vrings = Default::default();
+        self.memory = None;
+        self.mappings.clear();
+        self.update();
+        self.shared.connected.store(false, Ordering::Release);
+    }
+}
+
+fn unsupported<T>(what: &'static str) -> VuResult<T> {
+    Err(VuError::InvalidOperation(what))
+}
+
+impl VhostUserBackendReqHandlerMut for Handler {
+    fn set_owner(&mut self) -> VuResult<()> {
+        self.shared.connected.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn reset_owner(&mut self) -> VuResult<()> {
+        self.disconnect();
+        Ok(())
+    }
+
+    fn reset_device(&mut self) -> VuResult<()> {
+        self.disconnect();
+        Ok(())
+    }
+
+    fn get_features(&mut self) -> VuResult<u64> {
+        Ok(FEATURES)
+    }
+
+    fn set_features(&mut self, features: u64) -> VuResult<()> {
+        if features & !FEATURES != 0 {
+            return Err(VuError::InvalidParam);
+        }
+        self.acked_features = features;
+        // Without protocol features, rings are enabled from the start (vhost-user spec).
+        if features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() == 0 {
+            for v in &mut self.vrings {
+                v.enabled = true;
+            }
+        }
+        self.update();
+        Ok(())
+    }
+
+    fn set_mem_table(
+        &mut self,
+        ctx: &[VhostUserMemoryRegion],
+        files: Vec<File>,
+        postcopy_listening: Option<bool>,
+    ) -> VuResult<Option<Vec<VhostUserMemoryRegionBase>>> {
+        if postcopy_listening.is_some() {
+            return unsupported("postcopy");
+        }
+        let mut regions = Vec::with_capacity(ctx.len());
+        let mut mappings = Vec::with_capacity(ctx.len());
+        for (region, file) in ctx.iter().zip(files) {
+            let mapped = GuestRegionMmap::new(region.mmap_region(file)?, GuestAddress(region.guest_phys_addr))
+                .ok_or(VuError::InvalidParam)?;
+            mappings.push(Mapping {
+                frontend_addr: region.user_addr,
+                size: region.memory_size,
+                guest_addr: region.guest_phys_addr,
+            });
+            regions.push(mapped);
+        }
+        let memory = GuestMemoryMmap::from_regions(regions).map_err(|e| {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            VuError::ReqHandlerError(io::Error::other(e))
+        })?;
+        self.memory = Some(Arc::new(memory));
+        self.mappings = mappings;
+        self.update();
+        Ok(None)
+    }
+
+    fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
+        if num == 0 || num > u32::from(MAX_QUEUE_SIZE) || !num.is_power_of_two() {
+            return Err(VuError::InvalidParam);
+        }
+        self.vring(index)?.size = num as u16;
+        Ok(())
+    }
+
+    fn set_vring_addr(
+        &mut self,
+        index: u32,
+        _flags: VhostUserVringAddrFlags,
+        descriptor: u64,
+        used: u64,
+        available: u64,
+        _log: u64,
+    ) -> VuResult<()> {
+        let addrs = (self.to_guest(descriptor)?, self.to_guest(available)?, self.to_guest(used)?);
+        self.vring(index)?.addrs = Some(addrs);
+        self.update();
+        Ok(())
+    }
+
+    fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
+        self.vring(index)?.base = base as u16;
+        Ok(())
+    }
+
+    fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
+        let v = self.vring(index)?;
+        let was_running = v.started;
+        v.started = false;
+        v.kick = None;
+        v.call = None;
+        self.update();
+        // The worker must have let go of the ring before its index means anything.
+        if was_running && !self.shared.wait_acked(self.generation) {
+            tracing::warn!("vhost-user: the worker did not release ring {index} in time");
+        }
+        let next = self
+            .shared
+            .next_avail
+            .get(index as usize)
+            .map_or(0, |a| a.load(Ordering::Acquire));
+        let next = if was_running { next } else { self.vring(index)?.base };
+        self.vring(index)?.base = next;
+        Ok(VhostUserVringState::new(index, u32::from(next)))
+    }
+
+    fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.vring(u32::from(index))?.kick = fd.map(Arc::new);
+        self.update();
+        Ok(())
+    }
+
+    fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        self.vring(u32::from(index))?.call = fd.map(Arc::new);
+        self.update();
+        Ok(())
+    }
+
+    fn set_vring_err(&mut self, _index: u8, _fd: Option<File>) -> VuResult<()> {
+        Ok(())
+    }
+
+    fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {
+        Ok(VhostUserProtocolFeatures::REPLY_ACK)
+    }
+
+    fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
+        self.protocol_features = features;
+        Ok(())
+    }
+
+    fn get_queue_num(&mut self) -> VuResult<u64> {
+        Ok(QUEUES as u64)
+    }
+
+    fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
+        self.vring(index)?.enabled = enable;
+        self.update();
+        Ok(())
+    }
+
+    fn get_config(&mut self, _offset: u32, _size: u32, _flags: VhostUserConfigFlags) -> VuResult<Vec<u8>> {
+        unsupported("config space")
+    }
+
+    fn set_config(&mut self, _offset: u32, _buf: &[u8], _flags: VhostUserConfigFlags) -> VuResult<()> {
+        unsupported("config space")
+    }
+
+    fn set_gpu_socket(&mut self, _gpu_backend: GpuBackend) -> VuResult<()> {
+        unsupported("gpu")
+    }
+
+    fn get_shared_object(&mut self, _uuid: VhostUserSharedMsg) -> VuResult<File> {
+        unsupported("shared objects")
+    }
+
+    fn get_inflight_fd(&mut self, _inflight: &VhostUserInflight) -> VuResult<(VhostUserInflight, File)> {
+        unsupported("inflight")
+    }
+
+    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VuResult<()> {
+        unsupported("inflight")
+    }
+
+    fn get_max_mem_slots(&mut self) -> VuResult<u64> {
+        Ok(32)
+    }
+
+    fn add_mem_region(
+        &mut self,
+        _region: &VhostUserSingleMemoryRegion,
+        _fd: File,
+        _postcopy_listening: Option<bool>,
+    ) -> VuResult<Option<VhostUserMemoryRegionBase>> {
+        unsupported("memory slots")
+    }
+
+    fn remove_mem_region(&mut self, _region: &VhostUserSingleMemoryRegion) -> VuResult<()> {
+        unsupported("memory slots")
+    }
+
+    fn set_device_state_fd(
+        &mut self,
+        _direction: VhostTransferStateDirection,
+        _phase: VhostTransferStatePhase,
+        _fd: File,
+    ) -> VuResult<Option<File>> {
+        unsupported("device state")
+    }
+
+    fn check_device_state(&mut self) -> VuResult<()> {
+        unsupported("device state")
+    }
+
+    fn get_shmem_config(&mut self) -> VuResult<VhostUserShMemConfig> {
+        unsupported("shared memory")
+    }
+
+    fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VuResult<()> {
+        unsupported("dirty log")
+    }
+}
+
+/// Serves the socket at `path`: one frontend at a time; when it goes, the port waits for the
+/// next (QEMU's `reconnect=`), until `stop`.
+pub(crate) fn serve(path: PathBuf, shared: Arc<Shared>, stop: Arc<AtomicBool>, listener: UnixListener) {
+    let handler = Arc::new(Mutex::new(Handler::new(Arc::clone(&shared))));
+    while !stop.load(Ordering::Relaxed) {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(socket = %path.display(), "vhost-user accept: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        tracing::info!(socket = %path.display(), "vhost-user frontend connected");
+        if let Err(e) = connection(stream, &handler, &stop) {
+            tracing::info!(socket = %path.display(), "vhost-user frontend gone: {e}");
+        }
+        if let Ok(mut h) = handler.lock() {
+            h.disconnect();
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn connection(stream: UnixStream, handler: &Arc<Mutex<Handler>>, stop: &AtomicBool) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    // Requests are waited for with a timeout so a stop is seen.
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut req = BackendReqHandler::from_stream(stream, Arc::clone(handler));
+    while !stop.load(Ordering::Relaxed) {
+        match req.handle_request() {
+            Ok(()) => {}
+            Err(VuError::SocketRetry(_)) => continue,
+            Err(VuError::SocketIoError(e))
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
+                continue
+            }
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// Binds `path` (a stale socket replaced).
+pub(crate) fn bind(path: &Path) -> io::Result<UnixListener> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
