@@ -73,6 +73,7 @@ pub use af_xdp::{AfXdpOptions, AfXdpPort, XdpAttach, XdpMode};
 pub use epoll::RxEpoll;
 pub use memory::{MemoryPort, MemoryPortHandle};
 pub use tap::{TapOptions, TapPort};
+pub use vhost_user::VhostUserPort;
 pub use wakeup::Wakeup;
 
 /// The per-worker half of a port: one queue of a device, owned and polled by one worker thread

@@ -1,5 +1,13 @@
 //! vhost-user VM ports (issue #14): the guest's virtio-net rings in shared memory, read and
-//! written by the worker directly. Today: the data path on a split virtqueue ([`ring`]); the
-//! device (the vhost-user protocol, guest memory maps) is to follow.
+//! written by the worker directly.
+//!
+//! - [`device`]: the vhost-user protocol with the frontend (QEMU) on the `vhost` crate, and the
+//!   guest memory map and ring set-up it leads to, published as a snapshot;
+//! - [`port`]: [`VhostUserPort`], the worker's half, polled like any other port;
+//! - [`ring`]: the copies between guest rings and our buffers.
 
+pub mod device;
+pub mod port;
 pub mod ring;
+
+pub use port::VhostUserPort;

@@ -27,16 +27,16 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use vhost::vhost_user::message::{
-    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags,
-    VhostUserInflight, VhostUserLog, VhostUserMemoryRegion, VhostUserMemoryRegionBase,
-    VhostUserProtocolFeatures, VhostUserShMemConfig, VhostUserSharedMsg,
-    VhostUserSingleMemoryRegion, VhostUserVirtioFeatures, VhostUserVringAddrFlags,
-    VhostUserVringState,
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
+    VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
+    VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVirtioFeatures,
+    VhostUserVringAddrFlags, VhostUserVringState,
 };
 use vhost::vhost_user::{
     BackendReqHandler, Error as VuError, GpuBackend, Result as VuResult,
     VhostUserBackendReqHandlerMut,
 };
+use vhost::VhostUserMemoryRegionBase;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 /// The guest's receive queue (we write into it) and transmit queue (we read from it).
@@ -75,6 +75,9 @@ pub struct QueueSpec {
     pub used: u64,
     /// Where to start (SET_VRING_BASE).
     pub next_avail: u16,
+    /// The guest's "available buffer" notification (eventfd): kept open by the snapshot while
+    /// a worker may still read it.
+    pub kick: Option<Arc<File>>,
     /// The guest's "used buffer" notification (eventfd), if it wants them.
     pub call: Option<Arc<File>>,
 }
@@ -104,10 +107,13 @@ pub struct Shared {
     pub(crate) poll: OwnedFd,
     /// Written by the device to make the worker look at a new snapshot now.
     pub(crate) wake: OwnedFd,
-    /// The transmit ring's kick descriptor as registered in `poll` (-1: none).
-    kick_in_poll: std::sync::atomic::AtomicI32,
+    /// The transmit ring's kick descriptor as registered in `poll`, kept open until it is
+    /// removed from there (device side only).
+    kick_in_poll: Mutex<Option<Arc<File>>>,
     /// Bad rings and memory maps the device refused (counted).
     pub(crate) refused: AtomicU64,
+    /// A handle on the current frontend's socket, to hang up on it when the port goes.
+    connection: Mutex<Option<UnixStream>>,
 }
 
 fn eventfd() -> io::Result<OwnedFd> {
@@ -127,6 +133,16 @@ fn epoll_ctl(epfd: RawFd, op: libc::c_int, fd: RawFd) -> io::Result<()> {
     };
     // SAFETY: `ev` is a valid epoll_event for the duration of the call.
     if unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we hold; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -165,9 +181,17 @@ impl Shared {
             connected: AtomicBool::new(false),
             poll,
             wake,
-            kick_in_poll: std::sync::atomic::AtomicI32::new(-1),
+            kick_in_poll: Mutex::new(None),
             refused: AtomicU64::new(0),
+            connection: Mutex::new(None),
         })
+    }
+
+    /// Ends the current frontend's connection (the port is going away).
+    pub(crate) fn hang_up(&self) {
+        if let Some(conn) = self.connection.lock().ok().and_then(|mut c| c.take()) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// Publishes `dp` and wakes the worker.
@@ -191,14 +215,25 @@ impl Shared {
     }
 
     /// Makes `kick` (or nothing) the transmit ring's descriptor in the port's poll set.
-    fn set_kick_in_poll(&self, kick: Option<RawFd>) {
-        let old = self.kick_in_poll.swap(kick.unwrap_or(-1), Ordering::AcqRel);
-        if old >= 0 {
-            let _ = epoll_ctl(self.poll.as_raw_fd(), libc::EPOLL_CTL_DEL, old);
+    fn set_kick_in_poll(&self, kick: Option<Arc<File>>) {
+        let Ok(mut registered) = self.kick_in_poll.lock() else {
+            return;
+        };
+        let same = match (&*registered, &kick) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
         }
-        if let Some(fd) = kick {
-            let _ = epoll_ctl(self.poll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd);
+        if let Some(old) = registered.take() {
+            let _ = epoll_ctl(self.poll.as_raw_fd(), libc::EPOLL_CTL_DEL, old.as_raw_fd());
         }
+        if let Some(fd) = &kick {
+            let _ = epoll_ctl(self.poll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd());
+        }
+        *registered = kick;
     }
 }
 
@@ -275,7 +310,12 @@ impl Handler {
                 v.epoch = self.epochs;
             }
         }
-        self.generation = self.shared.published.load(Ordering::Acquire).max(self.generation) + 1;
+        self.generation = self
+            .shared
+            .published
+            .load(Ordering::Acquire)
+            .max(self.generation)
+            + 1;
         let spec = |v: &Vring| -> Option<QueueSpec> {
             let (desc, avail, used) = v.addrs?;
             (v.started && v.enabled).then(|| QueueSpec {
@@ -285,12 +325,13 @@ impl Handler {
                 avail,
                 used,
                 next_avail: v.base,
+                kick: v.kick.clone(),
                 call: v.call.clone(),
             })
         };
         let tx_kick = self.vrings[TX_QUEUE]
             .started
-            .then(|| self.vrings[TX_QUEUE].kick.as_ref().map(|k| k.as_raw_fd()))
+            .then(|| self.vrings[TX_QUEUE].kick.clone())
             .flatten();
         self.shared.set_kick_in_poll(tx_kick);
         self.shared.publish(DataPath {
@@ -361,8 +402,11 @@ impl VhostUserBackendReqHandlerMut for Handler {
         let mut regions = Vec::with_capacity(ctx.len());
         let mut mappings = Vec::with_capacity(ctx.len());
         for (region, file) in ctx.iter().zip(files) {
-            let mapped = GuestRegionMmap::new(region.mmap_region(file)?, GuestAddress(region.guest_phys_addr))
-                .ok_or(VuError::InvalidParam)?;
+            let mapped = GuestRegionMmap::new(
+                region.mmap_region(file)?,
+                GuestAddress(region.guest_phys_addr),
+            )
+            .ok_or(VuError::InvalidParam)?;
             mappings.push(Mapping {
                 frontend_addr: region.user_addr,
                 size: region.memory_size,
@@ -397,7 +441,11 @@ impl VhostUserBackendReqHandlerMut for Handler {
         available: u64,
         _log: u64,
     ) -> VuResult<()> {
-        let addrs = (self.to_guest(descriptor)?, self.to_guest(available)?, self.to_guest(used)?);
+        let addrs = (
+            self.to_guest(descriptor)?,
+            self.to_guest(available)?,
+            self.to_guest(used)?,
+        );
         self.vring(index)?.addrs = Some(addrs);
         self.update();
         Ok(())
@@ -424,12 +472,21 @@ impl VhostUserBackendReqHandlerMut for Handler {
             .next_avail
             .get(index as usize)
             .map_or(0, |a| a.load(Ordering::Acquire));
-        let next = if was_running { next } else { self.vring(index)?.base };
+        let next = if was_running {
+            next
+        } else {
+            self.vring(index)?.base
+        };
         self.vring(index)?.base = next;
         Ok(VhostUserVringState::new(index, u32::from(next)))
     }
 
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        // The worker clears kicks with read(2), which must not block on an empty counter.
+        // (The flag is the file's, shared with the frontend, which only writes to it.)
+        if let Some(f) = &fd {
+            set_nonblocking(f.as_raw_fd()).map_err(VuError::ReqHandlerError)?;
+        }
         self.vring(u32::from(index))?.kick = fd.map(Arc::new);
         self.update();
         Ok(())
@@ -464,11 +521,21 @@ impl VhostUserBackendReqHandlerMut for Handler {
         Ok(())
     }
 
-    fn get_config(&mut self, _offset: u32, _size: u32, _flags: VhostUserConfigFlags) -> VuResult<Vec<u8>> {
+    fn get_config(
+        &mut self,
+        _offset: u32,
+        _size: u32,
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<Vec<u8>> {
         unsupported("config space")
     }
 
-    fn set_config(&mut self, _offset: u32, _buf: &[u8], _flags: VhostUserConfigFlags) -> VuResult<()> {
+    fn set_config(
+        &mut self,
+        _offset: u32,
+        _buf: &[u8],
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<()> {
         unsupported("config space")
     }
 
@@ -480,7 +547,10 @@ impl VhostUserBackendReqHandlerMut for Handler {
         unsupported("shared objects")
     }
 
-    fn get_inflight_fd(&mut self, _inflight: &VhostUserInflight) -> VuResult<(VhostUserInflight, File)> {
+    fn get_inflight_fd(
+        &mut self,
+        _inflight: &VhostUserInflight,
+    ) -> VuResult<(VhostUserInflight, File)> {
         unsupported("inflight")
     }
 
@@ -529,7 +599,12 @@ impl VhostUserBackendReqHandlerMut for Handler {
 
 /// Serves the socket at `path`: one frontend at a time; when it goes, the port waits for the
 /// next (QEMU's `reconnect=`), until `stop`.
-pub(crate) fn serve(path: PathBuf, shared: Arc<Shared>, stop: Arc<AtomicBool>, listener: UnixListener) {
+pub(crate) fn serve(
+    path: PathBuf,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    listener: UnixListener,
+) {
     let handler = Arc::new(Mutex::new(Handler::new(Arc::clone(&shared))));
     while !stop.load(Ordering::Relaxed) {
         let stream = match listener.accept() {
@@ -545,7 +620,7 @@ pub(crate) fn serve(path: PathBuf, shared: Arc<Shared>, stop: Arc<AtomicBool>, l
             }
         };
         tracing::info!(socket = %path.display(), "vhost-user frontend connected");
-        if let Err(e) = connection(stream, &handler, &stop) {
+        if let Err(e) = connection(stream, &handler, &shared, &stop) {
             tracing::info!(socket = %path.display(), "vhost-user frontend gone: {e}");
         }
         if let Ok(mut h) = handler.lock() {
@@ -555,24 +630,53 @@ pub(crate) fn serve(path: PathBuf, shared: Arc<Shared>, stop: Arc<AtomicBool>, l
     let _ = std::fs::remove_file(&path);
 }
 
-fn connection(stream: UnixStream, handler: &Arc<Mutex<Handler>>, stop: &AtomicBool) -> io::Result<()> {
+/// Serves one frontend until it goes away or the port is stopped ([`Shared::hang_up`] shuts
+/// the socket down, which ends the blocking read).
+fn connection(
+    stream: UnixStream,
+    handler: &Arc<Mutex<Handler>>,
+    shared: &Shared,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     stream.set_nonblocking(false)?;
-    // Requests are waited for with a timeout so a stop is seen.
-    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    if let Ok(mut conn) = shared.connection.lock() {
+        *conn = Some(stream.try_clone()?);
+    }
+    // A stop that came before the clone was registered.
+    if stop.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let mut req = BackendReqHandler::from_stream(stream, Arc::clone(handler));
-    while !stop.load(Ordering::Relaxed) {
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
         match req.handle_request() {
             Ok(()) => {}
-            Err(VuError::SocketRetry(_)) => continue,
-            Err(VuError::SocketIoError(e))
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
-            {
-                continue
+            Err(VuError::SocketRetry(_)) => {}
+            // The connection is gone, or speaks garbage: wait for the next frontend.
+            Err(
+                e @ (VuError::Disconnected
+                | VuError::PartialMessage
+                | VuError::SocketBroken(_)
+                | VuError::SocketError(_)
+                | VuError::SocketConnect(_)
+                | VuError::InvalidMessage
+                | VuError::OversizedMsg
+                | VuError::IncorrectFds),
+            ) => break Err(io::Error::other(e.to_string())),
+            // A request we refused (answered with an error where the frontend asked for
+            // replies): the connection goes on, nothing changed.
+            Err(e) => {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("vhost-user request refused: {e}");
             }
-            Err(e) => return Err(io::Error::other(e.to_string())),
         }
+    };
+    if let Ok(mut conn) = shared.connection.lock() {
+        *conn = None;
     }
-    Ok(())
+    result
 }
 
 /// Binds `path` (a stale socket replaced).

@@ -1,0 +1,299 @@
+//! The worker's half of a vhost-user port: the guest's two rings as [`virtio_queue::Queue`]s
+//! over the published guest memory, polled in the worker's loop like any other port.
+//!
+//! Each burst starts with one atomic load: whether the device published a new [`DataPath`]
+//! (a memory map, a ring started or stopped). Only then does the queue rebuild its rings, save
+//! the indices of stopped ones for GET_VRING_BASE, and acknowledge the generation.
+//!
+//! Notifications, both ways:
+//! - from the guest (kicks on its transmit ring): the kick eventfd sits in the port's poll set,
+//!   which is the worker's [`PortQueue::rx_fd`], so an idle worker sleeps until the guest sends.
+//!   The kick is cleared only when a burst found the ring empty — then the ring is looked at
+//!   once more, so a frame queued just before is never left waiting for a kick already taken —
+//!   on the first empty burst after a busy one and every [`DRAIN_EVERY`]th after that (a kick
+//!   can land after its frame was taken: the worker then wakes in vain a few times, it does not
+//!   spin). While the guest keeps the ring busy, no system call is made for kicks at all.
+//! - to the guest (used buffers): the call eventfd is written after a burst that returned
+//!   buffers, only if the guest asked to be interrupted (`needs_notification`: its
+//!   `VRING_AVAIL_F_NO_INTERRUPT` flag, which virtio-net drivers set while they poll).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use super::device::{self, DataPath, QueueSpec, Shared, RX_QUEUE, TX_QUEUE};
+use super::ring::{self, RingStats};
+use crate::{BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortQueue, PortStats};
+
+/// The protocol thread of one port's socket; stopped and joined when the port goes.
+#[derive(Debug)]
+struct Server {
+    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.shared.hang_up();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A running ring: the queue state and the epoch of the spec it was built from.
+struct Running {
+    epoch: u64,
+    queue: Queue,
+    kick: Option<Arc<File>>,
+    call: Option<Arc<File>>,
+}
+
+/// How often an idle port clears its kick (see the module docs): every this many empty bursts.
+const DRAIN_EVERY: u32 = 256;
+
+/// A vhost-user VM port: the daemon listens on a unix socket, the frontend (QEMU) connects,
+/// and the guest's virtio-net rings are read and written here directly.
+pub struct VhostUserPort {
+    name: String,
+    path: PathBuf,
+    counters: Arc<PortCounters>,
+    shared: Arc<Shared>,
+    /// The snapshot the rings below were built from.
+    data_path: Arc<DataPath>,
+    generation: u64,
+    memory: Option<Arc<GuestMemoryMmap>>,
+    /// `[RX_QUEUE, TX_QUEUE]`.
+    rings: [Option<Running>; 2],
+    /// Receive bursts in a row that found the guest's transmit ring empty.
+    idle_bursts: u32,
+    _server: Server,
+}
+
+impl std::fmt::Debug for VhostUserPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VhostUserPort")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VhostUserPort {
+    /// Listens on `path` (a stale socket there is replaced) for the frontend of the port
+    /// `name`. The port is down until a frontend has set up both rings.
+    pub fn listen(path: &Path, name: &str) -> io::Result<VhostUserPort> {
+        let listener = device::bind(path)?;
+        let shared = Arc::new(Shared::new()?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (path, shared, stop) = (path.to_path_buf(), Arc::clone(&shared), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name(format!("vhost-{name}"))
+                .spawn(move || device::serve(path, shared, stop, listener))?
+        };
+        Ok(VhostUserPort {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            counters: PortCounters::new(),
+            data_path: shared.data_path.load_full(),
+            shared: Arc::clone(&shared),
+            generation: 0,
+            memory: None,
+            rings: [None, None],
+            idle_bursts: 0,
+            _server: Server {
+                stop,
+                shared: Arc::clone(&shared),
+                thread: Some(thread),
+            },
+        })
+    }
+
+    /// The socket the frontend connects to.
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Ring set-ups and memory maps the device refused, and rings the queue would not run
+    /// (addresses outside guest memory).
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Takes a newly published snapshot, if any (one atomic load when none).
+    #[inline]
+    fn refresh(&mut self) {
+        if self.shared.published.load(Ordering::Acquire) != self.generation {
+            self.apply();
+        }
+    }
+
+    #[cold]
+    fn apply(&mut self) {
+        device::drain_eventfd(self.shared.wake.as_raw_fd());
+        let dp = self.shared.data_path.load_full();
+        for (index, slot) in self.rings.iter_mut().enumerate() {
+            let spec = dp.queues.get(index).and_then(Option::as_ref);
+            let same = matches!((&*slot, spec), (Some(r), Some(s)) if r.epoch == s.epoch);
+            if same && dp.memory.as_ref().map(Arc::as_ptr) == self.memory.as_ref().map(Arc::as_ptr)
+            {
+                continue;
+            }
+            if let Some(old) = slot.take() {
+                // Where the guest's next frame is: GET_VRING_BASE's answer.
+                if let Some(a) = self.shared.next_avail.get(index) {
+                    a.store(old.queue.next_avail(), Ordering::Release);
+                }
+            }
+            *slot = match (spec, dp.memory.as_deref()) {
+                (Some(spec), Some(mem)) => build_queue(spec, mem).or_else(|| {
+                    self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                    None
+                }),
+                _ => None,
+            };
+        }
+        self.memory = dp.memory.clone();
+        self.generation = dp.generation;
+        self.data_path = dp;
+        self.idle_bursts = 0;
+        self.shared.acked.store(self.generation, Ordering::Release);
+    }
+
+    fn notify(ring: &mut Running, mem: &GuestMemoryMmap) {
+        // A guest whose ring cannot be read is told anyway: it does no harm.
+        if ring.queue.needs_notification(mem).unwrap_or(true) {
+            if let Some(call) = &ring.call {
+                device::signal_eventfd(call.as_raw_fd());
+            }
+        }
+    }
+}
+
+/// A queue over `mem` as `spec` describes it, if its rings lie inside guest memory.
+fn build_queue(spec: &QueueSpec, mem: &GuestMemoryMmap) -> Option<Running> {
+    let mut q = Queue::new(device::MAX_QUEUE_SIZE).ok()?;
+    q.set_size(spec.size);
+    let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
+    let (lo, hi) = split(spec.desc);
+    q.set_desc_table_address(lo, hi);
+    let (lo, hi) = split(spec.avail);
+    q.set_avail_ring_address(lo, hi);
+    let (lo, hi) = split(spec.used);
+    q.set_used_ring_address(lo, hi);
+    q.set_next_avail(spec.next_avail);
+    q.set_next_used(spec.next_avail);
+    q.set_event_idx(false);
+    q.set_ready(true);
+    // Size, alignment and every ring inside the map (virtio-queue's checks).
+    q.is_valid(mem).then_some(Running {
+        epoch: spec.epoch,
+        queue: q,
+        kick: spec.kick.clone(),
+        call: spec.call.clone(),
+    })
+}
+
+impl PortQueue for VhostUserPort {
+    fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize {
+        self.refresh();
+        let (Some(mem), Some(ring)) = (self.memory.as_deref(), self.rings[TX_QUEUE].as_mut())
+        else {
+            return 0;
+        };
+        let mut stats = RingStats::default();
+        let mut got = ring::receive(&mut ring.queue, mem, pool, out, max, &mut stats);
+        if got < max && stats.no_buffer == 0 {
+            if self.idle_bursts % DRAIN_EVERY == 0 {
+                if let Some(kick) = &ring.kick {
+                    device::drain_eventfd(kick.as_raw_fd());
+                }
+                device::drain_eventfd(self.shared.wake.as_raw_fd());
+                got += ring::receive(&mut ring.queue, mem, pool, out, max - got, &mut stats);
+            }
+            self.idle_bursts = if got == 0 {
+                self.idle_bursts.wrapping_add(1)
+            } else {
+                0
+            };
+        } else {
+            self.idle_bursts = 0;
+        }
+        if stats.used {
+            Self::notify(ring, mem);
+        }
+        self.counters.add(&PortStats {
+            rx_packets: stats.packets,
+            rx_bytes: stats.bytes,
+            rx_errors: stats.bad_chains,
+            rx_nombuf: stats.no_buffer,
+            ..PortStats::default()
+        });
+        got
+    }
+
+    fn tx_burst(&mut self, pkts: &mut Vec<PacketBuf>, pool: &mut BufferPool) -> usize {
+        self.refresh();
+        let (Some(mem), Some(ring)) = (self.memory.as_deref(), self.rings[RX_QUEUE].as_mut())
+        else {
+            // No guest (yet): the link is down.
+            let n = pkts.len() as u64;
+            for p in pkts.drain(..) {
+                pool.free(p);
+            }
+            self.counters.add(&PortStats {
+                tx_errors: n,
+                ..PortStats::default()
+            });
+            return 0;
+        };
+        let mut stats = RingStats::default();
+        let sent = ring::transmit(&mut ring.queue, mem, pkts, pool, &mut stats);
+        if stats.used {
+            Self::notify(ring, mem);
+        }
+        self.counters.add(&PortStats {
+            tx_packets: stats.packets,
+            tx_bytes: stats.bytes,
+            tx_errors: stats.bad_chains,
+            tx_dropped: stats.no_room,
+            ..PortStats::default()
+        });
+        sent
+    }
+
+    fn rx_fd(&self) -> Option<RawFd> {
+        Some(self.shared.poll.as_raw_fd())
+    }
+}
+
+impl PortDevice for VhostUserPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn link_up(&self) -> bool {
+        let dp = self.shared.data_path.load();
+        dp.memory.is_some() && dp.queues.iter().all(Option::is_some)
+    }
+
+    /// The guest's MAC is QEMU's to set: unknown until the guest's first frame says.
+    fn mac(&self) -> MacAddr {
+        MacAddr([0; 6])
+    }
+
+    fn counters(&self) -> &Arc<PortCounters> {
+        &self.counters
+    }
+}

@@ -1,0 +1,414 @@
+//! A vhost-user port against an in-process frontend (the `vhost` crate's `Frontend`, as QEMU
+//! would drive it) and a driver writing virtio rings into memfd-backed guest memory that both
+//! sides map: the protocol, the data path both ways, notifications, GET_VRING_BASE, reconnects
+//! and rings placed outside guest memory.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dp_ports::vhost_user::device::{FEATURES, RX_QUEUE, TX_QUEUE};
+use dp_ports::vhost_user::ring::NET_HDR_LEN;
+use dp_ports::{BufferPool, PacketBuf, PortDevice, PortQueue, VhostUserPort};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{
+    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap,
+    MmapRegion,
+};
+use vmm_sys_util::eventfd::EventFd;
+
+const MEM_SIZE: usize = 4 << 20;
+const QUEUE_SIZE: u16 = 16;
+/// Where the driver puts its rings and buffers (guest physical addresses).
+const RX_RING_AT: u64 = 0x1_0000;
+const TX_RING_AT: u64 = 0x2_0000;
+const RX_BUFS_AT: u64 = 0x10_0000;
+const TX_BUFS_AT: u64 = 0x20_0000;
+const F_NEXT: u16 = 1;
+const F_WRITE: u16 = 2;
+
+/// Guest memory the test (the "guest" and QEMU's side) maps, backed by a memfd the port maps too.
+struct Guest {
+    mem: GuestMemoryMmap,
+    file: File,
+}
+
+impl Guest {
+    fn new() -> Guest {
+        // SAFETY: a fresh anonymous memory file; the name is a NUL-terminated literal.
+        let fd = unsafe { libc::memfd_create(c"guest".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0, "memfd_create");
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(MEM_SIZE as u64).unwrap();
+        let region =
+            MmapRegion::from_file(FileOffset::new(file.try_clone().unwrap(), 0), MEM_SIZE).unwrap();
+        let mem =
+            GuestMemoryMmap::from_regions(vec![
+                GuestRegionMmap::new(region, GuestAddress(0)).unwrap()
+            ])
+            .unwrap();
+        Guest { mem, file }
+    }
+
+    /// The frontend's address of a guest address (QEMU speaks its own addresses).
+    fn host(&self, addr: u64) -> u64 {
+        self.mem.get_host_address(GuestAddress(addr)).unwrap() as u64
+    }
+}
+
+fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
+    RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+}
+
+/// The port polled on a thread of its own, as a worker would: frames received are collected,
+/// frames queued in `to_send` are transmitted.
+struct Worker {
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    to_send: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<VhostUserPort>>,
+}
+
+impl Worker {
+    fn start(mut port: VhostUserPort) -> Worker {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let to_send: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (received, to_send, stop) = (
+                Arc::clone(&received),
+                Arc::clone(&to_send),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || {
+                let mut pool = BufferPool::new(64, 2048);
+                let mut out: Vec<PacketBuf> = Vec::with_capacity(32);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    port.rx_burst(&mut pool, &mut out, 32);
+                    for b in out.drain(..) {
+                        received.lock().unwrap().push(b.data().to_vec());
+                        pool.free(b);
+                    }
+                    let frames: Vec<Vec<u8>> = std::mem::take(&mut *to_send.lock().unwrap());
+                    if !frames.is_empty() {
+                        let mut pkts = Vec::new();
+                        for f in frames {
+                            let mut p = pool.alloc().unwrap();
+                            p.set_frame(&f).unwrap();
+                            pkts.push(p);
+                        }
+                        port.tx_burst(&mut pkts, &mut pool);
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                port
+            })
+        };
+        Worker {
+            received,
+            to_send,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn wait_received(&self, n: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.received.lock().unwrap().len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.received.lock().unwrap().clone()
+    }
+
+    fn finish(mut self) -> VhostUserPort {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// The rings of one connection, as QEMU sets them up.
+struct Setup {
+    frontend: Frontend,
+    kicks: [EventFd; 2],
+    calls: [EventFd; 2],
+}
+
+fn connect(
+    path: &std::path::Path,
+    guest: &Guest,
+    rings: [(&MockSplitQueue<GuestMemoryMmap>, u16); 2],
+) -> Setup {
+    let mut frontend = Frontend::connect(path, 2).unwrap();
+    frontend.set_owner().unwrap();
+    let features = frontend.get_features().unwrap();
+    assert_eq!(features, FEATURES);
+    frontend.set_features(features).unwrap();
+    let pf = frontend.get_protocol_features().unwrap();
+    frontend
+        .set_protocol_features(pf & VhostUserProtocolFeatures::REPLY_ACK)
+        .unwrap();
+    frontend
+        .set_mem_table(&[VhostUserMemoryRegionInfo {
+            guest_phys_addr: 0,
+            memory_size: MEM_SIZE as u64,
+            userspace_addr: guest.host(0),
+            mmap_offset: 0,
+            mmap_handle: guest.file.as_raw_fd(),
+        }])
+        .unwrap();
+    let kicks = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
+    let calls = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
+    for (q, (vq, base)) in rings.into_iter().enumerate() {
+        let desc_at = vq.desc_table_addr().raw_value();
+        let avail_at = vq.avail_addr().raw_value();
+        let used_at = vq.used_addr().raw_value();
+        frontend.set_vring_num(q, QUEUE_SIZE).unwrap();
+        frontend
+            .set_vring_addr(
+                q,
+                &VringConfigData {
+                    queue_max_size: QUEUE_SIZE,
+                    queue_size: QUEUE_SIZE,
+                    flags: 0,
+                    desc_table_addr: guest.host(desc_at),
+                    used_ring_addr: guest.host(used_at),
+                    avail_ring_addr: guest.host(avail_at),
+                    log_addr: None,
+                },
+            )
+            .unwrap();
+        frontend.set_vring_base(q, base).unwrap();
+        frontend.set_vring_call(q, &calls[q]).unwrap();
+        frontend.set_vring_kick(q, &kicks[q]).unwrap();
+        frontend.set_vring_enable(q, true).unwrap();
+    }
+    Setup {
+        frontend,
+        kicks,
+        calls,
+    }
+}
+
+fn wait_link(port_up: impl Fn() -> bool, up: bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while port_up() != up {
+        assert!(
+            Instant::now() < deadline,
+            "link never went {}",
+            if up { "up" } else { "down" }
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The used ring's entries (id, len) so far.
+fn used(guest: &Guest, vq: &MockSplitQueue<GuestMemoryMmap>) -> Vec<(u32, u32)> {
+    let base = vq.used_addr();
+    let idx: u16 = guest.mem.read_obj(base.checked_add(2).unwrap()).unwrap();
+    (0..u64::from(idx))
+        .map(|i| {
+            let at = base
+                .checked_add(4 + 8 * (i % u64::from(QUEUE_SIZE)))
+                .unwrap();
+            (
+                guest.mem.read_obj(at).unwrap(),
+                guest.mem.read_obj(at.checked_add(4).unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn frame(n: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| n.wrapping_add(i as u8)).collect()
+}
+
+/// Guest transmit chains: a header-only descriptor then the frame (as Linux's virtio-net does
+/// without `any_layout`), or both in one.
+fn queue_tx(
+    guest: &Guest,
+    vq: &MockSplitQueue<GuestMemoryMmap>,
+    frames: &[Vec<u8>],
+    first_slot: u64,
+) {
+    let mut descs = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let at = TX_BUFS_AT + (first_slot + i as u64) * 0x1000;
+        guest
+            .mem
+            .write_slice(&[0; NET_HDR_LEN], GuestAddress(at))
+            .unwrap();
+        guest
+            .mem
+            .write_slice(f, GuestAddress(at + NET_HDR_LEN as u64))
+            .unwrap();
+        // `next` is an index into the whole table: the chains start at `2 * first_slot`.
+        let d = (2 * first_slot) as u16 + descs.len() as u16;
+        descs.push(desc(at, NET_HDR_LEN as u32, F_NEXT, d + 1));
+        descs.push(desc(at + NET_HDR_LEN as u64, f.len() as u32, 0, 0));
+    }
+    vq.add_desc_chains(&descs, (first_slot * 2) as u16).unwrap();
+}
+
+#[test]
+fn a_frontend_sets_up_the_rings_and_frames_flow_both_ways() {
+    let dir = tempdir();
+    let path = dir.join("vm0.sock");
+    let port = VhostUserPort::listen(&path, "vm0").unwrap();
+    assert!(!port.link_up(), "down until a frontend set it up");
+    let guest = Guest::new();
+    let worker = Worker::start(port);
+    let tx = MockSplitQueue::create(&guest.mem, GuestAddress(TX_RING_AT), QUEUE_SIZE);
+    let rx = MockSplitQueue::create(&guest.mem, GuestAddress(RX_RING_AT), QUEUE_SIZE);
+    let setup = connect(&path, &guest, [(&rx, 0), (&tx, 0)]);
+
+    // Guest -> us: two frames queued and kicked.
+    let sent = vec![frame(1, 60), frame(2, 1500)];
+    queue_tx(&guest, &tx, &sent, 0);
+    setup.kicks[TX_QUEUE].write(1).unwrap();
+    assert_eq!(worker.wait_received(2), sent);
+    let tx_used = used(&guest, &tx);
+    assert_eq!(tx_used.iter().map(|u| u.0).collect::<Vec<_>>(), vec![0, 2]);
+    // The guest did not suppress interrupts: it is told its buffers are back.
+    assert!(setup.calls[TX_QUEUE].read().unwrap() >= 1);
+
+    // Us -> guest: receive buffers posted, a frame transmitted into them.
+    let descs: Vec<_> = (0..4u64)
+        .map(|i| desc(RX_BUFS_AT + i * 0x1000, 2048, F_WRITE, 0))
+        .collect();
+    rx.add_desc_chains(&descs, 0).unwrap();
+    let reply = frame(9, 98);
+    worker.to_send.lock().unwrap().push(reply.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while used(&guest, &rx).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the frame never reached the guest"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(used(&guest, &rx), vec![(0, (NET_HDR_LEN + 98) as u32)]);
+    let mut got = vec![0u8; 98];
+    guest
+        .mem
+        .read_slice(&mut got, GuestAddress(RX_BUFS_AT + NET_HDR_LEN as u64))
+        .unwrap();
+    assert_eq!(got, reply);
+    assert!(setup.calls[RX_QUEUE].read().unwrap() >= 1);
+
+    // GET_VRING_BASE (QEMU stopping the device): the worker's index, after it let go.
+    assert_eq!(setup.frontend.get_vring_base(TX_QUEUE).unwrap(), 2);
+    assert_eq!(setup.frontend.get_vring_base(RX_QUEUE).unwrap(), 1);
+    let port = worker.finish();
+    let stats = port.stats();
+    assert_eq!((stats.rx_packets, stats.rx_bytes), (2, 1560));
+    assert_eq!(
+        (stats.tx_packets, stats.tx_bytes, stats.tx_errors),
+        (1, 98, 0)
+    );
+}
+
+#[test]
+fn a_new_frontend_takes_over_after_the_old_one_went_away() {
+    let dir = tempdir();
+    let path = dir.join("vm1.sock");
+    let port = VhostUserPort::listen(&path, "vm1").unwrap();
+    let guest = Guest::new();
+    let worker = Worker::start(port);
+    let tx = MockSplitQueue::create(&guest.mem, GuestAddress(TX_RING_AT), QUEUE_SIZE);
+    let rx = MockSplitQueue::create(&guest.mem, GuestAddress(RX_RING_AT), QUEUE_SIZE);
+    let setup = connect(&path, &guest, [(&rx, 0), (&tx, 0)]);
+    queue_tx(&guest, &tx, &[frame(3, 64)], 0);
+    setup.kicks[TX_QUEUE].write(1).unwrap();
+    assert_eq!(worker.wait_received(1).len(), 1);
+    // QEMU dies: no GET_VRING_BASE, the socket just closes.
+    drop(setup);
+    std::thread::sleep(Duration::from_millis(300));
+    // QEMU comes back (reconnect=1) with the same memory and the ring where it was.
+    let setup = connect(&path, &guest, [(&rx, 0), (&tx, 1)]);
+    queue_tx(&guest, &tx, &[frame(4, 64)], 1);
+    setup.kicks[TX_QUEUE].write(1).unwrap();
+    let got = worker.wait_received(2);
+    assert_eq!(got, vec![frame(3, 64), frame(4, 64)]);
+    let port = worker.finish();
+    assert!(port.link_up());
+    drop(setup);
+    wait_link(|| port.link_up(), false);
+}
+
+#[test]
+fn rings_outside_guest_memory_are_refused_and_nothing_is_read() {
+    let dir = tempdir();
+    let path = dir.join("vm2.sock");
+    let port = VhostUserPort::listen(&path, "vm2").unwrap();
+    let guest = Guest::new();
+    let worker = Worker::start(port);
+    // The transmit ring's used ring runs past the end of the memory: the queue is not run.
+    let mut frontend = Frontend::connect(&path, 2).unwrap();
+    frontend.set_owner().unwrap();
+    frontend.get_features().unwrap();
+    frontend.set_features(FEATURES).unwrap();
+    frontend.get_protocol_features().unwrap();
+    frontend
+        .set_protocol_features(VhostUserProtocolFeatures::REPLY_ACK)
+        .unwrap();
+    frontend
+        .set_mem_table(&[VhostUserMemoryRegionInfo {
+            guest_phys_addr: 0,
+            memory_size: MEM_SIZE as u64,
+            userspace_addr: guest.host(0),
+            mmap_offset: 0,
+            mmap_handle: guest.file.as_raw_fd(),
+        }])
+        .unwrap();
+    let kick = EventFd::new(0).unwrap();
+    frontend.set_vring_num(TX_QUEUE, QUEUE_SIZE).unwrap();
+    // An address no region holds: refused by the device itself.
+    let outside = VringConfigData {
+        queue_max_size: QUEUE_SIZE,
+        queue_size: QUEUE_SIZE,
+        flags: 0,
+        desc_table_addr: guest.host(0x1000),
+        used_ring_addr: guest.host(0) + MEM_SIZE as u64 + 0x1000,
+        avail_ring_addr: guest.host(0x2000),
+        log_addr: None,
+    };
+    // (The frontend does not wait for an answer to SET_VRING_ADDR: the port counts it.)
+    let _ = frontend.set_vring_addr(TX_QUEUE, &outside);
+    // Inside the region but running off its end: the worker will not run the ring.
+    let straddling = VringConfigData {
+        used_ring_addr: guest.host(MEM_SIZE as u64 - 8),
+        ..outside
+    };
+    frontend.set_vring_addr(TX_QUEUE, &straddling).unwrap();
+    frontend.set_vring_base(TX_QUEUE, 0).unwrap();
+    frontend.set_vring_kick(TX_QUEUE, &kick).unwrap();
+    frontend.set_vring_enable(TX_QUEUE, true).unwrap();
+    kick.write(1).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let port = worker.finish();
+    assert_eq!(port.refused(), 2, "both rings were refused");
+    assert!(!port.link_up());
+    assert_eq!(port.stats().rx_packets, 0);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "dp-ports-vhost-{}-{}",
+        std::process::id(),
+        std::thread::current()
+            .name()
+            .unwrap_or("t")
+            .replace("::", "-")
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
