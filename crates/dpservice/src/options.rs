@@ -53,6 +53,9 @@
 //!   fail-over only; `--wcmp 50` spreads flows evenly over both uplinks, each the other's
 //!   fail-over. (dpservice's test/local suite runs with both uplinks and no `--wcmp`, and
 //!   expects everything on pf0.)
+//! - `--vhost-user DIR` (ours): the VF ports are vhost-user sockets in DIR, named as the TAP
+//!   devices would be (`DIR/<vf-pattern>N`), served to QEMU as the vhost-user backend; one
+//!   worker only for now (a port has one queue pair).
 //! - `--nic-type` also takes `af_packet` and `af_xdp` (ours): the uplinks and VF ports are then
 //!   existing interfaces (e.g. veth ends) opened with AF_PACKET TPACKET_V3 rings or AF_XDP
 //!   sockets instead of TAP devices the daemon creates.
@@ -272,6 +275,12 @@ pub struct Options {
     /// number of packet-processing worker threads (1 - 64) [dpservice-rs]
     #[arg(long, value_name = "N", default_value = "1", value_parser = ranged::<u16>(1, 64))]
     pub workers: u16,
+
+    /// serve the VM ports (VFs) as vhost-user sockets DIR/<vf name> for QEMU guests
+    /// (`-chardev socket,path=DIR/<vf name>,reconnect=1 -netdev vhost-user,...`) instead of
+    /// TAP devices; the uplinks are unchanged [dpservice-rs]
+    #[arg(long = "vhost-user", value_name = "DIR")]
+    pub vhost_user: Option<PathBuf>,
 
     /// do not exchange virtio-net headers with VM TAP devices (no checksum/TSO offload from
     /// the VMs' kernels) [dpservice-rs]

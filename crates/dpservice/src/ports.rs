@@ -1,5 +1,6 @@
 //! Creating the daemon's ports: uplinks pf0/pf1 and VF TAPs `<vf-pattern>0…N-1`, numbered in
-//! that order (pf0 = 0, pf1 = 1, VFs from 2).
+//! that order (pf0 = 0, pf1 = 1, VFs from 2). With `--vhost-user DIR` the VFs are vhost-user
+//! sockets `DIR/<vf-pattern>N` instead (`dp_ports::vhost_user`).
 //!
 //! With `--workers N` every port is opened N times, one handle per worker, and the kernel shares
 //! the traffic among them by flow hash: a TAP with N queues (`IFF_MULTI_QUEUE`), an AF_PACKET
@@ -17,7 +18,10 @@ use std::sync::Arc;
 
 use dp_packet::MacAddr;
 use dp_pipeline::{PortEntry, PortKind, PortTable};
-use dp_ports::{AfPacketOptions, AfPacketPort, AfXdpOptions, AfXdpPort, Port, TapOptions, TapPort};
+use dp_ports::{
+    AfPacketOptions, AfPacketPort, AfXdpOptions, AfXdpPort, Port, TapOptions, TapPort,
+    VhostUserPort,
+};
 use dp_tables::PortId;
 
 use crate::options::{NicType, Options};
@@ -141,6 +145,15 @@ fn open_port(spec: OpenSpec, name: &str) -> Result<Vec<Box<dyn Port>>, String> {
     Ok(out)
 }
 
+/// A VM port served to QEMU as a vhost-user backend at `dir/name`. The guest's MAC is QEMU's:
+/// unknown until the guest's first frame.
+fn open_vhost_user(dir: &std::path::Path, name: &str) -> Result<Vec<Box<dyn Port>>, String> {
+    let path = dir.join(name);
+    let port = VhostUserPort::listen(&path, name)
+        .map_err(|e| format!("cannot serve vhost-user socket {}: {e}", path.display()))?;
+    Ok(vec![Box::new(port)])
+}
+
 pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
     let mut wanted: Vec<(String, PortKind)> = Vec::new();
     if let Some(pf0) = &opts.pf0 {
@@ -160,6 +173,20 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
     }
 
     let workers = opts.workers.max(1);
+    if workers > 1 && opts.vhost_user.is_some() {
+        return Err(format!(
+            "--workers {workers} is not supported with --vhost-user (a vhost-user port has one \
+             queue pair, served by one worker); use --workers 1"
+        ));
+    }
+    if let Some(dir) = &opts.vhost_user {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "cannot create the vhost-user directory {}: {e}",
+                dir.display()
+            )
+        })?;
+    }
     if workers > 1 && opts.nic_type == NicType::AfXdp {
         return Err(format!(
             "--workers {workers} is not supported with --nic-type af_xdp (one AF_XDP socket per \
@@ -182,7 +209,10 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
             vnet_hdr: kind == PortKind::Vf && !opts.no_tap_offload,
             fanout_group: fanout_base.wrapping_add(id),
         };
-        let queues = open_port(spec, &name)?;
+        let queues = match (&opts.vhost_user, kind) {
+            (Some(dir), PortKind::Vf) => open_vhost_user(dir, &name)?,
+            _ => open_port(spec, &name)?,
+        };
         let Some(port) = queues.first() else {
             return Err(format!("'{name}': no port opened"));
         };
@@ -193,7 +223,7 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
         // a frame or answers the ARP/ND probe the graph's tick sends for it
         // (`dp_pipeline::nodes::VmProbe`).
         if kind == PortKind::Vf {
-            if opts.nic_type == NicType::Tap {
+            if opts.nic_type == NicType::Tap && opts.vhost_user.is_none() {
                 entry.learn_peer_mac(initial_vm_mac(opts, &name, port.mac()));
             }
             vfs.push((name.clone(), id));
