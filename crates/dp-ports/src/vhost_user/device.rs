@@ -10,8 +10,12 @@
 //! burst, no lock on the packet path.
 //!
 //! Ring life cycle (the vhost-user spec's "ring states"): a ring *starts* when it has a size,
-//! addresses and a kick descriptor and the memory map is known; it is *enabled* by
-//! SET_VRING_ENABLE (or at SET_FEATURES when protocol features were not negotiated); it
+//! addresses and a kick descriptor and the memory map is known; it runs unless the frontend
+//! disabled it with SET_VRING_ENABLE(0). (The spec has a ring with protocol features start
+//! disabled until SET_VRING_ENABLE(1); but QEMU 7.2 sends its enables *before* SET_FEATURES,
+//! and the `vhost` crate refuses an enable before protocol features are acked, so that
+//! enable never reaches us: a ring is enabled by default, as DPDK's vhost library has it in
+//! effect for QEMU.) It
 //! *stops* at GET_VRING_BASE, whose answer — the next index to read — is the worker's: the
 //! device publishes the stop, wakes the worker, waits until it acknowledged the new snapshot
 //! (bounded), and reads the index the worker left.
@@ -254,7 +258,8 @@ struct Vring {
     base: u16,
     kick: Option<Arc<File>>,
     call: Option<Arc<File>>,
-    enabled: bool,
+    /// SET_VRING_ENABLE(0) was the last word on this ring.
+    disabled: bool,
     started: bool,
     epoch: u64,
 }
@@ -308,6 +313,12 @@ impl Handler {
                 v.started = true;
                 self.epochs += 1;
                 v.epoch = self.epochs;
+                tracing::debug!(
+                    size = v.size,
+                    base = v.base,
+                    disabled = v.disabled,
+                    "vhost-user ring started"
+                );
             }
         }
         self.generation = self
@@ -318,7 +329,7 @@ impl Handler {
             + 1;
         let spec = |v: &Vring| -> Option<QueueSpec> {
             let (desc, avail, used) = v.addrs?;
-            (v.started && v.enabled).then(|| QueueSpec {
+            (v.started && !v.disabled).then(|| QueueSpec {
                 epoch: v.epoch,
                 size: v.size,
                 desc,
@@ -376,16 +387,14 @@ impl VhostUserBackendReqHandlerMut for Handler {
     }
 
     fn set_features(&mut self, features: u64) -> VuResult<()> {
+        tracing::debug!(
+            features = format_args!("{features:#x}"),
+            "vhost-user SET_FEATURES"
+        );
         if features & !FEATURES != 0 {
             return Err(VuError::InvalidParam);
         }
         self.acked_features = features;
-        // Without protocol features, rings are enabled from the start (vhost-user spec).
-        if features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() == 0 {
-            for v in &mut self.vrings {
-                v.enabled = true;
-            }
-        }
         self.update();
         Ok(())
     }
@@ -516,7 +525,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
     }
 
     fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
-        self.vring(index)?.enabled = enable;
+        self.vring(index)?.disabled = !enable;
         self.update();
         Ok(())
     }

@@ -158,12 +158,15 @@ impl VhostUserPort {
             }
             *slot = match (spec, dp.memory.as_deref()) {
                 (Some(spec), Some(mem)) => build_queue(spec, mem).or_else(|| {
+                    tracing::warn!(port = %self.name, ring = index, "vhost-user ring outside guest memory: not run");
                     self.shared.refused.fetch_add(1, Ordering::Relaxed);
                     None
                 }),
                 _ => None,
             };
         }
+        tracing::debug!(port = %self.name, generation = dp.generation,
+            rx = self.rings[RX_QUEUE].is_some(), tx = self.rings[TX_QUEUE].is_some(), "vhost-user rings");
         self.memory = dp.memory.clone();
         self.generation = dp.generation;
         self.data_path = dp;
