@@ -29,7 +29,7 @@ cached() {
 case "$mode" in
 --cached)
     cached || {
-        echo "guest-kernel.sh: no guest kernel in $cache (run scripts/guest-kernel.sh as root)" >&2
+        echo "guest-kernel.sh: no guest kernel in $cache (fetch it: sudo scripts/guest-kernel.sh)" >&2
         exit 1
     }
     exit 0

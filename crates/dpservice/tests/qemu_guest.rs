@@ -1,5 +1,5 @@
-//! Real VMs: tiny Linux guests under QEMU (TCG) with a virtio-net NIC (tests/support/guest.rs,
-//! docs/testing.md "QEMU guests").
+//! Real VMs: tiny Linux guests under QEMU (TCG) with a virtio-net NIC (the harness and how the
+//! guest is made: tests/support/guest.rs).
 //!
 //! * `guest_boots_and_gets_an_address_by_dhcp_on_a_tap` proves the harness without the
 //!   daemon: the guest's NIC is a TAP in a namespace of the test, busybox `udhcpd` serves it a
@@ -7,6 +7,8 @@
 //! * `vhost_user_guest_dhcp_and_ping` is issue #14's scenario: the daemon with `--vhost-user`
 //!   is the NIC's backend, the guests get their interface's address from the dataplane's DHCP
 //!   and ping the gateway and each other.
+//! * `qemu_connects_to_a_vhost_user_socket_and_asks_for_features` checks the vhost-user command
+//!   line without a backend: QEMU connects to a listening socket and sends GET_FEATURES.
 //!
 //! They need root, `ip`, `qemu-system-x86_64`, busybox-static and the guest kernel
 //! (`scripts/guest-kernel.sh`); without them they print `SKIPPED <test>: <reason>` and pass,
@@ -157,6 +159,73 @@ fn guest_boots_and_gets_an_address_by_dhcp_on_a_tap() {
     drop(g);
     drop(udhcpd);
     drop(ns);
+}
+
+// ---------------------------------------------------------------------------------------
+// The vhost-user variant of the harness, without a backend: QEMU connects and talks.
+// ---------------------------------------------------------------------------------------
+
+/// vhost-user's VHOST_USER_GET_FEATURES, QEMU's first request on a new connection.
+const VHOST_USER_GET_FEATURES: u32 = 1;
+/// The version bits of a request's flags.
+const VHOST_USER_VERSION: u32 = 0x1;
+
+/// QEMU with the harness's vhost-user command line (memfd guest RAM, `-chardev socket` as a
+/// client, `vhost-user` netdev, `vectors=0`) starts and connects to a listening unix socket,
+/// and its first message is a well-formed GET_FEATURES: the command line is right for a
+/// backend such as the daemon's `--vhost-user`. No backend answers, so the guest never boots.
+#[test]
+fn qemu_connects_to_a_vhost_user_socket_and_asks_for_features() {
+    const TEST: &str = "qemu_connects_to_a_vhost_user_socket_and_asks_for_features";
+    skip_unless_ready!(TEST, &[]);
+    let Some(kernel) = guest::ready_or_skip(TEST, &[]) else {
+        return;
+    };
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+    let names = Names::new();
+    let scratch = Scratch::new(&names).unwrap_or_else(|e| panic!("{e}"));
+    let socket = scratch.path("vu0.sock");
+    let listener = UnixListener::bind(&socket).unwrap_or_else(|e| panic!("{e}"));
+    listener
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let spec = GuestSpec::new(&guest_mac(&names, 0));
+    let backend = Backend::VhostUser {
+        socket: socket.clone(),
+    };
+    let mut g =
+        Guest::boot("vu0", &kernel, &spec, &backend, &scratch).unwrap_or_else(|e| panic!("{e}"));
+    let result = (|| -> Result<(), String> {
+        let mut conn = wait_until("QEMU to connect", Duration::from_secs(30), || {
+            ensure(g.pid_alive(), || "QEMU exited".to_string())?;
+            listener
+                .accept()
+                .map(|(c, _)| c)
+                .map_err(|e| format!("accept: {e}"))
+        })?;
+        step!(
+            "QEMU connected to {} after {:.1?}",
+            socket.display(),
+            g.started.elapsed()
+        );
+        conn.set_nonblocking(false).map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let mut hdr = [0u8; 12];
+        conn.read_exact(&mut hdr)
+            .map_err(|e| format!("reading QEMU's first vhost-user header: {e}"))?;
+        let word = |i: usize| u32::from_le_bytes(hdr[i * 4..i * 4 + 4].try_into().expect("4"));
+        let (request, flags, size) = (word(0), word(1), word(2));
+        step!("first message: request {request} flags {flags:#x} size {size}");
+        ensure(
+            request == VHOST_USER_GET_FEATURES && flags & 0x3 == VHOST_USER_VERSION && size == 0,
+            || format!("first message request {request} flags {flags:#x} size {size}"),
+        )
+    })();
+    if let Err(e) = result {
+        panic!("{e}\n{}", g.report());
+    }
 }
 
 // ---------------------------------------------------------------------------------------
