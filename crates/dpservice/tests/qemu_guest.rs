@@ -112,6 +112,10 @@ fn guest_boots_and_gets_an_address_by_dhcp_on_a_tap() {
     step!("QEMU started: guest {mac} on {tap}");
 
     let result = (|| -> Result<(), String> {
+        let got_mac = g.wait_line("GUEST: eth0 mac=", BOOT_TIMEOUT)?;
+        ensure(got_mac == mac, || {
+            format!("guest eth0 has MAC {got_mac}, want {mac}")
+        })?;
         let ip = g.wait_line("GUEST: ip=", BOOT_TIMEOUT)?;
         let t_dhcp = g.started.elapsed();
         step!("guest got ip={ip} by DHCP {t_dhcp:.1?} after QEMU start");
@@ -318,7 +322,7 @@ fn vhost_user_guest_dhcp_and_ping() {
         let mut guests = Vec::new();
         for (i, d) in GUESTS.iter().enumerate() {
             let other = &GUESTS[1 - i];
-            let mut spec = GuestSpec::new(&guest_mac(&names, i as u8));
+            let mut spec = GuestSpec::new(&guest_mac(&names, d.vf as u8));
             spec.pings = vec![GATEWAY.to_string(), other.ipv4.to_string()];
             spec.ping_wait = 90;
             let backend = Backend::VhostUser {
@@ -334,6 +338,11 @@ fn vhost_user_guest_dhcp_and_ping() {
         }
         let checks = (|| -> Result<(), String> {
             for (g, d) in guests.iter_mut().zip(&GUESTS) {
+                let want_mac = guest_mac(&names, d.vf as u8);
+                let mac = g.wait_line("GUEST: eth0 mac=", BOOT_TIMEOUT)?;
+                ensure(mac == want_mac, || {
+                    format!("{}: eth0 has MAC {mac}, want {want_mac}", d.id)
+                })?;
                 let ip = g.wait_line("GUEST: ip=", BOOT_TIMEOUT)?;
                 step!(
                     "{}: ip={ip} {:.1?} after QEMU start",
