@@ -4,7 +4,8 @@
 # namespaces, stock DHCP clients, ping; crates/dpservice/tests/multihost.rs: two daemons behind a
 # router namespace, iperf3, tcpdump; crates/dpservice/tests/stateful.rs: NAT, VIP, firewall,
 # NAT64 and neighbor NAT against an "internet" namespace; crates/dpservice/tests/capture.rs: packet
-# capture, copies caught by tcpdump at a sink behind the uplink). Fails if anything fails.
+# capture, copies caught by tcpdump at a sink behind the uplink; crates/dpservice/tests/qemu_guest.rs:
+# Linux guests under QEMU, see scripts/guest-kernel.sh). Fails if anything fails.
 #
 # Usage: sudo scripts/test.sh [extra `cargo test` arguments, e.g. -- --nocapture]
 #
@@ -31,12 +32,16 @@ if [ "$(id -u)" = 0 ]; then
     have promtool || need+=(prometheus)
     have tshark || need+=(tshark)
     [ -e /usr/include/pcap/pcap.h ] || need+=(libpcap-dev)
+    have qemu-system-x86_64 || need+=(qemu-system-x86)
+    dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
     if ((${#need[@]})); then
         echo "test.sh: installing ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive
         timeout 300 apt-get update -qq
         timeout 600 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     fi
+    # The QEMU guests' kernel (tests/support/guest.rs), unpacked into a cache unless there.
+    scripts/guest-kernel.sh >/dev/null
     export DPSERVICE_REQUIRE_SYSTEM_TESTS=${DPSERVICE_REQUIRE_SYSTEM_TESTS:-1}
     echo "test.sh: running as root: the system tests run (skipping them is an error)"
 else

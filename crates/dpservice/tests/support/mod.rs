@@ -12,6 +12,7 @@ pub mod api;
 pub mod capture;
 pub mod cli;
 pub mod daemon;
+pub mod guest;
 pub mod underlay;
 pub mod vm;
 
