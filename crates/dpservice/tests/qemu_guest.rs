@@ -237,6 +237,8 @@ fn qemu_connects_to_a_vhost_user_socket_and_asks_for_features() {
 // ---------------------------------------------------------------------------------------
 
 const GATEWAY: &str = "169.254.0.1";
+const TRANSFER_KIB: usize = 1024;
+const TRANSFER_PORT: u16 = 5001;
 const MTU: &str = "1400";
 
 struct GuestDef {
@@ -263,10 +265,10 @@ const GUESTS: [GuestDef; 2] = [
 
 /// Two QEMU guests on VF 0 and VF 1 of a daemon with `--vhost-user DIR` (every VF port a
 /// vhost-user socket `DIR/<VF device name>`), both interfaces in VNI 100: each gets its
-/// address, /32, MTU and the classless default route by the dataplane's DHCP, and pings the
-/// gateway (answered by the dataplane) and the other guest.
+/// address, /32, MTU and the classless default route by the dataplane's DHCP, pings the
+/// gateway (answered by the dataplane) and the other guest, and 1 MiB goes from the first
+/// to the second over TCP (busybox nc), checked by its MD5 on both ends.
 #[test]
-#[ignore = "needs --vhost-user (issue #14)"]
 fn vhost_user_guest_dhcp_and_ping() {
     const TEST: &str = "vhost_user_guest_dhcp_and_ping";
     skip_unless_ready!(TEST, &["ip"]);
@@ -325,6 +327,25 @@ fn vhost_user_guest_dhcp_and_ping() {
             let mut spec = GuestSpec::new(&guest_mac(&names, d.vf as u8));
             spec.pings = vec![GATEWAY.to_string(), other.ipv4.to_string()];
             spec.ping_wait = 90;
+            // Up until the other one is done with it too (the test kills both at the end).
+            spec.linger = 120;
+            spec.command_timeout = 90;
+            spec.commands = vec![if i == 0 {
+                format!(
+                    "dd if=/dev/urandom of=/tmp/s bs=1024 count={TRANSFER_KIB} 2>/dev/null; \
+                     echo \"GUEST: sent $(md5sum < /tmp/s | cut -c1-32)\"; n=0; \
+                     until nc {} {TRANSFER_PORT} < /tmp/s; do n=$((n + 1)); \
+                     [ $n -ge 100 ] && exit 1; sleep 0.5; done",
+                    other.ipv4
+                )
+            } else {
+                format!(
+                    // stdin stays the console, which never ends: nc leaves when the peer
+                    // closes (with stdin at its end it would leave at once).
+                    "nc -l -p {TRANSFER_PORT} < /dev/console > /tmp/r; \
+                     echo \"GUEST: received $(wc -c < /tmp/r) $(md5sum < /tmp/r | cut -c1-32)\""
+                )
+            }];
             let backend = Backend::VhostUser {
                 socket: sockets[i].clone(),
             };
@@ -366,9 +387,15 @@ fn vhost_user_guest_dhcp_and_ping() {
                     step!("{} -> {dst}: {r}", d.id);
                 }
             }
+            let sent = guests[0].wait_line("GUEST: sent ", BOOT_TIMEOUT)?;
+            let received = guests[1].wait_line("GUEST: received ", BOOT_TIMEOUT)?;
+            step!("1 MiB over TCP: sent {sent}, received {received}");
+            ensure(
+                received == format!("{} {sent}", TRANSFER_KIB * 1024),
+                || format!("sent {sent}, received {received}"),
+            )?;
             for g in &mut guests {
                 g.wait_line("GUEST: done", AFTER_DHCP_TIMEOUT)?;
-                g.wait_poweroff(POWEROFF_TIMEOUT)?;
             }
             ensure(daemon.try_exit().is_none(), || {
                 "the daemon exited while the guests ran".to_string()

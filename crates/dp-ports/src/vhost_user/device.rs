@@ -437,7 +437,10 @@ impl VhostUserBackendReqHandlerMut for Handler {
         if num == 0 || num > u32::from(MAX_QUEUE_SIZE) || !num.is_power_of_two() {
             return Err(VuError::InvalidParam);
         }
-        self.vring(index)?.size = num as u16;
+        // A ring set up anew while it ran restarts (a new epoch: the worker rebuilds it).
+        let v = self.vring(index)?;
+        v.size = num as u16;
+        v.started = false;
         Ok(())
     }
 
@@ -455,13 +458,17 @@ impl VhostUserBackendReqHandlerMut for Handler {
             self.to_guest(available)?,
             self.to_guest(used)?,
         );
-        self.vring(index)?.addrs = Some(addrs);
+        let v = self.vring(index)?;
+        v.addrs = Some(addrs);
+        v.started = false;
         self.update();
         Ok(())
     }
 
     fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
-        self.vring(index)?.base = base as u16;
+        let v = self.vring(index)?;
+        v.base = base as u16;
+        v.started = false;
         Ok(())
     }
 

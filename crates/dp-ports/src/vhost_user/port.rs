@@ -145,10 +145,16 @@ impl VhostUserPort {
         let dp = self.shared.data_path.load_full();
         for (index, slot) in self.rings.iter_mut().enumerate() {
             let spec = dp.queues.get(index).and_then(Option::as_ref);
-            let same = matches!((&*slot, spec), (Some(r), Some(s)) if r.epoch == s.epoch);
-            if same && dp.memory.as_ref().map(Arc::as_ptr) == self.memory.as_ref().map(Arc::as_ptr)
-            {
-                continue;
+            let same_memory =
+                dp.memory.as_ref().map(Arc::as_ptr) == self.memory.as_ref().map(Arc::as_ptr);
+            if let (Some(ring), Some(spec), true) = (slot.as_mut(), spec, same_memory) {
+                if ring.epoch == spec.epoch {
+                    // The same ring: only its eventfds may have changed (QEMU swaps the call
+                    // eventfd when the guest masks or unmasks the queue's interrupt).
+                    ring.kick.clone_from(&spec.kick);
+                    ring.call.clone_from(&spec.call);
+                    continue;
+                }
             }
             if let Some(old) = slot.take() {
                 // Where the guest's next frame is: GET_VRING_BASE's answer.

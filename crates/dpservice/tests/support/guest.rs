@@ -407,6 +407,9 @@ pub struct GuestSpec {
     pub command_timeout: u32,
     /// The guest powers itself off after this many seconds whatever it is doing.
     pub watchdog: u32,
+    /// Seconds the guest stays up after `done` (still answering on the network, e.g. for a
+    /// peer's pings) before it powers off.
+    pub linger: u32,
 }
 
 impl GuestSpec {
@@ -419,6 +422,7 @@ impl GuestSpec {
             commands: Vec::new(),
             command_timeout: 30,
             watchdog: 240,
+            linger: 0,
         }
     }
 }
@@ -500,6 +504,7 @@ while [ -f "/cmds/$i.sh" ]; do
     i=$((i + 1))
 done
 say "done uptime=$(cut -d' ' -f1 /proc/uptime)"
+[ "$LINGER" -gt 0 ] && sleep "$LINGER"
 poweroff -f
 "#;
 
@@ -576,12 +581,13 @@ pub fn initramfs(kernel: &Kernel, spec: &GuestSpec) -> Result<Vec<u8>, String> {
     }
     c.file("modules.list", 0o644, list.as_bytes());
     let env = format!(
-        "DHCP_TRIES={}\nPINGS='{}'\nPING_WAIT={}\nCOMMAND_TIMEOUT={}\nWATCHDOG={}\n",
+        "DHCP_TRIES={}\nPINGS='{}'\nPING_WAIT={}\nCOMMAND_TIMEOUT={}\nWATCHDOG={}\nLINGER={}\n",
         spec.dhcp_tries,
         spec.pings.join(" ").replace('\'', ""),
         spec.ping_wait,
         spec.command_timeout,
-        spec.watchdog
+        spec.watchdog,
+        spec.linger
     );
     c.file("guest.env", 0o644, env.as_bytes());
     for (i, cmd) in spec.commands.iter().enumerate() {
