@@ -55,7 +55,8 @@
 //!   expects everything on pf0.)
 //! - `--vhost-user DIR` (ours): the VF ports are vhost-user sockets in DIR, named as the TAP
 //!   devices would be (`DIR/<vf-pattern>N`), served to QEMU as the vhost-user backend; one
-//!   worker only for now (a port has one queue pair).
+//!   worker only for now (a port has one queue pair). `--vhost-user-vfs N` makes only the
+//!   first N VFs vhost-user, the rest stay TAPs.
 //! - `--nic-type` also takes `af_packet` and `af_xdp` (ours): the uplinks and VF ports are then
 //!   existing interfaces (e.g. veth ends) opened with AF_PACKET TPACKET_V3 rings or AF_XDP
 //!   sockets instead of TAP devices the daemon creates.
@@ -281,6 +282,11 @@ pub struct Options {
     /// TAP devices; the uplinks are unchanged [dpservice-rs]
     #[arg(long = "vhost-user", value_name = "DIR")]
     pub vhost_user: Option<PathBuf>,
+
+    /// with --vhost-user: only the first N VF ports are vhost-user sockets, the others TAPs
+    /// (default: all) [dpservice-rs]
+    #[arg(long = "vhost-user-vfs", value_name = "N", requires = "vhost_user")]
+    pub vhost_user_vfs: Option<u16>,
 
     /// do not exchange virtio-net headers with VM TAP devices (no checksum/TSO offload from
     /// the VMs' kernels) [dpservice-rs]

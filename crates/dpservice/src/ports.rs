@@ -171,6 +171,14 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
     for i in 0..opts.vf_count {
         wanted.push((format!("{pattern}{i}"), PortKind::Vf));
     }
+    // The VFs served as vhost-user sockets (by name): the first --vhost-user-vfs, or all.
+    let vhost_user_vfs = match &opts.vhost_user {
+        Some(_) => opts.vhost_user_vfs.unwrap_or(opts.vf_count),
+        None => 0,
+    };
+    let is_vhost_user = |name: &str| {
+        (0..vhost_user_vfs.min(opts.vf_count)).any(|i| name == format!("{pattern}{i}"))
+    };
 
     let workers = opts.workers.max(1);
     if workers > 1 && opts.vhost_user.is_some() {
@@ -209,8 +217,9 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
             vnet_hdr: kind == PortKind::Vf && !opts.no_tap_offload,
             fanout_group: fanout_base.wrapping_add(id),
         };
-        let queues = match (&opts.vhost_user, kind) {
-            (Some(dir), PortKind::Vf) => open_vhost_user(dir, &name)?,
+        let vhost_user = kind == PortKind::Vf && is_vhost_user(&name);
+        let queues = match &opts.vhost_user {
+            Some(dir) if vhost_user => open_vhost_user(dir, &name)?,
             _ => open_port(spec, &name)?,
         };
         let Some(port) = queues.first() else {
@@ -223,7 +232,7 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
         // a frame or answers the ARP/ND probe the graph's tick sends for it
         // (`dp_pipeline::nodes::VmProbe`).
         if kind == PortKind::Vf {
-            if opts.nic_type == NicType::Tap && opts.vhost_user.is_none() {
+            if opts.nic_type == NicType::Tap && !vhost_user {
                 entry.learn_peer_mac(initial_vm_mac(opts, &name, port.mac()));
             }
             vfs.push((name.clone(), id));

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use support::api::{Api, IfaceSpec};
 use support::daemon::{standard_args, Daemon, READY_TIMEOUT};
 use support::guest::{self, guest_mac, Backend, Guest, GuestSpec, BOOT_TIMEOUT};
-use support::vm::Netns;
+use support::vm::{Netns, Vm};
 use support::{ensure, wait_until, Background, Names, Scratch};
 
 /// Progress on stderr (shown with `--nocapture` and on failure).
@@ -238,6 +238,10 @@ fn qemu_connects_to_a_vhost_user_socket_and_asks_for_features() {
 
 const GATEWAY: &str = "169.254.0.1";
 const TRANSFER_KIB: usize = 1024;
+/// The namespace VM on a TAP next to the guests.
+const NS_VM: &str = "nsvm3";
+const NS_VM_VF: usize = 2;
+const NS_VM_IPV4: Ipv4Addr = Ipv4Addr::new(10, 100, 1, 3);
 const TRANSFER_PORT: u16 = 5001;
 const MTU: &str = "1400";
 
@@ -283,12 +287,14 @@ fn vhost_user_guest_dhcp_and_ping() {
 
     // The daemon: TAP uplinks, vhost-user VF ports.
     let port = support::free_port();
-    let mut args = standard_args(&names, GUESTS.len(), port);
+    // VF 0 and 1 vhost-user (the guests), VF 2 a TAP (a namespace VM).
+    let mut args = standard_args(&names, GUESTS.len() + 1, port);
     args.extend(["--vhost-user".to_string(), sock_dir.display().to_string()]);
+    args.extend(["--vhost-user-vfs".to_string(), GUESTS.len().to_string()]);
     let mut daemon = Daemon::start(
         &args,
         port,
-        vec![names.pf0(), names.pf1()],
+        vec![names.pf0(), names.pf1(), names.vf(NS_VM_VF)],
         scratch.path("dpservice.log"),
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -318,6 +324,22 @@ fn vhost_user_guest_dhcp_and_ping() {
             })?;
             step!("created {} ({}) on {device}", d.id, d.ipv4);
         }
+        let ns_vf = names.vf(NS_VM_VF);
+        api.create_interface(&IfaceSpec {
+            id: NS_VM,
+            vni: 100,
+            ipv4: NS_VM_IPV4,
+            ipv6: Ipv6Addr::new(0x2000, 0x100, 1, 0, 0, 0, 0, 3),
+            device: &ns_vf,
+            hostname: None,
+        })?;
+        let ns_vm = Vm::new(NS_VM, &names.netns(NS_VM), &ns_vf)?;
+        let lease = ns_vm.udhcpc(&scratch)?;
+        ensure(
+            lease.get("ip").map(String::as_str) == Some("10.100.1.3"),
+            || format!("{NS_VM}: udhcpc got {lease:?}"),
+        )?;
+        step!("{NS_VM} ({NS_VM_IPV4}) on the TAP {ns_vf}: DHCP done");
 
         // Both guests boot at once; each pings the gateway, then the other (retrying while
         // the other is still booting).
@@ -325,7 +347,11 @@ fn vhost_user_guest_dhcp_and_ping() {
         for (i, d) in GUESTS.iter().enumerate() {
             let other = &GUESTS[1 - i];
             let mut spec = GuestSpec::new(&guest_mac(&names, d.vf as u8));
-            spec.pings = vec![GATEWAY.to_string(), other.ipv4.to_string()];
+            spec.pings = vec![
+                GATEWAY.to_string(),
+                other.ipv4.to_string(),
+                NS_VM_IPV4.to_string(),
+            ];
             spec.ping_wait = 90;
             // Up until the other one is done with it too (the test kills both at the end).
             spec.linger = 120;
@@ -381,11 +407,21 @@ fn vhost_user_guest_dhcp_and_ping() {
                 })?;
             }
             for (i, (g, d)) in guests.iter_mut().zip(&GUESTS).enumerate() {
-                for dst in [GATEWAY.to_string(), GUESTS[1 - i].ipv4.to_string()] {
+                let others = [GUESTS[1 - i].ipv4.to_string(), NS_VM_IPV4.to_string()];
+                for dst in [GATEWAY.to_string()].iter().chain(&others) {
                     let r = g.wait_line(&format!("GUEST: ping {dst} "), BOOT_TIMEOUT)?;
                     ensure(r.starts_with("ok"), || format!("{} ping {dst}: {r}", d.id))?;
                     step!("{} -> {dst}: {r}", d.id);
                 }
+            }
+            // The namespace VM reaches both guests (on their vhost-user ports).
+            for d in &GUESTS {
+                let ip = d.ipv4.to_string();
+                let out = ns_vm
+                    .ns
+                    .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &ip])?;
+                ensure(out.ok(), || format!("{NS_VM} ping {ip}: {out}"))?;
+                step!("{NS_VM} -> {} ({ip}): ok", d.id);
             }
             let sent = guests[0].wait_line("GUEST: sent ", BOOT_TIMEOUT)?;
             let received = guests[1].wait_line("GUEST: received ", BOOT_TIMEOUT)?;
@@ -403,7 +439,7 @@ fn vhost_user_guest_dhcp_and_ping() {
         })();
         checks.map_err(|e| {
             let reports: Vec<String> = guests.iter().map(Guest::report).collect();
-            format!("{e}\n{}", reports.join("\n"))
+            format!("{e}\n{}\n{}", reports.join("\n"), ns_vm.report())
         })
     })();
     if let Err(e) = result {
