@@ -24,8 +24,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::api::{Api, IfaceSpec};
-use support::daemon::{standard_args, Daemon, READY_TIMEOUT};
+use support::daemon::{hypervisor_args, standard_args, Daemon, READY_TIMEOUT};
 use support::guest::{self, guest_mac, Backend, Guest, GuestSpec, BOOT_TIMEOUT};
+use support::underlay::{Router, ROUTER_LL};
 use support::vm::{Netns, Vm};
 use support::{ensure, wait_until, Background, Names, Scratch};
 
@@ -451,4 +452,148 @@ fn vhost_user_guest_dhcp_and_ping() {
 fn is_socket(p: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Issue #14: a QEMU guest on hv1's vhost-user port and a namespace VM on hv2's TAP, two
+/// daemons whose uplinks meet in a router namespace (as tests/multihost.rs): the guest gets its
+/// address by DHCP, pings the VM across the IPv6 underlay (IPv4 in IPv6), and the VM sends it
+/// 1 MiB over TCP, checked by MD5.
+#[test]
+fn vhost_user_guest_reaches_a_vm_on_another_hypervisor() {
+    const TEST: &str = "vhost_user_guest_reaches_a_vm_on_another_hypervisor";
+    skip_unless_ready!(TEST, &["ip", "busybox", "md5sum"]);
+    let Some(kernel) = guest::ready_or_skip(TEST, &[]) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let (n1, n2) = (Names::new(), Names::new());
+    let scratch = Scratch::new(&n1).unwrap_or_else(|e| panic!("{e}"));
+    let sock_dir = scratch.path("vhost-user");
+    let p1 = support::free_port();
+    let a1 = hypervisor_args(
+        &n1,
+        1,
+        p1,
+        "fc00:1::1",
+        ROUTER_LL,
+        &["--vhost-user", &sock_dir.display().to_string()],
+    );
+    let hv1 = Daemon::start(&a1, p1, vec![n1.pf0(), n1.pf1()], scratch.path("hv1.log"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p2 = support::free_port();
+    let a2 = hypervisor_args(&n2, 1, p2, "fc00:2::1", ROUTER_LL, &[]);
+    let hv2 = Daemon::start(&a2, p2, n2.taps(1), scratch.path("hv2.log"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut router = Router::new(&n1.netns("rtr")).unwrap_or_else(|e| panic!("{e}"));
+    let mut vm2: Option<Vm> = None;
+    let mut qvm: Option<Guest> = None;
+    let result = (|| -> Result<(), String> {
+        for n in [&n1, &n2] {
+            router.attach(&n.pf0())?;
+            router.attach(&n.pf1())?;
+        }
+        router.route_multipath("fc00:1::/64", &[&n1.pf0(), &n1.pf1()])?;
+        router.route_multipath("fc00:2::/64", &[&n2.pf0(), &n2.pf1()])?;
+        for ul in ["fc00:1::1", "fc00:2::1"] {
+            wait_until(&format!("the router to ping {ul}"), READY_TIMEOUT, || {
+                router.ping(ul)?.check().map(|_| ())
+            })?;
+        }
+        step!("two hypervisors up, the router reaches both");
+
+        let (mut api1, mut api2) = (Api::connect(p1)?, Api::connect(p2)?);
+        api1.init()?;
+        api2.init()?;
+        let guest_ip = Ipv4Addr::new(10, 100, 1, 1);
+        let vm2_ip = Ipv4Addr::new(10, 100, 2, 1);
+        let (dev1, dev2) = (n1.vf(0), n2.vf(0));
+        let r1 = api1.create_interface(&IfaceSpec {
+            id: "qvm1",
+            vni: 100,
+            ipv4: guest_ip,
+            ipv6: Ipv6Addr::new(0x2000, 0x100, 1, 0, 0, 0, 0, 1),
+            device: &dev1,
+            hostname: None,
+        })?;
+        let r2 = api2.create_interface(&IfaceSpec {
+            id: "vm2",
+            vni: 100,
+            ipv4: vm2_ip,
+            ipv6: Ipv6Addr::new(0x2000, 0x100, 2, 0, 0, 0, 0, 1),
+            device: &dev2,
+            hostname: None,
+        })?;
+        let ul1 = dp_proto::ipv6_from_bytes(&r1.underlay_route).map_err(|e| e.to_string())?;
+        let ul2 = dp_proto::ipv6_from_bytes(&r2.underlay_route).map_err(|e| e.to_string())?;
+        api1.create_route(100, "10.100.2.0".parse().expect("valid"), 24, 100, ul2)?;
+        api2.create_route(100, "10.100.1.0".parse().expect("valid"), 24, 100, ul1)?;
+        step!("qvm1 on hv1 ({ul1}), vm2 on hv2 ({ul2}), routes both ways");
+
+        let vm = vm2.insert(Vm::new("vm2", &n2.netns("vm2"), &dev2)?);
+        vm.udhcpc(&scratch)?;
+
+        let mut spec = GuestSpec::new(&guest_mac(&n1, 0));
+        spec.pings = vec![vm2_ip.to_string()];
+        spec.ping_wait = 60;
+        spec.linger = 60;
+        spec.command_timeout = 90;
+        spec.commands = vec![format!(
+            "nc -l -p {TRANSFER_PORT} < /dev/console > /tmp/r; \
+             echo \"GUEST: received $(wc -c < /tmp/r) $(md5sum < /tmp/r | cut -c1-32)\""
+        )];
+        let backend = Backend::VhostUser {
+            socket: sock_dir.join(&dev1),
+        };
+        let g = qvm.insert(Guest::boot("qvm1", &kernel, &spec, &backend, &scratch)?);
+        let ip = g.wait_line("GUEST: ip=", BOOT_TIMEOUT)?;
+        ensure(ip == format!("{guest_ip}/32"), || format!("qvm1 got {ip}"))?;
+        let r = g.wait_line(&format!("GUEST: ping {vm2_ip} "), BOOT_TIMEOUT)?;
+        ensure(r.starts_with("ok"), || format!("qvm1 ping {vm2_ip}: {r}"))?;
+        step!("qvm1 (hv1, vhost-user) -> vm2 (hv2) across the underlay: {r}");
+        let out = vm.ping(&guest_ip.to_string())?;
+        ensure(out.ok(), || format!("vm2 ping {guest_ip}: {out}"))?;
+        step!("vm2 -> qvm1: ok");
+
+        // vm2 sends 1 MiB to the guest (retrying until the guest listens).
+        let file = scratch.path("transfer.bin");
+        let data: Vec<u8> = (0..TRANSFER_KIB * 1024)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[1])
+            .collect();
+        std::fs::write(&file, &data).map_err(|e| e.to_string())?;
+        let md5 = support::run_args("md5sum", &[file.display().to_string()], READY_TIMEOUT)?
+            .check()?
+            .stdout
+            .chars()
+            .take(32)
+            .collect::<String>();
+        let send = format!(
+            "for n in $(seq 1 100); do busybox nc {guest_ip} {TRANSFER_PORT} < {} && exit 0; \
+             sleep 0.3; done; exit 1",
+            file.display()
+        );
+        let out = support::run(&mut vm.ns.command(&["sh", "-c", &send]), BOOT_TIMEOUT)?;
+        ensure(out.ok(), || format!("vm2 could not send: {out}"))?;
+        let received = g.wait_line("GUEST: received ", BOOT_TIMEOUT)?;
+        ensure(received == format!("{} {md5}", data.len()), || {
+            format!("sent {} bytes {md5}, guest received {received}", data.len())
+        })?;
+        step!("vm2 -> qvm1: 1 MiB over TCP across the underlay, MD5 {md5}");
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let guest = qvm.as_ref().map(Guest::report).unwrap_or_default();
+        let vm = vm2.as_ref().map(Vm::report).unwrap_or_default();
+        panic!(
+            "{e}\n{guest}\n{vm}\n{}\n{}\n{}",
+            router.report(),
+            hv1.report(),
+            hv2.report()
+        );
+    }
+    drop(qvm);
+    drop(vm2);
+    drop(hv1);
+    drop(hv2);
+    drop(router);
+    step!("whole test {:.1?}", t0.elapsed());
 }
