@@ -12,13 +12,16 @@
 //! limit), and a chain that fails is still returned to the guest (used, length 0), so the
 //! queue never stalls on it. Such chains are counted ([`RingStats::bad_chains`]).
 //!
-//! The copies go through `GuestMemory::read_slice`/`write_slice` descriptor by descriptor, not
-//! through virtio-queue's `Reader`/`Writer`, which allocate a `VecDeque` per chain: nothing
-//! here allocates.
+//! The copies go descriptor by descriptor, not through virtio-queue's `Reader`/`Writer`, which
+//! allocate a `VecDeque` per chain: nothing here allocates. Each copy finds its region once and
+//! copies one volatile slice ([`read_guest`], [`write_guest`]) rather than going through
+//! `Bytes::read_slice`/`write_slice`, whose iterator over region slices was most of the cost
+//! per packet (BENCHMARKS.md, "vhost-user ring copies"); a copy that crosses regions falls
+//! back to them.
 
 use dp_buffer::{BufferPool, PacketBuf};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 /// `struct virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
 /// num_buffers.
@@ -47,7 +50,7 @@ pub struct RingStats {
 
 /// Copies up to `max` frames the guest queued on its transmit `queue` into buffers from
 /// `pool`, appended to `out`; returns how many.
-pub fn receive<M: GuestMemory>(
+pub fn receive<M: GuestMemoryBackend>(
     queue: &mut Queue,
     mem: &M,
     pool: &mut BufferPool,
@@ -96,7 +99,7 @@ pub fn receive<M: GuestMemory>(
                 ok = false; // longer than a buffer
                 break;
             };
-            if mem.read_slice(dst, addr).is_err() {
+            if !read_guest(mem, addr, dst) {
                 ok = false;
                 break;
             }
@@ -118,6 +121,27 @@ pub fn receive<M: GuestMemory>(
     received
 }
 
+/// Copies guest memory at `addr` into `dst`; false if any of it is outside guest memory.
+#[inline]
+fn read_guest<M: GuestMemoryBackend>(mem: &M, addr: GuestAddress, dst: &mut [u8]) -> bool {
+    let fast = mem.find_region(addr).and_then(|r| {
+        let slice = r.get_slice(r.to_region_addr(addr)?, dst.len()).ok()?;
+        Some(slice.copy_to(dst) == dst.len())
+    });
+    fast.unwrap_or_else(|| mem.read_slice(dst, addr).is_ok())
+}
+
+/// Copies `src` into guest memory at `addr`; false if any of it is outside guest memory.
+#[inline]
+fn write_guest<M: GuestMemoryBackend>(mem: &M, addr: GuestAddress, src: &[u8]) -> bool {
+    let fast = mem.find_region(addr).and_then(|r| {
+        let slice = r.get_slice(r.to_region_addr(addr)?, src.len()).ok()?;
+        slice.copy_from(src);
+        Some(true)
+    });
+    fast.unwrap_or_else(|| mem.write_slice(src, addr).is_ok())
+}
+
 /// One receive chain taken for a frame: its head and how much of the frame went into it.
 #[derive(Clone, Copy, Default)]
 struct Taken {
@@ -127,7 +151,7 @@ struct Taken {
 
 /// Copies every frame of `pkts` into the guest's receive `queue` (leaving `pkts` empty, the
 /// buffers back in `pool`); returns how many went in.
-pub fn transmit<M: GuestMemory>(
+pub fn transmit<M: GuestMemoryBackend>(
     queue: &mut Queue,
     mem: &M,
     pkts: &mut Vec<PacketBuf>,
@@ -164,7 +188,7 @@ enum Put {
 }
 
 /// The header, then the frame, into as many receive chains as it takes.
-fn put_frame<M: GuestMemory>(queue: &mut Queue, mem: &M, frame: &[u8]) -> Put {
+fn put_frame<M: GuestMemoryBackend>(queue: &mut Queue, mem: &M, frame: &[u8]) -> Put {
     let mut taken = [Taken::default(); MAX_MERGED];
     let mut count = 0;
     let mut first_addr: Option<GuestAddress> = None;
@@ -207,10 +231,7 @@ fn put_frame<M: GuestMemory>(queue: &mut Queue, mem: &M, frame: &[u8]) -> Put {
                 let Some(dst) = addr.checked_add(at as u64) else {
                     return bad(queue, mem, &taken, count);
                 };
-                if mem
-                    .write_slice(src.get(..n).unwrap_or_default(), dst)
-                    .is_err()
-                {
+                if !write_guest(mem, dst, src.get(..n).unwrap_or_default()) {
                     return bad(queue, mem, &taken, count);
                 }
                 at += n;
@@ -248,7 +269,7 @@ fn undo(queue: &mut Queue, count: usize, result: Put) -> Put {
 }
 
 /// Returns the chains taken so far to the guest, unused: one of them was bad.
-fn bad<M: GuestMemory>(queue: &mut Queue, mem: &M, taken: &[Taken], count: usize) -> Put {
+fn bad<M: GuestMemoryBackend>(queue: &mut Queue, mem: &M, taken: &[Taken], count: usize) -> Put {
     for t in taken.iter().take(count) {
         let _ = queue.add_used(mem, t.head, 0);
     }
