@@ -1,8 +1,8 @@
 //! The packet capture domain (CaptureStart, CaptureStop, CaptureStatus).
 //!
 //! As dpservice's worker-side handlers (`src/grpc/dp_grpc_impl.c`, `dp_process_capture_*`, and
-//! `src/rte_flow/dp_rte_flow_capture.c`): one capture at a time, of up to 16 interfaces — VFs by
-//! interface id, PFs by index — with a sink address and UDP ports shared by all of them.
+//! `src/rte_flow/dp_rte_flow_capture.c`): one capture at a time, of any number of interfaces (dpservice:
+//! 16) — VFs by interface id, PFs by index — with a sink address and UDP ports shared by all of them.
 //!
 //! * Start: a capture is active already → ALREADY_ACTIVE; an interface id that names no
 //!   interface, or a PF index that names no uplink → NOT_FOUND; an interface named twice →

@@ -10,8 +10,12 @@ use std::net::Ipv6Addr;
 
 use crate::PortId;
 
-/// Most interfaces one capture may name (dpservice's `DP_CAPTURE_MAX_PORT_NUM`).
-pub const CAPTURE_MAX_PORTS: usize = 16;
+/// The port ids a capture can name: every port the daemon can have (2 uplinks and up to 256
+/// VFs fit). dpservice allows 16 interfaces per capture (`DP_CAPTURE_MAX_PORT_NUM`, a limit of
+/// its NIC's flow rules); ours has no limit but the port space. Larger requests are refused
+/// (more interfaces than there can be ports).
+pub const CAPTURE_MAX_PORTS: usize = 512;
+const WORDS: usize = CAPTURE_MAX_PORTS / 64;
 
 /// The directions of a captured port's traffic that are copied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,14 +40,13 @@ pub struct CaptureConfig {
     pub udp_src_port: u16,
     pub udp_dst_port: u16,
     pub directions: CaptureDirections,
-    /// The captured ports: the first `count` of `ports`.
-    ports: [PortId; CAPTURE_MAX_PORTS],
-    count: u8,
+    /// The captured ports, a bit per port id: one load and a test per batch and port.
+    ports: [u64; WORDS],
 }
 
 impl CaptureConfig {
-    /// A capture of `ports` (at most [`CAPTURE_MAX_PORTS`]: the rest are ignored; duplicates are
-    /// kept once).
+    /// A capture of `ports` (ids from [`CAPTURE_MAX_PORTS`] on are ignored; duplicates are kept
+    /// once).
     pub fn new(
         sink: Ipv6Addr,
         udp_src_port: u16,
@@ -56,33 +59,29 @@ impl CaptureConfig {
             udp_src_port,
             udp_dst_port,
             directions,
-            ports: [0; CAPTURE_MAX_PORTS],
-            count: 0,
+            ports: [0; WORDS],
         };
         for p in ports {
-            if c.captures(p) {
-                continue;
-            }
-            if let Some(slot) = c.ports.get_mut(usize::from(c.count)) {
-                *slot = p;
-                c.count += 1;
+            if let Some(w) = c.ports.get_mut(usize::from(p) / 64) {
+                *w |= 1 << (p % 64);
             }
         }
         c
     }
 
-    /// The captured ports, in the order given.
-    #[inline]
-    pub fn ports(&self) -> &[PortId] {
-        self.ports
-            .get(..usize::from(self.count))
-            .unwrap_or(&self.ports)
+    /// The captured ports, in port order.
+    pub fn ports(&self) -> impl Iterator<Item = PortId> + '_ {
+        (0..CAPTURE_MAX_PORTS)
+            .filter_map(|p| PortId::try_from(p).ok())
+            .filter(|&p| self.captures(p))
     }
 
     /// Whether `port` is captured.
     #[inline]
     pub fn captures(&self, port: PortId) -> bool {
-        self.ports().contains(&port)
+        self.ports
+            .get(usize::from(port) / 64)
+            .is_some_and(|w| w & (1 << (port % 64)) != 0)
     }
 
     /// Whether what `port` receives is copied.
@@ -111,7 +110,7 @@ mod tests {
             CaptureDirections::default(),
             [3, 0, 3, 5],
         );
-        assert_eq!(c.ports(), &[3, 0, 5]);
+        assert_eq!(c.ports().collect::<Vec<_>>(), [0, 3, 5]);
         assert!(c.captures_rx(0) && c.captures_tx(5) && !c.captures(1));
         let many = CaptureConfig::new(
             Ipv6Addr::UNSPECIFIED,
@@ -121,9 +120,11 @@ mod tests {
                 rx: true,
                 tx: false,
             },
-            0..40,
+            (0..300).chain([600]),
         );
-        assert_eq!(many.ports().len(), CAPTURE_MAX_PORTS);
-        assert!(many.captures_rx(15) && !many.captures_tx(15) && !many.captures(16));
+        // Far more than dpservice's 16; an id past the port space is ignored.
+        assert_eq!(many.ports().count(), 300);
+        assert!(many.captures_rx(257) && !many.captures_tx(15) && !many.captures(300));
+        assert!(!many.captures(600));
     }
 }

@@ -188,6 +188,54 @@ mod tests {
         Ok(r.into_inner().status.unwrap().code)
     }
 
+    /// dpservice stops at 16 interfaces (its NIC's flow rules); ours captures any number.
+    #[tokio::test(flavor = "current_thread")]
+    async fn more_than_sixteen_interfaces_are_captured() {
+        let devices: Vec<(String, dp_tables::PortId)> =
+            (0..40u16).map(|i| (format!("dtapvf_{i}"), 2 + i)).collect();
+        let config = crate::Config::new(
+            "fc00:1::1".parse().unwrap(),
+            devices.iter().map(|(d, p)| (d.as_str(), *p)),
+            [0, 1],
+        );
+        let control = crate::ControlPlane::new(
+            crate::Publisher::new(dp_tables::Snapshot::default()),
+            config,
+        );
+        let svc = GrpcService {
+            shared: std::sync::Arc::clone(&control.shared),
+        };
+        control.with_state(|s| {
+            s.initialize();
+            for (i, (device, _)) in devices.iter().enumerate() {
+                s.create_interface(crate::state::InterfaceSpec {
+                    id: format!("vm{i}"),
+                    vni: 100,
+                    ipv4: std::net::Ipv4Addr::new(10, 100, 1, i as u8 + 1),
+                    ipv6: std::net::Ipv6Addr::UNSPECIFIED,
+                    device: device.clone(),
+                    pxe: None,
+                    hostname: None,
+                    preferred_underlay: None,
+                    meter: Default::default(),
+                })
+                .unwrap();
+            }
+        });
+        let mut ifaces: Vec<_> = (0..40).map(|i| vf(&format!("vm{i}"))).collect();
+        ifaces.extend([pf(0), pf(1)]);
+        assert_eq!(start(&svc, start_req(ifaces)).await.unwrap(), 0);
+        let cap = control.snapshot().capture.unwrap();
+        assert_eq!(cap.ports().count(), 42);
+        assert!(cap.captures(0) && cap.captures(1) && cap.captures(41) && !cap.captures(42));
+        let stop = svc
+            .capture_stop(Request::new(v1::CaptureStopRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(stop.stopped_interface_cnt, 42);
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn malformed_requests_are_invalid_arguments_and_change_nothing() {
         let (control, svc) = service();
@@ -225,7 +273,7 @@ mod tests {
                 "Invalid sink_node_ip",
             ),
             (
-                start_req((0..17).map(|_| pf(0)).collect()),
+                start_req((0..=CAPTURE_MAX_PORTS).map(|_| pf(0)).collect()),
                 "Too many interfaces to be captured",
             ),
             (
@@ -284,7 +332,7 @@ mod tests {
             .unwrap();
         assert_eq!(code, 0);
         let cap = control.snapshot().capture.unwrap();
-        assert_eq!(cap.ports(), &[0, 1, 2]);
+        assert_eq!(cap.ports().collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!(
             cap.sink,
             "fc00::ffff".parse::<std::net::Ipv6Addr>().unwrap()
@@ -310,7 +358,15 @@ mod tests {
 
         // Deleting the VM's interface ends its capture.
         control.with_state(|s| s.delete_interface("vm1")).unwrap();
-        assert_eq!(control.snapshot().capture.unwrap().ports(), &[0, 1]);
+        assert_eq!(
+            control
+                .snapshot()
+                .capture
+                .unwrap()
+                .ports()
+                .collect::<Vec<_>>(),
+            [0, 1]
+        );
 
         let stop = svc
             .capture_stop(Request::new(v1::CaptureStopRequest {}))
