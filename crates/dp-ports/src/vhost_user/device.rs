@@ -340,9 +340,11 @@ impl Handler {
                 call: v.call.clone(),
             })
         };
-        let tx_kick = self.vrings[TX_QUEUE]
-            .started
-            .then(|| self.vrings[TX_QUEUE].kick.clone())
+        // Only a ring the worker runs may wake it: a kick on a disabled ring would keep the
+        // worker's poll readable with nobody to clear it.
+        let tx = &self.vrings[TX_QUEUE];
+        let tx_kick = (tx.started && !tx.disabled)
+            .then(|| tx.kick.clone())
             .flatten();
         self.shared.set_kick_in_poll(tx_kick);
         self.shared.publish(DataPath {
