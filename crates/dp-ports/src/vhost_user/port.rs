@@ -12,7 +12,9 @@
 //!   once more, so a frame queued just before is never left waiting for a kick already taken —
 //!   on the first empty burst after a busy one and every [`DRAIN_EVERY`]th after that (a kick
 //!   can land after its frame was taken: the worker then wakes in vain a few times, it does not
-//!   spin). While the guest keeps the ring busy, no system call is made for kicks at all.
+//!   spin). While the guest keeps the ring busy (a full burst), it is asked not to kick at all
+//!   (`VRING_USED_F_NO_NOTIFY`): no system call here, no exit in the guest; once a burst
+//!   drains the ring, kicks are asked for again and the ring looked at once more.
 //! - to the guest (used buffers): the call eventfd is written after a burst that returned
 //!   buffers, only if the guest asked to be interrupted (`needs_notification`: its
 //!   `VRING_AVAIL_F_NO_INTERRUPT` flag, which virtio-net drivers set while they poll).
@@ -56,6 +58,8 @@ struct Running {
     queue: Queue,
     kick: Option<Arc<File>>,
     call: Option<Arc<File>>,
+    /// We told the guest not to kick (its ring was busy): see `rx_burst`.
+    kicks_off: bool,
 }
 
 /// How often an idle port clears its kick (see the module docs): every this many empty bursts.
@@ -206,11 +210,17 @@ fn build_queue(spec: &QueueSpec, mem: &GuestMemoryMmap) -> Option<Running> {
     q.set_event_idx(false);
     q.set_ready(true);
     // Size, alignment and every ring inside the map (virtio-queue's checks).
-    q.is_valid(mem).then_some(Running {
+    if !q.is_valid(mem) {
+        return None;
+    }
+    // Kicks on: a ring that ran before may have been left with them off.
+    q.enable_notification(mem).ok()?;
+    Some(Running {
         epoch: spec.epoch,
         queue: q,
         kick: spec.kick.clone(),
         call: spec.call.clone(),
+        kicks_off: false,
     })
 }
 
@@ -224,6 +234,14 @@ impl PortQueue for VhostUserPort {
         let mut stats = RingStats::default();
         let mut got = ring::receive(&mut ring.queue, mem, pool, out, max, &mut stats);
         if got < max && stats.no_buffer == 0 {
+            if ring.kicks_off {
+                // Drained: ask for kicks again, and look once more (a frame queued while they
+                // were off is otherwise never announced).
+                ring.kicks_off = false;
+                if ring.queue.enable_notification(mem).unwrap_or(true) {
+                    got += ring::receive(&mut ring.queue, mem, pool, out, max - got, &mut stats);
+                }
+            }
             if self.idle_bursts % DRAIN_EVERY == 0 {
                 if let Some(kick) = &ring.kick {
                     device::drain_eventfd(kick.as_raw_fd());
@@ -238,6 +256,11 @@ impl PortQueue for VhostUserPort {
             };
         } else {
             self.idle_bursts = 0;
+            // Busy: the guest need not kick while we poll anyway (VRING_USED_F_NO_NOTIFY),
+            // which saves it an exit per kick.
+            if !ring.kicks_off {
+                ring.kicks_off = ring.queue.disable_notification(mem).is_ok();
+            }
         }
         if stats.used {
             Self::notify(ring, mem);
