@@ -134,18 +134,8 @@ impl Worker {
     }
 }
 
-/// The rings of one connection, as QEMU sets them up.
-struct Setup {
-    frontend: Frontend,
-    kicks: [EventFd; 2],
-    calls: [EventFd; 2],
-}
-
-fn connect(
-    path: &std::path::Path,
-    guest: &Guest,
-    rings: [(&MockSplitQueue<GuestMemoryMmap>, u16); 2],
-) -> Setup {
+/// What QEMU does first: owner, features, protocol features (REPLY_ACK), the memory table.
+fn handshake(path: &std::path::Path, guest: &Guest) -> Frontend {
     let mut frontend = Frontend::connect(path, 2).unwrap();
     frontend.set_owner().unwrap();
     let features = frontend.get_features().unwrap();
@@ -164,6 +154,22 @@ fn connect(
             mmap_handle: guest.file.as_raw_fd(),
         }])
         .unwrap();
+    frontend
+}
+
+/// The rings of one connection, as QEMU sets them up.
+struct Setup {
+    frontend: Frontend,
+    kicks: [EventFd; 2],
+    calls: [EventFd; 2],
+}
+
+fn connect(
+    path: &std::path::Path,
+    guest: &Guest,
+    rings: [(&MockSplitQueue<GuestMemoryMmap>, u16); 2],
+) -> Setup {
+    let mut frontend = handshake(path, guest);
     let kicks = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
     let calls = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
     for (q, (vq, base)) in rings.into_iter().enumerate() {
@@ -351,23 +357,7 @@ fn rings_outside_guest_memory_are_refused_and_nothing_is_read() {
     let guest = Guest::new();
     let worker = Worker::start(port);
     // The transmit ring's used ring runs past the end of the memory: the queue is not run.
-    let mut frontend = Frontend::connect(&path, 2).unwrap();
-    frontend.set_owner().unwrap();
-    frontend.get_features().unwrap();
-    frontend.set_features(FEATURES).unwrap();
-    frontend.get_protocol_features().unwrap();
-    frontend
-        .set_protocol_features(VhostUserProtocolFeatures::REPLY_ACK)
-        .unwrap();
-    frontend
-        .set_mem_table(&[VhostUserMemoryRegionInfo {
-            guest_phys_addr: 0,
-            memory_size: MEM_SIZE as u64,
-            userspace_addr: guest.host(0),
-            mmap_offset: 0,
-            mmap_handle: guest.file.as_raw_fd(),
-        }])
-        .unwrap();
+    let mut frontend = handshake(&path, &guest);
     let kick = EventFd::new(0).unwrap();
     frontend.set_vring_num(TX_QUEUE, QUEUE_SIZE).unwrap();
     // An address no region holds: refused by the device itself.
