@@ -711,22 +711,31 @@ impl Graph {
         self.tx.get_mut(usize::from(port))
     }
 
+    /// Hands `port`'s transmit batch to `sink` (seen by the trace tap and the capture first),
+    /// leaving it empty: the one place a batch leaves the graph.
+    fn send_batch(&mut self, port: PortId, pool: &mut BufferPool, sink: &mut dyn TxSink) {
+        let Some(batch) = self.tx.get_mut(usize::from(port)) else {
+            return;
+        };
+        if self.tap_ports {
+            Self::tap_sent(
+                &mut self.tap,
+                self.trace_level,
+                port,
+                batch,
+                self.run_now_ns,
+            );
+        }
+        self.capture.flush(port, batch, pool, sink, &self.counters);
+    }
+
     /// Hands every port's waiting transmit batch to `sink` (after [`Graph::run`] or
     /// [`Graph::tick`]), leaving them empty.
     pub fn flush_tx(&mut self, pool: &mut BufferPool, sink: &mut dyn TxSink) {
-        for (index, batch) in self.tx.iter_mut().enumerate() {
-            if !batch.is_empty() {
+        for index in 0..self.tx.len() {
+            if self.tx.get(index).is_some_and(|b| !b.is_empty()) {
                 let port = PortId::try_from(index).unwrap_or(PortId::MAX);
-                if self.tap_ports {
-                    Self::tap_sent(
-                        &mut self.tap,
-                        self.trace_level,
-                        port,
-                        batch,
-                        self.run_now_ns,
-                    );
-                }
-                self.capture.flush(port, batch, pool, sink, &self.counters);
+                self.send_batch(port, pool, sink);
             }
         }
         self.capture.flush_copies(pool, sink, &self.counters);
@@ -1042,22 +1051,14 @@ impl Graph {
         pkt: PacketBuf,
         env: &mut Env<'_, '_>,
     ) -> Result<(), (PacketBuf, DropReason)> {
+        match self.tx.get(usize::from(port)) {
+            None => return Err((pkt, DropReason::DstPortDown)),
+            Some(batch) if batch.len() >= BATCH_SIZE => self.send_batch(port, env.pool, env.sink),
+            Some(_) => {}
+        }
         let Some(batch) = self.tx.get_mut(usize::from(port)) else {
             return Err((pkt, DropReason::DstPortDown));
         };
-        if batch.len() >= BATCH_SIZE {
-            if self.tap_ports {
-                Self::tap_sent(
-                    &mut self.tap,
-                    self.trace_level,
-                    port,
-                    batch,
-                    self.run_now_ns,
-                );
-            }
-            self.capture
-                .flush(port, batch, env.pool, env.sink, &self.counters);
-        }
         push_bounded(batch, pkt).map_err(|p| (p, DropReason::QueueFull))
     }
 
