@@ -4,9 +4,11 @@
 //! - [`device`]: the vhost-user protocol with the frontend (QEMU) on the `vhost` crate, and the
 //!   guest memory map and ring set-up it leads to, published as a snapshot;
 //! - [`port`]: [`VhostUserPort`], the worker's half, polled like any other port;
-//! - [`ring`]: the copies between guest rings and our buffers.
+//! - [`ring`]: the copies between guest rings and our buffers;
+//! - [`dirty_log`]: the pages we write, logged for QEMU while it migrates the guest.
 
 pub mod device;
+pub mod dirty_log;
 pub mod port;
 pub mod ring;
 

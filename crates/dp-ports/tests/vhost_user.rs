@@ -13,8 +13,9 @@ use dp_ports::vhost_user::device::{FEATURES, RX_QUEUE, TX_QUEUE};
 use dp_ports::vhost_user::ring::NET_HDR_LEN;
 use dp_ports::{BufferPool, PacketBuf, PortDevice, PortQueue, VhostUserPort};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::message::VhostUserVringAddrFlags;
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost::{VhostBackend, VhostUserDirtyLogRegion, VhostUserMemoryRegionInfo, VringConfigData};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{
@@ -143,7 +144,9 @@ fn handshake(path: &std::path::Path, guest: &Guest) -> Frontend {
     frontend.set_features(features).unwrap();
     let pf = frontend.get_protocol_features().unwrap();
     frontend
-        .set_protocol_features(pf & VhostUserProtocolFeatures::REPLY_ACK)
+        .set_protocol_features(
+            pf & (VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::LOG_SHMFD),
+        )
         .unwrap();
     frontend
         .set_mem_table(&[VhostUserMemoryRegionInfo {
@@ -387,6 +390,103 @@ fn rings_outside_guest_memory_are_refused_and_nothing_is_read() {
     assert_eq!(port.refused(), 2, "both rings were refused");
     assert!(!port.link_up());
     assert_eq!(port.stats().rx_packets, 0);
+}
+
+/// VHOST_F_LOG_ALL.
+const LOG_ALL: u64 = 1 << 26;
+
+/// What QEMU does around a live migration: SET_LOG_BASE with a shared bitmap, SET_FEATURES
+/// with LOG_ALL, the running rings' addresses again with the log flag; at the end the same
+/// without. The port goes on where it was, and marks what it wrote while logging was on.
+#[test]
+fn while_a_migration_runs_the_pages_the_port_writes_are_logged() {
+    let dir = tempdir();
+    let path = dir.join("vm3.sock");
+    let port = VhostUserPort::listen(&path, "vm3").unwrap();
+    let guest = Guest::new();
+    let worker = Worker::start(port);
+    let tx = MockSplitQueue::create(&guest.mem, GuestAddress(TX_RING_AT), QUEUE_SIZE);
+    let rx = MockSplitQueue::create(&guest.mem, GuestAddress(RX_RING_AT), QUEUE_SIZE);
+    let setup = connect(&path, &guest, [(&rx, 0), (&tx, 0)]);
+    assert_ne!(FEATURES & LOG_ALL, 0, "the device offers dirty logging");
+    let descs: Vec<_> = (0..4u64)
+        .map(|i| desc(RX_BUFS_AT + i * 0x1000, 2048, F_WRITE, 0))
+        .collect();
+    rx.add_desc_chains(&descs, 0).unwrap();
+    let wait_used = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while used(&guest, &rx).len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "frame {n} never reached the guest"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // Before the migration: not logged.
+    worker.to_send.lock().unwrap().push(frame(1, 100));
+    wait_used(1);
+
+    // SAFETY: a fresh anonymous memory file; the name is a NUL-terminated literal.
+    let fd = unsafe { libc::memfd_create(c"dirty-log".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create");
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let log_file = unsafe { File::from_raw_fd(fd) };
+    let log_len = (MEM_SIZE / 4096 / 8) as u64;
+    log_file.set_len(log_len).unwrap();
+    setup
+        .frontend
+        .set_log_base(
+            0,
+            Some(VhostUserDirtyLogRegion {
+                mmap_size: log_len,
+                mmap_offset: 0,
+                mmap_handle: log_file.as_raw_fd(),
+            }),
+        )
+        .unwrap();
+    setup.frontend.set_features(FEATURES).unwrap();
+    let with_log = |vq: &MockSplitQueue<GuestMemoryMmap>| VringConfigData {
+        queue_max_size: QUEUE_SIZE,
+        queue_size: QUEUE_SIZE,
+        flags: VhostUserVringAddrFlags::VHOST_VRING_F_LOG.bits(),
+        desc_table_addr: guest.host(vq.desc_table_addr().raw_value()),
+        used_ring_addr: guest.host(vq.used_addr().raw_value()),
+        avail_ring_addr: guest.host(vq.avail_addr().raw_value()),
+        log_addr: Some(vq.used_addr().raw_value()),
+    };
+    for (q, vq) in [(RX_QUEUE, &rx), (TX_QUEUE, &tx)] {
+        setup.frontend.set_vring_addr(q, &with_log(vq)).unwrap();
+    }
+    // A frame into the second receive buffer (page 0x101), and one from the guest.
+    worker.to_send.lock().unwrap().push(frame(2, 100));
+    wait_used(2);
+    queue_tx(&guest, &tx, &[frame(3, 64)], 0);
+    setup.kicks[TX_QUEUE].write(1).unwrap();
+    assert_eq!(worker.wait_received(1), vec![frame(3, 64)]);
+
+    let mut bitmap = vec![0u8; log_len as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&log_file, &mut bitmap, 0).unwrap();
+    let marked: Vec<u64> = (0..log_len * 8)
+        .filter(|&p| bitmap[(p / 8) as usize] & (1 << (p % 8)) != 0)
+        .collect();
+    let page = |a: GuestAddress| a.raw_value() / 4096;
+    let mut expected = vec![
+        page(rx.used_addr()),
+        page(tx.used_addr()),
+        (RX_BUFS_AT + 0x1000) / 4096,
+    ];
+    expected.sort_unstable();
+    expected.dedup();
+    assert_eq!(
+        marked, expected,
+        "the used rings and the buffer written, nothing else"
+    );
+    // The rings went on where they were (the addresses came again, unchanged).
+    assert_eq!(used(&guest, &rx).len(), 2);
+    assert_eq!(setup.frontend.get_vring_base(RX_QUEUE).unwrap(), 2);
+    assert_eq!(setup.frontend.get_vring_base(TX_QUEUE).unwrap(), 1);
+    worker.finish();
 }
 
 fn tempdir() -> std::path::PathBuf {

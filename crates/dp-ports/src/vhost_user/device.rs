@@ -43,6 +43,8 @@ use vhost::vhost_user::{
 use vhost::VhostUserMemoryRegionBase;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
+use super::dirty_log::DirtyLog;
+
 /// The guest's receive queue (we write into it) and transmit queue (we read from it).
 pub const RX_QUEUE: usize = 0;
 pub const TX_QUEUE: usize = 1;
@@ -55,13 +57,16 @@ const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
 const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 const VIRTIO_F_NOTIFY_ON_EMPTY: u64 = 1 << 24;
+/// The backend logs the pages it writes while QEMU migrates the guest ([`DirtyLog`]).
+const VHOST_F_LOG_ALL: u64 = 1 << 26;
 
-/// The virtio features offered: version 1, mergeable receive buffers, indirect descriptors.
-/// (Checksum and segmentation offloads, EVENT_IDX and multi-queue are to follow.)
+/// The virtio features offered: version 1, mergeable receive buffers, indirect descriptors,
+/// dirty logging for live migration.
 pub const FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_NET_F_MRG_RXBUF
     | VIRTIO_RING_F_INDIRECT_DESC
     | VIRTIO_F_NOTIFY_ON_EMPTY
+    | VHOST_F_LOG_ALL
     | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
 /// How long GET_VRING_BASE waits for the worker to let go of a ring.
@@ -93,6 +98,8 @@ pub struct DataPath {
     pub memory: Option<Arc<GuestMemoryMmap>>,
     /// `[RX_QUEUE, TX_QUEUE]`: the running rings.
     pub queues: [Option<QueueSpec>; QUEUES],
+    /// The dirty-page log, while the frontend has logging on (a migration runs).
+    pub log: Option<Arc<DirtyLog>>,
 }
 
 /// Between the device (protocol thread) and the queue (worker).
@@ -273,6 +280,8 @@ pub(crate) struct Handler {
     memory: Option<Arc<GuestMemoryMmap>>,
     mappings: Vec<Mapping>,
     vrings: [Vring; QUEUES],
+    /// SET_LOG_BASE's bitmap (used only while VHOST_F_LOG_ALL is acked).
+    log: Option<Arc<DirtyLog>>,
     generation: u64,
     epochs: u64,
 }
@@ -286,6 +295,7 @@ impl Handler {
             memory: None,
             mappings: Vec::new(),
             vrings: Default::default(),
+            log: None,
             generation: 0,
             epochs: 0,
         }
@@ -347,10 +357,12 @@ impl Handler {
             .then(|| tx.kick.clone())
             .flatten();
         self.shared.set_kick_in_poll(tx_kick);
+        let logging = self.acked_features & VHOST_F_LOG_ALL != 0;
         self.shared.publish(DataPath {
             generation: self.generation,
             memory: self.memory.clone(),
             queues: [spec(&self.vrings[RX_QUEUE]), spec(&self.vrings[TX_QUEUE])],
+            log: self.log.clone().filter(|_| logging),
         });
     }
 
@@ -359,6 +371,8 @@ impl Handler {
         self.vrings = Default::default();
         self.memory = None;
         self.mappings.clear();
+        self.log = None;
+        self.acked_features = 0;
         self.update();
         self.shared.connected.store(false, Ordering::Release);
     }
@@ -461,6 +475,12 @@ impl VhostUserBackendReqHandlerMut for Handler {
             self.to_guest(used)?,
         );
         let v = self.vring(index)?;
+        // QEMU sends a running ring's addresses again, with the log flag, when a migration
+        // starts or ends: that ring goes on as it is (restarting it would go back to its
+        // SET_VRING_BASE index).
+        if v.started && v.addrs == Some(addrs) {
+            return Ok(());
+        }
         v.addrs = Some(addrs);
         v.started = false;
         self.update();
@@ -521,7 +541,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
     }
 
     fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {
-        Ok(VhostUserProtocolFeatures::REPLY_ACK)
+        Ok(VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::LOG_SHMFD)
     }
 
     fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
@@ -610,8 +630,18 @@ impl VhostUserBackendReqHandlerMut for Handler {
         unsupported("shared memory")
     }
 
-    fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VuResult<()> {
-        unsupported("dirty log")
+    fn set_log_base(&mut self, log: &VhostUserLog, file: File) -> VuResult<()> {
+        let mapped = DirtyLog::map(&file, log.mmap_size, log.mmap_offset).map_err(|e| {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            VuError::ReqHandlerError(e)
+        })?;
+        tracing::info!(
+            pages = mapped.pages(),
+            "vhost-user dirty log mapped (migration)"
+        );
+        self.log = Some(Arc::new(mapped));
+        self.update();
+        Ok(())
     }
 }
 

@@ -31,6 +31,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::device::{self, DataPath, QueueSpec, Shared, RX_QUEUE, TX_QUEUE};
+use super::dirty_log::DirtyLog;
 use super::ring::{self, RingStats};
 use crate::{BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortQueue, PortStats};
 
@@ -60,6 +61,25 @@ struct Running {
     call: Option<Arc<File>>,
     /// We told the guest not to kick (its ring was busy): see `rx_burst`.
     kicks_off: bool,
+    /// The used ring in guest memory (address, bytes), marked in the dirty log after a burst
+    /// that wrote it while a migration runs.
+    used_ring: (u64, usize),
+}
+
+impl Running {
+    /// After a burst that returned buffers: the call to the guest (if it wants one) and, while
+    /// a migration runs, the used ring marked dirty.
+    fn used(&mut self, mem: &GuestMemoryMmap, log: Option<&DirtyLog>) {
+        if let Some(log) = log {
+            log.mark(self.used_ring.0, self.used_ring.1);
+        }
+        // A guest whose ring cannot be read is told anyway: it does no harm.
+        if self.queue.needs_notification(mem).unwrap_or(true) {
+            if let Some(call) = &self.call {
+                device::signal_eventfd(call.as_raw_fd());
+            }
+        }
+    }
 }
 
 /// How often an idle port clears its kick (see the module docs): every this many empty bursts.
@@ -183,15 +203,6 @@ impl VhostUserPort {
         self.idle_bursts = 0;
         self.shared.acked.store(self.generation, Ordering::Release);
     }
-
-    fn notify(ring: &mut Running, mem: &GuestMemoryMmap) {
-        // A guest whose ring cannot be read is told anyway: it does no harm.
-        if ring.queue.needs_notification(mem).unwrap_or(true) {
-            if let Some(call) = &ring.call {
-                device::signal_eventfd(call.as_raw_fd());
-            }
-        }
-    }
 }
 
 /// A queue over `mem` as `spec` describes it, if its rings lie inside guest memory.
@@ -221,6 +232,8 @@ fn build_queue(spec: &QueueSpec, mem: &GuestMemoryMmap) -> Option<Running> {
         kick: spec.kick.clone(),
         call: spec.call.clone(),
         kicks_off: false,
+        // flags, idx, the entries, avail_event.
+        used_ring: (spec.used, 4 + 8 * usize::from(spec.size) + 2),
     })
 }
 
@@ -263,7 +276,7 @@ impl PortQueue for VhostUserPort {
             }
         }
         if stats.used {
-            Self::notify(ring, mem);
+            ring.used(mem, self.data_path.log.as_deref());
         }
         self.counters.add(&PortStats {
             rx_packets: stats.packets,
@@ -291,9 +304,10 @@ impl PortQueue for VhostUserPort {
             return 0;
         };
         let mut stats = RingStats::default();
-        let sent = ring::transmit(&mut ring.queue, mem, pkts, pool, &mut stats);
+        let log = self.data_path.log.as_deref();
+        let sent = ring::transmit(&mut ring.queue, mem, pkts, pool, &mut stats, log);
         if stats.used {
-            Self::notify(ring, mem);
+            ring.used(mem, log);
         }
         self.counters.add(&PortStats {
             tx_packets: stats.packets,

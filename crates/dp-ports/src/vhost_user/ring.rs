@@ -20,6 +20,8 @@
 //! back to them.
 
 use dp_buffer::{BufferPool, PacketBuf};
+
+use super::dirty_log::DirtyLog;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
@@ -150,17 +152,19 @@ struct Taken {
 }
 
 /// Copies every frame of `pkts` into the guest's receive `queue` (leaving `pkts` empty, the
-/// buffers back in `pool`); returns how many went in.
+/// buffers back in `pool`); returns how many went in. With a `log` (a migration runs), every
+/// page written is marked in it (the used ring is the caller's to mark).
 pub fn transmit<M: GuestMemoryBackend>(
     queue: &mut Queue,
     mem: &M,
     pkts: &mut Vec<PacketBuf>,
     pool: &mut BufferPool,
     stats: &mut RingStats,
+    log: Option<&DirtyLog>,
 ) -> usize {
     let mut sent = 0;
     for pkt in pkts.drain(..) {
-        match put_frame(queue, mem, pkt.data()) {
+        match put_frame(queue, mem, pkt.data(), log) {
             Put::Done(n) => {
                 sent += 1;
                 stats.packets += 1;
@@ -188,7 +192,12 @@ enum Put {
 }
 
 /// The header, then the frame, into as many receive chains as it takes.
-fn put_frame<M: GuestMemoryBackend>(queue: &mut Queue, mem: &M, frame: &[u8]) -> Put {
+fn put_frame<M: GuestMemoryBackend>(
+    queue: &mut Queue,
+    mem: &M,
+    frame: &[u8],
+    log: Option<&DirtyLog>,
+) -> Put {
     let mut taken = [Taken::default(); MAX_MERGED];
     let mut count = 0;
     let mut first_addr: Option<GuestAddress> = None;
@@ -233,6 +242,9 @@ fn put_frame<M: GuestMemoryBackend>(queue: &mut Queue, mem: &M, frame: &[u8]) ->
                 };
                 if !write_guest(mem, dst, src.get(..n).unwrap_or_default()) {
                     return bad(queue, mem, &taken, count);
+                }
+                if let Some(log) = log {
+                    log.mark(dst.raw_value(), n);
                 }
                 at += n;
                 done += n;
@@ -399,7 +411,10 @@ mod tests {
         big.set_frame(&frame).unwrap();
         let mut pkts = vec![small, big];
         let mut stats = RingStats::default();
-        assert_eq!(transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats), 2);
+        assert_eq!(
+            transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats, None),
+            2
+        );
         assert!(pkts.is_empty());
         assert_eq!(pool.available(), 4);
         // The small frame: one buffer, num_buffers 1.
@@ -424,13 +439,19 @@ mod tests {
         big.set_frame(&frame).unwrap();
         let mut pkts = vec![big];
         let mut stats = RingStats::default();
-        assert_eq!(transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats), 0);
+        assert_eq!(
+            transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats, None),
+            0
+        );
         assert_eq!(stats.no_room, 1);
         assert_eq!(used_entries(&mem, &vq).len(), 3);
         let mut small = pool.alloc().unwrap();
         small.set_frame(&[1; 40]).unwrap();
         let mut pkts = vec![small];
-        assert_eq!(transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats), 1);
+        assert_eq!(
+            transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats, None),
+            1
+        );
         assert_eq!(used_entries(&mem, &vq)[3], (3, 52));
     }
 
@@ -454,11 +475,52 @@ mod tests {
             let mut p = pool.alloc().unwrap();
             p.set_frame(&[5; 60]).unwrap();
             let mut pkts = vec![p];
-            assert_eq!(transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats), 0);
+            assert_eq!(
+                transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats, None),
+                0
+            );
         }
         // The first chain runs past the end; the second cannot hold the header.
         assert_eq!(stats.bad_chains, 2);
         assert_eq!(used_entries(&mem, &vq), vec![(0, 0), (1, 0)]);
         assert_eq!(pool.available(), 4);
+    }
+
+    #[test]
+    fn frames_written_while_a_migration_runs_mark_their_pages_in_the_log() {
+        let mem = memory();
+        let vq = MockSplitQueue::new(&mem, 16);
+        // Two receive chains: one page-aligned, one straddling pages 0x201 and 0x202.
+        vq.add_desc_chains(
+            &[
+                desc(0x10_0000, 2048, F_WRITE, 0),
+                desc(0x20_1f00, 2048, F_WRITE, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        // SAFETY: memfd_create with a static name; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"ring-log".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor we own.
+        let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        file.set_len(4096).unwrap();
+        // Enough for 0x40_0000 bytes of memory: 1024 pages, 128 bytes.
+        let log = DirtyLog::map(&file, 128, 0).unwrap();
+        let mut pool = BufferPool::new(4, 2048);
+        let mut pkts = Vec::new();
+        for len in [100, 1000] {
+            let mut p = pool.alloc().unwrap();
+            p.set_frame(&vec![3; len]).unwrap();
+            pkts.push(p);
+        }
+        let mut stats = RingStats::default();
+        assert_eq!(
+            transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats, Some(&log)),
+            2
+        );
+        let marked: Vec<u64> = (0..log.pages()).filter(|&p| log.is_marked(p)).collect();
+        assert_eq!(marked, vec![0x100, 0x201, 0x202]);
     }
 }
