@@ -134,6 +134,31 @@ impl Offload {
         [self.flags, self.gso_type, a, b, c, d, e, f, g, k]
     }
 
+    /// Reads a virtio 1.0 header (little endian: vhost-user and other VERSION_1 devices).
+    #[inline]
+    pub fn parse_le(h: &[u8; VNET_HDR_LEN]) -> Offload {
+        let [flags, gso_type, a, b, c, d, e, f, g, k] = *h;
+        let u16_at = |lo: u8, hi: u8| u16::from_le_bytes([lo, hi]);
+        Offload {
+            flags,
+            gso_type,
+            hdr_len: u16_at(a, b),
+            gso_size: u16_at(c, d),
+            csum_start: u16_at(e, f),
+            csum_offset: u16_at(g, k),
+        }
+    }
+
+    /// The virtio 1.0 header (little endian) for this request.
+    #[inline]
+    pub fn emit_le(&self) -> [u8; VNET_HDR_LEN] {
+        let [a, b] = self.hdr_len.to_le_bytes();
+        let [c, d] = self.gso_size.to_le_bytes();
+        let [e, f] = self.csum_start.to_le_bytes();
+        let [g, k] = self.csum_offset.to_le_bytes();
+        [self.flags, self.gso_type, a, b, c, d, e, f, g, k]
+    }
+
     /// Whether anything is asked of the receiver (a partial checksum or segmentation).
     #[inline]
     pub fn is_set(&self) -> bool {

@@ -110,6 +110,13 @@ pub trait PortQueue: Send {
     fn offloads(&self) -> bool {
         false
     }
+
+    /// Whether the port may come to take offload requests while it runs (a vhost-user port
+    /// before its guest negotiated them): its worker then needs large buffers from the start.
+    /// Default: [`PortQueue::offloads`].
+    fn may_offload(&self) -> bool {
+        self.offloads()
+    }
 }
 
 /// The device half of a port: what is the same for all of its queues — its name, link, MAC and

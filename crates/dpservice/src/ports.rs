@@ -49,11 +49,11 @@ impl Ports {
         self.table.len()
     }
 
-    /// Whether any port takes offload requests (then workers need large buffers).
+    /// Whether any port takes offload requests, or may (then workers need large buffers).
     pub fn any_offload(&self) -> bool {
         self.per_worker
             .first()
-            .is_some_and(|ports| ports.iter().any(|p| p.offloads()))
+            .is_some_and(|ports| ports.iter().any(|p| p.may_offload()))
     }
 }
 

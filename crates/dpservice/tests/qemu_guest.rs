@@ -362,7 +362,9 @@ fn vhost_user_guest_dhcp_and_ping() {
                     "dd if=/dev/urandom of=/tmp/s bs=1024 count={TRANSFER_KIB} 2>/dev/null; \
                      echo \"GUEST: sent $(md5sum < /tmp/s | cut -c1-32)\"; n=0; \
                      until nc {} {TRANSFER_PORT} < /tmp/s; do n=$((n + 1)); \
-                     [ $n -ge 100 ] && exit 1; sleep 0.5; done",
+                     [ $n -ge 100 ] && exit 1; sleep 0.5; done; \
+                     echo \"GUEST: eth0 tx $(cat /sys/class/net/eth0/statistics/tx_packets) \
+                     $(cat /sys/class/net/eth0/statistics/tx_bytes)\"",
                     other.ipv4
                 )
             } else {
@@ -370,7 +372,9 @@ fn vhost_user_guest_dhcp_and_ping() {
                     // stdin stays the console, which never ends: nc leaves when the peer
                     // closes (with stdin at its end it would leave at once).
                     "nc -l -p {TRANSFER_PORT} < /dev/console > /tmp/r; \
-                     echo \"GUEST: received $(wc -c < /tmp/r) $(md5sum < /tmp/r | cut -c1-32)\""
+                     echo \"GUEST: received $(wc -c < /tmp/r) $(md5sum < /tmp/r | cut -c1-32)\"; \
+                     echo \"GUEST: eth0 rx $(cat /sys/class/net/eth0/statistics/rx_packets) \
+                     $(cat /sys/class/net/eth0/statistics/rx_bytes)\""
                 )
             }];
             let backend = Backend::VhostUser {
@@ -431,6 +435,29 @@ fn vhost_user_guest_dhcp_and_ping() {
                 received == format!("{} {sent}", TRANSFER_KIB * 1024),
                 || format!("sent {sent}, received {received}"),
             )?;
+            // Offloads: the sender's stack handed its virtio-net TCP superframes (TSO), and
+            // they reached the receiver whole (its driver counts frames as they come off the
+            // ring). Segmented anywhere, no frame would be larger than the MTU.
+            let average = |line: &str| -> Result<u64, String> {
+                let n: Vec<u64> = line
+                    .split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
+                match n[..] {
+                    [packets, bytes] if packets > 0 => Ok(bytes / packets),
+                    _ => Err(format!("eth0 statistics: {line:?}")),
+                }
+            };
+            let tx = average(&guests[0].wait_line("GUEST: eth0 tx ", AFTER_DHCP_TIMEOUT)?)?;
+            let rx = average(&guests[1].wait_line("GUEST: eth0 rx ", AFTER_DHCP_TIMEOUT)?)?;
+            step!(
+                "average frame: {tx} bytes sent by {}, {rx} received by {}",
+                GUESTS[0].id,
+                GUESTS[1].id
+            );
+            ensure(tx > 1514 && rx > 1514, || {
+                format!("no superframes VM -> VM: {tx} bytes per frame sent, {rx} received")
+            })?;
             for g in &mut guests {
                 g.wait_line("GUEST: done", AFTER_DHCP_TIMEOUT)?;
             }

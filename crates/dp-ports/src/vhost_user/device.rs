@@ -54,18 +54,43 @@ const QUEUES: usize = 2;
 pub const MAX_QUEUE_SIZE: u16 = 1024;
 
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+const VIRTIO_NET_F_CSUM: u64 = 1 << 0;
+const VIRTIO_NET_F_GUEST_CSUM: u64 = 1 << 1;
+const VIRTIO_NET_F_GUEST_TSO4: u64 = 1 << 7;
+const VIRTIO_NET_F_GUEST_TSO6: u64 = 1 << 8;
+const VIRTIO_NET_F_GUEST_ECN: u64 = 1 << 9;
+const VIRTIO_NET_F_HOST_TSO4: u64 = 1 << 11;
+const VIRTIO_NET_F_HOST_TSO6: u64 = 1 << 12;
+const VIRTIO_NET_F_HOST_ECN: u64 = 1 << 13;
 const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
 const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+/// Notification suppression by ring index (`used_event` / `avail_event`).
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 const VIRTIO_F_NOTIFY_ON_EMPTY: u64 = 1 << 24;
 /// The backend logs the pages it writes while QEMU migrates the guest ([`DirtyLog`]).
 const VHOST_F_LOG_ALL: u64 = 1 << 26;
 
+/// Checksum and TCP segmentation offload, both ways, with ECN: the set the TAP ports ask of
+/// their kernel. A guest that acks all of it exchanges partial checksums and superframes with
+/// the graph ([`ring::Offloads::PassOn`](super::ring::Offloads)); one that acks less gets and
+/// must send complete frames.
+pub const OFFLOAD_FEATURES: u64 = VIRTIO_NET_F_CSUM
+    | VIRTIO_NET_F_GUEST_CSUM
+    | VIRTIO_NET_F_GUEST_TSO4
+    | VIRTIO_NET_F_GUEST_TSO6
+    | VIRTIO_NET_F_GUEST_ECN
+    | VIRTIO_NET_F_HOST_TSO4
+    | VIRTIO_NET_F_HOST_TSO6
+    | VIRTIO_NET_F_HOST_ECN;
+
 /// The virtio features offered: version 1, mergeable receive buffers, indirect descriptors,
-/// dirty logging for live migration.
+/// ring-index notification suppression, the offloads, dirty logging for live migration.
 pub const FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_NET_F_MRG_RXBUF
     | VIRTIO_RING_F_INDIRECT_DESC
+    | VIRTIO_RING_F_EVENT_IDX
     | VIRTIO_F_NOTIFY_ON_EMPTY
+    | OFFLOAD_FEATURES
     | VHOST_F_LOG_ALL
     | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
@@ -95,6 +120,8 @@ pub struct QueueSpec {
 #[derive(Debug, Default)]
 pub struct DataPath {
     pub generation: u64,
+    /// The virtio features the frontend acked.
+    pub features: u64,
     pub memory: Option<Arc<GuestMemoryMmap>>,
     /// `[RX_QUEUE, TX_QUEUE]`: the running rings.
     pub queues: [Option<QueueSpec>; QUEUES],
@@ -360,6 +387,7 @@ impl Handler {
         let logging = self.acked_features & VHOST_F_LOG_ALL != 0;
         self.shared.publish(DataPath {
             generation: self.generation,
+            features: self.acked_features,
             memory: self.memory.clone(),
             queues: [spec(&self.vrings[RX_QUEUE]), spec(&self.vrings[TX_QUEUE])],
             log: self.log.clone().filter(|_| logging),

@@ -32,7 +32,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::device::{self, DataPath, QueueSpec, Shared, RX_QUEUE, TX_QUEUE};
 use super::dirty_log::DirtyLog;
-use super::ring::{self, RingStats};
+use super::ring::{self, Offloads, RingStats};
 use crate::{BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortQueue, PortStats};
 
 /// The protocol thread of one port's socket; stopped and joined when the port goes.
@@ -61,6 +61,9 @@ struct Running {
     call: Option<Arc<File>>,
     /// We told the guest not to kick (its ring was busy): see `rx_burst`.
     kicks_off: bool,
+    /// With EVENT_IDX: the index up to which the guest was last asked to kick
+    /// (`avail_event`), which must follow what we took before the worker may sleep.
+    event_idx: Option<u16>,
     /// The used ring in guest memory (address, bytes), marked in the dirty log after a burst
     /// that wrote it while a migration runs.
     used_ring: (u64, usize),
@@ -100,6 +103,8 @@ pub struct VhostUserPort {
     rings: [Option<Running>; 2],
     /// Receive bursts in a row that found the guest's transmit ring empty.
     idle_bursts: u32,
+    /// What the frontend negotiated (from the snapshot).
+    offloads: Offloads,
     _server: Server,
 }
 
@@ -136,6 +141,7 @@ impl VhostUserPort {
             memory: None,
             rings: [None, None],
             idle_bursts: 0,
+            offloads: Offloads::None,
             _server: Server {
                 stop,
                 shared: Arc::clone(&shared),
@@ -186,8 +192,9 @@ impl VhostUserPort {
                     a.store(old.queue.next_avail(), Ordering::Release);
                 }
             }
+            let event_idx = dp.features & device::VIRTIO_RING_F_EVENT_IDX != 0;
             *slot = match (spec, dp.memory.as_deref()) {
-                (Some(spec), Some(mem)) => build_queue(spec, mem).or_else(|| {
+                (Some(spec), Some(mem)) => build_queue(spec, mem, event_idx).or_else(|| {
                     tracing::warn!(port = %self.name, ring = index, "vhost-user ring outside guest memory: not run");
                     self.shared.refused.fetch_add(1, Ordering::Relaxed);
                     None
@@ -198,6 +205,11 @@ impl VhostUserPort {
         tracing::debug!(port = %self.name, generation = dp.generation,
             rx = self.rings[RX_QUEUE].is_some(), tx = self.rings[TX_QUEUE].is_some(), "vhost-user rings");
         self.memory = dp.memory.clone();
+        self.offloads = if dp.features & device::OFFLOAD_FEATURES == device::OFFLOAD_FEATURES {
+            Offloads::PassOn
+        } else {
+            Offloads::None
+        };
         self.generation = dp.generation;
         self.data_path = dp;
         self.idle_bursts = 0;
@@ -206,7 +218,7 @@ impl VhostUserPort {
 }
 
 /// A queue over `mem` as `spec` describes it, if its rings lie inside guest memory.
-fn build_queue(spec: &QueueSpec, mem: &GuestMemoryMmap) -> Option<Running> {
+fn build_queue(spec: &QueueSpec, mem: &GuestMemoryMmap, event_idx: bool) -> Option<Running> {
     let mut q = Queue::new(device::MAX_QUEUE_SIZE).ok()?;
     q.set_size(spec.size);
     let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
@@ -218,7 +230,7 @@ fn build_queue(spec: &QueueSpec, mem: &GuestMemoryMmap) -> Option<Running> {
     q.set_used_ring_address(lo, hi);
     q.set_next_avail(spec.next_avail);
     q.set_next_used(spec.next_avail);
-    q.set_event_idx(false);
+    q.set_event_idx(event_idx);
     q.set_ready(true);
     // Size, alignment and every ring inside the map (virtio-queue's checks).
     if !q.is_valid(mem) {
@@ -232,6 +244,7 @@ fn build_queue(spec: &QueueSpec, mem: &GuestMemoryMmap) -> Option<Running> {
         kick: spec.kick.clone(),
         call: spec.call.clone(),
         kicks_off: false,
+        event_idx: event_idx.then_some(spec.next_avail),
         // flags, idx, the entries, avail_event.
         used_ring: (spec.used, 4 + 8 * usize::from(spec.size) + 2),
     })
@@ -245,14 +258,34 @@ impl PortQueue for VhostUserPort {
             return 0;
         };
         let mut stats = RingStats::default();
-        let mut got = ring::receive(&mut ring.queue, mem, pool, out, max, &mut stats);
+        let offloads = self.offloads;
+        let mut got = ring::receive(&mut ring.queue, mem, pool, out, max, &mut stats, offloads);
         if got < max && stats.no_buffer == 0 {
-            if ring.kicks_off {
-                // Drained: ask for kicks again, and look once more (a frame queued while they
-                // were off is otherwise never announced).
+            // Drained. Kicks must be on before the worker may sleep: asked for again after a
+            // busy spell, and with EVENT_IDX re-armed at what we took (the guest kicks only
+            // when it passes `avail_event`). Then one more look: a frame queued while they
+            // were off is otherwise never announced.
+            let rearm = ring.kicks_off
+                || ring
+                    .event_idx
+                    .is_some_and(|at| at != ring.queue.next_avail());
+            if rearm {
                 ring.kicks_off = false;
-                if ring.queue.enable_notification(mem).unwrap_or(true) {
-                    got += ring::receive(&mut ring.queue, mem, pool, out, max - got, &mut stats);
+                let armed_at = ring.queue.next_avail();
+                let more = ring.queue.enable_notification(mem).unwrap_or(true);
+                if ring.event_idx.is_some() {
+                    ring.event_idx = Some(armed_at);
+                }
+                if more {
+                    got += ring::receive(
+                        &mut ring.queue,
+                        mem,
+                        pool,
+                        out,
+                        max - got,
+                        &mut stats,
+                        offloads,
+                    );
                 }
             }
             if self.idle_bursts % DRAIN_EVERY == 0 {
@@ -260,7 +293,15 @@ impl PortQueue for VhostUserPort {
                     device::drain_eventfd(kick.as_raw_fd());
                 }
                 device::drain_eventfd(self.shared.wake.as_raw_fd());
-                got += ring::receive(&mut ring.queue, mem, pool, out, max - got, &mut stats);
+                got += ring::receive(
+                    &mut ring.queue,
+                    mem,
+                    pool,
+                    out,
+                    max - got,
+                    &mut stats,
+                    offloads,
+                );
             }
             self.idle_bursts = if got == 0 {
                 self.idle_bursts.wrapping_add(1)
@@ -305,7 +346,15 @@ impl PortQueue for VhostUserPort {
         };
         let mut stats = RingStats::default();
         let log = self.data_path.log.as_deref();
-        let sent = ring::transmit(&mut ring.queue, mem, pkts, pool, &mut stats, log);
+        let sent = ring::transmit(
+            &mut ring.queue,
+            mem,
+            pkts,
+            pool,
+            &mut stats,
+            self.offloads,
+            log,
+        );
         if stats.used {
             ring.used(mem, log);
         }
@@ -321,6 +370,15 @@ impl PortQueue for VhostUserPort {
 
     fn rx_fd(&self) -> Option<RawFd> {
         Some(self.shared.poll.as_raw_fd())
+    }
+
+    fn offloads(&self) -> bool {
+        self.offloads == Offloads::PassOn
+    }
+
+    /// A guest may negotiate offloads whenever it connects: the worker keeps large buffers.
+    fn may_offload(&self) -> bool {
+        true
     }
 }
 

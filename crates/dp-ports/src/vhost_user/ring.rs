@@ -19,7 +19,8 @@
 //! per packet (BENCHMARKS.md, "vhost-user ring copies"); a copy that crosses regions falls
 //! back to them.
 
-use dp_buffer::{BufferPool, PacketBuf};
+use dp_buffer::offload::ChecksumPolicy;
+use dp_buffer::{BufferPool, Offload, PacketBuf, VNET_HDR_LEN};
 
 use super::dirty_log::DirtyLog;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
@@ -31,8 +32,9 @@ pub const NET_HDR_LEN: usize = 12;
 /// Where `num_buffers` is in the header.
 const NUM_BUFFERS_AT: u64 = 10;
 
-/// Most receive chains one frame to the guest may take (a 64 KiB superframe in 4 KiB pages).
-pub const MAX_MERGED: usize = 17;
+/// Most receive chains one frame to the guest may take: a 64 KiB superframe in buffers of
+/// 1 KiB or more (Linux posts mergeable buffers of 1.5 to 4 KiB).
+pub const MAX_MERGED: usize = 64;
 
 /// What a burst did, added to the port's counters by the caller.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,8 +52,21 @@ pub struct RingStats {
     pub used: bool,
 }
 
+/// What the port negotiated for the frames it receives and transmits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offloads {
+    /// Checksum and TCP segmentation offload both ways (the guest acked CSUM, GUEST_CSUM,
+    /// HOST/GUEST_TSO4/6 and HOST/GUEST_ECN): a guest's request goes into `meta.offload`
+    /// unchanged, and ours into the header of each frame to the guest.
+    PassOn,
+    /// Not all of them: a partial checksum the guest left is finished here, a superframe it
+    /// sends (it cannot, without HOST_TSO) is dropped, and frames go to it complete.
+    None,
+}
+
 /// Copies up to `max` frames the guest queued on its transmit `queue` into buffers from
-/// `pool`, appended to `out`; returns how many.
+/// `pool`, appended to `out`; returns how many. A frame longer than a normal buffer (a TCP
+/// superframe) moves into one of the pool's large buffers when it has them.
 pub fn receive<M: GuestMemoryBackend>(
     queue: &mut Queue,
     mem: &M,
@@ -59,6 +74,7 @@ pub fn receive<M: GuestMemoryBackend>(
     out: &mut Vec<PacketBuf>,
     max: usize,
     stats: &mut RingStats,
+    offloads: Offloads,
 ) -> usize {
     let mut received = 0;
     while received < max {
@@ -72,10 +88,10 @@ pub fn receive<M: GuestMemoryBackend>(
         };
         let head = chain.head_index();
         // The frame follows the header, which may share a descriptor with it or not.
+        let mut hdr = [0u8; NET_HDR_LEN];
         let mut skip = NET_HDR_LEN;
         let mut len = 0usize;
         let mut ok = true;
-        let area = buf.receive_area();
         for desc in chain {
             if desc.is_write_only() {
                 continue;
@@ -84,11 +100,15 @@ pub fn receive<M: GuestMemoryBackend>(
             let mut dlen = desc.len() as usize;
             if skip > 0 {
                 let s = skip.min(dlen);
+                let at = NET_HDR_LEN - skip;
+                let read = hdr
+                    .get_mut(at..at + s)
+                    .is_some_and(|h| read_guest(mem, addr, h));
                 skip -= s;
                 dlen -= s;
                 match addr.checked_add(s as u64) {
-                    Some(a) => addr = a,
-                    None => {
+                    Some(a) if read => addr = a,
+                    _ => {
                         ok = false;
                         break;
                     }
@@ -97,8 +117,19 @@ pub fn receive<M: GuestMemoryBackend>(
             if dlen == 0 {
                 continue;
             }
-            let Some(dst) = area.get_mut(len..len + dlen) else {
-                ok = false; // longer than a buffer
+            if len + dlen > buf.receive_area().len() {
+                // Longer than a normal buffer: a superframe goes on in a large one.
+                match grow(pool, buf, len, len + dlen) {
+                    Ok(large) => buf = large,
+                    Err(normal) => {
+                        buf = normal;
+                        ok = false; // longer than any buffer
+                        break;
+                    }
+                }
+            }
+            let Some(dst) = buf.receive_area().get_mut(len..len + dlen) else {
+                ok = false;
                 break;
             };
             if !read_guest(mem, addr, dst) {
@@ -115,12 +146,50 @@ pub fn receive<M: GuestMemoryBackend>(
             pool.free(buf);
             continue;
         }
+        let request = Offload::parse_le(hdr.first_chunk().unwrap_or(&[0; VNET_HDR_LEN]));
+        match offloads {
+            Offloads::PassOn => buf.meta.offload = request,
+            Offloads::None if request.is_gso() => {
+                stats.bad_chains += 1;
+                pool.free(buf);
+                continue;
+            }
+            Offloads::None => {
+                ChecksumPolicy::FinishRequested.on_rx(buf.data_mut(), Some(request));
+            }
+        }
         stats.packets += 1;
         stats.bytes += len as u64;
         out.push(buf);
         received += 1;
     }
     received
+}
+
+/// Moves the first `len` bytes of `buf` into a large buffer if `needed` fits one; else gives
+/// `buf` back.
+#[cold]
+fn grow(
+    pool: &mut BufferPool,
+    mut buf: PacketBuf,
+    len: usize,
+    needed: usize,
+) -> Result<PacketBuf, PacketBuf> {
+    if needed > pool.large_room() {
+        return Err(buf);
+    }
+    let Some(mut large) = pool.alloc_large() else {
+        return Err(buf);
+    };
+    large.meta = buf.meta;
+    if let (Some(dst), Some(src)) = (
+        large.receive_area().get_mut(..len),
+        buf.receive_area().get(..len),
+    ) {
+        dst.copy_from_slice(src);
+    }
+    pool.free(buf);
+    Ok(large)
 }
 
 /// Copies guest memory at `addr` into `dst`; false if any of it is outside guest memory.
@@ -160,11 +229,22 @@ pub fn transmit<M: GuestMemoryBackend>(
     pkts: &mut Vec<PacketBuf>,
     pool: &mut BufferPool,
     stats: &mut RingStats,
+    offloads: Offloads,
     log: Option<&DirtyLog>,
 ) -> usize {
     let mut sent = 0;
     for pkt in pkts.drain(..) {
-        match put_frame(queue, mem, pkt.data(), log) {
+        let mut header = [0u8; NET_HDR_LEN];
+        if offloads == Offloads::PassOn && pkt.meta.offload.is_set() {
+            let mut off = pkt.meta.offload;
+            off.hdr_len = off
+                .hdr_len
+                .min(u16::try_from(pkt.len()).unwrap_or(u16::MAX));
+            if let Some(h) = header.first_chunk_mut::<VNET_HDR_LEN>() {
+                *h = off.emit_le();
+            }
+        }
+        match put_frame(queue, mem, &header, pkt.data(), log) {
             Put::Done(n) => {
                 sent += 1;
                 stats.packets += 1;
@@ -195,6 +275,7 @@ enum Put {
 fn put_frame<M: GuestMemoryBackend>(
     queue: &mut Queue,
     mem: &M,
+    header: &[u8; NET_HDR_LEN],
     frame: &[u8],
     log: Option<&DirtyLog>,
 ) -> Put {
@@ -202,7 +283,6 @@ fn put_frame<M: GuestMemoryBackend>(
     let mut count = 0;
     let mut first_addr: Option<GuestAddress> = None;
     // The header first (num_buffers filled in at the end), then the frame.
-    let header = [0u8; NET_HDR_LEN];
     let total = NET_HDR_LEN + frame.len();
     let mut done = 0usize;
     while done < total {
@@ -291,6 +371,7 @@ fn bad<M: GuestMemoryBackend>(queue: &mut Queue, mem: &M, taken: &[Taken], count
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dp_buffer::{Offload, VNET_HDR_LEN};
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestUsize};
@@ -349,7 +430,18 @@ mod tests {
         let mut pool = BufferPool::new(4, 2048);
         let mut out = Vec::with_capacity(8);
         let mut stats = RingStats::default();
-        assert_eq!(receive(&mut q, &mem, &mut pool, &mut out, 8, &mut stats), 2);
+        assert_eq!(
+            receive(
+                &mut q,
+                &mem,
+                &mut pool,
+                &mut out,
+                8,
+                &mut stats,
+                Offloads::None
+            ),
+            2
+        );
         assert_eq!(out[0].data(), &frame_a[..]);
         let mut b = vec![7u8; 30];
         b.extend_from_slice(&[8; 34]);
@@ -386,7 +478,18 @@ mod tests {
         let mut pool = BufferPool::new(8, 2048);
         let mut out = Vec::with_capacity(8);
         let mut stats = RingStats::default();
-        assert_eq!(receive(&mut q, &mem, &mut pool, &mut out, 8, &mut stats), 0);
+        assert_eq!(
+            receive(
+                &mut q,
+                &mem,
+                &mut pool,
+                &mut out,
+                8,
+                &mut stats,
+                Offloads::None
+            ),
+            0
+        );
         assert_eq!(stats.bad_chains, 4);
         // Every chain went back to the guest: the queue is not stuck.
         assert_eq!(used_entries(&mem, &vq).len(), 4);
@@ -412,7 +515,15 @@ mod tests {
         let mut pkts = vec![small, big];
         let mut stats = RingStats::default();
         assert_eq!(
-            transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats, None),
+            transmit(
+                &mut q,
+                &mem,
+                &mut pkts,
+                &mut pool,
+                &mut stats,
+                Offloads::None,
+                None
+            ),
             2
         );
         assert!(pkts.is_empty());
@@ -440,7 +551,15 @@ mod tests {
         let mut pkts = vec![big];
         let mut stats = RingStats::default();
         assert_eq!(
-            transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats, None),
+            transmit(
+                &mut q,
+                &mem,
+                &mut pkts,
+                &mut pool,
+                &mut stats,
+                Offloads::None,
+                None
+            ),
             0
         );
         assert_eq!(stats.no_room, 1);
@@ -449,7 +568,15 @@ mod tests {
         small.set_frame(&[1; 40]).unwrap();
         let mut pkts = vec![small];
         assert_eq!(
-            transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats, None),
+            transmit(
+                &mut q,
+                &mem,
+                &mut pkts,
+                &mut pool,
+                &mut stats,
+                Offloads::None,
+                None
+            ),
             1
         );
         assert_eq!(used_entries(&mem, &vq)[3], (3, 52));
@@ -476,7 +603,15 @@ mod tests {
             p.set_frame(&[5; 60]).unwrap();
             let mut pkts = vec![p];
             assert_eq!(
-                transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats, None),
+                transmit(
+                    &mut q,
+                    &mem,
+                    &mut pkts,
+                    &mut pool,
+                    &mut stats,
+                    Offloads::None,
+                    None
+                ),
                 0
             );
         }
@@ -517,10 +652,233 @@ mod tests {
         }
         let mut stats = RingStats::default();
         assert_eq!(
-            transmit(&mut q, &mem, &mut pkts, &mut pool, &mut stats, Some(&log)),
+            transmit(
+                &mut q,
+                &mem,
+                &mut pkts,
+                &mut pool,
+                &mut stats,
+                Offloads::None,
+                Some(&log)
+            ),
             2
         );
         let marked: Vec<u64> = (0..log.pages()).filter(|&p| log.is_marked(p)).collect();
         assert_eq!(marked, vec![0x100, 0x201, 0x202]);
+    }
+
+    /// The Internet checksum's ones' complement sum of `data`.
+    fn ones_sum(data: &[u8]) -> u16 {
+        let mut sum = 0u32;
+        for c in data.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    /// One guest transmit chain: the 12-byte header `hdr` (little endian), then `frame`.
+    fn guest_frame(
+        mem: &GuestMemoryMmap,
+        vq: &MockSplitQueue<GuestMemoryMmap>,
+        hdr: Offload,
+        frame: &[u8],
+    ) {
+        let mut h = [0u8; NET_HDR_LEN];
+        h[..VNET_HDR_LEN].copy_from_slice(&hdr.emit_le());
+        mem.write_slice(&h, GuestAddress(0x10_0000)).unwrap();
+        // The frame in 4 KiB pieces (a superframe spans several descriptors).
+        let mut descs = vec![desc(0x10_0000, NET_HDR_LEN as u32, F_NEXT, 1)];
+        for (i, piece) in frame.chunks(4096).enumerate() {
+            let at = 0x20_0000 + i as u64 * 0x1000;
+            mem.write_slice(piece, GuestAddress(at)).unwrap();
+            let last = (i + 1) * 4096 >= frame.len();
+            descs.push(desc(
+                at,
+                piece.len() as u32,
+                if last { 0 } else { F_NEXT },
+                i as u16 + 2,
+            ));
+        }
+        vq.add_desc_chains(&descs, 0).unwrap();
+    }
+
+    fn tso_request(len: usize) -> Offload {
+        Offload {
+            flags: Offload::NEEDS_CSUM,
+            gso_type: Offload::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        }
+        .with_gso_if(len > 1514)
+    }
+
+    trait GsoIf {
+        fn with_gso_if(self, gso: bool) -> Self;
+    }
+    impl GsoIf for Offload {
+        fn with_gso_if(mut self, gso: bool) -> Self {
+            if !gso {
+                self.gso_type = Offload::GSO_NONE;
+                self.gso_size = 0;
+            }
+            self
+        }
+    }
+
+    #[test]
+    fn a_guest_superframe_comes_out_whole_in_a_large_buffer_with_its_request() {
+        let mem = memory();
+        let vq = MockSplitQueue::new(&mem, 64);
+        let frame: Vec<u8> = (0..30_000u32).map(|i| (i * 7) as u8).collect();
+        guest_frame(&mem, &vq, tso_request(frame.len()), &frame);
+        let mut q: Queue = vq.create_queue().unwrap();
+        let mut pool = BufferPool::with_large(4, 2048, 2, 65_600);
+        let mut out = Vec::new();
+        let mut stats = RingStats::default();
+        let got = receive(
+            &mut q,
+            &mem,
+            &mut pool,
+            &mut out,
+            8,
+            &mut stats,
+            Offloads::PassOn,
+        );
+        assert_eq!(got, 1);
+        assert_eq!(out[0].data(), &frame[..], "untouched");
+        assert_eq!(out[0].meta.offload, tso_request(frame.len()));
+        assert_eq!(pool.available(), 4, "the normal buffer went back");
+        for b in out.drain(..) {
+            pool.free(b);
+        }
+        assert_eq!(pool.large_available(), 2);
+
+        // The same superframe on a port whose guest did not negotiate offloads: dropped.
+        let vq = MockSplitQueue::new(&mem, 64);
+        guest_frame(&mem, &vq, tso_request(frame.len()), &frame);
+        let mut q: Queue = vq.create_queue().unwrap();
+        let mut stats = RingStats::default();
+        assert_eq!(
+            receive(
+                &mut q,
+                &mem,
+                &mut pool,
+                &mut out,
+                8,
+                &mut stats,
+                Offloads::None
+            ),
+            0
+        );
+        assert_eq!(stats.bad_chains, 1);
+        assert_eq!((pool.available(), pool.large_available()), (4, 2));
+    }
+
+    #[test]
+    fn a_partial_checksum_is_passed_on_or_finished_as_negotiated() {
+        let mem = memory();
+        // 14 Ethernet + 20 IPv4 + 20 TCP + 100 payload; the field holds a pseudo-header sum.
+        let mut frame: Vec<u8> = (0..154u32).map(|i| (i * 13 + 5) as u8).collect();
+        frame[34 + 16..34 + 18].copy_from_slice(&0x1234u16.to_be_bytes());
+        let request = tso_request(frame.len());
+        for offloads in [Offloads::PassOn, Offloads::None] {
+            let vq = MockSplitQueue::new(&mem, 16);
+            guest_frame(&mem, &vq, request, &frame);
+            let mut q: Queue = vq.create_queue().unwrap();
+            let mut pool = BufferPool::new(4, 2048);
+            let mut out = Vec::new();
+            let mut stats = RingStats::default();
+            assert_eq!(
+                receive(&mut q, &mem, &mut pool, &mut out, 8, &mut stats, offloads),
+                1
+            );
+            let got = out[0].data();
+            if offloads == Offloads::PassOn {
+                assert_eq!(got, &frame[..]);
+                assert_eq!(out[0].meta.offload, request);
+            } else {
+                assert_eq!(out[0].meta.offload, Offload::NONE);
+                assert_eq!(&got[..50], &frame[..50]);
+                // With the pseudo-header sum the field held, the transport part now sums to
+                // 0xffff: the checksum is complete.
+                let mut with_pseudo = got[34..].to_vec();
+                with_pseudo.extend_from_slice(&0x1234u16.to_be_bytes());
+                assert_eq!(ones_sum(&with_pseudo), 0xffff);
+            }
+        }
+    }
+
+    #[test]
+    fn a_superframe_to_the_guest_carries_its_request_across_merged_buffers() {
+        let mem = memory();
+        let vq = MockSplitQueue::new(&mem, 64);
+        // 48 receive buffers of 1536 bytes: 60 KiB needs 41 of them.
+        let descs: Vec<_> = (0..48u64)
+            .map(|i| desc(0x10_0000 + i * 0x1000, 1536, F_WRITE, 0))
+            .collect();
+        vq.add_desc_chains(&descs, 0).unwrap();
+        let mut q: Queue = vq.create_queue().unwrap();
+        let mut pool = BufferPool::with_large(4, 2048, 1, 65_600);
+        let frame: Vec<u8> = (0..61_440u32).map(|i| (i % 251) as u8).collect();
+        let mut big = pool.alloc_large().unwrap();
+        big.set_frame(&frame).unwrap();
+        big.meta.offload = tso_request(frame.len());
+        let mut pkts = vec![big];
+        let mut stats = RingStats::default();
+        assert_eq!(
+            transmit(
+                &mut q,
+                &mem,
+                &mut pkts,
+                &mut pool,
+                &mut stats,
+                Offloads::PassOn,
+                None
+            ),
+            1
+        );
+        let mut hdr = [0u8; NET_HDR_LEN];
+        mem.read_slice(&mut hdr, GuestAddress(0x10_0000)).unwrap();
+        assert_eq!(
+            Offload::parse_le(hdr.first_chunk().unwrap()),
+            tso_request(frame.len())
+        );
+        let buffers = (NET_HDR_LEN + frame.len()).div_ceil(1536);
+        assert_eq!(usize::from(u16::from_le_bytes([hdr[10], hdr[11]])), buffers);
+        let mut got = Vec::new();
+        for i in 0..buffers as u64 {
+            let mut b = vec![0u8; 1536];
+            mem.read_slice(&mut b, GuestAddress(0x10_0000 + i * 0x1000))
+                .unwrap();
+            got.extend_from_slice(&b);
+        }
+        assert_eq!(&got[NET_HDR_LEN..NET_HDR_LEN + frame.len()], &frame[..]);
+        assert_eq!(used_entries(&mem, &vq).len(), buffers);
+
+        // Without offloads negotiated the header stays zero (the graph segmented before).
+        let mut small = pool.alloc().unwrap();
+        small.set_frame(&[1; 60]).unwrap();
+        small.meta.offload = tso_request(60);
+        let mut pkts = vec![small];
+        assert_eq!(
+            transmit(
+                &mut q,
+                &mem,
+                &mut pkts,
+                &mut pool,
+                &mut stats,
+                Offloads::None,
+                None
+            ),
+            1
+        );
+        let at = 0x10_0000 + buffers as u64 * 0x1000;
+        mem.read_slice(&mut hdr, GuestAddress(at)).unwrap();
+        assert_eq!(&hdr[..10], &[0; 10]);
     }
 }
