@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dp_ports::vhost_user::ring::{self, RingStats, NET_HDR_LEN};
+use dp_ports::vhost_user::ring::{self, Offloads, RingStats, NET_HDR_LEN};
 use dp_ports::{BufferPool, PacketBuf};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -165,6 +165,7 @@ fn run(case: &str, size: usize, budget: Budget) -> Outcome {
                 &mut bufs,
                 BURST,
                 &mut stats,
+                Offloads::PassOn,
             ) as u64;
             for b in bufs.drain(..) {
                 pool.free(b);
@@ -179,8 +180,15 @@ fn run(case: &str, size: usize, budget: Budget) -> Outcome {
                     }
                 }
             }
-            packets +=
-                ring::transmit(&mut queue, &driver.mem, &mut bufs, &mut pool, &mut stats) as u64;
+            packets += ring::transmit(
+                &mut queue,
+                &driver.mem,
+                &mut bufs,
+                &mut pool,
+                &mut stats,
+                Offloads::PassOn,
+                None,
+            ) as u64;
         }
         bursts += 1;
     }
