@@ -392,6 +392,64 @@ fn rings_outside_guest_memory_are_refused_and_nothing_is_read() {
     assert_eq!(port.stats().rx_packets, 0);
 }
 
+/// A guest that queues a hostile chain (a descriptor outside its memory) gets its port reset:
+/// the chain back, the rings stopped, the connection cut, `resets` counted. Its frontend
+/// reconnects and the port runs again; another port never notices.
+#[test]
+fn a_hostile_chain_resets_its_port_and_only_its_port() {
+    let dir = tempdir();
+    let (bad_path, good_path) = (dir.join("vm4.sock"), dir.join("vm5.sock"));
+    let (bad_guest, good_guest) = (Guest::new(), Guest::new());
+    let bad = Worker::start(VhostUserPort::listen(&bad_path, "vm4").unwrap());
+    let good = Worker::start(VhostUserPort::listen(&good_path, "vm5").unwrap());
+    fn rings(g: &Guest) -> [MockSplitQueue<'_, GuestMemoryMmap>; 2] {
+        [RX_RING_AT, TX_RING_AT]
+            .map(|at| MockSplitQueue::create(&g.mem, GuestAddress(at), QUEUE_SIZE))
+    }
+    let [bad_rx, bad_tx] = rings(&bad_guest);
+    let [good_rx, good_tx] = rings(&good_guest);
+    let bad_setup = connect(&bad_path, &bad_guest, [(&bad_rx, 0), (&bad_tx, 0)]);
+    let good_setup = connect(&good_path, &good_guest, [(&good_rx, 0), (&good_tx, 0)]);
+    queue_tx(&good_guest, &good_tx, &[frame(5, 64)], 0);
+    good_setup.kicks[TX_QUEUE].write(1).unwrap();
+    assert_eq!(good.wait_received(1).len(), 1);
+
+    // Past the end of guest memory.
+    bad_tx
+        .add_desc_chains(&[desc(MEM_SIZE as u64 + 0x1000, 64, 0, 0)], 0)
+        .unwrap();
+    bad_setup.kicks[TX_QUEUE].write(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bad_setup.frontend.get_features().is_ok() {
+        assert!(Instant::now() < deadline, "the connection was never cut");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        used(&bad_guest, &bad_tx),
+        vec![(0, 0)],
+        "the chain went back"
+    );
+    assert!(bad.received.lock().unwrap().is_empty());
+
+    // The other port goes on.
+    queue_tx(&good_guest, &good_tx, &[frame(6, 64)], 1);
+    good_setup.kicks[TX_QUEUE].write(1).unwrap();
+    assert_eq!(good.wait_received(2), vec![frame(5, 64), frame(6, 64)]);
+
+    // The frontend reconnects, the rings where the guest's used ring says (1).
+    drop(bad_setup);
+    let bad_setup = connect(&bad_path, &bad_guest, [(&bad_rx, 0), (&bad_tx, 1)]);
+    queue_tx(&bad_guest, &bad_tx, &[frame(7, 64)], 1);
+    bad_setup.kicks[TX_QUEUE].write(1).unwrap();
+    assert_eq!(bad.wait_received(1), vec![frame(7, 64)]);
+
+    let (bad_port, good_port) = (bad.finish(), good.finish());
+    let (b, g) = (bad_port.stats(), good_port.stats());
+    assert_eq!((b.resets, b.rx_errors, b.rx_packets), (1, 1, 1));
+    assert_eq!((g.resets, g.rx_errors, g.rx_packets), (0, 0, 2));
+    drop((bad_setup, good_setup));
+}
+
 /// VHOST_F_LOG_ALL.
 const LOG_ALL: u64 = 1 << 26;
 

@@ -119,6 +119,22 @@ impl std::fmt::Debug for VhostUserPort {
 }
 
 impl VhostUserPort {
+    /// The guest's ring held a hostile chain (outside its memory, a loop, lengths no frame
+    /// has): the chains were returned to it, and now the port is reset — its rings stopped
+    /// here and the connection cut, so the frontend (QEMU, `reconnect=`) sets it all up
+    /// again from what the guest's rings say. Counted (`resets`); no other port notices.
+    #[cold]
+    fn reset(&mut self, ring: &str) {
+        tracing::warn!(port = %self.name, ring, "vhost-user guest queued a bad descriptor chain: port reset");
+        self.counters.add(&PortStats {
+            resets: 1,
+            ..PortStats::default()
+        });
+        self.rings = [None, None];
+        self.memory = None;
+        self.shared.hang_up();
+    }
+
     /// Listens on `path` (a stale socket there is replaced) for the frontend of the port
     /// `name`. The port is down until a frontend has set up both rings.
     pub fn listen(path: &Path, name: &str) -> io::Result<VhostUserPort> {
@@ -326,6 +342,9 @@ impl PortQueue for VhostUserPort {
             rx_nombuf: stats.no_buffer,
             ..PortStats::default()
         });
+        if stats.bad_chains > 0 {
+            self.reset("transmit");
+        }
         got
     }
 
@@ -365,6 +384,9 @@ impl PortQueue for VhostUserPort {
             tx_dropped: stats.no_room,
             ..PortStats::default()
         });
+        if stats.bad_chains > 0 {
+            self.reset("receive");
+        }
         sent
     }
 
