@@ -678,7 +678,23 @@ fn while_a_migration_runs_the_pages_the_port_writes_are_logged() {
     worker.finish();
 }
 
-fn tempdir() -> std::path::PathBuf {
+/// A directory of the test's own, removed when the test ends (passed or failed).
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> TempDir {
     let dir = std::env::temp_dir().join(format!(
         "dp-ports-vhost-{}-{}",
         std::process::id(),
@@ -689,5 +705,5 @@ fn tempdir() -> std::path::PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
