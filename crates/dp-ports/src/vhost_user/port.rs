@@ -1,4 +1,4 @@
-//! The worker's half of a vhost-user port: the guest's two rings as [`virtio_queue::Queue`]s
+//! The worker's half of a vhost-user port: the guest's two rings as [`SplitRing`]s
 //! over the published guest memory, polled in the worker's loop like any other port.
 //!
 //! Each burst starts with one atomic load: whether the device published a new [`DataPath`]
@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::device::{self, DataPath, QueueSpec, Shared, RX_QUEUE, TX_QUEUE};
 use super::dirty_log::DirtyLog;
 use super::ring::{self, Offloads, RingStats};
+use super::split::SplitRing;
 use crate::{BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortQueue, PortStats};
 
 /// The protocol thread of one port's socket; stopped and joined when the port goes.
@@ -56,7 +56,7 @@ impl Drop for Server {
 /// A running ring: the queue state and the epoch of the spec it was built from.
 struct Running {
     epoch: u64,
-    queue: Queue,
+    queue: SplitRing,
     kick: Option<Arc<File>>,
     call: Option<Arc<File>>,
     /// We told the guest not to kick (its ring was busy): see `rx_burst`.
@@ -72,12 +72,11 @@ struct Running {
 impl Running {
     /// After a burst that returned buffers: the call to the guest (if it wants one) and, while
     /// a migration runs, the used ring marked dirty.
-    fn used(&mut self, mem: &GuestMemoryMmap, log: Option<&DirtyLog>) {
+    fn used(&mut self, log: Option<&DirtyLog>) {
         if let Some(log) = log {
             log.mark(self.used_ring.0, self.used_ring.1);
         }
-        // A guest whose ring cannot be read is told anyway: it does no harm.
-        if self.queue.needs_notification(mem).unwrap_or(true) {
+        if self.queue.needs_notification() {
             if let Some(call) = &self.call {
                 device::signal_eventfd(call.as_raw_fd());
             }
@@ -209,7 +208,7 @@ impl VhostUserPort {
                 }
             }
             let event_idx = dp.features & device::VIRTIO_RING_F_EVENT_IDX != 0;
-            *slot = match (spec, dp.memory.as_deref()) {
+            *slot = match (spec, dp.memory.as_ref()) {
                 (Some(spec), Some(mem)) => build_queue(spec, mem, event_idx).or_else(|| {
                     tracing::warn!(port = %self.name, ring = index, "vhost-user ring outside guest memory: not run");
                     self.shared.refused.fetch_add(1, Ordering::Relaxed);
@@ -234,48 +233,40 @@ impl VhostUserPort {
 }
 
 /// A queue over `mem` as `spec` describes it, if its rings lie inside guest memory.
-fn build_queue(spec: &QueueSpec, mem: &GuestMemoryMmap, event_idx: bool) -> Option<Running> {
-    let mut q = Queue::new(device::MAX_QUEUE_SIZE).ok()?;
-    q.set_size(spec.size);
-    let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
-    let (lo, hi) = split(spec.desc);
-    q.set_desc_table_address(lo, hi);
-    let (lo, hi) = split(spec.avail);
-    q.set_avail_ring_address(lo, hi);
-    let (lo, hi) = split(spec.used);
-    q.set_used_ring_address(lo, hi);
-    q.set_next_avail(spec.next_avail);
-    q.set_next_used(spec.next_avail);
-    q.set_event_idx(event_idx);
-    q.set_ready(true);
-    // Size, alignment and every ring inside the map (virtio-queue's checks).
-    if !q.is_valid(mem) {
-        return None;
-    }
+fn build_queue(spec: &QueueSpec, mem: &Arc<GuestMemoryMmap>, event_idx: bool) -> Option<Running> {
+    // Size, alignment and every ring inside one region of the map (SplitRing's checks).
+    let mut q = SplitRing::new(
+        Arc::clone(mem),
+        spec.size,
+        spec.desc,
+        spec.avail,
+        spec.used,
+        spec.next_avail,
+        event_idx,
+    )?;
     // Kicks on: a ring that ran before may have been left with them off.
-    q.enable_notification(mem).ok()?;
+    q.enable_notification();
     Some(Running {
         epoch: spec.epoch,
-        queue: q,
         kick: spec.kick.clone(),
         call: spec.call.clone(),
         kicks_off: false,
         event_idx: event_idx.then_some(spec.next_avail),
         // flags, idx, the entries, avail_event.
-        used_ring: (spec.used, 4 + 8 * usize::from(spec.size) + 2),
+        used_ring: q.used_ring(),
+        queue: q,
     })
 }
 
 impl PortQueue for VhostUserPort {
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize {
         self.refresh();
-        let (Some(mem), Some(ring)) = (self.memory.as_deref(), self.rings[TX_QUEUE].as_mut())
-        else {
+        let (Some(_), Some(ring)) = (self.memory.as_deref(), self.rings[TX_QUEUE].as_mut()) else {
             return 0;
         };
         let mut stats = RingStats::default();
         let offloads = self.offloads;
-        let mut got = ring::receive(&mut ring.queue, mem, pool, out, max, &mut stats, offloads);
+        let mut got = ring::receive(&mut ring.queue, pool, out, max, &mut stats, offloads);
         if got < max && stats.no_buffer == 0 {
             // Drained. Kicks must be on before the worker may sleep: asked for again after a
             // busy spell, and with EVENT_IDX re-armed at what we took (the guest kicks only
@@ -288,20 +279,13 @@ impl PortQueue for VhostUserPort {
             if rearm {
                 ring.kicks_off = false;
                 let armed_at = ring.queue.next_avail();
-                let more = ring.queue.enable_notification(mem).unwrap_or(true);
+                let more = ring.queue.enable_notification();
                 if ring.event_idx.is_some() {
                     ring.event_idx = Some(armed_at);
                 }
                 if more {
-                    got += ring::receive(
-                        &mut ring.queue,
-                        mem,
-                        pool,
-                        out,
-                        max - got,
-                        &mut stats,
-                        offloads,
-                    );
+                    got +=
+                        ring::receive(&mut ring.queue, pool, out, max - got, &mut stats, offloads);
                 }
             }
             if self.idle_bursts % DRAIN_EVERY == 0 {
@@ -309,15 +293,7 @@ impl PortQueue for VhostUserPort {
                     device::drain_eventfd(kick.as_raw_fd());
                 }
                 device::drain_eventfd(self.shared.wake.as_raw_fd());
-                got += ring::receive(
-                    &mut ring.queue,
-                    mem,
-                    pool,
-                    out,
-                    max - got,
-                    &mut stats,
-                    offloads,
-                );
+                got += ring::receive(&mut ring.queue, pool, out, max - got, &mut stats, offloads);
             }
             self.idle_bursts = if got == 0 {
                 self.idle_bursts.wrapping_add(1)
@@ -329,11 +305,12 @@ impl PortQueue for VhostUserPort {
             // Busy: the guest need not kick while we poll anyway (VRING_USED_F_NO_NOTIFY),
             // which saves it an exit per kick.
             if !ring.kicks_off {
-                ring.kicks_off = ring.queue.disable_notification(mem).is_ok();
+                ring.queue.disable_notification();
+                ring.kicks_off = true;
             }
         }
         if stats.used {
-            ring.used(mem, self.data_path.log.as_deref());
+            ring.used(self.data_path.log.as_deref());
         }
         self.counters.add(&PortStats {
             rx_packets: stats.packets,
@@ -350,8 +327,7 @@ impl PortQueue for VhostUserPort {
 
     fn tx_burst(&mut self, pkts: &mut Vec<PacketBuf>, pool: &mut BufferPool) -> usize {
         self.refresh();
-        let (Some(mem), Some(ring)) = (self.memory.as_deref(), self.rings[RX_QUEUE].as_mut())
-        else {
+        let (Some(_), Some(ring)) = (self.memory.as_deref(), self.rings[RX_QUEUE].as_mut()) else {
             // No guest (yet): the link is down.
             let n = pkts.len() as u64;
             for p in pkts.drain(..) {
@@ -365,17 +341,9 @@ impl PortQueue for VhostUserPort {
         };
         let mut stats = RingStats::default();
         let log = self.data_path.log.as_deref();
-        let sent = ring::transmit(
-            &mut ring.queue,
-            mem,
-            pkts,
-            pool,
-            &mut stats,
-            self.offloads,
-            log,
-        );
+        let sent = ring::transmit(&mut ring.queue, pkts, pool, &mut stats, self.offloads, log);
         if stats.used {
-            ring.used(mem, log);
+            ring.used(log);
         }
         self.counters.add(&PortStats {
             tx_packets: stats.packets,
