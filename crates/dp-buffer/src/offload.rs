@@ -112,50 +112,48 @@ impl Offload {
     /// Reads a virtio-net header (native byte order, as a TAP without `TUNSETVNETLE/BE` uses).
     #[inline]
     pub fn parse(h: &[u8; VNET_HDR_LEN]) -> Offload {
-        let [flags, gso_type, a, b, c, d, e, f, g, k] = *h;
-        let u16_at = |lo: u8, hi: u8| u16::from_ne_bytes([lo, hi]);
-        Offload {
-            flags,
-            gso_type,
-            hdr_len: u16_at(a, b),
-            gso_size: u16_at(c, d),
-            csum_start: u16_at(e, f),
-            csum_offset: u16_at(g, k),
-        }
+        Self::from_header(h, u16::from_ne_bytes)
     }
 
-    /// The virtio-net header for this request.
+    /// The virtio-net header for this request (native byte order).
     #[inline]
     pub fn emit(&self) -> [u8; VNET_HDR_LEN] {
-        let [a, b] = self.hdr_len.to_ne_bytes();
-        let [c, d] = self.gso_size.to_ne_bytes();
-        let [e, f] = self.csum_start.to_ne_bytes();
-        let [g, k] = self.csum_offset.to_ne_bytes();
-        [self.flags, self.gso_type, a, b, c, d, e, f, g, k]
+        self.header_bytes(u16::to_ne_bytes)
     }
 
     /// Reads a virtio 1.0 header (little endian: vhost-user and other VERSION_1 devices).
     #[inline]
     pub fn parse_le(h: &[u8; VNET_HDR_LEN]) -> Offload {
-        let [flags, gso_type, a, b, c, d, e, f, g, k] = *h;
-        let u16_at = |lo: u8, hi: u8| u16::from_le_bytes([lo, hi]);
-        Offload {
-            flags,
-            gso_type,
-            hdr_len: u16_at(a, b),
-            gso_size: u16_at(c, d),
-            csum_start: u16_at(e, f),
-            csum_offset: u16_at(g, k),
-        }
+        Self::from_header(h, u16::from_le_bytes)
     }
 
     /// The virtio 1.0 header (little endian) for this request.
     #[inline]
     pub fn emit_le(&self) -> [u8; VNET_HDR_LEN] {
-        let [a, b] = self.hdr_len.to_le_bytes();
-        let [c, d] = self.gso_size.to_le_bytes();
-        let [e, f] = self.csum_start.to_le_bytes();
-        let [g, k] = self.csum_offset.to_le_bytes();
+        self.header_bytes(u16::to_le_bytes)
+    }
+
+    /// The header's fields, its 16-bit ones read with `u16_of` (the byte order).
+    #[inline]
+    fn from_header(h: &[u8; VNET_HDR_LEN], u16_of: fn([u8; 2]) -> u16) -> Offload {
+        let [flags, gso_type, a, b, c, d, e, f, g, k] = *h;
+        Offload {
+            flags,
+            gso_type,
+            hdr_len: u16_of([a, b]),
+            gso_size: u16_of([c, d]),
+            csum_start: u16_of([e, f]),
+            csum_offset: u16_of([g, k]),
+        }
+    }
+
+    /// The header, its 16-bit fields written with `bytes_of` (the byte order).
+    #[inline]
+    fn header_bytes(&self, bytes_of: fn(u16) -> [u8; 2]) -> [u8; VNET_HDR_LEN] {
+        let [a, b] = bytes_of(self.hdr_len);
+        let [c, d] = bytes_of(self.gso_size);
+        let [e, f] = bytes_of(self.csum_start);
+        let [g, k] = bytes_of(self.csum_offset);
         [self.flags, self.gso_type, a, b, c, d, e, f, g, k]
     }
 

@@ -34,6 +34,17 @@ const TX_BUFS_AT: u64 = 0x20_0000;
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 
+/// An anonymous memory file of `len` bytes (guest memory, a dirty log).
+fn memfd(len: u64) -> File {
+    // SAFETY: a fresh anonymous memory file; the name is a NUL-terminated literal.
+    let fd = unsafe { libc::memfd_create(c"vhost-user-test".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create");
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(len).unwrap();
+    file
+}
+
 /// Guest memory the test (the "guest" and QEMU's side) maps, backed by a memfd the port maps too.
 struct Guest {
     mem: GuestMemoryMmap,
@@ -42,12 +53,7 @@ struct Guest {
 
 impl Guest {
     fn new() -> Guest {
-        // SAFETY: a fresh anonymous memory file; the name is a NUL-terminated literal.
-        let fd = unsafe { libc::memfd_create(c"guest".as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(fd >= 0, "memfd_create");
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        let file = unsafe { File::from_raw_fd(fd) };
-        file.set_len(MEM_SIZE as u64).unwrap();
+        let file = memfd(MEM_SIZE as u64);
         let region =
             MmapRegion::from_file(FileOffset::new(file.try_clone().unwrap(), 0), MEM_SIZE).unwrap();
         let mem =
@@ -137,15 +143,30 @@ impl Worker {
 
 /// What QEMU does first: owner, features, protocol features (REPLY_ACK), the memory table.
 fn handshake(path: &std::path::Path, guest: &Guest) -> Frontend {
-    let mut frontend = Frontend::connect(path, 2).unwrap();
+    let (frontend, features) = handshake_with(path, guest, 2, VhostUserProtocolFeatures::empty());
+    assert_eq!(features, FEATURES);
+    frontend
+}
+
+/// The handshake for `rings` rings, with the protocol features `extra` on top of REPLY_ACK and
+/// LOG_SHMFD (those the device offers); returns the frontend and the features it acked.
+fn handshake_with(
+    path: &std::path::Path,
+    guest: &Guest,
+    rings: u64,
+    extra: VhostUserProtocolFeatures,
+) -> (Frontend, u64) {
+    let mut frontend = Frontend::connect(path, rings).unwrap();
     frontend.set_owner().unwrap();
     let features = frontend.get_features().unwrap();
-    assert_eq!(features, FEATURES);
     frontend.set_features(features).unwrap();
     let pf = frontend.get_protocol_features().unwrap();
+    assert!(pf.contains(extra), "{pf:?} lacks {extra:?}");
     frontend
         .set_protocol_features(
-            pf & (VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::LOG_SHMFD),
+            pf & (VhostUserProtocolFeatures::REPLY_ACK
+                | VhostUserProtocolFeatures::LOG_SHMFD
+                | extra),
         )
         .unwrap();
     frontend
@@ -157,7 +178,38 @@ fn handshake(path: &std::path::Path, guest: &Guest) -> Frontend {
             mmap_handle: guest.file.as_raw_fd(),
         }])
         .unwrap();
+    (frontend, features)
+}
+
+/// Sets up ring `q` on `vq` from index `base`, as QEMU does.
+fn set_up_ring(
+    frontend: &mut Frontend,
+    guest: &Guest,
+    q: usize,
+    vq: &MockSplitQueue<GuestMemoryMmap>,
+    base: u16,
+    call: &EventFd,
+    kick: &EventFd,
+) {
+    frontend.set_vring_num(q, QUEUE_SIZE).unwrap();
     frontend
+        .set_vring_addr(
+            q,
+            &VringConfigData {
+                queue_max_size: QUEUE_SIZE,
+                queue_size: QUEUE_SIZE,
+                flags: 0,
+                desc_table_addr: guest.host(vq.desc_table_addr().raw_value()),
+                used_ring_addr: guest.host(vq.used_addr().raw_value()),
+                avail_ring_addr: guest.host(vq.avail_addr().raw_value()),
+                log_addr: None,
+            },
+        )
+        .unwrap();
+    frontend.set_vring_base(q, base).unwrap();
+    frontend.set_vring_call(q, call).unwrap();
+    frontend.set_vring_kick(q, kick).unwrap();
+    frontend.set_vring_enable(q, true).unwrap();
 }
 
 /// The rings of one connection, as QEMU sets them up.
@@ -176,28 +228,7 @@ fn connect(
     let kicks = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
     let calls = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
     for (q, (vq, base)) in rings.into_iter().enumerate() {
-        let desc_at = vq.desc_table_addr().raw_value();
-        let avail_at = vq.avail_addr().raw_value();
-        let used_at = vq.used_addr().raw_value();
-        frontend.set_vring_num(q, QUEUE_SIZE).unwrap();
-        frontend
-            .set_vring_addr(
-                q,
-                &VringConfigData {
-                    queue_max_size: QUEUE_SIZE,
-                    queue_size: QUEUE_SIZE,
-                    flags: 0,
-                    desc_table_addr: guest.host(desc_at),
-                    used_ring_addr: guest.host(used_at),
-                    avail_ring_addr: guest.host(avail_at),
-                    log_addr: None,
-                },
-            )
-            .unwrap();
-        frontend.set_vring_base(q, base).unwrap();
-        frontend.set_vring_call(q, &calls[q]).unwrap();
-        frontend.set_vring_kick(q, &kicks[q]).unwrap();
-        frontend.set_vring_enable(q, true).unwrap();
+        set_up_ring(&mut frontend, guest, q, vq, base, &calls[q], &kicks[q]);
     }
     // A request with an answer: the device has handled everything before it (the frontend
     // does not wait for the ring messages themselves).
@@ -410,27 +441,8 @@ fn two_queue_pairs_each_have_a_worker_and_a_lone_pair_is_shared() {
     );
     let guest = Guest::new();
     let workers: Vec<Worker> = queues.into_iter().map(Worker::start).collect();
-    let mut frontend = Frontend::connect(&path, 4).unwrap();
-    frontend.set_owner().unwrap();
-    let features = frontend.get_features().unwrap();
+    let (mut frontend, features) = handshake_with(&path, &guest, 4, VhostUserProtocolFeatures::MQ);
     assert_ne!(features & (1 << 22), 0, "VIRTIO_NET_F_MQ offered");
-    frontend.set_features(features).unwrap();
-    let pf = frontend.get_protocol_features().unwrap();
-    assert!(pf.contains(VhostUserProtocolFeatures::MQ));
-    frontend
-        .set_protocol_features(
-            pf & (VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::MQ),
-        )
-        .unwrap();
-    frontend
-        .set_mem_table(&[VhostUserMemoryRegionInfo {
-            guest_phys_addr: 0,
-            memory_size: MEM_SIZE as u64,
-            userspace_addr: guest.host(0),
-            mmap_offset: 0,
-            mmap_handle: guest.file.as_raw_fd(),
-        }])
-        .unwrap();
     // Rings 0, 1 (pair 0) and 2, 3 (pair 1), each at an address of its own.
     let vqs: Vec<_> = (0..4u64)
         .map(|i| MockSplitQueue::create(&guest.mem, GuestAddress(0x1_0000 * (i + 1)), QUEUE_SIZE))
@@ -438,25 +450,7 @@ fn two_queue_pairs_each_have_a_worker_and_a_lone_pair_is_shared() {
     let kicks: Vec<EventFd> = (0..4).map(|_| EventFd::new(0).unwrap()).collect();
     let calls: Vec<EventFd> = (0..4).map(|_| EventFd::new(0).unwrap()).collect();
     for (q, vq) in vqs.iter().enumerate() {
-        frontend.set_vring_num(q, QUEUE_SIZE).unwrap();
-        frontend
-            .set_vring_addr(
-                q,
-                &VringConfigData {
-                    queue_max_size: QUEUE_SIZE,
-                    queue_size: QUEUE_SIZE,
-                    flags: 0,
-                    desc_table_addr: guest.host(vq.desc_table_addr().raw_value()),
-                    used_ring_addr: guest.host(vq.used_addr().raw_value()),
-                    avail_ring_addr: guest.host(vq.avail_addr().raw_value()),
-                    log_addr: None,
-                },
-            )
-            .unwrap();
-        frontend.set_vring_base(q, 0).unwrap();
-        frontend.set_vring_call(q, &calls[q]).unwrap();
-        frontend.set_vring_kick(q, &kicks[q]).unwrap();
-        frontend.set_vring_enable(q, true).unwrap();
+        set_up_ring(&mut frontend, &guest, q, vq, 0, &calls[q], &kicks[q]);
     }
     frontend.get_features().unwrap();
     // Receive buffers in both receive rings.
@@ -616,13 +610,8 @@ fn while_a_migration_runs_the_pages_the_port_writes_are_logged() {
     worker.to_send.lock().unwrap().push(frame(1, 100));
     wait_used(1);
 
-    // SAFETY: a fresh anonymous memory file; the name is a NUL-terminated literal.
-    let fd = unsafe { libc::memfd_create(c"dirty-log".as_ptr(), libc::MFD_CLOEXEC) };
-    assert!(fd >= 0, "memfd_create");
-    // SAFETY: `fd` was just created and is owned by nobody else.
-    let log_file = unsafe { File::from_raw_fd(fd) };
     let log_len = (MEM_SIZE / 4096 / 8) as u64;
-    log_file.set_len(log_len).unwrap();
+    let log_file = memfd(log_len);
     setup
         .frontend
         .set_log_base(

@@ -131,10 +131,11 @@ impl Drop for DirtyLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn memfd(len: u64) -> File {
+    /// An anonymous memory file of `len` bytes (a log, or guest memory, in tests).
+    pub(crate) fn memfd(len: u64) -> File {
         // SAFETY: memfd_create with a static name; the result is checked.
         let fd = unsafe { libc::memfd_create(c"dirty-log-test".as_ptr(), libc::MFD_CLOEXEC) };
         assert!(fd >= 0);

@@ -66,7 +66,9 @@ impl Drop for Server {
 #[derive(Debug)]
 pub(crate) struct Running {
     pub(crate) epoch: u64,
-    mem: Arc<GuestMemoryMmap>,
+    /// The snapshot generation the eventfds below were taken from (a shared receive ring
+    /// follows a new call eventfd once per snapshot, not per burst).
+    synced: u64,
     queue: SplitRing,
     kick: Option<Arc<File>>,
     call: Option<Arc<File>>,
@@ -75,9 +77,6 @@ pub(crate) struct Running {
     /// With EVENT_IDX: the index up to which the guest was last asked to kick
     /// (`avail_event`), which must follow what we took before the worker may sleep.
     event_idx: Option<u16>,
-    /// The used ring in guest memory (address, bytes), marked in the dirty log after a burst
-    /// that wrote it while a migration runs.
-    used_ring: (u64, usize),
 }
 
 impl Running {
@@ -90,7 +89,8 @@ impl Running {
     /// a migration runs, the used ring marked dirty.
     fn used(&mut self, log: Option<&DirtyLog>) {
         if let Some(log) = log {
-            log.mark(self.used_ring.0, self.used_ring.1);
+            let (at, len) = self.queue.used_ring();
+            log.mark(at, len);
         }
         if self.queue.needs_notification() {
             if let Some(call) = &self.call {
@@ -261,7 +261,7 @@ impl VhostUserPort {
             }
             let event_idx = dp.features & device::VIRTIO_RING_F_EVENT_IDX != 0;
             self.tx_ring = match (spec, dp.memory.as_ref()) {
-                (Some(spec), Some(mem)) => build_queue(spec, mem, event_idx).or_else(|| {
+                (Some(spec), Some(mem)) => build_queue(spec, mem, event_idx, dp.generation).or_else(|| {
                     tracing::warn!(port = %self.name, ring = index, "vhost-user ring outside guest memory: not run");
                     self.shared.refused.fetch_add(1, Ordering::Relaxed);
                     None
@@ -270,13 +270,13 @@ impl VhostUserPort {
             };
         }
         // Our receive ring if it runs, else one of those that do.
-        let running: Vec<usize> = (0..self.shared.pairs.len())
-            .filter(|p| matches!(dp.queues.get(2 * p + RX_QUEUE), Some(Some(_))))
-            .collect();
-        self.rx_pair = if running.contains(&self.pair) {
+        let runs = |p: &usize| matches!(dp.queues.get(2 * p + RX_QUEUE), Some(Some(_)));
+        let pairs = 0..self.shared.pairs.len();
+        let running = pairs.clone().filter(runs).count();
+        self.rx_pair = if runs(&self.pair) {
             Some(self.pair)
         } else {
-            running.get(self.pair % running.len().max(1)).copied()
+            pairs.filter(runs).nth(self.pair % running.max(1))
         };
         tracing::debug!(port = %self.name, pair = self.pair, generation = dp.generation,
             tx = self.tx_ring.is_some(), rx = ?self.rx_pair, "vhost-user rings");
@@ -313,13 +313,17 @@ fn rx_ring_for<'a>(
             && dp
                 .memory
                 .as_ref()
-                .is_some_and(|m| Arc::ptr_eq(m, &ring.mem))
+                .is_some_and(|m| std::ptr::eq(&**m, ring.queue.memory()))
     };
     if slot.as_ref().is_some_and(|r| fits(r, dp)) {
         if let (Some(ring), Some(spec)) =
             (slot.as_mut(), dp.queues.get(index).and_then(Option::as_ref))
         {
-            ring.call.clone_from(&spec.call);
+            // QEMU swaps call eventfds at run time: taken once per snapshot.
+            if ring.synced != dp.generation {
+                ring.call.clone_from(&spec.call);
+                ring.synced = dp.generation;
+            }
         }
         return slot.as_mut();
     }
@@ -333,7 +337,7 @@ fn rx_ring_for<'a>(
         latest.memory.as_ref(),
     ) {
         (Some(spec), Some(mem)) => {
-            let ring = build_queue(spec, mem, event_idx);
+            let ring = build_queue(spec, mem, event_idx, latest.generation);
             if ring.is_none() {
                 shared.refused.fetch_add(1, Ordering::Relaxed);
             }
@@ -345,7 +349,13 @@ fn rx_ring_for<'a>(
 }
 
 /// A queue over `mem` as `spec` describes it, if its rings lie inside guest memory.
-fn build_queue(spec: &QueueSpec, mem: &Arc<GuestMemoryMmap>, event_idx: bool) -> Option<Running> {
+/// `generation` is the snapshot `spec` is from.
+fn build_queue(
+    spec: &QueueSpec,
+    mem: &Arc<GuestMemoryMmap>,
+    event_idx: bool,
+    generation: u64,
+) -> Option<Running> {
     // Size, alignment and every ring inside one region of the map (SplitRing's checks).
     let mut q = SplitRing::new(
         Arc::clone(mem),
@@ -360,13 +370,11 @@ fn build_queue(spec: &QueueSpec, mem: &Arc<GuestMemoryMmap>, event_idx: bool) ->
     q.enable_notification();
     Some(Running {
         epoch: spec.epoch,
-        mem: Arc::clone(mem),
+        synced: generation,
         kick: spec.kick.clone(),
         call: spec.call.clone(),
         kicks_off: false,
         event_idx: event_idx.then_some(spec.next_avail),
-        // flags, idx, the entries, avail_event.
-        used_ring: q.used_ring(),
         queue: q,
     })
 }

@@ -628,12 +628,7 @@ mod tests {
         )
         .unwrap();
         let mut q = split(&mem, &vq);
-        // SAFETY: memfd_create with a static name; the result is checked.
-        let fd = unsafe { libc::memfd_create(c"ring-log".as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(fd >= 0);
-        // SAFETY: a fresh descriptor we own.
-        let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        file.set_len(4096).unwrap();
+        let file = crate::vhost_user::dirty_log::tests::memfd(4096);
         // Enough for 0x40_0000 bytes of memory: 1024 pages, 128 bytes.
         let log = DirtyLog::map(&file, 128, 0).unwrap();
         let mut pool = BufferPool::new(4, 2048);
