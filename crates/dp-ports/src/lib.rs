@@ -204,6 +204,9 @@ pub struct PortStats {
     pub tx_errors: u64,
     /// Frames not transmitted because the other side could not take more (would block, full).
     pub tx_dropped: u64,
+    /// Times the port was reset because its other side misbehaved (a vhost-user guest's
+    /// hostile descriptor chain).
+    pub resets: u64,
 }
 
 /// A port's live counters. Written only by the thread that owns the port (plain loads and
@@ -218,6 +221,7 @@ pub struct PortCounters {
     tx_bytes: AtomicU64,
     tx_errors: AtomicU64,
     tx_dropped: AtomicU64,
+    resets: AtomicU64,
 }
 
 /// Single-writer increment: a load and a store, so no bus lock on the packet path.
@@ -249,6 +253,7 @@ impl PortCounters {
             tx_bytes: get(&self.tx_bytes),
             tx_errors: get(&self.tx_errors),
             tx_dropped: get(&self.tx_dropped),
+            resets: get(&self.resets),
         }
     }
 
@@ -263,6 +268,7 @@ impl PortCounters {
         bump(&self.tx_bytes, d.tx_bytes);
         bump(&self.tx_errors, d.tx_errors);
         bump(&self.tx_dropped, d.tx_dropped);
+        bump(&self.resets, d.resets);
     }
 }
 

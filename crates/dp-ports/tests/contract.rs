@@ -95,6 +95,7 @@ fn delta(a: PortStats, b: PortStats) -> PortStats {
         tx_bytes: b.tx_bytes - a.tx_bytes,
         tx_errors: b.tx_errors - a.tx_errors,
         tx_dropped: b.tx_dropped - a.tx_dropped,
+        resets: b.resets - a.resets,
     }
 }
 

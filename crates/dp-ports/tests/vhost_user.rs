@@ -199,6 +199,9 @@ fn connect(
         frontend.set_vring_kick(q, &kicks[q]).unwrap();
         frontend.set_vring_enable(q, true).unwrap();
     }
+    // A request with an answer: the device has handled everything before it (the frontend
+    // does not wait for the ring messages themselves).
+    frontend.get_features().unwrap();
     Setup {
         frontend,
         kicks,
@@ -392,6 +395,192 @@ fn rings_outside_guest_memory_are_refused_and_nothing_is_read() {
     assert_eq!(port.stats().rx_packets, 0);
 }
 
+/// Multi-queue: a port with two queue pairs, each polled by a worker of its own. Each worker
+/// receives what the guest sends on its pair and transmits into its pair's receive ring; once
+/// the guest stops its second pair (a guest with one vCPU runs one), the second worker's frames
+/// go into the first pair's receive ring.
+#[test]
+fn two_queue_pairs_each_have_a_worker_and_a_lone_pair_is_shared() {
+    let dir = tempdir();
+    let path = dir.join("vm6.sock");
+    let queues = VhostUserPort::listen_queues(&path, "vm6", 2).unwrap();
+    assert_eq!(
+        queues.iter().map(VhostUserPort::pair).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    let guest = Guest::new();
+    let workers: Vec<Worker> = queues.into_iter().map(Worker::start).collect();
+    let mut frontend = Frontend::connect(&path, 4).unwrap();
+    frontend.set_owner().unwrap();
+    let features = frontend.get_features().unwrap();
+    assert_ne!(features & (1 << 22), 0, "VIRTIO_NET_F_MQ offered");
+    frontend.set_features(features).unwrap();
+    let pf = frontend.get_protocol_features().unwrap();
+    assert!(pf.contains(VhostUserProtocolFeatures::MQ));
+    frontend
+        .set_protocol_features(
+            pf & (VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::MQ),
+        )
+        .unwrap();
+    frontend
+        .set_mem_table(&[VhostUserMemoryRegionInfo {
+            guest_phys_addr: 0,
+            memory_size: MEM_SIZE as u64,
+            userspace_addr: guest.host(0),
+            mmap_offset: 0,
+            mmap_handle: guest.file.as_raw_fd(),
+        }])
+        .unwrap();
+    // Rings 0, 1 (pair 0) and 2, 3 (pair 1), each at an address of its own.
+    let vqs: Vec<_> = (0..4u64)
+        .map(|i| MockSplitQueue::create(&guest.mem, GuestAddress(0x1_0000 * (i + 1)), QUEUE_SIZE))
+        .collect();
+    let kicks: Vec<EventFd> = (0..4).map(|_| EventFd::new(0).unwrap()).collect();
+    let calls: Vec<EventFd> = (0..4).map(|_| EventFd::new(0).unwrap()).collect();
+    for (q, vq) in vqs.iter().enumerate() {
+        frontend.set_vring_num(q, QUEUE_SIZE).unwrap();
+        frontend
+            .set_vring_addr(
+                q,
+                &VringConfigData {
+                    queue_max_size: QUEUE_SIZE,
+                    queue_size: QUEUE_SIZE,
+                    flags: 0,
+                    desc_table_addr: guest.host(vq.desc_table_addr().raw_value()),
+                    used_ring_addr: guest.host(vq.used_addr().raw_value()),
+                    avail_ring_addr: guest.host(vq.avail_addr().raw_value()),
+                    log_addr: None,
+                },
+            )
+            .unwrap();
+        frontend.set_vring_base(q, 0).unwrap();
+        frontend.set_vring_call(q, &calls[q]).unwrap();
+        frontend.set_vring_kick(q, &kicks[q]).unwrap();
+        frontend.set_vring_enable(q, true).unwrap();
+    }
+    frontend.get_features().unwrap();
+    // Receive buffers in both receive rings.
+    for (ring, at) in [(0, RX_BUFS_AT), (2, RX_BUFS_AT + 0x8_0000)] {
+        let descs: Vec<_> = (0..4u64)
+            .map(|i| desc(at + i * 0x1000, 2048, F_WRITE, 0))
+            .collect();
+        vqs[ring].add_desc_chains(&descs, 0).unwrap();
+    }
+    let wait_used = |ring: usize, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while used(&guest, &vqs[ring]).len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "ring {ring} never got {n} used entries"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    // The guest sends on each pair: each pair's worker gets it.
+    queue_tx(&guest, &vqs[1], &[frame(1, 60)], 0);
+    kicks[1].write(1).unwrap();
+    assert_eq!(workers[0].wait_received(1), vec![frame(1, 60)]);
+    queue_tx(&guest, &vqs[3], &[frame(2, 60)], 1);
+    kicks[3].write(1).unwrap();
+    assert_eq!(workers[1].wait_received(1), vec![frame(2, 60)]);
+    assert!(
+        workers[0].received.lock().unwrap().len() == 1,
+        "not on worker 0"
+    );
+    // Each worker transmits into its own pair's receive ring.
+    workers[0].to_send.lock().unwrap().push(frame(3, 80));
+    workers[1].to_send.lock().unwrap().push(frame(4, 80));
+    wait_used(0, 1);
+    wait_used(2, 1);
+
+    // The guest stops its second pair: worker 1's frames go into pair 0's receive ring.
+    assert_eq!(frontend.get_vring_base(2).unwrap(), 1);
+    assert_eq!(frontend.get_vring_base(3).unwrap(), 1);
+    workers[1].to_send.lock().unwrap().push(frame(5, 90));
+    wait_used(0, 2);
+    let mut got = vec![0u8; 90];
+    guest
+        .mem
+        .read_slice(
+            &mut got,
+            GuestAddress(RX_BUFS_AT + 0x1000 + NET_HDR_LEN as u64),
+        )
+        .unwrap();
+    assert_eq!(got, frame(5, 90));
+    assert_eq!(
+        used(&guest, &vqs[2]).len(),
+        1,
+        "the stopped ring is left alone"
+    );
+    assert_eq!(frontend.get_vring_base(0).unwrap(), 2);
+    assert_eq!(frontend.get_vring_base(1).unwrap(), 1);
+    // Queue *pairs*, as QEMU and DPDK count them (QEMU's `queues=` may not ask for more).
+    // (Last: the vhost crate's frontend takes the answer for a ring count from then on.)
+    assert_eq!(frontend.get_queue_num().unwrap(), 2);
+    let ports: Vec<VhostUserPort> = workers.into_iter().map(Worker::finish).collect();
+    let tx: Vec<u64> = ports.iter().map(|p| p.stats().tx_packets).collect();
+    assert_eq!(tx, vec![1, 2], "per pair");
+}
+
+/// A guest that queues a hostile chain (a descriptor outside its memory) gets its port reset:
+/// the chain back, the rings stopped, the connection cut, `resets` counted. Its frontend
+/// reconnects and the port runs again; another port never notices.
+#[test]
+fn a_hostile_chain_resets_its_port_and_only_its_port() {
+    let dir = tempdir();
+    let (bad_path, good_path) = (dir.join("vm4.sock"), dir.join("vm5.sock"));
+    let (bad_guest, good_guest) = (Guest::new(), Guest::new());
+    let bad = Worker::start(VhostUserPort::listen(&bad_path, "vm4").unwrap());
+    let good = Worker::start(VhostUserPort::listen(&good_path, "vm5").unwrap());
+    fn rings(g: &Guest) -> [MockSplitQueue<'_, GuestMemoryMmap>; 2] {
+        [RX_RING_AT, TX_RING_AT]
+            .map(|at| MockSplitQueue::create(&g.mem, GuestAddress(at), QUEUE_SIZE))
+    }
+    let [bad_rx, bad_tx] = rings(&bad_guest);
+    let [good_rx, good_tx] = rings(&good_guest);
+    let bad_setup = connect(&bad_path, &bad_guest, [(&bad_rx, 0), (&bad_tx, 0)]);
+    let good_setup = connect(&good_path, &good_guest, [(&good_rx, 0), (&good_tx, 0)]);
+    queue_tx(&good_guest, &good_tx, &[frame(5, 64)], 0);
+    good_setup.kicks[TX_QUEUE].write(1).unwrap();
+    assert_eq!(good.wait_received(1).len(), 1);
+
+    // Past the end of guest memory.
+    bad_tx
+        .add_desc_chains(&[desc(MEM_SIZE as u64 + 0x1000, 64, 0, 0)], 0)
+        .unwrap();
+    bad_setup.kicks[TX_QUEUE].write(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bad_setup.frontend.get_features().is_ok() {
+        assert!(Instant::now() < deadline, "the connection was never cut");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        used(&bad_guest, &bad_tx),
+        vec![(0, 0)],
+        "the chain went back"
+    );
+    assert!(bad.received.lock().unwrap().is_empty());
+
+    // The other port goes on.
+    queue_tx(&good_guest, &good_tx, &[frame(6, 64)], 1);
+    good_setup.kicks[TX_QUEUE].write(1).unwrap();
+    assert_eq!(good.wait_received(2), vec![frame(5, 64), frame(6, 64)]);
+
+    // The frontend reconnects, the rings where the guest's used ring says (1).
+    drop(bad_setup);
+    let bad_setup = connect(&bad_path, &bad_guest, [(&bad_rx, 0), (&bad_tx, 1)]);
+    queue_tx(&bad_guest, &bad_tx, &[frame(7, 64)], 1);
+    bad_setup.kicks[TX_QUEUE].write(1).unwrap();
+    assert_eq!(bad.wait_received(1), vec![frame(7, 64)]);
+
+    let (bad_port, good_port) = (bad.finish(), good.finish());
+    let (b, g) = (bad_port.stats(), good_port.stats());
+    assert_eq!((b.resets, b.rx_errors, b.rx_packets), (1, 1, 1));
+    assert_eq!((g.resets, g.rx_errors, g.rx_packets), (0, 0, 2));
+    drop((bad_setup, good_setup));
+}
+
 /// VHOST_F_LOG_ALL.
 const LOG_ALL: u64 = 1 << 26;
 
@@ -489,7 +678,23 @@ fn while_a_migration_runs_the_pages_the_port_writes_are_logged() {
     worker.finish();
 }
 
-fn tempdir() -> std::path::PathBuf {
+/// A directory of the test's own, removed when the test ends (passed or failed).
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> TempDir {
     let dir = std::env::temp_dir().join(format!(
         "dp-ports-vhost-{}-{}",
         std::process::id(),
@@ -500,5 +705,5 @@ fn tempdir() -> std::path::PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }

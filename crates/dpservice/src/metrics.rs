@@ -116,6 +116,7 @@ impl Sources {
             s.tx_bytes += d.tx_bytes;
             s.tx_errors += d.tx_errors;
             s.tx_dropped += d.tx_dropped;
+            s.resets += d.resets;
         }
         s
     }
@@ -585,7 +586,7 @@ pub fn render(src: &Sources) -> prometheus::Result<String> {
     )?;
     let misc = f.gauge(
         "dpdk_ethdev_misc",
-        "Other port statistics (tx_dropped: frames the other side could not take)",
+        "Other port statistics (tx_dropped: frames the other side could not take; resets: times the port was reset because its guest misbehaved)",
         &["name", "stat"],
     )?;
     let link = f.gauge(
@@ -607,6 +608,7 @@ pub fn render(src: &Sources) -> prometheus::Result<String> {
         put(&errors, &[name, "tx_errors"], s.tx_errors)?;
         put(&errors, &[name, "rx_mbuf_allocation_errors"], s.rx_nombuf)?;
         set(&misc, &[name, "tx_dropped"], s.tx_dropped)?;
+        set(&misc, &[name, "resets"], s.resets)?;
         set(&link, &[name], u64::from(entry.link_up()))?;
     }
 

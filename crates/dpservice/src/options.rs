@@ -54,9 +54,9 @@
 //!   fail-over. (dpservice's test/local suite runs with both uplinks and no `--wcmp`, and
 //!   expects everything on pf0.)
 //! - `--vhost-user DIR` (ours): the VF ports are vhost-user sockets in DIR, named as the TAP
-//!   devices would be (`DIR/<vf-pattern>N`), served to QEMU as the vhost-user backend; one
-//!   worker only for now (a port has one queue pair). `--vhost-user-vfs N` makes only the
-//!   first N VFs vhost-user, the rest stay TAPs.
+//!   devices would be (`DIR/<vf-pattern>N`), served to QEMU as the vhost-user backend, with a
+//!   queue pair per worker (`--workers N`: QEMU's `queues=` up to N). `--vhost-user-vfs N`
+//!   makes only the first N VFs vhost-user, the rest stay TAPs.
 //! - `--nic-type` also takes `af_packet` and `af_xdp` (ours): the uplinks and VF ports are then
 //!   existing interfaces (e.g. veth ends) opened with AF_PACKET TPACKET_V3 rings or AF_XDP
 //!   sockets instead of TAP devices the daemon creates.
@@ -279,7 +279,8 @@ pub struct Options {
 
     /// serve the VM ports (VFs) as vhost-user sockets DIR/<vf name> for QEMU guests
     /// (`-chardev socket,path=DIR/<vf name>,reconnect=1 -netdev vhost-user,...`) instead of
-    /// TAP devices; the uplinks are unchanged [dpservice-rs]
+    /// TAP devices, with a queue pair per worker (QEMU's queues= up to --workers); the uplinks
+    /// are unchanged [dpservice-rs]
     #[arg(long = "vhost-user", value_name = "DIR")]
     pub vhost_user: Option<PathBuf>,
 

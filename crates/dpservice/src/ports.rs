@@ -145,13 +145,28 @@ fn open_port(spec: OpenSpec, name: &str) -> Result<Vec<Box<dyn Port>>, String> {
     Ok(out)
 }
 
-/// A VM port served to QEMU as a vhost-user backend at `dir/name`. The guest's MAC is QEMU's:
-/// unknown until the guest's first frame.
-fn open_vhost_user(dir: &std::path::Path, name: &str) -> Result<Vec<Box<dyn Port>>, String> {
+/// A VM port served to QEMU as a vhost-user backend at `dir/name`, with a queue pair per
+/// worker (QEMU's `queues=` up to as many). The guest's MAC is QEMU's: unknown until the
+/// guest's first frame.
+fn open_vhost_user(
+    dir: &std::path::Path,
+    name: &str,
+    workers: u16,
+) -> Result<Vec<Box<dyn Port>>, String> {
     let path = dir.join(name);
-    let port = VhostUserPort::listen(&path, name)
+    let pairs = usize::from(workers.max(1));
+    if pairs > dp_ports::vhost_user::device::MAX_QUEUE_PAIRS {
+        return Err(format!(
+            "--workers {pairs} with --vhost-user: a vhost-user port has at most {} queue pairs",
+            dp_ports::vhost_user::device::MAX_QUEUE_PAIRS
+        ));
+    }
+    let queues = VhostUserPort::listen_queues(&path, name, pairs)
         .map_err(|e| format!("cannot serve vhost-user socket {}: {e}", path.display()))?;
-    Ok(vec![Box::new(port)])
+    Ok(queues
+        .into_iter()
+        .map(|q| Box::new(q) as Box<dyn Port>)
+        .collect())
 }
 
 pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
@@ -181,12 +196,6 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
     };
 
     let workers = opts.workers.max(1);
-    if workers > 1 && opts.vhost_user.is_some() {
-        return Err(format!(
-            "--workers {workers} is not supported with --vhost-user (a vhost-user port has one \
-             queue pair, served by one worker); use --workers 1"
-        ));
-    }
     if let Some(dir) = &opts.vhost_user {
         std::fs::create_dir_all(dir).map_err(|e| {
             format!(
@@ -219,7 +228,7 @@ pub fn create(opts: &Options, underlay: Ipv6Addr) -> Result<Ports, String> {
         };
         let vhost_user = kind == PortKind::Vf && is_vhost_user(&name);
         let queues = match &opts.vhost_user {
-            Some(dir) if vhost_user => open_vhost_user(dir, &name)?,
+            Some(dir) if vhost_user => open_vhost_user(dir, &name, workers)?,
             _ => open_port(spec, &name)?,
         };
         let Some(port) = queues.first() else {

@@ -294,6 +294,7 @@ fn ethdev_xstats(s: &Sources, p: &PortSource) -> Value {
         put(format!("tx_q{i}_bytes"), q.tx_bytes);
     }
     put("tx_dropped".into(), t.tx_dropped);
+    put("resets".into(), t.resets);
     Value::Object(m)
 }
 

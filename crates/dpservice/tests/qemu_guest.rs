@@ -9,6 +9,9 @@
 //!   and ping the gateway and each other.
 //! * `qemu_connects_to_a_vhost_user_socket_and_asks_for_features` checks the vhost-user command
 //!   line without a backend: QEMU connects to a listening socket and sends GET_FEATURES.
+//! * `vhost_user_guest_reaches_a_vm_on_another_hypervisor`: a guest on one daemon and a VM on
+//!   a second, across the underlay.
+//! * `vhost_user_port_survives_a_daemon_restart_and_a_qemu_restart`: reconnects both ways.
 //!
 //! They need root, `ip`, `qemu-system-x86_64`, busybox-static and the guest kernel
 //! (`scripts/guest-kernel.sh`); without them they print `SKIPPED <test>: <reason>` and pass,
@@ -623,4 +626,130 @@ fn vhost_user_guest_reaches_a_vm_on_another_hypervisor() {
     drop(hv2);
     drop(router);
     step!("whole test {:.1?}", t0.elapsed());
+}
+
+/// Issue #14, reconnect both ways: a guest keeps pinging the gateway while (1) the daemon is
+/// stopped and started again (a new process, the interface created again as a control plane
+/// would) — QEMU (`reconnect=1`) re-establishes the port and the guest's pings come back
+/// without a reboot or a new DHCP exchange — and then (2) QEMU is killed and a new QEMU boots on
+/// the same socket while the daemon runs on: it gets its lease and pings.
+#[test]
+fn vhost_user_port_survives_a_daemon_restart_and_a_qemu_restart() {
+    const TEST: &str = "vhost_user_port_survives_a_daemon_restart_and_a_qemu_restart";
+    skip_unless_ready!(TEST, &["ip"]);
+    let Some(kernel) = guest::ready_or_skip(TEST, &[]) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let names = Names::new();
+    let scratch = Scratch::new(&names).unwrap_or_else(|e| panic!("{e}"));
+    let sock_dir = scratch.path("vhost-user");
+    let socket = sock_dir.join(names.vf(0));
+    let start = |log: &str| -> Result<Daemon, String> {
+        let port = support::free_port();
+        let mut args = standard_args(&names, 1, port);
+        args.extend(["--vhost-user".to_string(), sock_dir.display().to_string()]);
+        let d = Daemon::start(
+            &args,
+            port,
+            vec![names.pf0(), names.pf1()],
+            scratch.path(log),
+        )?;
+        let mut api = Api::connect(d.port)?;
+        api.init()?;
+        api.create_interface(&IfaceSpec {
+            id: "qvm1",
+            vni: 100,
+            ipv4: GUESTS[0].ipv4,
+            ipv6: GUESTS[0].ipv6,
+            device: &names.vf(0),
+            hostname: None,
+        })?;
+        wait_until("the vhost-user socket", READY_TIMEOUT, || {
+            ensure(is_socket(&socket), || {
+                format!("no socket {}", socket.display())
+            })
+        })?;
+        Ok(d)
+    };
+    let mut daemon = start("dpservice-1.log").unwrap_or_else(|e| panic!("{e}"));
+    let mut spec = GuestSpec::new(&guest_mac(&names, 0));
+    spec.pings = vec![GATEWAY.to_string()];
+    spec.ping_wait = 60;
+    spec.command_timeout = 150;
+    spec.linger = 30;
+    // One ping every ~0.3 s, its outcome on the console (bounded: 400 rounds).
+    spec.commands = vec![format!(
+        "i=0; while [ $i -lt 400 ]; do \
+         if ping -c 1 -W 1 {GATEWAY} >/dev/null 2>&1; then echo \"GUEST: alive $i ok\"; \
+         else echo \"GUEST: alive $i fail\"; fi; i=$((i + 1)); sleep 0.3; done"
+    )];
+    let backend = Backend::VhostUser {
+        socket: socket.clone(),
+    };
+    let mut qvm: Option<Guest> = None;
+    let result = (|| -> Result<(), String> {
+        let g = qvm.insert(Guest::boot("qvm1", &kernel, &spec, &backend, &scratch)?);
+        let ip = g.wait_line("GUEST: ip=", BOOT_TIMEOUT)?;
+        ensure(ip == format!("{}/32", GUESTS[0].ipv4), || {
+            format!("got {ip}")
+        })?;
+        let first = g.wait_line("GUEST: alive ", BOOT_TIMEOUT)?;
+        ensure(first.ends_with(" ok"), || format!("first ping: {first}"))?;
+        step!("guest up, pinging the gateway: {first}");
+
+        // (1) The daemon goes away: the pings fail; a new daemon: they come back.
+        let status = daemon.stop_with(libc::SIGTERM, Duration::from_secs(10))?;
+        step!("daemon stopped ({status})");
+        let outage = Instant::now();
+        let fail = wait_for_ping(g, " fail", Duration::from_secs(30))?;
+        step!("guest sees the outage: {fail}");
+        daemon = start("dpservice-2.log")?;
+        step!("daemon started again after {:.1?}", outage.elapsed());
+        let back = wait_for_ping(g, " ok", Duration::from_secs(60))?;
+        step!("pings back {:.1?} after the stop: {back}", outage.elapsed());
+        let dhcp = g
+            .guest_lines()
+            .iter()
+            .filter(|l| l.starts_with("ip="))
+            .count();
+        ensure(dhcp == 1, || {
+            format!("{dhcp} DHCP leases: the guest asked again")
+        })?;
+
+        // (2) QEMU goes away and a new one boots on the same socket; the daemon runs on.
+        if let Some(old) = qvm.take() {
+            drop(old);
+        }
+        let g = qvm.insert(Guest::boot("qvm1b", &kernel, &spec, &backend, &scratch)?);
+        let ip = g.wait_line("GUEST: ip=", BOOT_TIMEOUT)?;
+        ensure(ip == format!("{}/32", GUESTS[0].ipv4), || {
+            format!("got {ip}")
+        })?;
+        let r = wait_for_ping(g, " ok", BOOT_TIMEOUT)?;
+        step!("a new QEMU on the same socket: ip={ip}, {r}");
+        ensure(daemon.try_exit().is_none(), || {
+            "the daemon exited".to_string()
+        })
+    })();
+    if let Err(e) = result {
+        let guest = qvm.as_ref().map(Guest::report).unwrap_or_default();
+        panic!("{e}\n{guest}\n{}", daemon.report());
+    }
+    step!("whole test {:.1?}", t0.elapsed());
+}
+
+/// The next `GUEST: alive <n> <outcome>` line whose outcome is `suffix` (` ok` or ` fail`).
+fn wait_for_ping(g: &mut Guest, suffix: &str, timeout: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        ensure(!left.is_zero(), || {
+            format!("no ping{suffix} in {timeout:?}")
+        })?;
+        let line = g.wait_line("GUEST: alive ", left)?;
+        if line.ends_with(suffix) {
+            return Ok(line);
+        }
+    }
 }

@@ -44,11 +44,14 @@ use vhost::VhostUserMemoryRegionBase;
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 use super::dirty_log::DirtyLog;
+use super::port::Running;
 
-/// The guest's receive queue (we write into it) and transmit queue (we read from it).
+/// In each queue pair, the guest's receive queue (we write into it) and transmit queue (we
+/// read from it): pair `p` has rings `2p + RX_QUEUE` and `2p + TX_QUEUE`.
 pub const RX_QUEUE: usize = 0;
 pub const TX_QUEUE: usize = 1;
-const QUEUES: usize = 2;
+/// Most queue pairs a port serves (one per worker).
+pub const MAX_QUEUE_PAIRS: usize = 64;
 
 /// Largest ring the device accepts.
 pub const MAX_QUEUE_SIZE: u16 = 1024;
@@ -63,6 +66,11 @@ const VIRTIO_NET_F_HOST_TSO4: u64 = 1 << 11;
 const VIRTIO_NET_F_HOST_TSO6: u64 = 1 << 12;
 const VIRTIO_NET_F_HOST_ECN: u64 = 1 << 13;
 const VIRTIO_NET_F_MRG_RXBUF: u64 = 1 << 15;
+/// The guest announces itself (gratuitous ARP, unsolicited NA) when QEMU asks it to, after a
+/// migration: the destination's dataplane learns its MAC at once.
+const VIRTIO_NET_F_GUEST_ANNOUNCE: u64 = 1 << 21;
+/// More than one queue pair (offered when the port has them).
+pub const VIRTIO_NET_F_MQ: u64 = 1 << 22;
 const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 /// Notification suppression by ring index (`used_event` / `avail_event`).
 pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
@@ -90,6 +98,7 @@ pub const FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_RING_F_INDIRECT_DESC
     | VIRTIO_RING_F_EVENT_IDX
     | VIRTIO_F_NOTIFY_ON_EMPTY
+    | VIRTIO_NET_F_GUEST_ANNOUNCE
     | OFFLOAD_FEATURES
     | VHOST_F_LOG_ALL
     | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
@@ -123,31 +132,42 @@ pub struct DataPath {
     /// The virtio features the frontend acked.
     pub features: u64,
     pub memory: Option<Arc<GuestMemoryMmap>>,
-    /// `[RX_QUEUE, TX_QUEUE]`: the running rings.
-    pub queues: [Option<QueueSpec>; QUEUES],
+    /// Per ring (`2p + RX_QUEUE`, `2p + TX_QUEUE` for pair `p`): the running rings.
+    pub queues: Vec<Option<QueueSpec>>,
     /// The dirty-page log, while the frontend has logging on (a migration runs).
     pub log: Option<Arc<DirtyLog>>,
 }
 
-/// Between the device (protocol thread) and the queue (worker).
+/// What the device shares with the worker of one queue pair.
 #[derive(Debug)]
-pub struct Shared {
-    pub(crate) data_path: ArcSwap<DataPath>,
-    /// The generation last published: the worker compares it with its own (one load).
-    pub(crate) published: AtomicU64,
-    /// The generation the worker runs.
+pub struct PairShared {
+    /// The generation this pair's worker runs.
     pub(crate) acked: AtomicU64,
-    /// The worker's indices, for GET_VRING_BASE.
-    pub(crate) next_avail: [AtomicU16; QUEUES],
-    pub(crate) connected: AtomicBool,
-    /// The port's `rx_fd`: an epoll set holding the transmit ring's kick descriptor and the
-    /// `wake` eventfd; readable when either is.
+    /// The worker's index in the pair's transmit ring, for GET_VRING_BASE.
+    pub(crate) next_avail: AtomicU16,
+    /// The queue's `rx_fd`: an epoll set holding the pair's transmit ring's kick descriptor
+    /// and the `wake` eventfd; readable when either is.
     pub(crate) poll: OwnedFd,
     /// Written by the device to make the worker look at a new snapshot now.
     pub(crate) wake: OwnedFd,
     /// The transmit ring's kick descriptor as registered in `poll`, kept open until it is
     /// removed from there (device side only).
     kick_in_poll: Mutex<Option<Arc<File>>>,
+    /// The pair's receive ring (our frames into the guest), behind a lock taken once per
+    /// transmit burst: uncontended while every worker has a pair of its own, shared when the
+    /// guest runs fewer pairs than there are workers (a 1-vCPU Linux guest runs one). DPDK's
+    /// vhost library takes the same kind of per-ring lock per burst.
+    pub(crate) rx_ring: Mutex<Option<Running>>,
+}
+
+/// Between the device (protocol thread) and the queues (workers, one per queue pair).
+#[derive(Debug)]
+pub struct Shared {
+    pub(crate) data_path: ArcSwap<DataPath>,
+    /// The generation last published: each worker compares it with its own (one load).
+    pub(crate) published: AtomicU64,
+    pub(crate) pairs: Vec<Arc<PairShared>>,
+    pub(crate) connected: AtomicBool,
     /// Bad rings and memory maps the device refused (counted).
     pub(crate) refused: AtomicU64,
     /// A handle on the current frontend's socket, to hang up on it when the port goes.
@@ -200,8 +220,8 @@ pub(crate) fn signal_eventfd(fd: RawFd) {
     let _ = unsafe { libc::write(fd, (&v as *const u64).cast(), 8) };
 }
 
-impl Shared {
-    pub(crate) fn new() -> io::Result<Shared> {
+impl PairShared {
+    fn new() -> io::Result<PairShared> {
         // SAFETY: epoll_create1 has no memory preconditions; the result is checked.
         let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if ep < 0 {
@@ -211,48 +231,17 @@ impl Shared {
         let poll = unsafe { OwnedFd::from_raw_fd(ep) };
         let wake = eventfd()?;
         epoll_ctl(poll.as_raw_fd(), libc::EPOLL_CTL_ADD, wake.as_raw_fd())?;
-        Ok(Shared {
-            data_path: ArcSwap::from_pointee(DataPath::default()),
-            published: AtomicU64::new(0),
+        Ok(PairShared {
             acked: AtomicU64::new(0),
-            next_avail: [AtomicU16::new(0), AtomicU16::new(0)],
-            connected: AtomicBool::new(false),
+            next_avail: AtomicU16::new(0),
             poll,
             wake,
             kick_in_poll: Mutex::new(None),
-            refused: AtomicU64::new(0),
-            connection: Mutex::new(None),
+            rx_ring: Mutex::new(None),
         })
     }
 
-    /// Ends the current frontend's connection (the port is going away).
-    pub(crate) fn hang_up(&self) {
-        if let Some(conn) = self.connection.lock().ok().and_then(|mut c| c.take()) {
-            let _ = conn.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    /// Publishes `dp` and wakes the worker.
-    fn publish(&self, dp: DataPath) {
-        let generation = dp.generation;
-        self.data_path.store(Arc::new(dp));
-        self.published.store(generation, Ordering::Release);
-        signal_eventfd(self.wake.as_raw_fd());
-    }
-
-    /// Waits (bounded) until the worker runs `generation` or later.
-    fn wait_acked(&self, generation: u64) -> bool {
-        let deadline = Instant::now() + STOP_WAIT;
-        while self.acked.load(Ordering::Acquire) < generation {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        true
-    }
-
-    /// Makes `kick` (or nothing) the transmit ring's descriptor in the port's poll set.
+    /// Makes `kick` (or nothing) the transmit ring's descriptor in the pair's poll set.
     fn set_kick_in_poll(&self, kick: Option<Arc<File>>) {
         let Ok(mut registered) = self.kick_in_poll.lock() else {
             return;
@@ -272,6 +261,51 @@ impl Shared {
             let _ = epoll_ctl(self.poll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd());
         }
         *registered = kick;
+    }
+}
+
+impl Shared {
+    /// The shared state of a port with `pairs` queue pairs (1 to [`MAX_QUEUE_PAIRS`]).
+    pub(crate) fn new(pairs: usize) -> io::Result<Shared> {
+        Ok(Shared {
+            data_path: ArcSwap::from_pointee(DataPath::default()),
+            published: AtomicU64::new(0),
+            pairs: (0..pairs.clamp(1, MAX_QUEUE_PAIRS))
+                .map(|_| PairShared::new().map(Arc::new))
+                .collect::<io::Result<_>>()?,
+            connected: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+            connection: Mutex::new(None),
+        })
+    }
+
+    /// Ends the current frontend's connection (the port is going away).
+    pub(crate) fn hang_up(&self) {
+        if let Some(conn) = self.connection.lock().ok().and_then(|mut c| c.take()) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Publishes `dp` and wakes the workers.
+    fn publish(&self, dp: DataPath) {
+        let generation = dp.generation;
+        self.data_path.store(Arc::new(dp));
+        self.published.store(generation, Ordering::Release);
+        for p in &self.pairs {
+            signal_eventfd(p.wake.as_raw_fd());
+        }
+    }
+
+    /// Waits (bounded) until the worker of `pair` runs `generation` or later.
+    fn wait_acked(&self, pair: &PairShared, generation: u64) -> bool {
+        let deadline = Instant::now() + STOP_WAIT;
+        while pair.acked.load(Ordering::Acquire) < generation {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        true
     }
 }
 
@@ -306,7 +340,8 @@ pub(crate) struct Handler {
     protocol_features: u64,
     memory: Option<Arc<GuestMemoryMmap>>,
     mappings: Vec<Mapping>,
-    vrings: [Vring; QUEUES],
+    /// Two per queue pair.
+    vrings: Vec<Vring>,
     /// SET_LOG_BASE's bitmap (used only while VHOST_F_LOG_ALL is acked).
     log: Option<Arc<DirtyLog>>,
     generation: u64,
@@ -315,17 +350,28 @@ pub(crate) struct Handler {
 
 impl Handler {
     pub(crate) fn new(shared: Arc<Shared>) -> Handler {
+        let rings = 2 * shared.pairs.len();
         Handler {
             shared,
             acked_features: 0,
             protocol_features: 0,
             memory: None,
             mappings: Vec::new(),
-            vrings: Default::default(),
+            vrings: (0..rings).map(|_| Vring::default()).collect(),
             log: None,
             generation: 0,
             epochs: 0,
         }
+    }
+
+    /// The virtio features offered: [`FEATURES`], and multi-queue when the port has pairs.
+    fn features(&self) -> u64 {
+        FEATURES
+            | if self.shared.pairs.len() > 1 {
+                VIRTIO_NET_F_MQ
+            } else {
+                0
+            }
     }
 
     fn vring(&mut self, index: u32) -> VuResult<&mut Vring> {
@@ -377,31 +423,39 @@ impl Handler {
                 call: v.call.clone(),
             })
         };
-        // Only a ring the worker runs may wake it: a kick on a disabled ring would keep the
+        // Only a ring a worker runs may wake it: a kick on a disabled ring would keep the
         // worker's poll readable with nobody to clear it.
-        let tx = &self.vrings[TX_QUEUE];
-        let tx_kick = (tx.started && !tx.disabled)
-            .then(|| tx.kick.clone())
-            .flatten();
-        self.shared.set_kick_in_poll(tx_kick);
+        for (pair, rings) in self.shared.pairs.iter().zip(self.vrings.chunks(2)) {
+            let tx_kick = rings
+                .get(TX_QUEUE)
+                .filter(|tx| tx.started && !tx.disabled)
+                .and_then(|tx| tx.kick.clone());
+            pair.set_kick_in_poll(tx_kick);
+        }
         let logging = self.acked_features & VHOST_F_LOG_ALL != 0;
         self.shared.publish(DataPath {
             generation: self.generation,
             features: self.acked_features,
             memory: self.memory.clone(),
-            queues: [spec(&self.vrings[RX_QUEUE]), spec(&self.vrings[TX_QUEUE])],
+            queues: self.vrings.iter().map(spec).collect(),
             log: self.log.clone().filter(|_| logging),
         });
     }
 
     /// The frontend went away: nothing runs until the next one set it all up again.
     pub(crate) fn disconnect(&mut self) {
-        self.vrings = Default::default();
+        self.vrings.iter_mut().for_each(|v| *v = Vring::default());
         self.memory = None;
         self.mappings.clear();
         self.log = None;
         self.acked_features = 0;
         self.update();
+        // The receive rings the workers share: gone with the memory they point into.
+        for pair in &self.shared.pairs {
+            if let Ok(mut ring) = pair.rx_ring.lock() {
+                *ring = None;
+            }
+        }
         self.shared.connected.store(false, Ordering::Release);
     }
 }
@@ -427,7 +481,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
     }
 
     fn get_features(&mut self) -> VuResult<u64> {
-        Ok(FEATURES)
+        Ok(self.features())
     }
 
     fn set_features(&mut self, features: u64) -> VuResult<()> {
@@ -435,7 +489,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
             features = format_args!("{features:#x}"),
             "vhost-user SET_FEATURES"
         );
-        if features & !FEATURES != 0 {
+        if features & !self.features() != 0 {
             return Err(VuError::InvalidParam);
         }
         self.acked_features = features;
@@ -525,23 +579,35 @@ impl VhostUserBackendReqHandlerMut for Handler {
     fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
         let v = self.vring(index)?;
         let was_running = v.started;
+        let epoch = v.epoch;
         v.started = false;
         v.kick = None;
         v.call = None;
         self.update();
-        // The worker must have let go of the ring before its index means anything.
-        if was_running && !self.shared.wait_acked(self.generation) {
-            tracing::warn!("vhost-user: the worker did not release ring {index} in time");
-        }
-        let next = self
-            .shared
-            .next_avail
-            .get(index as usize)
-            .map_or(0, |a| a.load(Ordering::Acquire));
-        let next = if was_running {
-            next
+        let shared = Arc::clone(&self.shared);
+        let pair = shared
+            .pairs
+            .get(index as usize / 2)
+            .ok_or(VuError::InvalidParam)?;
+        let next = if index as usize % 2 == RX_QUEUE {
+            // A receive ring: taken from under the workers' lock (after the publish above,
+            // no worker builds it again), its index is final.
+            pair.rx_ring
+                .lock()
+                .ok()
+                .and_then(|mut r| r.take())
+                .filter(|r| r.epoch == epoch)
+                .map(|r| r.next_avail())
         } else {
-            self.vring(index)?.base
+            // The worker must have let go of the ring before its index means anything.
+            if was_running && !shared.wait_acked(pair, self.generation) {
+                tracing::warn!("vhost-user: the worker did not release ring {index} in time");
+            }
+            was_running.then(|| pair.next_avail.load(Ordering::Acquire))
+        };
+        let next = match next {
+            Some(n) if was_running => n,
+            _ => self.vring(index)?.base,
         };
         self.vring(index)?.base = next;
         Ok(VhostUserVringState::new(index, u32::from(next)))
@@ -569,7 +635,12 @@ impl VhostUserBackendReqHandlerMut for Handler {
     }
 
     fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {
-        Ok(VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::LOG_SHMFD)
+        let mq = if self.shared.pairs.len() > 1 {
+            VhostUserProtocolFeatures::MQ
+        } else {
+            VhostUserProtocolFeatures::empty()
+        };
+        Ok(VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::LOG_SHMFD | mq)
     }
 
     fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
@@ -577,8 +648,9 @@ impl VhostUserBackendReqHandlerMut for Handler {
         Ok(())
     }
 
+    /// Queue pairs (what QEMU's `queues=` may ask for at most).
     fn get_queue_num(&mut self) -> VuResult<u64> {
-        Ok(QUEUES as u64)
+        Ok(self.shared.pairs.len() as u64)
     }
 
     fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {

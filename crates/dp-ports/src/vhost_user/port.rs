@@ -1,23 +1,31 @@
-//! The worker's half of a vhost-user port: the guest's two rings as [`virtio_queue::Queue`]s
-//! over the published guest memory, polled in the worker's loop like any other port.
+//! The workers' half of a vhost-user port: the guest's rings as [`SplitRing`]s over
+//! the published guest memory, polled in each worker's loop like any other port. A port has
+//! one queue pair per worker ([`VhostUserPort::listen_queues`]; virtio-net multi-queue): the
+//! object of pair `p` receives from the guest's transmit ring `2p + 1` and transmits into its
+//! receive ring `2p` — or, when the guest runs fewer pairs than there are workers (a Linux
+//! guest runs one per vCPU), into the receive ring of a running pair, `p` modulo their number.
+//! A receive ring therefore sits behind a lock in the device's [`Shared`] state, taken once per
+//! transmit burst (uncontended while every worker has a pair of its own).
 //!
 //! Each burst starts with one atomic load: whether the device published a new [`DataPath`]
-//! (a memory map, a ring started or stopped). Only then does the queue rebuild its rings, save
-//! the indices of stopped ones for GET_VRING_BASE, and acknowledge the generation.
+//! (a memory map, a ring started or stopped). Only then does the queue rebuild its transmit
+//! ring, save the index of a stopped one for GET_VRING_BASE, pick the receive ring, and
+//! acknowledge the generation.
 //!
 //! Notifications, both ways:
-//! - from the guest (kicks on its transmit ring): the kick eventfd sits in the port's poll set,
+//! - from the guest (kicks on its transmit ring): the kick eventfd sits in the pair's poll set,
 //!   which is the worker's [`PortQueue::rx_fd`], so an idle worker sleeps until the guest sends.
 //!   The kick is cleared only when a burst found the ring empty — then the ring is looked at
 //!   once more, so a frame queued just before is never left waiting for a kick already taken —
 //!   on the first empty burst after a busy one and every [`DRAIN_EVERY`]th after that (a kick
 //!   can land after its frame was taken: the worker then wakes in vain a few times, it does not
 //!   spin). While the guest keeps the ring busy (a full burst), it is asked not to kick at all
-//!   (`VRING_USED_F_NO_NOTIFY`): no system call here, no exit in the guest; once a burst
-//!   drains the ring, kicks are asked for again and the ring looked at once more.
+//!   (`VRING_USED_F_NO_NOTIFY`, or with EVENT_IDX `avail_event` left behind): no system call
+//!   here, no exit in the guest; once a burst drains the ring, kicks are asked for again
+//!   (EVENT_IDX: `avail_event` set to what was taken) and the ring looked at once more.
 //! - to the guest (used buffers): the call eventfd is written after a burst that returned
-//!   buffers, only if the guest asked to be interrupted (`needs_notification`: its
-//!   `VRING_AVAIL_F_NO_INTERRUPT` flag, which virtio-net drivers set while they poll).
+//!   buffers, when the guest wants it: with EVENT_IDX (which Linux negotiates) by its
+//!   `used_event`; without, unless it set `VRING_AVAIL_F_NO_INTERRUPT`.
 
 use std::fs::File;
 use std::io;
@@ -27,12 +35,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::device::{self, DataPath, QueueSpec, Shared, RX_QUEUE, TX_QUEUE};
+use super::device::{self, DataPath, PairShared, QueueSpec, Shared, RX_QUEUE, TX_QUEUE};
 use super::dirty_log::DirtyLog;
 use super::ring::{self, Offloads, RingStats};
+use super::split::SplitRing;
 use crate::{BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortQueue, PortStats};
 
 /// The protocol thread of one port's socket; stopped and joined when the port goes.
@@ -53,10 +61,13 @@ impl Drop for Server {
     }
 }
 
-/// A running ring: the queue state and the epoch of the spec it was built from.
-struct Running {
-    epoch: u64,
-    queue: Queue,
+/// A running ring: the queue state, the memory it runs over and the epoch of the spec it was
+/// built from.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) epoch: u64,
+    mem: Arc<GuestMemoryMmap>,
+    queue: SplitRing,
     kick: Option<Arc<File>>,
     call: Option<Arc<File>>,
     /// We told the guest not to kick (its ring was busy): see `rx_burst`.
@@ -70,14 +81,18 @@ struct Running {
 }
 
 impl Running {
+    /// Where the guest's next frame is (GET_VRING_BASE's answer).
+    pub(crate) fn next_avail(&self) -> u16 {
+        self.queue.next_avail()
+    }
+
     /// After a burst that returned buffers: the call to the guest (if it wants one) and, while
     /// a migration runs, the used ring marked dirty.
-    fn used(&mut self, mem: &GuestMemoryMmap, log: Option<&DirtyLog>) {
+    fn used(&mut self, log: Option<&DirtyLog>) {
         if let Some(log) = log {
             log.mark(self.used_ring.0, self.used_ring.1);
         }
-        // A guest whose ring cannot be read is told anyway: it does no harm.
-        if self.queue.needs_notification(mem).unwrap_or(true) {
+        if self.queue.needs_notification() {
             if let Some(call) = &self.call {
                 device::signal_eventfd(call.as_raw_fd());
             }
@@ -88,24 +103,30 @@ impl Running {
 /// How often an idle port clears its kick (see the module docs): every this many empty bursts.
 const DRAIN_EVERY: u32 = 256;
 
-/// A vhost-user VM port: the daemon listens on a unix socket, the frontend (QEMU) connects,
-/// and the guest's virtio-net rings are read and written here directly.
+/// One queue pair of a vhost-user VM port: the daemon listens on a unix socket, the frontend
+/// (QEMU) connects, and the guest's virtio-net rings are read and written here directly.
 pub struct VhostUserPort {
     name: String,
     path: PathBuf,
+    /// This queue pair's counters (a multi-queue port's are summed by the reader).
     counters: Arc<PortCounters>,
     shared: Arc<Shared>,
+    /// Which queue pair this is, and what the device shares with it.
+    pair: usize,
+    pair_shared: Arc<PairShared>,
     /// The snapshot the rings below were built from.
     data_path: Arc<DataPath>,
     generation: u64,
     memory: Option<Arc<GuestMemoryMmap>>,
-    /// `[RX_QUEUE, TX_QUEUE]`.
-    rings: [Option<Running>; 2],
+    /// The guest's transmit ring of our pair (we receive from it).
+    tx_ring: Option<Running>,
+    /// The pair whose receive ring our frames go into: ours while it runs.
+    rx_pair: Option<usize>,
     /// Receive bursts in a row that found the guest's transmit ring empty.
     idle_bursts: u32,
     /// What the frontend negotiated (from the snapshot).
     offloads: Offloads,
-    _server: Server,
+    _server: Arc<Server>,
 }
 
 impl std::fmt::Debug for VhostUserPort {
@@ -113,17 +134,45 @@ impl std::fmt::Debug for VhostUserPort {
         f.debug_struct("VhostUserPort")
             .field("name", &self.name)
             .field("path", &self.path)
+            .field("pair", &self.pair)
             .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
 }
 
 impl VhostUserPort {
+    /// The guest's ring held a hostile chain (outside its memory, a loop, lengths no frame
+    /// has): the chains were returned to it, and now the port is reset — its rings stopped
+    /// here and the connection cut, so the frontend (QEMU, `reconnect=`) sets it all up
+    /// again from what the guest's rings say. Counted (`resets`); no other port notices.
+    #[cold]
+    fn reset(&mut self, ring: &str) {
+        tracing::warn!(port = %self.name, pair = self.pair, ring, "vhost-user guest queued a bad descriptor chain: port reset");
+        self.counters.add(&PortStats {
+            resets: 1,
+            ..PortStats::default()
+        });
+        self.tx_ring = None;
+        self.rx_pair = None;
+        self.memory = None;
+        self.shared.hang_up();
+    }
+
     /// Listens on `path` (a stale socket there is replaced) for the frontend of the port
-    /// `name`. The port is down until a frontend has set up both rings.
+    /// `name`, with one queue pair. The port is down until a frontend has set up its rings.
     pub fn listen(path: &Path, name: &str) -> io::Result<VhostUserPort> {
+        let mut queues = Self::listen_queues(path, name, 1)?;
+        queues
+            .pop()
+            .ok_or_else(|| io::Error::other("no queue pair"))
+    }
+
+    /// Listens on `path` for the frontend of the port `name` with `pairs` queue pairs (1 to
+    /// [`device::MAX_QUEUE_PAIRS`]; QEMU's `-netdev vhost-user,queues=` may ask for up to as
+    /// many): one object per pair, each polled by one worker.
+    pub fn listen_queues(path: &Path, name: &str, pairs: usize) -> io::Result<Vec<VhostUserPort>> {
         let listener = device::bind(path)?;
-        let shared = Arc::new(Shared::new()?);
+        let shared = Arc::new(Shared::new(pairs)?);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (path, shared, stop) = (path.to_path_buf(), Arc::clone(&shared), Arc::clone(&stop));
@@ -131,23 +180,30 @@ impl VhostUserPort {
                 .name(format!("vhost-{name}"))
                 .spawn(move || device::serve(path, shared, stop, listener))?
         };
-        Ok(VhostUserPort {
-            name: name.to_string(),
-            path: path.to_path_buf(),
-            counters: PortCounters::new(),
-            data_path: shared.data_path.load_full(),
+        let server = Arc::new(Server {
+            stop,
             shared: Arc::clone(&shared),
-            generation: 0,
-            memory: None,
-            rings: [None, None],
-            idle_bursts: 0,
-            offloads: Offloads::None,
-            _server: Server {
-                stop,
+            thread: Some(thread),
+        });
+        Ok((0..shared.pairs.len())
+            .zip(shared.pairs.iter())
+            .map(|(pair, pair_shared)| VhostUserPort {
+                name: name.to_string(),
+                path: path.to_path_buf(),
+                counters: PortCounters::new(),
+                data_path: shared.data_path.load_full(),
                 shared: Arc::clone(&shared),
-                thread: Some(thread),
-            },
-        })
+                pair,
+                pair_shared: Arc::clone(pair_shared),
+                generation: 0,
+                memory: None,
+                tx_ring: None,
+                rx_pair: None,
+                idle_bursts: 0,
+                offloads: Offloads::None,
+                _server: Arc::clone(&server),
+            })
+            .collect())
     }
 
     /// The socket the frontend connects to.
@@ -155,10 +211,19 @@ impl VhostUserPort {
         &self.path
     }
 
+    /// Which queue pair this object serves.
+    pub fn pair(&self) -> usize {
+        self.pair
+    }
+
     /// Ring set-ups and memory maps the device refused, and rings the queue would not run
     /// (addresses outside guest memory).
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    fn pair_shared(&self) -> &PairShared {
+        &self.pair_shared
     }
 
     /// Takes a newly published snapshot, if any (one atomic load when none).
@@ -171,29 +236,31 @@ impl VhostUserPort {
 
     #[cold]
     fn apply(&mut self) {
-        device::drain_eventfd(self.shared.wake.as_raw_fd());
+        device::drain_eventfd(self.pair_shared().wake.as_raw_fd());
         let dp = self.shared.data_path.load_full();
-        for (index, slot) in self.rings.iter_mut().enumerate() {
-            let spec = dp.queues.get(index).and_then(Option::as_ref);
-            let same_memory =
-                dp.memory.as_ref().map(Arc::as_ptr) == self.memory.as_ref().map(Arc::as_ptr);
-            if let (Some(ring), Some(spec), true) = (slot.as_mut(), spec, same_memory) {
-                if ring.epoch == spec.epoch {
-                    // The same ring: only its eventfds may have changed (QEMU swaps the call
-                    // eventfd when the guest masks or unmasks the queue's interrupt).
-                    ring.kick.clone_from(&spec.kick);
-                    ring.call.clone_from(&spec.call);
-                    continue;
-                }
+        let index = 2 * self.pair + TX_QUEUE;
+        let spec = dp.queues.get(index).and_then(Option::as_ref);
+        let same_memory =
+            dp.memory.as_ref().map(Arc::as_ptr) == self.memory.as_ref().map(Arc::as_ptr);
+        let keep = match (self.tx_ring.as_mut(), spec) {
+            (Some(ring), Some(spec)) if same_memory && ring.epoch == spec.epoch => {
+                // The same ring: only its eventfds may have changed (QEMU swaps the call
+                // eventfd when the guest masks or unmasks the queue's interrupt).
+                ring.kick.clone_from(&spec.kick);
+                ring.call.clone_from(&spec.call);
+                true
             }
-            if let Some(old) = slot.take() {
+            _ => false,
+        };
+        if !keep {
+            if let Some(old) = self.tx_ring.take() {
                 // Where the guest's next frame is: GET_VRING_BASE's answer.
-                if let Some(a) = self.shared.next_avail.get(index) {
-                    a.store(old.queue.next_avail(), Ordering::Release);
-                }
+                self.pair_shared()
+                    .next_avail
+                    .store(old.next_avail(), Ordering::Release);
             }
             let event_idx = dp.features & device::VIRTIO_RING_F_EVENT_IDX != 0;
-            *slot = match (spec, dp.memory.as_deref()) {
+            self.tx_ring = match (spec, dp.memory.as_ref()) {
                 (Some(spec), Some(mem)) => build_queue(spec, mem, event_idx).or_else(|| {
                     tracing::warn!(port = %self.name, ring = index, "vhost-user ring outside guest memory: not run");
                     self.shared.refused.fetch_add(1, Ordering::Relaxed);
@@ -202,8 +269,17 @@ impl VhostUserPort {
                 _ => None,
             };
         }
-        tracing::debug!(port = %self.name, generation = dp.generation,
-            rx = self.rings[RX_QUEUE].is_some(), tx = self.rings[TX_QUEUE].is_some(), "vhost-user rings");
+        // Our receive ring if it runs, else one of those that do.
+        let running: Vec<usize> = (0..self.shared.pairs.len())
+            .filter(|p| matches!(dp.queues.get(2 * p + RX_QUEUE), Some(Some(_))))
+            .collect();
+        self.rx_pair = if running.contains(&self.pair) {
+            Some(self.pair)
+        } else {
+            running.get(self.pair % running.len().max(1)).copied()
+        };
+        tracing::debug!(port = %self.name, pair = self.pair, generation = dp.generation,
+            tx = self.tx_ring.is_some(), rx = ?self.rx_pair, "vhost-user rings");
         self.memory = dp.memory.clone();
         self.offloads = if dp.features & device::OFFLOAD_FEATURES == device::OFFLOAD_FEATURES {
             Offloads::PassOn
@@ -213,53 +289,97 @@ impl VhostUserPort {
         self.generation = dp.generation;
         self.data_path = dp;
         self.idle_bursts = 0;
-        self.shared.acked.store(self.generation, Ordering::Release);
+        self.pair_shared()
+            .acked
+            .store(self.generation, Ordering::Release);
     }
 }
 
-/// A queue over `mem` as `spec` describes it, if its rings lie inside guest memory.
-fn build_queue(spec: &QueueSpec, mem: &GuestMemoryMmap, event_idx: bool) -> Option<Running> {
-    let mut q = Queue::new(device::MAX_QUEUE_SIZE).ok()?;
-    q.set_size(spec.size);
-    let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
-    let (lo, hi) = split(spec.desc);
-    q.set_desc_table_address(lo, hi);
-    let (lo, hi) = split(spec.avail);
-    q.set_avail_ring_address(lo, hi);
-    let (lo, hi) = split(spec.used);
-    q.set_used_ring_address(lo, hi);
-    q.set_next_avail(spec.next_avail);
-    q.set_next_used(spec.next_avail);
-    q.set_event_idx(event_idx);
-    q.set_ready(true);
-    // Size, alignment and every ring inside the map (virtio-queue's checks).
-    if !q.is_valid(mem) {
-        return None;
+/// The receive ring in `slot` as the snapshot `dp` has it: kept while it is the same ring,
+/// else built anew — from the *latest* published snapshot, so that a ring the device stopped
+/// meanwhile (GET_VRING_BASE publishes first, then takes the ring from under this lock) is not
+/// started again from an older one.
+fn rx_ring_for<'a>(
+    slot: &'a mut Option<Running>,
+    dp: &DataPath,
+    shared: &Shared,
+    index: usize,
+) -> Option<&'a mut Running> {
+    let fits = |ring: &Running, dp: &DataPath| {
+        dp.queues
+            .get(index)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.epoch == ring.epoch)
+            && dp
+                .memory
+                .as_ref()
+                .is_some_and(|m| Arc::ptr_eq(m, &ring.mem))
+    };
+    if slot.as_ref().is_some_and(|r| fits(r, dp)) {
+        if let (Some(ring), Some(spec)) =
+            (slot.as_mut(), dp.queues.get(index).and_then(Option::as_ref))
+        {
+            ring.call.clone_from(&spec.call);
+        }
+        return slot.as_mut();
     }
+    let latest = shared.data_path.load();
+    if slot.as_ref().is_some_and(|r| fits(r, &latest)) {
+        return slot.as_mut();
+    }
+    let event_idx = latest.features & device::VIRTIO_RING_F_EVENT_IDX != 0;
+    *slot = match (
+        latest.queues.get(index).and_then(Option::as_ref),
+        latest.memory.as_ref(),
+    ) {
+        (Some(spec), Some(mem)) => {
+            let ring = build_queue(spec, mem, event_idx);
+            if ring.is_none() {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            ring
+        }
+        _ => None,
+    };
+    slot.as_mut()
+}
+
+/// A queue over `mem` as `spec` describes it, if its rings lie inside guest memory.
+fn build_queue(spec: &QueueSpec, mem: &Arc<GuestMemoryMmap>, event_idx: bool) -> Option<Running> {
+    // Size, alignment and every ring inside one region of the map (SplitRing's checks).
+    let mut q = SplitRing::new(
+        Arc::clone(mem),
+        spec.size,
+        spec.desc,
+        spec.avail,
+        spec.used,
+        spec.next_avail,
+        event_idx,
+    )?;
     // Kicks on: a ring that ran before may have been left with them off.
-    q.enable_notification(mem).ok()?;
+    q.enable_notification();
     Some(Running {
         epoch: spec.epoch,
-        queue: q,
+        mem: Arc::clone(mem),
         kick: spec.kick.clone(),
         call: spec.call.clone(),
         kicks_off: false,
         event_idx: event_idx.then_some(spec.next_avail),
         // flags, idx, the entries, avail_event.
-        used_ring: (spec.used, 4 + 8 * usize::from(spec.size) + 2),
+        used_ring: q.used_ring(),
+        queue: q,
     })
 }
 
 impl PortQueue for VhostUserPort {
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize {
         self.refresh();
-        let (Some(mem), Some(ring)) = (self.memory.as_deref(), self.rings[TX_QUEUE].as_mut())
-        else {
+        let (Some(_), Some(ring)) = (self.memory.as_deref(), self.tx_ring.as_mut()) else {
             return 0;
         };
         let mut stats = RingStats::default();
         let offloads = self.offloads;
-        let mut got = ring::receive(&mut ring.queue, mem, pool, out, max, &mut stats, offloads);
+        let mut got = ring::receive(&mut ring.queue, pool, out, max, &mut stats, offloads);
         if got < max && stats.no_buffer == 0 {
             // Drained. Kicks must be on before the worker may sleep: asked for again after a
             // busy spell, and with EVENT_IDX re-armed at what we took (the guest kicks only
@@ -272,36 +392,21 @@ impl PortQueue for VhostUserPort {
             if rearm {
                 ring.kicks_off = false;
                 let armed_at = ring.queue.next_avail();
-                let more = ring.queue.enable_notification(mem).unwrap_or(true);
+                let more = ring.queue.enable_notification();
                 if ring.event_idx.is_some() {
                     ring.event_idx = Some(armed_at);
                 }
                 if more {
-                    got += ring::receive(
-                        &mut ring.queue,
-                        mem,
-                        pool,
-                        out,
-                        max - got,
-                        &mut stats,
-                        offloads,
-                    );
+                    got +=
+                        ring::receive(&mut ring.queue, pool, out, max - got, &mut stats, offloads);
                 }
             }
             if self.idle_bursts % DRAIN_EVERY == 0 {
                 if let Some(kick) = &ring.kick {
                     device::drain_eventfd(kick.as_raw_fd());
                 }
-                device::drain_eventfd(self.shared.wake.as_raw_fd());
-                got += ring::receive(
-                    &mut ring.queue,
-                    mem,
-                    pool,
-                    out,
-                    max - got,
-                    &mut stats,
-                    offloads,
-                );
+                device::drain_eventfd(self.pair_shared.wake.as_raw_fd());
+                got += ring::receive(&mut ring.queue, pool, out, max - got, &mut stats, offloads);
             }
             self.idle_bursts = if got == 0 {
                 self.idle_bursts.wrapping_add(1)
@@ -313,11 +418,12 @@ impl PortQueue for VhostUserPort {
             // Busy: the guest need not kick while we poll anyway (VRING_USED_F_NO_NOTIFY),
             // which saves it an exit per kick.
             if !ring.kicks_off {
-                ring.kicks_off = ring.queue.disable_notification(mem).is_ok();
+                ring.queue.disable_notification();
+                ring.kicks_off = true;
             }
         }
         if stats.used {
-            ring.used(mem, self.data_path.log.as_deref());
+            ring.used(self.data_path.log.as_deref());
         }
         self.counters.add(&PortStats {
             rx_packets: stats.packets,
@@ -326,14 +432,33 @@ impl PortQueue for VhostUserPort {
             rx_nombuf: stats.no_buffer,
             ..PortStats::default()
         });
+        if stats.bad_chains > 0 {
+            self.reset("transmit");
+        }
         got
     }
 
     fn tx_burst(&mut self, pkts: &mut Vec<PacketBuf>, pool: &mut BufferPool) -> usize {
         self.refresh();
-        let (Some(mem), Some(ring)) = (self.memory.as_deref(), self.rings[RX_QUEUE].as_mut())
-        else {
-            // No guest (yet): the link is down.
+        let mut stats = RingStats::default();
+        let mut sent = 0;
+        let mut down = true;
+        if let Some(pair) = self.rx_pair.and_then(|p| self.shared.pairs.get(p)) {
+            let index = 2 * self.rx_pair.unwrap_or(0) + RX_QUEUE;
+            if let Ok(mut slot) = pair.rx_ring.lock() {
+                if let Some(ring) = rx_ring_for(&mut slot, &self.data_path, &self.shared, index) {
+                    down = false;
+                    let log = self.data_path.log.as_deref();
+                    sent =
+                        ring::transmit(&mut ring.queue, pkts, pool, &mut stats, self.offloads, log);
+                    if stats.used {
+                        ring.used(log);
+                    }
+                }
+            }
+        }
+        if down {
+            // No guest (yet), or its receive ring stopped: the link is down.
             let n = pkts.len() as u64;
             for p in pkts.drain(..) {
                 pool.free(p);
@@ -343,20 +468,6 @@ impl PortQueue for VhostUserPort {
                 ..PortStats::default()
             });
             return 0;
-        };
-        let mut stats = RingStats::default();
-        let log = self.data_path.log.as_deref();
-        let sent = ring::transmit(
-            &mut ring.queue,
-            mem,
-            pkts,
-            pool,
-            &mut stats,
-            self.offloads,
-            log,
-        );
-        if stats.used {
-            ring.used(mem, log);
         }
         self.counters.add(&PortStats {
             tx_packets: stats.packets,
@@ -365,11 +476,14 @@ impl PortQueue for VhostUserPort {
             tx_dropped: stats.no_room,
             ..PortStats::default()
         });
+        if stats.bad_chains > 0 {
+            self.reset("receive");
+        }
         sent
     }
 
     fn rx_fd(&self) -> Option<RawFd> {
-        Some(self.shared.poll.as_raw_fd())
+        Some(self.pair_shared().poll.as_raw_fd())
     }
 
     fn offloads(&self) -> bool {
@@ -387,9 +501,10 @@ impl PortDevice for VhostUserPort {
         &self.name
     }
 
+    /// Up while the guest runs its first queue pair (both rings).
     fn link_up(&self) -> bool {
         let dp = self.shared.data_path.load();
-        dp.memory.is_some() && dp.queues.iter().all(Option::is_some)
+        dp.memory.is_some() && matches!(dp.queues.get(..2), Some([Some(_), Some(_)]))
     }
 
     /// The guest's MAC is QEMU's to set: unknown until the guest's first frame says.
