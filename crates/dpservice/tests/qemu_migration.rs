@@ -582,6 +582,26 @@ fn node_packets(port: u16, node: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("no {key:?} in the metrics of port {port}"))
 }
 
+/// The daemon's drops, per node and reason, where there were any (`dpservice_drops_total`):
+/// `node/reason=count`.
+fn drops(port: u16) -> Result<Vec<String>, String> {
+    let text = scrape(port)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("dpservice_drops_total{"))
+        .filter_map(|l| {
+            let (labels, n) = l.split_once("} ")?;
+            let get = |k: &str| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_string())
+            };
+            Some(format!("{}/{}={}", get("node")?, get("reason")?, n.trim()))
+        })
+        .collect())
+}
+
 // ---------------------------------------------------------------------------------------
 // The test
 // ---------------------------------------------------------------------------------------
@@ -1070,6 +1090,7 @@ fn vhost_user_guest_live_migrates_to_another_hypervisor() {
             .into_iter()
             .filter(|l| l.starts_with("ip=") || l.starts_with("dhcp"))
             .collect();
+        step!("RESULT drops: hv1 {:?}; hv2 {:?}", drops(m1)?, drops(m2)?);
         step!(
             "RESULT DHCP: packets into the dhcp node: hv1 {dhcp1}, hv2 {dhcp2}; guest address \
              at the end {addr}"
