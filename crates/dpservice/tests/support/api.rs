@@ -101,6 +101,27 @@ impl Api {
         total_rate: u64,
         public_rate: u64,
     ) -> Result<CreateInterfaceResponse, String> {
+        self.create_interface_request(spec, total_rate, public_rate, Vec::new())
+    }
+
+    /// [`Api::create_interface`] with a `preferred_underlay_route`: the interface's underlay
+    /// address is `underlay` (it must lie in the daemon's /64 and carry the externally-generated
+    /// flag 0x80 in byte 10) — e.g. the address it had on the hypervisor it migrates from.
+    pub fn create_interface_with_underlay(
+        &mut self,
+        spec: &IfaceSpec<'_>,
+        underlay: Ipv6Addr,
+    ) -> Result<CreateInterfaceResponse, String> {
+        self.create_interface_request(spec, 0, 0, dp_proto::ip_to_bytes(IpAddr::V6(underlay)))
+    }
+
+    fn create_interface_request(
+        &mut self,
+        spec: &IfaceSpec<'_>,
+        total_rate: u64,
+        public_rate: u64,
+        preferred_underlay_route: Vec<u8>,
+    ) -> Result<CreateInterfaceResponse, String> {
         let req = CreateInterfaceRequest {
             metering_parameters: Some(dp_proto::v1::MeteringParams {
                 total_rate,
@@ -116,6 +137,7 @@ impl Api {
             }),
             device_name: spec.device.to_string(),
             hostname: spec.hostname.unwrap_or_default().to_string(),
+            preferred_underlay_route,
             ..Default::default()
         };
         let what = format!("CreateInterface {}", spec.id);

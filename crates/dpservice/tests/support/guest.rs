@@ -24,7 +24,8 @@
 //!   `watchdog` s whatever happens;
 //! * `/udhcpc.sh`: sets address, MTU and the RFC 3442 classless routes (the dataplane sends
 //!   them instead of a router; the /32's gateway gets a host route first) or the router;
-//! * `/guest.env`: the spec's settings.
+//! * `/guest.env`: the spec's settings;
+//! * [`GuestSpec::files`]: extra executables of a test.
 //!
 //! Console lines for the test, all `GUEST: …`: `boot`, `eth0 mac=…`, `ip=<addr>/<len>`,
 //! `mtu=`, `router=`, `staticroutes=`, `dns=`, `route …`, or `dhcp failed`; `ping <addr> ok (…)`
@@ -46,6 +47,13 @@
 //! * `-device virtio-net-pci,netdev=net0,mac=<mac>,vectors=0`: `vectors=0` means no MSI-X but
 //!   the legacy INTx interrupt: QEMU 7.2 under TCG has no irqfd for a vhost-user backend's call
 //!   eventfds on MSI-X vectors, with INTx QEMU watches them and raises the interrupt itself.
+//!
+//! # Live migration
+//! [`Guest::boot_with`] takes [`QemuOptions`]: a QMP socket (`-qmp unix:…,server=on,wait=off`,
+//! spoken by [`Qmp`]) and `-incoming`. [`Guest::migration_target`] starts a second QEMU with the
+//! same machine, memory backend, kernel, initramfs and NIC (MAC) on another backend socket,
+//! paused with `-incoming`, its console in its own file: after QMP `migrate` on the source the
+//! guest's console output continues there (tests/qemu_migration.rs, docs/migration.md).
 //!
 //! The whole guest is fast even under TCG: ~2.3 s of guest uptime to a DHCP lease, ~3.5 s
 //! from QEMU's start to its power-off (2 cores). Every wait is bounded, QEMU gets SIGTERM if
@@ -410,6 +418,9 @@ pub struct GuestSpec {
     /// Seconds the guest stays up after `done` (still answering on the network, e.g. for a
     /// peer's pings) before it powers off.
     pub linger: u32,
+    /// Extra executables put into the initramfs: (path without the leading `/`, e.g.
+    /// `bin/tool`, contents), mode 0755 (static binaries: the initramfs has no C library).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 impl GuestSpec {
@@ -423,6 +434,7 @@ impl GuestSpec {
             command_timeout: 30,
             watchdog: 240,
             linger: 0,
+            files: Vec::new(),
         }
     }
 }
@@ -590,6 +602,9 @@ pub fn initramfs(kernel: &Kernel, spec: &GuestSpec) -> Result<Vec<u8>, String> {
         spec.linger
     );
     c.file("guest.env", 0o644, env.as_bytes());
+    for (path, data) in &spec.files {
+        c.file(path.trim_start_matches('/'), 0o755, data);
+    }
     for (i, cmd) in spec.commands.iter().enumerate() {
         c.file(
             &format!("cmds/{}.sh", i + 1),
@@ -686,6 +701,33 @@ pub fn qemu_args(
     a
 }
 
+/// QEMU options beyond the guest and its NIC: a QMP socket, and for the target of a live
+/// migration the stream it waits for.
+#[derive(Debug, Clone, Default)]
+pub struct QemuOptions {
+    /// `-qmp unix:<path>,server=on,wait=off`: QEMU's machine protocol ([`Qmp`]).
+    pub qmp: Option<PathBuf>,
+    /// `-incoming <uri>` (e.g. `unix:<path>`, or `defer` for QMP's `migrate-incoming`): QEMU
+    /// starts paused and waits for a migration stream instead of booting.
+    pub incoming: Option<String>,
+}
+
+impl QemuOptions {
+    /// The extra command-line arguments.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(q) = &self.qmp {
+            a.push("-qmp".to_string());
+            a.push(format!("unix:{},server=on,wait=off", q.display()));
+        }
+        if let Some(uri) = &self.incoming {
+            a.push("-incoming".to_string());
+            a.push(uri.clone());
+        }
+        a
+    }
+}
+
 /// A booted guest. Dropping it kills QEMU.
 pub struct Guest {
     pub name: String,
@@ -694,6 +736,11 @@ pub struct Guest {
     pub started: Instant,
     /// Lines of the console consumed by `wait_line` so far.
     seen: usize,
+    /// What it was started from (a migration target is started the same way).
+    pub spec: GuestSpec,
+    pub vmlinuz: PathBuf,
+    pub initrd: PathBuf,
+    pub options: QemuOptions,
 }
 
 impl Guest {
@@ -705,13 +752,78 @@ impl Guest {
         backend: &Backend,
         scratch: &Scratch,
     ) -> Result<Guest, String> {
+        Self::boot_with(
+            name,
+            kernel,
+            spec,
+            backend,
+            scratch,
+            &QemuOptions::default(),
+        )
+    }
+
+    /// [`Guest::boot`] with extra QEMU options (a QMP socket).
+    pub fn boot_with(
+        name: &str,
+        kernel: &Kernel,
+        spec: &GuestSpec,
+        backend: &Backend,
+        scratch: &Scratch,
+        options: &QemuOptions,
+    ) -> Result<Guest, String> {
         let initrd = scratch.path(&format!("{name}.initramfs.cpio"));
         fs::write(&initrd, initramfs(kernel, spec)?)
             .map_err(|e| format!("{}: {e}", initrd.display()))?;
+        Self::start(
+            name,
+            &kernel.vmlinuz,
+            &initrd,
+            spec,
+            backend,
+            scratch,
+            options,
+        )
+    }
+
+    /// The target of a live migration of `self`: a second QEMU with the same machine, memory,
+    /// kernel, initramfs and NIC (same MAC) on `backend` (the other hypervisor's socket), with
+    /// `options` (its `incoming` set, e.g. `unix:<path>`); its console is `<name>.console.log`.
+    /// It waits paused until the source migrates to it.
+    pub fn migration_target(
+        &self,
+        name: &str,
+        backend: &Backend,
+        scratch: &Scratch,
+        options: &QemuOptions,
+    ) -> Result<Guest, String> {
+        if options.incoming.is_none() {
+            return Err(format!("migration target {name}: no `incoming` given"));
+        }
+        Self::start(
+            name,
+            &self.vmlinuz,
+            &self.initrd,
+            &self.spec,
+            backend,
+            scratch,
+            options,
+        )
+    }
+
+    fn start(
+        name: &str,
+        vmlinuz: &Path,
+        initrd: &Path,
+        spec: &GuestSpec,
+        backend: &Backend,
+        scratch: &Scratch,
+        options: &QemuOptions,
+    ) -> Result<Guest, String> {
         let console = scratch.path(&format!("{name}.console.log"));
         fs::write(&console, "").map_err(|e| format!("{}: {e}", console.display()))?;
         let qemu = which(QEMU).ok_or_else(|| format!("{QEMU} is not installed"))?;
-        let args = qemu_args(&kernel.vmlinuz, &initrd, &console, spec, backend);
+        let mut args = qemu_args(vmlinuz, initrd, &console, spec, backend);
+        args.extend(options.args());
         let mut cmd = match backend {
             Backend::Tap {
                 netns: Some(ns), ..
@@ -732,6 +844,10 @@ impl Guest {
             console,
             started,
             seen: 0,
+            spec: spec.clone(),
+            vmlinuz: vmlinuz.to_path_buf(),
+            initrd: initrd.to_path_buf(),
+            options: options.clone(),
         })
     }
 
@@ -807,6 +923,26 @@ impl Guest {
         self.qemu.try_exit().is_none()
     }
 
+    /// Connects to the guest's QMP socket (it must have been started with one).
+    pub fn qmp(&mut self, timeout: Duration) -> Result<Qmp, String> {
+        let path = self
+            .options
+            .qmp
+            .clone()
+            .ok_or_else(|| format!("guest {} has no QMP socket", self.name))?;
+        let qemu = &mut self.qemu;
+        let r = wait_until(&format!("QMP of guest {}", self.name), timeout, || {
+            if let Some(status) = qemu.try_exit() {
+                return Ok(Err(format!("QEMU exited with {status}")));
+            }
+            Qmp::connect(&path).map(Ok)
+        });
+        match r {
+            Ok(Ok(q)) => Ok(q),
+            Ok(Err(e)) | Err(e) => Err(format!("{e}\n{}", self.report())),
+        }
+    }
+
     /// QEMU's command line and stderr, the console's tail.
     pub fn report(&self) -> String {
         format!(
@@ -819,5 +955,98 @@ impl Guest {
             self.console.display(),
             tail(&self.console, 60)
         )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// QMP
+// ---------------------------------------------------------------------------------------
+
+/// How long one QMP command may take to answer.
+pub const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A QMP client (QEMU Machine Protocol: JSON objects, one per line, over QEMU's `-qmp` unix
+/// socket): the greeting is read and `qmp_capabilities` sent on connect; asynchronous events
+/// that come between answers are kept in `events`.
+pub struct Qmp {
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+    pub events: Vec<serde_json::Value>,
+}
+
+impl Qmp {
+    /// Connects (once) and enters command mode.
+    pub fn connect(path: &Path) -> Result<Qmp, String> {
+        let s = std::os::unix::net::UnixStream::connect(path)
+            .map_err(|e| format!("QMP {}: {e}", path.display()))?;
+        s.set_read_timeout(Some(QMP_TIMEOUT))
+            .and_then(|_| s.set_write_timeout(Some(QMP_TIMEOUT)))
+            .map_err(|e| format!("QMP {}: {e}", path.display()))?;
+        let writer = s
+            .try_clone()
+            .map_err(|e| format!("QMP {}: {e}", path.display()))?;
+        let mut q = Qmp {
+            reader: std::io::BufReader::new(s),
+            writer,
+            events: Vec::new(),
+        };
+        let greeting = q.read()?;
+        if greeting.get("QMP").is_none() {
+            return Err(format!("QMP {}: greeting {greeting}", path.display()));
+        }
+        q.execute("qmp_capabilities", None)?;
+        Ok(q)
+    }
+
+    fn read(&mut self) -> Result<serde_json::Value, String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .map_err(|e| format!("QMP read: {e}"))?;
+        if n == 0 {
+            return Err("QMP: QEMU closed the connection".into());
+        }
+        serde_json::from_str(&line).map_err(|e| format!("QMP: {e}: {line:?}"))
+    }
+
+    /// Runs `command` (with `arguments`, an object) and returns its `return` value; an
+    /// `error` answer is an `Err` with QEMU's description.
+    pub fn execute(
+        &mut self,
+        command: &str,
+        arguments: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        use std::io::Write;
+        let mut msg = serde_json::json!({ "execute": command });
+        if let Some(a) = arguments {
+            msg["arguments"] = a;
+        }
+        let mut text = msg.to_string();
+        text.push('\n');
+        self.writer
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("QMP {command}: {e}"))?;
+        // Bounded: every read has QMP_TIMEOUT, and at most this many events are skipped.
+        for _ in 0..1000 {
+            let v = self.read().map_err(|e| format!("{command}: {e}"))?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                return Err(format!("QMP {command}: {e}"));
+            }
+            self.events.push(v);
+        }
+        Err(format!("QMP {command}: no answer among 1000 events"))
+    }
+
+    /// The names of the events received so far.
+    pub fn event_names(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| e.get("event").and_then(|n| n.as_str()).map(str::to_string))
+            .collect()
     }
 }

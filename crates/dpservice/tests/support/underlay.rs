@@ -87,6 +87,28 @@ impl Router {
         self.sync_routes()
     }
 
+    /// Routes `prefix` on-link over `links` as [`Router::route_multipath`] does, or moves it
+    /// there if it is routed already (its nexthop group keeps its id, only its members change):
+    /// how a routing daemon follows an announcement that moved, e.g. a migrated VM's /128.
+    pub fn set_route(&mut self, prefix: &str, links: &[&str]) -> Result<(), String> {
+        let gid = match self.groups.get(prefix) {
+            Some((gid, _)) => *gid,
+            None => {
+                1000 + self
+                    .groups
+                    .values()
+                    .map(|(g, _)| g - 999)
+                    .max()
+                    .unwrap_or(0)
+            }
+        };
+        self.groups.insert(
+            prefix.to_string(),
+            (gid, links.iter().map(|l| l.to_string()).collect()),
+        );
+        self.sync_routes()
+    }
+
     /// (Re)creates every nexthop whose link is up, every group and route (idempotent).
     fn sync_routes(&self) -> Result<(), String> {
         let mut script = String::from("set -e\n");
