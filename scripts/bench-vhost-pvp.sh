@@ -76,7 +76,7 @@
 #   openvswitch-switch-dpdk python3 curl iproute2 util-linux
 # (installing openvswitch-switch-dpdk starts Debian's system OVS service where systemd runs;
 # this script never talks to it.)
-# shellcheck disable=SC2317 # trap-run functions
+# shellcheck disable=SC2015,SC2030,SC2031,SC2317 # `a && b || fail`; per-case subshells; trap-run functions
 set -euo pipefail
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -390,14 +390,14 @@ sched_ns() {
 # pid_tree PID...: these processes, their children and grandchildren (timeout -> ip netns exec
 # -> taskset -> the program keep their PIDs through exec, so two levels are enough).
 pid_tree() {
-    local p c out=()
+    local p c
     for p; do
-        out+=("$p")
+        echo "$p"
         for c in $(pgrep -P "$p" 2>/dev/null || true); do
-            out+=("$c" $(pgrep -P "$c" 2>/dev/null || true))
+            echo "$c"
+            pgrep -P "$c" 2>/dev/null || true
         done
-    done
-    echo "${out[*]}"
+    done | tr '\n' ' '
 }
 # busy_ticks: user+nice+system+irq+softirq+steal clock ticks of all CPUs (the machine's busy
 # time: with the forwarder's and the generator's taken out, what everything else used).
@@ -647,7 +647,7 @@ note "bench-vhost-pvp $RID: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-
     "kernel $(uname -r); forwarder on CPU $FWD_CPU, generator on CPU $GEN_CPU;" \
     "interval ${DURATION}s (warm-up ${WARMUP}s); sizes $SIZES; logs in $WORK"
 note "load average at start: $(loadavg) (other work on the machine skews every figure)"
-IDLE_BEFORE=?
+IDLE_BEFORE="?"
 order=(testpmd ovs ours)
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     ((ROUNDS > 1)) && note "round $ROUND of $ROUNDS"
