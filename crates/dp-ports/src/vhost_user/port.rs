@@ -1,4 +1,4 @@
-//! The workers' half of a vhost-user port: the guest's rings as [`virtio_queue::Queue`]s over
+//! The workers' half of a vhost-user port: the guest's rings as [`SplitRing`]s over
 //! the published guest memory, polled in each worker's loop like any other port. A port has
 //! one queue pair per worker ([`VhostUserPort::listen_queues`]; virtio-net multi-queue): the
 //! object of pair `p` receives from the guest's transmit ring `2p + 1` and transmits into its
@@ -25,7 +25,7 @@
 //!   (EVENT_IDX: `avail_event` set to what was taken) and the ring looked at once more.
 //! - to the guest (used buffers): the call eventfd is written after a burst that returned
 //!   buffers, when the guest wants it: with EVENT_IDX (which Linux negotiates) by its
-//!   `used_event`; without, always (virtio-queue does not read `VRING_AVAIL_F_NO_INTERRUPT`).
+//!   `used_event`; without, unless it set `VRING_AVAIL_F_NO_INTERRUPT`.
 
 use std::fs::File;
 use std::io;
@@ -35,12 +35,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::device::{self, DataPath, PairShared, QueueSpec, Shared, RX_QUEUE, TX_QUEUE};
 use super::dirty_log::DirtyLog;
 use super::ring::{self, Offloads, RingStats};
+use super::split::SplitRing;
 use crate::{BufferPool, MacAddr, PacketBuf, PortCounters, PortDevice, PortQueue, PortStats};
 
 /// The protocol thread of one port's socket; stopped and joined when the port goes.
@@ -67,7 +67,7 @@ impl Drop for Server {
 pub(crate) struct Running {
     pub(crate) epoch: u64,
     mem: Arc<GuestMemoryMmap>,
-    queue: Queue,
+    queue: SplitRing,
     kick: Option<Arc<File>>,
     call: Option<Arc<File>>,
     /// We told the guest not to kick (its ring was busy): see `rx_burst`.
@@ -92,8 +92,7 @@ impl Running {
         if let Some(log) = log {
             log.mark(self.used_ring.0, self.used_ring.1);
         }
-        // A guest whose ring cannot be read is told anyway: it does no harm.
-        if self.queue.needs_notification(&*self.mem).unwrap_or(true) {
+        if self.queue.needs_notification() {
             if let Some(call) = &self.call {
                 device::signal_eventfd(call.as_raw_fd());
             }
@@ -347,47 +346,40 @@ fn rx_ring_for<'a>(
 
 /// A queue over `mem` as `spec` describes it, if its rings lie inside guest memory.
 fn build_queue(spec: &QueueSpec, mem: &Arc<GuestMemoryMmap>, event_idx: bool) -> Option<Running> {
-    let mut q = Queue::new(device::MAX_QUEUE_SIZE).ok()?;
-    q.set_size(spec.size);
-    let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
-    let (lo, hi) = split(spec.desc);
-    q.set_desc_table_address(lo, hi);
-    let (lo, hi) = split(spec.avail);
-    q.set_avail_ring_address(lo, hi);
-    let (lo, hi) = split(spec.used);
-    q.set_used_ring_address(lo, hi);
-    q.set_next_avail(spec.next_avail);
-    q.set_next_used(spec.next_avail);
-    q.set_event_idx(event_idx);
-    q.set_ready(true);
-    // Size, alignment and every ring inside the map (virtio-queue's checks).
-    if !q.is_valid(&**mem) {
-        return None;
-    }
+    // Size, alignment and every ring inside one region of the map (SplitRing's checks).
+    let mut q = SplitRing::new(
+        Arc::clone(mem),
+        spec.size,
+        spec.desc,
+        spec.avail,
+        spec.used,
+        spec.next_avail,
+        event_idx,
+    )?;
     // Kicks on: a ring that ran before may have been left with them off.
-    q.enable_notification(&**mem).ok()?;
+    q.enable_notification();
     Some(Running {
         epoch: spec.epoch,
         mem: Arc::clone(mem),
-        queue: q,
         kick: spec.kick.clone(),
         call: spec.call.clone(),
         kicks_off: false,
         event_idx: event_idx.then_some(spec.next_avail),
         // flags, idx, the entries, avail_event.
-        used_ring: (spec.used, 4 + 8 * usize::from(spec.size) + 2),
+        used_ring: q.used_ring(),
+        queue: q,
     })
 }
 
 impl PortQueue for VhostUserPort {
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Vec<PacketBuf>, max: usize) -> usize {
         self.refresh();
-        let (Some(mem), Some(ring)) = (self.memory.as_deref(), self.tx_ring.as_mut()) else {
+        let (Some(_), Some(ring)) = (self.memory.as_deref(), self.tx_ring.as_mut()) else {
             return 0;
         };
         let mut stats = RingStats::default();
         let offloads = self.offloads;
-        let mut got = ring::receive(&mut ring.queue, mem, pool, out, max, &mut stats, offloads);
+        let mut got = ring::receive(&mut ring.queue, pool, out, max, &mut stats, offloads);
         if got < max && stats.no_buffer == 0 {
             // Drained. Kicks must be on before the worker may sleep: asked for again after a
             // busy spell, and with EVENT_IDX re-armed at what we took (the guest kicks only
@@ -400,20 +392,13 @@ impl PortQueue for VhostUserPort {
             if rearm {
                 ring.kicks_off = false;
                 let armed_at = ring.queue.next_avail();
-                let more = ring.queue.enable_notification(mem).unwrap_or(true);
+                let more = ring.queue.enable_notification();
                 if ring.event_idx.is_some() {
                     ring.event_idx = Some(armed_at);
                 }
                 if more {
-                    got += ring::receive(
-                        &mut ring.queue,
-                        mem,
-                        pool,
-                        out,
-                        max - got,
-                        &mut stats,
-                        offloads,
-                    );
+                    got +=
+                        ring::receive(&mut ring.queue, pool, out, max - got, &mut stats, offloads);
                 }
             }
             if self.idle_bursts % DRAIN_EVERY == 0 {
@@ -421,15 +406,7 @@ impl PortQueue for VhostUserPort {
                     device::drain_eventfd(kick.as_raw_fd());
                 }
                 device::drain_eventfd(self.pair_shared.wake.as_raw_fd());
-                got += ring::receive(
-                    &mut ring.queue,
-                    mem,
-                    pool,
-                    out,
-                    max - got,
-                    &mut stats,
-                    offloads,
-                );
+                got += ring::receive(&mut ring.queue, pool, out, max - got, &mut stats, offloads);
             }
             self.idle_bursts = if got == 0 {
                 self.idle_bursts.wrapping_add(1)
@@ -441,7 +418,8 @@ impl PortQueue for VhostUserPort {
             // Busy: the guest need not kick while we poll anyway (VRING_USED_F_NO_NOTIFY),
             // which saves it an exit per kick.
             if !ring.kicks_off {
-                ring.kicks_off = ring.queue.disable_notification(mem).is_ok();
+                ring.queue.disable_notification();
+                ring.kicks_off = true;
             }
         }
         if stats.used {
@@ -471,15 +449,8 @@ impl PortQueue for VhostUserPort {
                 if let Some(ring) = rx_ring_for(&mut slot, &self.data_path, &self.shared, index) {
                     down = false;
                     let log = self.data_path.log.as_deref();
-                    sent = ring::transmit(
-                        &mut ring.queue,
-                        &*ring.mem,
-                        pkts,
-                        pool,
-                        &mut stats,
-                        self.offloads,
-                        log,
-                    );
+                    sent =
+                        ring::transmit(&mut ring.queue, pkts, pool, &mut stats, self.offloads, log);
                     if stats.used {
                         ring.used(log);
                     }
