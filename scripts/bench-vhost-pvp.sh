@@ -40,7 +40,8 @@
 # port; offered_pps = frames/s the forwarder took from A's ring; fwd_run/gen_run = on-CPU time of
 # the forwarder's and the generator's processes, % of one CPU; others = the machine's busy time
 # (all CPUs, /proc/stat) less those two: other work, interrupts and softirqs; both pollers
-# should be near 100% — other load on the machine skews every figure), and per frame size
+# should be near 100% — other load on the machine skews every figure; pps_per_fwd_cpu = pps
+# divided by fwd_run, for information when other work took the forwarder's CPU), and per frame size
 #   COMPARE case=vhost_<size>b_udp_vs_testpmd ours=<pps> theirs=<pps> unit=pps ratio=<ours/theirs>
 #   COMPARE case=vhost_<size>b_udp_vs_ovs_dpdk ...
 # (medians over the rounds). A measurement that could not be made is a `FAIL ...` line (with its
@@ -481,8 +482,9 @@ window() {
         split(a, p, " "); split(b, q, " "); t = q[1] - p[1]
         f = (f1 - f0) / t / 1e7; g = (g1 - g0) / t / 1e7; o = 100 * (x1 - x0) / hz / t - f - g
         if (o < 0) o = 0
-        printf "%.0f %.0f %.0f fwd_run=%.0f%% gen_run=%.0f%% others=%.0f%%\n",
-            (q[2] - p[2]) / t, (q[3] - p[3]) / t, o, f, g, o }')
+        r = (q[2] - p[2]) / t
+        printf "%.0f %.0f %.0f fwd_run=%.0f%% gen_run=%.0f%% others=%.0f%% pps_per_fwd_cpu=%.0f\n",
+            r, (q[3] - p[3]) / t, o, f, g, o, (f > 0 ? 100 * r / f : 0) }')
 }
 
 # measure FWD-PIDS...: waits for B to receive, warms up, counts over DURATION; emits RESULT.
