@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # dpservice-rs side-by-side benchmark (issue #4, "Side-by-side, one run").
+# (vhost-user VM ports, issue #14's PVP setup: scripts/bench-vhost-pvp.sh.)
 #
 # On the same kind of ports, one run measures:
 #

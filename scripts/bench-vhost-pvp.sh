@@ -31,16 +31,21 @@
 #   start (--no-flush-rx), so that our daemon learns B's MAC (a vhost-user VM's MAC is unknown
 #   until its first frame; frames to it are dropped as no_peer_mac until then); the others
 #   forward it to A, which is counted nowhere.
-# No hugepages: every DPDK process runs with --no-huge (virtio-user then shares memfd-backed
-# memory with the backend; OVS needs --legacy-mem with it, or it adds --in-memory), so nothing on
-# the machine is changed. Frame sizes are Ethernet frames without FCS (as dpservice-bench's and
+# By default no hugepages: every DPDK process runs with --no-huge (virtio-user then shares
+# memfd-backed memory with the backend; OVS needs --legacy-mem with it, or it adds --in-memory),
+# so nothing on the machine is changed. With --hugepages N, N more 2 MiB pages are reserved
+# (vm.nr_hugepages raised by N, put back at exit) and mounted (hugetlbfs in the run's
+# directory, unmounted at exit); every DPDK process — the generator (whose memory is the
+# "guests'" memory our daemon maps too), testpmd, OVS — then takes its memory from there
+# (--single-file-segments: vhost-user passes at most 8 memory regions). Frame sizes are Ethernet frames without FCS (as dpservice-bench's and
 # bench-compare.sh's 64 bytes).
 #
 # It prints one `RESULT ...` line per measurement (pps = frames/s received by B's virtio-user
 # port; offered_pps = frames/s the forwarder took from A's ring; fwd_run/gen_run = on-CPU time of
 # the forwarder's and the generator's processes, % of one CPU; others = the machine's busy time
 # (all CPUs, /proc/stat) less those two: other work, interrupts and softirqs; both pollers
-# should be near 100% — other load on the machine skews every figure), and per frame size
+# should be near 100% — other load on the machine skews every figure; pps_per_fwd_cpu = pps
+# divided by fwd_run, for information when other work took the forwarder's CPU), and per frame size
 #   COMPARE case=vhost_<size>b_udp_vs_testpmd ours=<pps> theirs=<pps> unit=pps ratio=<ours/theirs>
 #   COMPARE case=vhost_<size>b_udp_vs_ovs_dpdk ...
 # (medians over the rounds). A measurement that could not be made is a `FAIL ...` line (with its
@@ -58,9 +63,11 @@
 #   --wait-idle S      before each case, wait up to S seconds for the machine to be idle
 #                      (>= 85% idle over 2 s); and measure a case again (twice at most, after
 #                      waiting up to S seconds for a quiet 2-s window) when other work used more
-#                      than --max-others during its interval
+#                      than --max-others during its interval; the least disturbed interval counts
 #   --max-others PCT   CPU use by other work (% of one CPU) that makes an interval count as
 #                      disturbed (default 10; only with --wait-idle)
+#   --hugepages N      back the DPDK processes' memory with N reserved 2 MiB pages (2048 is
+#                      enough) instead of --no-huge (see above)
 #   --keep             keep the log directory (always kept when something failed)
 # Environment: FWD_CPU (default: the last CPU) for the forwarders; the generator uses the first
 #   other CPU. DAEMON_ARGS: extra options for our daemon, word-split. VIRTIO_QUEUE_SIZE: ring
@@ -98,6 +105,7 @@ KEEP=0
 ROUNDS=1
 WAIT_IDLE=0
 MAX_OTHERS=10
+HUGEPAGES=0
 usage() { sed -n '2,/^# shellcheck disable/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
@@ -111,6 +119,7 @@ while (($#)); do
     --rounds) ROUNDS=${2:?--rounds needs a count}; shift ;;
     --wait-idle) WAIT_IDLE=${2:?--wait-idle needs seconds}; shift ;;
     --max-others) MAX_OTHERS=${2:?--max-others needs a percentage}; shift ;;
+    --hugepages) HUGEPAGES=${2:?--hugepages needs a page count}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "$PROG: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -119,6 +128,7 @@ done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "$PROG: --rounds needs a positive count" >&2; exit 2; }
 [[ $WAIT_IDLE =~ ^[0-9]+$ ]] || { echo "$PROG: --wait-idle needs seconds" >&2; exit 2; }
 [[ $MAX_OTHERS =~ ^[0-9]+$ ]] || { echo "$PROG: --max-others needs a percentage" >&2; exit 2; }
+[[ $HUGEPAGES =~ ^[0-9]+$ ]] || { echo "$PROG: --hugepages needs a page count" >&2; exit 2; }
 RETRIES=0
 ((WAIT_IDLE > 0)) && RETRIES=2
 for s in ${SIZES//,/ }; do
@@ -299,6 +309,7 @@ finish() {
         kill -KILL "$CUR_CASE_PID" 2>/dev/null || true
     fi
     sweep
+    huge_release
     if ((FAILED)) || ((KEEP)) || ((rc != 0)); then
         note "logs kept in $WORK"
     else
@@ -309,6 +320,39 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# Hugepages (--hugepages N): N more 2 MiB pages and a private hugetlbfs mount; put back at exit.
+HUGE_DIR=
+HUGE_BEFORE=
+NR_HUGE=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+huge_release() {
+    if [ -n "$HUGE_DIR" ] && mountpoint -q "$HUGE_DIR"; then
+        rm -f "$HUGE_DIR"/* 2>/dev/null || true
+        umount "$HUGE_DIR" 2>/dev/null || umount -l "$HUGE_DIR" 2>/dev/null || true
+    fi
+    if [ -n "$HUGE_BEFORE" ]; then
+        echo "$HUGE_BEFORE" >"$NR_HUGE" 2>/dev/null || true
+        note "hugepages put back: nr_hugepages=$(cat "$NR_HUGE")"
+    fi
+}
+if ((HUGEPAGES > 0)); then
+    [ -w "$NR_HUGE" ] || { echo "$PROG: no 2 MiB hugepages on this kernel ($NR_HUGE)" >&2; exit 1; }
+    HUGE_BEFORE=$(cat "$NR_HUGE")
+    echo $((HUGE_BEFORE + HUGEPAGES)) >"$NR_HUGE"
+    got=$(($(cat "$NR_HUGE") - HUGE_BEFORE))
+    ((got >= HUGEPAGES)) || { echo "$PROG: only $got of $HUGEPAGES hugepages could be reserved" >&2; exit 1; }
+    HUGE_DIR=$WORK/hugetlbfs
+    mkdir -p "$HUGE_DIR"
+    mount -t hugetlbfs -o pagesize=2M none "$HUGE_DIR" || { echo "$PROG: cannot mount hugetlbfs" >&2; exit 1; }
+    note "hugepages: nr_hugepages $HUGE_BEFORE -> $(cat "$NR_HUGE"), hugetlbfs on $HUGE_DIR"
+    MEM_ARGS=(--huge-dir "$HUGE_DIR" --single-file-segments -m 1024)
+    OVS_MEM="--huge-dir $HUGE_DIR --single-file-segments --socket-mem 1024"
+else
+    MEM_ARGS=(--no-huge -m 1024)
+    # --no-huge needs --legacy-mem with OVS: without it OVS adds --in-memory, which DPDK refuses
+    # together with --no-huge's legacy memory.
+    OVS_MEM="--no-huge --legacy-mem -m 2048"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Helpers for one case. A case runs in a subshell with its own cleanup (processes it started,
@@ -442,7 +486,7 @@ gen_start() {
         "$PY" "$WORK/mkpcap.py" "$CASE_DIR/hello.pcap" "$size" "$dmac_b" "$MAC_B" 10.100.1.2 10.100.1.1 1 ||
         fail "cannot write the pcap files"
     # One forwarding lcore (and the main one, which only prints stats) on GEN_CPU.
-    local cmd=(taskset -c "$GEN_CPU" dpdk-testpmd --lcores "0@$GEN_CPU,1@$GEN_CPU" --no-huge -m 1024
+    local cmd=(taskset -c "$GEN_CPU" dpdk-testpmd --lcores "0@$GEN_CPU,1@$GEN_CPU" "${MEM_ARGS[@]}"
         --no-pci --file-prefix="$prefix"
         "--vdev=net_pcap0,rx_pcap=$CASE_DIR/flood.pcap,infinite_rx=1"
         "--vdev=virtio_user0,path=$sa,mac=$MAC_A,queue_size=$QSIZE"
@@ -481,14 +525,16 @@ window() {
         split(a, p, " "); split(b, q, " "); t = q[1] - p[1]
         f = (f1 - f0) / t / 1e7; g = (g1 - g0) / t / 1e7; o = 100 * (x1 - x0) / hz / t - f - g
         if (o < 0) o = 0
-        printf "%.0f %.0f %.0f fwd_run=%.0f%% gen_run=%.0f%% others=%.0f%%\n",
-            (q[2] - p[2]) / t, (q[3] - p[3]) / t, o, f, g, o }')
+        r = (q[2] - p[2]) / t
+        printf "%.0f %.0f %.0f fwd_run=%.0f%% gen_run=%.0f%% others=%.0f%% pps_per_fwd_cpu=%.0f\n",
+            r, (q[3] - p[3]) / t, o, f, g, o, (f > 0 ? 100 * r / f : 0) }')
 }
 
 # measure FWD-PIDS...: waits for B to receive, warms up, counts over DURATION; emits RESULT.
 # With --wait-idle, an interval during which other work used more than --max-others of a CPU
 # is measured again (twice at most), after waiting (up to --wait-idle seconds) for a quiet
-# 2-second window.
+# 2-second window; the RESULT is the interval with the least other work (attempts= says how
+# many were made).
 measure() {
     local fwd_tree gen_tree attempt deadline
     wait_for 30 "the first frames at B (forwarding A -> B)" b_received
@@ -496,16 +542,22 @@ measure() {
     alive "$GEN_PID" || fail "the generator exited: $(tail -5 "$CASE_DIR/generator.log")"
     fwd_tree=$(pid_tree "$@")
     gen_tree=$(pid_tree "$GEN_PID")
+    local best=
     for ((attempt = 1; ; attempt++)); do
         window "$fwd_tree" "$gen_tree" "$DURATION"
+        # The least disturbed interval counts.
+        if [ -z "$best" ] || ((OTHERS < ${best%% *})); then
+            best="$OTHERS $PPS $OFFERED $CPU_USE"
+        fi
         ((OTHERS > MAX_OTHERS && attempt <= RETRIES)) || break
-        note "other work used ${OTHERS}% of a CPU during the interval (> $MAX_OTHERS%): measuring again"
+        note "other work used ${OTHERS}% of a CPU during the interval (> $MAX_OTHERS%, $PPS pps): measuring again"
         deadline=$((SECONDS + WAIT_IDLE))
         while ((SECONDS < deadline)); do
             window "$fwd_tree" "$gen_tree" 2
             ((OTHERS > MAX_OTHERS)) || break
         done
     done
+    read -r OTHERS PPS OFFERED CPU_USE <<<"$best"
     [ "$PPS" -gt 0 ] || fail "B received nothing (offered $OFFERED pps)"
     emit "RESULT case=$CASE side=$SIDE_NAME tool=$TOOL pps=$PPS offered_pps=$OFFERED" \
         "size=$SIZE round=$ROUND interval_s=$DURATION idle_before=$IDLE_BEFORE" \
@@ -572,7 +624,7 @@ fwd_testpmd() {
     SIDE_NAME=theirs TOOL=testpmd-vhost
     mkdir -p "$vu"
     # Two lcores (main + one forwarding) both on FWD_CPU, the whole process there too.
-    local cmd=(taskset -c "$FWD_CPU" dpdk-testpmd --lcores "0@$FWD_CPU,1@$FWD_CPU" --no-huge -m 1024
+    local cmd=(taskset -c "$FWD_CPU" dpdk-testpmd --lcores "0@$FWD_CPU,1@$FWD_CPU" "${MEM_ARGS[@]}"
         --no-pci --file-prefix="$RID-fwd-$N"
         "--vdev=net_vhost0,iface=$vu/vhost0,queues=1" "--vdev=net_vhost1,iface=$vu/vhost1,queues=1"
         -- --forward-mode=io --nb-cores=1 --total-num-mbufs=32768 --stats-period=5 --auto-start)
@@ -609,11 +661,9 @@ fwd_ovs() {
         "--pidfile=$odir/ovsdb-server.pid" "--log-file=$odir/ovsdb-server.log" --no-chdir
     local dbsrv=$BG_PID
     wait_for 20 "ovsdb-server" test -S "$odir/db.sock"
-    # --no-huge needs --legacy-mem here: without it OVS adds --in-memory, which DPDK refuses
-    # together with --no-huge's legacy memory.
     "${vsctl[@]}" --no-wait init &&
         "${vsctl[@]}" --no-wait set Open_vSwitch . other_config:dpdk-init=true \
-            "other_config:dpdk-extra=--no-huge --legacy-mem -m 2048 --no-pci --file-prefix=$RID-ovs-$N" \
+            "other_config:dpdk-extra=$OVS_MEM --no-pci --file-prefix=$RID-ovs-$N" \
             "other_config:dpdk-lcore-mask=$mask" "other_config:pmd-cpu-mask=$mask" ||
         fail "ovs-vsctl init"
     bg "$odir/ovs-vswitchd.out" $((FLOOD_BOUND + 120)) ip netns exec "$hv" taskset -c "$FWD_CPU" \
