@@ -430,3 +430,43 @@ fn ingress_rules_see_a_vip_flow_after_its_destination_nat() {
     assert_eq!(h.nonzero_drops(), vec![(DropReason::FirewallDenied, 2)]);
     h.assert_conservation();
 }
+
+#[test]
+fn a_flow_to_a_vm_moved_to_another_host_follows_it_on_its_next_packet() {
+    let mut h = Harness::new().with_routers();
+    // An established UDP flow between VM1 and VM2.
+    assert!(udp_passes(&mut h, VM1, VM2, 40000, 5000));
+    assert!(udp_passes(&mut h, VM2, VM1, 5000, 40000));
+    // VM2 migrates: its interface is deleted (a new firewall generation) and its address
+    // routed to the hypervisor it moved to, as metalnet does.
+    let generation = h.snapshot.firewall_generation;
+    h.ifaces.retain(|i| i.port != VM2);
+    h.republish();
+    h.snapshot.firewall_generation = generation + 1;
+    let moved_to = RouteTarget::Remote {
+        vni: vm_vni(VM2),
+        underlay: remote_underlay(),
+        public: false,
+    };
+    h.add_route_v4(vm_vni(VM2), vm_ipv4(VM2), 32, moved_to);
+    // The flow's next packet is encapsulated towards the new host, not refused.
+    let (src, dst) = (vm_ipv4(VM1), vm_ipv4(VM2));
+    let out = h.run1(VM1, from_vm4(VM1, &udp4(src, dst, 40000, 5000, 64)));
+    assert_eq!(out.len(), 1, "drops: {:?}", h.nonzero_drops());
+    assert!(matches!(out[0].0, PF0 | PF1), "sent to port {}", out[0].0);
+    assert_eq!(&out[0].1[14 + 24..14 + 40], &remote_underlay().octets());
+    assert_eq!(inner_of(&out[0].1), &udp4(src, dst, 40000, 5000, 63)[..]);
+    // The old flow was closed and one new flow made.
+    assert_eq!(h.worker.flows.len(), 1);
+    assert_eq!(h.worker.flows.stats().removed, 1);
+    // Its replies from the new host pass back to VM1.
+    let reply = udp4(dst, src, 5000, 40000, 64);
+    let out = h.run1(
+        PF0,
+        from_underlay(PF0, remote_underlay(), vm_underlay(VM1), 4, &reply),
+    );
+    assert_eq!(out.len(), 1, "drops: {:?}", h.nonzero_drops());
+    assert_eq!(out[0].0, VM1);
+    assert_eq!(h.nonzero_drops(), vec![]);
+    h.assert_conservation();
+}

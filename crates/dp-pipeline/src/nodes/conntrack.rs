@@ -5,7 +5,10 @@
 //! * **Found**: the flow's TCP state and expiry are updated; a flow the firewall refused is
 //!   dropped, one decided under an older firewall generation goes to [`Firewall`](super::Firewall)
 //!   again, a translated one to [`Nat`](super::Nat), the rest straight on (encapsulation or
-//!   rewrite): an established, untranslated flow visits no other stateful node.
+//!   rewrite): an established, untranslated flow visits no other stateful node. A flow that no
+//!   longer holds after an interface change (an end deleted — a VM moved to another host — or a
+//!   NAT, VIP or balancer target gone) is closed on its next packet, which starts a new flow
+//!   under the current tables.
 //! * **ICMP errors** are matched to the flow of the packet they quote (never a flow of their
 //!   own), so they reach the VM that caused them, translated back ([`Nat`](super::Nat)).
 //! * **New**: the flow is made here, with its translation decided once, as dpservice's conntrack,
@@ -39,8 +42,8 @@
 
 use dp_packet::{nat, nat64, FlowKey, IpProtocol, Ipv4Addr, Ipv6Addr};
 use dp_tables::{
-    ConnKey, Direction, FirewallVerdict, Flow, FlowTable, InsertError, NatRange, PublicTarget,
-    TcpSegment, TcpState, Translation,
+    ConnKey, Direction, FirewallVerdict, Flow, FlowId, FlowTable, InsertError, NatRange,
+    PublicTarget, TcpSegment, TcpState, Translation,
 };
 
 use crate::affinity;
@@ -204,6 +207,15 @@ impl Tracker {
         let Some((id, dir, flow)) = worker.flows.find_mut(key, hash) else {
             return self.miss(pkt, key, ctx, worker);
         };
+        // Interfaces changed since the flow was decided: a flow whose end has gone (a VM
+        // deleted or moved to another host) or whose translation no longer holds is made again
+        // from this packet, which the lookup routed under the current tables. Deciding the old
+        // flow would deny it until the sweep reached it.
+        if flow.firewall.generation != ctx.tables.firewall_generation
+            && !super::nat::still_valid(flow, ctx.tables)
+        {
+            return self.remake(pkt, id, key, ctx, worker);
+        }
         if key.proto == IpProtocol::TCP {
             if let Some(seg) = tcp_segment(pkt) {
                 flow.tcp = flow.tcp.next(dir, seg);
@@ -235,6 +247,22 @@ impl Tracker {
             Some(quoted) => self.icmp_error(pkt, &quoted, ctx, &worker.flows),
             None => self.new_flow(pkt, key, ctx, worker),
         }
+    }
+
+    /// A packet of a flow that no longer holds: the flow is closed and the packet starts a new
+    /// one.
+    #[cold]
+    #[inline(never)]
+    fn remake(
+        &mut self,
+        pkt: &mut PacketBuf,
+        stale: FlowId,
+        key: &ConnKey,
+        ctx: &Ctx<'_>,
+        worker: &mut WorkerCtx,
+    ) -> Verdict {
+        worker.flows.close(stale);
+        self.miss(pkt, key, ctx, worker)
     }
 
     /// An ICMP error: the flow of the packet it quotes, which it travels against.
