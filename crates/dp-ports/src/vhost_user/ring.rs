@@ -73,6 +73,7 @@ pub fn receive(
     stats: &mut RingStats,
     offloads: Offloads,
 ) -> usize {
+    ring.prefetch(max, false);
     let received = receive_chains(ring, pool, out, max, stats, offloads);
     ring.publish();
     received
@@ -229,6 +230,7 @@ pub fn transmit(
     let mut sent = 0;
     // The chains of one frame; once per burst (zeroing it per frame was a measurable cost).
     let mut taken = [Taken::default(); MAX_MERGED];
+    ring.prefetch(pkts.len(), true);
     for pkt in pkts.drain(..) {
         let mut header = [0u8; NET_HDR_LEN];
         if offloads == Offloads::PassOn && pkt.meta.offload.is_set() {
