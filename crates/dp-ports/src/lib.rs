@@ -61,6 +61,7 @@ pub use dp_packet::MacAddr;
 pub mod af_packet;
 pub mod af_xdp;
 pub mod epoll;
+pub mod idle_poll;
 pub mod memory;
 pub mod neighbor;
 mod sys;
@@ -71,6 +72,7 @@ pub mod wakeup;
 pub use af_packet::{AfPacketOptions, AfPacketPort};
 pub use af_xdp::{AfXdpOptions, AfXdpPort, XdpAttach, XdpMode};
 pub use epoll::RxEpoll;
+pub use idle_poll::IdlePoll;
 pub use memory::{MemoryPort, MemoryPortHandle};
 pub use tap::{TapOptions, TapPort};
 pub use vhost_user::VhostUserPort;
@@ -108,6 +110,12 @@ pub trait PortQueue: Send {
     /// software before transmitting. Only such a port hands out received frames with an offload
     /// request. The backends decide it through one policy, [`ChecksumPolicy`]. Default: no.
     fn offloads(&self) -> bool {
+        false
+    }
+
+    /// Whether every receive costs a system call, even one that finds nothing (a TAP): such a
+    /// port is read less often while it stays idle ([`IdlePoll`]). Default: no.
+    fn reads_by_syscall(&self) -> bool {
         false
     }
 

@@ -595,6 +595,10 @@ impl PortQueue for TapPort {
         d.tx_packets as usize
     }
 
+    fn reads_by_syscall(&self) -> bool {
+        true
+    }
+
     fn rx_fd(&self) -> Option<RawFd> {
         Some(self.tun.as_raw_fd())
     }

@@ -81,7 +81,7 @@ use dp_pipeline::{
     BufferPool, Ctx, DpConfig, DropReason, Graph, GraphCounters, PacketMeta, PortKind, PortTable,
     TxSink, WorkerCtx, BATCH_SIZE, TICK_INTERVAL_NS,
 };
-use dp_ports::{Port, RxEpoll, Wakeup};
+use dp_ports::{IdlePoll, Port, RxEpoll, Wakeup};
 use dp_tables::{PortId, SnapshotReader};
 
 /// Polls without sleeping for this many empty rounds after the last packet before blocking
@@ -165,6 +165,7 @@ impl Worker {
         // One clock read per round: the end of a round is the start of the next.
         let mut now_ns = clock_ns();
         let mut pacer = Pacer::new(now_ns);
+        let mut idle = vec![IdlePoll::default(); self.ports.len()];
         while !self.stop.load(Ordering::Relaxed) {
             if now_ns >= next_tick {
                 // Every worker runs its nodes' timers; the leader alone reads the links.
@@ -178,7 +179,7 @@ impl Worker {
                 }
                 next_tick = now_ns.saturating_add(TICK_INTERVAL_NS);
             }
-            let round = self.poll_round(&mut rx, now_ns);
+            let round = self.poll_round(&mut rx, now_ns, &mut idle);
             let end = clock_ns();
             let spent = end.saturating_sub(now_ns);
             now_ns = end;
@@ -223,6 +224,7 @@ impl Worker {
                     w.clear();
                 }
                 now_ns = clock_ns();
+                idle.iter_mut().for_each(IdlePoll::wake);
                 pacer.slept(end, now_ns, woken);
                 time.sleep_ns += now_ns.saturating_sub(end);
                 time.sleeps += 1;
@@ -304,15 +306,25 @@ impl Worker {
 
     /// One round: a burst from every port through the graph and out. Returns frames received.
     pub fn poll_once(&mut self, rx: &mut Vec<dp_pipeline::PacketBuf>, now_ns: u64) -> usize {
-        self.poll_round(rx, now_ns).received
+        self.poll_round(rx, now_ns, &mut []).received
     }
 
-    /// [`Worker::poll_once`], also telling whether a TCP superframe came in.
-    fn poll_round(&mut self, rx: &mut Vec<dp_pipeline::PacketBuf>, now_ns: u64) -> Round {
+    /// [`Worker::poll_once`], also telling whether a TCP superframe came in; `idle` holds the
+    /// read schedule of the ports that read by system call (a port without one is read).
+    fn poll_round(
+        &mut self,
+        rx: &mut Vec<dp_pipeline::PacketBuf>,
+        now_ns: u64,
+        idle: &mut [IdlePoll],
+    ) -> Round {
         let mut received = 0;
         let mut offload_seen = false;
         let mut superframes = false;
         for (index, port) in self.ports.iter_mut().enumerate() {
+            let schedule = idle.get_mut(index).filter(|_| port.reads_by_syscall());
+            if schedule.as_ref().is_some_and(|s| !s.due(now_ns)) {
+                continue;
+            }
             // Ports receive straight into the first node's batch (no hand-over per packet).
             let Some(batch) = self.graph.rx_batch() else {
                 break;
@@ -331,6 +343,9 @@ impl Worker {
             });
             let n = port.rx_burst(&mut self.pool, batch, room);
             self.pool.set_fresh_meta(PacketMeta::default());
+            if let Some(s) = schedule {
+                s.read(now_ns, n);
+            }
             received += n;
             // A port that overfilled the batch (it must not) loses the excess, counted.
             let mut excess = 0u64;
@@ -1450,20 +1465,97 @@ mod tests {
         }
     }
 
+    /// A port that reads by system call and never has a frame; counts its reads.
+    struct IdleSyscallPort {
+        reads: Arc<std::sync::atomic::AtomicUsize>,
+        counters: Arc<dp_ports::PortCounters>,
+    }
+
+    impl PortQueue for IdleSyscallPort {
+        fn rx_burst(
+            &mut self,
+            _pool: &mut BufferPool,
+            _out: &mut Vec<dp_pipeline::PacketBuf>,
+            _max: usize,
+        ) -> usize {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            0
+        }
+        fn tx_burst(
+            &mut self,
+            pkts: &mut Vec<dp_pipeline::PacketBuf>,
+            pool: &mut BufferPool,
+        ) -> usize {
+            for p in pkts.drain(..) {
+                pool.free(p);
+            }
+            0
+        }
+        fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
+        fn reads_by_syscall(&self) -> bool {
+            true
+        }
+    }
+
+    impl PortDevice for IdleSyscallPort {
+        fn name(&self) -> &str {
+            "idle-tap"
+        }
+        fn link_up(&self) -> bool {
+            true
+        }
+        fn mac(&self) -> MacAddr {
+            VM_MAC
+        }
+        fn counters(&self) -> &Arc<dp_ports::PortCounters> {
+            &self.counters
+        }
+    }
+
+    #[test]
+    fn an_idle_port_read_by_system_call_is_read_once_per_gap_while_others_are_busy() {
+        let (mut w, handles, _p) = worker(1);
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        w.ports[0] = Box::new(IdleSyscallPort {
+            reads: Arc::clone(&reads),
+            counters: dp_ports::PortCounters::new(),
+        });
+        let mut idle = vec![IdlePoll::default(); w.ports.len()];
+        let mut rx = Vec::with_capacity(BATCH_SIZE);
+        // 100 rounds of 1 µs, a VM sending in every one: the VM's frames all go through.
+        let mut received = 0;
+        for round in 0..100u64 {
+            handles[2].inject(&vm_to_remote());
+            received += w.poll_round(&mut rx, 1 + round * 1_000, &mut idle).received;
+        }
+        assert_eq!(received, 100);
+        assert_eq!(reads.load(Ordering::Relaxed), 4 + 96 / 20);
+        // Without a schedule (`poll_once`) it is read every round.
+        w.poll_once(&mut rx, 200_000);
+        w.poll_once(&mut rx, 200_001);
+        assert_eq!(reads.load(Ordering::Relaxed), 4 + 96 / 20 + 2);
+        // After a sleep it is read in the next round.
+        idle.iter_mut().for_each(IdlePoll::wake);
+        w.poll_round(&mut rx, 200_002, &mut idle);
+        assert_eq!(reads.load(Ordering::Relaxed), 4 + 96 / 20 + 3);
+    }
+
     #[test]
     fn a_round_tells_whether_a_superframe_came_in() {
         let (mut w, handles, _p) = worker(1);
         let mut rx = Vec::with_capacity(BATCH_SIZE);
         handles[2].inject(&vm_to_remote());
-        let round = w.poll_round(&mut rx, 1);
+        let round = w.poll_round(&mut rx, 1, &mut []);
         assert_eq!((round.received, round.superframes), (1, false));
         w.ports[2] = Box::new(SuperframePort {
             frame: Some(vm_to_remote()),
             counters: dp_ports::PortCounters::new(),
         });
-        let round = w.poll_round(&mut rx, 2);
+        let round = w.poll_round(&mut rx, 2, &mut []);
         assert_eq!((round.received, round.superframes), (1, true));
-        assert_eq!(w.poll_round(&mut rx, 3).received, 0);
+        assert_eq!(w.poll_round(&mut rx, 3, &mut []).received, 0);
     }
 
     const SMALL: Round = Round {
