@@ -12,6 +12,8 @@
 //! * `vhost_user_guest_reaches_a_vm_on_another_hypervisor`: a guest on one daemon and a VM on
 //!   a second, across the underlay.
 //! * `vhost_user_port_survives_a_daemon_restart_and_a_qemu_restart`: reconnects both ways.
+//! * `vhost_user_guest_with_two_queue_pairs_is_served_by_both_workers`: multi-queue with a
+//!   2-vCPU guest and `--workers 2`.
 //!
 //! They need root, `ip`, `qemu-system-x86_64`, busybox-static and the guest kernel
 //! (`scripts/guest-kernel.sh`); without them they print `SKIPPED <test>: <reason>` and pass,
@@ -472,6 +474,151 @@ fn vhost_user_guest_dhcp_and_ping() {
             let reports: Vec<String> = guests.iter().map(Guest::report).collect();
             format!("{e}\n{}\n{}", reports.join("\n"), ns_vm.report())
         })
+    })();
+    if let Err(e) = result {
+        panic!("{e}\n{}", daemon.report());
+    }
+    step!("whole test {:.1?}", t0.elapsed());
+}
+
+/// Echo requests each vCPU of the multi-queue guest sends to the gateway.
+const MQ_PINGS: u32 = 40;
+
+/// A guest with two vCPUs and a two-queue-pair virtio-net NIC on a daemon with `--workers 2`
+/// (a queue pair per worker): Linux enables both pairs (QEMU's control queue asks the backend
+/// to enable the second), and sends on the queue of the CPU it runs on (XPS). Pings pinned to
+/// each vCPU all come back, and each worker served at least that many rounds: both queue pairs
+/// carried traffic, each to its own worker.
+#[test]
+fn vhost_user_guest_with_two_queue_pairs_is_served_by_both_workers() {
+    const TEST: &str = "vhost_user_guest_with_two_queue_pairs_is_served_by_both_workers";
+    skip_unless_ready!(TEST, &["ip"]);
+    let Some(kernel) = guest::ready_or_skip(TEST, &[]) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let names = Names::new();
+    let scratch = Scratch::new(&names).unwrap_or_else(|e| panic!("{e}"));
+    let sock_dir = scratch.path("vhost-user");
+    std::fs::create_dir_all(&sock_dir).unwrap_or_else(|e| panic!("{e}"));
+    let port = support::free_port();
+    let metrics = support::free_port();
+    let mut args = standard_args(&names, 1, port);
+    args.extend(
+        [
+            "--vhost-user",
+            &sock_dir.display().to_string(),
+            "--vhost-user-vfs",
+            "1",
+            "--workers",
+            "2",
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+        ]
+        .map(String::from),
+    );
+    let mut daemon = Daemon::start(
+        &args,
+        port,
+        vec![names.pf0(), names.pf1()],
+        scratch.path("dpservice.log"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let socket = sock_dir.join(names.vf(0));
+    wait_until("the vhost-user socket", READY_TIMEOUT, || {
+        ensure(is_socket(&socket), || {
+            format!("missing: {}", socket.display())
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.report()));
+    step!("daemon up: {}", daemon.cmdline);
+
+    let result = (|| -> Result<(), String> {
+        let mut api = Api::connect(daemon.port)?;
+        api.init()?;
+        let d = &GUESTS[0];
+        let device = names.vf(d.vf);
+        api.create_interface(&IfaceSpec {
+            id: d.id,
+            vni: 100,
+            ipv4: d.ipv4,
+            ipv6: d.ipv6,
+            device: &device,
+            hostname: None,
+        })?;
+        let mut spec = GuestSpec::new(&guest_mac(&names, d.vf as u8));
+        spec.cpus = 2;
+        spec.queue_pairs = 2;
+        spec.pings = vec![GATEWAY.to_string()];
+        spec.ping_wait = 90;
+        spec.command_timeout = 60;
+        spec.commands = vec![
+            "echo \"GUEST: queues $(ls /sys/class/net/eth0/queues | tr '\\n' ' ')\"; \
+             echo \"GUEST: cpus $(nproc)\""
+                .to_string(),
+        ];
+        for cpu in 0..2 {
+            spec.commands.push(format!(
+                "echo \"GUEST: cpu {cpu} $(taskset -c {cpu} ping -c {MQ_PINGS} -i 0.1 -W 2 \
+                 {GATEWAY} | grep 'packets transmitted')\""
+            ));
+        }
+        let backend = Backend::VhostUser {
+            socket: socket.clone(),
+        };
+        let mut g = Guest::boot(d.id, &kernel, &spec, &backend, &scratch)?;
+        step!(
+            "QEMU started: {} ({}), 2 vCPUs, 2 queue pairs",
+            d.id,
+            spec.mac
+        );
+        let checks = (|| -> Result<(), String> {
+            let ip = g.wait_line("GUEST: ip=", BOOT_TIMEOUT)?;
+            step!(
+                "{}: ip={ip} {:.1?} after QEMU start",
+                d.id,
+                g.started.elapsed()
+            );
+            ensure(ip == format!("{}/32", d.ipv4), || {
+                format!("{}: got {ip}, want {}/32", d.id, d.ipv4)
+            })?;
+            let queues = g.wait_line("GUEST: queues ", AFTER_DHCP_TIMEOUT)?;
+            let cpus = g.wait_line("GUEST: cpus ", AFTER_DHCP_TIMEOUT)?;
+            step!("guest: {cpus} vCPUs, queues {queues}");
+            ensure(queues.trim() == "rx-0 rx-1 tx-0 tx-1", || {
+                format!("the guest runs queues {queues:?}, want two pairs ({cpus} vCPUs)")
+            })?;
+            for cpu in 0..2 {
+                let r = g.wait_line(&format!("GUEST: cpu {cpu} "), AFTER_DHCP_TIMEOUT)?;
+                step!("pings from vCPU {cpu}: {r}");
+                let want = format!("{MQ_PINGS} packets transmitted, {MQ_PINGS} packets received");
+                ensure(r.starts_with(&want), || format!("vCPU {cpu}: {r}"))?;
+            }
+            g.wait_line("GUEST: done", AFTER_DHCP_TIMEOUT)?;
+            let text = support::scrape_metrics(metrics)?;
+            let busy = |w: u32| {
+                support::metric_value(
+                    &text,
+                    &format!("dpservice_worker_polls_total{{state=\"busy\",worker=\"{w}\"}}"),
+                )
+                .unwrap_or(0.0)
+            };
+            let (busy0, busy1) = (busy(0), busy(1));
+            step!("busy rounds: worker 0 {busy0}, worker 1 {busy1}");
+            ensure(
+                busy0 >= f64::from(MQ_PINGS) && busy1 >= f64::from(MQ_PINGS),
+                || {
+                    format!(
+                        "each worker should have served the pings of its queue pair: busy \
+                     rounds {busy0} and {busy1}, {MQ_PINGS} pings per vCPU"
+                    )
+                },
+            )?;
+            ensure(daemon.try_exit().is_none(), || {
+                "the daemon exited while the guest ran".to_string()
+            })
+        })();
+        checks.map_err(|e| format!("{e}\n{}", g.report()))
     })();
     if let Err(e) = result {
         panic!("{e}\n{}", daemon.report());

@@ -35,7 +35,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -556,20 +556,7 @@ impl PingRun {
 
 /// `GET /metrics` of a daemon's `--metrics-addr 127.0.0.1:<port>`.
 fn scrape(port: u16) -> Result<String, String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("metrics {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("metrics {addr}: {e}"))?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)
-        .map_err(|e| format!("metrics {addr}: {e}"))?;
-    Ok(text)
+    support::scrape_metrics(port)
 }
 
 /// Packets that entered graph node `node` (`dpservice_node_packets_total{node="…"}`).

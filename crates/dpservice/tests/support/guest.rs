@@ -421,6 +421,11 @@ pub struct GuestSpec {
     /// Extra executables put into the initramfs: (path without the leading `/`, e.g.
     /// `bin/tool`, contents), mode 0755 (static binaries: the initramfs has no C library).
     pub files: Vec<(String, Vec<u8>)>,
+    /// vCPUs (`-smp`).
+    pub cpus: u32,
+    /// virtio-net queue pairs of a vhost-user NIC (`queues=` and `mq=on` above 1); Linux
+    /// enables as many as it has vCPUs.
+    pub queue_pairs: u32,
 }
 
 impl GuestSpec {
@@ -435,6 +440,8 @@ impl GuestSpec {
             watchdog: 240,
             linger: 0,
             files: Vec::new(),
+            cpus: 1,
+            queue_pairs: 1,
         }
     }
 }
@@ -649,7 +656,7 @@ pub fn qemu_args(
         "-accel".into(),
         "tcg".into(),
         "-smp".into(),
-        "1".into(),
+        spec.cpus.to_string(),
         "-m".into(),
         format!("{GUEST_MEM_MIB}M"),
         // vhost-user needs the guest RAM in a file descriptor it can pass to the backend,
@@ -680,7 +687,10 @@ pub fn qemu_args(
                 socket.display()
             ));
             a.push("-netdev".into());
-            a.push("vhost-user,id=net0,chardev=chr0".into());
+            a.push(format!(
+                "vhost-user,id=net0,chardev=chr0,queues={}",
+                spec.queue_pairs.max(1)
+            ));
         }
         Backend::Tap { ifname, .. } => {
             a.push("-netdev".into());
@@ -693,9 +703,13 @@ pub fn qemu_args(
     // QEMU 7.2's MSI-X path for a vhost backend's call eventfds does not work under TCG; with
     // INTx QEMU itself watches the eventfds and raises the interrupt. (Same for the TAP
     // variant, so both boot the same guest.)
+    let mq = match backend {
+        Backend::VhostUser { .. } if spec.queue_pairs > 1 => ",mq=on",
+        _ => "",
+    };
     a.push("-device".into());
     a.push(format!(
-        "virtio-net-pci,netdev=net0,mac={},vectors=0",
+        "virtio-net-pci,netdev=net0,mac={},vectors=0{mq}",
         spec.mac
     ));
     a

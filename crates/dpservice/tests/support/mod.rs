@@ -606,3 +606,30 @@ pub fn udp_exchange(ns: &str, dst: std::net::SocketAddr) -> Result<String, Strin
     }
     Err(format!("UDP {dst}: no answer to 4 datagrams ({last})"))
 }
+
+/// `GET /metrics` of a daemon's `--metrics-addr 127.0.0.1:<port>`: the Prometheus text.
+pub fn scrape_metrics(port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("metrics {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("metrics {addr}: {e}"))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .map_err(|e| format!("metrics {addr}: {e}"))?;
+    Ok(text)
+}
+
+/// The value of the sample `series` (name and labels exactly as printed, e.g.
+/// `dpservice_worker_polls_total{state="busy",worker="1"}`) in a Prometheus text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
