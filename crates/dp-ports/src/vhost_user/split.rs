@@ -613,7 +613,7 @@ impl SplitRing {
     /// The host address of `n` bytes at `at` in `d`'s buffer, checked against the buffer and
     /// this ring's own region table.
     #[inline(always)]
-    fn host(&self, d: &Desc, at: usize, n: usize) -> Option<*mut u8> {
+    pub(super) fn host(&self, d: &Desc, at: usize, n: usize) -> Option<*mut u8> {
         let end = at.checked_add(n)?;
         if end > d.len as usize {
             return None;
