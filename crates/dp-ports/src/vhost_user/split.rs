@@ -392,9 +392,6 @@ impl SplitRing {
             self.avail_idx = idx;
         }
         let ready = usize::from(self.avail_idx.wrapping_sub(self.next_avail)).min(max);
-        let Some(region) = self.regions.get(self.last).copied() else {
-            return;
-        };
         let mut touched = 0u8;
         for i in 0..ready {
             let slot = usize::from(self.next_avail.wrapping_add(i as u16) & self.mask());
@@ -405,10 +402,16 @@ impl SplitRing {
             // SAFETY: head < size: inside the descriptor table (see `read_desc`).
             let (addr, len, _, _) =
                 unsafe { Self::decode(self.desc.add(DESC_LEN * usize::from(head))) };
-            let Some(off) = region.offset_of(addr, u64::from(len.clamp(1, PREFETCH_LEN))) else {
+            // Any region: a generator's buffers and rings may lie in several (touching only
+            // those of the last one used left most buffers untouched in some runs: half the
+            // rate).
+            let Some((region, off)) = self.find(addr, u64::from(len.clamp(1, PREFETCH_LEN))) else {
                 continue;
             };
-            let at = region.host.wrapping_add(off);
+            let Some(r) = self.regions.get(region) else {
+                continue;
+            };
+            let at = r.host.wrapping_add(off);
             prefetch_lines(at, for_write);
             // SAFETY: inside the region's mapping (offset_of).
             touched ^= unsafe { ptr::read_volatile(at) };
