@@ -383,11 +383,14 @@ impl SplitRing {
     /// 3.5 → 7.1–7.7 Mpps (BENCHMARKS.md, "vhost-user PVP"). Only a hint: an address outside
     /// guest memory is not touched, and nothing here changes what [`SplitRing::pop`] takes.
     #[inline]
-    pub fn prefetch(&mut self, max: usize, for_write: bool) {
+    ///
+    /// Returns whether there may be chains to take: false only when the guest made none
+    /// available (a broken avail index says true: [`SplitRing::pop`] reports it).
+    pub fn prefetch(&mut self, max: usize, for_write: bool) -> bool {
         if self.next_avail == self.avail_idx {
             let idx = u16::from_le(self.avail_u16(2).load(Ordering::Acquire));
             if idx.wrapping_sub(self.next_avail) > self.size {
-                return; // broken: `pop` reports it
+                return true;
             }
             self.avail_idx = idx;
         }
@@ -417,6 +420,7 @@ impl SplitRing {
             touched ^= unsafe { ptr::read_volatile(at) };
         }
         std::hint::black_box(touched);
+        ready > 0
     }
 
     /// Gives back the last `n` chains taken (not returned used): the guest keeps them for
