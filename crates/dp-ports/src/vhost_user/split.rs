@@ -382,10 +382,10 @@ impl SplitRing {
     /// frame overwrites) cost a third of the rate. PVP at 64 bytes with 4 KiB guest pages:
     /// 3.5 → 7.1–7.7 Mpps (BENCHMARKS.md, "vhost-user PVP"). Only a hint: an address outside
     /// guest memory is not touched, and nothing here changes what [`SplitRing::pop`] takes.
-    #[inline]
     ///
     /// Returns whether there may be chains to take: false only when the guest made none
     /// available (a broken avail index says true: [`SplitRing::pop`] reports it).
+    #[inline]
     pub fn prefetch(&mut self, max: usize, for_write: bool) -> bool {
         if self.next_avail == self.avail_idx {
             let idx = u16::from_le(self.avail_u16(2).load(Ordering::Acquire));
@@ -405,9 +405,7 @@ impl SplitRing {
             // SAFETY: head < size: inside the descriptor table (see `read_desc`).
             let (addr, len, _, _) =
                 unsafe { Self::decode(self.desc.add(DESC_LEN * usize::from(head))) };
-            // Any region: a generator's buffers and rings may lie in several (touching only
-            // those of the last one used left most buffers untouched in some runs: half the
-            // rate).
+            // In any region: a guest's buffers may lie in several.
             let Some((region, off)) = self.find(addr, u64::from(len.clamp(1, PREFETCH_LEN))) else {
                 continue;
             };
