@@ -1450,20 +1450,27 @@ mod tests {
         }
     }
 
-    impl PortDevice for SuperframePort {
-        fn name(&self) -> &str {
-            "superframes"
-        }
-        fn link_up(&self) -> bool {
-            true
-        }
-        fn mac(&self) -> MacAddr {
-            VM_MAC
-        }
-        fn counters(&self) -> &Arc<dp_ports::PortCounters> {
-            &self.counters
-        }
+    /// The device half of a test port (`$port` with a `counters` field): always up, a VM's MAC.
+    macro_rules! test_port_device {
+        ($port:ty, $name:literal) => {
+            impl PortDevice for $port {
+                fn name(&self) -> &str {
+                    $name
+                }
+                fn link_up(&self) -> bool {
+                    true
+                }
+                fn mac(&self) -> MacAddr {
+                    VM_MAC
+                }
+                fn counters(&self) -> &Arc<dp_ports::PortCounters> {
+                    &self.counters
+                }
+            }
+        };
     }
+
+    test_port_device!(SuperframePort, "superframes");
 
     /// A port that reads by system call and never has a frame; counts its reads.
     struct IdleSyscallPort {
@@ -1499,20 +1506,7 @@ mod tests {
         }
     }
 
-    impl PortDevice for IdleSyscallPort {
-        fn name(&self) -> &str {
-            "idle-tap"
-        }
-        fn link_up(&self) -> bool {
-            true
-        }
-        fn mac(&self) -> MacAddr {
-            VM_MAC
-        }
-        fn counters(&self) -> &Arc<dp_ports::PortCounters> {
-            &self.counters
-        }
-    }
+    test_port_device!(IdleSyscallPort, "idle-tap");
 
     #[test]
     fn an_idle_port_read_by_system_call_is_read_once_per_gap_while_others_are_busy() {
