@@ -1234,18 +1234,7 @@ mod tests {
         let mut total = RingStats::default();
         for round in 0..200 {
             let vq = MockSplitQueue::new(&*mem, 16);
-            for i in 0..16 {
-                vq.desc_table().store(i, g.desc(16)).unwrap();
-            }
-            for i in 0..8u64 {
-                mem.write_obj(g.desc(16), GuestAddress(0x20_0000 + 16 * i))
-                    .unwrap();
-            }
-            for i in 0..16u64 {
-                let head = (g.next() % 18) as u16;
-                mem.write_obj(head, GuestAddress(vq.avail_addr().0 + 4 + 2 * i))
-                    .unwrap();
-            }
+            g.fill(&mem, &vq, 18);
             mem.write_obj((g.next() % 20) as u16, GuestAddress(vq.avail_addr().0 + 2))
                 .unwrap();
             // The last round's used index (the mock leaves it).

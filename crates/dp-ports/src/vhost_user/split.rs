@@ -1054,6 +1054,28 @@ pub(crate) mod tests {
             self.0
         }
 
+        /// Fills `vq`'s descriptor table (16 entries), an indirect table area at 0x20_0000
+        /// and its avail ring with garbage, the heads below `heads`.
+        pub(crate) fn fill(
+            &mut self,
+            mem: &GuestMemoryMmap,
+            vq: &MockSplitQueue<GuestMemoryMmap>,
+            heads: u64,
+        ) {
+            for i in 0..16 {
+                vq.desc_table().store(i, self.desc(16)).unwrap();
+            }
+            for i in 0..8u64 {
+                mem.write_obj(self.desc(16), GuestAddress(0x20_0000 + 16 * i))
+                    .unwrap();
+            }
+            for i in 0..16u64 {
+                let head = (self.next() % heads) as u16;
+                mem.write_obj(head, GuestAddress(vq.avail_addr().0 + 4 + 2 * i))
+                    .unwrap();
+            }
+        }
+
         /// A descriptor that is often almost right: addresses near the regions' edges,
         /// indices near the table's size, every flag combination.
         pub(crate) fn desc(&mut self, size: u16) -> RawDescriptor {
@@ -1087,18 +1109,7 @@ pub(crate) mod tests {
         for round in 0..200 {
             let vq = MockSplitQueue::new(&*mem, 16);
             // Garbage in the table, in an indirect table area and in the avail ring.
-            for i in 0..16 {
-                vq.desc_table().store(i, g.desc(16)).unwrap();
-            }
-            for i in 0..8u64 {
-                mem.write_obj(g.desc(16), GuestAddress(0x20_0000 + 16 * i))
-                    .unwrap();
-            }
-            for i in 0..16u64 {
-                let head = (g.next() % 20) as u16;
-                mem.write_obj(head, GuestAddress(vq.avail_addr().0 + 4 + 2 * i))
-                    .unwrap();
-            }
+            g.fill(&mem, &vq, 20);
             let idx = (g.next() % 40) as u16;
             mem.write_obj(idx, GuestAddress(vq.avail_addr().0 + 2))
                 .unwrap();
