@@ -25,7 +25,7 @@
 mod support;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::api::{Api, IfaceSpec};
@@ -308,11 +308,7 @@ fn vhost_user_guest_dhcp_and_ping() {
         .iter()
         .map(|d| sock_dir.join(names.vf(d.vf)))
         .collect();
-    wait_until("the vhost-user sockets", READY_TIMEOUT, || {
-        let missing: Vec<_> = sockets.iter().filter(|s| !is_socket(s)).collect();
-        ensure(missing.is_empty(), || format!("missing: {missing:?}"))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.report()));
+    wait_for_sockets(&sockets).unwrap_or_else(|e| panic!("{e}\n{}", daemon.report()));
     step!("daemon up: {}", daemon.cmdline);
 
     let result = (|| -> Result<(), String> {
@@ -525,12 +521,8 @@ fn vhost_user_guest_with_two_queue_pairs_is_served_by_both_workers() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let socket = sock_dir.join(names.vf(0));
-    wait_until("the vhost-user socket", READY_TIMEOUT, || {
-        ensure(is_socket(&socket), || {
-            format!("missing: {}", socket.display())
-        })
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.report()));
+    wait_for_sockets(std::slice::from_ref(&socket))
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.report()));
     step!("daemon up: {}", daemon.cmdline);
 
     let result = (|| -> Result<(), String> {
@@ -624,6 +616,14 @@ fn vhost_user_guest_with_two_queue_pairs_is_served_by_both_workers() {
         panic!("{e}\n{}", daemon.report());
     }
     step!("whole test {:.1?}", t0.elapsed());
+}
+
+/// Waits until the daemon listens on every one of `sockets`.
+fn wait_for_sockets(sockets: &[PathBuf]) -> Result<(), String> {
+    wait_until("the vhost-user sockets", READY_TIMEOUT, || {
+        let missing: Vec<_> = sockets.iter().filter(|s| !is_socket(s)).collect();
+        ensure(missing.is_empty(), || format!("missing: {missing:?}"))
+    })
 }
 
 fn is_socket(p: &Path) -> bool {
@@ -812,11 +812,7 @@ fn vhost_user_port_survives_a_daemon_restart_and_a_qemu_restart() {
             device: &names.vf(0),
             hostname: None,
         })?;
-        wait_until("the vhost-user socket", READY_TIMEOUT, || {
-            ensure(is_socket(&socket), || {
-                format!("no socket {}", socket.display())
-            })
-        })?;
+        wait_for_sockets(std::slice::from_ref(&socket))?;
         Ok(d)
     };
     let mut daemon = start("dpservice-1.log").unwrap_or_else(|e| panic!("{e}"));
