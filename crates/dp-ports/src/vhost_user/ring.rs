@@ -728,6 +728,15 @@ mod tests {
         RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
     }
 
+    /// Posts `count` receive chains of one writable buffer of `len` bytes each, 4 KiB apart
+    /// from 0x10_0000.
+    fn add_receive_chains(vq: &MockSplitQueue<GuestMemoryMmap>, count: u64, len: u32) {
+        let descs: Vec<_> = (0..count)
+            .map(|i| desc(0x10_0000 + i * 0x1000, len, F_WRITE, 0))
+            .collect();
+        vq.add_desc_chains(&descs, 0).unwrap();
+    }
+
     fn used_entries(
         mem: &GuestMemoryMmap,
         vq: &MockSplitQueue<GuestMemoryMmap>,
@@ -826,10 +835,7 @@ mod tests {
         let mem = memory();
         let vq = MockSplitQueue::new(&*mem, 16);
         // Four receive chains of 64 writable bytes each.
-        let descs: Vec<_> = (0..4u64)
-            .map(|i| desc(0x10_0000 + i * 0x1000, 64, F_WRITE, 0))
-            .collect();
-        vq.add_desc_chains(&descs, 0).unwrap();
+        add_receive_chains(&vq, 4, 64);
         let mut q = split(&mem, &vq);
         let mut pool = BufferPool::new(4, 2048);
         let frame: Vec<u8> = (0..100u8).collect();
@@ -908,10 +914,7 @@ mod tests {
     fn frames_batched_around_a_merged_one_keep_their_order_in_the_used_ring() {
         let mem = memory();
         let vq = MockSplitQueue::new(&*mem, 16);
-        let descs: Vec<_> = (0..6u64)
-            .map(|i| desc(0x10_0000 + i * 0x1000, 64, F_WRITE, 0))
-            .collect();
-        vq.add_desc_chains(&descs, 0).unwrap();
+        add_receive_chains(&vq, 6, 64);
         let mut q = split(&mem, &vq);
         let mut pool = BufferPool::new(4, 2048);
         let big: Vec<u8> = (0..100u8).collect();
@@ -1163,10 +1166,7 @@ mod tests {
         let mem = memory();
         let vq = MockSplitQueue::new(&*mem, 64);
         // 48 receive buffers of 1536 bytes: 60 KiB needs 41 of them.
-        let descs: Vec<_> = (0..48u64)
-            .map(|i| desc(0x10_0000 + i * 0x1000, 1536, F_WRITE, 0))
-            .collect();
-        vq.add_desc_chains(&descs, 0).unwrap();
+        add_receive_chains(&vq, 48, 1536);
         let mut q = split(&mem, &vq);
         let mut pool = BufferPool::with_large(4, 2048, 1, 65_600);
         let frame: Vec<u8> = (0..61_440u32).map(|i| (i % 251) as u8).collect();
