@@ -288,28 +288,15 @@ fn vhost_user_guest_dhcp_and_ping() {
     let t0 = Instant::now();
     let names = Names::new();
     let scratch = Scratch::new(&names).unwrap_or_else(|e| panic!("{e}"));
-    let sock_dir = scratch.path("vhost-user");
-    std::fs::create_dir_all(&sock_dir).unwrap_or_else(|e| panic!("{e}"));
-
-    // The daemon: TAP uplinks, vhost-user VF ports.
-    let port = support::free_port();
-    // VF 0 and 1 vhost-user (the guests), VF 2 a TAP (a namespace VM).
-    let mut args = standard_args(&names, GUESTS.len() + 1, port);
-    args.extend(["--vhost-user".to_string(), sock_dir.display().to_string()]);
-    args.extend(["--vhost-user-vfs".to_string(), GUESTS.len().to_string()]);
-    let mut daemon = Daemon::start(
-        &args,
-        port,
-        vec![names.pf0(), names.pf1(), names.vf(NS_VM_VF)],
-        scratch.path("dpservice.log"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let sockets: Vec<_> = GUESTS
-        .iter()
-        .map(|d| sock_dir.join(names.vf(d.vf)))
-        .collect();
-    wait_for_sockets(&sockets).unwrap_or_else(|e| panic!("{e}\n{}", daemon.report()));
-    step!("daemon up: {}", daemon.cmdline);
+    // The daemon: TAP uplinks, VF 0 and 1 vhost-user (the guests), VF 2 a TAP (a namespace VM).
+    let (mut daemon, sockets) = vhost_user_daemon(
+        &names,
+        &scratch,
+        GUESTS.len() + 1,
+        GUESTS.len(),
+        &[],
+        &[NS_VM_VF],
+    );
 
     let result = (|| -> Result<(), String> {
         let mut api = Api::connect(daemon.port)?;
@@ -495,35 +482,15 @@ fn vhost_user_guest_with_two_queue_pairs_is_served_by_both_workers() {
     let t0 = Instant::now();
     let names = Names::new();
     let scratch = Scratch::new(&names).unwrap_or_else(|e| panic!("{e}"));
-    let sock_dir = scratch.path("vhost-user");
-    std::fs::create_dir_all(&sock_dir).unwrap_or_else(|e| panic!("{e}"));
-    let port = support::free_port();
     let metrics = support::free_port();
-    let mut args = standard_args(&names, 1, port);
-    args.extend(
-        [
-            "--vhost-user",
-            &sock_dir.display().to_string(),
-            "--vhost-user-vfs",
-            "1",
-            "--workers",
-            "2",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-        ]
-        .map(String::from),
-    );
-    let mut daemon = Daemon::start(
-        &args,
-        port,
-        vec![names.pf0(), names.pf1()],
-        scratch.path("dpservice.log"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let socket = sock_dir.join(names.vf(0));
-    wait_for_sockets(std::slice::from_ref(&socket))
-        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.report()));
-    step!("daemon up: {}", daemon.cmdline);
+    let workers = [
+        "--workers",
+        "2",
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics}"),
+    ];
+    let (mut daemon, sockets) = vhost_user_daemon(&names, &scratch, 1, 1, &workers, &[]);
+    let socket = sockets[0].clone();
 
     let result = (|| -> Result<(), String> {
         let mut api = Api::connect(daemon.port)?;
@@ -616,6 +583,37 @@ fn vhost_user_guest_with_two_queue_pairs_is_served_by_both_workers() {
         panic!("{e}\n{}", daemon.report());
     }
     step!("whole test {:.1?}", t0.elapsed());
+}
+
+/// A daemon (`standard_args`) with `vf_count` VFs, the first `vhost_user_vfs` of them
+/// vhost-user ports (sockets in `<scratch>/vhost-user`), `extra` options, and TAPs for its
+/// uplinks and the VFs `tap_vfs`; returns it once it listens on every socket, with the sockets
+/// (VF order). Panics with the daemon's report if it does not come up.
+fn vhost_user_daemon(
+    names: &Names,
+    scratch: &Scratch,
+    vf_count: usize,
+    vhost_user_vfs: usize,
+    extra: &[&str],
+    tap_vfs: &[usize],
+) -> (Daemon, Vec<PathBuf>) {
+    let sock_dir = scratch.path("vhost-user");
+    std::fs::create_dir_all(&sock_dir).unwrap_or_else(|e| panic!("{e}"));
+    let port = support::free_port();
+    let mut args = standard_args(names, vf_count, port);
+    args.extend(["--vhost-user".to_string(), sock_dir.display().to_string()]);
+    args.extend(["--vhost-user-vfs".to_string(), vhost_user_vfs.to_string()]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let mut taps = vec![names.pf0(), names.pf1()];
+    taps.extend(tap_vfs.iter().map(|&vf| names.vf(vf)));
+    let daemon = Daemon::start(&args, port, taps, scratch.path("dpservice.log"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sockets: Vec<_> = (0..vhost_user_vfs)
+        .map(|vf| sock_dir.join(names.vf(vf)))
+        .collect();
+    wait_for_sockets(&sockets).unwrap_or_else(|e| panic!("{e}\n{}", daemon.report()));
+    step!("daemon up: {}", daemon.cmdline);
+    (daemon, sockets)
 }
 
 /// Waits until the daemon listens on every one of `sockets`.
