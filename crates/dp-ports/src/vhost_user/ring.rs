@@ -22,7 +22,7 @@ use dp_buffer::offload::ChecksumPolicy;
 use dp_buffer::{BufferPool, Offload, PacketBuf, VNET_HDR_LEN};
 
 use super::dirty_log::DirtyLog;
-use super::split::SplitRing;
+use super::split::{Desc, SplitRing};
 
 /// `struct virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
 /// num_buffers.
@@ -33,6 +33,10 @@ const NUM_BUFFERS_AT: usize = 10;
 /// Most receive chains one frame to the guest may take: a 64 KiB superframe in buffers of
 /// 1 KiB or more (Linux posts mergeable buffers of 1.5 to 4 KiB).
 pub const MAX_MERGED: usize = 64;
+
+/// The most pieces the header of a frame to the guest may be written in (a receive buffer
+/// across regions of guest memory ends its first region within the header's 12 bytes).
+const HEADER_PIECES: usize = 4;
 
 /// What a burst did, added to the port's counters by the caller.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -607,8 +611,10 @@ fn put_frame(
     log: Option<&DirtyLog>,
 ) -> Put {
     let mut count = 0;
-    // Where the header goes: the first writable descriptor.
-    let mut first = None;
+    // Where the header goes: the first writable descriptor, or the first pieces of the first
+    // chain when that buffer runs across regions of guest memory (see `split::Rest`).
+    let mut header_at: [Option<Desc>; HEADER_PIECES] = [None; HEADER_PIECES];
+    let mut header_left = NET_HDR_LEN;
     // Bytes of the frame written.
     let mut done = 0usize;
     while count == 0 || done < frame.len() {
@@ -633,14 +639,16 @@ fn put_frame(
                 continue;
             }
             let mut at = 0;
-            if first.is_none() {
-                // The header must fit the first descriptor: num_buffers is written there.
-                if desc.len() < NET_HDR_LEN {
+            if header_left > 0 {
+                // The header goes at the start of the first chain (num_buffers is written
+                // there once the frame is in): room is kept for it now.
+                let Some(part) = header_at.iter_mut().find(|p| p.is_none()) else {
                     return bad(ring, taken, count);
-                }
-                first = Some(desc);
-                at = NET_HDR_LEN;
-                written = NET_HDR_LEN;
+                };
+                *part = Some(desc);
+                at = header_left.min(desc.len());
+                header_left -= at;
+                written += at;
             }
             let n = (desc.len() - at).min(frame.len() - done);
             if n > 0 {
@@ -658,25 +666,27 @@ fn put_frame(
                 break;
             }
         }
-        if written == 0 {
-            // A chain with no writable byte: unusable.
+        if written == 0 || header_left > 0 {
+            // A chain with no writable byte, or a first one too short for the header: unusable.
             return bad(ring, taken, count);
         }
         if let Some(slot) = taken.get_mut(count - 1) {
             slot.written = written as u32;
         }
     }
-    let Some(first) = first else {
-        return bad(ring, taken, count);
-    };
     if let Some(n) = header.get_mut(NUM_BUFFERS_AT..NUM_BUFFERS_AT + 2) {
         n.copy_from_slice(&(count as u16).to_le_bytes());
     }
-    if !ring.write(&first, 0, header) {
-        return bad(ring, taken, count);
-    }
-    if let Some(log) = log {
-        log.mark(first.addr(), NET_HDR_LEN);
+    let mut at = 0;
+    for part in header_at.iter().flatten() {
+        let n = part.len().min(NET_HDR_LEN - at);
+        if !ring.write(part, 0, header.get(at..at + n).unwrap_or_default()) {
+            return bad(ring, taken, count);
+        }
+        if let Some(log) = log {
+            log.mark(part.addr(), n);
+        }
+        at += n;
     }
     for t in taken.iter().take(count) {
         ring.add_used(t.head, t.written);
@@ -1287,5 +1297,69 @@ mod tests {
             total.packets > 0 && total.bad_chains > total.packets,
             "{total:?}"
         );
+    }
+
+    #[test]
+    fn frames_pass_in_buffers_across_adjacent_regions_of_guest_memory() {
+        // Guest memory in two backends, one after the other (as a guest with two memory
+        // backends, or DPDK's virtio-user with a region per hugepage, lays it out).
+        let mem = Arc::new(
+            GuestMemoryMmap::from_ranges(&[
+                (GuestAddress(0), 0x20_0000),
+                (GuestAddress(0x20_0000), 0x20_0000),
+            ])
+            .unwrap(),
+        );
+        let boundary = 0x20_0000u64;
+        let frame: Vec<u8> = (0..200u8).collect();
+
+        // From the guest: header and frame in one buffer that crosses the boundary 5 bytes
+        // into the header.
+        let vq = MockSplitQueue::new(&*mem, 16);
+        let start = boundary - 5;
+        mem.write_slice(&[0; NET_HDR_LEN], GuestAddress(start)).unwrap();
+        mem.write_slice(&frame, GuestAddress(start + NET_HDR_LEN as u64))
+            .unwrap();
+        vq.add_desc_chains(&[desc(start, (NET_HDR_LEN + frame.len()) as u32, 0, 0)], 0)
+            .unwrap();
+        let mut q = split(&mem, &vq);
+        let mut pool = BufferPool::new(4, 2048);
+        let mut out = Vec::with_capacity(4);
+        let mut stats = RingStats::default();
+        assert_eq!(
+            receive(&mut q, &mut pool, &mut out, 4, &mut stats, Offloads::None),
+            1
+        );
+        assert_eq!(out[0].data(), &frame[..]);
+        assert_eq!(stats.bad_chains, 0);
+        for b in out.drain(..) {
+            pool.free(b);
+        }
+
+        // To the guest: a receive buffer that crosses it 7 bytes into the header, and one
+        // that crosses it inside the frame.
+        for start in [boundary - 7, boundary - 100] {
+            let vq = MockSplitQueue::new(&*mem, 16);
+            vq.add_desc_chains(&[desc(start, 2048, F_WRITE, 0)], 0).unwrap();
+            let mut q = split(&mem, &vq);
+            let mut pkt = pool.alloc().unwrap();
+            pkt.set_frame(&frame).unwrap();
+            let mut pkts = vec![pkt];
+            let mut stats = RingStats::default();
+            assert_eq!(
+                transmit(&mut q, &mut pkts, &mut pool, &mut stats, Offloads::None, None),
+                1
+            );
+            assert_eq!(stats.bad_chains, 0);
+            let mut got = vec![0u8; NET_HDR_LEN + frame.len()];
+            mem.read_slice(&mut got, GuestAddress(start)).unwrap();
+            assert_eq!(u16::from_le_bytes([got[10], got[11]]), 1, "num_buffers");
+            assert_eq!(&got[NET_HDR_LEN..], &frame[..]);
+            assert_eq!(
+                used_entries(&mem, &vq),
+                vec![(0, (NET_HDR_LEN + frame.len()) as u32)]
+            );
+        }
+        assert_eq!(pool.available(), 4);
     }
 }

@@ -99,7 +99,7 @@ pub enum Fault {
     IndirectTable,
     /// An indirect table inside an indirect table.
     NestedIndirect,
-    /// A buffer not inside one region of guest memory.
+    /// A buffer not inside guest memory (it may run across adjacent regions).
     OutsideMemory,
 }
 
@@ -170,7 +170,26 @@ pub struct Chain {
     /// The indirect table the walk is in (region, offset, descriptors), if any.
     indirect: Option<(usize, usize, u32)>,
     done: bool,
+    /// What is left of a buffer that runs on past the end of its region into the next one.
+    rest: Option<Rest>,
 }
+
+/// The part of a descriptor's buffer not yet returned: a buffer across the boundary of two
+/// adjacent regions of guest memory (a guest's RAM in several memory backends, DPDK's
+/// virtio-user with one region per hugepage) is returned as one [`Desc`] per region, as
+/// DPDK's vhost library splits it. The walk goes on at `next` (or ends, `last`) after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Rest {
+    addr: u64,
+    len: u32,
+    write: bool,
+    next: u32,
+    last: bool,
+}
+
+/// `Chain::next` while a [`Rest`] is pending: never inside a table, so the inline path of
+/// [`SplitRing::next_desc`] leaves the chain to [`SplitRing::next_desc_any`].
+const REST_PENDING: u32 = u32::MAX;
 
 impl Chain {
     /// The chain's head index: what is returned in the used ring.
@@ -366,6 +385,7 @@ impl SplitRing {
             budget: u32::from(self.size),
             indirect: None,
             done: false,
+            rest: None,
         }))
     }
 
@@ -476,6 +496,9 @@ impl SplitRing {
             if chain.done {
                 return Ok(None);
             }
+            if let Some(rest) = chain.rest.take() {
+                return self.buffer(chain, rest);
+            }
             if chain.budget == 0 {
                 chain.done = true;
                 return Err(Fault::TooLong);
@@ -518,26 +541,68 @@ impl SplitRing {
                     budget: count,
                     indirect: Some((region, offset, count)),
                     done: false,
+                    rest: None,
                 };
                 continue;
             }
-            let Some((region, offset)) = self.find(addr, u64::from(len)) else {
-                chain.done = true;
-                return Err(Fault::OutsideMemory);
-            };
-            if flags & VRING_DESC_F_NEXT != 0 {
-                chain.next = u32::from(next);
-            } else {
-                chain.done = true;
-            }
-            return Ok(Some(Desc {
-                region,
-                offset,
-                addr,
-                len,
-                write: flags & VRING_DESC_F_WRITE != 0,
-            }));
+            return self.buffer(
+                chain,
+                Rest {
+                    addr,
+                    len,
+                    write: flags & VRING_DESC_F_WRITE != 0,
+                    next: u32::from(next),
+                    last: flags & VRING_DESC_F_NEXT == 0,
+                },
+            );
         }
+    }
+
+    /// The buffer `b` as a [`Desc`] — or its first piece, if it runs on past the end of the
+    /// region it starts in (the rest is kept in `chain` for the next call: at most one piece
+    /// per region, each at least a byte long). A buffer that leaves guest memory is a fault
+    /// when the walk gets there.
+    #[inline(never)]
+    fn buffer(&mut self, chain: &mut Chain, b: Rest) -> Result<Option<Desc>, Fault> {
+        let whole = self.find(b.addr, u64::from(b.len)).map(|(r, o)| (r, o, b.len));
+        let Some((region, offset, len)) = whole.or_else(|| self.first_piece(b.addr, b.len)) else {
+            chain.done = true;
+            return Err(Fault::OutsideMemory);
+        };
+        if len < b.len {
+            chain.rest = Some(Rest {
+                addr: b.addr + u64::from(len),
+                len: b.len - len,
+                ..b
+            });
+            chain.next = REST_PENDING;
+        } else if b.last {
+            chain.done = true;
+        } else {
+            chain.next = b.next;
+        }
+        Ok(Some(Desc {
+            region,
+            offset,
+            addr: b.addr,
+            len,
+            write: b.write,
+        }))
+    }
+
+    /// The region `addr` lies in, the offset there and the bytes of `[addr, addr + len)` it
+    /// holds (fewer than `len`: the buffer runs on past its end).
+    #[cold]
+    fn first_piece(&mut self, addr: u64, len: u32) -> Option<(usize, usize, u32)> {
+        let (i, off) = self
+            .regions
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| Some((i, r.offset_of(addr, 1)?)))?;
+        let r = self.regions.get(i)?;
+        let piece = u32::try_from(r.len - off as u64).ok()?.min(len);
+        self.last = i;
+        Some((i, off, piece))
     }
 
     /// The descriptor `chain.next` of the chain's table: (addr, len, flags, next); `None` if
@@ -974,29 +1039,65 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_buffer_across_the_end_of_a_region_is_outside_memory() {
-        // Two adjacent regions: a buffer across their boundary is not in one region.
+    fn a_buffer_across_adjacent_regions_is_walked_in_pieces() {
+        // Three adjacent regions, then a gap, then a fourth.
         let mem = Arc::new(
             GuestMemoryMmap::from_ranges(&[
                 (GuestAddress(0), 0x20_0000),
                 (GuestAddress(0x20_0000), 0x20_0000),
+                (GuestAddress(0x40_0000), 0x1000),
+                (GuestAddress(0x80_0000), 0x1000),
             ])
             .unwrap(),
         );
         let vq = MockSplitQueue::new(&*mem, 16);
         vq.add_desc_chains(
             &[
+                // Across one boundary, then the chain goes on.
+                desc(0x1f_ff00, 0x200, F_NEXT, 1),
+                desc(0x10_0000, 0x10, 0, 0),
+                // Across two boundaries, the last descriptor of its chain.
+                desc(0x1f_fff0, 0x20_1000, F_WRITE, 0),
+                // Into the gap after the third region: a fault where the gap starts.
+                desc(0x40_0f00, 0x200, 0, 0),
+                // Past the end of the last region.
+                desc(0x80_0f00, 0x200, 0, 0),
+                // Ending exactly at a boundary: one piece.
                 desc(0x1f_ff00, 0x100, 0, 0),
-                desc(0x20_0000, 0x100, 0, 0),
-                desc(0x1f_ff00, 0x101, 0, 0),
             ],
             0,
         )
         .unwrap();
         let mut r = ring(&mem, &vq);
-        assert_eq!(walk(&mut r).unwrap(), vec![(0x1f_ff00, 0x100, false)]);
-        assert_eq!(walk(&mut r).unwrap(), vec![(0x20_0000, 0x100, false)]);
+        assert_eq!(
+            walk(&mut r).unwrap(),
+            vec![(0x1f_ff00, 0x100, false), (0x20_0000, 0x100, false), (0x10_0000, 0x10, false)]
+        );
+        assert_eq!(
+            walk(&mut r).unwrap(),
+            vec![
+                (0x1f_fff0, 0x10, true),
+                (0x20_0000, 0x20_0000, true),
+                (0x40_0000, 0xff0, true)
+            ]
+        );
         assert_eq!(walk(&mut r), Err(Fault::OutsideMemory));
+        assert_eq!(walk(&mut r), Err(Fault::OutsideMemory));
+        assert_eq!(walk(&mut r).unwrap(), vec![(0x1f_ff00, 0x100, false)]);
+        // Each piece is copied inside its own region.
+        mem.write_slice(&[5; 0x200], GuestAddress(0x1f_ff00)).unwrap();
+        let vq = MockSplitQueue::new(&*mem, 16);
+        vq.add_desc_chains(&[desc(0x1f_ff00, 0x200, 0, 0)], 0).unwrap();
+        let mut r = ring(&mem, &vq);
+        let mut chain = r.pop().unwrap().unwrap();
+        let mut got = Vec::new();
+        while let Some(d) = r.next_desc(&mut chain).unwrap() {
+            let mut piece = vec![0u8; d.len()];
+            assert!(r.read(&d, 0, &mut piece));
+            assert!(!r.read(&d, 1, &mut piece), "not past the piece");
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(got, vec![5; 0x200]);
     }
 
     #[test]
