@@ -96,7 +96,10 @@ fn only_flow(h: &Harness) -> Flow {
 
 /// The direction a key matches in the worker's table.
 fn direction(h: &Harness, key: &ConnKey) -> Option<Direction> {
-    h.worker.flows.find(key, key.hash()).map(|(_, d)| d)
+    h.worker
+        .flows
+        .find(key, h.worker.flows.hash(key))
+        .map(|(_, d)| d)
 }
 
 /// The single frame sent, encapsulated towards the remote hypervisor; its inner packet.

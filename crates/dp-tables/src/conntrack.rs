@@ -17,6 +17,11 @@
 //!   map's tombstone clean-up is a stall of the worker proportional to the table, and growing it
 //!   would allocate on the packet path. Probing 8-byte slots touches one cache line for several
 //!   candidates; the key itself is compared in the flow, which the caller reads anyway.
+//! * The index is placed by a **keyed hash** ([`FlowTable::hash`]): every table draws its own
+//!   random seeds, so a VM cannot choose 5-tuples that pile up in one probe sequence (with
+//!   fixed seeds, which anyone can read here, a few thousand such flows would make every lookup
+//!   near them walk thousands of slots). [`ConnKey::hash`] stays fixed: it is what the same
+//!   flow must hash to on every host (Maglev, the first NAT port candidate).
 //! * [`FlowTable::prefetch`] lets a node start the index and flow loads of a whole batch before
 //!   it looks any of them up (a lookup in a table of a million flows misses every cache).
 //!
@@ -58,10 +63,39 @@ pub struct ConnKey {
     pub is_v6: bool,
 }
 
-/// Seeds of [`ConnKey::hash`]: arbitrary odd constants.
-const SEED_A: u64 = 0x9e37_79b9_7f4a_7c15;
-const SEED_B: u64 = 0xc2b2_ae3d_27d4_eb4f;
-const SEED_C: u64 = 0x1656_67b1_9e37_79f9;
+/// The seeds of a [`ConnKey`] hash ([`ConnKey::hash_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashSeeds {
+    a: u64,
+    b: u64,
+    /// Odd: the last multiplier.
+    c: u64,
+}
+
+impl HashSeeds {
+    /// The seeds of [`ConnKey::hash`]: arbitrary odd constants, the same in every process.
+    pub const FIXED: HashSeeds = HashSeeds {
+        a: 0x9e37_79b9_7f4a_7c15,
+        b: 0xc2b2_ae3d_27d4_eb4f,
+        c: 0x1656_67b1_9e37_79f9,
+    };
+
+    /// Seeds no one outside this process can know (from the standard library's per-process
+    /// random hasher keys; every call gives others).
+    pub fn random() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let word = |salt: u64| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(salt);
+            h.finish()
+        };
+        HashSeeds {
+            a: word(1),
+            b: word(2),
+            c: word(3) | 1,
+        }
+    }
+}
 
 #[inline(always)]
 fn fold_mul(a: u64, b: u64) -> u64 {
@@ -95,12 +129,12 @@ impl ConnKey {
     /// written in place. The conntrack node's hot path: building the `FlowKey` and converting
     /// it, returned by value, cost 123 instructions per packet in callgrind.
     #[inline(always)]
-    pub fn read_into(&mut self, vni: Vni, l3: &[u8]) -> u64 {
+    pub fn read_into(&mut self, vni: Vni, l3: &[u8], seeds: &HashSeeds) -> u64 {
         let (src, dst, proto, is_v6, l4, ports_allowed) = match l3.first().map(|b| b >> 4) {
             Some(6) => {
                 let Some(h) = l3.first_chunk::<40>() else {
                     *self = ConnKey::new(vni, &FlowKey::default());
-                    return self.hash();
+                    return self.hash_with(seeds);
                 };
                 let payload = usize::from(u16::from_be_bytes([h[4], h[5]]));
                 let l4 = l3.get(40..40 + payload).unwrap_or_default();
@@ -120,7 +154,7 @@ impl ConnKey {
             _ => {
                 let Some(h) = l3.first_chunk::<20>() else {
                     *self = ConnKey::new(vni, &FlowKey::default());
-                    return self.hash();
+                    return self.hash_with(seeds);
                 };
                 let header_len = usize::from(h[0] & 0x0f) * 4;
                 let total_len = usize::from(u16::from_be_bytes([h[2], h[3]]));
@@ -165,7 +199,7 @@ impl ConnKey {
             proto,
             is_v6,
         };
-        self.hash()
+        self.hash_with(seeds)
     }
 
     /// The same flow seen from the other end.
@@ -193,16 +227,24 @@ impl ConnKey {
         }
     }
 
-    /// The table's hash of the key: every field counts (ICMP identifiers included, unlike the
-    /// uplink hash). Two folded multiplies for the addresses, one for the rest.
+    /// The key's hash with the [fixed seeds](HashSeeds::FIXED): the same for a flow on every
+    /// host and in every process (a flow table places keys by its own seeds instead:
+    /// [`FlowTable::hash`]).
     #[inline]
     pub fn hash(&self) -> u64 {
-        let addrs = fold_mul(fold(self.src) ^ SEED_A, fold(self.dst) ^ SEED_B);
+        self.hash_with(&HashSeeds::FIXED)
+    }
+
+    /// The key's hash with `seeds`: every field counts (ICMP identifiers included, unlike the
+    /// uplink hash). Two folded multiplies for the addresses, one for the rest.
+    #[inline(always)]
+    pub fn hash_with(&self, seeds: &HashSeeds) -> u64 {
+        let addrs = fold_mul(fold(self.src) ^ seeds.a, fold(self.dst) ^ seeds.b);
         let rest = (u64::from(self.vni) << 32)
             | (u64::from(self.src_port) << 16)
             | u64::from(self.dst_port);
         let proto = (u64::from(self.proto.0) << 1) | u64::from(self.is_v6);
-        fold_mul(addrs ^ rest, SEED_C ^ (proto << 56))
+        fold_mul(addrs ^ rest, seeds.c ^ (proto << 56))
     }
 }
 
@@ -485,11 +527,19 @@ pub struct FlowTable {
     stats: FlowStats,
     /// Per VM port: its live flows holding a NAT port (see the module docs).
     nat_ports: Box<[u32]>,
+    /// Where keys go in the index (see the module docs).
+    seeds: HashSeeds,
 }
 
 impl FlowTable {
-    /// A table for up to `capacity` flows (at least 1, at most [`MAX_FLOW_CAPACITY`]).
+    /// A table for up to `capacity` flows (at least 1, at most [`MAX_FLOW_CAPACITY`]), its
+    /// keys placed by [random seeds](HashSeeds::random).
     pub fn new(capacity: usize) -> Self {
+        Self::with_seeds(capacity, HashSeeds::random())
+    }
+
+    /// [`FlowTable::new`] with given seeds (tests that need one layout).
+    pub fn with_seeds(capacity: usize, seeds: HashSeeds) -> Self {
         let capacity = capacity.clamp(1, MAX_FLOW_CAPACITY);
         // Two keys per flow at no more than half load.
         let slots = (capacity * 4).next_power_of_two();
@@ -502,7 +552,21 @@ impl FlowTable {
             cursor: 0,
             stats: FlowStats::default(),
             nat_ports: vec![0; NAT_COUNTED_PORTS].into_boxed_slice(),
+            seeds,
         }
+    }
+
+    /// The seeds this table places keys by (for [`ConnKey::read_into`]).
+    #[inline(always)]
+    pub fn seeds(&self) -> &HashSeeds {
+        &self.seeds
+    }
+
+    /// The hash by which this table places and finds `key` (what [`FlowTable::find`] and the
+    /// prefetches take).
+    #[inline(always)]
+    pub fn hash(&self, key: &ConnKey) -> u64 {
+        key.hash_with(&self.seeds)
     }
 
     /// Per VM port (index: its [`PortId`], up to [`NAT_COUNTED_PORTS`]): the live flows that
@@ -565,7 +629,8 @@ impl FlowTable {
         }
     }
 
-    /// The flow `key` (with `hash` = `key.hash()`) belongs to, and the direction it matched.
+    /// The flow `key` (with `hash` = [`self.hash(key)`](FlowTable::hash)) belongs to, and the
+    /// direction it matched.
     ///
     /// The first slot of the probe is looked at inline, the rest out of line: most lookups
     /// end there (an empty slot or the key), and a loop here made the compiler hoist the key's
@@ -630,7 +695,7 @@ impl FlowTable {
     /// Whether some flow has `key`.
     #[inline]
     pub fn contains(&self, key: &ConnKey) -> bool {
-        self.find(key, key.hash()).is_some()
+        self.find(key, self.hash(key)).is_some()
     }
 
     #[inline]
@@ -650,7 +715,7 @@ impl FlowTable {
             return Err(InsertError::Full);
         }
         let [orig, reply] = flow.keys;
-        let (h0, h1) = (orig.hash(), reply.hash());
+        let (h0, h1) = (self.hash(&orig), self.hash(&reply));
         if self.find(&orig, h0).is_some() || self.find(&reply, h1).is_some() {
             return Err(InsertError::KeyInUse);
         }
@@ -694,7 +759,7 @@ impl FlowTable {
 
     /// Removes the index slot of `key` that points at flow `id`, shifting later slots back.
     fn unplace(&mut self, key: &ConnKey, id: u32) {
-        let tag = tag_of(key.hash());
+        let tag = tag_of(self.hash(key));
         let mut i = tag as usize & self.mask;
         let mut found = None;
         for _ in 0..=self.mask {
@@ -902,10 +967,11 @@ mod tests {
                 }
             }
             let mut k = ConnKey::default();
-            let h = k.read_into(77, &p);
+            let seeds = HashSeeds::random();
+            let h = k.read_into(77, &p, &seeds);
             let want = ConnKey::new(77, &FlowKey::of_header(&p));
             assert_eq!(k, want, "header {p:02x?}");
-            assert_eq!(h, want.hash());
+            assert_eq!(h, want.hash_with(&seeds));
         }
     }
 
@@ -950,18 +1016,71 @@ mod tests {
         let mut t = FlowTable::new(16);
         let k = key(1);
         let id = t.insert(Flow::new(k, k.reversed(), 100)).unwrap();
-        assert_eq!(t.find(&k, k.hash()), Some((id, Direction::Original)));
+        assert_eq!(t.find(&k, t.hash(&k)), Some((id, Direction::Original)));
         let r = k.reversed();
-        assert_eq!(t.find(&r, r.hash()), Some((id, Direction::Reply)));
+        assert_eq!(t.find(&r, t.hash(&r)), Some((id, Direction::Reply)));
         let mut other = k;
         other.vni = 101;
         assert_eq!(
-            t.find(&other, other.hash()),
+            t.find(&other, t.hash(&other)),
             None,
             "the VNI is part of the key"
         );
         assert_eq!(t.len(), 1);
         assert!(!t.get(id).unwrap().is_translated());
+    }
+
+    /// The longest way any index slot sits from its home slot.
+    fn longest_probe(t: &FlowTable) -> usize {
+        t.index
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| s != 0)
+            .map(|(i, &s)| (i.wrapping_sub((s >> 32) as usize)) & t.mask)
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn keys_crafted_against_known_seeds_do_not_pile_up_in_a_table_with_its_own() {
+        // A VM that knows the seeds picks ports whose keys share one home slot (here: against
+        // the fixed seeds, which anyone can read).
+        let capacity = 4096;
+        let known = FlowTable::with_seeds(capacity, HashSeeds::FIXED);
+        let target_home = |k: &ConnKey| tag_of(known.hash(k)) as usize & known.mask;
+        let mut crafted = Vec::new();
+        let mut probe = key(0);
+        let home = target_home(&probe);
+        for n in 0u32.. {
+            probe.src_port = n as u16;
+            probe.dst_port = (n >> 16) as u16;
+            if target_home(&probe) == home {
+                crafted.push(probe);
+                if crafted.len() == 64 {
+                    break;
+                }
+            }
+        }
+        let mut fixed = FlowTable::with_seeds(capacity, HashSeeds::FIXED);
+        let mut own = FlowTable::new(capacity);
+        for k in &crafted {
+            fixed.insert(Flow::new(*k, k.reversed(), 100)).unwrap();
+            own.insert(Flow::new(*k, k.reversed(), 100)).unwrap();
+        }
+        assert!(
+            longest_probe(&fixed) >= 63,
+            "the attack works on known seeds"
+        );
+        assert!(longest_probe(&own) <= 8, "{}", longest_probe(&own));
+        for k in &crafted {
+            assert!(own.find(k, own.hash(k)).is_some());
+        }
+        assert_ne!(
+            HashSeeds::random(),
+            HashSeeds::random(),
+            "every table its own"
+        );
+        assert_ne!(own.seeds(), &HashSeeds::FIXED);
     }
 
     #[test]
@@ -1048,9 +1167,9 @@ mod tests {
             }
             if step % 97 == 0 {
                 for j in 0..700 {
-                    let found = t.find(&key(j), key(j).hash()).map(|(id, _)| id);
+                    let found = t.find(&key(j), t.hash(&key(j))).map(|(id, _)| id);
                     assert_eq!(found, model.get(&j).copied(), "key {j} at step {step}");
-                    let back = t.find(&key(j).reversed(), key(j).reversed().hash());
+                    let back = t.find(&key(j).reversed(), t.hash(&key(j).reversed()));
                     assert_eq!(back.map(|(id, _)| id), model.get(&j).copied());
                 }
             }

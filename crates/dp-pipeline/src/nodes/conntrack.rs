@@ -111,7 +111,7 @@ impl Node for Conntrack {
     ];
 
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
-        let (key, hash) = conn_key(pkt);
+        let (key, hash) = conn_key(pkt, &worker.flows);
         self.tracker.track(pkt, &key, hash, ctx, worker)
     }
 
@@ -131,7 +131,7 @@ impl Node for Conntrack {
             .zip(self.keys.iter_mut())
             .zip(self.hashes.iter_mut())
         {
-            *hash = read_key(pkt, key);
+            *hash = read_key(pkt, key, &worker.flows);
             worker.flows.prefetch(*hash);
         }
         for i in 0..n {
@@ -151,7 +151,7 @@ impl Node for Conntrack {
             *verdict = self.tracker.track(pkt, key, hash, ctx, worker);
         }
         for (pkt, verdict) in pkts.iter_mut().zip(verdicts.iter_mut()).skip(n) {
-            let (key, hash) = conn_key(pkt);
+            let (key, hash) = conn_key(pkt, &worker.flows);
             *verdict = self.tracker.track(pkt, &key, hash, ctx, worker);
         }
     }
@@ -171,23 +171,23 @@ impl Node for Conntrack {
 
 /// Reads the packet's key in its VNI into `key`, from the validated header (the flow key is
 /// not kept in the packet: a node after this one that needs it reads it again, off the fast
-/// path); returns the key's hash.
+/// path); returns the key's hash in `flows`.
 #[inline(always)]
-fn read_key(pkt: &PacketBuf, key: &mut ConnKey) -> u64 {
+fn read_key(pkt: &PacketBuf, key: &mut ConnKey, flows: &FlowTable) -> u64 {
     let parsed = &pkt.parsed;
     let start = usize::from(parsed.l3_offset);
     let l3 = pkt
         .data()
         .get(start..start + parsed.l3_len as usize)
         .unwrap_or_default();
-    key.read_into(parsed.vni, l3)
+    key.read_into(parsed.vni, l3, flows.seeds())
 }
 
-/// The packet's key and its hash (one packet at a time).
+/// The packet's key and its hash in `flows` (one packet at a time).
 #[inline]
-fn conn_key(pkt: &PacketBuf) -> (ConnKey, u64) {
+fn conn_key(pkt: &PacketBuf, flows: &FlowTable) -> (ConnKey, u64) {
     let mut key = ConnKey::default();
-    let hash = read_key(pkt, &mut key);
+    let hash = read_key(pkt, &mut key, flows);
     (key, hash)
 }
 
@@ -274,7 +274,7 @@ impl Tracker {
         ctx: &Ctx<'_>,
         flows: &FlowTable,
     ) -> Verdict {
-        let Some((id, dir)) = flows.find(quoted_reversed, quoted_reversed.hash()) else {
+        let Some((id, dir)) = flows.find(quoted_reversed, flows.hash(quoted_reversed)) else {
             if pkt.meta.origin == Origin::UnderlayLb {
                 // About a flow another balancer host saw: the target is chosen as it was.
                 return Verdict::Next(NodeId::Lb);

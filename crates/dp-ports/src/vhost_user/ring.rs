@@ -1317,7 +1317,8 @@ mod tests {
         // into the header.
         let vq = MockSplitQueue::new(&*mem, 16);
         let start = boundary - 5;
-        mem.write_slice(&[0; NET_HDR_LEN], GuestAddress(start)).unwrap();
+        mem.write_slice(&[0; NET_HDR_LEN], GuestAddress(start))
+            .unwrap();
         mem.write_slice(&frame, GuestAddress(start + NET_HDR_LEN as u64))
             .unwrap();
         vq.add_desc_chains(&[desc(start, (NET_HDR_LEN + frame.len()) as u32, 0, 0)], 0)
@@ -1340,14 +1341,22 @@ mod tests {
         // that crosses it inside the frame.
         for start in [boundary - 7, boundary - 100] {
             let vq = MockSplitQueue::new(&*mem, 16);
-            vq.add_desc_chains(&[desc(start, 2048, F_WRITE, 0)], 0).unwrap();
+            vq.add_desc_chains(&[desc(start, 2048, F_WRITE, 0)], 0)
+                .unwrap();
             let mut q = split(&mem, &vq);
             let mut pkt = pool.alloc().unwrap();
             pkt.set_frame(&frame).unwrap();
             let mut pkts = vec![pkt];
             let mut stats = RingStats::default();
             assert_eq!(
-                transmit(&mut q, &mut pkts, &mut pool, &mut stats, Offloads::None, None),
+                transmit(
+                    &mut q,
+                    &mut pkts,
+                    &mut pool,
+                    &mut stats,
+                    Offloads::None,
+                    None
+                ),
                 1
             );
             assert_eq!(stats.bad_chains, 0);

@@ -564,7 +564,9 @@ impl SplitRing {
     /// when the walk gets there.
     #[inline(never)]
     fn buffer(&mut self, chain: &mut Chain, b: Rest) -> Result<Option<Desc>, Fault> {
-        let whole = self.find(b.addr, u64::from(b.len)).map(|(r, o)| (r, o, b.len));
+        let whole = self
+            .find(b.addr, u64::from(b.len))
+            .map(|(r, o)| (r, o, b.len));
         let Some((region, offset, len)) = whole.or_else(|| self.first_piece(b.addr, b.len)) else {
             chain.done = true;
             return Err(Fault::OutsideMemory);
@@ -1071,7 +1073,11 @@ pub(crate) mod tests {
         let mut r = ring(&mem, &vq);
         assert_eq!(
             walk(&mut r).unwrap(),
-            vec![(0x1f_ff00, 0x100, false), (0x20_0000, 0x100, false), (0x10_0000, 0x10, false)]
+            vec![
+                (0x1f_ff00, 0x100, false),
+                (0x20_0000, 0x100, false),
+                (0x10_0000, 0x10, false)
+            ]
         );
         assert_eq!(
             walk(&mut r).unwrap(),
@@ -1085,9 +1091,11 @@ pub(crate) mod tests {
         assert_eq!(walk(&mut r), Err(Fault::OutsideMemory));
         assert_eq!(walk(&mut r).unwrap(), vec![(0x1f_ff00, 0x100, false)]);
         // Each piece is copied inside its own region.
-        mem.write_slice(&[5; 0x200], GuestAddress(0x1f_ff00)).unwrap();
+        mem.write_slice(&[5; 0x200], GuestAddress(0x1f_ff00))
+            .unwrap();
         let vq = MockSplitQueue::new(&*mem, 16);
-        vq.add_desc_chains(&[desc(0x1f_ff00, 0x200, 0, 0)], 0).unwrap();
+        vq.add_desc_chains(&[desc(0x1f_ff00, 0x200, 0, 0)], 0)
+            .unwrap();
         let mut r = ring(&mem, &vq);
         let mut chain = r.pop().unwrap().unwrap();
         let mut got = Vec::new();
