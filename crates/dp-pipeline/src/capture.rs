@@ -18,10 +18,10 @@
 //! * Received frames of a captured port (VFs, pf0 and pf1) are copied at the start of a
 //!   [`Graph::run`](crate::Graph::run), as they came in: the classify input batch.
 //! * Transmitted frames of a captured port (dpservice does not copy these) are copied when the
-//!   port's batch is handed to the worker's transmit path ([`Capture::flush`]), as they go out.
+//!   port's batch is handed to the worker's transmit path (`Capture::flush`), as they go out.
 //! * The copies wait in a vector of their own and go out of the uplink (pf0, or pf1 when pf0
 //!   cannot send, as the encapsulation chooses) after every port's batch
-//!   ([`Capture::flush_copies`]); a copy never joins a batch being flushed, and copies are
+//!   (`Capture::flush_copies`); a copy never joins a batch being flushed, and copies are
 //!   never copied again. A frame an uplink receives that is a copy for our sink (UDP to the sink
 //!   and the destination port) is not captured, so a sink behind our own uplink cannot loop.
 //! * Superframes (a TAP's segmentation offload request) are not copied (counted as

@@ -8,7 +8,7 @@
 //! graph run: with nothing attached the tap costs that load and a predictable branch per run,
 //! and a branch per node and batch (the one `--graphtrace-loglevel` already had).
 //!
-//! A record is `len: u16` (the whole record), then [`RecordHeader`] (fixed, little-endian),
+//! A record is `len: u16` (the whole record), then a fixed header (`HEADER_LEN` bytes, little-endian),
 //! then the frame's first `cap_len` bytes; [`Record::decode`] reads one back.
 
 use std::sync::atomic::{AtomicU64, Ordering};

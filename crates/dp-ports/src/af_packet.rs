@@ -6,10 +6,10 @@
 //! - **RX**: a `TPACKET_V3` ring of blocks holding variable-size frames. The kernel hands a
 //!   block over when it is full or when its retire timer fires
 //!   ([`AfPacketOptions::retire_timeout_ms`], 1 ms by default: at low rates the timer is the
-//!   latency, the pitfall of `TPACKET_V3`). [`Port::rx_burst`] copies each frame into a pool
+//!   latency, the pitfall of `TPACKET_V3`). [`PortQueue::rx_burst`] copies each frame into a pool
 //!   buffer (one copy; lending ring frames as `PacketBuf`s, zero-copy, is future work) and
 //!   gives the block back once all its frames are taken.
-//! - **TX**: a `TPACKET_V3` ring of fixed-size frame slots. [`Port::tx_burst`] copies each frame
+//! - **TX**: a `TPACKET_V3` ring of fixed-size frame slots. [`PortQueue::tx_burst`] copies each frame
 //!   into the next free slot and kicks the kernel with one `sendto` per burst.
 //!
 //! The socket also asks for `PACKET_QDISC_BYPASS` (frames go straight to the driver),
@@ -38,7 +38,7 @@
 //! into the frame, so frames arrive as they were sent.
 //!
 //! # Link state
-//! [`Port::link_up`] is `IFF_UP` and `IFF_RUNNING` (carrier: for a veth, the peer is up too) of
+//! [`PortDevice::link_up`] is `IFF_UP` and `IFF_RUNNING` (carrier: for a veth, the peer is up too) of
 //! the interface, looked up by ifindex (two `ioctl`s). While the interface is down, transmits
 //! fail and are counted in `tx_errors`; receiving resumes by itself when it comes back up.
 //! Taking the interface down also leaves an error pending on the socket (`ENETDOWN`), which

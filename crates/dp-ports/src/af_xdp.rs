@@ -16,14 +16,14 @@
 //!    Before attaching, a stale program attached the classic way (netlink, e.g. by a daemon
 //!    killed while using [`XdpAttach::Netlink`], or by `ip link set ... xdp`) is detached.
 //!
-//! [`Port::rx_burst`] copies each received frame from the UMEM into a pool buffer and gives
-//! the UMEM frame straight back to the fill ring (one copy keeps the [`Port`] trait simple;
+//! [`PortQueue::rx_burst`] copies each received frame from the UMEM into a pool buffer and gives
+//! the UMEM frame straight back to the fill ring (one copy keeps the [`Port`](crate::Port) trait simple;
 //! lending UMEM frames out as `PacketBuf`s, zero-copy all the way, is future work). The fill
 //! ring's index is published in batches (up to 64 frames) so that the kernel, which reads it
 //! on the sending core, finds whole cache lines of new entries. The UMEM is registered with
 //! unaligned chunks although its frames are aligned: the kernel then recycles one hot buffer
 //! head instead of walking one head per frame (a cache miss per frame on the sending core).
-//! [`Port::tx_burst`] copies frames into free UMEM frames, queues them on the TX ring and kicks
+//! [`PortQueue::tx_burst`] copies frames into free UMEM frames, queues them on the TX ring and kicks
 //! the kernel with `sendto`. A copy-mode kick sends at most 32 frames (unless Linux 6.17+ lets
 //! the port raise that budget with `XDP_MAX_TX_SKB_BUDGET`), so the port kicks until the ring
 //! is drained, a bounded number of times, taking completed frames back as it goes.

@@ -1,5 +1,5 @@
 //! Sleeping until a port has a frame: an epoll set over the ports' receive descriptors
-//! ([`crate::Port::rx_fd`]), armed only around sleeps.
+//! ([`PortQueue::rx_fd`](crate::PortQueue::rx_fd)), armed only around sleeps.
 //!
 //! A descriptor in an epoll set makes the kernel run the epoll callback for every frame or batch
 //! it delivers — on the *sender's* core. So a worker keeps its ports out of the set while it

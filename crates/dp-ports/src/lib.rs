@@ -4,7 +4,7 @@
 //!
 //! - [`PortQueue`], the per-worker half: bursts in and out of [`PacketBuf`]s from a worker's
 //!   [`BufferPool`], a file descriptor for idle waits ([`PortQueue::rx_fd`], watched by an
-//!   [`Epoll`] set) and whether it takes offload requests;
+//!   [`RxEpoll`] set) and whether it takes offload requests;
 //! - [`PortDevice`], the device half: name, link state, the peer's MAC, counters, how many
 //!   queues the device has, and a hook for events that change the device ([`DeviceEvent`]:
 //!   hot-plug, a new guest memory map).
@@ -100,7 +100,7 @@ pub trait PortQueue: Send {
     fn tx_burst(&mut self, pkts: &mut Vec<PacketBuf>, pool: &mut BufferPool) -> usize;
 
     /// A file descriptor that is readable (level-triggered) while frames wait to be received,
-    /// for a worker's epoll-based idle wait ([`Epoll`]); `None` when the port cannot provide one
+    /// for a worker's epoll-based idle wait ([`RxEpoll`]); `None` when the port cannot provide one
     /// (then poll).
     fn rx_fd(&self) -> Option<RawFd>;
 

@@ -96,7 +96,7 @@ impl MemoryPort {
 
     /// A benchmark source: each receive burst copies the next `frames`, round-robin, forever
     /// (none when `frames` is empty; a frame too large for a pool buffer counts as an
-    /// `rx_errors`). Transmit counts and frees. No [`Port::rx_fd`]: it always has frames.
+    /// `rx_errors`). Transmit counts and frees. No [`PortQueue::rx_fd`]: it always has frames.
     pub fn replay(name: impl Into<String>, mac: MacAddr, frames: Vec<Vec<u8>>) -> MemoryPort {
         let padded = |len: usize| len.div_ceil(LINE) * LINE;
         let total = frames.iter().map(|f| padded(f.len())).sum::<usize>() + SHORT_COPY;

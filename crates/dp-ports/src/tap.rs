@@ -33,7 +33,7 @@
 //! the device down: it must be set up again inside the namespace.
 //!
 //! # Link state
-//! A TAP descriptor cannot read the kernel side's flags. [`Port::link_up`] therefore reports the
+//! A TAP descriptor cannot read the kernel side's flags. [`PortDevice::link_up`] therefore reports the
 //! device's `IFF_UP` (`SIOCGIFFLAGS` by name) through a socket in the namespace the device lives
 //! in now:
 //! - in the namespace it was created in, the socket made at creation;

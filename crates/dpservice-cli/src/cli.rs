@@ -59,6 +59,8 @@ pub struct GlobalOpts {
     pub wide: Option<bool>,
 }
 
+// The doc comments are the `--help` text, as the Go CLI prints it: `[vni]` is no link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Creates one of [interface prefix route virtualip loadbalancer lbprefix lbtarget nat neighbornat firewallrule]

@@ -88,6 +88,8 @@ const DHCPV6_DNS_MAX: usize = 255 / 16;
 const VIRTSVC_MAX: usize = 256;
 
 /// The daemon's options; see the module docs for sources and precedence.
+// The doc comments are the `--help` text: `<file-prefix>` there is no HTML tag.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(Parser, Debug, Clone, PartialEq, Eq)]
 #[command(
     name = "dpservice",

@@ -33,15 +33,15 @@
 //! flow dumps, capture on/off and learned MACs are to come this way).
 //!
 //! # Polling
-//! A worker busy-polls while traffic flows and for [`SPIN_ROUNDS`] empty rounds after the last
+//! A worker busy-polls while traffic flows and for `SPIN_ROUNDS` empty rounds after the last
 //! frame, then sleeps in `epoll_wait` on its ports' descriptors until a frame arrives or the
-//! next tick is due (at most [`IDLE_WAIT`]). Idle, every worker wakes 10 times a second for its
+//! next tick is due (at most `IDLE_WAIT`). Idle, every worker wakes 10 times a second for its
 //! tick (its nodes' timers): well under 1% of a core (see BENCHMARKS.md).
 //!
-//! The spin adapts: when a frame ends a sleep sooner than [`QUICK_WAKE_FACTOR`] times the spin
+//! The spin adapts: when a frame ends a sleep sooner than `QUICK_WAKE_FACTOR` times the spin
 //! that preceded it (a flood with short gaps, e.g. while the sender's core runs something
-//! else), the next spin lasts twice as long, up to [`SPIN_MAX_NS`]; a sleep that ends later, or
-//! by its timeout, brings it back to [`SPIN_ROUNDS`]. A steady trickle of frames (gaps much
+//! else), the next spin lasts twice as long, up to `SPIN_MAX_NS`; a sleep that ends later, or
+//! by its timeout, brings it back to `SPIN_ROUNDS`. A steady trickle of frames (gaps much
 //! longer than the spin) and an idle worker keep the short spin; a flood does not pay a wake-up
 //! (an inter-processor interrupt on the sender's core) per gap.
 //!
@@ -61,7 +61,7 @@
 //! veth or a TAP, the VM's). So the set is armed (`EPOLL_CTL_ADD`, which also reports frames
 //! that arrived meanwhile: level-triggered) just before the first sleep, stays armed while
 //! the worker alternates between short bursts and sleeps (low rates: no churn), and is
-//! disarmed once traffic has kept the worker awake for [`DISARM_AFTER_ROUNDS`] rounds with
+//! disarmed once traffic has kept the worker awake for `DISARM_AFTER_ROUNDS` rounds with
 //! frames. The worker logs at exit how its time split between rounds with frames, empty
 //! polls and sleep (its headroom under load).
 //!

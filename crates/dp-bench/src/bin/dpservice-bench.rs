@@ -23,7 +23,7 @@
 //! * `nat`: VM1 behind a NAT (ports 1024–65535 of 203.0.113.1) sends to 198.18.0.0/16 over the
 //!   public default route: source address and port translated, then encapsulated;
 //! * `nat_return`: the replies of `nat`'s flows from the underlay, translated back to VM1;
-//! * `virtsvc`: UDP from VM1 to a virtual service (169.254.1.53:53 → [fc00:53::1]:5353): the
+//! * `virtsvc`: UDP from VM1 to a virtual service (169.254.1.53:53 → `[fc00:53::1]:5353`): the
 //!   IPv4 header replaced by an IPv6 one, a mapped source port, out of pf0 (no conntrack, no
 //!   encapsulation); `flows` VM source ports (at most 60,000: a service has 64,512 ports);
 //! * `virtsvc_return`: the service's replies to `virtsvc`'s mapped ports, back to VM1 as IPv4;

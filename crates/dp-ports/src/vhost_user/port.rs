@@ -17,7 +17,7 @@
 //!   which is the worker's [`PortQueue::rx_fd`], so an idle worker sleeps until the guest sends.
 //!   The kick is cleared only when a burst found the ring empty — then the ring is looked at
 //!   once more, so a frame queued just before is never left waiting for a kick already taken —
-//!   on the first empty burst after a busy one and every [`DRAIN_EVERY`]th after that (a kick
+//!   on the first empty burst after a busy one and every `DRAIN_EVERY`th after that (a kick
 //!   can land after its frame was taken: the worker then wakes in vain a few times, it does not
 //!   spin). While the guest keeps the ring busy (a full burst), it is asked not to kick at all
 //!   (`VRING_USED_F_NO_NOTIFY`, or with EVENT_IDX `avail_event` left behind): no system call
