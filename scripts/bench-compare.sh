@@ -105,7 +105,8 @@ BARE=0
 ROUNDS=1
 WAIT_IDLE=0
 MAX_OTHERS=10
-usage() { sed -n '2,/^# shellcheck disable/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 while (($#)); do
     case $1 in
     --quick) QUICK=1 ;;
@@ -153,9 +154,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Packages and binaries
 # ---------------------------------------------------------------------------------------------
-have() { command -v "$1" >/dev/null 2>&1; }
-note() { printf '# %s\n' "$*" >&2; }
-pmd_present() { compgen -G "/usr/lib/*/dpdk/pmds-*/librte_net_$1.so*" >/dev/null; }
 missing=()
 have ip || missing+=(iproute2)
 have taskset || missing+=(util-linux)
@@ -242,7 +240,6 @@ read -ra EXTRA <<<"${DAEMON_ARGS:-}"
 CASE_NO=0
 GRPC_PORT=1337 # inside a private namespace: no clash with anything on the host
 
-emit() { printf '%s\n' "$*"; printf '%s\n' "$*" >>"$RESULTS"; }
 
 # Stops what is still running and removes everything named after this run.
 sweep() {
@@ -286,33 +283,10 @@ trap 'exit 143' TERM
 CASE_PIDS=()
 CASE_NS=()
 CASE_DIR=
-fail() { echo "$PROG: ${CASE:-?}: $*" >&2; exit 1; }
-nap() { sleep "$1" & wait $!; } # interruptible by the traps
 # nsx NS cmd...: a short command in a namespace (bounded).
-nsx() { local ns=$1; shift; timeout -k 2 20 ip netns exec "$ns" "$@"; }
-mkns() {
-    ip netns add "$1" || fail "ip netns add $1"
-    CASE_NS+=("$1")
-    ip -n "$1" link set lo up
-}
 # bg LOG SECONDS cmd...: starts cmd in the background, killed after SECONDS at the latest; sets
 # BG_PID (the `timeout` wrapper, which passes SIGTERM on).
-bg() {
-    local log=$1 secs=$2
-    shift 2
-    timeout -k 5 "$secs" "$@" >"$log" 2>&1 </dev/null &
-    BG_PID=$!
-    CASE_PIDS+=("$BG_PID")
-}
 # stop PID [SECONDS]: SIGTERM, then SIGKILL after SECONDS (default 8); reaps it.
-stop() {
-    local pid=$1 secs=${2:-8} i
-    kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-    for ((i = 0; i < secs * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    return 0
-}
 # shellcheck disable=SC2317 # invoked by the trap
 case_cleanup() {
     local i ns pid
@@ -324,30 +298,11 @@ case_cleanup() {
     rm -rf /var/run/dpdk/"$RID"-*
 }
 # wait_for SECONDS WHAT cmd...: polls cmd until it succeeds.
-wait_for() {
-    local secs=$1 what=$2 i
-    shift 2
-    for ((i = 0; i < secs * 10; i++)); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    fail "timed out after ${secs}s waiting for $what"
-}
-alive() { kill -0 "$1" 2>/dev/null; }
 link_in() { ip -n "$1" link show "$2" >/dev/null 2>&1; }
 counter() { nsx "$1" cat "/sys/class/net/$2/statistics/$3"; }
 mac_of() { nsx "$1" cat "/sys/class/net/$2/address"; }
 now() { date +%s.%N; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # idle_pct SECONDS: how idle all CPUs were over the next SECONDS (percent, from /proc/stat).
-idle_pct() {
-    local a b
-    a=$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
-    sleep "$1"
-    b=$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-        printf "%.0f", (y[2] > x[2]) ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 100 }'
-}
 # sched_ns PID...: on-CPU and run-queue-wait nanoseconds of every thread of these processes.
 sched_ns() {
     local p
@@ -367,13 +322,6 @@ cpu_ticks() {
     awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9, $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
 }
 # With --wait-idle: waits (bounded) for the machine to be >= 85% idle; sets IDLE_BEFORE.
-wait_idle() {
-    local deadline=$((SECONDS + WAIT_IDLE))
-    IDLE_BEFORE=$(idle_pct 2)
-    while ((WAIT_IDLE > 0 && IDLE_BEFORE < 85 && SECONDS < deadline)); do
-        IDLE_BEFORE=$(idle_pct 2)
-    done
-}
 
 # run_case NAME function args...: runs one case in a subshell; a failure is reported, not fatal.
 run_case() {
@@ -823,14 +771,6 @@ value() {
             m = (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
             print (f == "pps=") ? sprintf("%.0f", m) : sprintf("%.2f", m)
         }' "$RESULTS"
-}
-compare() { # name ours theirs unit
-    if [ -n "$2" ] && [ -n "$3" ]; then
-        emit "COMPARE case=$1 ours=$2 theirs=$3 unit=$4 ratio=$(awk -v o="$2" -v t="$3" \
-            'BEGIN { printf (t > 0 ? "%.3f" : "n/a"), (t > 0 ? o / t : 0) }')"
-    else
-        emit "NOCOMPARE case=$1 ours=${2:-missing} theirs=${3:-missing} unit=$4"
-    fi
 }
 if [ "$SIDE" = both ]; then
     for kind in tap af_packet af_xdp; do

@@ -106,7 +106,8 @@ ROUNDS=1
 WAIT_IDLE=0
 MAX_OTHERS=10
 HUGEPAGES=0
-usage() { sed -n '2,/^# shellcheck disable/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 while (($#)); do
     case $1 in
     --quick) QUICK=1 ;;
@@ -157,9 +158,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Packages and binaries
 # ---------------------------------------------------------------------------------------------
-have() { command -v "$1" >/dev/null 2>&1; }
-note() { printf '# %s\n' "$*" >&2; }
-pmd_present() { compgen -G "/usr/lib/*/dpdk/pmds-*/librte_net_$1.so*" >/dev/null; }
 OVS_DPDK=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
 PY=/usr/bin/python3 # Debian's, whatever a pyenv or venv puts first in PATH
 missing=()
@@ -243,7 +241,6 @@ MAC_A=02:00:00:00:00:0a
 MAC_B=02:00:00:00:00:0b
 OTHER_MAC=02:00:00:00:00:01 # destination of the flood where the forwarder does not look
 
-emit() { printf '%s\n' "$*"; printf '%s\n' "$*" >>"$RESULTS"; }
 
 # The pcap writer: one UDP frame of SIZE bytes (checksums filled), COUNT copies.
 cat >"$WORK/mkpcap.py" <<'EOF'
@@ -361,34 +358,9 @@ fi
 CASE_PIDS=()
 CASE_NS=()
 CASE_DIR=
-fail() { echo "$PROG: ${CASE:-?}: $*" >&2; exit 1; }
-nap() { sleep "$1" & wait $!; } # interruptible by the traps
-nsx() { local ns=$1; shift; timeout -k 2 20 ip netns exec "$ns" "$@"; }
-mkns() {
-    ip netns add "$1" || fail "ip netns add $1"
-    CASE_NS+=("$1")
-    ip -n "$1" link set lo up
-}
 # bg LOG SECONDS cmd...: starts cmd in the background, killed after SECONDS at the latest; sets
 # BG_PID (the `timeout` wrapper, which passes SIGTERM on).
-bg() {
-    local log=$1 secs=$2
-    shift 2
-    timeout -k 5 "$secs" "$@" >"$log" 2>&1 </dev/null &
-    BG_PID=$!
-    CASE_PIDS+=("$BG_PID")
-}
 # stop PID [SECONDS]: SIGTERM, then SIGKILL after SECONDS (default 8); reaps it.
-stop() {
-    local pid=$1 secs=${2:-8} i
-    if ! kill -TERM "$pid" 2>/dev/null; then
-        wait "$pid" 2>/dev/null || true
-        return 0
-    fi
-    for ((i = 0; i < secs * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 case_cleanup() {
     local i ns pid
     for ((i = ${#CASE_PIDS[@]} - 1; i >= 0; i--)); do stop "${CASE_PIDS[i]}" 5; done
@@ -399,32 +371,6 @@ case_cleanup() {
     rm -rf /var/run/dpdk/"$RID"-*
 }
 # wait_for SECONDS WHAT cmd...: polls cmd until it succeeds.
-wait_for() {
-    local secs=$1 what=$2 i
-    shift 2
-    for ((i = 0; i < secs * 10; i++)); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    fail "timed out after ${secs}s waiting for $what"
-}
-alive() { kill -0 "$1" 2>/dev/null; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-idle_pct() {
-    local a b
-    a=$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
-    sleep "$1"
-    b=$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-        printf "%.0f", (y[2] > x[2]) ? 100 * (y[1] - x[1]) / (y[2] - x[2]) : 100 }'
-}
-wait_idle() {
-    local deadline=$((SECONDS + WAIT_IDLE))
-    IDLE_BEFORE=$(idle_pct 2)
-    while ((WAIT_IDLE > 0 && IDLE_BEFORE < 85 && SECONDS < deadline)); do
-        IDLE_BEFORE=$(idle_pct 2)
-    done
-}
 # sched_ns PID...: on-CPU nanoseconds of every thread of these processes.
 sched_ns() {
     local p
@@ -722,14 +668,6 @@ value() {
             for (i = 1; i < n; i++) for (j = i; j > 0 && v[j - 1] > v[j]; j--) { x = v[j]; v[j] = v[j - 1]; v[j - 1] = x }
             printf "%.0f\n", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
         }' "$RESULTS"
-}
-compare() { # name ours theirs unit
-    if [ -n "$2" ] && [ -n "$3" ]; then
-        emit "COMPARE case=$1 ours=$2 theirs=$3 unit=$4 ratio=$(awk -v o="$2" -v t="$3" \
-            'BEGIN { printf (t > 0 ? "%.3f" : "n/a"), (t > 0 ? o / t : 0) }')"
-    else
-        emit "NOCOMPARE case=$1 ours=${2:-missing} theirs=${3:-missing} unit=$4"
-    fi
 }
 if want_tool ours; then
     for SIZE in ${SIZES//,/ }; do
