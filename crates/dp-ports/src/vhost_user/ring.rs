@@ -747,6 +747,21 @@ mod tests {
         vq.add_desc_chains(&descs, 0).unwrap();
     }
 
+    /// Takes up to 8 frames from the guest's transmit queue `vq` into buffers of `pool`.
+    fn receive_from(
+        mem: &Arc<GuestMemoryMmap>,
+        vq: &MockSplitQueue<GuestMemoryMmap>,
+        pool: &mut BufferPool,
+        offloads: Offloads,
+    ) -> (Vec<PacketBuf>, RingStats) {
+        let mut q = split(mem, vq);
+        let mut out = Vec::with_capacity(8);
+        let mut stats = RingStats::default();
+        let n = receive(&mut q, pool, &mut out, 8, &mut stats, offloads);
+        assert_eq!(n, out.len());
+        (out, stats)
+    }
+
     fn used_entries(
         mem: &GuestMemoryMmap,
         vq: &MockSplitQueue<GuestMemoryMmap>,
@@ -786,14 +801,9 @@ mod tests {
             0,
         )
         .unwrap();
-        let mut q = split(&mem, &vq);
         let mut pool = BufferPool::new(4, 2048);
-        let mut out = Vec::with_capacity(8);
-        let mut stats = RingStats::default();
-        assert_eq!(
-            receive(&mut q, &mut pool, &mut out, 8, &mut stats, Offloads::None),
-            2
-        );
+        let (mut out, stats) = receive_from(&mem, &vq, &mut pool, Offloads::None);
+        assert_eq!(out.len(), 2);
         assert_eq!(out[0].data(), &frame_a[..]);
         let mut b = vec![7u8; 30];
         b.extend_from_slice(&[8; 34]);
@@ -826,14 +836,9 @@ mod tests {
             0,
         )
         .unwrap();
-        let mut q = split(&mem, &vq);
         let mut pool = BufferPool::new(8, 2048);
-        let mut out = Vec::with_capacity(8);
-        let mut stats = RingStats::default();
-        assert_eq!(
-            receive(&mut q, &mut pool, &mut out, 8, &mut stats, Offloads::None),
-            0
-        );
+        let (out, stats) = receive_from(&mem, &vq, &mut pool, Offloads::None);
+        assert!(out.is_empty());
         assert_eq!(stats.bad_chains, 4);
         // Every chain went back to the guest: the queue is not stuck.
         assert_eq!(used_entries(&mem, &vq).len(), 4);
@@ -1110,12 +1115,9 @@ mod tests {
         let vq = MockSplitQueue::new(&*mem, 64);
         let frame: Vec<u8> = (0..30_000u32).map(|i| (i * 7) as u8).collect();
         guest_frame(&mem, &vq, tso_request(frame.len()), &frame);
-        let mut q = split(&mem, &vq);
         let mut pool = BufferPool::with_large(4, 2048, 2, 65_600);
-        let mut out = Vec::new();
-        let mut stats = RingStats::default();
-        let got = receive(&mut q, &mut pool, &mut out, 8, &mut stats, Offloads::PassOn);
-        assert_eq!(got, 1);
+        let (mut out, _) = receive_from(&mem, &vq, &mut pool, Offloads::PassOn);
+        assert_eq!(out.len(), 1);
         assert_eq!(out[0].data(), &frame[..], "untouched");
         assert_eq!(out[0].meta.offload, tso_request(frame.len()));
         assert_eq!(pool.available(), 4, "the normal buffer went back");
@@ -1127,12 +1129,8 @@ mod tests {
         // The same superframe on a port whose guest did not negotiate offloads: dropped.
         let vq = MockSplitQueue::new(&*mem, 64);
         guest_frame(&mem, &vq, tso_request(frame.len()), &frame);
-        let mut q = split(&mem, &vq);
-        let mut stats = RingStats::default();
-        assert_eq!(
-            receive(&mut q, &mut pool, &mut out, 8, &mut stats, Offloads::None),
-            0
-        );
+        let (out, stats) = receive_from(&mem, &vq, &mut pool, Offloads::None);
+        assert!(out.is_empty());
         assert_eq!(stats.bad_chains, 1);
         assert_eq!((pool.available(), pool.large_available()), (4, 2));
     }
@@ -1147,14 +1145,9 @@ mod tests {
         for offloads in [Offloads::PassOn, Offloads::None] {
             let vq = MockSplitQueue::new(&*mem, 16);
             guest_frame(&mem, &vq, request, &frame);
-            let mut q = split(&mem, &vq);
             let mut pool = BufferPool::new(4, 2048);
-            let mut out = Vec::new();
-            let mut stats = RingStats::default();
-            assert_eq!(
-                receive(&mut q, &mut pool, &mut out, 8, &mut stats, offloads),
-                1
-            );
+            let (out, _) = receive_from(&mem, &vq, &mut pool, offloads);
+            assert_eq!(out.len(), 1);
             let got = out[0].data();
             if offloads == Offloads::PassOn {
                 assert_eq!(got, &frame[..]);
@@ -1323,14 +1316,9 @@ mod tests {
             .unwrap();
         vq.add_desc_chains(&[desc(start, (NET_HDR_LEN + frame.len()) as u32, 0, 0)], 0)
             .unwrap();
-        let mut q = split(&mem, &vq);
         let mut pool = BufferPool::new(4, 2048);
-        let mut out = Vec::with_capacity(4);
-        let mut stats = RingStats::default();
-        assert_eq!(
-            receive(&mut q, &mut pool, &mut out, 4, &mut stats, Offloads::None),
-            1
-        );
+        let (mut out, stats) = receive_from(&mem, &vq, &mut pool, Offloads::None);
+        assert_eq!(out.len(), 1);
         assert_eq!(out[0].data(), &frame[..]);
         assert_eq!(stats.bad_chains, 0);
         for b in out.drain(..) {
