@@ -747,6 +747,27 @@ mod tests {
         vq.add_desc_chains(&descs, 0).unwrap();
     }
 
+    /// Sends `frames` to the guest's receive queue (no offloads, no dirty log); returns how
+    /// many went in.
+    fn send(
+        q: &mut SplitRing,
+        pool: &mut BufferPool,
+        frames: &[&[u8]],
+        stats: &mut RingStats,
+    ) -> usize {
+        let mut pkts: Vec<PacketBuf> = frames
+            .iter()
+            .map(|f| {
+                let mut p = pool.alloc().unwrap();
+                p.set_frame(f).unwrap();
+                p
+            })
+            .collect();
+        let sent = transmit(q, &mut pkts, pool, stats, Offloads::None, None);
+        assert!(pkts.is_empty(), "what does not go in is dropped, not kept");
+        sent
+    }
+
     /// Takes up to 8 frames from the guest's transmit queue `vq` into buffers of `pool`.
     fn receive_from(
         mem: &Arc<GuestMemoryMmap>,
@@ -854,24 +875,11 @@ mod tests {
         let mut q = split(&mem, &vq);
         let mut pool = BufferPool::new(4, 2048);
         let frame: Vec<u8> = (0..100u8).collect();
-        let mut small = pool.alloc().unwrap();
-        small.set_frame(&[0xaa; 20]).unwrap();
-        let mut big = pool.alloc().unwrap();
-        big.set_frame(&frame).unwrap();
-        let mut pkts = vec![small, big];
         let mut stats = RingStats::default();
         assert_eq!(
-            transmit(
-                &mut q,
-                &mut pkts,
-                &mut pool,
-                &mut stats,
-                Offloads::None,
-                None
-            ),
+            send(&mut q, &mut pool, &[&[0xaa; 20], &frame], &mut stats),
             2
         );
-        assert!(pkts.is_empty());
         assert_eq!(pool.available(), 4);
         // The small frame: one buffer, num_buffers 1.
         let mut hdr = [0u8; NET_HDR_LEN];
@@ -891,37 +899,11 @@ mod tests {
 
         // One buffer left (64 bytes) and a frame that needs two: it is dropped, the buffer is
         // left to the guest for the next frame.
-        let mut big = pool.alloc().unwrap();
-        big.set_frame(&frame).unwrap();
-        let mut pkts = vec![big];
         let mut stats = RingStats::default();
-        assert_eq!(
-            transmit(
-                &mut q,
-                &mut pkts,
-                &mut pool,
-                &mut stats,
-                Offloads::None,
-                None
-            ),
-            0
-        );
+        assert_eq!(send(&mut q, &mut pool, &[&frame], &mut stats), 0);
         assert_eq!(stats.no_room, 1);
         assert_eq!(used_entries(&mem, &vq).len(), 3);
-        let mut small = pool.alloc().unwrap();
-        small.set_frame(&[1; 40]).unwrap();
-        let mut pkts = vec![small];
-        assert_eq!(
-            transmit(
-                &mut q,
-                &mut pkts,
-                &mut pool,
-                &mut stats,
-                Offloads::None,
-                None
-            ),
-            1
-        );
+        assert_eq!(send(&mut q, &mut pool, &[&[1; 40]], &mut stats), 1);
         assert_eq!(used_entries(&mem, &vq)[3], (3, 52));
     }
 
@@ -985,20 +967,7 @@ mod tests {
         let mut pool = BufferPool::new(4, 2048);
         let mut stats = RingStats::default();
         for _ in 0..2 {
-            let mut p = pool.alloc().unwrap();
-            p.set_frame(&[5; 60]).unwrap();
-            let mut pkts = vec![p];
-            assert_eq!(
-                transmit(
-                    &mut q,
-                    &mut pkts,
-                    &mut pool,
-                    &mut stats,
-                    Offloads::None,
-                    None
-                ),
-                0
-            );
+            assert_eq!(send(&mut q, &mut pool, &[&[5; 60]], &mut stats), 0);
         }
         // The first chain runs past the end; the second cannot hold the header.
         assert_eq!(stats.bad_chains, 2);
@@ -1332,21 +1301,8 @@ mod tests {
             vq.add_desc_chains(&[desc(start, 2048, F_WRITE, 0)], 0)
                 .unwrap();
             let mut q = split(&mem, &vq);
-            let mut pkt = pool.alloc().unwrap();
-            pkt.set_frame(&frame).unwrap();
-            let mut pkts = vec![pkt];
             let mut stats = RingStats::default();
-            assert_eq!(
-                transmit(
-                    &mut q,
-                    &mut pkts,
-                    &mut pool,
-                    &mut stats,
-                    Offloads::None,
-                    None
-                ),
-                1
-            );
+            assert_eq!(send(&mut q, &mut pool, &[&frame], &mut stats), 1);
             assert_eq!(stats.bad_chains, 0);
             let mut got = vec![0u8; NET_HDR_LEN + frame.len()];
             mem.read_slice(&mut got, GuestAddress(start)).unwrap();
