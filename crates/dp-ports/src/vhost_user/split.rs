@@ -602,7 +602,8 @@ impl SplitRing {
             .enumerate()
             .find_map(|(i, r)| Some((i, r.offset_of(addr, 1)?)))?;
         let r = self.regions.get(i)?;
-        let piece = u32::try_from(r.len - off as u64).ok()?.min(len);
+        // Below `len` (else the whole buffer would be in the region), so it fits u32.
+        let piece = (r.len - off as u64).min(u64::from(len)) as u32;
         self.last = i;
         Some((i, off, piece))
     }
