@@ -158,6 +158,10 @@ pub struct PairShared {
     /// guest runs fewer pairs than there are workers (a 1-vCPU Linux guest runs one). DPDK's
     /// vhost library takes the same kind of per-ring lock per burst.
     pub(crate) rx_ring: Mutex<Option<Running>>,
+    /// The epoch + 1 of the transmit and of the receive ring last counted as refused (0:
+    /// none): see [`Shared::refuse_ring`].
+    pub(crate) tx_refused: AtomicU64,
+    pub(crate) rx_refused: AtomicU64,
 }
 
 /// Between the device (protocol thread) and the queues (workers, one per queue pair).
@@ -238,6 +242,8 @@ impl PairShared {
             wake,
             kick_in_poll: Mutex::new(None),
             rx_ring: Mutex::new(None),
+            tx_refused: AtomicU64::new(0),
+            rx_refused: AtomicU64::new(0),
         })
     }
 
@@ -265,6 +271,17 @@ impl PairShared {
 }
 
 impl Shared {
+    /// Counts a ring a worker will not run (outside guest memory) in `refused`, once per
+    /// ring epoch (`marker`: the ring's field in [`PairShared`]): the worker tries it again
+    /// at every snapshot, a receive ring at every burst. Returns whether it was counted now.
+    pub(crate) fn refuse_ring(&self, marker: &AtomicU64, epoch: u64) -> bool {
+        if marker.swap(epoch.wrapping_add(1), Ordering::Relaxed) == epoch.wrapping_add(1) {
+            return false;
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
     /// The shared state of a port with `pairs` queue pairs (1 to [`MAX_QUEUE_PAIRS`]).
     pub(crate) fn new(pairs: usize) -> io::Result<Shared> {
         Ok(Shared {

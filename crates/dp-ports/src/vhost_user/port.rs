@@ -262,8 +262,9 @@ impl VhostUserPort {
             let event_idx = dp.features & device::VIRTIO_RING_F_EVENT_IDX != 0;
             self.tx_ring = match (spec, dp.memory.as_ref()) {
                 (Some(spec), Some(mem)) => build_queue(spec, mem, event_idx, dp.generation).or_else(|| {
-                    tracing::warn!(port = %self.name, ring = index, "vhost-user ring outside guest memory: not run");
-                    self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                    if self.shared.refuse_ring(&self.pair_shared.tx_refused, spec.epoch) {
+                        tracing::warn!(port = %self.name, ring = index, "vhost-user ring outside guest memory: not run");
+                    }
                     None
                 }),
                 _ => None,
@@ -338,8 +339,13 @@ fn rx_ring_for<'a>(
     ) {
         (Some(spec), Some(mem)) => {
             let ring = build_queue(spec, mem, event_idx, latest.generation);
-            if ring.is_none() {
-                shared.refused.fetch_add(1, Ordering::Relaxed);
+            if let (None, Some(pair)) = (&ring, shared.pairs.get(index / 2)) {
+                if shared.refuse_ring(&pair.rx_refused, spec.epoch) {
+                    tracing::warn!(
+                        ring = index,
+                        "vhost-user ring outside guest memory: not run"
+                    );
+                }
             }
             ring
         }
