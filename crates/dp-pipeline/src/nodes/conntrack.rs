@@ -207,13 +207,14 @@ impl Tracker {
         let Some((id, dir, flow)) = worker.flows.find_mut(key, hash) else {
             return self.miss(pkt, key, ctx, worker);
         };
+        // Decided under the current firewall generation: compared once here for the three
+        // uses below (comparing at each use cost 5 instructions per packet more in callgrind).
+        let decided = flow.firewall.generation == ctx.tables.firewall_generation;
         // Interfaces changed since the flow was decided: a flow whose end has gone (a VM
         // deleted or moved to another host) or whose translation no longer holds is made again
         // from this packet, which the lookup routed under the current tables. Deciding the old
         // flow would deny it until the sweep reached it.
-        if flow.firewall.generation != ctx.tables.firewall_generation
-            && !super::nat::still_valid(flow, ctx.tables)
-        {
+        if !decided && !super::nat::still_valid(flow, ctx.tables) {
             return self.remake(pkt, id, key, ctx, worker);
         }
         if key.proto == IpProtocol::TCP {
@@ -223,13 +224,13 @@ impl Tracker {
         }
         // A refused flow is not kept alive by its packets: a scan of a firewalled VM must not
         // fill the table with flows that never pass.
-        if flow.firewall.accept || flow.firewall.generation != ctx.tables.firewall_generation {
+        if flow.firewall.accept || !decided {
             flow.expires_ns = ctx
                 .now_ns
                 .saturating_add(ctx.config.flow_timeouts.of(key.proto, flow.tcp));
         }
         pkt.parsed.flow_ref = FlowRef::new(id, dir);
-        after_lookup(pkt, flow, dir, ctx)
+        next_of(pkt, flow, dir, decided)
     }
 
     /// A packet of no known flow: an ICMP error (about a flow), or a new flow.
@@ -511,7 +512,14 @@ fn set_reply_port(reply: &mut ConnKey, port: u16) {
 /// the route too.
 #[inline]
 fn after_lookup(pkt: &PacketBuf, flow: &Flow, dir: Direction, ctx: &Ctx<'_>) -> Verdict {
-    if flow.firewall.generation != ctx.tables.firewall_generation {
+    let decided = flow.firewall.generation == ctx.tables.firewall_generation;
+    next_of(pkt, flow, dir, decided)
+}
+
+/// [`after_lookup`], told whether the flow was decided under the current firewall generation.
+#[inline(always)]
+fn next_of(pkt: &PacketBuf, flow: &Flow, dir: Direction, decided: bool) -> Verdict {
+    if !decided {
         return Verdict::Next(NodeId::Firewall);
     }
     if !flow.firewall.accept {
