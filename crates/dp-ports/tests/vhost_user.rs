@@ -435,6 +435,7 @@ fn rings_outside_guest_memory_are_refused_and_nothing_is_read() {
     // Counted once each, however often the worker looked at them again (each snapshot, each
     // burst).
     assert_eq!(port.refused(), 3, "the three rings were refused");
+    assert!(!port.link_up(), "a port whose rings do not run is down");
     assert_eq!(port.stats().rx_packets, 0);
     assert_eq!(port.stats().tx_packets, 0);
     assert_eq!(port.stats().tx_errors, 5, "every frame dropped");

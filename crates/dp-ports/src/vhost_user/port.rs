@@ -31,7 +31,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -261,12 +261,15 @@ impl VhostUserPort {
             }
             let event_idx = dp.features & device::VIRTIO_RING_F_EVENT_IDX != 0;
             self.tx_ring = match (spec, dp.memory.as_ref()) {
-                (Some(spec), Some(mem)) => build_queue(spec, mem, event_idx, dp.generation).or_else(|| {
-                    if self.shared.refuse_ring(&self.pair_shared.tx_refused, spec.epoch) {
-                        tracing::warn!(port = %self.name, ring = index, "vhost-user ring outside guest memory: not run");
-                    }
-                    None
-                }),
+                (Some(spec), Some(mem)) => build_or_refuse(
+                    &self.shared,
+                    &self.pair_shared.tx_refused,
+                    spec,
+                    mem,
+                    event_idx,
+                    dp.generation,
+                    (&self.name, index),
+                ),
                 _ => None,
             };
         }
@@ -304,7 +307,7 @@ fn rx_ring_for<'a>(
     slot: &'a mut Option<Running>,
     dp: &DataPath,
     shared: &Shared,
-    index: usize,
+    (name, index): (&str, usize),
 ) -> Option<&'a mut Running> {
     let fits = |ring: &Running, dp: &DataPath| {
         dp.queues
@@ -337,21 +340,41 @@ fn rx_ring_for<'a>(
         latest.queues.get(index).and_then(Option::as_ref),
         latest.memory.as_ref(),
     ) {
-        (Some(spec), Some(mem)) => {
-            let ring = build_queue(spec, mem, event_idx, latest.generation);
-            if let (None, Some(pair)) = (&ring, shared.pairs.get(index / 2)) {
-                if shared.refuse_ring(&pair.rx_refused, spec.epoch) {
-                    tracing::warn!(
-                        ring = index,
-                        "vhost-user ring outside guest memory: not run"
-                    );
-                }
-            }
-            ring
-        }
+        (Some(spec), Some(mem)) => shared.pairs.get(index / 2).and_then(|pair| {
+            build_or_refuse(
+                shared,
+                &pair.rx_refused,
+                spec,
+                mem,
+                event_idx,
+                latest.generation,
+                (name, index),
+            )
+        }),
         _ => None,
     };
     slot.as_mut()
+}
+
+/// [`build_queue`], or, for a ring outside guest memory, nothing: counted and logged once per
+/// ring epoch (`refused`: the ring's marker, see `Shared::refuse_ring`), cleared once the ring
+/// runs (a new memory map may hold it).
+fn build_or_refuse(
+    shared: &Shared,
+    refused: &AtomicU64,
+    spec: &QueueSpec,
+    mem: &Arc<GuestMemoryMmap>,
+    event_idx: bool,
+    generation: u64,
+    (name, index): (&str, usize),
+) -> Option<Running> {
+    let ring = build_queue(spec, mem, event_idx, generation);
+    if ring.is_some() {
+        refused.store(0, Ordering::Relaxed);
+    } else if shared.refuse_ring(refused, spec.epoch) {
+        tracing::warn!(port = %name, ring = index, "vhost-user ring outside guest memory: not run");
+    }
+    ring
 }
 
 /// A queue over `mem` as `spec` describes it, if its rings lie inside guest memory.
@@ -460,7 +483,12 @@ impl PortQueue for VhostUserPort {
         if let Some(pair) = self.rx_pair.and_then(|p| self.shared.pairs.get(p)) {
             let index = 2 * self.rx_pair.unwrap_or(0) + RX_QUEUE;
             if let Ok(mut slot) = pair.rx_ring.lock() {
-                if let Some(ring) = rx_ring_for(&mut slot, &self.data_path, &self.shared, index) {
+                if let Some(ring) = rx_ring_for(
+                    &mut slot,
+                    &self.data_path,
+                    &self.shared,
+                    (&self.name, index),
+                ) {
                     down = false;
                     let log = self.data_path.log.as_deref();
                     sent =
@@ -515,10 +543,22 @@ impl PortDevice for VhostUserPort {
         &self.name
     }
 
-    /// Up while the guest runs its first queue pair (both rings).
+    /// Up while the guest runs its first queue pair: both rings set up, and neither refused by
+    /// the worker as lying outside guest memory (`Shared::refuse_ring`).
     fn link_up(&self) -> bool {
         let dp = self.shared.data_path.load();
-        dp.memory.is_some() && matches!(dp.queues.get(..2), Some([Some(_), Some(_)]))
+        let Some(pair) = self.shared.pairs.first() else {
+            return false;
+        };
+        let runs = |spec: &device::QueueSpec, refused: &AtomicU64| {
+            refused.load(Ordering::Relaxed) != spec.epoch.wrapping_add(1)
+        };
+        match (dp.memory.as_ref(), dp.queues.get(..2)) {
+            (Some(_), Some([Some(rx), Some(tx)])) => {
+                runs(rx, &pair.rx_refused) && runs(tx, &pair.tx_refused)
+            }
+            _ => false,
+        }
     }
 
     /// The guest's MAC is QEMU's to set: unknown until the guest's first frame says.
