@@ -56,8 +56,7 @@ const TAP_GUEST: Ipv4Addr = Ipv4Addr::new(10, 213, 7, 50);
 #[test]
 fn guest_boots_and_gets_an_address_by_dhcp_on_a_tap() {
     const TEST: &str = "guest_boots_and_gets_an_address_by_dhcp_on_a_tap";
-    skip_unless_ready!(TEST, &["ip", "busybox"]);
-    let Some(kernel) = guest::ready_or_skip(TEST, &[]) else {
+    let Some(kernel) = guest::ready_or_skip(TEST, &["ip", "busybox"]) else {
         return;
     };
     let t0 = Instant::now();
@@ -187,7 +186,6 @@ const VHOST_USER_VERSION: u32 = 0x1;
 #[test]
 fn qemu_connects_to_a_vhost_user_socket_and_asks_for_features() {
     const TEST: &str = "qemu_connects_to_a_vhost_user_socket_and_asks_for_features";
-    skip_unless_ready!(TEST, &[]);
     let Some(kernel) = guest::ready_or_skip(TEST, &[]) else {
         return;
     };
@@ -281,8 +279,7 @@ const GUESTS: [GuestDef; 2] = [
 #[test]
 fn vhost_user_guest_dhcp_and_ping() {
     const TEST: &str = "vhost_user_guest_dhcp_and_ping";
-    skip_unless_ready!(TEST, &["ip"]);
-    let Some(kernel) = guest::ready_or_skip(TEST, &[]) else {
+    let Some(kernel) = guest::ready_or_skip(TEST, &["ip"]) else {
         return;
     };
     let t0 = Instant::now();
@@ -475,8 +472,7 @@ const MQ_PINGS: u32 = 40;
 #[test]
 fn vhost_user_guest_with_two_queue_pairs_is_served_by_both_workers() {
     const TEST: &str = "vhost_user_guest_with_two_queue_pairs_is_served_by_both_workers";
-    skip_unless_ready!(TEST, &["ip"]);
-    let Some(kernel) = guest::ready_or_skip(TEST, &[]) else {
+    let Some(kernel) = guest::ready_or_skip(TEST, &["ip"]) else {
         return;
     };
     let t0 = Instant::now();
@@ -636,8 +632,7 @@ fn is_socket(p: &Path) -> bool {
 #[test]
 fn vhost_user_guest_reaches_a_vm_on_another_hypervisor() {
     const TEST: &str = "vhost_user_guest_reaches_a_vm_on_another_hypervisor";
-    skip_unless_ready!(TEST, &["ip", "busybox", "md5sum"]);
-    let Some(kernel) = guest::ready_or_skip(TEST, &[]) else {
+    let Some(kernel) = guest::ready_or_skip(TEST, &["ip", "busybox", "md5sum"]) else {
         return;
     };
     let t0 = Instant::now();
@@ -781,8 +776,7 @@ fn vhost_user_guest_reaches_a_vm_on_another_hypervisor() {
 #[test]
 fn vhost_user_port_survives_a_daemon_restart_and_a_qemu_restart() {
     const TEST: &str = "vhost_user_port_survives_a_daemon_restart_and_a_qemu_restart";
-    skip_unless_ready!(TEST, &["ip"]);
-    let Some(kernel) = guest::ready_or_skip(TEST, &[]) else {
+    let Some(kernel) = guest::ready_or_skip(TEST, &["ip"]) else {
         return;
     };
     let t0 = Instant::now();

@@ -639,8 +639,7 @@ fn run_state(qmp: &mut Qmp) -> Result<String, String> {
 #[test]
 fn vhost_user_guest_live_migrates_to_another_hypervisor() {
     const TEST: &str = "vhost_user_guest_live_migrates_to_another_hypervisor";
-    skip_unless_ready!(TEST, &["ip", "ping", "md5sum"]);
-    let Some(kernel) = guest::ready_or_skip(TEST, &[]) else {
+    let Some(kernel) = guest::ready_or_skip(TEST, &["ip", "ping", "md5sum"]) else {
         return;
     };
     let t0 = Instant::now();

@@ -155,7 +155,8 @@ pub fn guest_skip_reason(tools: &[&str]) -> Option<String> {
     kernel().err()
 }
 
-/// The guest kernel if QEMU guests can run; otherwise `None` after printing `SKIPPED` — or a
+/// The guest kernel if QEMU guests can run and `tools` are there (root and TUN too, as for every
+/// system test: `skip_reason`); otherwise `None` after printing `SKIPPED` — or a
 /// panic if `DPSERVICE_REQUIRE_SYSTEM_TESTS=1` forbids skipping.
 pub fn ready_or_skip(test: &str, tools: &[&str]) -> Option<Kernel> {
     match guest_skip_reason(tools) {

@@ -6,7 +6,7 @@
 //! * everything created is owned by a guard whose `Drop` removes it, on success and on panic;
 //! * names are unique per run (`Names`), so parallel tests and leftovers of killed runs do not
 //!   collide; interface names stay within the kernel's 15 characters.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)] // each test binary uses a part of the support
 
 pub mod api;
 pub mod capture;
