@@ -612,21 +612,39 @@ impl FlowTable {
         }
     }
 
-    /// Starts loading the flow a lookup of `hash` will most likely find (the first candidate
-    /// of its probe), once its index slot is in cache.
+    /// Starts loading the flow a lookup of `hash` will most likely find (the first slot of its
+    /// probe with the hash's tag), once its index slot is in cache.
+    ///
+    /// The probe is followed past a slot of another key: at `dpservice-bench`'s load (a fifth
+    /// to a quarter of the slots), prefetching whatever the home slot holds missed the flow of
+    /// 9.5 % of the lookups, looking at the tag misses 1.7 % (the test
+    /// `the_flow_prefetched_is_the_flow_found`), for 7 instructions per packet.
     #[inline(always)]
     pub fn prefetch_flow(&self, hash: u64) {
-        let home = tag_of(hash) as usize & self.mask;
-        if let Some(&s) = self.index.get(home) {
-            if s != 0 {
-                let (id, _) = slot_flow(s);
-                if let Some(f) = self.flows.get(id as usize) {
-                    // A flow is two cache lines; the reply key and the state are on the second.
-                    prefetch_read(f);
-                    prefetch_read(&f.expires_ns);
-                }
-            }
+        if let Some(f) = self.flow_to_prefetch(hash) {
+            // A flow is two cache lines; the reply key and the state are on the second.
+            prefetch_read(f);
+            prefetch_read(&f.expires_ns);
         }
+    }
+
+    /// The flow [`FlowTable::prefetch_flow`] loads for `hash`: the flow of the home slot if
+    /// it has the hash's tag, else of the next slot (a longer probe is rare at the index's
+    /// load).
+    #[inline(always)]
+    fn flow_to_prefetch(&self, hash: u64) -> Option<&Flow> {
+        let tag = tag_of(hash);
+        let home = tag as usize & self.mask;
+        let first = *self.index.get(home)?;
+        let s = if first == 0 || (first >> 32) as u32 == tag {
+            first
+        } else {
+            self.index.get((home + 1) & self.mask).copied().unwrap_or(0)
+        };
+        if s == 0 {
+            return None;
+        }
+        self.flows.get(slot_flow(s).0 as usize)
     }
 
     /// The flow `key` (with `hash` = [`self.hash(key)`](FlowTable::hash)) belongs to, and the
@@ -1028,6 +1046,49 @@ mod tests {
         );
         assert_eq!(t.len(), 1);
         assert!(!t.get(id).unwrap().is_translated());
+    }
+
+    #[test]
+    fn the_flow_prefetched_is_the_flow_found() {
+        // dpservice-bench's load: a table of twice the flows, both keys of each in the index
+        // (a quarter of the slots in use).
+        let flows = 50_000;
+        let mut t = FlowTable::new(flows * 2);
+        let keys: Vec<ConnKey> = (0..flows as u32)
+            .map(|i| ConnKey {
+                src: 0x0a00_0001,
+                dst: u128::from(0x0a01_0000 | (i & 0xffff)),
+                vni: 100,
+                src_port: 1000 + (i >> 16) as u16,
+                dst_port: 4789,
+                proto: IpProtocol::UDP,
+                is_v6: false,
+            })
+            .collect();
+        for k in &keys {
+            t.insert(Flow::new(*k, k.reversed(), 1)).unwrap();
+        }
+        let (mut home_rule, mut this_rule) = (0, 0);
+        for k in keys.iter().flat_map(|k| [*k, k.reversed()]) {
+            let hash = t.hash(&k);
+            let (id, _) = t.find(&k, hash).unwrap();
+            let found = t.get(id).unwrap() as *const Flow;
+            // The rule before: whatever flow the home slot holds.
+            let home = t.index[tag_of(hash) as usize & t.mask];
+            if home != 0 && std::ptr::eq(&t.flows[slot_flow(home).0 as usize], found) {
+                home_rule += 1;
+            }
+            if t.flow_to_prefetch(hash)
+                .is_some_and(|f| std::ptr::eq(f, found))
+            {
+                this_rule += 1;
+            }
+        }
+        let lookups = 2 * flows;
+        println!("right flow prefetched: home slot {home_rule}, tag {this_rule} of {lookups}");
+        // Measured: 90.5 % by the home slot, 98.3 % by the tag.
+        assert!(this_rule > home_rule, "{this_rule} against {home_rule}");
+        assert!(this_rule > lookups * 97 / 100, "{this_rule} of {lookups}");
     }
 
     /// The longest way any index slot sits from its home slot.

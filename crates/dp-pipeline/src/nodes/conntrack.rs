@@ -134,6 +134,10 @@ impl Node for Conntrack {
             *hash = read_key(pkt, key, &worker.flows);
             worker.flows.prefetch(*hash);
         }
+        // The first packets' flows, which the loop below prefetches for no one.
+        for &hash in self.hashes.iter().take(n.min(PREFETCH_FLOW_AHEAD)) {
+            worker.flows.prefetch_flow(hash);
+        }
         for i in 0..n {
             if i + PREFETCH_FLOW_AHEAD < n {
                 if let Some(&ahead) = self.hashes.get(i + PREFETCH_FLOW_AHEAD) {
