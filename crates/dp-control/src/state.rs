@@ -92,7 +92,7 @@ pub struct State {
     /// Set while [`State::deferred`] runs: changes wait for an explicit publish.
     defer: bool,
     /// The snapshot's `firewall_generation`, and the interface table it was counted for.
-    firewall_generation: u64,
+    firewall_generation: u32,
     firewall_ifaces: Option<Arc<Vec<Option<Arc<dp_tables::Iface>>>>>,
 }
 
@@ -227,7 +227,8 @@ impl State {
             .as_ref()
             .is_some_and(|last| Arc::ptr_eq(last, &ifaces))
         {
-            self.firewall_generation += 1;
+            self.firewall_generation =
+                dp_tables::next_firewall_generation(self.firewall_generation);
             self.firewall_ifaces = Some(Arc::clone(&ifaces));
         }
         // O(VNIs): each domain hands over its part, shared with the previous snapshot where

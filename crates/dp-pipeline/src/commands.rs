@@ -247,7 +247,7 @@ mod tests {
             let mut out = Vec::with_capacity(3);
             from = copy_flows(&table, f, Some(2), &mut out);
             assert!(out.len() <= 3);
-            mine.extend(out.iter().map(|fl| fl.keys[0].src_port));
+            mine.extend(out.iter().map(|fl| fl.original.src_port));
             all += 1;
         }
         mine.sort_unstable();

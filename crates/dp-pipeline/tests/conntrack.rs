@@ -135,7 +135,7 @@ fn a_local_udp_flow_is_one_flow_found_from_both_directions() {
     assert_delivered4(&out, VM2, &udp4(vm1, vm2, 40000, 5000, 63, b"ping"));
     let flow = only_flow(&h);
     let original = key4(vm1, vm2, IpProtocol::UDP, 40000, 5000);
-    assert_eq!(flow.keys, [original, original.reversed()]);
+    assert_eq!([flow.original, flow.reply], [original, original.reversed()]);
     assert_eq!(flow.ports, [VM1, VM2]);
     assert_eq!(flow.translation, Translation::None);
     assert_eq!(flow.tcp, TcpState::None);
@@ -170,7 +170,7 @@ fn an_encapsulated_flow_and_its_decapsulated_reply_are_one_flow() {
     assert_frame(&inner, &udp4(vm1, REMOTE_V4, 40000, 53, 63, b"q"));
     let flow = only_flow(&h);
     assert_eq!(
-        flow.keys[0],
+        flow.original,
         key4(vm1, REMOTE_V4, IpProtocol::UDP, 40000, 53)
     );
     assert_eq!(
@@ -205,7 +205,7 @@ fn a_decapsulated_flow_and_the_vms_encapsulated_reply_are_one_flow() {
     assert_delivered4(&out, VM2, &first);
     let flow = only_flow(&h);
     assert_eq!(
-        flow.keys[0],
+        flow.original,
         key4(REMOTE_V4, vm2, IpProtocol::UDP, 7000, 8000)
     );
     assert_eq!(flow.ports, [NO_PORT, VM2]);

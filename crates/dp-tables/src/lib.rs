@@ -28,8 +28,8 @@ mod vni;
 
 pub use capture::{CaptureConfig, CaptureDirections, CAPTURE_MAX_PORTS};
 pub use conntrack::{
-    ConnKey, Direction, FirewallVerdict, Flow, FlowId, FlowStats, FlowTable, HashSeeds,
-    InsertError, TcpSegment, TcpState, Timeouts, Translation, NO_PORT,
+    next_firewall_generation, ConnKey, Direction, FirewallVerdict, Flow, FlowId, FlowStats,
+    FlowTable, HashSeeds, InsertError, TcpSegment, TcpState, Timeouts, Translation, NO_PORT,
 };
 pub use firewall::{
     FirewallAction, FirewallRule, FirewallRules, FlowMatch, IpNet, PortRange, ProtocolFilter,

@@ -51,8 +51,12 @@ pub struct Snapshot {
     /// flow whose target was confirmed under another generation checks it again.
     pub lb_generation: u64,
     /// Changes whenever a firewall rule or an interface is added or removed: a flow whose
-    /// verdict was made under another generation is decided again.
-    pub firewall_generation: u64,
+    /// verdict was made under another generation is decided again. 32 bits, as flows keep it
+    /// (a flow's hot line has room for no more); it steps over `u32::MAX`, the flows' "never
+    /// decided" ([`crate::next_firewall_generation`]). A flow that lived through exactly 2^32 − 1
+    /// firewall changes would keep its verdict: at a thousand changes a second that is seven
+    /// weeks, far past any flow's timeout.
+    pub firewall_generation: u32,
     /// The active packet capture (CaptureStart), `None` when capture is off: the packet path
     /// looks at it once per batch.
     pub capture: Option<crate::CaptureConfig>,

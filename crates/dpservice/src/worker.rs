@@ -1189,8 +1189,8 @@ mod tests {
                     .worker
                     .flows
                     .iter()
-                    .find(|(_, fl)| fl.keys[1].dst_port == port)
-                    .map(|(_, fl)| fl.keys[0].src_port - 20000)
+                    .find(|(_, fl)| fl.reply.dst_port == port)
+                    .map(|(_, fl)| fl.original.src_port - 20000)
                     .expect("a flow with that NAT port");
                 assert_eq!(nat_port[usize::from(flow)].replace((port, index)), None);
             }
@@ -1207,8 +1207,7 @@ mod tests {
                 .flows
                 .iter()
                 .all(
-                    |(_, fl)| dp_pipeline::affinity::nat_port_owner(fl.keys[1].dst_port, 2)
-                        == index
+                    |(_, fl)| dp_pipeline::affinity::nat_port_owner(fl.reply.dst_port, 2) == index
                 ));
         }
         let handed_before = handed_off(&w);

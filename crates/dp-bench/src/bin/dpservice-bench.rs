@@ -540,7 +540,7 @@ fn nat_replies(flows: &dp_tables::FlowTable, size: usize) -> Vec<Vec<u8>> {
     let mut out: Vec<(u32, Vec<u8>)> = flows
         .iter()
         .map(|(id, f)| {
-            let r = &f.keys[1];
+            let r = &f.reply;
             let inner = dp_bench::udp_frame(
                 GW_MAC[usize::from(PF0_PORT)],
                 ROUTER_MAC,

@@ -62,7 +62,7 @@ pub const SWEEP_INTERVAL_NS: u64 = 100_000_000;
 
 /// A verdict no snapshot's firewall generation equals: the flow still has to be decided.
 pub(crate) const UNDECIDED: FirewallVerdict = FirewallVerdict {
-    generation: u64::MAX,
+    generation: u32::MAX,
     accept: false,
 };
 
@@ -332,7 +332,7 @@ impl Tracker {
                 match ctx.tables.public_target(key.vni, dst) {
                     Some(PublicTarget::Vip { port, private }) if !key.is_v6 => {
                         flow.translation = Translation::DnatVip;
-                        flow.keys[1].src = u128::from(u32::from(private));
+                        flow.reply.src = u128::from(u32::from(private));
                         flow.ports[1] = port;
                     }
                     _ => return Verdict::Drop(DropReason::NatNoFlow),
@@ -385,7 +385,7 @@ impl Tracker {
         ctx: &Ctx<'_>,
         worker: &WorkerCtx,
     ) -> Result<(), DropReason> {
-        let key = flow.keys[0];
+        let key = flow.original;
         let Some(iface) = ctx.tables.iface(pkt.meta.in_port) else {
             return Ok(());
         };
@@ -396,7 +396,7 @@ impl Tracker {
                 ctx.tables.public_target(key.vni, dst)
             {
                 flow.translation = Translation::DnatVip;
-                flow.keys[1].src = u128::from(u32::from(private));
+                flow.reply.src = u128::from(u32::from(private));
                 flow.ports[1] = port;
                 return Ok(());
             }
@@ -404,14 +404,14 @@ impl Tracker {
                 return Ok(());
             }
             if let Some(range) = services.nat {
-                let mut reply = flow.keys[1];
+                let mut reply = flow.reply;
                 reply.dst = u128::from(u32::from(range.ip));
                 let port = self.allocate_port(&key, reply, range, ctx, worker)?;
                 set_reply_port(&mut reply, port);
-                flow.keys[1] = reply;
+                flow.reply = reply;
                 flow.translation = Translation::SnatNat;
             } else if let Some(vip) = services.vip {
-                flow.keys[1].dst = u128::from(u32::from(vip));
+                flow.reply.dst = u128::from(u32::from(vip));
                 flow.translation = Translation::SnatVip;
             }
             return Ok(());
@@ -443,7 +443,7 @@ impl Tracker {
         };
         let port = self.allocate_port(&key, reply, range, ctx, worker)?;
         set_reply_port(&mut reply, port);
-        flow.keys[1] = reply;
+        flow.reply = reply;
         flow.translation = Translation::Nat64;
         Ok(())
     }

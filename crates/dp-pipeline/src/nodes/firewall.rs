@@ -89,12 +89,12 @@ fn icmp_of(pkt: &mut PacketBuf, dir: Direction) -> Option<(u8, u8)> {
 pub(crate) fn decide(flow: &Flow, tables: &Snapshot, icmp: Option<(u8, u8)>) -> bool {
     let [from, to] = flow.ports;
     // As the sending VM sent it, and as the receiving VM receives it.
-    let sent = flow.keys[0].flow_key();
+    let sent = flow.original.flow_key();
     // A balanced flow reaches its target as it was sent (its reply key holds the target).
     let received = if flow.translation == Translation::Lb {
         sent
     } else {
-        flow.keys[1].reversed().flow_key()
+        flow.reply.reversed().flow_key()
     };
     let passes = |port, direction, key| {
         if port == NO_PORT {

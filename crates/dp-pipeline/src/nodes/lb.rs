@@ -66,7 +66,7 @@ pub(crate) fn balance(
     ctx: &Ctx<'_>,
     flows: &FlowTable,
 ) -> Result<(), DropReason> {
-    let key = flow.keys[0];
+    let key = flow.original;
     if !lb.serves(key.proto, key.dst_port) {
         return Err(DropReason::LbPortClosed);
     }
@@ -78,7 +78,7 @@ pub(crate) fn balance(
     // through the router: its answer is that flow's reply, translated back to it). A remote
     // target's never come here, and the reply key holds the target instead.
     let reversed = key.reversed();
-    flow.keys[1] = if port == NO_PORT || flows.contains(&reversed) {
+    flow.reply = if port == NO_PORT || flows.contains(&reversed) {
         lb_reply_key(&key, target)
     } else {
         reversed
@@ -91,15 +91,15 @@ pub(crate) fn balance(
 /// Whether a balanced flow's balancer still exists and still has the flow's target (for a
 /// local target: a target that is this VM's).
 pub(crate) fn target_still_valid(flow: &Flow, tables: &Snapshot) -> bool {
-    let Some(lb) = tables.load_balancer_of(&flow.keys[0]) else {
+    let Some(lb) = tables.load_balancer_of(&flow.original) else {
         return false;
     };
     match flow.ports[1] {
-        NO_PORT => lb.has_target(lb_target_of(&flow.keys[1])),
+        NO_PORT => lb.has_target(lb_target_of(&flow.reply)),
         port => lb
             .targets
             .iter()
-            .any(|&t| local_port(tables, t, flow.keys[0].vni) == port),
+            .any(|&t| local_port(tables, t, flow.original.vni) == port),
     }
 }
 
@@ -129,7 +129,7 @@ fn forward(pkt: &mut PacketBuf, id: FlowId, ctx: &Ctx<'_>, worker: &mut WorkerCt
         }
         flow.lb_stamp = stamp;
     }
-    send(pkt, lb_target_of(&flow.keys[1]), flow.ports[1])
+    send(pkt, lb_target_of(&flow.reply), flow.ports[1])
 }
 
 /// Sends a packet to a target: into the VM at `port`, or through the underlay.
@@ -154,7 +154,7 @@ fn rebalance(pkt: &mut PacketBuf, id: FlowId, ctx: &Ctx<'_>, worker: &mut Worker
         return Verdict::Drop(DropReason::NoFlow);
     };
     pkt.parsed.flow_ref = FlowRef::NONE;
-    let key = old.keys[0];
+    let key = old.original;
     let Some(lb) = ctx.tables.load_balancer_of(&key) else {
         return Verdict::Drop(DropReason::LbNoBalancer);
     };
@@ -169,7 +169,7 @@ fn rebalance(pkt: &mut PacketBuf, id: FlowId, ctx: &Ctx<'_>, worker: &mut Worker
         generation: ctx.tables.firewall_generation,
         accept,
     };
-    let (target, port) = (lb_target_of(&flow.keys[1]), flow.ports[1]);
+    let (target, port) = (lb_target_of(&flow.reply), flow.ports[1]);
     match worker.flows.insert(flow) {
         Ok(id) => pkt.parsed.flow_ref = FlowRef::new(id, Direction::Original),
         Err(InsertError::Full) => return Verdict::Drop(DropReason::FlowTableFull),

@@ -108,8 +108,8 @@ impl Nat {
         }
         let current = *flow.key(dir);
         let other = match dir {
-            Direction::Original => flow.keys[1],
-            Direction::Reply => flow.keys[0],
+            Direction::Original => flow.reply,
+            Direction::Reply => flow.original,
         };
         let wanted = other.reversed();
         let l3_offset = usize::from(pkt.parsed.l3_offset);
@@ -183,7 +183,7 @@ impl Nat {
     /// the direction name. Returns whether it was done (else the general path runs).
     #[inline]
     fn translate_fast(&mut self, pkt: &mut PacketBuf, flow: &Flow, dir: Direction) -> bool {
-        let [orig, reply] = &flow.keys;
+        let (orig, reply) = (&flow.original, &flow.reply);
         // A superframe keeps its partial checksum: the general path moves it.
         if orig.is_v6
             || !matches!(orig.proto, IpProtocol::TCP | IpProtocol::UDP)
@@ -413,7 +413,7 @@ fn translate_icmp_error(
 fn route(pkt: &mut PacketBuf, flow: &Flow, dir: Direction, ctx: &Ctx<'_>) -> Verdict {
     match (flow.translation, dir) {
         (Translation::DnatVip, Direction::Original) => {
-            let dst = v4(flow.keys[1].src);
+            let dst = v4(flow.reply.src);
             let target = ctx
                 .tables
                 .vni(pkt.parsed.vni)
@@ -450,7 +450,7 @@ pub(crate) fn still_valid(flow: &Flow, tables: &Snapshot) -> bool {
     if !ends_exist {
         return false;
     }
-    let [orig, reply] = &flow.keys;
+    let (orig, reply) = (&flow.original, &flow.reply);
     let inside = || tables.iface(flow.ports[0]).map(|i| &i.services);
     match flow.translation {
         Translation::None => true,

@@ -231,16 +231,13 @@ impl Harness {
     /// firewall generation (as the control plane does on every rule change), keeping every
     /// other table (routes added by the test included).
     pub fn set_firewall(&mut self, port: PortId, rules: Vec<dp_tables::FirewallRule>) {
-        let generation = self.snapshot.firewall_generation + 1;
+        let generation = dp_tables::next_firewall_generation(self.snapshot.firewall_generation);
         let iface = self
             .ifaces
             .iter_mut()
             .find(|i| i.port == port)
             .expect("an interface on the port");
-        iface.services.firewall = Arc::new(dp_tables::FirewallRules::new(
-            u32::try_from(generation).unwrap(),
-            rules,
-        ));
+        iface.services.firewall = Arc::new(dp_tables::FirewallRules::new(generation, rules));
         let iface = Arc::new(iface.clone());
         self.snapshot.set_iface(port, Some(iface));
         self.snapshot.firewall_generation = generation;
