@@ -393,6 +393,19 @@ pub struct FirewallVerdict {
     pub accept: bool,
 }
 
+impl FirewallVerdict {
+    /// A verdict no snapshot's firewall generation equals: the flow still has to be decided.
+    pub const UNDECIDED: FirewallVerdict = FirewallVerdict {
+        generation: u32::MAX,
+        accept: false,
+    };
+
+    /// Whether the firewall has decided the flow (under some generation).
+    pub fn is_decided(&self) -> bool {
+        self.generation != u32::MAX
+    }
+}
+
 /// What kind of translation a flow has (the keys say what exactly).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[repr(u8)]

@@ -321,10 +321,10 @@ pub fn flow_json(
         TcpState::FinWait => "fin_wait",
         TcpState::Closed => "closed",
     };
-    let firewall = match (flow.firewall.generation, flow.firewall.accept) {
-        (0, _) => "undecided",
-        (_, true) => "accept",
-        (_, false) => "drop",
+    let firewall = match (flow.firewall.is_decided(), flow.firewall.accept) {
+        (false, _) => "undecided",
+        (true, true) => "accept",
+        (true, false) => "drop",
     };
     serde_json::json!({
         "worker": worker,
@@ -338,4 +338,36 @@ pub fn flow_json(
         "expires_in_ms": flow.expires_ns.saturating_sub(now_ns) / 1_000_000,
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dp_tables::{ConnKey, FirewallVerdict};
+
+    #[test]
+    fn a_flow_shows_its_firewall_verdict() {
+        let key = ConnKey::default();
+        let firewall_of = |firewall| {
+            let flow = Flow {
+                firewall,
+                ..Flow::new(key, key.reversed(), 5_000_000)
+            };
+            let json: serde_json::Value =
+                serde_json::from_str(&flow_json(0, &flow, 0, &|_| None)).unwrap();
+            assert_eq!(json["expires_in_ms"], 5);
+            json["firewall"].as_str().unwrap().to_string()
+        };
+        assert_eq!(firewall_of(FirewallVerdict::UNDECIDED), "undecided");
+        let decided = |accept| FirewallVerdict {
+            generation: 0,
+            accept,
+        };
+        assert_eq!(firewall_of(decided(true)), "accept");
+        assert_eq!(
+            firewall_of(decided(false)),
+            "drop",
+            "generation 0 is a decision"
+        );
+    }
 }

@@ -61,10 +61,7 @@ pub const SWEEP_PER_TICK: usize = 65_536;
 pub const SWEEP_INTERVAL_NS: u64 = 100_000_000;
 
 /// A verdict no snapshot's firewall generation equals: the flow still has to be decided.
-pub(crate) const UNDECIDED: FirewallVerdict = FirewallVerdict {
-    generation: u32::MAX,
-    accept: false,
-};
+pub(crate) const UNDECIDED: FirewallVerdict = FirewallVerdict::UNDECIDED;
 
 /// How often a full NAT range is logged (per worker).
 const EXHAUSTED_LOG_INTERVAL_NS: u64 = 1_000_000_000;
