@@ -4,7 +4,7 @@
 //! A flow balanced to a target on another host carries the target in its reply key (see
 //! [`lb_reply_key`]): the target answers the client itself, from its own hypervisor, so no
 //! packet ever travels such a flow's reply direction here, and the flow needs no field of its
-//! own for the target (the flow is exactly two cache lines and full). A flow to a target on this
+//! own for the target (the flow is two cache lines with little room left). A flow to a target on this
 //! host keeps the usual reply key (its VM's answers are the flow's replies) and the VM's port.
 
 use std::net::{IpAddr, Ipv6Addr};

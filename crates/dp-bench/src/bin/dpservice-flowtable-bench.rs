@@ -11,7 +11,9 @@
 //!   slab-sized buffer (both prefetched batch-wise, the second once the first is in) — the
 //!   floor of a lookup that reads an index slot and then the flow it points to.
 //! * `raw_flow`: as `raw_two`, but two adjacent lines of the slab (a flow is 128 bytes) and 48
-//!   bytes of a stream read in order (the key) — the floor of this table's lookup.
+//!   bytes of a stream read in order (the key) — the floor of a lookup that reads both lines
+//!   of a flow (a reply, a translated flow); the lookups below are of untranslated flows in
+//!   their original direction, which read one line: their floor is `raw_two` and the key.
 //! * `lookup`: [`FlowTable`] lookups of live flows in a random order, as the conntrack node
 //!   makes them (keys hashed and index slots prefetched for a batch of 64, each flow prefetched
 //!   four lookups ahead, the flow's expiry written), keys read from a key stream in order
@@ -55,6 +57,10 @@ type Line = [u64; 8];
 
 fn main() {
     let args = Args::parse();
+    if args.lookups == 0 || args.flows.contains(&0) {
+        eprintln!("--lookups and every --flows must be at least 1");
+        std::process::exit(2);
+    }
     let wants = |case: &str| args.only.is_empty() || args.only.iter().any(|c| c == case);
     for &flows in &args.flows {
         let capacity = flows * 2;
