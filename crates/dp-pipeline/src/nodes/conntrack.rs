@@ -60,9 +60,6 @@ pub const SWEEP_PER_TICK: usize = 65_536;
 /// How often the sweep runs.
 pub const SWEEP_INTERVAL_NS: u64 = 100_000_000;
 
-/// A verdict no snapshot's firewall generation equals: the flow still has to be decided.
-pub(crate) const UNDECIDED: FirewallVerdict = FirewallVerdict::UNDECIDED;
-
 /// How often a full NAT range is logged (per worker).
 const EXHAUSTED_LOG_INTERVAL_NS: u64 = 1_000_000_000;
 
@@ -363,7 +360,7 @@ impl Tracker {
         flow.expires_ns = ctx
             .now_ns
             .saturating_add(ctx.config.flow_timeouts.of(key.proto, flow.tcp));
-        flow.firewall = UNDECIDED;
+        flow.firewall = FirewallVerdict::UNDECIDED;
         match worker.flows.insert(flow) {
             Ok(id) => {
                 pkt.parsed.flow_ref = FlowRef::new(id, Direction::Original);
