@@ -21,7 +21,13 @@
 //!   slots are (a staging tried against the four-ahead one); `lookup_noprefetch`: no
 //!   prefetches.
 //!
-//! Prints `FLOWTABLE case=... flows=... ns_per_lookup=...` lines. Timings are wall clock on one
+//! `--work N` adds N steps of register-only arithmetic after each lookup or line read (a
+//! multiply-rotate chain that depends on nothing read from memory), standing for the rest of a
+//! packet's work: comparing a case at 1,000 and at 1,000,000 flows with the same `--work` shows
+//! how much of the memory time the work hides (all of it, if the two are equal) and how much
+//! it only adds to.
+//!
+//! Prints `FLOWTABLE case=... flows=... work=... ns_per_lookup=...` lines. Timings are wall clock on one
 //! thread; compare them only within one run.
 
 use std::time::Instant;
@@ -46,6 +52,10 @@ struct Args {
     /// How many lookups ahead `lookup` prefetches a flow (the conntrack node: 4).
     #[arg(long, default_value_t = FLOW_AHEAD)]
     ahead: usize,
+    /// Steps of register-only arithmetic after each lookup or line read (about a cycle each;
+    /// see the module's docs).
+    #[arg(long, default_value_t = 0)]
+    work: u32,
 }
 
 /// What the conntrack node batches (`dp_pipeline::graph::BATCH_SIZE`).
@@ -69,16 +79,28 @@ fn main() {
         let index_lines = ((capacity * 4).next_power_of_two() * 8 / 64).max(1);
         let slab_lines = flows * 2;
         if wants("raw_one") {
-            let ns = raw(index_lines, None, Shape::Line, args.lookups);
-            report("raw_one", flows, ns);
+            let ns = raw(index_lines, None, Shape::Line, args.lookups, args.work);
+            report("raw_one", flows, args.work, ns);
         }
         if wants("raw_two") {
-            let ns = raw(index_lines, Some(slab_lines), Shape::Line, args.lookups);
-            report("raw_two", flows, ns);
+            let ns = raw(
+                index_lines,
+                Some(slab_lines),
+                Shape::Line,
+                args.lookups,
+                args.work,
+            );
+            report("raw_two", flows, args.work, ns);
         }
         if wants("raw_flow") {
-            let ns = raw(index_lines, Some(slab_lines), Shape::Flow, args.lookups);
-            report("raw_flow", flows, ns);
+            let ns = raw(
+                index_lines,
+                Some(slab_lines),
+                Shape::Flow,
+                args.lookups,
+                args.work,
+            );
+            report("raw_flow", flows, args.work, ns);
         }
         if wants("lookup") || wants("lookup_staged") || wants("lookup_noprefetch") {
             let (mut table, keys) = filled(flows, capacity);
@@ -88,19 +110,36 @@ fn main() {
                 ("lookup_noprefetch", Prefetch::None),
             ] {
                 if wants(case) {
-                    let ns = lookups(&mut table, &keys, args.lookups, prefetching, args.ahead);
-                    report(case, flows, ns);
+                    let run = Lookups {
+                        count: args.lookups,
+                        prefetching,
+                        flow_ahead: args.ahead,
+                        work: args.work,
+                    };
+                    let ns = run.time(&mut table, &keys);
+                    report(case, flows, args.work, ns);
                 }
             }
         }
     }
 }
 
-fn report(case: &str, flows: usize, ns: f64) {
+fn report(case: &str, flows: usize, work: u32, ns: f64) {
     println!(
-        "FLOWTABLE case={case} flows={flows} ns_per_lookup={ns:.1} mlookups_per_s={:.2}",
+        "FLOWTABLE case={case} flows={flows} work={work} ns_per_lookup={ns:.1} mlookups_per_s={:.2}",
         1e3 / ns
     );
+}
+
+/// `steps` steps of a multiply-rotate chain from `seed`: work that needs no memory and that the
+/// compiler can neither fold nor hoist (the step count is a run-time value).
+#[inline(always)]
+fn busy(seed: u64, steps: u32) -> u64 {
+    let mut w = seed | 1;
+    for _ in 0..steps {
+        w = w.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7);
+    }
+    w
 }
 
 /// A xorshift generator: cheap, and the same sequence every run.
@@ -143,7 +182,13 @@ enum Shape {
 
 /// ns per item of batch-prefetched random line reads: one line of `first` each, or that line
 /// and then what of `second` it names (`shape`).
-fn raw(first_lines: usize, second_lines: Option<usize>, shape: Shape, items: usize) -> f64 {
+fn raw(
+    first_lines: usize,
+    second_lines: Option<usize>,
+    shape: Shape,
+    items: usize,
+    work: u32,
+) -> f64 {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let second_len = second_lines.unwrap_or(1);
     let mut first: Vec<Line> = vec![[0; 8]; first_lines];
@@ -157,6 +202,7 @@ fn raw(first_lines: usize, second_lines: Option<usize>, shape: Shape, items: usi
     let mut at = 0usize;
     let mut batch = [0usize; BATCH];
     let mut sum = 0u64;
+    let mut busy_sum = 0u64;
     let start = Instant::now();
     let mut done = 0;
     while done < items {
@@ -190,16 +236,18 @@ fn raw(first_lines: usize, second_lines: Option<usize>, shape: Shape, items: usi
                 if flow {
                     sum = sum.wrapping_add(second.get(slot + 1).map_or(0, |l| l[2]));
                 }
+                busy_sum ^= busy(slot as u64, work);
             }
         } else {
             for &slot in &batch {
                 sum = sum.wrapping_add(first.get(slot).map_or(0, |l| l[1]));
+                busy_sum ^= busy(slot as u64, work);
             }
         }
         done += BATCH;
     }
     let ns = start.elapsed().as_nanos() as f64 / done as f64;
-    std::hint::black_box(sum);
+    std::hint::black_box((sum, busy_sum));
     ns
 }
 
@@ -236,7 +284,7 @@ fn filled(flows: usize, capacity: usize) -> (FlowTable, Vec<ConnKey>) {
     (table, keys)
 }
 
-/// ns per lookup of `lookups` lookups of `keys` (cycled) in `table`, the conntrack node's way.
+/// How a batch prefetches its flows.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Prefetch {
     None,
@@ -246,58 +294,67 @@ enum Prefetch {
     Staged,
 }
 
-fn lookups(
-    table: &mut FlowTable,
-    keys: &[ConnKey],
-    lookups: usize,
+/// A timed run of lookups.
+struct Lookups {
+    count: usize,
     prefetching: Prefetch,
     flow_ahead: usize,
-) -> f64 {
-    let mut hashes = [0u64; BATCH];
-    let mut found = 0u64;
-    let mut now = 1u64;
-    let start = Instant::now();
-    let mut done = 0;
-    let mut next = 0;
-    while done < lookups {
-        let from = next;
-        for h in hashes.iter_mut() {
-            *h = keys.get(next).map_or(0, |k| table.hash(k));
-            if prefetching != Prefetch::None {
-                table.prefetch(*h);
-            }
-            next = (next + 1) % keys.len().max(1);
-        }
-        let ahead = match prefetching {
-            Prefetch::None => 0,
-            Prefetch::Ahead => flow_ahead,
-            Prefetch::Staged => BATCH,
-        };
-        for &h in hashes.iter().take(ahead) {
-            table.prefetch_flow(h);
-        }
-        for i in 0..BATCH {
-            if prefetching == Prefetch::Ahead {
-                if let Some(&ahead) = hashes.get(i + flow_ahead) {
-                    table.prefetch_flow(ahead);
+    /// Steps of [`busy`] after each lookup.
+    work: u32,
+}
+
+impl Lookups {
+    /// ns per lookup of `count` lookups of `keys` (cycled) in `table`, the conntrack node's way.
+    fn time(&self, table: &mut FlowTable, keys: &[ConnKey]) -> f64 {
+        let mut hashes = [0u64; BATCH];
+        let mut found = 0u64;
+        let mut busy_sum = 0u64;
+        let mut now = 1u64;
+        let start = Instant::now();
+        let mut done = 0;
+        let mut next = 0;
+        while done < self.count {
+            let from = next;
+            for h in hashes.iter_mut() {
+                *h = keys.get(next).map_or(0, |k| table.hash(k));
+                if self.prefetching != Prefetch::None {
+                    table.prefetch(*h);
                 }
+                next = (next + 1) % keys.len().max(1);
             }
-            let Some(k) = keys.get((from + i) % keys.len().max(1)) else {
-                continue;
+            let ahead = match self.prefetching {
+                Prefetch::None => 0,
+                Prefetch::Ahead => self.flow_ahead,
+                Prefetch::Staged => BATCH,
             };
-            let h = hashes.get(i).copied().unwrap_or(0);
-            if let Some((_, _, flow)) = table.find_mut(k, h) {
-                flow.expires_ns = now;
-                found += 1;
+            for &h in hashes.iter().take(ahead) {
+                table.prefetch_flow(h);
             }
+            for i in 0..BATCH {
+                if self.prefetching == Prefetch::Ahead {
+                    if let Some(&ahead) = hashes.get(i + self.flow_ahead) {
+                        table.prefetch_flow(ahead);
+                    }
+                }
+                let Some(k) = keys.get((from + i) % keys.len().max(1)) else {
+                    continue;
+                };
+                let h = hashes.get(i).copied().unwrap_or(0);
+                if let Some((_, _, flow)) = table.find_mut(k, h) {
+                    flow.expires_ns = now;
+                    found += 1;
+                }
+                busy_sum ^= busy(i as u64 ^ now, self.work);
+            }
+            now += 1;
+            done += BATCH;
         }
-        now += 1;
-        done += BATCH;
+        let ns = start.elapsed().as_nanos() as f64 / done as f64;
+        std::hint::black_box(busy_sum);
+        if found != done as u64 {
+            eprintln!("only {found} of {done} lookups found their flow");
+            std::process::exit(1);
+        }
+        ns
     }
-    let ns = start.elapsed().as_nanos() as f64 / done as f64;
-    if found != done as u64 {
-        eprintln!("only {found} of {done} lookups found their flow");
-        std::process::exit(1);
-    }
-    ns
 }
