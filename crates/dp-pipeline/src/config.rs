@@ -35,6 +35,10 @@ pub struct DpConfig {
     pub router: Option<Ipv6Addr>,
     /// How long flows live without packets (`--flow-timeout` and dpservice's fixed ones).
     pub flow_timeouts: dp_tables::Timeouts,
+    /// Which packets connection tracking keeps state for (`--conntrack`): every routed one (as
+    /// dpservice), or only those a stateful service needs (see
+    /// [`Conntrack`](crate::nodes::Conntrack)).
+    pub conntrack: ConntrackMode,
     /// The uplinks' next-hop MAC comes from the kernel's IPv6 neighbour table, as dpservice
     /// takes it (TAP uplinks without `--router`): the daemon reads it and writes it into the
     /// [`PortTable`](crate::PortTable); the pipeline neither solicits nor learns it, and an
@@ -44,6 +48,18 @@ pub struct DpConfig {
     /// The virtual services (`--udp-virtsvc`, `--tcp-virtsvc`), fixed for the daemon's life;
     /// each worker's port maps for them are in [`WorkerCtx::virtsvc`](crate::WorkerCtx).
     pub virtual_services: std::sync::Arc<dp_tables::VirtualServices>,
+}
+
+/// Which packets connection tracking keeps state for (`--conntrack`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConntrackMode {
+    /// Every routed packet belongs to a flow in the flow table (dpservice's behaviour).
+    #[default]
+    All,
+    /// Only packets a stateful service needs: a packet between interfaces that have no
+    /// firewall rule, no VIP and no NAT (and, from a VM, sent from its own address on a route
+    /// that is not public, to no VIP) is forwarded without a flow.
+    Stateful,
 }
 
 impl DpConfig {
@@ -66,6 +82,7 @@ impl Default for DpConfig {
             wcmp_percent: 100,
             router: None,
             flow_timeouts: dp_tables::Timeouts::default(),
+            conntrack: ConntrackMode::All,
             router_mac_from_kernel: false,
             virtual_services: std::sync::Arc::default(),
         }

@@ -31,7 +31,9 @@ pub mod worker_ctx;
 pub use dp_buffer::{buffer, offload};
 
 pub use buffer::{BufferPool, PacketBuf, PacketMeta, DEFAULT_DATA_ROOM, HEADROOM, LARGE_DATA_ROOM};
-pub use config::{DpConfig, DEFAULT_UNDERLAY_MTU, GATEWAY_IPV4, GATEWAY_IPV6, MIN_UNDERLAY_MTU};
+pub use config::{
+    ConntrackMode, DpConfig, DEFAULT_UNDERLAY_MTU, GATEWAY_IPV4, GATEWAY_IPV6, MIN_UNDERLAY_MTU,
+};
 pub use drop::DropReason;
 pub use graph::{
     edge_list, Edge, FlowCounters, Graph, GraphCounters, NodeId, PollCounters, TxSink, BATCH_SIZE,

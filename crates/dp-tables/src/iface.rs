@@ -40,6 +40,16 @@ pub struct Iface {
 }
 
 impl Iface {
+    /// Whether none of this interface's traffic needs connection state: it has no VIP, no NAT
+    /// and no firewall rule (what `--conntrack stateful` forwards untracked between such
+    /// interfaces).
+    #[inline]
+    pub fn is_stateless(&self) -> bool {
+        self.services.vip.is_none()
+            && self.services.nat.is_none()
+            && self.services.firewall.is_empty()
+    }
+
     /// Whether the VM may send with this IPv4 source address (anti-spoofing).
     #[inline]
     pub fn owns_source_v4(&self, src: Ipv4Addr) -> bool {

@@ -124,6 +124,10 @@ fn run(opts: Options) -> Result<(), String> {
         wcmp_percent: opts.wcmp_percent(),
         router: opts.router,
         flow_timeouts: dp_tables::Timeouts::with_default_secs(u64::from(opts.flow_timeout)),
+        conntrack: match opts.conntrack {
+            dpservice::options::ConntrackOption::All => dp_pipeline::ConntrackMode::All,
+            dpservice::options::ConntrackOption::Stateful => dp_pipeline::ConntrackMode::Stateful,
+        },
         router_mac_from_kernel: neighbor::uses_kernel_neighbors(&opts),
         virtual_services: Arc::new(opts.virtual_services(underlay)?),
     });

@@ -198,6 +198,17 @@ pub struct Options {
           value_parser = ranged::<u32>(1, 300))]
     pub flow_timeout: u32,
 
+    /// which routed packets connection tracking keeps a flow for: all (dpservice's behaviour),
+    /// or stateful: only those a firewall rule, VIP, NAT or load balancer needs, so traffic
+    /// between interfaces without any is forwarded untracked (dpservice-rs)
+    #[arg(
+        long = "conntrack",
+        value_name = "MODE",
+        value_enum,
+        default_value = "all"
+    )]
+    pub conntrack: ConntrackOption,
+
     /// most tracked flows (connections) of the daemon, shared out evenly between the workers;
     /// a new flow beyond it is dropped (counted), live flows are never evicted (dpservice-rs;
     /// dpservice has a fixed 850000)
@@ -441,6 +452,13 @@ pub enum ColorMode {
     Never,
     Always,
     Auto,
+}
+
+/// `--conntrack`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ConntrackOption {
+    All,
+    Stateful,
 }
 
 /// `--log-format`.
@@ -976,6 +994,7 @@ mod tests {
         assert_eq!(o.log_format, LogFormat::Text);
         assert_eq!(o.grpc_port, 1337);
         assert_eq!(o.flow_timeout, 30);
+        assert_eq!(o.conntrack, ConntrackOption::All);
         assert_eq!(o.active_lockfile, None);
         assert_eq!(o.sync_tap, None);
         assert_eq!(o.vf_count, 4);

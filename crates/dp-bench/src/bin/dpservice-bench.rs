@@ -57,8 +57,8 @@ use clap::Parser;
 use dp_bench::{thread_cpu_ns, udp_datagram};
 use dp_packet::MacAddr;
 use dp_pipeline::{
-    BufferPool, DpConfig, DropReason, Graph, GraphCounters, PacketBuf, PortEntry, PortKind,
-    PortTable, BATCH_SIZE, DEFAULT_DATA_ROOM,
+    BufferPool, ConntrackMode, DpConfig, DropReason, Graph, GraphCounters, PacketBuf, PortEntry,
+    PortKind, PortTable, BATCH_SIZE, DEFAULT_DATA_ROOM,
 };
 use dp_ports::{MemoryPort, Port};
 use dp_tables::{
@@ -120,10 +120,12 @@ struct Args {
     /// time: for instruction counting under `valgrind --tool=callgrind`.
     #[arg(long)]
     rounds: Option<u64>,
-    /// Only these paths (comma-separated: encap, decap, local, dhcp, drop, handoff, firewall,
-    /// nat, nat_return, setup, lb, lb_setup, virtsvc, virtsvc_return, capture). `handoff`:
-    /// two workers in one thread, worker 0 receives encap flows that worker 1 owns, hands them
-    /// over, and worker 1 encapsulates them.
+    /// Only these paths (comma-separated: encap, decap, local, encap_untracked,
+    /// decap_untracked, local_untracked, dhcp, drop, handoff, firewall, nat, nat_return, setup,
+    /// lb, lb_setup, virtsvc, virtsvc_return, capture). `handoff`: two workers in one thread,
+    /// worker 0 receives encap flows that worker 1 owns, hands them over, and worker 1
+    /// encapsulates them. `*_untracked`: the same packets with `--conntrack stateful`, which
+    /// forwards them without a flow (no interface has a firewall rule, VIP or NAT).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only cases with this many flows.
@@ -167,10 +169,13 @@ const REMOTE_HOST: Ipv6Addr = Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1);
 /// Frame size of the DHCP request (Ethernet + IPv4 + UDP + a 300-byte BOOTP message).
 const DHCP_FRAME_LEN: usize = 14 + 20 + 8 + 300;
 
-const PATHS: [&str; 15] = [
+const PATHS: [&str; 18] = [
     "encap",
     "decap",
     "local",
+    "encap_untracked",
+    "decap_untracked",
+    "local_untracked",
     "dhcp",
     "drop",
     "handoff",
@@ -639,6 +644,11 @@ fn dhcp_request(xid: u32) -> Vec<u8> {
     )
 }
 
+/// The path whose frames and tables a case uses: an `*_untracked` path's tracked twin.
+fn base_path(path: &str) -> &str {
+    path.strip_suffix("_untracked").unwrap_or(path)
+}
+
 /// The port the case's frames arrive on, and the frames.
 fn frames(case: &Case) -> (u16, Vec<Vec<u8>>) {
     let udp = |src: Ipv4Addr, net: Ipv4Addr| -> Vec<Vec<u8>> {
@@ -652,7 +662,7 @@ fn frames(case: &Case) -> (u16, Vec<Vec<u8>>) {
                 .collect(),
         }
     };
-    match case.path {
+    match base_path(case.path) {
         "encap" => (VM1_PORT, udp(VM1_IP, REMOTE_NET)),
         "handoff" => (VM1_PORT, flows_of_worker_1(case)),
         "decap" => (
@@ -769,7 +779,7 @@ fn flows_of_worker_1(case: &Case) -> Vec<Vec<u8>> {
 }
 
 fn run_case(case: &Case, run: Run, trace_flags: u64) -> Result {
-    let publisher = Publisher::new(snapshot(case.routes, case.path));
+    let publisher = Publisher::new(snapshot(case.routes, base_path(case.path)));
     // Room for every flow of the case (twice: replies of the local paths are not flows of
     // their own, but a table at most half full is the normal operating point).
     let flow_capacity = (2 * case.flows).max(1 << 14);
@@ -809,9 +819,15 @@ fn run_case(case: &Case, run: Run, trace_flags: u64) -> Result {
     } else {
         dp_tables::VirtualServices::default()
     };
+    let conntrack = if case.path.ends_with("_untracked") {
+        ConntrackMode::Stateful
+    } else {
+        ConntrackMode::All
+    };
     let config = Arc::new(DpConfig {
         underlay_ipv6,
         virtual_services: Arc::new(virtual_services),
+        conntrack,
         ..DpConfig::default()
     });
     let mut ports: Vec<Box<dyn Port>> = Vec::new();

@@ -42,12 +42,13 @@
 
 use dp_packet::{nat, nat64, FlowKey, IpProtocol, Ipv4Addr, Ipv6Addr};
 use dp_tables::{
-    ConnKey, Direction, FirewallVerdict, Flow, FlowId, FlowTable, InsertError, NatRange,
-    PublicTarget, TcpSegment, TcpState, Translation,
+    ConnKey, Direction, FirewallVerdict, Flow, FlowId, FlowTable, Iface, InsertError, NatRange,
+    PortId, PublicTarget, TcpSegment, TcpState, Translation,
 };
 
 use crate::affinity;
 use crate::buffer::{FlowRef, Origin, PacketBuf};
+use crate::config::ConntrackMode;
 use crate::drop::DropReason;
 use crate::graph::{NodeId, BATCH_SIZE};
 use crate::node::{Ctx, Emit, Node, Verdict};
@@ -93,50 +94,49 @@ impl Default for Conntrack {
     }
 }
 
-impl Node for Conntrack {
-    const NAME: &'static str = "conntrack";
-    const NEXT: &'static [NodeId] = &[
-        NodeId::Firewall,
-        NodeId::Nat,
-        NodeId::PacketRelay,
-        NodeId::Lb,
-        NodeId::IpipEncap,
-        NodeId::L2Rewrite,
-    ];
-
-    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
-        let (key, hash) = conn_key(pkt, &worker.flows);
-        self.tracker.track(pkt, &key, hash, ctx, worker)
-    }
-
-    /// Keys and hashes first, for the whole batch, each lookup's index slot prefetched; then
-    /// the lookups, each prefetching the flow of a packet a few places ahead: in a table of a
-    /// million flows (mostly out of cache) the misses of a batch overlap instead of queueing.
-    fn process_batch(
+impl Conntrack {
+    /// The batch algorithm of [`Node::process_batch`] over the packets `tracked` selects
+    /// (indices below [`BATCH_SIZE`]; the others' verdicts are left as they are).
+    #[inline(always)]
+    fn track_batch(
         &mut self,
         pkts: &mut [PacketBuf],
         ctx: &Ctx<'_>,
         worker: &mut WorkerCtx,
         verdicts: &mut [Verdict],
+        tracked: impl Fn(usize) -> bool,
     ) {
         let n = pkts.len().min(BATCH_SIZE);
-        for ((pkt, key), hash) in pkts
+        for (i, ((pkt, key), hash)) in pkts
             .iter()
             .zip(self.keys.iter_mut())
             .zip(self.hashes.iter_mut())
+            .enumerate()
         {
-            *hash = read_key(pkt, key, &worker.flows);
-            worker.flows.prefetch(*hash);
+            if tracked(i) {
+                *hash = read_key(pkt, key, &worker.flows);
+                worker.flows.prefetch(*hash);
+            }
         }
         // The first packets' flows, which the loop below prefetches for no one.
-        for &hash in self.hashes.iter().take(n.min(PREFETCH_FLOW_AHEAD)) {
-            worker.flows.prefetch_flow(hash);
+        for (i, &hash) in self
+            .hashes
+            .iter()
+            .enumerate()
+            .take(n.min(PREFETCH_FLOW_AHEAD))
+        {
+            if tracked(i) {
+                worker.flows.prefetch_flow(hash);
+            }
         }
         for i in 0..n {
-            if i + PREFETCH_FLOW_AHEAD < n {
+            if i + PREFETCH_FLOW_AHEAD < n && tracked(i + PREFETCH_FLOW_AHEAD) {
                 if let Some(&ahead) = self.hashes.get(i + PREFETCH_FLOW_AHEAD) {
                     worker.flows.prefetch_flow(ahead);
                 }
+            }
+            if !tracked(i) {
+                continue;
             }
             let (Some(pkt), Some(verdict), Some(key), Some(&hash)) = (
                 pkts.get_mut(i),
@@ -153,6 +153,51 @@ impl Node for Conntrack {
             *verdict = self.tracker.track(pkt, &key, hash, ctx, worker);
         }
     }
+}
+
+impl Node for Conntrack {
+    const NAME: &'static str = "conntrack";
+    const NEXT: &'static [NodeId] = &[
+        NodeId::Firewall,
+        NodeId::Nat,
+        NodeId::PacketRelay,
+        NodeId::Lb,
+        NodeId::IpipEncap,
+        NodeId::L2Rewrite,
+    ];
+
+    fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
+        if ctx.config.conntrack == ConntrackMode::Stateful && Untracked::new(ctx).needs_no_flow(pkt)
+        {
+            pkt.parsed.flow_ref = FlowRef::NONE;
+            return go_on(pkt);
+        }
+        let (key, hash) = conn_key(pkt, &worker.flows);
+        self.tracker.track(pkt, &key, hash, ctx, worker)
+    }
+
+    /// Keys and hashes first, for the whole batch, each lookup's index slot prefetched; then
+    /// the lookups, each prefetching the flow of a packet a few places ahead: in a table of a
+    /// million flows (mostly out of cache) the misses of a batch overlap instead of queueing.
+    fn process_batch(
+        &mut self,
+        pkts: &mut [PacketBuf],
+        ctx: &Ctx<'_>,
+        worker: &mut WorkerCtx,
+        verdicts: &mut [Verdict],
+    ) {
+        if ctx.config.conntrack == ConntrackMode::Stateful {
+            let untracked = forward_untracked(pkts, ctx, verdicts);
+            if untracked != 0 {
+                // Decided once per batch: with `--conntrack all` (the default) the loops below
+                // are the same code as before the mode existed.
+                let tracked = |i: usize| untracked >> i & 1 == 0;
+                self.track_batch(pkts, ctx, worker, verdicts, tracked);
+                return;
+            }
+        }
+        self.track_batch(pkts, ctx, worker, verdicts, |_| true);
+    }
 
     fn poll_timeout(&self) -> Option<u64> {
         Some(self.next_sweep_ns)
@@ -164,6 +209,136 @@ impl Node for Conntrack {
         worker.flows.sweep(ctx.now_ns, SWEEP_PER_TICK, |flow| {
             !super::nat::still_valid(flow, tables)
         });
+    }
+}
+
+/// `--conntrack stateful`: decides the packets of the batch (its first [`BATCH_SIZE`]) that need
+/// no flow — sent on as an accepted, untranslated packet would be — and returns them as a bit
+/// mask (bit i: packet i). Out of line: called once per batch, and only in that mode.
+#[inline(never)]
+fn forward_untracked(pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) -> u64 {
+    let mut check = Untracked::new(ctx);
+    let mut untracked = 0u64;
+    for (i, (pkt, verdict)) in pkts
+        .iter_mut()
+        .zip(verdicts.iter_mut())
+        .take(BATCH_SIZE)
+        .enumerate()
+    {
+        if check.needs_no_flow(pkt) {
+            pkt.parsed.flow_ref = FlowRef::NONE;
+            *verdict = go_on(pkt);
+            untracked |= 1 << i;
+        }
+    }
+    untracked
+}
+
+/// Whether no stateful service can apply to a packet, in either direction of its connection,
+/// so that a flow would change nothing of what happens to it (`--conntrack stateful`): every
+/// interface of this host at its ends has no firewall rule, no VIP and no NAT
+/// ([`Iface::is_stateless`]), and
+/// * from a VM: it is sent from the VM's own address (not an alias or load-balancer prefix: a
+///   balanced flow's replies are its reply direction), on a route that is not public (no
+///   source NAT), and not to a VIP of its VNI (destination NAT);
+/// * from the underlay: it came for an interface's own underlay address (not a VIP, NAT or
+///   load balancer's).
+///
+/// Such a connection leaves no state: a firewall rule added later decides its next packet as
+/// it would a new flow's (see docs/architecture.md, "Untracked connections").
+///
+/// The interfaces of the last port looked at are kept: a batch's packets mostly come from,
+/// and go to, few ports.
+struct Untracked<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    /// The last sending port, and its interface if that is stateless.
+    sender: Option<(PortId, Option<&'a Iface>)>,
+    /// The last receiving port, and whether its interface is stateless.
+    receiver: Option<(PortId, bool)>,
+}
+
+impl<'c, 'a> Untracked<'c, 'a> {
+    fn new(ctx: &'c Ctx<'a>) -> Self {
+        Untracked {
+            ctx,
+            sender: None,
+            receiver: None,
+        }
+    }
+
+    #[inline]
+    fn stateless_receiver(&mut self, port: PortId) -> bool {
+        match self.receiver {
+            Some((p, stateless)) if p == port => stateless,
+            _ => {
+                let tables: &'a dp_tables::Snapshot = self.ctx.tables;
+                let stateless = tables.iface(port).is_some_and(Iface::is_stateless);
+                self.receiver = Some((port, stateless));
+                stateless
+            }
+        }
+    }
+
+    #[inline]
+    fn stateless_sender(&mut self, port: PortId) -> Option<&'a Iface> {
+        match self.sender {
+            Some((p, iface)) if p == port => iface,
+            _ => {
+                let tables: &'a dp_tables::Snapshot = self.ctx.tables;
+                let iface = tables.iface(port).filter(|i| i.is_stateless());
+                self.sender = Some((port, iface));
+                iface
+            }
+        }
+    }
+
+    #[inline]
+    fn needs_no_flow(&mut self, pkt: &PacketBuf) -> bool {
+        let meta = &pkt.meta;
+        match meta.origin {
+            Origin::Underlay => self.stateless_receiver(meta.out_port),
+            Origin::Vm => {
+                if meta.route_public {
+                    return false;
+                }
+                let Some(sender) = self.stateless_sender(meta.in_port) else {
+                    return false;
+                };
+                if meta.underlay_dst.is_unspecified() && !self.stateless_receiver(meta.out_port) {
+                    return false;
+                }
+                let l3 = usize::from(pkt.parsed.l3_offset);
+                let data = pkt.data();
+                match data.get(l3).map(|v| v >> 4) {
+                    Some(4) => {
+                        let Some(&[s0, s1, s2, s3, d0, d1, d2, d3]) = data
+                            .get(l3 + 12..l3 + 20)
+                            .and_then(|b| b.first_chunk::<8>())
+                        else {
+                            return false;
+                        };
+                        let tables = self.ctx.tables;
+                        Ipv4Addr::new(s0, s1, s2, s3) == sender.ipv4
+                            && (tables.public.is_empty()
+                                || !matches!(
+                                    tables.public_target(
+                                        pkt.parsed.vni,
+                                        Ipv4Addr::new(d0, d1, d2, d3)
+                                    ),
+                                    Some(PublicTarget::Vip { .. })
+                                ))
+                    }
+                    Some(6) => data
+                        .get(l3 + 8..l3 + 24)
+                        .and_then(|b| b.first_chunk::<16>())
+                        .is_some_and(|&src| {
+                            !sender.ipv6.is_unspecified() && Ipv6Addr::from(src) == sender.ipv6
+                        }),
+                    _ => false,
+                }
+            }
+            Origin::UnderlayVip | Origin::UnderlayNat | Origin::UnderlayLb => false,
+        }
     }
 }
 
