@@ -9,10 +9,12 @@
 # generator's DPDK telemetry socket) over a fixed interval. The forwarders, each with one
 # forwarding thread pinned to CPU $FWD_CPU (the whole process pinned there):
 #
-#   (a) ours: target/release/dpservice --vhost-user DIR --vhost-user-vfs 2 --workers 1 (TAP
-#       uplinks in a private namespace), vm1 (VF 0, 10.100.1.1) and vm2 (VF 1, 10.100.1.2) in
-#       VNI 100 created over gRPC with dpservice-cli; the frames go to VF 0's MAC (the one the
-#       daemon answers ARP for the gateway with);
+#   (a) ours: target/release/dpservice --vhost-user DIR --vhost-user-vfs 2 --workers 1
+#       --conntrack stateful (TAP uplinks in a private namespace; no firewall rule, VIP or NAT,
+#       so the VM-to-VM packets are forwarded untracked, as OVS's one rule, without ct(),
+#       forwards them; DAEMON_ARGS="" measures the default, every packet tracked), vm1 (VF 0,
+#       10.100.1.1) and vm2 (VF 1, 10.100.1.2) in VNI 100 created over gRPC with dpservice-cli;
+#       the frames go to VF 0's MAC (the one the daemon answers ARP for the gateway with);
 #   (b) dpdk-testpmd io-forward between two net_vhost ports (the do-nothing reference);
 #   (c) Open vSwitch's DPDK datapath (ovs-vswitchd-dpdk of openvswitch-switch-dpdk, run by path:
 #       the system's update-alternatives choice is not touched), its own ovsdb-server/vswitchd
@@ -70,7 +72,8 @@
 #                      enough) instead of --no-huge (see above)
 #   --keep             keep the log directory (always kept when something failed)
 # Environment: FWD_CPU (default: the last CPU) for the forwarders; the generator uses the first
-#   other CPU. DAEMON_ARGS: extra options for our daemon, word-split. VIRTIO_QUEUE_SIZE: ring
+#   other CPU. DAEMON_ARGS: extra options for our daemon, word-split (default "--conntrack
+#   stateful"; set it empty for none). VIRTIO_QUEUE_SIZE: ring
 #   size of the generator's virtio-user ports (default 256, QEMU's virtio-net default).
 #
 # Everything is hermetic: names are unique to the run; the daemon and OVS run in private
@@ -231,7 +234,7 @@ if want_tool ours; then
     note "daemon: $DAEMON ($(stat -c %y "$DAEMON" | cut -d. -f1)), copied to $WORK/bin"
     DAEMON=$WORK/bin/dpservice CLI=$WORK/bin/dpservice-cli
 fi
-read -ra EXTRA <<<"${DAEMON_ARGS:-}"
+read -ra EXTRA <<<"${DAEMON_ARGS---conntrack stateful}"
 ((${#EXTRA[@]})) && note "extra daemon options: ${EXTRA[*]}"
 CASE_NO=0
 GRPC_PORT=1337     # inside a private namespace: no clash with anything on the host

@@ -18,6 +18,8 @@
 #    suite's runtest.py does) in a network namespace of its own (the suite's frames carry
 #    public-looking addresses and its TAPs have fixed names), bounded by `timeout`;
 # 5. deletes the namespace and the temporary directory, on failure too.
+# DPSERVICE_ARGS: extra options of ours appended to the suite's command line (e.g.
+# "--conntrack stateful"); dpservice-bin is then a wrapper script instead of a symlink.
 # Needs root, iproute2, and Debian's python3-pytest and python3-scapy (installed if missing).
 set -euo pipefail
 
@@ -74,7 +76,13 @@ else
 fi
 build=$tmp/build
 mkdir -p "$build/src" "$build/cli/dpservice-cli"
-ln -s "$bin/dpservice" "$build/src/dpservice-bin"
+if [ -n "${DPSERVICE_ARGS:-}" ]; then
+    # Our options after the suite's own (they land after its `--`, among the app options).
+    printf '#!/bin/sh\nexec %q "$@" %s\n' "$bin/dpservice" "$DPSERVICE_ARGS" >"$build/src/dpservice-bin"
+    chmod +x "$build/src/dpservice-bin"
+else
+    ln -s "$bin/dpservice" "$build/src/dpservice-bin"
+fi
 ln -s "$bin/dpservice-cli" "$build/cli/dpservice-cli/dpservice-cli"
 
 ip netns add "$ns"

@@ -355,6 +355,7 @@ fn run(opts: Options) -> Result<(), String> {
         ports = port_table.len(),
         workers = worker_threads.len(),
         grpc_port = opts.grpc_port,
+        conntrack = ?config.conntrack,
         "dpservice-rs {} running",
         env!("CARGO_PKG_VERSION")
     );
