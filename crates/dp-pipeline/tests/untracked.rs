@@ -196,6 +196,39 @@ fn encapsulated_and_decapsulated_traffic_is_untracked_too() {
 }
 
 #[test]
+fn a_batch_of_tracked_and_untracked_packets_is_decided_packet_by_packet() {
+    let mut h = harness(|_| {});
+    let vm1 = vm_ipv4(VM1);
+    // One batch: every third packet to a public address (tracked), the rest to VM2.
+    let frames: Vec<(u16, Vec<u8>)> = (0..40u16)
+        .map(|i| {
+            let dst = if i % 3 == 0 { PUBLIC_V4 } else { vm_ipv4(VM2) };
+            (VM1, from_vm4(VM1, &udp4(vm1, dst, 40000 + i, 53, 64)))
+        })
+        .collect();
+    let out = h.run(&frames);
+    let to_vm2: Vec<&Vec<u8>> = out
+        .iter()
+        .filter(|(p, _)| *p == VM2)
+        .map(|(_, f)| f)
+        .collect();
+    let to_uplink = out.iter().filter(|(p, _)| *p == PF0 || *p == PF1).count();
+    assert_eq!((to_vm2.len(), to_uplink, out.len()), (26, 14, 40));
+    // Each untracked packet arrived as it was sent (in order, TTL 63).
+    let sent_to_vm2: Vec<u16> = (0..40u16).filter(|i| i % 3 != 0).collect();
+    for (frame, i) in to_vm2.iter().zip(sent_to_vm2) {
+        assert_frame(
+            frame,
+            &to_vm4(VM2, &udp4(vm1, vm_ipv4(VM2), 40000 + i, 53, 63)),
+        );
+    }
+    // Only the public ones made flows.
+    assert_eq!(h.worker.flows.len(), 14);
+    assert_eq!(h.total_drops(), 0);
+    h.assert_conservation();
+}
+
+#[test]
 fn what_a_stateful_service_could_apply_to_is_tracked() {
     // A rule on the receiver (even of the other direction) tracks local traffic to it.
     let mut h = harness(|_| {});

@@ -188,6 +188,10 @@ impl Node for Conntrack {
     ) {
         if ctx.config.conntrack == ConntrackMode::Stateful {
             let untracked = forward_untracked(pkts, ctx, verdicts);
+            let n = pkts.len();
+            if (1..=BATCH_SIZE).contains(&n) && untracked == u64::MAX >> (BATCH_SIZE - n) {
+                return;
+            }
             if untracked != 0 {
                 // Decided once per batch: with `--conntrack all` (the default) the loops below
                 // are the same code as before the mode existed.
@@ -211,6 +215,9 @@ impl Node for Conntrack {
         });
     }
 }
+
+// The untracked packets of a batch are a bit mask of one word.
+const _: () = assert!(BATCH_SIZE <= 64);
 
 /// `--conntrack stateful`: decides the packets of the batch (its first [`BATCH_SIZE`]) that need
 /// no flow — sent on as an accepted, untranslated packet would be — and returns them as a bit
@@ -255,6 +262,8 @@ struct Untracked<'c, 'a> {
     sender: Option<(PortId, Option<&'a Iface>)>,
     /// The last receiving port, and whether its interface is stateless.
     receiver: Option<(PortId, bool)>,
+    /// The last IPv4 destination (VNI, address) found to be no VIP.
+    not_vip: Option<(u32, Ipv4Addr)>,
 }
 
 impl<'c, 'a> Untracked<'c, 'a> {
@@ -263,6 +272,7 @@ impl<'c, 'a> Untracked<'c, 'a> {
             ctx,
             sender: None,
             receiver: None,
+            not_vip: None,
         }
     }
 
@@ -292,6 +302,23 @@ impl<'c, 'a> Untracked<'c, 'a> {
         }
     }
 
+    /// Whether `dst` is no VIP of `vni` (a VM's packet to one is translated).
+    #[inline]
+    fn is_no_vip(&mut self, vni: u32, dst: Ipv4Addr) -> bool {
+        let tables = self.ctx.tables;
+        if tables.public.is_empty() || self.not_vip == Some((vni, dst)) {
+            return true;
+        }
+        let no_vip = !matches!(
+            tables.public_target(vni, dst),
+            Some(PublicTarget::Vip { .. })
+        );
+        if no_vip {
+            self.not_vip = Some((vni, dst));
+        }
+        no_vip
+    }
+
     #[inline]
     fn needs_no_flow(&mut self, pkt: &PacketBuf) -> bool {
         let meta = &pkt.meta;
@@ -317,16 +344,8 @@ impl<'c, 'a> Untracked<'c, 'a> {
                         else {
                             return false;
                         };
-                        let tables = self.ctx.tables;
                         Ipv4Addr::new(s0, s1, s2, s3) == sender.ipv4
-                            && (tables.public.is_empty()
-                                || !matches!(
-                                    tables.public_target(
-                                        pkt.parsed.vni,
-                                        Ipv4Addr::new(d0, d1, d2, d3)
-                                    ),
-                                    Some(PublicTarget::Vip { .. })
-                                ))
+                            && self.is_no_vip(pkt.parsed.vni, Ipv4Addr::new(d0, d1, d2, d3))
                     }
                     Some(6) => data
                         .get(l3 + 8..l3 + 24)
