@@ -57,8 +57,8 @@ pub enum ConntrackMode {
     #[default]
     All,
     /// Only packets a stateful service needs: a packet between interfaces that have no
-    /// firewall rule, no VIP and no NAT (and, from a VM, sent from its own address on a route
-    /// that is not public, to no VIP) is forwarded without a flow.
+    /// firewall rule, no VIP and no NAT (and, from a VM, sent from its own address to no VIP)
+    /// is forwarded without a flow.
     Stateful,
 }
 

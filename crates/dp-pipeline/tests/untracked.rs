@@ -1,9 +1,9 @@
 //! `--conntrack stateful`: traffic between interfaces that have no firewall rule, no VIP and no
 //! NAT is forwarded without a flow — locally, encapsulated and decapsulated, over IPv4 and IPv6
 //! — and byte for byte as a tracked packet would be; whatever a stateful service could apply
-//! to (a rule on either end, a VIP, a NAT, a public route, an alias source) is still tracked;
-//! a rule added later decides an untracked connection's next packet; and `--conntrack all`
-//! (the default) tracks everything.
+//! to (a rule on either end, a VIP or a NAT on the sender, an alias source, a VIP as
+//! destination) is still tracked, in a batch of both kinds too; a rule added later decides an
+//! untracked connection's next packet; and `--conntrack all` (the default) tracks everything.
 mod common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -197,32 +197,49 @@ fn encapsulated_and_decapsulated_traffic_is_untracked_too() {
 
 #[test]
 fn a_batch_of_tracked_and_untracked_packets_is_decided_packet_by_packet() {
+    // VM2 has a rule (its traffic is tracked), VM4 none; a public route from VM1 (no NAT) needs
+    // no flow either.
     let mut h = harness(|_| {});
+    h.set_firewall(VM2, vec![udp_rule("dns", TrafficDirection::Ingress, 53)]);
     let vm1 = vm_ipv4(VM1);
-    // One batch: every third packet to a public address (tracked), the rest to VM2.
+    let dst_of = |i: u16| match i % 3 {
+        0 => vm_ipv4(VM2),
+        1 => vm_ipv4(VM4),
+        _ => PUBLIC_V4,
+    };
     let frames: Vec<(u16, Vec<u8>)> = (0..40u16)
-        .map(|i| {
-            let dst = if i % 3 == 0 { PUBLIC_V4 } else { vm_ipv4(VM2) };
-            (VM1, from_vm4(VM1, &udp4(vm1, dst, 40000 + i, 53, 64)))
-        })
+        .map(|i| (VM1, from_vm4(VM1, &udp4(vm1, dst_of(i), 40000 + i, 53, 64))))
         .collect();
     let out = h.run(&frames);
-    let to_vm2: Vec<&Vec<u8>> = out
+    let count = |port: u16| out.iter().filter(|(p, _)| *p == port).count();
+    assert_eq!(
+        (count(VM2), count(VM4), count(PF0) + count(PF1)),
+        (14, 13, 13)
+    );
+    // Every packet arrived as it was sent (in order, TTL 63).
+    let at_vm4: Vec<&Vec<u8>> = out
+        .iter()
+        .filter(|(p, _)| *p == VM4)
+        .map(|(_, f)| f)
+        .collect();
+    for (frame, i) in at_vm4.iter().zip((0..40u16).filter(|i| i % 3 == 1)) {
+        assert_frame(
+            frame,
+            &to_vm4(VM4, &udp4(vm1, vm_ipv4(VM4), 40000 + i, 53, 63)),
+        );
+    }
+    let at_vm2: Vec<&Vec<u8>> = out
         .iter()
         .filter(|(p, _)| *p == VM2)
         .map(|(_, f)| f)
         .collect();
-    let to_uplink = out.iter().filter(|(p, _)| *p == PF0 || *p == PF1).count();
-    assert_eq!((to_vm2.len(), to_uplink, out.len()), (26, 14, 40));
-    // Each untracked packet arrived as it was sent (in order, TTL 63).
-    let sent_to_vm2: Vec<u16> = (0..40u16).filter(|i| i % 3 != 0).collect();
-    for (frame, i) in to_vm2.iter().zip(sent_to_vm2) {
+    for (frame, i) in at_vm2.iter().zip((0..40u16).filter(|i| i % 3 == 0)) {
         assert_frame(
             frame,
             &to_vm4(VM2, &udp4(vm1, vm_ipv4(VM2), 40000 + i, 53, 63)),
         );
     }
-    // Only the public ones made flows.
+    // Only the packets to VM2 made flows.
     assert_eq!(h.worker.flows.len(), 14);
     assert_eq!(h.total_drops(), 0);
     h.assert_conservation();
@@ -256,10 +273,17 @@ fn what_a_stateful_service_could_apply_to_is_tracked() {
         assert!(udp_passes(&mut h, VM1, VM2, 40000, 5000));
         assert_eq!(h.worker.flows.len(), 1, "nat: {nat}");
     }
-    // A public route (source NAT is decided there), from a stateless VM.
-    let mut h = harness(|_| {});
+    // A public route from a VM with a NAT: source NAT.
+    let mut h = harness(|ifaces| {
+        ifaces[0].services.nat = Some(NatRange {
+            ip: Ipv4Addr::new(203, 0, 113, 1),
+            min_port: 1024,
+            max_port: 2048,
+        });
+    });
     let vm1 = vm_ipv4(VM1);
-    one_encapsulated(&h.run1(VM1, from_vm4(VM1, &udp4(vm1, PUBLIC_V4, 40000, 53, 64))));
+    let inner = one_encapsulated(&h.run1(VM1, from_vm4(VM1, &udp4(vm1, PUBLIC_V4, 40000, 53, 64))));
+    assert_eq!(&inner[12..16], &[203, 0, 113, 1], "translated source");
     assert_eq!(h.worker.flows.len(), 1);
     // A source that is an alias prefix of the VM, not its address.
     let mut h = harness(|ifaces| {

@@ -246,8 +246,9 @@ fn forward_untracked(pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verd
 /// interface of this host at its ends has no firewall rule, no VIP and no NAT
 /// ([`Iface::is_stateless`]), and
 /// * from a VM: it is sent from the VM's own address (not an alias or load-balancer prefix: a
-///   balanced flow's replies are its reply direction), on a route that is not public (no
-///   source NAT), and not to a VIP of its VNI (destination NAT);
+///   balanced flow's replies are its reply direction) and not to a VIP of its VNI
+///   (destination NAT). A public route does not matter: without a NAT or VIP there is no
+///   source NAT, and the replies come back for the VM's own underlay address, untracked too;
 /// * from the underlay: it came for an interface's own underlay address (not a VIP, NAT or
 ///   load balancer's).
 ///
@@ -325,9 +326,6 @@ impl<'c, 'a> Untracked<'c, 'a> {
         match meta.origin {
             Origin::Underlay => self.stateless_receiver(meta.out_port),
             Origin::Vm => {
-                if meta.route_public {
-                    return false;
-                }
                 let Some(sender) = self.stateless_sender(meta.in_port) else {
                     return false;
                 };
