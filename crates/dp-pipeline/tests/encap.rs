@@ -561,3 +561,59 @@ fn fragmentation_without_buffers_drops_the_datagram() {
     }
     h.assert_conservation();
 }
+
+#[test]
+fn a_batch_to_one_destination_from_two_vnis_takes_each_vnis_route() {
+    // 10.50.0.1 is routed to another hypervisor in each VNI, 10.51.0.1 nowhere: a packet that
+    // takes the route of the one before it in the batch (same destination) takes it only in
+    // the same VNI.
+    let mut h = harness();
+    let other: Ipv6Addr = "fc00:3::d000:1:0:1".parse().unwrap();
+    let dst = Ipv4Addr::new(10, 50, 0, 1);
+    let unrouted = Ipv4Addr::new(10, 51, 0, 1);
+    h.add_route_v4(100, Ipv4Addr::new(10, 50, 0, 0), 16, remote(100));
+    h.add_route_v4(
+        200,
+        Ipv4Addr::new(10, 50, 0, 0),
+        16,
+        RouteTarget::Remote {
+            vni: 200,
+            underlay: other,
+            public: false,
+        },
+    );
+    let send = [
+        (VM1, dst),
+        (VM1, dst),
+        (VM3, dst),
+        (VM3, dst),
+        (VM1, dst),
+        (VM1, unrouted),
+        (VM1, unrouted),
+        (VM3, dst),
+    ];
+    let frames: Vec<(u16, Vec<u8>)> = send
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, d))| (p, udp4_from(p, d, 40000 + i as u16, 0, false, b"x")))
+        .collect();
+    let out = h.run(&frames);
+    let outer_dsts: Vec<Ipv6Addr> = out
+        .iter()
+        .map(|(port, f)| {
+            assert!(*port == PF0 || *port == PF1);
+            Ipv6Addr::from(<[u8; 16]>::try_from(&f[14 + 24..14 + 40]).unwrap())
+        })
+        .collect();
+    let want: Vec<Ipv6Addr> = send
+        .iter()
+        .filter(|(_, d)| *d == dst)
+        .map(|(p, _)| if *p == VM3 { other } else { remote_underlay() })
+        .collect();
+    let (mut got_sorted, mut want_sorted) = (outer_dsts.clone(), want.clone());
+    got_sorted.sort();
+    want_sorted.sort();
+    assert_eq!(got_sorted, want_sorted);
+    assert_eq!(h.nonzero_drops(), vec![(DropReason::NoRoute, 2)]);
+    h.assert_conservation();
+}

