@@ -65,7 +65,7 @@ impl Node for Ipv4Lookup {
 
     /// The packets of a batch mostly come from few ports: the sender's port entry, interface
     /// and VNI table are looked up once per run of packets from the same port; and a packet
-    /// to the previous one's destination takes its route (see [`LastRoute`]).
+    /// to the previous one's destination takes its route (see `LastRoute`).
     #[inline]
     fn process_batch(
         &mut self,
