@@ -2,6 +2,9 @@
 //! the decapsulation — is matched to its flow in the worker's [`FlowTable`] (keyed on VNI and
 //! 5-tuple, both directions one lookup each; see `dp_tables::conntrack`).
 //!
+//! * **Untracked** (`--conntrack stateful` only): a packet no stateful service can apply to —
+//!   between interfaces without firewall rules, VIP or NAT — goes straight on without a flow
+//!   (`Untracked`, below).
 //! * **Found**: the flow's TCP state and expiry are updated; a flow the firewall refused is
 //!   dropped, one decided under an older firewall generation goes to [`Firewall`](super::Firewall)
 //!   again, a translated one to [`Nat`](super::Nat), the rest straight on (encapsulation or
