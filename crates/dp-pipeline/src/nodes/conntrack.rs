@@ -46,7 +46,7 @@
 use dp_packet::{nat, nat64, FlowKey, IpProtocol, Ipv4Addr, Ipv6Addr};
 use dp_tables::{
     ConnKey, Direction, FirewallVerdict, Flow, FlowId, FlowTable, Iface, InsertError, NatRange,
-    PortId, PublicTarget, TcpSegment, TcpState, Translation,
+    PortId, PublicTarget, TcpSegment, TcpState, Translation, NO_PORT,
 };
 
 use crate::affinity;
@@ -260,65 +260,66 @@ fn forward_untracked(pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verd
 ///
 /// The interfaces of the last port looked at are kept: a batch's packets mostly come from,
 /// and go to, few ports.
-struct Untracked<'c, 'a> {
-    ctx: &'c Ctx<'a>,
-    /// The last sending port, and its interface if that is stateless.
-    sender: Option<(PortId, Option<&'a Iface>)>,
-    /// The last receiving port, and whether its interface is stateless.
-    receiver: Option<(PortId, bool)>,
-    /// The last IPv4 destination (VNI, address) found to be no VIP.
-    not_vip: Option<(u32, Ipv4Addr)>,
+struct Untracked<'a> {
+    tables: &'a dp_tables::Snapshot,
+    /// The last sending port ([`NO_PORT`] before the first), and its interface if that is
+    /// stateless. Plain words rather than `Option`s of tuples: those kept the loop's values on
+    /// the stack (callgrind, local_untracked with one flow: 115.6 → 91.8 instructions per
+    /// packet in `forward_untracked`).
+    sender_port: PortId,
+    sender: Option<&'a Iface>,
+    /// The last receiving port ([`NO_PORT`] before the first), and whether it is stateless.
+    receiver_port: PortId,
+    receiver_stateless: bool,
+    /// The last IPv4 destination found to be no VIP, as `vni << 32 | address` (`u64::MAX`
+    /// before the first: no VNI is 2^32 − 1 and the address 255.255.255.255 at once, which
+    /// the lookup never routes).
+    not_vip: u64,
 }
 
-impl<'c, 'a> Untracked<'c, 'a> {
-    fn new(ctx: &'c Ctx<'a>) -> Self {
+impl<'a> Untracked<'a> {
+    fn new(ctx: &Ctx<'a>) -> Self {
         Untracked {
-            ctx,
+            tables: ctx.tables,
+            sender_port: NO_PORT,
             sender: None,
-            receiver: None,
-            not_vip: None,
+            receiver_port: NO_PORT,
+            receiver_stateless: false,
+            not_vip: u64::MAX,
         }
     }
 
     #[inline]
     fn stateless_receiver(&mut self, port: PortId) -> bool {
-        match self.receiver {
-            Some((p, stateless)) if p == port => stateless,
-            _ => {
-                let tables: &'a dp_tables::Snapshot = self.ctx.tables;
-                let stateless = tables.iface(port).is_some_and(Iface::is_stateless);
-                self.receiver = Some((port, stateless));
-                stateless
-            }
+        if port != self.receiver_port {
+            self.receiver_port = port;
+            self.receiver_stateless = self.tables.iface(port).is_some_and(Iface::is_stateless);
         }
+        self.receiver_stateless
     }
 
     #[inline]
     fn stateless_sender(&mut self, port: PortId) -> Option<&'a Iface> {
-        match self.sender {
-            Some((p, iface)) if p == port => iface,
-            _ => {
-                let tables: &'a dp_tables::Snapshot = self.ctx.tables;
-                let iface = tables.iface(port).filter(|i| i.is_stateless());
-                self.sender = Some((port, iface));
-                iface
-            }
+        if port != self.sender_port {
+            self.sender_port = port;
+            self.sender = self.tables.iface(port).filter(|i| i.is_stateless());
         }
+        self.sender
     }
 
     /// Whether `dst` is no VIP of `vni` (a VM's packet to one is translated).
     #[inline]
     fn is_no_vip(&mut self, vni: u32, dst: Ipv4Addr) -> bool {
-        let tables = self.ctx.tables;
-        if tables.public.is_empty() || self.not_vip == Some((vni, dst)) {
+        let key = (u64::from(vni) << 32) | u64::from(u32::from(dst));
+        if key == self.not_vip || self.tables.public.is_empty() {
             return true;
         }
         let no_vip = !matches!(
-            tables.public_target(vni, dst),
+            self.tables.public_target(vni, dst),
             Some(PublicTarget::Vip { .. })
         );
         if no_vip {
-            self.not_vip = Some((vni, dst));
+            self.not_vip = key;
         }
         no_vip
     }
