@@ -41,22 +41,6 @@ fn harness() -> Harness {
     with_remote(Harness::new())
 }
 
-fn from_vm4(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(own_mac(p), vm_mac(p), ETH_IPV4, ip)
-}
-
-fn from_vm6(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(own_mac(p), vm_mac(p), ETH_IPV6, ip)
-}
-
-fn to_vm4(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(vm_mac(p), own_mac(p), ETH_IPV4, ip)
-}
-
-fn to_vm6(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(vm_mac(p), own_mac(p), ETH_IPV6, ip)
-}
-
 /// A UDP datagram over IPv4 with TTL `ttl`.
 fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, ttl: u8, data: &[u8]) -> Vec<u8> {
     ipv4(src, dst, 17, ttl, &udp_v4(src, dst, sport, dport, data))

@@ -23,14 +23,6 @@ fn router_underlay() -> std::net::Ipv6Addr {
     "fc00::ffff:1".parse().unwrap()
 }
 
-fn from_vm4(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(own_mac(p), vm_mac(p), ETH_IPV4, ip)
-}
-
-fn to_vm4(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(vm_mac(p), own_mac(p), ETH_IPV4, ip)
-}
-
 fn any4() -> IpNet {
     IpNet {
         addr: 0,
@@ -92,27 +84,11 @@ fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, ttl: u8) -> Vec<u8
     ipv4(src, dst, 17, ttl, &udp_v4(src, dst, sport, dport, b"fw"))
 }
 
-/// VM `from` sends `ip` (built with TTL 64) to VM `to`: whether it arrived, exactly as `ip` with
-/// TTL 63 (built by `at63`).
-#[track_caller]
-fn passes(h: &mut Harness, from: u16, to: u16, ip: &[u8], at63: &[u8]) -> bool {
-    let out = h.run1(from, from_vm4(from, ip));
-    match out.as_slice() {
-        [] => false,
-        [(port, frame)] => {
-            assert_eq!(*port, to);
-            assert_frame(frame, &to_vm4(to, at63));
-            true
-        }
-        _ => panic!("more than one frame: {out:?}"),
-    }
-}
-
 /// A TCP segment between two VMs: whether it arrived intact.
 #[track_caller]
 fn tcp_passes(h: &mut Harness, from: u16, to: u16, sport: u16, dport: u16, flags: u8) -> bool {
     let (src, dst) = (vm_ipv4(from), vm_ipv4(to));
-    passes(
+    delivers(
         h,
         from,
         to,
@@ -125,7 +101,7 @@ fn tcp_passes(h: &mut Harness, from: u16, to: u16, sport: u16, dport: u16, flags
 #[track_caller]
 fn udp_passes(h: &mut Harness, from: u16, to: u16, sport: u16, dport: u16) -> bool {
     let (src, dst) = (vm_ipv4(from), vm_ipv4(to));
-    passes(
+    delivers(
         h,
         from,
         to,
@@ -227,7 +203,7 @@ fn priority_decides_and_drop_rules_drop() {
 fn icmp_passes(h: &mut Harness, from: u16, to: u16, ty: u8, code: u8, rest: [u8; 4]) -> bool {
     let (src, dst) = (vm_ipv4(from), vm_ipv4(to));
     let m = icmpv4(ty, code, rest, b"icmp");
-    passes(
+    delivers(
         h,
         from,
         to,

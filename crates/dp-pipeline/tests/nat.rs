@@ -65,22 +65,6 @@ fn harness() -> Harness {
     harness_with((NAT_MIN, NAT_MAX))
 }
 
-fn from_vm4(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(own_mac(p), vm_mac(p), ETH_IPV4, ip)
-}
-
-fn from_vm6(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(own_mac(p), vm_mac(p), ETH_IPV6, ip)
-}
-
-fn to_vm4(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(vm_mac(p), own_mac(p), ETH_IPV4, ip)
-}
-
-fn to_vm6(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(vm_mac(p), own_mac(p), ETH_IPV6, ip)
-}
-
 /// The single frame sent, encapsulated towards `underlay`; its inner packet.
 #[track_caller]
 fn one_encapsulated(out: &[(u16, Vec<u8>)], underlay: Ipv6Addr) -> Vec<u8> {

@@ -54,14 +54,6 @@ fn harness(tweak: impl FnOnce(&mut Vec<dp_tables::Iface>)) -> Harness {
     h
 }
 
-fn from_vm4(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(own_mac(p), vm_mac(p), ETH_IPV4, ip)
-}
-
-fn to_vm4(p: u16, ip: &[u8]) -> Vec<u8> {
-    eth(vm_mac(p), own_mac(p), ETH_IPV4, ip)
-}
-
 fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, ttl: u8) -> Vec<u8> {
     ipv4(
         src,
@@ -82,25 +74,10 @@ fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, ttl: u8
     )
 }
 
-/// VM `from` sends `ip` (TTL 64) to VM `to`: whether exactly `at63` arrived there.
-#[track_caller]
-fn delivered(h: &mut Harness, from: u16, to: u16, ip: &[u8], at63: &[u8]) -> bool {
-    let out = h.run1(from, from_vm4(from, ip));
-    match out.as_slice() {
-        [] => false,
-        [(port, frame)] => {
-            assert_eq!(*port, to);
-            assert_frame(frame, &to_vm4(to, at63));
-            true
-        }
-        _ => panic!("more than one frame: {out:?}"),
-    }
-}
-
 #[track_caller]
 fn udp_passes(h: &mut Harness, from: u16, to: u16, sport: u16, dport: u16) -> bool {
     let (src, dst) = (vm_ipv4(from), vm_ipv4(to));
-    delivered(
+    delivers(
         h,
         from,
         to,
@@ -151,7 +128,7 @@ fn local_traffic_between_stateless_interfaces_leaves_no_flow() {
     assert!(udp_passes(&mut h, VM2, VM1, 5000, 40000));
     // TCP without a handshake passes too: nothing here could refuse it.
     let (a, b) = (vm_ipv4(VM1), vm_ipv4(VM2));
-    assert!(delivered(
+    assert!(delivers(
         &mut h,
         VM1,
         VM2,
@@ -291,7 +268,7 @@ fn what_a_stateful_service_could_apply_to_is_tracked() {
     });
     let alias = Ipv4Addr::new(192, 168, 7, 1);
     let b = vm_ipv4(VM2);
-    assert!(delivered(
+    assert!(delivers(
         &mut h,
         VM1,
         VM2,

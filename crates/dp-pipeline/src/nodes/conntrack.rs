@@ -172,8 +172,7 @@ impl Node for Conntrack {
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
         if ctx.config.conntrack == ConntrackMode::Stateful && Untracked::new(ctx).needs_no_flow(pkt)
         {
-            pkt.parsed.flow_ref = FlowRef::NONE;
-            return go_on(pkt);
+            return untracked_on(pkt);
         }
         let (key, hash) = conn_key(pkt, &worker.flows);
         self.tracker.track(pkt, &key, hash, ctx, worker)
@@ -236,12 +235,18 @@ fn forward_untracked(pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verd
         .enumerate()
     {
         if check.needs_no_flow(pkt) {
-            pkt.parsed.flow_ref = FlowRef::NONE;
-            *verdict = go_on(pkt);
+            *verdict = untracked_on(pkt);
             untracked |= 1 << i;
         }
     }
     untracked
+}
+
+/// Where a packet that needs no flow goes: on, as an accepted, untranslated one, of no flow.
+#[inline]
+fn untracked_on(pkt: &mut PacketBuf) -> Verdict {
+    pkt.parsed.flow_ref = FlowRef::NONE;
+    go_on(pkt)
 }
 
 /// Whether no stateful service can apply to a packet, in either direction of its connection,

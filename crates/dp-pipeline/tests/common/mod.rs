@@ -951,3 +951,37 @@ pub fn templates(p: PortId) -> Vec<(&'static str, Vec<u8>)> {
         ("ttl1", tmpl_ttl1(p)),
     ]
 }
+
+/// A frame VM `p` sends: `ip` from its MAC to our MAC on its port.
+pub fn from_vm4(p: PortId, ip: &[u8]) -> Vec<u8> {
+    eth(own_mac(p), vm_mac(p), ETH_IPV4, ip)
+}
+
+pub fn from_vm6(p: PortId, ip: &[u8]) -> Vec<u8> {
+    eth(own_mac(p), vm_mac(p), ETH_IPV6, ip)
+}
+
+/// A frame VM `p` receives: `ip` from our MAC on its port to its MAC.
+pub fn to_vm4(p: PortId, ip: &[u8]) -> Vec<u8> {
+    eth(vm_mac(p), own_mac(p), ETH_IPV4, ip)
+}
+
+pub fn to_vm6(p: PortId, ip: &[u8]) -> Vec<u8> {
+    eth(vm_mac(p), own_mac(p), ETH_IPV6, ip)
+}
+
+/// VM `from` sends `ip` (IPv4): whether it arrived, as the single frame out, at VM `to` as
+/// exactly `want` (the packet as it should arrive, e.g. with TTL 63).
+#[track_caller]
+pub fn delivers(h: &mut Harness, from: PortId, to: PortId, ip: &[u8], want: &[u8]) -> bool {
+    let out = h.run1(from, from_vm4(from, ip));
+    match out.as_slice() {
+        [] => false,
+        [(port, frame)] => {
+            assert_eq!(*port, to);
+            assert_frame(frame, &to_vm4(to, want));
+            true
+        }
+        _ => panic!("more than one frame: {out:?}"),
+    }
+}
