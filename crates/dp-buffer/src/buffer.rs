@@ -45,6 +45,11 @@ pub struct PacketMeta {
     /// Set by the lookups: the route taken is a default route, which leaves the VNI's private
     /// space (what an interface's VIP or NAT translates; dpservice's "south-north" flows).
     pub route_public: bool,
+    /// Set by the lookups and the decapsulation under `--conntrack stateful`: no stateful
+    /// service can apply to the packet's connection (every interface of this host at its ends
+    /// has none, and the packet uses their own addresses), so connection tracking sends it on
+    /// without a flow. Assigned on every way into connection tracking, so never stale.
+    pub stateless_ends: bool,
     /// Where the packet came from: a VM, or the underlay for one of our addresses (set by the
     /// decapsulation).
     pub origin: Origin,
@@ -192,14 +197,15 @@ impl Default for PacketMeta {
             hops: 0,
             handed_off: false,
             route_public: false,
+            stateless_ends: false,
             origin: Origin::Vm,
             virtsvc: 0,
         }
     }
 }
 
-// The metadata the pool stamps on every received buffer: the virtual-service mark fits in
-// what was padding (48 bytes, as before it).
+// The metadata the pool stamps on every received buffer: the virtual-service mark and the
+// untracked mark fit in what was padding (48 bytes, as before them).
 const _: () = assert!(std::mem::size_of::<PacketMeta>() <= 48);
 
 /// One frame in a fixed-size buffer with headroom: a handle (one pointer) to its [`BufSlot`].

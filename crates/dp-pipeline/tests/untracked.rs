@@ -2,7 +2,8 @@
 //! NAT is forwarded without a flow — locally, encapsulated and decapsulated, over IPv4 and IPv6
 //! — and byte for byte as a tracked packet would be; whatever a stateful service could apply
 //! to (a rule on either end, a VIP or a NAT on the sender, an alias source, a VIP as
-//! destination) is still tracked, in a batch of both kinds too; a rule added later decides an
+//! destination) is still tracked, in a batch of both kinds too, and on a route reused from
+//! another sender's packet; a rule added later decides an
 //! untracked connection's next packet; and `--conntrack all` (the default) tracks everything.
 mod common;
 
@@ -218,6 +219,35 @@ fn a_batch_of_tracked_and_untracked_packets_is_decided_packet_by_packet() {
     }
     // Only the packets to VM2 made flows.
     assert_eq!(h.worker.flows.len(), 14);
+    assert_eq!(h.total_drops(), 0);
+    h.assert_conservation();
+}
+
+#[test]
+fn a_route_reused_within_a_batch_is_decided_for_each_sender() {
+    // VM1 has no rule, VM2 an egress rule. In one batch both send, in turns, to VM4 and to the
+    // remote network: each packet takes the route of the one before it (the same destination)
+    // from the other sender as often as from its own, and only VM2's packets make flows.
+    let mut h = harness(|_| {});
+    h.set_firewall(VM2, vec![udp_rule("dns", TrafficDirection::Egress, 53)]);
+    let remote = Ipv4Addr::new(10, 100, 2, 7);
+    let frames: Vec<(u16, Vec<u8>)> = (0..32u16)
+        .map(|i| {
+            let from = if matches!(i % 4, 0 | 3) { VM1 } else { VM2 };
+            let dst = if (i / 4) % 2 == 0 {
+                vm_ipv4(VM4)
+            } else {
+                remote
+            };
+            let frame = udp4(vm_ipv4(from), dst, 40000 + i, 53, 64);
+            (from, from_vm4(from, &frame))
+        })
+        .collect();
+    let out = h.run(&frames);
+    let at_vm4 = out.iter().filter(|(p, _)| *p == VM4).count();
+    let encapsulated = out.iter().filter(|(p, _)| *p == PF0 || *p == PF1).count();
+    assert_eq!((at_vm4, encapsulated), (16, 16));
+    assert_eq!(h.worker.flows.len(), 16, "one flow per packet of VM2");
     assert_eq!(h.total_drops(), 0);
     h.assert_conservation();
 }

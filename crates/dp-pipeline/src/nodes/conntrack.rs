@@ -4,7 +4,7 @@
 //!
 //! * **Untracked** (`--conntrack stateful` only): a packet no stateful service can apply to —
 //!   between interfaces without firewall rules, VIP or NAT — goes straight on without a flow
-//!   (`Untracked`, below).
+//!   (marked so by the node before this one: `untracked_end`, below).
 //! * **Found**: the flow's TCP state and expiry are updated; a flow the firewall refused is
 //!   dropped, one decided under an older firewall generation goes to [`Firewall`](super::Firewall)
 //!   again, a translated one to [`Nat`](super::Nat), the rest straight on (encapsulation or
@@ -46,7 +46,7 @@
 use dp_packet::{nat, nat64, FlowKey, IpProtocol, Ipv4Addr, Ipv6Addr};
 use dp_tables::{
     ConnKey, Direction, FirewallVerdict, Flow, FlowId, FlowTable, Iface, InsertError, NatRange,
-    PortId, PublicTarget, TcpSegment, TcpState, Translation, NO_PORT,
+    PublicTarget, TcpSegment, TcpState, Translation,
 };
 
 use crate::affinity;
@@ -170,8 +170,7 @@ impl Node for Conntrack {
     ];
 
     fn process(&mut self, pkt: &mut PacketBuf, ctx: &Ctx<'_>, worker: &mut WorkerCtx) -> Verdict {
-        if ctx.config.conntrack == ConntrackMode::Stateful && Untracked::new(ctx).needs_no_flow(pkt)
-        {
+        if ctx.config.conntrack == ConntrackMode::Stateful && pkt.meta.stateless_ends {
             return untracked_on(pkt);
         }
         let (key, hash) = conn_key(pkt, &worker.flows);
@@ -189,7 +188,7 @@ impl Node for Conntrack {
         verdicts: &mut [Verdict],
     ) {
         if ctx.config.conntrack == ConntrackMode::Stateful {
-            let untracked = forward_untracked(pkts, ctx, verdicts);
+            let untracked = forward_untracked(pkts, verdicts);
             let n = pkts.len();
             if (1..=BATCH_SIZE).contains(&n) && untracked == u64::MAX >> (BATCH_SIZE - n) {
                 return;
@@ -221,12 +220,11 @@ impl Node for Conntrack {
 // The untracked packets of a batch are a bit mask of one word.
 const _: () = assert!(BATCH_SIZE <= 64);
 
-/// `--conntrack stateful`: decides the packets of the batch (its first [`BATCH_SIZE`]) that need
-/// no flow — sent on as an accepted, untranslated packet would be — and returns them as a bit
-/// mask (bit i: packet i). Out of line: called once per batch, and only in that mode.
+/// `--conntrack stateful`: sends on the packets of the batch (its first [`BATCH_SIZE`]) that
+/// need no flow — as an accepted, untranslated packet would go — and returns them as a bit mask
+/// (bit i: packet i). Out of line: called once per batch, and only in that mode.
 #[inline(never)]
-fn forward_untracked(pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verdict]) -> u64 {
-    let mut check = Untracked::new(ctx);
+fn forward_untracked(pkts: &mut [PacketBuf], verdicts: &mut [Verdict]) -> u64 {
     let mut untracked = 0u64;
     for (i, (pkt, verdict)) in pkts
         .iter_mut()
@@ -234,7 +232,7 @@ fn forward_untracked(pkts: &mut [PacketBuf], ctx: &Ctx<'_>, verdicts: &mut [Verd
         .take(BATCH_SIZE)
         .enumerate()
     {
-        if check.needs_no_flow(pkt) {
+        if pkt.meta.stateless_ends {
             *verdict = untracked_on(pkt);
             untracked |= 1 << i;
         }
@@ -249,123 +247,42 @@ fn untracked_on(pkt: &mut PacketBuf) -> Verdict {
     go_on(pkt)
 }
 
-/// Whether no stateful service can apply to a packet, in either direction of its connection,
-/// so that a flow would change nothing of what happens to it (`--conntrack stateful`): every
-/// interface of this host at its ends has no firewall rule, no VIP and no NAT
-/// ([`Iface::is_stateless`]), and
-/// * from a VM: it is sent from the VM's own address (not an alias or load-balancer prefix: a
-///   balanced flow's replies are its reply direction) and not to a VIP of its VNI
-///   (destination NAT). A public route does not matter: without a NAT or VIP there is no
-///   source NAT, and the replies come back for the VM's own underlay address, untracked too;
-/// * from the underlay: it came for an interface's own underlay address (not a VIP, NAT or
-///   load balancer's).
-///
-/// Such a connection leaves no state: a firewall rule added later decides its next packet as
-/// it would a new flow's (see docs/architecture.md, "Untracked connections").
-///
-/// The interfaces of the last port looked at are kept: a batch's packets mostly come from,
-/// and go to, few ports.
-struct Untracked<'a> {
-    tables: &'a dp_tables::Snapshot,
-    /// The last sending port ([`NO_PORT`] before the first), and its interface if that is
-    /// stateless. Plain words rather than `Option`s of tuples: those kept the loop's values on
-    /// the stack (callgrind, local_untracked with one flow: 115.6 → 91.8 instructions per
-    /// packet in `forward_untracked`).
-    sender_port: PortId,
-    sender: Option<&'a Iface>,
-    /// The last receiving port ([`NO_PORT`] before the first), and whether it is stateless.
-    receiver_port: PortId,
-    receiver_stateless: bool,
-    /// The last IPv4 destination found to be no VIP, as `vni << 32 | address` (`u64::MAX`
-    /// before the first: no VNI is 2^32 − 1 and the address 255.255.255.255 at once, which
-    /// the lookup never routes).
-    not_vip: u64,
+// Untracked connections (`--conntrack stateful`). A packet needs no flow when no stateful
+// service can apply to it, in either direction of its connection, so that a flow would change
+// nothing of what happens to it: every interface of this host at its ends has no firewall
+// rule, no VIP and no NAT ([`Iface::is_stateless`]), and
+// * from a VM: it is sent from the VM's own address (not an alias or load-balancer prefix: a
+//   balanced flow's replies are its reply direction) and not to a VIP of its VNI (destination
+//   NAT). A public route does not matter: without a NAT or VIP there is no source NAT, and the
+//   replies come back for the VM's own underlay address, untracked too;
+// * from the underlay: it came for an interface's own underlay address (not a VIP, NAT or
+//   load balancer's).
+//
+// Such a connection leaves no state: a firewall rule added later decides its next packet as it
+// would a new flow's (see docs/architecture.md, "Untracked connections").
+//
+// The nodes that send packets here decide it, with the functions below, and record it in
+// `PacketMeta::stateless_ends`: they hold the sender, the route and the receiver already, and
+// keep what is per route with the route they reuse within a batch. Deciding it here instead
+// (reading each packet's ports, interfaces and addresses again) cost 92 instructions per
+// packet; reading the mark costs ~6 (callgrind, local_untracked, one flow).
+
+/// Whether an interface of this host at one end of a packet lets it go untracked as far as
+/// that end goes: `--conntrack stateful`, and no stateful service on the interface.
+#[inline]
+pub(crate) fn untracked_end(ctx: &Ctx<'_>, iface: &Iface) -> bool {
+    ctx.config.conntrack == ConntrackMode::Stateful && iface.is_stateless()
 }
 
-impl<'a> Untracked<'a> {
-    fn new(ctx: &Ctx<'a>) -> Self {
-        Untracked {
-            tables: ctx.tables,
-            sender_port: NO_PORT,
-            sender: None,
-            receiver_port: NO_PORT,
-            receiver_stateless: false,
-            not_vip: u64::MAX,
-        }
-    }
-
-    #[inline]
-    fn stateless_receiver(&mut self, port: PortId) -> bool {
-        if port != self.receiver_port {
-            self.receiver_port = port;
-            self.receiver_stateless = self.tables.iface(port).is_some_and(Iface::is_stateless);
-        }
-        self.receiver_stateless
-    }
-
-    #[inline]
-    fn stateless_sender(&mut self, port: PortId) -> Option<&'a Iface> {
-        if port != self.sender_port {
-            self.sender_port = port;
-            self.sender = self.tables.iface(port).filter(|i| i.is_stateless());
-        }
-        self.sender
-    }
-
-    /// Whether `dst` is no VIP of `vni` (a VM's packet to one is translated).
-    #[inline]
-    fn is_no_vip(&mut self, vni: u32, dst: Ipv4Addr) -> bool {
-        let key = (u64::from(vni) << 32) | u64::from(u32::from(dst));
-        if key == self.not_vip || self.tables.public.is_empty() {
-            return true;
-        }
-        let no_vip = !matches!(
-            self.tables.public_target(vni, dst),
+/// Whether a VM's IPv4 packet to `dst` in `vni` lets it go untracked as far as its destination
+/// goes: `dst` is no VIP of the VNI (which would be destination NAT).
+#[inline]
+pub(crate) fn untracked_dst_v4(tables: &dp_tables::Snapshot, vni: u32, dst: Ipv4Addr) -> bool {
+    tables.public.is_empty()
+        || !matches!(
+            tables.public_target(vni, dst),
             Some(PublicTarget::Vip { .. })
-        );
-        if no_vip {
-            self.not_vip = key;
-        }
-        no_vip
-    }
-
-    #[inline]
-    fn needs_no_flow(&mut self, pkt: &PacketBuf) -> bool {
-        let meta = &pkt.meta;
-        match meta.origin {
-            Origin::Underlay => self.stateless_receiver(meta.out_port),
-            Origin::Vm => {
-                let Some(sender) = self.stateless_sender(meta.in_port) else {
-                    return false;
-                };
-                if meta.underlay_dst.is_unspecified() && !self.stateless_receiver(meta.out_port) {
-                    return false;
-                }
-                let l3 = usize::from(pkt.parsed.l3_offset);
-                let data = pkt.data();
-                match data.get(l3).map(|v| v >> 4) {
-                    Some(4) => {
-                        let Some(&[s0, s1, s2, s3, d0, d1, d2, d3]) = data
-                            .get(l3 + 12..l3 + 20)
-                            .and_then(|b| b.first_chunk::<8>())
-                        else {
-                            return false;
-                        };
-                        Ipv4Addr::new(s0, s1, s2, s3) == sender.ipv4
-                            && self.is_no_vip(pkt.parsed.vni, Ipv4Addr::new(d0, d1, d2, d3))
-                    }
-                    Some(6) => data
-                        .get(l3 + 8..l3 + 24)
-                        .and_then(|b| b.first_chunk::<16>())
-                        .is_some_and(|&src| {
-                            !sender.ipv6.is_unspecified() && Ipv6Addr::from(src) == sender.ipv6
-                        }),
-                    _ => false,
-                }
-            }
-            Origin::UnderlayVip | Origin::UnderlayNat | Origin::UnderlayLb => false,
-        }
-    }
+        )
 }
 
 /// Reads the packet's key in its VNI into `key`, from the validated header (the flow key is

@@ -35,6 +35,7 @@ use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
 use super::common::{ETH_HEADER_LEN, IPV6_HEADER_LEN};
+use super::conntrack::untracked_end;
 
 const NEXT_HEADER_IPV4: u8 = 4;
 const NEXT_HEADER_IPV6: u8 = 41;
@@ -91,6 +92,9 @@ struct Delivery<'a> {
     /// The balancer's address (a load balancer's underlay address; else unspecified).
     lb_ip: IpAddr,
     origin: Origin,
+    /// Whether the packet goes untracked (`--conntrack stateful`): for the interface's own
+    /// underlay address, and the interface has no stateful service.
+    untracked: bool,
 }
 
 type Target<'a> = Result<Delivery<'a>, DropReason>;
@@ -112,6 +116,7 @@ fn target<'a>(ctx: &Ctx<'a>, dst: Ipv6Addr) -> Target<'a> {
                 iface: None,
                 lb_ip: ip,
                 origin: Origin::UnderlayLb,
+                untracked: false,
             })
         }
     };
@@ -126,6 +131,7 @@ fn target<'a>(ctx: &Ctx<'a>, dst: Ipv6Addr) -> Target<'a> {
         iface: Some(iface),
         lb_ip: IpAddr::V4(dp_packet::Ipv4Addr::UNSPECIFIED),
         origin,
+        untracked: origin == Origin::Underlay && untracked_end(ctx, iface),
     })
 }
 
@@ -226,6 +232,7 @@ fn decap<'a>(
     }
     pkt.meta.out_port = to.port;
     pkt.meta.origin = to.origin;
+    pkt.meta.stateless_ends = to.untracked;
     if matches!(to.origin, Origin::UnderlayNat | Origin::UnderlayLb) {
         // Where an echo request to the NAT address or balancer is answered (see PacketRelay
         // and Lb); a relayed or balanced packet gets the neighbor's or target's address instead.

@@ -21,6 +21,7 @@ use crate::node::{Ctx, Node, Verdict};
 use crate::worker_ctx::WorkerCtx;
 
 use super::common::{vm_port, ETH_HEADER_LEN, IPV6_HEADER_LEN};
+use super::conntrack::untracked_end;
 use super::icmp_error::{time_exceeded_v6, Offender6};
 
 #[derive(Debug, Default)]
@@ -81,13 +82,20 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
 
     let table = ctx.tables.vni(iface.vni).ok_or(DropReason::NoVni)?;
     let target = *table.lookup_v6(dst).ok_or(DropReason::NoRoute)?;
-    if let RouteTarget::Local { port: out_port } = target {
-        match ctx.tables.iface(out_port) {
+    let receiver_untracked = match target {
+        RouteTarget::Local { port: out_port } => match ctx.tables.iface(out_port) {
             None => return Err(DropReason::DstPortDown),
             Some(t) if t.vni != iface.vni => return Err(DropReason::CrossVni),
-            Some(_) => {}
-        }
-    }
+            Some(t) => untracked_end(ctx, t),
+        },
+        RouteTarget::Remote { .. } => true,
+    };
+    // Untracked (`--conntrack stateful`): both ends without stateful services and the VM's own
+    // address as source (IPv6 has no VIPs).
+    let untracked = receiver_untracked
+        && untracked_end(ctx, iface)
+        && !iface.ipv6.is_unspecified()
+        && src == iface.ipv6;
 
     if hop_limit <= 1 {
         if !may_answer {
@@ -115,6 +123,7 @@ fn route(pkt: &mut PacketBuf, ctx: &Ctx<'_>) -> Result<Verdict, DropReason> {
     if let Some(l3) = pkt.data_mut().get_mut(ETH_HEADER_LEN..) {
         Ipv6Packet::new_unchecked(l3).set_hop_limit(hop_limit - 1);
     }
+    pkt.meta.stateless_ends = untracked;
     Ok(match target {
         RouteTarget::Local { port } => {
             pkt.meta.out_port = port;
