@@ -226,12 +226,14 @@ const _: () = assert!(BATCH_SIZE <= 64);
 #[inline(never)]
 fn forward_untracked(pkts: &mut [PacketBuf], verdicts: &mut [Verdict]) -> u64 {
     let mut untracked = 0u64;
-    for (i, (pkt, verdict)) in pkts
-        .iter_mut()
-        .zip(verdicts.iter_mut())
-        .take(BATCH_SIZE)
-        .enumerate()
-    {
+    // Both cut to one length first: the zip of equal slices is a plain indexed loop (with
+    // `take` on the zip the loop kept its counters on the stack: 31 → 16 instructions per packet).
+    let n = pkts.len().min(verdicts.len()).min(BATCH_SIZE);
+    let (pkts, verdicts) = (
+        pkts.get_mut(..n).unwrap_or_default(),
+        verdicts.get_mut(..n).unwrap_or_default(),
+    );
+    for (i, (pkt, verdict)) in pkts.iter_mut().zip(verdicts.iter_mut()).enumerate() {
         if pkt.meta.stateless_ends {
             *verdict = untracked_on(pkt);
             untracked |= 1 << i;
@@ -265,7 +267,7 @@ fn untracked_on(pkt: &mut PacketBuf) -> Verdict {
 // `PacketMeta::stateless_ends`: they hold the sender, the route and the receiver already, and
 // keep what is per route with the route they reuse within a batch. Deciding it here instead
 // (reading each packet's ports, interfaces and addresses again) cost 92 instructions per
-// packet; reading the mark costs ~6 (callgrind, local_untracked, one flow).
+// packet; reading the mark costs 16 (callgrind, local_untracked, one flow).
 
 /// Whether an interface of this host at one end of a packet lets it go untracked as far as
 /// that end goes: `--conntrack stateful`, and no stateful service on the interface.

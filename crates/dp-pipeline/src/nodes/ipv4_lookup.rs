@@ -116,7 +116,8 @@ impl<'a> Sender<'a> {
 /// The route the previous packet of the batch took, checked: its VNI, destination and target.
 /// Kept for one batch only (one snapshot), so it can never be stale; a stream of packets to
 /// one destination skips the trie walk — four dependent loads for a /32, the hottest part of
-/// this node in `perf` on the vhost-user PVP run — and the local target's checks.
+/// this node in `perf` on the vhost-user PVP run — the local target's checks, and the checks
+/// of the destination itself (not the gateway, routable: −11 instructions per packet).
 ///
 /// The VNI and destination are one word (`vni << 32 | dst`). Callgrind, one flow: local
 /// 736 → 664 instructions per packet, encap 858 → 825; a batch of all different destinations
@@ -176,18 +177,19 @@ fn route<'a>(
             ));
         }
     }
-    if ip.dst == GATEWAY_IPV4 {
-        return Ok(Verdict::Next(NodeId::GatewayIcmp));
-    }
-    if !is_routable(ip.dst) {
-        return Err(DropReason::BadDestination);
-    }
-
+    // The previous packet's route holds for the same destination: it was not the gateway,
+    // and routable.
     let key = (u64::from(iface.vni) << 32) | u64::from(u32::from(ip.dst));
     let cached = if key == last.key { last.target } else { None };
     let (target, route_untracked) = match cached {
         Some(target) => (target, last.untracked),
         None => {
+            if ip.dst == GATEWAY_IPV4 {
+                return Ok(Verdict::Next(NodeId::GatewayIcmp));
+            }
+            if !is_routable(ip.dst) {
+                return Err(DropReason::BadDestination);
+            }
             let table = sender.table.ok_or(DropReason::NoVni)?;
             let target = table.lookup_v4(ip.dst).ok_or(DropReason::NoRoute)?;
             let receiver_untracked = match *target {
