@@ -50,7 +50,11 @@
 # divided by fwd_run, for information when other work took the forwarder's CPU), and per frame size
 #   COMPARE case=vhost_<size>b_udp_vs_testpmd ours=<pps> theirs=<pps> unit=pps ratio=<ours/theirs>
 #   COMPARE case=vhost_<size>b_udp_vs_ovs_dpdk ...
-# (medians over the rounds). A measurement that could not be made is a `FAIL ...` line (with its
+# (medians over the rounds); with --rounds > 1 also `BEST case=... ours= theirs= ratio=` (the
+# highest rate of each over the rounds); and per case a `PLACEMENT case=... fwd=... round=...
+# c2c_before_ns=... c2c_after_ns=...` line: the cache-line round trip between the two CPUs just
+# before and after it (`dpservice-c2c`), which tells the vCPU placement the case ran in.
+# A measurement that could not be made is a `FAIL ...` line (with its
 # log directory) and exit status 1; the others still run.
 #
 # Usage: sudo scripts/bench-vhost-pvp.sh [options]
@@ -194,6 +198,7 @@ fi
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
 DAEMON=$TARGET/dpservice
 CLI=$TARGET/dpservice-cli
+C2C=$TARGET/dpservice-c2c
 if want_tool ours; then
     if ((BUILD)); then
         if ! have cargo && [ -f "$HOME/.cargo/env" ]; then
@@ -201,9 +206,11 @@ if want_tool ours; then
             . "$HOME/.cargo/env"
         fi
         if have cargo; then
-            note "cargo build --release -p dpservice -p dpservice-cli"
+            note "cargo build --release -p dpservice -p dpservice-cli (and dpservice-c2c)"
             timeout 3600 cargo build --release -p dpservice -p dpservice-cli >&2 ||
                 { echo "$PROG: cargo build failed" >&2; exit 1; }
+            timeout 3600 cargo build --release -p dp-bench --bin dpservice-c2c >&2 ||
+                note "warning: no dpservice-c2c: PLACEMENT lines will say n/a"
         else
             note "cargo not found: using the binaries in $TARGET as they are"
         fi
@@ -236,6 +243,19 @@ if want_tool ours; then
 fi
 read -ra EXTRA <<<"${DAEMON_ARGS---conntrack stateful}"
 ((${#EXTRA[@]})) && note "extra daemon options: ${EXTRA[*]}"
+[ -x "$C2C" ] && mkdir -p "$WORK/bin" && cp "$C2C" "$WORK/bin/" && C2C=$WORK/bin/dpservice-c2c
+# c2c: the cache-line round trip between the generator's and the forwarder's CPUs now, in ns
+# (n/a without the tool). The VMs this runs on move their vCPUs between placements where it
+# is ~30, ~70 or ~320 ns, for seconds at a time; every forwarded frame moves lines between
+# the two CPUs, so the placement decides much of a case's rate (BENCHMARKS.md).
+c2c() {
+    local out
+    if [ -x "$C2C" ] && out=$(timeout 20 "$C2C" --cpus "$GEN_CPU,$FWD_CPU" --rounds 100000 2>/dev/null); then
+        sed -n 's/^c2c_ns=\([0-9.]*\).*/\1/p' <<<"$out"
+    else
+        echo n/a
+    fi
+}
 CASE_NO=0
 GRPC_PORT=1337     # inside a private namespace: no clash with anything on the host
 METRICS_PORT=9064  # likewise
@@ -402,7 +422,9 @@ run_case() {
     shift
     CASE_NO=$((CASE_NO + 1))
     wait_idle
-    note "case $name ($*) — load average $(loadavg), ${IDLE_BEFORE}% idle before"
+    local c2c_before c2c_after
+    c2c_before=$(c2c)
+    note "case $name ($*) — load average $(loadavg), ${IDLE_BEFORE}% idle before, c2c ${c2c_before} ns"
     (
         CASE=$name
         CASE_DIR=$WORK/$CASE_NO-$name-$1
@@ -418,6 +440,8 @@ run_case() {
     CUR_CASE_PID=$!
     wait "$CUR_CASE_PID" || rc=$?
     CUR_CASE_PID=
+    c2c_after=$(c2c)
+    emit "PLACEMENT case=$name fwd=${1#fwd_} round=$ROUND c2c_before_ns=$c2c_before c2c_after_ns=$c2c_after"
     if ((rc != 0)); then
         FAILED=1
         emit "FAIL case=$name tool=$1 rc=$rc logs=$WORK/$CASE_NO-$name-$1"
@@ -672,11 +696,32 @@ value() {
             printf "%.0f\n", (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
         }' "$RESULTS"
 }
+# best CASE TOOL: the highest pps over the rounds (each forwarder in its best placement).
+best() {
+    awk -v c="case=$1" -v t="tool=$2" '
+        $1 == "RESULT" && $2 == c && $4 == t {
+            for (i = 1; i <= NF; i++) if (index($i, "pps=") == 1 && substr($i, 5) + 0 > m) m = substr($i, 5) + 0
+        }
+        END { if (m > 0) printf "%.0f\n", m }' "$RESULTS"
+}
+# BEST lines: the same comparison of the best rounds (with --rounds > 1), which the placement
+# of the vCPUs (PLACEMENT lines) disturbs least.
+best_of() { # name ours theirs
+    [ -n "$2" ] && [ -n "$3" ] && emit "BEST case=$1 ours=$2 theirs=$3 unit=pps ratio=$(awk -v o="$2" \
+        -v t="$3" 'BEGIN { printf "%.3f", o / t }')"
+}
 if want_tool ours; then
     for SIZE in ${SIZES//,/ }; do
         c=vhost_${SIZE}b_udp
         want_tool testpmd && compare "${c}_vs_testpmd" "$(value "$c" dpservice)" "$(value "$c" testpmd-vhost)" pps
         want_tool ovs && compare "${c}_vs_ovs_dpdk" "$(value "$c" dpservice)" "$(value "$c" ovs-dpdk)" pps
     done
+    if ((ROUNDS > 1)); then
+        for SIZE in ${SIZES//,/ }; do
+            c=vhost_${SIZE}b_udp
+            want_tool testpmd && best_of "${c}_vs_testpmd" "$(best "$c" dpservice)" "$(best "$c" testpmd-vhost)"
+            want_tool ovs && best_of "${c}_vs_ovs_dpdk" "$(best "$c" dpservice)" "$(best "$c" ovs-dpdk)"
+        done
+    fi
 fi
 exit $((FAILED ? 1 : 0))
