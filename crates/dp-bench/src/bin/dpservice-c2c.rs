@@ -70,7 +70,7 @@ fn run(a: usize, b: usize, rounds: u64) -> Result<f64, String> {
         while line.0.load(Ordering::Acquire) != 2 * i + 2 {
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 65536 == 0 && start.elapsed().as_secs() > 10 {
+            if spins.is_multiple_of(65536) && start.elapsed().as_secs() > 10 {
                 // Bounded: a CPU that never answers ends the run.
                 return Err("the other CPU does not answer".into());
             }
