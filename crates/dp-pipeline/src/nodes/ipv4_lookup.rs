@@ -200,6 +200,7 @@ fn route<'a>(
                     Some(t) if t.vni != iface.vni => return Err(DropReason::CrossVni),
                     Some(t) => untracked_end(ctx, t),
                 },
+                // No receiver here; the mode is asked so that `all` skips the VIP lookup below.
                 RouteTarget::Remote { .. } => ctx.config.conntrack == ConntrackMode::Stateful,
             };
             let untracked = receiver_untracked && untracked_dst_v4(ctx.tables, iface.vni, ip.dst);
