@@ -213,8 +213,11 @@ impl RxBatch {
     ) -> usize {
         let mut received = 0;
         let mut heads = [0u16; BATCH_FRAMES];
-        let n = self.len;
-        for (slot, head) in self.frames.iter_mut().take(n).zip(heads.iter_mut()) {
+        let n = self.len.min(BATCH_FRAMES);
+        // Both cut to the batch's length first: a zip of equal slices is a plain indexed loop
+        // (`take` on the zip kept its counters on the stack).
+        let frames = self.frames.get_mut(..n).unwrap_or_default();
+        for (slot, head) in frames.iter_mut().zip(heads.iter_mut()) {
             let Some(f) = slot.take() else {
                 continue;
             };
@@ -245,7 +248,7 @@ impl RxBatch {
                 received += 1;
             }
         }
-        for &head in heads.iter().take(n) {
+        for &head in heads.get(..n).unwrap_or_default() {
             ring.add_used(head, 0);
             stats.used = true;
         }
