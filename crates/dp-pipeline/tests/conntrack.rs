@@ -41,22 +41,6 @@ fn harness() -> Harness {
     with_remote(Harness::new())
 }
 
-/// A UDP datagram over IPv4 with TTL `ttl`.
-fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, ttl: u8, data: &[u8]) -> Vec<u8> {
-    ipv4(src, dst, 17, ttl, &udp_v4(src, dst, sport, dport, data))
-}
-
-/// A TCP segment over IPv4 with TTL `ttl`.
-fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, ttl: u8) -> Vec<u8> {
-    ipv4(
-        src,
-        dst,
-        6,
-        ttl,
-        &tcp_v4(src, dst, sport, dport, flags, b""),
-    )
-}
-
 /// The key of an IPv4 packet in VNI 100.
 fn key4(src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtocol, sport: u16, dport: u16) -> ConnKey {
     ConnKey {

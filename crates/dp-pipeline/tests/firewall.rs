@@ -69,19 +69,8 @@ fn rule(
     }
 }
 
-/// A TCP segment over IPv4 with TTL `ttl`.
-fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, ttl: u8) -> Vec<u8> {
-    ipv4(
-        src,
-        dst,
-        6,
-        ttl,
-        &tcp_v4(src, dst, sport, dport, flags, b""),
-    )
-}
-
 fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, ttl: u8) -> Vec<u8> {
-    ipv4(src, dst, 17, ttl, &udp_v4(src, dst, sport, dport, b"fw"))
+    common::udp4(src, dst, sport, dport, ttl, b"fw")
 }
 
 /// A TCP segment between two VMs: whether it arrived intact.
@@ -94,19 +83,6 @@ fn tcp_passes(h: &mut Harness, from: u16, to: u16, sport: u16, dport: u16, flags
         to,
         &tcp4(src, dst, sport, dport, flags, 64),
         &tcp4(src, dst, sport, dport, flags, 63),
-    )
-}
-
-/// A UDP datagram between two VMs: whether it arrived intact.
-#[track_caller]
-fn udp_passes(h: &mut Harness, from: u16, to: u16, sport: u16, dport: u16) -> bool {
-    let (src, dst) = (vm_ipv4(from), vm_ipv4(to));
-    delivers(
-        h,
-        from,
-        to,
-        &udp4(src, dst, sport, dport, 64),
-        &udp4(src, dst, sport, dport, 63),
     )
 }
 

@@ -56,35 +56,7 @@ fn harness(tweak: impl FnOnce(&mut Vec<dp_tables::Iface>)) -> Harness {
 }
 
 fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, ttl: u8) -> Vec<u8> {
-    ipv4(
-        src,
-        dst,
-        17,
-        ttl,
-        &udp_v4(src, dst, sport, dport, b"untracked"),
-    )
-}
-
-fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, ttl: u8) -> Vec<u8> {
-    ipv4(
-        src,
-        dst,
-        6,
-        ttl,
-        &tcp_v4(src, dst, sport, dport, flags, b""),
-    )
-}
-
-#[track_caller]
-fn udp_passes(h: &mut Harness, from: u16, to: u16, sport: u16, dport: u16) -> bool {
-    let (src, dst) = (vm_ipv4(from), vm_ipv4(to));
-    delivers(
-        h,
-        from,
-        to,
-        &udp4(src, dst, sport, dport, 64),
-        &udp4(src, dst, sport, dport, 63),
-    )
+    common::udp4(src, dst, sport, dport, ttl, b"untracked")
 }
 
 /// The single frame sent, out of an uplink; its inner packet.

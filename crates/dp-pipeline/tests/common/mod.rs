@@ -985,3 +985,33 @@ pub fn delivers(h: &mut Harness, from: PortId, to: PortId, ip: &[u8], want: &[u8
         _ => panic!("more than one frame: {out:?}"),
     }
 }
+
+/// A UDP datagram over IPv4 with TTL `ttl`, carrying `data`.
+pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, ttl: u8, data: &[u8]) -> Vec<u8> {
+    ipv4(src, dst, 17, ttl, &udp_v4(src, dst, sport, dport, data))
+}
+
+/// A TCP segment over IPv4 with TTL `ttl` and no payload.
+pub fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, ttl: u8) -> Vec<u8> {
+    ipv4(
+        src,
+        dst,
+        6,
+        ttl,
+        &tcp_v4(src, dst, sport, dport, flags, b""),
+    )
+}
+
+/// A UDP datagram between two VMs: whether it arrived, as the single frame out, intact but
+/// for its TTL (one less).
+#[track_caller]
+pub fn udp_passes(h: &mut Harness, from: PortId, to: PortId, sport: u16, dport: u16) -> bool {
+    let (src, dst) = (vm_ipv4(from), vm_ipv4(to));
+    delivers(
+        h,
+        from,
+        to,
+        &udp4(src, dst, sport, dport, 64, b"udp"),
+        &udp4(src, dst, sport, dport, 63, b"udp"),
+    )
+}
