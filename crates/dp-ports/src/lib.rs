@@ -104,6 +104,15 @@ pub trait PortQueue: Send {
     /// (then poll).
     fn rx_fd(&self) -> Option<RawFd>;
 
+    /// Called before the worker sleeps until one of the ports' [`PortQueue::rx_fd`]s is
+    /// readable: the port makes sure a frame arriving from now on makes its descriptor
+    /// readable (a vhost-user port asks its guest to kick again, which it does not while the
+    /// worker polls). Returns whether frames may already be waiting: the worker then polls
+    /// again instead of sleeping. Default: nothing to do, false.
+    fn prepare_sleep(&mut self) -> bool {
+        false
+    }
+
     /// Whether the port takes frames with an offload request (`meta.offload`: a partial
     /// checksum, a TCP superframe) and passes it on to the other side; when not, the pipeline's
     /// transmit stage (`dp_pipeline::tx`) finishes checksums and segments superframes in

@@ -156,9 +156,20 @@ fn handshake_with(
     rings: u64,
     extra: VhostUserProtocolFeatures,
 ) -> (Frontend, u64) {
+    handshake_acking(path, guest, rings, extra, |offered| offered)
+}
+
+/// [`handshake_with`], acking `ack(offered)` of the features the device offers.
+fn handshake_acking(
+    path: &std::path::Path,
+    guest: &Guest,
+    rings: u64,
+    extra: VhostUserProtocolFeatures,
+    ack: impl Fn(u64) -> u64,
+) -> (Frontend, u64) {
     let mut frontend = Frontend::connect(path, rings).unwrap();
     frontend.set_owner().unwrap();
-    let features = frontend.get_features().unwrap();
+    let features = ack(frontend.get_features().unwrap());
     frontend.set_features(features).unwrap();
     let pf = frontend.get_protocol_features().unwrap();
     assert!(pf.contains(extra), "{pf:?} lacks {extra:?}");
@@ -224,7 +235,15 @@ fn connect(
     guest: &Guest,
     rings: [(&MockSplitQueue<GuestMemoryMmap>, u16); 2],
 ) -> Setup {
-    let mut frontend = handshake(path, guest);
+    connect_frontend(handshake(path, guest), guest, rings)
+}
+
+/// [`connect`] over a frontend already through its handshake.
+fn connect_frontend(
+    mut frontend: Frontend,
+    guest: &Guest,
+    rings: [(&MockSplitQueue<GuestMemoryMmap>, u16); 2],
+) -> Setup {
     let kicks = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
     let calls = [EventFd::new(0).unwrap(), EventFd::new(0).unwrap()];
     for (q, (vq, base)) in rings.into_iter().enumerate() {
@@ -356,6 +375,94 @@ fn a_frontend_sets_up_the_rings_and_frames_flow_both_ways() {
         (stats.tx_packets, stats.tx_bytes, stats.tx_errors),
         (1, 98, 0)
     );
+}
+
+/// `used.flags` (VRING_USED_F_NO_NOTIFY) and, with EVENT_IDX, `avail_event` of ring `vq`.
+fn kick_fields(guest: &Guest, vq: &MockSplitQueue<GuestMemoryMmap>) -> (u16, u16) {
+    let base = vq.used_addr();
+    let flags: u16 = guest.mem.read_obj(base).unwrap();
+    let at = base.checked_add(4 + 8 * u64::from(QUEUE_SIZE)).unwrap();
+    (flags, guest.mem.read_obj(at).unwrap())
+}
+
+/// While the worker polls, the guest is asked not to kick — also between bursts that drain its
+/// ring, which a guest slower than us does after every burst; only before the worker sleeps
+/// (`prepare_sleep`) are kicks asked for again, and a frame queued while they were off keeps
+/// the worker awake. The guest's receive ring is never asked to kick. Both ways of asking:
+/// `VRING_USED_F_NO_NOTIFY` (DPDK's virtio-user acks no EVENT_IDX) and `avail_event`.
+#[test]
+fn kicks_are_off_while_the_worker_polls_and_on_before_it_sleeps() {
+    for event_idx in [false, true] {
+        let dir = tempdir();
+        let path = dir.join("vm0.sock");
+        let mut port = VhostUserPort::listen(&path, "vm0").unwrap();
+        let guest = Guest::new();
+        let tx = MockSplitQueue::create(&guest.mem, GuestAddress(TX_RING_AT), QUEUE_SIZE);
+        let rx = MockSplitQueue::create(&guest.mem, GuestAddress(RX_RING_AT), QUEUE_SIZE);
+        let without = |f: u64| if event_idx { f } else { f & !(1 << 29) };
+        let (frontend, _) = handshake_acking(
+            &path,
+            &guest,
+            2,
+            VhostUserProtocolFeatures::empty(),
+            without,
+        );
+        let _setup = connect_frontend(frontend, &guest, [(&rx, 0), (&tx, 0)]);
+        wait_link(|| port.link_up(), true);
+        let mut pool = BufferPool::new(64, 2048);
+        let mut out: Vec<PacketBuf> = Vec::with_capacity(32);
+        let mut burst = |port: &mut VhostUserPort| {
+            let n = port.rx_burst(&mut pool, &mut out, 32);
+            for b in out.drain(..) {
+                pool.free(b);
+            }
+            n
+        };
+        let no_notify = |vq| kick_fields(&guest, vq).0 & 1 != 0;
+
+        // Kicks on while the port has not seen a frame: an idle guest wakes the worker.
+        assert_eq!(burst(&mut port), 0);
+        assert!(!no_notify(&tx), "event_idx={event_idx}");
+        queue_tx(&guest, &tx, &[frame(1, 60), frame(2, 60)], 0);
+        assert_eq!(burst(&mut port), 2);
+        // Drained, and polled again and again: still no kicks wanted.
+        for _ in 0..3 {
+            assert_eq!(burst(&mut port), 0);
+            assert_eq!(no_notify(&tx), !event_idx);
+        }
+        // A frame the guest queued without kicking keeps the worker awake.
+        queue_tx(&guest, &tx, &[frame(3, 60)], 2);
+        assert!(port.prepare_sleep(), "event_idx={event_idx}");
+        assert!(!no_notify(&tx));
+        if event_idx {
+            assert_eq!(kick_fields(&guest, &tx).1, 2, "armed at what was taken");
+        }
+        assert_eq!(burst(&mut port), 1);
+        assert_eq!(no_notify(&tx), !event_idx);
+        assert_eq!(burst(&mut port), 0);
+        // Nothing waiting: the worker may sleep, with kicks on.
+        assert!(!port.prepare_sleep());
+        assert!(!no_notify(&tx));
+        if event_idx {
+            assert_eq!(kick_fields(&guest, &tx).1, 3);
+        }
+        // Nothing changed since: nothing to re-arm.
+        assert!(!port.prepare_sleep());
+
+        // The receive ring, once the port transmits into it: never a kick.
+        let descs: Vec<_> = (0..2u64)
+            .map(|i| desc(RX_BUFS_AT + i * 0x1000, 2048, F_WRITE, 0))
+            .collect();
+        rx.add_desc_chains(&descs, 0).unwrap();
+        let mut p = pool.alloc().unwrap();
+        p.set_frame(&frame(9, 60)).unwrap();
+        let mut pkts = vec![p];
+        assert_eq!(port.tx_burst(&mut pkts, &mut pool), 1);
+        assert_eq!(no_notify(&rx), !event_idx, "event_idx={event_idx}");
+        if event_idx {
+            assert_eq!(kick_fields(&guest, &rx).1, 0, "avail_event never set");
+        }
+    }
 }
 
 #[test]

@@ -199,6 +199,15 @@ impl Worker {
             time.empty_rounds += 1;
             time.publish(&self.graph.counters().polls);
             if pacer.empty(end) {
+                // Every port (no short circuit) gets ready to wake us (a vhost-user guest is
+                // asked to kick again); one that has frames already keeps us polling.
+                let mut waiting = false;
+                for port in self.ports.iter_mut() {
+                    waiting |= port.prepare_sleep();
+                }
+                if waiting {
+                    continue;
+                }
                 // Not when another worker handed us packets meanwhile (it may not wake us).
                 if !self.worker.rings().is_none_or(|r| r.set_sleeping(true)) {
                     if let Some(r) = self.worker.rings() {

@@ -15,14 +15,19 @@
 //! Notifications, both ways:
 //! - from the guest (kicks on its transmit ring): the kick eventfd sits in the pair's poll set,
 //!   which is the worker's [`PortQueue::rx_fd`], so an idle worker sleeps until the guest sends.
-//!   The kick is cleared only when a burst found the ring empty — then the ring is looked at
-//!   once more, so a frame queued just before is never left waiting for a kick already taken —
-//!   on the first empty burst after a busy one and every `DRAIN_EVERY`th after that (a kick
-//!   can land after its frame was taken: the worker then wakes in vain a few times, it does not
-//!   spin). While the guest keeps the ring busy (a full burst), it is asked not to kick at all
-//!   (`VRING_USED_F_NO_NOTIFY`, or with EVENT_IDX `avail_event` left behind): no system call
-//!   here, no exit in the guest; once a burst drains the ring, kicks are asked for again
-//!   (EVENT_IDX: `avail_event` set to what was taken) and the ring looked at once more.
+//!   From the first burst that finds frames until the worker is about to sleep, the guest is
+//!   asked not to kick at all (`VRING_USED_F_NO_NOTIFY`, or with EVENT_IDX `avail_event` left
+//!   behind): no system call here, no exit or system call in the guest, however often the
+//!   worker drains the ring while it polls — and an empty poll is one load of `avail.idx`.
+//!   Before it sleeps the worker asks every port ([`PortQueue::prepare_sleep`]): the kick (and
+//!   the device's wake) eventfd is cleared, kicks are asked for again (EVENT_IDX:
+//!   `avail_event` set to what was taken), and the ring looked at once more, so a frame queued
+//!   before the clear is never left waiting for a kick already taken; frames found there keep
+//!   the worker polling. DPDK's vhost PMD and OVS-DPDK keep kicks off for good (they never
+//!   sleep). Until 2026-12-08 kicks were asked for again, and the eventfds cleared (two
+//!   system calls), on the first burst that drained the ring: a guest that sends more slowly
+//!   than we forward then cost a kick and two reads per burst.
+//!   The guest's *receive* rings never kick: a kick there (new buffers) would wake nobody.
 //! - to the guest (used buffers): the call eventfd is written after a burst that returned
 //!   buffers, when the guest wants it: with EVENT_IDX (which Linux negotiates) by its
 //!   `used_event`; without, unless it set `VRING_AVAIL_F_NO_INTERRUPT`.
@@ -72,7 +77,8 @@ pub(crate) struct Running {
     queue: SplitRing,
     kick: Option<Arc<File>>,
     call: Option<Arc<File>>,
-    /// We told the guest not to kick (its ring was busy): see `rx_burst`.
+    /// We told the guest not to kick (its ring was busy, or it is a receive ring): see
+    /// `rx_burst` and `prepare_sleep`.
     kicks_off: bool,
     /// With EVENT_IDX: the index up to which the guest was last asked to kick
     /// (`avail_event`), which must follow what we took before the worker may sleep.
@@ -100,9 +106,6 @@ impl Running {
     }
 }
 
-/// How often an idle port clears its kick (see the module docs): every this many empty bursts.
-const DRAIN_EVERY: u32 = 256;
-
 /// One queue pair of a vhost-user VM port: the daemon listens on a unix socket, the frontend
 /// (QEMU) connects, and the guest's virtio-net rings are read and written here directly.
 pub struct VhostUserPort {
@@ -122,8 +125,6 @@ pub struct VhostUserPort {
     tx_ring: Option<Running>,
     /// The pair whose receive ring our frames go into: ours while it runs.
     rx_pair: Option<usize>,
-    /// Receive bursts in a row that found the guest's transmit ring empty.
-    idle_bursts: u32,
     /// What the frontend negotiated (from the snapshot).
     offloads: Offloads,
     _server: Arc<Server>,
@@ -199,7 +200,6 @@ impl VhostUserPort {
                 memory: None,
                 tx_ring: None,
                 rx_pair: None,
-                idle_bursts: 0,
                 offloads: Offloads::None,
                 _server: Arc::clone(&server),
             })
@@ -292,7 +292,6 @@ impl VhostUserPort {
         };
         self.generation = dp.generation;
         self.data_path = dp;
-        self.idle_bursts = 0;
         self.pair_shared()
             .acked
             .store(self.generation, Ordering::Release);
@@ -368,7 +367,10 @@ fn build_or_refuse(
     generation: u64,
     (name, index): (&str, usize),
 ) -> Option<Running> {
-    let ring = build_queue(spec, mem, event_idx, generation);
+    // Kicks on a receive ring (new buffers) would wake nobody: the guest is never asked for
+    // them, which spares it a system call or an exit after each refill.
+    let kicks = index % 2 == TX_QUEUE;
+    let ring = build_queue(spec, mem, event_idx, generation, kicks);
     if ring.is_some() {
         refused.store(0, Ordering::Relaxed);
     } else if shared.refuse_ring(refused, spec.epoch) {
@@ -384,6 +386,7 @@ fn build_queue(
     mem: &Arc<GuestMemoryMmap>,
     event_idx: bool,
     generation: u64,
+    kicks: bool,
 ) -> Option<Running> {
     // Size, alignment and every ring inside one region of the map (SplitRing's checks).
     let mut q = SplitRing::new(
@@ -395,14 +398,18 @@ fn build_queue(
         spec.next_avail,
         event_idx,
     )?;
-    // Kicks on: a ring that ran before may have been left with them off.
-    q.enable_notification();
+    // Kicks on (a ring that ran before may have been left with them off), or off for good.
+    if kicks {
+        q.enable_notification();
+    } else {
+        q.disable_notification();
+    }
     Some(Running {
         epoch: spec.epoch,
         synced: generation,
         kick: spec.kick.clone(),
         call: spec.call.clone(),
-        kicks_off: false,
+        kicks_off: !kicks,
         event_idx: event_idx.then_some(spec.next_avail),
         queue: q,
     })
@@ -416,44 +423,11 @@ impl PortQueue for VhostUserPort {
         };
         let mut stats = RingStats::default();
         let offloads = self.offloads;
-        let mut got = ring::receive(&mut ring.queue, pool, out, max, &mut stats, offloads);
-        if got < max && stats.no_buffer == 0 {
-            // Drained. Kicks must be on before the worker may sleep: asked for again after a
-            // busy spell, and with EVENT_IDX re-armed at what we took (the guest kicks only
-            // when it passes `avail_event`). Then one more look: a frame queued while they
-            // were off is otherwise never announced.
-            let rearm = ring.kicks_off
-                || ring
-                    .event_idx
-                    .is_some_and(|at| at != ring.queue.next_avail());
-            if rearm {
-                ring.kicks_off = false;
-                let armed_at = ring.queue.next_avail();
-                let more = ring.queue.enable_notification();
-                if ring.event_idx.is_some() {
-                    ring.event_idx = Some(armed_at);
-                }
-                if more {
-                    got +=
-                        ring::receive(&mut ring.queue, pool, out, max - got, &mut stats, offloads);
-                }
-            }
-            if self.idle_bursts % DRAIN_EVERY == 0 {
-                if let Some(kick) = &ring.kick {
-                    device::drain_eventfd(kick.as_raw_fd());
-                }
-                device::drain_eventfd(self.pair_shared.wake.as_raw_fd());
-                got += ring::receive(&mut ring.queue, pool, out, max - got, &mut stats, offloads);
-            }
-            self.idle_bursts = if got == 0 {
-                self.idle_bursts.wrapping_add(1)
-            } else {
-                0
-            };
-        } else {
-            self.idle_bursts = 0;
+        let got = ring::receive(&mut ring.queue, pool, out, max, &mut stats, offloads);
+        if got > 0 {
             // Busy: the guest need not kick while we poll anyway (VRING_USED_F_NO_NOTIFY),
-            // which saves it an exit per kick.
+            // which saves it a system call or an exit per kick. Asked for again only when
+            // the worker is about to sleep (`prepare_sleep`).
             if !ring.kicks_off {
                 ring.queue.disable_notification();
                 ring.kicks_off = true;
@@ -473,6 +447,41 @@ impl PortQueue for VhostUserPort {
             self.reset("transmit");
         }
         got
+    }
+
+    /// Kicks must be on before the worker sleeps: asked for again after a busy spell, and
+    /// with EVENT_IDX re-armed at what we took (the guest kicks only when it passes
+    /// `avail_event`). Then one more look: a frame queued while they were off, or before the
+    /// kick was cleared, is otherwise never announced.
+    fn prepare_sleep(&mut self) -> bool {
+        // Level-triggered in the worker's epoll set: a wake already acted on, or a kick taken
+        // (or one that landed after its frame was taken), would end the sleep at once. A
+        // snapshot published before the clear is looked at by the next burst instead.
+        device::drain_eventfd(self.pair_shared.wake.as_raw_fd());
+        if self.shared.published.load(Ordering::Acquire) != self.generation {
+            return true;
+        }
+        let Some(ring) = self.tx_ring.as_mut() else {
+            return false;
+        };
+        if let Some(kick) = &ring.kick {
+            device::drain_eventfd(kick.as_raw_fd());
+        }
+        let rearm = ring.kicks_off
+            || ring
+                .event_idx
+                .is_some_and(|at| at != ring.queue.next_avail());
+        if !rearm {
+            // Kicks on all along: a frame queued before the clear above is still looked for.
+            return ring.queue.has_available();
+        }
+        ring.kicks_off = false;
+        let armed_at = ring.queue.next_avail();
+        let more = ring.queue.enable_notification();
+        if ring.event_idx.is_some() {
+            ring.event_idx = Some(armed_at);
+        }
+        more
     }
 
     fn tx_burst(&mut self, pkts: &mut Vec<PacketBuf>, pool: &mut BufferPool) -> usize {

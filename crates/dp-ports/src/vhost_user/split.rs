@@ -58,10 +58,6 @@ pub const MAX_SIZE: u16 = 32768;
 
 const DESC_LEN: usize = 16;
 
-/// How much of a buffer [`SplitRing::prefetch`] fetches: two cache lines, the header and a
-/// small frame.
-const PREFETCH_LEN: u32 = 128;
-
 /// Asks the CPU to bring the two lines from `at` into its cache, to be written (exclusive) or
 /// read.
 #[inline(always)]
@@ -172,6 +168,51 @@ pub struct Chain {
     done: bool,
     /// What is left of a buffer that runs on past the end of its region into the next one.
     rest: Option<Rest>,
+}
+
+/// A chain of one descriptor whose buffer lies inside one region of guest memory, resolved
+/// to its host address ([`SplitRing::take_direct`]). Only valid while the ring it came from
+/// lives (the ring keeps the mapping): the copies through it happen within the burst that
+/// took it.
+#[derive(Clone, Copy, Debug)]
+pub struct Direct {
+    /// The chain's head index: what is returned in the used ring.
+    pub head: u16,
+    /// Host address of the buffer: `len` bytes inside a mapping of guest memory.
+    at: *mut u8,
+    len: u32,
+}
+
+impl Default for Direct {
+    fn default() -> Self {
+        Direct {
+            head: 0,
+            at: ptr::null_mut(),
+            len: 0,
+        }
+    }
+}
+
+impl Direct {
+    /// The buffer's length in bytes.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the buffer is empty.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The buffer's host address. Reading or writing `len()` bytes from it is sound for as
+    /// long as the ring it came from lives, with volatile or `ptr::copy` accesses (the guest
+    /// may change the bytes at any time: no reference to them may be formed).
+    #[inline(always)]
+    pub fn host(&self) -> *mut u8 {
+        self.at
+    }
 }
 
 /// The part of a descriptor's buffer not yet returned: a buffer across the boundary of two
@@ -389,24 +430,11 @@ impl SplitRing {
         }))
     }
 
-    /// Fetches the first two lines of the buffers of the next `max` chains the guest made
-    /// available (their head descriptors' buffers), for writing or for reading, and reads
-    /// their first byte.
-    ///
-    /// Why: a buffer is touched once, by one copy, and with small pages its translation
-    /// misses the TLB too. Taken one frame at a time those misses are serialised behind the
-    /// work of each frame (a few hundred instructions: the CPU's window holds less than a
-    /// frame); here, in one short loop, they overlap. The byte is read because a prefetch
-    /// that misses the TLB may be dropped (it was, on the EPYC VM measured: prefetches alone
-    /// changed nothing); read, not written: zeroing it instead (it is the header's, which the
-    /// frame overwrites) cost a third of the rate. PVP at 64 bytes with 4 KiB guest pages:
-    /// 3.5 → 7.1–7.7 Mpps (BENCHMARKS.md, "vhost-user PVP"). Only a hint: an address outside
-    /// guest memory is not touched, and nothing here changes what [`SplitRing::pop`] takes.
-    ///
-    /// Returns whether there may be chains to take: false only when the guest made none
-    /// available (a broken avail index says true: [`SplitRing::pop`] reports it).
+    /// Whether the guest made chains available that are not taken yet (`avail.idx` is read
+    /// only when the chains seen before are all taken). A broken avail index says true:
+    /// [`SplitRing::pop`] reports it.
     #[inline]
-    pub fn prefetch(&mut self, max: usize, for_write: bool) -> bool {
+    pub fn has_available(&mut self) -> bool {
         if self.next_avail == self.avail_idx {
             let idx = u16::from_le(self.avail_u16(2).load(Ordering::Acquire));
             if idx.wrapping_sub(self.next_avail) > self.size {
@@ -414,31 +442,84 @@ impl SplitRing {
             }
             self.avail_idx = idx;
         }
-        let ready = usize::from(self.avail_idx.wrapping_sub(self.next_avail)).min(max);
+        self.next_avail != self.avail_idx
+    }
+
+    /// Takes the guest's next chains, up to `out.len()` of them, for as long as each is a
+    /// [`Direct`] one: a single descriptor (no `NEXT`, no `INDIRECT`), device-writable if
+    /// `write` (a receive buffer) and read-only if not (a transmit buffer), `min_len` (at
+    /// least 1) to `max_len` bytes long, inside one region of guest memory. Returns how many went into
+    /// `out`; the first chain that is not direct stays in the ring for [`SplitRing::pop`] and
+    /// the general walk (as do all when the avail index is broken: `pop` reports it).
+    ///
+    /// Most chains are direct: a transmitted frame and its header in one buffer (Linux and
+    /// DPDK's virtio PMD put them together), one receive buffer per chain (mergeable
+    /// buffers). Resolved here in one pass, a chain is read once — its avail entry and its
+    /// descriptor — instead of once to prefetch and again to walk it.
+    ///
+    /// The same pass fetches the first two lines of each buffer, for writing or for reading,
+    /// and reads its first byte. Why: a buffer is touched once, by one copy, and with small
+    /// pages its translation misses the TLB too. Taken one frame at a time those misses are
+    /// serialised behind the work of each frame (a few hundred instructions: the CPU's window
+    /// holds less than a frame); in one short loop they overlap. The byte is read because a
+    /// prefetch that misses the TLB may be dropped (it was, on the EPYC VM measured: prefetches
+    /// alone changed nothing); read, not written: zeroing it instead (it is the header's, which
+    /// the frame overwrites) cost a third of the rate. PVP at 64 bytes with 4 KiB guest pages:
+    /// 3.5 → 7.1–7.7 Mpps (BENCHMARKS.md, "vhost-user PVP").
+    #[inline]
+    pub fn take_direct(
+        &mut self,
+        out: &mut [Direct],
+        write: bool,
+        min_len: u32,
+        max_len: u32,
+    ) -> usize {
+        // An empty buffer has no byte to read; none is direct.
+        let min_len = min_len.max(1);
+        if !self.has_available() {
+            return 0;
+        }
+        // At most the ring's size: `has_available` checked the index it read.
+        let known = usize::from(self.avail_idx.wrapping_sub(self.next_avail));
+        let want = if write { VRING_DESC_F_WRITE } else { 0 };
+        let out = match out.get_mut(..known) {
+            Some(part) => part,
+            None => out,
+        };
+        let mut taken = 0u16;
         let mut touched = 0u8;
-        for i in 0..ready {
-            let slot = usize::from(self.next_avail.wrapping_add(i as u16) & self.mask());
+        for d in out.iter_mut() {
+            let slot = usize::from(self.next_avail.wrapping_add(taken) & self.mask());
             let head = u16::from_le(self.avail_u16(4 + 2 * slot).load(Ordering::Relaxed));
             if head >= self.size {
-                continue;
+                break;
             }
             // SAFETY: head < size: inside the descriptor table (see `read_desc`).
-            let (addr, len, _, _) =
+            let (addr, len, flags, _) =
                 unsafe { Self::decode(self.desc.add(DESC_LEN * usize::from(head))) };
-            // In any region: a guest's buffers may lie in several.
-            let Some((region, off)) = self.find(addr, u64::from(len.clamp(1, PREFETCH_LEN))) else {
-                continue;
+            if flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE) != want
+                || len < min_len
+                || len > max_len
+            {
+                break;
+            }
+            let Some((region, off)) = self.find(addr, u64::from(len)) else {
+                break;
             };
             let Some(r) = self.regions.get(region) else {
-                continue;
+                break;
             };
-            let at = r.host.wrapping_add(off);
-            prefetch_lines(at, for_write);
-            // SAFETY: inside the region's mapping (offset_of).
+            // SAFETY: `off + len <= r.len` (`find`): inside the region's mapping.
+            let at = unsafe { r.host.add(off) };
+            prefetch_lines(at, write);
+            // SAFETY: as above, and len >= 1: the byte is inside the buffer.
             touched ^= unsafe { ptr::read_volatile(at) };
+            *d = Direct { head, at, len };
+            taken += 1;
         }
         std::hint::black_box(touched);
-        ready > 0
+        self.next_avail = self.next_avail.wrapping_add(taken);
+        usize::from(taken)
     }
 
     /// Gives back the last `n` chains taken (not returned used): the guest keeps them for
