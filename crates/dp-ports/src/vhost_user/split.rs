@@ -486,30 +486,47 @@ impl SplitRing {
             Some(part) => part,
             None => out,
         };
+        // The ring's fields in locals: the loop stores through `out` and may call
+        // `find_other`, after which the compiler would load them again for every chain
+        // (callgrind: 58 → 47 instructions per chain, `dpservice-vhost-bench`).
+        let (size, mask, next_avail) = (self.size, self.mask(), self.next_avail);
+        let (desc, avail) = (self.desc, self.avail);
+        let mut region = self.regions.get(self.last).copied();
         let mut taken = 0u16;
         let mut touched = 0u8;
         for d in out.iter_mut() {
-            let slot = usize::from(self.next_avail.wrapping_add(taken) & self.mask());
-            let head = u16::from_le(self.avail_u16(4 + 2 * slot).load(Ordering::Relaxed));
-            if head >= self.size {
+            let slot = usize::from(next_avail.wrapping_add(taken) & mask);
+            // SAFETY: slot < size: the entry is inside the avail ring (see `avail_u16`).
+            let entry = unsafe { AtomicU16::from_ptr(avail.add(4 + 2 * slot).cast_mut().cast()) };
+            let head = u16::from_le(entry.load(Ordering::Relaxed));
+            if head >= size {
                 break;
             }
             // SAFETY: head < size: inside the descriptor table (see `read_desc`).
             let (addr, len, flags, _) =
-                unsafe { Self::decode(self.desc.add(DESC_LEN * usize::from(head))) };
+                unsafe { Self::decode(desc.add(DESC_LEN * usize::from(head))) };
             if flags & (VRING_DESC_F_NEXT | VRING_DESC_F_INDIRECT | VRING_DESC_F_WRITE) != want
                 || len < min_len
                 || len > max_len
             {
                 break;
             }
-            let Some((region, off)) = self.find(addr, u64::from(len)) else {
-                break;
+            let (r, off) = match region.and_then(|r| Some((r, r.offset_of(addr, u64::from(len))?)))
+            {
+                Some(found) => found,
+                None => {
+                    // Another region (`find_other` makes it the last one found).
+                    let Some((i, off)) = self.find_other(addr, u64::from(len)) else {
+                        break;
+                    };
+                    let Some(r) = self.regions.get(i).copied() else {
+                        break;
+                    };
+                    region = Some(r);
+                    (r, off)
+                }
             };
-            let Some(r) = self.regions.get(region) else {
-                break;
-            };
-            // SAFETY: `off + len <= r.len` (`find`): inside the region's mapping.
+            // SAFETY: `off + len <= r.len` (`offset_of`): inside the region's mapping.
             let at = unsafe { r.host.add(off) };
             prefetch_lines(at, write);
             // SAFETY: as above, and len >= 1: the byte is inside the buffer.
