@@ -102,7 +102,12 @@ pub fn receive(
         if taken == room && room > 0 {
             continue;
         }
-        // The next chain needs the general walk, or there is none, or no buffer (counted).
+        // The chains seen are all taken: the burst ends without reading the guest's index again
+        // (a load of a line its CPU writes), which the next poll does.
+        if room > 0 && !ring.known_available() {
+            break;
+        }
+        // The next chain needs the general walk, or no buffer is left (counted).
         if received < max {
             match receive_one(ring, pool, out, stats, offloads) {
                 One::Got => received += 1,
@@ -369,6 +374,12 @@ pub fn transmit(
             i += fit;
             if fit == want {
                 continue;
+            }
+            // Out of receive chains, even after reading the guest's index once more: the rest
+            // of the burst is dropped (counted) without asking again for each frame.
+            if fit == got && !ring.has_available() {
+                stats.no_room += (pkts.len() - i) as u64;
+                break;
             }
         }
         // The next frame needs mergeable buffers, a chain that is not direct, or finds none.
@@ -769,6 +780,26 @@ mod tests {
         );
         assert_eq!(out[0].data(), &frames[4][..]);
         assert_eq!(used_entries(&mem, &vq).last(), Some(&(5, 0)));
+    }
+
+    /// An avail index more than the ring's size ahead: nothing is taken, and the burst
+    /// counts it (the port resets the ring on it), however the burst ends.
+    #[test]
+    fn a_broken_avail_index_is_counted_not_followed() {
+        let mem = memory();
+        let vq = MockSplitQueue::new(&*mem, 16);
+        let mut q = split(&mem, &vq);
+        mem.write_obj(40u16, vq.avail_addr().unchecked_add(2))
+            .unwrap();
+        let mut pool = BufferPool::new(4, 2048);
+        let mut out = Vec::with_capacity(8);
+        let mut stats = RingStats::default();
+        assert_eq!(
+            receive(&mut q, &mut pool, &mut out, 8, &mut stats, Offloads::None),
+            0
+        );
+        assert_eq!((stats.packets, stats.bad_chains), (0, 1));
+        assert_eq!(pool.available(), 4);
     }
 
     #[test]

@@ -258,6 +258,8 @@ pub struct SplitRing {
     next_avail: u16,
     /// The guest's `avail.idx` as last read.
     avail_idx: u16,
+    /// The last read of `avail.idx` by [`SplitRing::has_available`] found it broken.
+    index_broken: bool,
     /// Where the next used element goes.
     next_used: u16,
     /// `used.idx` as we last stored it.
@@ -344,6 +346,7 @@ impl SplitRing {
             event_idx,
             next_avail,
             avail_idx: next_avail,
+            index_broken: false,
             next_used: next_avail,
             published: next_avail,
             notified: next_avail,
@@ -437,12 +440,21 @@ impl SplitRing {
     pub fn has_available(&mut self) -> bool {
         if self.next_avail == self.avail_idx {
             let idx = u16::from_le(self.avail_u16(2).load(Ordering::Acquire));
-            if idx.wrapping_sub(self.next_avail) > self.size {
+            self.index_broken = idx.wrapping_sub(self.next_avail) > self.size;
+            if self.index_broken {
                 return true;
             }
             self.avail_idx = idx;
         }
         self.next_avail != self.avail_idx
+    }
+
+    /// Whether chains seen at the last read of `avail.idx` are still to be taken (no load of
+    /// the guest's index: a burst that ran out of them ends, and the next one reads it).
+    #[inline(always)]
+    pub fn known_available(&self) -> bool {
+        // A broken index counts: `pop` is to report it.
+        self.next_avail != self.avail_idx || self.index_broken
     }
 
     /// Takes the guest's next chains, up to `out.len()` of them, for as long as each is a
