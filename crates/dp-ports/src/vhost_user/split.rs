@@ -410,15 +410,12 @@ impl SplitRing {
     /// size ahead): nothing can be taken from the ring any more.
     #[inline]
     pub fn pop(&mut self) -> Result<Option<Chain>, Fault> {
-        if self.next_avail == self.avail_idx {
-            let idx = u16::from_le(self.avail_u16(2).load(Ordering::Acquire));
-            if idx.wrapping_sub(self.next_avail) > self.size {
-                return Err(Fault::AvailIndex);
-            }
-            self.avail_idx = idx;
-            if idx == self.next_avail {
-                return Ok(None);
-            }
+        if !self.has_available() {
+            return Ok(None);
+        }
+        // The read just made found the index broken (a broken read takes nothing in).
+        if self.index_broken {
+            return Err(Fault::AvailIndex);
         }
         let slot = usize::from(self.next_avail & self.mask());
         let head = u16::from_le(self.avail_u16(4 + 2 * slot).load(Ordering::Relaxed));
